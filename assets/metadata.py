@@ -1,0 +1,94 @@
+"""Materialization metadata shared by every table asset: row count, schema, preview, counts, quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    DataVersion,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
+
+from assets.readers.records import Rejection, reason_counts
+from quality.contracts import ContractResult
+
+
+def table_schema(df: pl.DataFrame) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in df.schema.items()])
+
+
+def preview_markdown(df: pl.DataFrame, n: int = 5, width: int = 60) -> str:
+    """The first ``n`` rows as a Markdown table, long cells cut to ``width`` characters."""
+    head = df.head(n)
+    cells = [[_cell(v, width) for v in row] for row in head.iter_rows()]
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, list | pl.Series) else str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def counts(df: pl.DataFrame, column: str, top: int = 30) -> dict[str, int]:
+    """Rows per value of ``column``: the ``top`` most frequent values, the rest summed as ``(other)``."""
+    if column not in df.columns or df.is_empty():
+        return {}
+    grouped = df.group_by(column).len().sort(["len", column], descending=[True, False], nulls_last=True)
+    out = {str(k): int(v) for k, v in grouped.head(top).iter_rows()}
+    if grouped.height > top:
+        out["(other)"] = int(grouped["len"][top:].sum())
+    return out
+
+
+def content_version(df: pl.DataFrame) -> str:
+    """A stable content hash of the table (sorted by its first column), used as the Dagster data version."""
+    ordered = df.sort(df.columns[0]) if df.columns else df
+    return hashlib.sha256(ordered.write_ndjson().encode()).hexdigest()[:16]
+
+
+def table_metadata(df: pl.DataFrame, count_columns: tuple[str, ...] = ()) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": table_schema(df),
+        "preview": MetadataValue.md(preview_markdown(df)),
+    }
+    for col in count_columns:
+        md[f"count_by_{col}"] = MetadataValue.json(counts(df, col))
+    return md
+
+
+def quarantine_metadata(rejected: list[Rejection], uri: str) -> dict[str, Any]:
+    return {
+        "quarantined_rows": len(rejected),
+        "quarantine_reasons": MetadataValue.json(reason_counts(rejected)),
+        "quarantine_path": uri,
+    }
+
+
+def contract_check(check_name: str, result: ContractResult) -> AssetCheckResult:
+    """A GX contract as a blocking Dagster check result (ERROR severity on failure)."""
+    return AssetCheckResult(
+        check_name=check_name,
+        passed=result.success,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "suite": result.suite,
+            "rows_validated": result.rows,
+            "expectations": len(result.outcomes),
+            "failed": MetadataValue.json([o.describe() for o in result.failures]),
+            "report": MetadataValue.md("\n".join(f"- {o.describe()}" for o in result.outcomes)),
+        },
+    )
+
+
+def data_version(df: pl.DataFrame) -> DataVersion:
+    return DataVersion(content_version(df))

@@ -1,0 +1,22 @@
+"""Jobs: one per partitions definition, since a run materializes one partition key."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.ingest import text_qa_partitions, vqa_partitions
+
+vqa_ingest_job = define_asset_job(
+    "vqa_ingest_job",
+    selection=AssetSelection.assets("vqa_items"),
+    partitions_def=vqa_partitions,
+    description="Normalize one VQA dataset (partition) into vqa_items, with its contract check.",
+)
+text_qa_ingest_job = define_asset_job(
+    "text_qa_ingest_job",
+    selection=AssetSelection.assets("text_qa_items"),
+    partitions_def=text_qa_partitions,
+    description="Normalize one text-QA dataset (partition) into text_qa_items, with its contract check.",
+)
+
+JOBS = [vqa_ingest_job, text_qa_ingest_job]

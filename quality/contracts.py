@@ -1,0 +1,177 @@
+"""Data contracts as Great Expectations suites, run in an ephemeral context on in-memory frames.
+
+Each table has one suite. Rules that GX cannot state over a single column (an answer letter pointing
+into a list of options, an image id resolvable in storage) are computed first as boolean columns
+named ``_<rule>`` and then expected to be true, so every rule reports through GX in the same way.
+Plain library code: the assets turn a :class:`ContractResult` into Dagster asset-check results.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import polars as pl
+
+LETTERS = "ABCDEFGHIJ"
+KNOWN_SPLITS = ["train", "validation", "test"]
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int
+    sample: list[Any] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f"[{self.column}]" if self.column else ""
+        tail = "" if self.success else f": {self.unexpected_count} unexpected, e.g. {self.sample[:3]}"
+        return f"{self.expectation}{where} {'ok' if self.success else 'FAILED'}{tail}"
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    suite: str
+    rows: int
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def summary(self) -> str:
+        return "\n".join(o.describe() for o in self.outcomes)
+
+
+@lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], list]) -> ContractResult:
+    """Validate ``frame`` (polars) against the expectations built by ``expectations()``.
+
+    ``expectations`` is called only after the GX context exists (GX needs that order).
+    """
+    context = _context()
+    import great_expectations as gx
+
+    name = f"{suite_name}_{id(frame)}"
+    source = context.data_sources.add_or_update_pandas(name)
+    batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame.to_pandas()}).validate(suite)
+    context.data_sources.delete(name)
+    outcomes = []
+    for r in result.results:
+        cfg = r.expectation_config
+        res = r.result or {}
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=cfg.type,
+                column=cfg.kwargs.get("column"),
+                success=bool(r.success),
+                unexpected_count=int(res.get("unexpected_count") or (0 if r.success else 1)),
+                sample=list(res.get("partial_unexpected_list") or [res.get("observed_value")])[:5],
+            )
+        )
+    return ContractResult(suite=suite_name, rows=frame.height, outcomes=outcomes)
+
+
+# ---- derived rule columns ----------------------------------------------------------------------------
+def answer_in_options(frame: pl.DataFrame) -> pl.Series:
+    """True where the item has no options, or its answer letter indexes an option equal to its answer."""
+    ok = []
+    for options, label, answer in zip(frame["options"], frame["answer_label"], frame["answer"], strict=True):
+        options = list(options) if options is not None else []
+        if not options:
+            ok.append(label is None)
+            continue
+        idx = LETTERS.find(label) if label else -1
+        ok.append(0 <= idx < len(options) and options[idx] == answer)
+    return pl.Series("_answer_in_options", ok, dtype=pl.Boolean)
+
+
+def refs_resolvable(refs: pl.Series, existing: set[str]) -> pl.Series:
+    """True where every image id in the row's list is in ``existing`` (and the list is not empty)."""
+    return pl.Series(
+        "_image_refs_resolvable",
+        [bool(r is not None and len(r) > 0 and all(x in existing for x in r)) for r in refs],
+        dtype=pl.Boolean,
+    )
+
+
+def all_refs(refs: Iterable) -> set[str]:
+    return {x for r in refs if r is not None for x in r}
+
+
+# ---- suites --------------------------------------------------------------------------------------
+def _common(id_column: str = "item_id") -> list:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column=id_column),
+        gxe.ExpectColumnValuesToBeUnique(column=id_column),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=KNOWN_SPLITS),
+        gxe.ExpectColumnValuesToNotBeNull(column="question"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="license"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="license", min_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="_answer_in_options", value_set=[True]),
+    ]
+
+
+def check_vqa_items(frame: pl.DataFrame, existing_images: set[str]) -> ContractResult:
+    """The ``vqa_items`` contract: unique ids, known splits, non-empty questions, licence set, the answer
+    letter among the options, every image reference resolvable in storage, answer types closed/open."""
+
+    def expectations():
+        import great_expectations.expectations as gxe
+
+        return _common() + [
+            gxe.ExpectColumnValuesToBeInSet(column="answer_type", value_set=["closed", "open"]),
+            gxe.ExpectColumnValuesToNotBeNull(column="answer"),
+            gxe.ExpectColumnValuesToBeInSet(column="_image_refs_resolvable", value_set=[True]),
+        ]
+
+    scalar = frame.select("item_id", "split", "question", "license", "answer_type", "answer").with_columns(
+        answer_in_options(frame), refs_resolvable(frame["image_refs"], existing_images)
+    )
+    return validate("vqa_items", scalar, expectations)
+
+
+def check_text_qa_items(frame: pl.DataFrame) -> ContractResult:
+    """The ``text_qa_items`` contract: unique ids, known splits, non-empty questions, licence set,
+    at least two options and the answer letter among them."""
+
+    def expectations():
+        import great_expectations.expectations as gxe
+
+        return _common() + [
+            gxe.ExpectColumnValuesToBeBetween(column="_n_options", min_value=2, max_value=10),
+            gxe.ExpectColumnValuesToNotBeNull(column="answer_label"),
+        ]
+
+    scalar = frame.select("item_id", "split", "question", "license", "answer_label").with_columns(
+        answer_in_options(frame), frame["options"].list.len().alias("_n_options")
+    )
+    return validate("text_qa_items", scalar, expectations)
