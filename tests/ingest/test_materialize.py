@@ -1,0 +1,114 @@
+"""The ingest group materialized in-process with real Dagster runs, on a local root and on S3 (moto)."""
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from orchestration.definitions import defs
+from orchestration.storage import Storage
+
+
+def _run(job_name, partition, instance=None):
+    instance = instance or DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False
+    )
+    return result, instance
+
+
+def _materialization(result, key):
+    [mat] = [m for m in result.asset_materializations_for_node(key)]
+    return mat.metadata
+
+
+@pytest.mark.parametrize("job,partition,asset", [
+    ("vqa_ingest_job", "vqa_rad", "vqa_items"),
+    ("vqa_ingest_job", "slake", "vqa_items"),
+    ("text_qa_ingest_job", "medqa", "text_qa_items"),
+    ("text_qa_ingest_job", "medmcqa", "text_qa_items"),
+    ("text_qa_ingest_job", "pubmedqa", "text_qa_items"),
+])
+def test_ingest_partition_local(job, partition, asset):
+    result, _ = _run(job, partition)
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.asset_key == AssetKey(asset)
+    md = _materialization(result, asset)
+    stored = Storage().read_table(asset, partition)
+    assert md["dagster/row_count"].value == stored.height > 0
+    assert {c.name for c in md["dagster/column_schema"].schema.columns} == set(stored.columns)
+    assert "count_by_split" in md and "preview" in md and md["quarantined_rows"].value == 0
+    assert result.dagster_run.tags.get("dagster/partition") == partition
+
+
+def test_code_versions_on_every_asset():
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.code_version, f"{spec.key} has no code_version"
+
+
+def test_quarantine_counts_in_metadata(tmp_path, monkeypatch, sample_data):
+    root = tmp_path / "slake"
+    shutil.copytree(sample_data / "slake", root)
+    rows = json.loads((root / "train.json").read_text())
+    en = [i for i, r in enumerate(rows) if r["q_lang"] == "en"]
+    rows[en[0]]["img_name"] = "xmlab0/nowhere.jpg"
+    rows[en[1]]["answer"] = ""
+    (root / "train.json").write_text(json.dumps(rows))
+    monkeypatch.setenv("MEDRWR_SOURCE_SLAKE", str(root))
+    result, _ = _run("vqa_ingest_job", "slake")
+    assert result.success  # row problems do not stop the run
+    md = _materialization(result, "vqa_items")
+    assert md["quarantined_rows"].value == 2
+    assert md["quarantine_reasons"].value == {"empty answer": 1, "missing image file": 1}
+    q = Storage().read_quarantine("vqa_items", "slake")
+    assert q.height == 2 and set(q["source_file"].str.ends_with("train.json")) == {True}
+    assert q.filter(pl.col("reason").str.starts_with("missing image file"))["raw"].str.contains("nowhere.jpg").all()
+
+
+def test_failed_contract_blocks_the_run(monkeypatch):
+    monkeypatch.setattr(Storage, "existing_images", lambda self, ids: set())  # images vanished from storage
+    result, _ = _run("vqa_ingest_job", "vqa_rad")
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert "_image_refs_resolvable" in json.dumps(check.metadata["failed"].value)
+    assert not result.success
+
+
+def test_whole_file_error_fails_with_clear_message(tmp_path, monkeypatch):
+    (tmp_path / "medqa").mkdir()
+    monkeypatch.setenv("MEDRWR_SOURCE_MEDQA", str(tmp_path / "medqa"))
+    result, _ = _run("text_qa_ingest_job", "medqa")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.event_specific_data.error
+    assert error.cause.cls_name == "SourceError"
+    assert "no MedQA .jsonl file found" in error.cause.message and "point the medqa source" in error.cause.message
+
+
+@pytest.mark.s3
+def test_ingest_on_s3_server(s3_env):
+    for job, partition in (("vqa_ingest_job", "vqa_rad"), ("text_qa_ingest_job", "pubmedqa")):
+        result, _ = _run(job, partition)
+        assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    st = Storage()
+    assert st.is_s3 and st.root == s3_env
+    vqa = st.read_table("vqa_items", "vqa_rad")
+    assert vqa.height > 0
+    refs = {r for refs in vqa["image_refs"] for r in refs}
+    assert st.existing_images(refs) == refs
+    assert st.read_table("text_qa_items", "pubmedqa").height > 0
+
+
+@pytest.mark.slow
+def test_main_job_smoke(tmp_path, capsys):
+    from orchestration.main import run
+
+    assert run("smoke") == 0
+    out = capsys.readouterr().out
+    assert "Outputs:" in out and "dagster dev -w workspace.yaml" in out
+    instance = DagsterInstance.get()
+    for asset in ("vqa_items", "text_qa_items"):
+        assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
