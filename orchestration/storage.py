@@ -141,14 +141,19 @@ class Storage:
         return self.fs.exists(self.uri(*parts))
 
     def write_bytes(self, data: bytes, *parts: str) -> str:
+        """Write ``data`` at ``parts`` under the root (replacing it); returns the URI."""
         path = self.uri(*parts)
-        if not self.is_s3:
+        if self.is_s3:
+            with self.fs.open(path, "wb") as f:
+                f.write(data)
+        else:  # plain file I/O: same result as fsspec's local filesystem, without its per-call overhead
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with self.fs.open(path, "wb") as f:
-            f.write(data)
+            Path(path).write_bytes(data)
         return path
 
     def read_bytes(self, *parts: str) -> bytes:
+        if not self.is_s3:
+            return Path(self.uri(*parts)).read_bytes()
         with self.fs.open(self.uri(*parts), "rb") as f:
             return f.read()
 

@@ -194,6 +194,7 @@ def read_vqa_rad(src: SourceDir, images: ImageIngestor) -> ReadResult:
 def read_vqa_rad_official(src: SourceDir, images: ImageIngestor) -> ReadResult:
     path = src.path(VQA_RAD_OFFICIAL)
     records = _expect_list(src.load_json(VQA_RAD_OFFICIAL, "VQA-RAD annotation file"), path)
+    images.prefetch(src, [f"{VQA_RAD_IMAGES}/{_text(r.get('image_name'))}" for r in records if isinstance(r, dict)])
     out = ReadResult()
     for i, r in enumerate(records):
         def build(r=r, i=i):
@@ -220,7 +221,7 @@ def read_vqa_rad_miccai19(src: SourceDir, images: ImageIngestor, base: str = "")
         rel = base + name
         records = _expect_list(src.load_json(rel, "VQA-RAD MICCAI19 file"), src.path(rel))
         for i, r in enumerate(records):
-            def build(r=r, i=i, split=split, name=name):
+            def build(r=r, i=i, split=split, rel=rel):
                 return make_item(
                     item_id=f"vqa_rad:m19-{split}-{_text(r['qid'])}", dataset="vqa_rad", split=split,
                     image_refs=[images.from_source(src, f"{image_dir}/{_text(r['image_name'])}")],
@@ -245,6 +246,7 @@ def read_slake(src: SourceDir, images: ImageIngestor) -> ReadResult:
             continue
         found = True
         records = _expect_list(src.load_json(name, "SLAKE split file"), src.path(name))
+        images.prefetch(src, [f"imgs/{_text(r.get('img_name'))}" for r in records if isinstance(r, dict)])
         split = name.split(".")[0]
         for i, r in enumerate(records):
             if isinstance(r, dict) and r.get("q_lang", "en") != "en":
@@ -508,7 +510,8 @@ def dedupe(result: ReadResult, id_column: str = "item_id") -> ReadResult:
 
 def to_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType] = VQA_SCHEMA) -> pl.DataFrame:
     """Rows as a DataFrame with the table's exact schema (also when empty)."""
-    return pl.DataFrame(rows, schema=schema, strict=False).sort("item_id")
+    columns = {name: [row.get(name) for row in rows] for name in schema}  # column-wise: far faster than from_dicts
+    return pl.DataFrame(columns, schema=schema).sort("item_id")
 
 
 def read_vqa(dataset: str, src: SourceDir, images: ImageIngestor) -> tuple[pl.DataFrame, ReadResult]:
