@@ -1,7 +1,8 @@
 """PHI audit: every identifying value read from the inputs must be absent from every output.
 
 :func:`collect_identifiers` gathers the values of identifying attributes from a source DICOM dataset
-(names, ids, dates, UIDs, institution, physicians, device serial, free text, every private-tag string),
+(names, ids, dates, UIDs, institution, physicians, device serial, free text, every private-tag string
+but the private creators, which name vendors),
 walking sequences. :func:`audit` searches the outputs for each of them: every string cell of the output
 tables, every text-bearing PNG chunk (tEXt, zTXt, iTXt, eXIf; any chunk but IDAT), file names and ids,
 and, for pixels, proves that nothing outside the ultrasound region survived (burned-in text lives there).
@@ -90,6 +91,8 @@ def collect_identifiers(ds: Dataset, where: str = "") -> set[Identifier]:
         if elem.VR == "SQ":
             for item in elem.value:
                 found |= collect_identifiers(item, f"{where}{name}>")
+            continue
+        if elem.tag.is_private_creator:  # a vendor's block name, not about the patient
             continue
         private = elem.tag.is_private and elem.VR in ("LO", "SH", "ST", "LT", "UT", "PN", "CS", "UC")
         if elem.VR in IDENTIFYING_VRS or elem.keyword in IDENTIFYING_KEYWORDS or private:

@@ -311,3 +311,17 @@ def read_echo_source(src: SourceDir, storage: Storage, source: str, salt: str | 
         rejected.append(Rejection(src.path(rel), rel, reason, {"clip_file": rel}))
     frame = pl.DataFrame(rows, schema=ECHO_SCHEMA).sort("clip_id")
     return EchoReadResult(frame, rejected, identifiers, violations)
+
+
+def output_places(frame: pl.DataFrame, storage: Storage) -> list[tuple[str, str]]:
+    """Every output place the PHI audit searches: string cells, keyframe PNG chunks, stored file paths."""
+    from quality.phi import png_text, table_strings
+
+    places = list(table_strings(frame, "echo_studies"))
+    refs = sorted({r for refs in frame["keyframe_refs"].to_list() for r in (refs or [])}) if frame.height else []
+    for ref in refs:
+        places.append((f"png chunks of {ref}", png_text(storage.get_image(ref))))
+        places.append(("stored file name", "/".join(storage.image_parts(ref))))
+    for ref in frame["clip_ref"].drop_nulls().unique().to_list() if frame.height else []:
+        places.append(("stored file name", f"clips/{ref[:2]}/{ref}"))
+    return places

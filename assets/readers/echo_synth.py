@@ -319,20 +319,20 @@ def encode(ds: Dataset) -> bytes:
 
 
 def generate(
-    n_clips: int = 8, n_patients: int = 4, seed: int = 0, options: SynthOptions | None = None
+    n_clips: int = 8, n_patients: int = 4, seed: int = 0, options: SynthOptions | list[SynthOptions] | None = None
 ) -> tuple[dict[str, bytes], list[dict]]:
     """``({relative file name: DICOM bytes}, manifest rows)`` for ``n_clips`` clips of ``n_patients``.
 
-    Views cycle through :data:`VIEWS`; each manifest row also names the fake PHI it carries
-    (``patient_id``), which is an identifier, so it is for the generator's tests only.
+    Views cycle through :data:`VIEWS`; ``options`` may be a list, cycled per clip (to mix encodings).
     """
-    opts = options or SynthOptions()
+    variants = options if isinstance(options, list) else [options or SynthOptions()]
     rng = np.random.default_rng(seed)
     patients = fake_patients(n_patients, rng)
     files: dict[str, bytes] = {}
     rows: list[dict] = []
     for i in range(n_clips):
         patient = patients[i % n_patients]
+        opts = variants[i % len(variants)]
         view = VIEWS[i % len(VIEWS)]
         labels = sample_labels(rng, view)
         frames, ed, es = render_frames(labels, opts, rng, patient.name.replace("^", " "))
@@ -364,7 +364,7 @@ def write_manifest_csv(rows: list[dict]) -> bytes:
 
 
 def write_dataset(out_dir: str | Path, n_clips: int = 8, n_patients: int = 4, seed: int = 0,
-                  options: SynthOptions | None = None) -> Path:
+                  options: SynthOptions | list[SynthOptions] | None = None) -> Path:
     """Write the clips and ``labels.csv`` into a local folder; returns the manifest path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -373,6 +373,19 @@ def write_dataset(out_dir: str | Path, n_clips: int = 8, n_patients: int = 4, se
         (out / name).write_bytes(data)
     (out / "labels.csv").write_bytes(write_manifest_csv(rows))
     return out / "labels.csv"
+
+
+# The mix the smoke profile generates: every photometric and transfer syntax of the generator.
+SMOKE_MIX = [
+    SynthOptions(photometric="MONOCHROME2", syntax="explicit_le"),
+    SynthOptions(photometric="YBR_FULL_422", syntax="jpeg_baseline"),
+    SynthOptions(photometric="RGB", syntax="explicit_le", planar=1),
+    SynthOptions(photometric="YBR_FULL", syntax="rle"),
+    SynthOptions(photometric="MONOCHROME2", syntax="implicit_le"),
+    SynthOptions(photometric="RGB", syntax="explicit_be"),
+    SynthOptions(photometric="RGB", syntax="jpeg2000"),
+    SynthOptions(photometric="MONOCHROME2", syntax="jpeg_baseline"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
