@@ -4,7 +4,7 @@ option (dates shifted by a per-patient offset) and UIDs remapped consistently.
 
 * Attributes in :data:`REMOVE` are removed (action X), those in :data:`EMPTY` emptied (Z); every element
   of VR ``PN`` is removed wherever it occurs, sequences included.
-* Dates (DA, DT) are shifted by a whole number of days derived from the salted patient key, so intervals
+* Times of day (TM) are emptied. Dates (DA, DT) are shifted by a whole number of days derived from the salted patient key, so intervals
   within a patient are kept and the same patient always gets the same shift.
 * Every UID (VR ``UI``) that is not a well-known DICOM UID (SOP classes, transfer syntaxes, ...) is
   replaced by ``2.25.<integer>`` from an HMAC of the original with the salt (action U), consistently.
@@ -139,6 +139,8 @@ def _walk(ds: Dataset, salt: str, days: int) -> None:
             elem.value = new if elem.VM > 1 else new[0]
         elif elem.VR in ("DA", "DT") and elem.value:
             elem.value = shift_date(str(elem.value), days)
+        elif elem.VR == "TM":
+            elem.value = ""  # times of day are emptied (Z); intervals live in the shifted dates
 
 
 def region_boxes(ds: Dataset, rows: int, cols: int) -> list[tuple[int, int, int, int]]:

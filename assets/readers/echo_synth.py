@@ -186,9 +186,9 @@ def render_frames(labels: dict, opts: SynthOptions, rng: np.random.Generator, bu
         a, b = a_ed * k, b_ed * k
         d = ((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2
         wall = (d > 1) & (d <= 1.6)
-        img = speckle * 0.5
+        img = 40 + speckle * 0.5  # myocardium-like tissue never goes black...
         img = np.where(wall, np.minimum(255, speckle + 120), img)
-        img = np.where(d <= 1, speckle * 0.08, img)
+        img = np.where(d <= 1, speckle * 0.03, img)  # ...the blood pool nearly does
         grey = np.where(mask, img, 0).astype(np.uint8)
         grey[text] = 255
         frames[i] = grey[..., None]
