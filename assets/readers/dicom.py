@@ -173,12 +173,14 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def ingest_file(
-    data: bytes, name: str, storage: Storage, source: str, salt: str, labels: dict | None = None
+    data: bytes, name: str, storage: Storage, source: str, salt: str, labels: dict | None = None,
+    seen_sops: dict[str, str] | None = None,
 ) -> EchoOutput:
     """One DICOM file (``data``, named ``name`` in errors) into an ``echo_studies`` row.
 
     Raises :class:`EchoProblem` (the quarantine reason) for corrupt/truncated files, non-US modality,
-    missing pixel data, unsupported syntaxes and frame-count mismatches.
+    missing pixel data, unsupported syntaxes, frame-count mismatches, and, when ``seen_sops`` (SOP
+    Instance UID -> file already ingested) is given, a second copy of the same instance.
     """
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -187,6 +189,13 @@ def ingest_file(
         raise EchoProblem(f"corrupt or truncated file: {name} is not readable DICOM ({type(e).__name__}: {e}); "
                           "re-export or re-transfer it") from e
     n = validate(ds, name)
+    if seen_sops is not None:
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if sop in seen_sops:
+            raise EchoProblem(f"duplicate SOP instance: {name} repeats the SOPInstanceUID of {seen_sops[sop]} "
+                              "(the same image, perhaps re-encoded); keep one copy")
+        if sop:
+            seen_sops[sop] = name
     identifiers = collect_identifiers(ds)
     if labels and labels.get("patient_id"):
         identifiers.add(Identifier(str(labels["patient_id"]), "manifest.patient_id"))
@@ -293,11 +302,12 @@ def read_echo_source(src: SourceDir, storage: Storage, source: str, salt: str | 
     salt = salt or deid.salt_from_env()
     manifest, rejected = read_label_manifest(src)
     labels_by_file = {r["clip_file"]: r for r in manifest.to_dicts()}
-    files = [f for f in src.glob("**/*.dcm")] or []
+    files = src.glob("**/*.dcm")
     rows, identifiers, violations = [], set(), []
+    seen_sops: dict[str, str] = {}
     for rel in files:
         try:
-            out = ingest_file(src.read_bytes(rel), rel, storage, source, salt, labels_by_file.get(rel))
+            out = ingest_file(src.read_bytes(rel), rel, storage, source, salt, labels_by_file.get(rel), seen_sops)
         except EchoProblem as e:
             rejected.append(Rejection(src.path(rel), rel, str(e), {"file": rel}))
             continue
