@@ -218,30 +218,33 @@ def ingest_file(
 
     key_idx, policy = keyframe_plan(n, labels)
     clip_idx = clip_plan(n)
-    wanted = set(key_idx) | set(clip_idx)
+    clip_set = set(clip_idx)
     palette = ds.get("PhotometricInterpretation") == "PALETTE COLOR"
-    kept: dict[int, np.ndarray] = {}
+    x0, y0, x1, y1 = box
+    keyframes: dict[int, np.ndarray] = {}
+    small: dict[int, np.ndarray] = {}  # clip frames, already cropped and resized: memory stays small
     decoded = 0
     try:
-        for i, frame in enumerate(iter_pixels(io.BytesIO(data))):
+        # decode from the dataset already read (no second parse of the file)
+        for i, frame in enumerate(iter_pixels(ds)):
             decoded += 1
-            if i in wanted:
+            if i in clip_set or i in key_idx:
                 if palette:
                     frame = apply_color_lut(frame, ds)
-                kept[i] = deid.blank_outside(_to_uint8(frame), mask)
+                frame = deid.blank_outside(_to_uint8(frame), mask)
+                if i in key_idx:
+                    keyframes[i] = frame
+                if i in clip_set:
+                    small[i] = np.asarray(Image.fromarray(frame[y0 : y1 + 1, x0 : x1 + 1])
+                                          .resize((CLIP_SIZE, CLIP_SIZE), Image.BILINEAR))
     except Exception as e:  # any decoder failure is a property of the file: quarantine it
         raise EchoProblem(f"corrupt or truncated file: {name} frame {decoded} does not decode "
                           f"({type(e).__name__}: {e}); re-export or re-transfer it") from e
     if decoded != n:
         raise EchoProblem(f"frame-count mismatch: {name} NumberOfFrames={n} but {decoded} frames decoded")
 
-    keyframes = {i: kept[i] for i in key_idx}
     key_refs = [storage.put_image(png_bytes(keyframes[i]), "png") for i in key_idx]
-    x0, y0, x1, y1 = box
-    clip = np.stack([
-        np.asarray(Image.fromarray(kept[i][y0 : y1 + 1, x0 : x1 + 1]).resize((CLIP_SIZE, CLIP_SIZE), Image.BILINEAR))
-        for i in clip_idx
-    ])
+    clip = np.stack([small[i] for i in clip_idx])
     buf = io.BytesIO()
     np.save(buf, clip, allow_pickle=False)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()

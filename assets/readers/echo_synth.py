@@ -306,7 +306,7 @@ def build_dataset(
         ds["PixelData"].VR = "OB"
         if opts.syntax in ("rle", "jpeg2000"):
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.compress(SYNTAXES[opts.syntax])
+            ds.compress(SYNTAXES[opts.syntax], generate_instance_uid=False)
     return ds
 
 
