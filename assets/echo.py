@@ -4,6 +4,11 @@ Partitions are dynamic (``echo_sources``): a new site or data drop is a new key.
 generates seeded clips (:mod:`assets.readers.echo_synth`) under ``sources/echo/synthetic`` of the
 storage root unless ``MEDRWR_SOURCE_ECHO_SYNTHETIC`` points elsewhere; any other key reads the folder
 the profile names (``MEDRWR_SOURCE_ECHO_<KEY>`` or ``<data dir>/echo/<key>``).
+
+De-identification uses the salt in ``MEDRWR_DEID_SALT`` (a published development salt otherwise: set it
+in production). The quarantine table names source files by their original paths, which in some layouts
+(MIMIC-IV-ECHO ``files/pXX/pXXXXXXXX/...``) carry source identifiers: it belongs with the raw data, under
+the same access rules, and is not covered by the PHI check, which audits the published outputs.
 """
 
 import os
