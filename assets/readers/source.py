@@ -7,10 +7,9 @@ import gzip
 import io
 import json
 import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Iterator
 
 import fsspec
 
