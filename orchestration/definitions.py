@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, load_assets_from_modules
 
-from assets import ingest
+from assets import benchmark, echo, ingest
 
 from .io_managers import ParquetTableIOManager
 from .jobs import JOBS
@@ -13,7 +13,7 @@ from .resources import SourcesResource, StorageResource
 storage = StorageResource()
 
 defs = Definitions(
-    assets=load_assets_from_modules([ingest]),
+    assets=load_assets_from_modules([ingest, echo, benchmark]),
     jobs=JOBS,
     resources={
         "storage": storage,

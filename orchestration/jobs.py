@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.echo import echo_sources
 from assets.ingest import text_qa_partitions, vqa_partitions
 
 vqa_ingest_job = define_asset_job(
@@ -19,4 +20,16 @@ text_qa_ingest_job = define_asset_job(
     description="Normalize one text-QA dataset (partition) into text_qa_items, with its contract check.",
 )
 
-JOBS = [vqa_ingest_job, text_qa_ingest_job]
+echo_ingest_job = define_asset_job(
+    "echo_ingest_job",
+    selection=AssetSelection.assets("echo_studies"),
+    partitions_def=echo_sources,
+    description="Decode, de-identify and keyframe one echo source (dynamic partition) into echo_studies.",
+)
+ecbench_job = define_asset_job(
+    "ecbench_job",
+    selection=AssetSelection.assets("ecbench"),
+    description="Build the ECBench MCQs from every materialized echo_studies partition, with its checks.",
+)
+
+JOBS = [vqa_ingest_job, text_qa_ingest_job, echo_ingest_job, ecbench_job]

@@ -37,7 +37,16 @@ def plan(profile_name: str | None) -> list[tuple[str, str | None]]:
     steps: list[tuple[str, str | None]] = []
     steps += [("vqa_ingest_job", ds) for ds in profile.vqa_datasets]
     steps += [("text_qa_ingest_job", ds) for ds in profile.text_qa_datasets]
+    steps += [("echo_ingest_job", key) for key in profile.echo_sources]
+    steps += [("ecbench_job", None)] if profile.echo_sources else []
     return steps
+
+
+def register_dynamic_partitions(instance, profile_name: str | None) -> None:
+    """Add the profile's echo sources to the ``echo_sources`` dynamic partitions of ``instance``."""
+    keys = list(get_profile(profile_name).echo_sources)
+    if keys:
+        instance.add_dynamic_partitions("echo_sources", keys)
 
 
 def run(profile_name: str | None = None) -> int:
@@ -48,6 +57,7 @@ def run(profile_name: str | None = None) -> int:
     from .definitions import defs
 
     instance = DagsterInstance.get()
+    register_dynamic_partitions(instance, profile_name)
     failed = []
     for job_name, partition in plan(profile_name):
         job = defs.resolve_job_def(job_name)

@@ -44,6 +44,7 @@ class Profile:
     vqa_datasets: tuple[str, ...]
     text_qa_datasets: tuple[str, ...]
     description: str
+    echo_sources: tuple[str, ...] = ("synthetic",)
 
     def source_uri(self, dataset: str) -> str:
         """Where ``dataset``'s released files live: ``MEDRWR_SOURCE_<DATASET>`` or ``<data_dir>/<folder>``."""
@@ -51,6 +52,12 @@ class Profile:
         if override:
             return override
         return posixpath.join(self.data_dir, DATASET_FOLDERS.get(dataset, dataset))
+
+
+    def echo_source_uri(self, key: str) -> str:
+        """Folder of echo source ``key`` (partition of ``echo_studies``): ``MEDRWR_SOURCE_ECHO_<KEY>`` or
+        ``<data_dir>/echo/<key>``. The key ``synthetic`` is generated into storage unless overridden."""
+        return os.environ.get(f"MEDRWR_SOURCE_ECHO_{key.upper()}") or posixpath.join(self.data_dir, "echo", key)
 
 
 def get_profile(name: str | None = None) -> Profile:
@@ -75,6 +82,7 @@ def get_profile(name: str | None = None) -> Profile:
             data_dir=data_dir,
             vqa_datasets=tuple(d for d in datasets.split(",") if d),
             text_qa_datasets=tuple(d for d in text.split(",") if d),
+            echo_sources=tuple(d for d in os.environ.get("MEDRWR_ECHO_SOURCES", "synthetic").split(",") if d),
             description="every configured dataset in full, production models",
         )
     raise ValueError(f"unknown profile {name!r}: use 'smoke' or 'full'")

@@ -105,5 +105,6 @@ class SourceDir:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths relative to the root that match ``pattern``, sorted."""
-        base = self.root + "/"
+        # fsspec returns S3 paths without the ``s3://`` protocol: strip it from the root too
+        base = self.fs._strip_protocol(self.root).rstrip("/") + "/"
         return sorted(p[len(base) :] if p.startswith(base) else p for p in self.fs.glob(self.path(pattern)))

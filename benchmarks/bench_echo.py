@@ -1,0 +1,92 @@
+"""Echo ingest benchmark: decode + de-identify + keyframes + compact clip, against pydicom decode alone.
+
+    PYTHONPATH=. python benchmarks/bench_echo.py [--repeat 3] [--clips 16]
+
+Files: the real 120-frame ``color3d_jpeg_baseline.dcm`` (pydicom-data, 640x480 YBR_FULL_422 JPEG
+baseline) and generated clips (32 frames 128x128, MONOCHROME2 explicit LE and YBR_FULL_422 JPEG).
+"Decode alone" reads the file with ``dcmread`` and iterates every frame with
+``pydicom.pixels.iter_pixels`` (what ingestion must do at
+least once to prove the file whole). "Ingest" is :func:`assets.readers.dicom.ingest_file` on local
+storage: header read and validation, frame-by-frame decode, blanking outside the regions, keyframe PNGs,
+the 16-frame 112x112 clip, de-identification. Peak memory is the Python-heap peak (tracemalloc) of one
+file, which covers numpy buffers. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.pixels import iter_pixels
+
+from assets.readers.dicom import ingest_file
+from assets.readers.echo_synth import SynthOptions, generate
+from orchestration.storage import Storage
+
+
+def decode_alone(data: bytes) -> None:
+    """Parse the file and decode every frame, one at a time (the fastest pydicom path we found)."""
+    for _ in iter_pixels(pydicom.dcmread(io.BytesIO(data))):
+        pass
+
+
+def timed(fn, files: list[bytes], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for data in files:
+            fn(data)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def peak_mb(fn, data: bytes) -> float:
+    tracemalloc.start()
+    fn(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--clips", type=int, default=16)
+    a = p.parse_args(argv)
+    with open(get_testdata_file("color3d_jpeg_baseline.dcm"), "rb") as f:
+        real = f.read()
+    sets = {
+        "color3d_jpeg_baseline.dcm (120 fr, 640x480, YBR JPEG)": [real],
+        f"generated MONOCHROME2 explicit LE ({a.clips} clips x 32 fr, 128x128)": list(
+            generate(a.clips, 4, 0, SynthOptions(frames=32))[0].values()),
+        f"generated YBR_FULL_422 JPEG ({a.clips} clips x 32 fr, 128x128)": list(
+            generate(a.clips, 4, 0, SynthOptions(frames=32, photometric="YBR_FULL_422", syntax="jpeg_baseline"))[0].values()),
+    }
+    store = Storage(root=tempfile.mkdtemp(prefix="bench_echo_"))
+    counter = iter(range(10**9))
+
+    def ingest(data: bytes) -> None:
+        ingest_file(data, f"f{next(counter)}", store, "bench", "bench-salt")
+
+    out = [f"Python {platform.python_version()}, {platform.machine()}, best of {a.repeat}", "",
+           "| files | MB | decode alone s | ingest s | ratio | ingest clips/s | ingest MB/s | decode peak MiB | ingest peak MiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for label, files in sets.items():
+        mb = sum(len(d) for d in files) / 2**20
+        t_dec = timed(decode_alone, files, a.repeat)
+        t_ing = timed(ingest, files, a.repeat)
+        out.append(f"| {label} | {mb:.1f} | {t_dec:.3f} | {t_ing:.3f} | {t_ing / t_dec:.2f}x | {len(files) / t_ing:.1f} "
+                   f"| {mb / t_ing:.1f} | {peak_mb(decode_alone, files[0]):.1f} | {peak_mb(ingest, files[0]):.1f} |")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
