@@ -63,7 +63,11 @@ def run(profile_name: str | None = None) -> int:
         job = defs.resolve_job_def(job_name)
         label = f"{job_name}[{partition}]" if partition else job_name
         print(f"==> {label}", flush=True)
-        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, partition_key=partition, raise_on_error=False,
+            # the console shows warnings and errors; the full event log is in the instance (the UI)
+            run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MEDRWR_LOG_LEVEL", "WARNING")}}}},
+        )
         status = "ok" if result.success else "FAILED"
         print(f"    {status} (run {result.run_id})", flush=True)
         if not result.success:
