@@ -37,6 +37,8 @@ def plan(profile_name: str | None) -> list[tuple[str, str | None]]:
     steps: list[tuple[str, str | None]] = []
     steps += [("vqa_ingest_job", ds) for ds in profile.vqa_datasets]
     steps += [("text_qa_ingest_job", ds) for ds in profile.text_qa_datasets]
+    steps += [("kb_passages_job", source) for source in profile.kb_sources]
+    steps += [("kb_index_job", None)]
     return steps
 
 
@@ -48,6 +50,10 @@ def run(profile_name: str | None = None) -> int:
     from .definitions import defs
 
     instance = DagsterInstance.get()
+    kb_sources = [p for job, p in plan(profile_name) if job == "kb_passages_job"]
+    new_keys = [k for k in kb_sources if not instance.has_dynamic_partition("kb_sources", k)]
+    if new_keys:
+        instance.add_dynamic_partitions("kb_sources", new_keys)
     failed = []
     for job_name, partition in plan(profile_name):
         job = defs.resolve_job_def(job_name)

@@ -42,12 +42,17 @@ def _sql_list(values: Sequence[str]) -> str:
 class _Pinned:
     """A LanceDB table opened read-only at a version or tag, with its search parameters."""
 
-    def __init__(self, storage: Storage, table: str, db: str, version: int | str | None):
-        self.tbl = connect(storage, db).open_table(table)
+    def __init__(self, tbl, params: dict[str, Any]):
+        self.tbl = tbl
+        self.version = tbl.version
+        self.params = params
+
+    @classmethod
+    def open(cls, storage: Storage, table: str, db: str, version: int | str | None) -> _Pinned:
+        tbl = connect(storage, db).open_table(table)
         if version is not None:
-            self.tbl.checkout(version)
-        self.version = self.tbl.version
-        self.params = load_search_params(storage, db, table, self.version)
+            tbl.checkout(version)
+        return cls(tbl, load_search_params(storage, db, table, tbl.version))
 
     def dense(self, vectors: np.ndarray, k: int, where: str | None, columns: list[str]) -> list[list[dict]]:
         query = apply_search_params(self.tbl.search(np.asarray(vectors, dtype=np.float32)), self.params)
@@ -66,7 +71,15 @@ class Retriever:
     def __init__(self, storage: Storage, embedder: Any, table: str = "kb_text", db: str = "kb",
                  version: int | str | None = None):
         self.embedder = embedder
-        self.pinned = _Pinned(storage, table, db, version)
+        self.pinned = _Pinned.open(storage, table, db, version)
+
+    @classmethod
+    def from_table(cls, tbl, embedder: Any, params: dict[str, Any] | None = None) -> Retriever:
+        """A retriever over an already-open table object (e.g. the version a writer just produced)."""
+        retriever = cls.__new__(cls)
+        retriever.embedder = embedder
+        retriever.pinned = _Pinned(tbl, params or {"index": "flat"})
+        return retriever
 
     @property
     def version(self) -> int:
@@ -142,7 +155,7 @@ class ImageRetriever:
     def __init__(self, storage: Storage, embedder: Any, table: str = "kb_image", db: str = "kb",
                  version: int | str | None = None):
         self.embedder = embedder
-        self.pinned = _Pinned(storage, table, db, version)
+        self.pinned = _Pinned.open(storage, table, db, version)
 
     def search_images(self, images: list[bytes], k: int = 1, exclude_refs: Sequence[str] = ()) -> list[list[ImageHit]]:
         """Top-``k`` cases per query image (bytes); ``exclude_refs`` drops cases with those image ids
