@@ -287,7 +287,7 @@ def minhash(shingles: np.ndarray, num_perm: int = 64, seed: int = 7) -> np.ndarr
 
 def deduplicate(rows: list[dict[str, Any]], threshold: float = 0.9, num_perm: int = 64,
                 bands: int = 16) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """Drop exact duplicates (same normalized text) and near duplicates (5-word-shingle Jaccard
+    """Drop repeated ids, exact duplicates (same normalized text) and near duplicates (5-word-shingle Jaccard
     >= ``threshold``, candidates from MinHash LSH, confirmed on the exact shingle sets).
 
     The first occurrence is kept; each dropped row becomes a rejection naming the kept id.
@@ -298,7 +298,12 @@ def deduplicate(rows: list[dict[str, Any]], threshold: float = 0.9, num_perm: in
     buckets: dict[tuple[int, bytes], list[int]] = {}
     shingle_sets: list[set[int]] = []
     rows_per_band = num_perm // bands
+    kept_ids: set[str] = set()
     for row in rows:
+        if row["id"] in kept_ids:  # a native id repeated in the release: keep the first record
+            rejected.append(Rejection(row["source_ref"], row["id"], "duplicate id: native id repeated in the source",
+                                      row, row["id"]))
+            continue
         norm = normalize_text(row["text"])
         key = hashlib.sha1(norm.encode()).hexdigest()
         ref = f"{row['source_ref']} ({row['id']})"
@@ -325,6 +330,7 @@ def deduplicate(rows: list[dict[str, Any]], threshold: float = 0.9, num_perm: in
             continue
         seen_exact[key] = ref
         idx = len(kept)
+        kept_ids.add(row["id"])
         kept.append(row)
         shingle_sets.append(sh_set)
         for bk in band_keys:
