@@ -6,6 +6,7 @@ from dagster import AssetSelection, define_asset_job
 
 from assets.echo import echo_sources
 from assets.ingest import text_qa_partitions, vqa_partitions
+from assets.knowledge import kb_source_partitions
 
 vqa_ingest_job = define_asset_job(
     "vqa_ingest_job",
@@ -31,5 +32,16 @@ ecbench_job = define_asset_job(
     selection=AssetSelection.assets("ecbench"),
     description="Build the ECBench MCQs from every materialized echo_studies partition, with its checks.",
 )
+kb_passages_job = define_asset_job(
+    "kb_passages_job",
+    selection=AssetSelection.assets("kb_passages"),
+    partitions_def=kb_source_partitions,
+    description="Read, chunk and deduplicate one knowledge-base source (dynamic partition) into kb_passages.",
+)
+kb_index_job = define_asset_job(
+    "kb_index_job",
+    selection=AssetSelection.assets("kb_text_index", "kb_image_cases", "kb_image_index"),
+    description="Sync the LanceDB text and image indexes with every materialized KB source and image case.",
+)
 
-JOBS = [vqa_ingest_job, text_qa_ingest_job, echo_ingest_job, ecbench_job]
+JOBS = [vqa_ingest_job, text_qa_ingest_job, echo_ingest_job, ecbench_job, kb_passages_job, kb_index_job]

@@ -39,14 +39,18 @@ def plan(profile_name: str | None) -> list[tuple[str, str | None]]:
     steps += [("text_qa_ingest_job", ds) for ds in profile.text_qa_datasets]
     steps += [("echo_ingest_job", key) for key in profile.echo_sources]
     steps += [("ecbench_job", None)] if profile.echo_sources else []
+    steps += [("kb_passages_job", source) for source in profile.kb_sources]
+    steps += [("kb_index_job", None)]
     return steps
 
 
 def register_dynamic_partitions(instance, profile_name: str | None) -> None:
-    """Add the profile's echo sources to the ``echo_sources`` dynamic partitions of ``instance``."""
-    keys = list(get_profile(profile_name).echo_sources)
-    if keys:
-        instance.add_dynamic_partitions("echo_sources", keys)
+    """Add the profile's echo and KB sources to their dynamic partitions in ``instance`` (idempotent)."""
+    profile = get_profile(profile_name)
+    for partitions_name, keys in (("echo_sources", profile.echo_sources), ("kb_sources", profile.kb_sources)):
+        new_keys = [k for k in keys if not instance.has_dynamic_partition(partitions_name, k)]
+        if new_keys:
+            instance.add_dynamic_partitions(partitions_name, new_keys)
 
 
 def run(profile_name: str | None = None) -> int:

@@ -32,7 +32,12 @@ DATASET_FOLDERS = {
     "pubmedqa": "pubmedqa",
     "mcq_custom": "mcq_custom",
     "medquad": "medquad",
+    "slake_kg": "slake",  # knowledge-base sources read from their dataset's folder
+    "medmcqa_exp": "medmcqa",
 }
+
+# Knowledge-base sources (dynamic partitions of kb_passages); any other key is a MedRAG-style corpus folder.
+KB_SOURCES = ("medquad", "pubmedqa", "slake_kg", "medmcqa_exp")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,16 @@ class Profile:
     text_qa_datasets: tuple[str, ...]
     description: str
     echo_sources: tuple[str, ...] = ("synthetic",)
+    kb_sources: tuple[str, ...] = KB_SOURCES
+    kb_max_records: int | None = None  # records read per KB source (None: all)
+
+    @property
+    def kb_record_limit(self) -> int | None:
+        """``MEDRWR_KB_MAX_RECORDS`` (0 = no limit) or the profile's ``kb_max_records``."""
+        env = os.environ.get("MEDRWR_KB_MAX_RECORDS")
+        if env is not None:
+            return int(env) or None
+        return self.kb_max_records
 
     def source_uri(self, dataset: str) -> str:
         """Where ``dataset``'s released files live: ``MEDRWR_SOURCE_<DATASET>`` or ``<data_dir>/<folder>``."""
@@ -52,7 +67,6 @@ class Profile:
         if override:
             return override
         return posixpath.join(self.data_dir, DATASET_FOLDERS.get(dataset, dataset))
-
 
     def echo_source_uri(self, key: str) -> str:
         """Folder of echo source ``key`` (partition of ``echo_studies``): ``MEDRWR_SOURCE_ECHO_<KEY>`` or
@@ -70,6 +84,7 @@ def get_profile(name: str | None = None) -> Profile:
             vqa_datasets=("vqa_rad", "slake"),
             text_qa_datasets=("medqa", "medmcqa", "pubmedqa"),
             description="small real samples bundled with the code; the whole graph on a laptop in minutes",
+            kb_max_records=120,
         )
     if name == "full":
         data_dir = os.environ.get(ENV_DATA_DIR)
@@ -84,5 +99,6 @@ def get_profile(name: str | None = None) -> Profile:
             text_qa_datasets=tuple(d for d in text.split(",") if d),
             echo_sources=tuple(d for d in os.environ.get("MEDRWR_ECHO_SOURCES", "synthetic").split(",") if d),
             description="every configured dataset in full, production models",
+            kb_sources=tuple(s for s in os.environ.get("MEDRWR_KB_SOURCES", ",".join(KB_SOURCES)).split(",") if s),
         )
     raise ValueError(f"unknown profile {name!r}: use 'smoke' or 'full'")

@@ -1,0 +1,89 @@
+"""Image cases for CDIR: one row per training image with a description built from its QA pairs.
+
+SLAKE and VQA-RAD training items (``vqa_items``) are grouped by image; each case gets modality, organ,
+SLAKE's detection boxes (``imgs/xmlabN/detection.json``) and a description such as
+``"CT of the Abdomen. Contains: Liver, Spleen. Q: Which organ is abnormal? A: Liver."``.
+A reader for PubMedVision-style JSON (``image``/``images`` + ``conversations``) serves production corpora.
+Plain Python, no Dagster import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import polars as pl
+
+from .records import ReadResult, Rejection
+from .source import SourceDir
+
+IMAGE_CASE_SCHEMA = {
+    "id": pl.Utf8,
+    "source": pl.Utf8,
+    "image_ref": pl.Utf8,
+    "modality": pl.Utf8,
+    "organ": pl.Utf8,
+    "boxes": pl.Utf8,
+    "description": pl.Utf8,
+    "item_ids": pl.List(pl.Utf8),
+    "content_hash": pl.Utf8,
+}
+
+
+def slake_detections(src: SourceDir) -> dict[str, list[dict[str, Any]]]:
+    """``{"train.json#<i>": [{"label": ..., "box_xywh": [...]}, ...]}`` for SLAKE training rows."""
+    if not src.exists("train.json"):
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for i, rec in enumerate(src.load_json("train.json", "SLAKE train.json")):
+        folder = str(rec.get("img_name", "")).split("/")[0]
+        if folder not in by_image:
+            rel = f"imgs/{folder}/detection.json"
+            boxes = []
+            if folder and src.exists(rel):
+                for entry in json.loads(src.read_text(rel)):
+                    boxes += [{"label": k, "box_xywh": v} for k, v in entry.items()]
+            by_image[folder] = boxes
+        out[f"train.json#{i}"] = by_image[folder]
+    return out
+
+
+def describe(modality: str | None, organ: str | None, labels: list[str], qa: list[tuple[str, str]],
+             max_qa: int = 6) -> str:
+    """A short case description from modality, organ, detected structures and QA pairs."""
+    head = " of the ".join(x for x in (modality, organ) if x) or "Medical image"
+    parts = [head + "."]
+    if labels:
+        parts.append("Contains: " + ", ".join(sorted(set(labels))) + ".")
+    parts += [f"Q: {q} A: {a}." for q, a in qa[:max_qa]]
+    return " ".join(parts)
+
+
+def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None,
+                         datasets: tuple[str, ...] = ("slake", "vqa_rad")) -> tuple[pl.DataFrame, ReadResult]:
+    """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image)."""
+    result = ReadResult()
+    detections = slake_detections(slake_src) if slake_src is not None else {}
+    train = items.filter(pl.col("dataset").is_in(list(datasets)) & (pl.col("split") == "train"))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in train.iter_rows(named=True):
+        refs = row["image_refs"] or []
+        if len(refs) != 1:
+            result.rejected.append(Rejection(row["source_ref"], row["item_id"],
+                                             f"expected one image, got {len(refs)}", row, row["item_id"]))
+            continue
+        groups.setdefault((row["dataset"], refs[0]), []).append(row)
+    for (dataset, ref), rows in groups.items():
+        boxes = [b for r in rows[:1] for b in detections.get(r["source_ref"], [])] if dataset == "slake" else []
+        modality = next((r["modality"] for r in rows if r["modality"]), None)
+        organ = next((r["organ"] for r in rows if r["organ"]), None)
+        text = describe(modality, organ, [b["label"] for b in boxes], [(r["question"], r["answer"]) for r in rows])
+        boxes_json = json.dumps(boxes, sort_keys=True)
+        result.rows.append({
+            "id": f"{dataset}:{ref}", "source": dataset, "image_ref": ref, "modality": modality, "organ": organ,
+            "boxes": boxes_json, "description": text, "item_ids": sorted(r["item_id"] for r in rows),
+            "content_hash": hashlib.sha256(f"{ref}\n{text}\n{boxes_json}".encode()).hexdigest(),
+        })
+    return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result

