@@ -4,6 +4,8 @@ Assets are thin: readers in ``assets/readers/kb_*.py``, the store and search in 
 ``quality/kb.py``. The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
 """
 
+import os
+
 import polars as pl
 from dagster import (
     AssetCheckSpec,
@@ -15,7 +17,8 @@ from dagster import (
 )
 
 from assets.metadata import contract_check, data_version, quarantine_metadata, table_metadata
-from assets.readers.kb_images import image_cases_from_vqa
+from assets.readers.images import ImageIngestor
+from assets.readers.kb_images import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
 from assets.readers.kb_sources import read_kb_source
 from assets.readers.records import quarantine_frame
 from orchestration.kb_resources import KnowledgeModelsResource
@@ -127,10 +130,17 @@ def kb_text_index(context: AssetExecutionContext, kb_passages: pl.DataFrame, sto
 )
 def kb_image_cases(context: AssetExecutionContext, vqa_items: pl.DataFrame, storage: StorageResource,
                    sources: SourcesResource):
-    """SLAKE and VQA-RAD training images as cases (modality, organ, detection boxes, QA-derived text)."""
+    """SLAKE and VQA-RAD training images as cases (modality, organ, detection boxes, QA-derived text), plus
+    the production corpora PubMedVision and ROCO when ``MEDRWR_SOURCE_PUBMEDVISION`` / ``_ROCO`` name them."""
     slake = sources.source("slake")
     df, result = image_cases_from_vqa(vqa_items, slake if slake.exists("train.json") else None)
     store = storage.get()
+    images = ImageIngestor(store)
+    for name, reader in EXTERNAL_IMAGE_CORPORA.items():
+        if os.environ.get(f"MEDRWR_SOURCE_{name.upper()}"):
+            extra, extra_result = reader(sources.source(name), images)
+            df = pl.concat([df, extra])
+            result.rejected.extend(extra_result.rejected)
     quarantine_uri = store.write_quarantine(quarantine_frame(result.rejected, "kb_image_cases", None),
                                             "kb_image_cases")
     contract = check_image_cases(df, store.existing_images(set(df["image_ref"].to_list())))

@@ -3,8 +3,8 @@
 SLAKE and VQA-RAD training items (``vqa_items``) are grouped by image; each case gets modality, organ,
 SLAKE's detection boxes (``imgs/xmlabN/detection.json``) and a description such as
 ``"CT of the Abdomen. Contains: Liver, Spleen. Q: Which organ is abnormal? A: Liver."``.
-A reader for PubMedVision-style JSON (``image``/``images`` + ``conversations``) serves production corpora.
-Plain Python, no Dagster import.
+Readers for the production image-text corpora: PubMedVision (JSON with ``image`` + ``conversations``) and
+ROCO (``data/<split>/<radiology|non-radiology>/captions.txt`` + ``images/``). Plain Python, no Dagster import.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from .records import ReadResult, Rejection
+from .images import ImageIngestor, ImageProblem
+from .records import ReadResult, Rejection, SourceError
 from .source import SourceDir
 
 IMAGE_CASE_SCHEMA = {
@@ -87,3 +88,69 @@ def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None
             "content_hash": hashlib.sha256(f"{ref}\n{text}\n{boxes_json}".encode()).hexdigest(),
         })
     return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result
+
+
+def _case(source: str, native_id: str, ref: str, modality: str | None, organ: str | None, text: str) -> dict[str, Any]:
+    return {
+        "id": f"{source}:{native_id}", "source": source, "image_ref": ref, "modality": modality or None,
+        "organ": organ or None, "boxes": "[]", "description": text, "item_ids": [],
+        "content_hash": hashlib.sha256(f"{ref}\n{text}".encode()).hexdigest(),
+    }
+
+
+def read_pubmedvision(src: SourceDir, images: ImageIngestor, max_records: int | None = None) -> tuple[pl.DataFrame, ReadResult]:
+    """PubMedVision JSON files (``PubMedVision_*.json`` at the root): ``id``, ``image`` (a path or a list of
+    paths relative to the root), ``conversations`` (the first ``gpt`` turn is the description),
+    ``modality``, ``body_part``. Records with several images give one case per image."""
+    files = src.glob("*.json")
+    if not files:
+        raise SourceError(src.root, "no PubMedVision *.json file found", "point the source at the PubMedVision folder")
+    result = ReadResult()
+    for rel in files:
+        records = src.load_json(rel, "PubMedVision file")
+        if not isinstance(records, list):
+            raise SourceError(src.path(rel), "expected a JSON list of records", "use the released PubMedVision JSON")
+        for i, rec in enumerate(records[:max_records] if max_records else records):
+            try:
+                paths = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
+                text = next(t["value"] for t in rec["conversations"] if t.get("from") == "gpt").strip()
+                if not text:
+                    raise ValueError("empty description")
+                for j, path in enumerate(paths):
+                    ref = images.from_source(src, str(path))
+                    result.rows.append(_case("pubmedvision", f"{rec['id']}#{j}", ref, rec.get("modality"),
+                                             rec.get("body_part"), text))
+            except ImageProblem as e:
+                result.rejected.append(Rejection(src.path(rel), str(i), str(e), rec))
+            except (KeyError, TypeError, StopIteration, ValueError) as e:
+                result.rejected.append(Rejection(src.path(rel), str(i), f"malformed record: {e!r}", rec))
+    return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result
+
+
+def read_roco(src: SourceDir, images: ImageIngestor, max_records: int | None = None) -> tuple[pl.DataFrame, ReadResult]:
+    """ROCO: ``data/<split>/<radiology|non-radiology>/captions.txt`` (``ROCO_id<TAB>caption``) with the
+    images in ``images/<ROCO_id>.jpg`` beside each captions file."""
+    files = src.glob("data/*/*/captions.txt")
+    if not files:
+        raise SourceError(src.root, "no data/<split>/<subset>/captions.txt found", "point the source at the ROCO folder")
+    result = ReadResult()
+    for rel in files:
+        folder = rel.rsplit("/", 1)[0]
+        subset = folder.rsplit("/", 1)[-1]
+        lines = [x for x in src.read_text(rel).splitlines() if x.strip()]
+        for line_no, line in enumerate(lines[:max_records] if max_records else lines, start=1):
+            roco_id, _, caption = line.partition("\t")
+            if not caption.strip():
+                result.rejected.append(Rejection(src.path(rel), f"line {line_no}", "empty caption or no tab", line))
+                continue
+            try:
+                ref = images.from_source(src, f"{folder}/images/{roco_id.strip()}.jpg")
+            except ImageProblem as e:
+                result.rejected.append(Rejection(src.path(rel), f"line {line_no}", str(e), line))
+                continue
+            modality = "radiology" if subset == "radiology" else None
+            result.rows.append(_case("roco", roco_id.strip(), ref, modality, None, caption.strip()))
+    return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result
+
+
+EXTERNAL_IMAGE_CORPORA = {"pubmedvision": read_pubmedvision, "roco": read_roco}
