@@ -16,7 +16,7 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import contract_check, data_version, quarantine_metadata, table_metadata
+from assets.metadata import contract_check, counts, data_version, quarantine_metadata, table_metadata
 from assets.readers.images import ImageIngestor
 from assets.readers.kb_images import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
 from assets.readers.kb_sources import read_kb_source
@@ -115,8 +115,7 @@ def kb_text_index(context: AssetExecutionContext, kb_passages: pl.DataFrame, sto
     quality = check_text_index(tbl, embedder, embedder.dim)
     yield Output(None, metadata={**_index_metadata(report, embedder.metadata()),
                                  "lancedb_uri": store.lancedb_uri(KB_DB),
-                                 "count_by_source": MetadataValue.json(
-                                     {str(k): int(v) for k, v in frame.group_by("source").len().iter_rows()})})
+                                 "count_by_source": MetadataValue.json(counts(frame, "source"))})
     yield contract_check("kb_text_index_quality", quality)
 
 

@@ -103,16 +103,11 @@ class ImageIngestor:
             return e
 
     def from_bytes(self, data: bytes | None, name: str) -> str:
-        """Image id for bytes embedded in a source file (Parquet image columns)."""
-        key = f"bytes:{name}:{hash(data)}"
-        if key not in self._by_key:
-            try:
-                if data is None:
-                    raise ImageProblem(f"missing image bytes: {name}")
-                self._by_key[key] = self._store(data, name)
-            except ImageProblem as e:
-                self._by_key[key] = e
-        return self._result(key)
+        """Image id for bytes embedded in a source file (Parquet image columns); raises
+        :class:`ImageProblem` with the reason. Repeated bytes are stored once by their content id."""
+        if data is None:
+            raise ImageProblem(f"missing image bytes: {name}")
+        return self._store(data, name)
 
     def _store(self, data: bytes, name: str) -> str:
         ext = check_image(data, name)

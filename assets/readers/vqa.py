@@ -214,8 +214,10 @@ def read_vqa_rad_official(src: SourceDir, images: ImageIngestor) -> ReadResult:
 
 def read_vqa_rad_miccai19(src: SourceDir, images: ImageIngestor, base: str = "") -> ReadResult:
     """MICCAI19 (aioz-ai MEVF) layout: ``trainset.json``, ``testset.json`` and an ``images/`` folder."""
-    image_dir = next((d for d in (base + "images", base.rstrip("/") + "/../" + VQA_RAD_IMAGES if base else "",
-                                  VQA_RAD_IMAGES) if d and src.exists(d)), base + "images")
+    candidates = [base + "images", VQA_RAD_IMAGES]
+    if base:  # a MICCAI19 folder inside the official release: images in the release's image folder
+        candidates.insert(1, f"{base.rstrip('/')}/../{VQA_RAD_IMAGES}")
+    image_dir = next((d for d in candidates if src.exists(d)), base + "images")
     out = ReadResult()
     for split, name in (("train", "trainset.json"), ("test", "testset.json")):
         rel = base + name
