@@ -26,8 +26,8 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.pixels import iter_pixels
 
-from assets.readers.dicom import ingest_file
-from assets.readers.echo_synth import SynthOptions, generate
+from assets.echo.dicom import ingest_file
+from assets.echo.synth import SynthOptions, generate
 from orchestration.storage import Storage
 
 

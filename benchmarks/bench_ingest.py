@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from assets.readers.images import ImageIngestor
-from assets.readers.source import SourceDir
-from assets.readers.vqa import read_vqa
+from assets.common.images import ImageIngestor
+from assets.ingest.vqa import read_vqa
+from orchestration.sources import SourceDir
 from orchestration.storage import Storage
 from quality.contracts import all_refs, check_vqa_items
 

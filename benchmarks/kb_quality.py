@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from assets.readers.kb_sources import read_kb_source
-from assets.readers.source import SourceDir
+from assets.knowledge.sources import read_kb_source
+from orchestration.sources import SourceDir
 from orchestration.storage import Storage
 from retrieval.embedders import CachedEmbedding, TextEmbedder, passage_input
 from retrieval.search import Retriever
@@ -46,19 +46,19 @@ def main() -> None:
     direct = len(sample) / (time.perf_counter() - t0)
     cached = CachedEmbedding(embedder)
     t0 = time.perf_counter()
-    sync_table(Storage(root=args.out + "_tp"), "kb_text", frame.head(512),
+    sync_table(Storage(root=args.out + "_tp").kb_location(), "kb_text", frame.head(512),
                lambda rows: cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]))
     pipeline = 512 / (time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    report = sync_table(storage, "kb_text", frame, lambda rows: embedder.embed(
+    report = sync_table(storage.kb_location(), "kb_text", frame, lambda rows: embedder.embed(
         [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="bench")
     build_s = time.perf_counter() - t0
 
     pq = json.loads((data / "pubmedqa" / "ori_pqal.json").read_text())
     pmids = list(pq)
     questions = [pq[p]["QUESTION"] for p in pmids]
-    retriever = Retriever(storage, embedder, version="run-bench")
+    retriever = Retriever(storage.kb_location(), embedder, version="run-bench")
     results = {}
     for mode in ("dense", "lexical", "hybrid"):
         t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestration.storage import Storage
-from retrieval.store import _build, apply_search_params, connect
+from retrieval.store import _build, apply_search_params
 
 
 def clustered(n: int, d: int, seed: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def main() -> None:
 
     storage = Storage(root=args.out)
     storage.delete()
-    tbl = connect(storage).create_table("synthetic", pa.table({
+    tbl = storage.kb_location().connect().create_table("synthetic", pa.table({
         "rid": pa.array(np.arange(args.rows)), "id": pa.array([str(i) for i in range(args.rows)]),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), d)}))
 

@@ -1,25 +1,30 @@
-"""The Dagster code location: every asset, check, job and resource of the pipeline."""
+"""The Dagster code location: every domain's definitions merged, with the resources they share."""
 
 from __future__ import annotations
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions
 
-from assets import benchmark, echo, ingest, knowledge
+from assets.benchmark.definitions import defs as benchmark_defs
+from assets.echo.definitions import defs as echo_defs
+from assets.ingest.definitions import defs as ingest_defs
+from assets.knowledge.definitions import defs as knowledge_defs
 
 from .io_managers import ParquetTableIOManager
-from .jobs import JOBS
-from .kb_resources import KnowledgeModelsResource
-from .resources import SourcesResource, StorageResource
+from .resources import KnowledgeModelsResource, SourcesResource, StorageResource
 
 storage = StorageResource()
 
-defs = Definitions(
-    assets=load_assets_from_modules([ingest, echo, benchmark, knowledge]),
-    jobs=JOBS,
-    resources={
-        "storage": storage,
-        "sources": SourcesResource(),
-        "table_io": ParquetTableIOManager(storage=storage),
-        "kb_models": KnowledgeModelsResource(),
-    },
+defs = Definitions.merge(
+    ingest_defs,
+    echo_defs,
+    benchmark_defs,
+    knowledge_defs,
+    Definitions(
+        resources={
+            "storage": storage,
+            "sources": SourcesResource(),
+            "table_io": ParquetTableIOManager(storage=storage),
+            "kb_models": KnowledgeModelsResource(),
+        },
+    ),
 )

@@ -240,6 +240,12 @@ class Storage:
     def lancedb_uri(self, name: str = "kb") -> str:
         return self.uri("lancedb", name)
 
+    def kb_location(self, name: str = "kb"):
+        """The LanceDB database ``lancedb/<name>`` as a plain :class:`retrieval.store.KBLocation`."""
+        from retrieval.store import KBLocation
+
+        return KBLocation(self.lancedb_uri(name), self.lancedb_storage_options())
+
     def lancedb_storage_options(self) -> dict[str, str] | None:
         return self.s3.lancedb_options() if self.is_s3 else None
 

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestration.storage import Storage
-
-from .store import apply_search_params, connect, load_search_params
+from .store import KBLocation, apply_search_params, load_search_params
 
 RRF_K = 60
 _FTS_UNSAFE = re.compile(r"[^\w\s]")
@@ -48,11 +46,12 @@ class _Pinned:
         self.params = params
 
     @classmethod
-    def open(cls, storage: Storage, table: str, db: str, version: int | str | None) -> _Pinned:
-        tbl = connect(storage, db).open_table(table)
+    def open(cls, location: KBLocation, table: str, version: int | str | None) -> _Pinned:
+        conn = location.connect()
+        tbl = conn.open_table(table)
         if version is not None:
             tbl.checkout(version)
-        return cls(tbl, load_search_params(storage, db, table, tbl.version))
+        return cls(tbl, load_search_params(conn, table, tbl.version))
 
     def dense(self, vectors: np.ndarray, k: int, where: str | None, columns: list[str]) -> list[list[dict]]:
         query = apply_search_params(self.tbl.search(np.asarray(vectors, dtype=np.float32)), self.params)
@@ -68,10 +67,10 @@ class _Pinned:
 class Retriever:
     """Dense, lexical and hybrid search over the ``kb_text`` table."""
 
-    def __init__(self, storage: Storage, embedder: Any, table: str = "kb_text", db: str = "kb",
+    def __init__(self, location: KBLocation, embedder: Any, table: str = "kb_text",
                  version: int | str | None = None):
         self.embedder = embedder
-        self.pinned = _Pinned.open(storage, table, db, version)
+        self.pinned = _Pinned.open(location, table, version)
 
     @classmethod
     def from_table(cls, tbl, embedder: Any, params: dict[str, Any] | None = None) -> Retriever:
@@ -152,10 +151,10 @@ class ImageHit:
 class ImageRetriever:
     """Nearest image cases (CDIR) in the ``kb_image`` table, pinned like :class:`Retriever`."""
 
-    def __init__(self, storage: Storage, embedder: Any, table: str = "kb_image", db: str = "kb",
+    def __init__(self, location: KBLocation, embedder: Any, table: str = "kb_image",
                  version: int | str | None = None):
         self.embedder = embedder
-        self.pinned = _Pinned.open(storage, table, db, version)
+        self.pinned = _Pinned.open(location, table, version)
 
     def search_images(self, images: list[bytes], k: int = 1, exclude_refs: Sequence[str] = ()) -> list[list[ImageHit]]:
         """Top-``k`` cases per query image (bytes); ``exclude_refs`` drops cases with those image ids

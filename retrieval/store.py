@@ -8,8 +8,9 @@ disappeared are deleted, indexes are brought up to date, and the resulting versi
 Vector index: below ``vector_index_min_rows`` the table is searched exactly (flat, recall 1.0). Above it,
 candidate index configurations are built and measured against exact search on a sample of queries; the
 fastest one with recall@10 >= ``min_recall`` wins (STACK_NOTES: IVF_PQ defaults give recall@10 ~0.08).
-The chosen search-time parameters are saved per table version (``lancedb/<db>.params/<table>.json``) so that
-a reader pinned to a version searches it the same way. No Dagster import.
+The chosen search-time parameters are saved per table version (in the database's ``_search_params`` table) so
+that a reader pinned to a version searches it the same way. Plain values in (a :class:`KBLocation`: URI and
+object-store options); no Dagster or ``orchestration`` import.
 """
 
 from __future__ import annotations
@@ -24,9 +25,21 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from orchestration.storage import Storage
-
 DISTANCE = "cosine"
+PARAMS_TABLE = "_search_params"
+
+
+@dataclass(frozen=True)
+class KBLocation:
+    """Where a LanceDB database lives: a local folder or ``s3://`` URI, and LanceDB's object-store options."""
+
+    uri: str
+    storage_options: dict[str, str] | None = None
+
+    def connect(self):
+        import lancedb
+
+        return lancedb.connect(self.uri, storage_options=self.storage_options)
 
 
 @dataclass
@@ -50,11 +63,9 @@ class SyncReport:
         return asdict(self)
 
 
-def connect(storage: Storage, db: str = "kb"):
-    """A LanceDB connection to ``lancedb/<db>`` under the storage root (local or S3)."""
-    import lancedb
-
-    return lancedb.connect(storage.lancedb_uri(db), storage_options=storage.lancedb_storage_options())
+def connect(location: KBLocation):
+    """A LanceDB connection to ``location`` (local or S3)."""
+    return location.connect()
 
 
 def _vectors_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -76,26 +87,26 @@ def read_columns(tbl, columns: list[str]) -> pl.DataFrame:
 
 
 # ---- search parameters per version -----------------------------------------------------------------
-def _params_parts(db: str, table: str) -> tuple[str, ...]:
-    return ("lancedb", f"{db}.params", f"{table}.json")
+def save_search_params(conn, table: str, version: int, params: dict[str, Any]) -> None:
+    """Record the search parameters of ``table`` valid from ``version`` on (in ``_search_params``)."""
+    row = pa.table({"table": [table], "version": [int(version)], "params": [json.dumps(params, sort_keys=True)]})
+    if PARAMS_TABLE not in conn.table_names():
+        conn.create_table(PARAMS_TABLE, row)
+        return
+    conn.open_table(PARAMS_TABLE).merge_insert(["table", "version"]).when_matched_update_all() \
+        .when_not_matched_insert_all().execute(row)
 
 
-def save_search_params(storage: Storage, db: str, table: str, version: int, params: dict[str, Any]) -> None:
-    """Record the search parameters valid from ``version`` on."""
-    parts = _params_parts(db, table)
-    history = json.loads(storage.read_bytes(*parts)) if storage.exists(*parts) else {}
-    history[str(version)] = params
-    storage.write_bytes(json.dumps(history, indent=1, sort_keys=True).encode(), *parts)
-
-
-def load_search_params(storage: Storage, db: str, table: str, version: int | None) -> dict[str, Any]:
+def load_search_params(conn, table: str, version: int | None) -> dict[str, Any]:
     """The search parameters of the newest recorded version <= ``version`` (flat search if none)."""
-    parts = _params_parts(db, table)
-    if not storage.exists(*parts):
+    if PARAMS_TABLE not in conn.table_names():
         return {"index": "flat"}
-    history = {int(k): v for k, v in json.loads(storage.read_bytes(*parts)).items()}
-    eligible = [v for v in history if version is None or v <= version]
-    return history[max(eligible)] if eligible else {"index": "flat"}
+    safe = table.replace("'", "''")
+    rows = conn.open_table(PARAMS_TABLE).search().where(f"table = '{safe}'").limit(None).to_arrow().to_pylist()
+    eligible = [r for r in rows if version is None or r["version"] <= version]
+    if not eligible:
+        return {"index": "flat"}
+    return json.loads(max(eligible, key=lambda r: r["version"])["params"])
 
 
 # ---- vector index choice -----------------------------------------------------------------------------
@@ -192,8 +203,8 @@ def choose_vector_index(tbl, sample_queries: int = 200, min_recall: float = 0.95
 
 
 # ---- sync ------------------------------------------------------------------------------------------
-def sync_table(storage: Storage, table: str, frame: pl.DataFrame, embed: Callable[[pl.DataFrame], np.ndarray],
-               run_id: str | None = None, db: str = "kb", fts_column: str | None = "text",
+def sync_table(location: KBLocation, table: str, frame: pl.DataFrame, embed: Callable[[pl.DataFrame], np.ndarray],
+               run_id: str | None = None, fts_column: str | None = "text",
                vector_index_min_rows: int = 50_000, min_recall: float = 0.95) -> SyncReport:
     """Make LanceDB table ``table`` equal to ``frame`` (which has ``id`` and ``content_hash``).
 
@@ -204,7 +215,7 @@ def sync_table(storage: Storage, table: str, frame: pl.DataFrame, embed: Callabl
         raise ValueError(f"{table}: no rows to index; materialize at least one source partition first")
     if frame["id"].n_unique() != frame.height:
         raise ValueError(f"{table}: duplicate ids in the input frame; deduplicate the passages first")
-    conn = connect(storage, db)
+    conn = location.connect()
     exists = table in conn.table_names()
     tbl = conn.open_table(table) if exists else None
     if tbl is not None:
@@ -240,7 +251,7 @@ def sync_table(storage: Storage, table: str, frame: pl.DataFrame, embed: Callabl
     elif changed.height or removed:
         tbl.optimize()  # folds new rows into the FTS and vector indexes, compacts fragments
     report.rows = tbl.count_rows()
-    params = load_search_params(storage, db, table, None)
+    params = load_search_params(conn, table, None)
     if report.rows >= vector_index_min_rows and (params.get("index") == "flat" or "vector_idx" not in indices):
         params, recall, trials = choose_vector_index(tbl, min_recall=min_recall)
         report.index = {**params, "trials": trials}
@@ -253,7 +264,7 @@ def sync_table(storage: Storage, table: str, frame: pl.DataFrame, embed: Callabl
             vecs = table_vectors(tbl.search().select(["vector"]).limit(200).to_arrow())
             report.recall_at_10 = round(measure_recall(tbl, vecs + 0.02, params)[0], 4)
     report.version = tbl.version
-    save_search_params(storage, db, table, report.version, {k: v for k, v in params.items() if k != "trials"})
+    save_search_params(conn, table, report.version, {k: v for k, v in params.items() if k != "trials"})
     if run_id:
         report.tag = f"run-{run_id}"
         if report.tag not in tbl.tags.list():

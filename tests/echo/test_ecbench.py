@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
-from assets.readers import ecbench as eb
-from assets.readers.dicom import ECHO_SCHEMA
+from assets.benchmark import ecbench as eb
+from assets.echo.dicom import ECHO_SCHEMA
 
 
 def _studies(n: int = 40) -> pl.DataFrame:

@@ -3,8 +3,8 @@
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.benchmark import ecbench
-from assets.echo import echo_studies
+from assets.benchmark.assets import ecbench
+from assets.echo.assets import echo_studies
 from orchestration.io_managers import ParquetTableIOManager
 from orchestration.resources import SourcesResource, StorageResource
 from orchestration.storage import Storage
@@ -93,7 +93,7 @@ def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
     """A findings text that names the patient reaches the table: the blocking PHI check fails the run."""
     import pydicom
 
-    from assets.readers.echo_synth import SynthOptions, generate, write_manifest_csv
+    from assets.echo.synth import SynthOptions, generate, write_manifest_csv
 
     files, rows = generate(2, 1, seed=3, options=SynthOptions(frames=6))
     src = tmp_path / "leaky"

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from assets.readers import deid
-from assets.readers.dicom import EchoProblem, ingest_file, output_places, read_echo_source
-from assets.readers.echo_synth import SynthOptions, generate, sector_mask
-from assets.readers.source import SourceDir
+from assets.echo import deid
+from assets.echo.dicom import EchoProblem, ingest_file, output_places, read_echo_source
+from assets.echo.synth import SynthOptions, generate, sector_mask
+from orchestration.sources import SourceDir
 from quality.phi import Identifier, audit, collect_identifiers, png_text
 
 REAL = {  # file: (frames, photometric)
@@ -62,7 +62,7 @@ def test_real_files_flow_through_ingestion(storage, name):
 def _frame(rows):
     import polars as pl
 
-    from assets.readers.dicom import ECHO_SCHEMA
+    from assets.echo.dicom import ECHO_SCHEMA
 
     return pl.DataFrame(rows, schema=ECHO_SCHEMA)
 

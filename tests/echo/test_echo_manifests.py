@@ -2,9 +2,9 @@
 
 import pytest
 
-from assets.readers.echo_manifests import read_echonet, read_label_manifest, read_mimic_echo
-from assets.readers.records import SourceError
-from assets.readers.source import SourceDir
+from assets.common.records import SourceError
+from assets.echo.manifests import read_echonet, read_label_manifest, read_mimic_echo
+from orchestration.sources import SourceDir
 
 
 def test_our_layout_types_and_rejects(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
-from assets.readers.dicom import ingest_file
+from assets.echo.dicom import ingest_file
 
 CASES = {  # file: (transfer syntax keyword, frames, relabel as US)
     "JPGLosslessP14SV1_1s_1f_8b.dcm": ("JPEGLosslessSV1", 1, False),

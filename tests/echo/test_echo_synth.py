@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.pixels import iter_pixels
 
-from assets.readers.echo_synth import SMOKE_MIX, SUPPORTED, SynthOptions, generate, main, sector_mask
+from assets.echo.synth import SMOKE_MIX, SUPPORTED, SynthOptions, generate, main, sector_mask
 
 COMBOS = [
     (syntax, ph, planar)

@@ -5,9 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from assets.readers.records import SourceError
-from assets.readers.source import SourceDir
-from assets.readers.text_qa import TEXT_QA_SCHEMA, read_text_qa
+from assets.common.records import SourceError
+from assets.ingest.text_qa import TEXT_QA_SCHEMA, read_text_qa
+from orchestration.sources import SourceDir
 from quality.contracts import check_text_qa_items
 
 

@@ -7,10 +7,10 @@ import shutil
 import polars as pl
 import pytest
 
-from assets.readers.images import ImageIngestor
-from assets.readers.records import SourceError
-from assets.readers.source import SourceDir
-from assets.readers.vqa import LETTERS, VQA_SCHEMA, read_vqa, read_vqa_rad_miccai19, two_option_form
+from assets.common.images import ImageIngestor
+from assets.common.records import SourceError
+from assets.ingest.vqa import LETTERS, VQA_SCHEMA, read_vqa, read_vqa_rad_miccai19, two_option_form
+from orchestration.sources import SourceDir
 from quality.contracts import all_refs, check_vqa_items
 
 from .layouts import (

@@ -5,9 +5,9 @@ import json
 import polars as pl
 from dagster import DagsterInstance
 
-from assets.readers.images import ImageIngestor
-from assets.readers.kb_images import IMAGE_CASE_SCHEMA, read_pubmedvision, read_roco
-from assets.readers.source import SourceDir
+from assets.common.images import ImageIngestor
+from assets.knowledge.image_cases import IMAGE_CASE_SCHEMA, read_pubmedvision, read_roco
+from orchestration.sources import SourceDir
 from tests.ingest.layouts import image_bytes
 
 
@@ -56,7 +56,7 @@ def test_roco_reader(tmp_path, storage):
 
 
 def test_kb_image_cases_includes_configured_corpora(tmp_path, monkeypatch):
-    from assets.knowledge import kb_image_cases
+    from assets.knowledge.assets import kb_image_cases
     from orchestration.definitions import defs
     from orchestration.storage import Storage
 

@@ -7,11 +7,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from assets.readers.kb_sources import chunk_words, deduplicate, passage, read_kb_source
-from assets.readers.source import SourceDir
+from assets.knowledge.sources import chunk_words, deduplicate, passage, read_kb_source
+from orchestration.sources import SourceDir
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, TextEmbedder, passage_input
 from retrieval.search import Retriever, rrf
-from retrieval.store import choose_vector_index, connect, sync_table
+from retrieval.store import choose_vector_index, sync_table
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +83,14 @@ def test_incremental_sync_search_modes_and_pinning(embedder, storage, sample_dat
     kg, _ = read_kb_source("slake_kg", SourceDir(str(sample_data / "slake")), limit=80)
     frame = pl.concat([df, kg]).select("id", "source", "title", "text", "content_hash")
     cached = CachedEmbedding(embedder)
-    r1 = sync_table(storage, "kb_text", frame, embed_fn(cached), run_id="one")
+    r1 = sync_table(storage.kb_location(), "kb_text", frame, embed_fn(cached), run_id="one")
     assert (r1.inserted, r1.rows, r1.tag, cached.stats.embedded) == (160, 160, "run-one", 160)
 
     # search modes: a PubMedQA question finds its abstract
     data = json.loads((sample_data / "pubmedqa" / "ori_pqal.json").read_text())
     pmids = list(data)[:20]
     questions = [data[p]["QUESTION"] for p in pmids]
-    retriever = Retriever(storage, embedder, version="run-one")
+    retriever = Retriever(storage.kb_location(), embedder, version="run-one")
     for mode in ("dense", "lexical", "hybrid"):
         hits = retriever.search(questions, k=3, mode=mode)
         found = sum(f"pubmedqa:{p}#0" in [h.id for h in hs] for p, hs in zip(pmids, hits, strict=True))
@@ -106,14 +106,14 @@ def test_incremental_sync_search_modes_and_pinning(embedder, storage, sample_dat
         pl.when(pl.col("id") == changed_id).then(pl.lit("changed")).otherwise(pl.col("content_hash"))
         .alias("content_hash"))
     cached2 = CachedEmbedding(embedder)
-    r2 = sync_table(storage, "kb_text", frame2, embed_fn(cached2), run_id="two")
+    r2 = sync_table(storage.kb_location(), "kb_text", frame2, embed_fn(cached2), run_id="two")
     assert (r2.updated, r2.inserted, r2.deleted, r2.unchanged) == (1, 0, 1, 158)
     assert cached2.stats.embedded == 1 and r2.rows == 159
 
     # a reader pinned to the first tag still sees the old state
-    pinned = Retriever(storage, embedder, version="run-one")
+    pinned = Retriever(storage.kb_location(), embedder, version="run-one")
     assert pinned.pinned.tbl.count_rows() == 160 and pinned.pinned.tbl.count_rows(f"id = '{removed_id}'") == 1
-    latest = Retriever(storage, embedder)
+    latest = Retriever(storage.kb_location(), embedder)
     assert latest.pinned.tbl.count_rows(f"id = '{removed_id}'") == 0 and latest.version > pinned.version
 
 
@@ -133,7 +133,7 @@ def test_vector_index_chosen_by_measured_recall(storage):
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     table = pa.table({"id": [f"r{i}" for i in range(6000)],
                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), 64)})
-    tbl = connect(storage).create_table("synthetic", table)
+    tbl = storage.kb_location().connect().create_table("synthetic", table)
     params, recall, trials = choose_vector_index(tbl, sample_queries=100)
     assert recall >= 0.95
     assert any(t["index"] != "flat" and t["recall"] < 1.0 for t in trials) or params["index"] != "flat"

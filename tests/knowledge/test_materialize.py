@@ -7,11 +7,10 @@ import shutil
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.ingest import vqa_items
-from assets.knowledge import kb_image_cases, kb_image_index, kb_passages, kb_text_index
+from assets.ingest.assets import vqa_items
+from assets.knowledge.assets import kb_image_cases, kb_image_index, kb_passages, kb_text_index
 from orchestration.io_managers import ParquetTableIOManager
-from orchestration.kb_resources import KnowledgeModelsResource
-from orchestration.resources import SourcesResource, StorageResource
+from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
 from orchestration.storage import Storage
 from retrieval.embedders import ImageEmbedder
 from retrieval.search import ImageRetriever
@@ -75,7 +74,7 @@ def _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, root: str
     # CDIR: a stored case image retrieves its own case first
     store = Storage(root=root)
     embedder = ImageEmbedder()
-    retriever = ImageRetriever(store, embedder)
+    retriever = ImageRetriever(store.kb_location(), embedder)
     ref = retriever.pinned.tbl.search().select(["image_ref"]).limit(1).to_arrow()["image_ref"][0].as_py()
     assert retriever.search_images([store.get_image(ref)], k=1)[0][0].image_ref == ref
     assert images["embedder"]["random_weights"] is True

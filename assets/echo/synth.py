@@ -8,7 +8,7 @@ shows. Headers carry realistic but fake PHI (names, IDs, dates, accession, insti
 device serial, a private tag) and ``BurnedInAnnotation = YES`` with the patient name drawn into the
 pixels outside the sector, so that de-identification is exercised on both.
 
-The label manifest (``labels.csv``) is the layout documented in :mod:`assets.readers.echo_manifests`.
+The label manifest (``labels.csv``) is the layout documented in :mod:`assets.echo.manifests`.
 
     medrwr-synth-echo OUT_DIR [--clips 8] [--patients 4] [--seed 0] [--frames 24] [--size 128]
                               [--photometric MONOCHROME2|RGB|YBR_FULL|YBR_FULL_422]
@@ -45,7 +45,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from .echo_manifests import MANIFEST_COLUMNS, VIEWS
+from .manifests import MANIFEST_COLUMNS, VIEWS
 
 SYNTAXES = {
     "explicit_le": ExplicitVRLittleEndian,

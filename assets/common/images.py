@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
+from orchestration.sources import SourceDir
 from orchestration.storage import Storage
-
-from .source import SourceDir
 
 # Pillow's decompression-bomb guard stays on; truncated files must fail, not load half an image.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000

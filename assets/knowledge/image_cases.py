@@ -15,9 +15,9 @@ from typing import Any
 
 import polars as pl
 
-from .images import ImageIngestor, ImageProblem
-from .records import ReadResult, Rejection, SourceError
-from .source import SourceDir
+from assets.common.images import ImageIngestor, ImageProblem
+from assets.common.records import ReadResult, Rejection, SourceError
+from orchestration.sources import SourceDir
 
 IMAGE_CASE_SCHEMA = {
     "id": pl.Utf8,

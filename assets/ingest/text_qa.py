@@ -15,8 +15,9 @@ from typing import Any
 import polars as pl
 import yaml
 
-from .records import ReadResult, Rejection, SourceError
-from .source import SourceDir
+from assets.common.records import ReadResult, Rejection, SourceError
+from orchestration.sources import SourceDir
+
 from .vqa import LETTERS, RowProblem, _collect, _text, dedupe, normalize_split, to_frame
 
 TEXT_QA_DATASETS = ("medqa", "medmcqa", "pubmedqa", "mcq_custom")

@@ -15,7 +15,7 @@ from dagster import (
     TableSchema,
 )
 
-from assets.readers.records import Rejection, reason_counts
+from assets.common.records import Rejection, reason_counts
 from quality.contracts import ContractResult
 
 

@@ -1,7 +1,7 @@
 """Echo group: DICOM echocardiography clips, decoded, de-identified, keyframed, one partition per source.
 
 Partitions are dynamic (``echo_sources``): a new site or data drop is a new key. The key ``synthetic``
-generates seeded clips (:mod:`assets.readers.echo_synth`) under ``sources/echo/synthetic`` of the
+generates seeded clips (:mod:`assets.echo.synth`) under ``sources/echo/synthetic`` of the
 storage root unless ``MEDRWR_SOURCE_ECHO_SYNTHETIC`` points elsewhere; any other key reads the folder
 the profile names (``MEDRWR_SOURCE_ECHO_<KEY>`` or ``<data dir>/echo/<key>``).
 
@@ -24,13 +24,13 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import contract_check, data_version, quarantine_metadata, table_metadata
-from assets.readers.dicom import output_places, read_echo_source
-from assets.readers.echo_synth import SMOKE_MIX, generate, write_manifest_csv
-from assets.readers.records import quarantine_frame
-from assets.readers.source import SourceDir
+from assets.common.metadata import contract_check, data_version, quarantine_metadata, table_metadata
+from assets.common.records import quarantine_frame
+from assets.echo.dicom import output_places, read_echo_source
+from assets.echo.synth import SMOKE_MIX, generate, write_manifest_csv
 from orchestration.profiles import get_profile
 from orchestration.resources import SourcesResource, StorageResource
+from orchestration.sources import SourceDir
 from orchestration.storage import Storage
 from quality.contracts import all_refs
 from quality.echo_contracts import check_echo_studies

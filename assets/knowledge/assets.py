@@ -1,6 +1,6 @@
 """Knowledge group: KB passages per source, the LanceDB text index, image cases and the image index.
 
-Assets are thin: readers in ``assets/readers/kb_*.py``, the store and search in ``retrieval/``, checks in
+Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this module, the store and search in ``retrieval/``, checks in
 ``quality/kb.py``. The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
 """
 
@@ -16,17 +16,16 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import contract_check, counts, data_version, quarantine_metadata, table_metadata
-from assets.readers.images import ImageIngestor
-from assets.readers.kb_images import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
-from assets.readers.kb_sources import read_kb_source
-from assets.readers.records import quarantine_frame
-from orchestration.kb_resources import KnowledgeModelsResource
+from assets.common.images import ImageIngestor
+from assets.common.metadata import contract_check, counts, data_version, quarantine_metadata, table_metadata
+from assets.common.records import quarantine_frame
+from assets.knowledge.image_cases import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
+from assets.knowledge.sources import read_kb_source
 from orchestration.profiles import get_profile
-from orchestration.resources import SourcesResource, StorageResource
+from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
-from retrieval.store import connect, sync_table
+from retrieval.store import sync_table
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
 
@@ -108,10 +107,10 @@ def kb_text_index(context: AssetExecutionContext, kb_passages: pl.DataFrame, sto
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
-    report = sync_table(store, TEXT_TABLE, frame, embed, run_id=context.run.run_id, db=KB_DB,
+    report = sync_table(store.kb_location(KB_DB), TEXT_TABLE, frame, embed, run_id=context.run.run_id,
                         vector_index_min_rows=kb_models.vector_index_min_rows)
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = connect(store, KB_DB).open_table(TEXT_TABLE)
+    tbl = store.kb_location(KB_DB).connect().open_table(TEXT_TABLE)
     quality = check_text_index(tbl, embedder, embedder.dim)
     yield Output(None, metadata={**_index_metadata(report, embedder.metadata()),
                                  "lancedb_uri": store.lancedb_uri(KB_DB),
@@ -171,10 +170,10 @@ def kb_image_index(context: AssetExecutionContext, kb_image_cases: pl.DataFrame,
     def embed(rows: pl.DataFrame):
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
-    report = sync_table(store, IMAGE_TABLE, frame, embed, run_id=context.run.run_id, db=KB_DB,
+    report = sync_table(store.kb_location(KB_DB), IMAGE_TABLE, frame, embed, run_id=context.run.run_id,
                         fts_column="description", vector_index_min_rows=kb_models.vector_index_min_rows)
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = connect(store, KB_DB).open_table(IMAGE_TABLE)
+    tbl = store.kb_location(KB_DB).connect().open_table(IMAGE_TABLE)
     quality = check_image_index(tbl, embedder.dim, store.existing_images)
     yield Output(None, metadata={**_index_metadata(report, embedder.metadata()),
                                  "lancedb_uri": store.lancedb_uri(KB_DB)})

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .records import ReadResult, Rejection, SourceError
-from .source import SourceDir
+from assets.common.records import ReadResult, Rejection, SourceError
+from orchestration.sources import SourceDir
 
 PASSAGE_SCHEMA = {
     "id": pl.Utf8,

@@ -15,9 +15,15 @@ from typing import Any
 
 import fsspec
 
-from orchestration.storage import S3Settings
+from .storage import S3Settings
 
-from .records import SourceError
+
+class SourceError(Exception):
+    """A whole source file is unusable. The message names the file, the problem and the fix."""
+
+    def __init__(self, path: str, problem: str, fix: str):
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"{path}: {problem}. {fix}")
 
 
 @dataclass

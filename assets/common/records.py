@@ -14,13 +14,7 @@ from typing import Any
 
 import polars as pl
 
-
-class SourceError(Exception):
-    """A whole source file is unusable. The message names the file, the problem and the fix."""
-
-    def __init__(self, path: str, problem: str, fix: str):
-        self.path, self.problem, self.fix = path, problem, fix
-        super().__init__(f"{path}: {problem}. {fix}")
+from orchestration.sources import SourceError  # noqa: F401  (re-exported: readers raise it)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from dagster import AssetCheckSpec, AssetExecutionContext, Output, StaticPartitionsDefinition, asset
 
-from assets.metadata import contract_check, data_version, quarantine_metadata, table_metadata
-from assets.readers.images import ImageIngestor
-from assets.readers.records import quarantine_frame
-from assets.readers.text_qa import TEXT_QA_DATASETS, read_text_qa
-from assets.readers.vqa import VQA_DATASETS, read_vqa
+from assets.common.images import ImageIngestor
+from assets.common.metadata import contract_check, data_version, quarantine_metadata, table_metadata
+from assets.common.records import quarantine_frame
+from assets.ingest.text_qa import TEXT_QA_DATASETS, read_text_qa
+from assets.ingest.vqa import VQA_DATASETS, read_vqa
 from orchestration.resources import SourcesResource, StorageResource
 from quality.contracts import all_refs, check_text_qa_items, check_vqa_items
 

@@ -2,7 +2,7 @@
 
 :func:`ingest_file` turns one DICOM file into one ``echo_studies`` row, or raises :class:`EchoProblem`
 whose message is the quarantine reason. :func:`read_echo_source` does it for every ``*.dcm`` of a
-source folder, joined with the folder's label manifest (:mod:`assets.readers.echo_manifests`).
+source folder, joined with the folder's label manifest (:mod:`assets.echo.manifests`).
 
 Memory stays bounded by a few frames: pixels are decoded one frame at a time with
 ``pydicom.pixels.iter_pixels`` (every frame is decoded, which proves the file whole); only keyframes
@@ -30,13 +30,13 @@ from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 
+from assets.common.records import Rejection
+from orchestration.sources import SourceDir
 from orchestration.storage import Storage
 from quality.phi import Identifier, collect_identifiers
 
 from . import deid
-from .echo_manifests import read_label_manifest
-from .records import Rejection
-from .source import SourceDir
+from .manifests import read_label_manifest
 
 CLIP_FRAMES = 16
 CLIP_SIZE = 112

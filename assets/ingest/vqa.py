@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from .images import ImageIngestor, ImageProblem
-from .records import ReadResult, Rejection, SourceError
-from .source import SourceDir
+from assets.common.images import ImageIngestor, ImageProblem
+from assets.common.records import ReadResult, Rejection, SourceError
+from orchestration.sources import SourceDir
 
 VQA_DATASETS = ("vqa_rad", "slake", "path_vqa", "pmc_vqa", "omnimedvqa", "mmmu_hm", "medxpertqa_mm")
 SPLITS = ("train", "validation", "test")

@@ -31,8 +31,8 @@ from typing import Any
 
 import polars as pl
 
-from .records import Rejection, SourceError
-from .source import SourceDir
+from assets.common.records import Rejection, SourceError
+from orchestration.sources import SourceDir
 
 VIEWS = ("A4C", "A2C", "PLAX", "PSAX")
 MANIFEST_COLUMNS = {
@@ -108,7 +108,7 @@ def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
     """EchoNet-Dynamic's ``FileList.csv`` (+ ``VolumeTracings.csv``) as our manifest layout.
 
     ``clip_file`` is ``Videos/<FileName>.avi`` (a non-DICOM source: its pixels are not decoded by
-    :mod:`assets.readers.dicom`, see the issue note). The view is A4C (EchoNet is apical-4-chamber
+    :mod:`assets.echo.dicom`, see the issue note). The view is A4C (EchoNet is apical-4-chamber
     only). ED and ES frames come from ``VolumeTracings.csv``: of the two traced frames per video, the
     one with the larger traced area (sum of chord lengths) is ED. ``patient_id`` is the FileName,
     EchoNet's only per-patient key.

@@ -14,8 +14,8 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import content_version, data_version, table_metadata
-from assets.readers import ecbench as eb
+from assets.benchmark import ecbench as eb
+from assets.common.metadata import content_version, data_version, table_metadata
 from orchestration.resources import StorageResource
 from quality.contracts import all_refs
 
