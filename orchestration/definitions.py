@@ -1,4 +1,9 @@
-"""The Dagster code location: every domain's definitions merged, with the resources they share."""
+"""The Dagster code location: every domain's definitions merged, with the resources they share.
+
+Resources are fed by environment variables through ``EnvVar`` where set (:mod:`orchestration.settings`
+lists every variable and its default). :func:`build_defs` builds them from the current environment; the
+module-level ``defs`` is what ``workspace.yaml`` loads.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,31 @@ from assets.ingest.definitions import defs as ingest_defs
 from assets.knowledge.definitions import defs as knowledge_defs
 
 from .io_managers import ParquetTableIOManager
-from .resources import KnowledgeModelsResource, SourcesResource, StorageResource
+from .resources import DeidResource, KnowledgeModelsResource, SourcesResource, StorageResource
+from .settings import env_or, source_overrides
 
-storage = StorageResource()
 
-defs = Definitions.merge(
-    ingest_defs,
-    echo_defs,
-    benchmark_defs,
-    knowledge_defs,
-    Definitions(
-        resources={
-            "storage": storage,
-            "sources": SourcesResource(),
-            "table_io": ParquetTableIOManager(storage=storage),
-            "kb_models": KnowledgeModelsResource(),
-        },
-    ),
-)
+def build_resources() -> dict:
+    """The resources of the code location, from the environment (``EnvVar`` where a variable is set)."""
+    storage = StorageResource(root=env_or("MEDRWR_STORAGE_ROOT"), s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL"))
+    return {
+        "storage": storage,
+        "sources": SourcesResource(profile=env_or("MEDRWR_PROFILE", "smoke"), data_dir=env_or("MEDRWR_DATA_DIR"),
+                                   overrides=source_overrides(), s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL")),
+        "deid": DeidResource(salt=env_or("MEDRWR_DEID_SALT"), restricted_root=env_or("MEDRWR_RESTRICTED_ROOT")),
+        "table_io": ParquetTableIOManager(storage=storage),
+        "kb_models": KnowledgeModelsResource(
+            text_model=env_or("MEDRWR_TEXT_EMBEDDER", KnowledgeModelsResource.model_fields["text_model"].default),
+            image_model=env_or("MEDRWR_IMAGE_EMBEDDER", KnowledgeModelsResource.model_fields["image_model"].default),
+            device=env_or("MEDRWR_DEVICE"),
+        ),
+    }
+
+
+def build_defs() -> Definitions:
+    """Every domain's definitions merged with :func:`build_resources`."""
+    return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs,
+                             Definitions(resources=build_resources()))
+
+
+defs = build_defs()

@@ -1,15 +1,14 @@
-"""Profiles: where each dataset's released files are read from, and how big a run is.
+"""Profiles: which partitions the main command materializes, and the run knobs it sets.
 
-``smoke`` (the embedded default) reads the small real samples bundled in ``assets/sample_data``.
-``full`` reads every dataset from ``$MEDRWR_DATA_DIR`` (one folder per dataset in its released layout,
-local or ``s3://``). Any dataset can be pointed elsewhere with ``MEDRWR_SOURCE_<DATASET>``
-(for example ``MEDRWR_SOURCE_PATH_VQA=s3://raw/pathvqa``). Plain Python, no Dagster import.
+``smoke`` (the embedded default) plans the datasets whose small real samples are bundled in
+``assets/sample_data``; ``full`` plans every configured dataset of ``$MEDRWR_DATA_DIR``. Where the files are
+read from is the ``sources`` resource's business (:mod:`orchestration.resources`). Plain Python.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +41,9 @@ KB_SOURCES = ("medquad", "pubmedqa", "slake_kg", "medmcqa_exp")
 
 @dataclass(frozen=True)
 class Profile:
-    """A named run size: its data directory and which datasets its main job materializes."""
+    """A named run size: which partitions the main command materializes and the run knobs it sets."""
 
     name: str
-    data_dir: str
     vqa_datasets: tuple[str, ...]
     text_qa_datasets: tuple[str, ...]
     description: str
@@ -53,52 +51,38 @@ class Profile:
     kb_sources: tuple[str, ...] = KB_SOURCES
     kb_max_records: int | None = None  # records read per KB source (None: all)
 
-    @property
-    def kb_record_limit(self) -> int | None:
-        """``MEDRWR_KB_MAX_RECORDS`` (0 = no limit) or the profile's ``kb_max_records``."""
-        env = os.environ.get("MEDRWR_KB_MAX_RECORDS")
-        if env is not None:
-            return int(env) or None
-        return self.kb_max_records
-
-    def source_uri(self, dataset: str) -> str:
-        """Where ``dataset``'s released files live: ``MEDRWR_SOURCE_<DATASET>`` or ``<data_dir>/<folder>``."""
-        override = os.environ.get(f"MEDRWR_SOURCE_{dataset.upper()}")
-        if override:
-            return override
-        return posixpath.join(self.data_dir, DATASET_FOLDERS.get(dataset, dataset))
-
-    def echo_source_uri(self, key: str) -> str:
-        """Folder of echo source ``key`` (partition of ``echo_studies``): ``MEDRWR_SOURCE_ECHO_<KEY>`` or
-        ``<data_dir>/echo/<key>``. The key ``synthetic`` is generated into storage unless overridden."""
-        return os.environ.get(f"MEDRWR_SOURCE_ECHO_{key.upper()}") or posixpath.join(self.data_dir, "echo", key)
+    def run_config(self, job_name: str) -> dict:
+        """The op config (run knobs) the main command gives ``job_name`` in this profile."""
+        if job_name == "kb_passages_job" and self.kb_max_records is not None:
+            return {"ops": {"kb_passages": {"config": {"max_records": self.kb_max_records}}}}
+        return {}
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The profile named ``name`` (default ``$MEDRWR_PROFILE`` or ``smoke``)."""
-    name = name or os.environ.get(ENV_PROFILE) or "smoke"
+def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    return tuple(x for x in environ.get(name, default).split(",") if x)
+
+
+def get_profile(name: str | None = None, environ: Mapping[str, str] | None = None) -> Profile:
+    """The profile named ``name`` (default ``MEDRWR_PROFILE`` of ``environ`` or ``smoke``)."""
+    env = os.environ if environ is None else environ
+    name = name or env.get(ENV_PROFILE) or "smoke"
     if name == "smoke":
         return Profile(
             name="smoke",
-            data_dir=os.environ.get(ENV_DATA_DIR) or str(SAMPLE_DATA_DIR),
             vqa_datasets=("vqa_rad", "slake"),
             text_qa_datasets=("medqa", "medmcqa", "pubmedqa"),
             description="small real samples bundled with the code; the whole graph on a laptop in minutes",
             kb_max_records=120,
         )
     if name == "full":
-        data_dir = os.environ.get(ENV_DATA_DIR)
-        if not data_dir:
+        if not env.get(ENV_DATA_DIR):
             raise ValueError(f"profile 'full' needs {ENV_DATA_DIR} (a folder or s3:// prefix with one folder per dataset)")
-        datasets = os.environ.get("MEDRWR_VQA_DATASETS", "vqa_rad,slake")
-        text = os.environ.get("MEDRWR_TEXT_QA_DATASETS", "medqa,medmcqa,pubmedqa")
         return Profile(
             name="full",
-            data_dir=data_dir,
-            vqa_datasets=tuple(d for d in datasets.split(",") if d),
-            text_qa_datasets=tuple(d for d in text.split(",") if d),
-            echo_sources=tuple(d for d in os.environ.get("MEDRWR_ECHO_SOURCES", "synthetic").split(",") if d),
+            vqa_datasets=_csv(env, "MEDRWR_VQA_DATASETS", "vqa_rad,slake"),
+            text_qa_datasets=_csv(env, "MEDRWR_TEXT_QA_DATASETS", "medqa,medmcqa,pubmedqa"),
+            echo_sources=_csv(env, "MEDRWR_ECHO_SOURCES", "synthetic"),
+            kb_sources=_csv(env, "MEDRWR_KB_SOURCES", ",".join(KB_SOURCES)),
             description="every configured dataset in full, production models",
-            kb_sources=tuple(s for s in os.environ.get("MEDRWR_KB_SOURCES", ",".join(KB_SOURCES)).split(",") if s),
         )
     raise ValueError(f"unknown profile {name!r}: use 'smoke' or 'full'")

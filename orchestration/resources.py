@@ -1,28 +1,35 @@
-"""Dagster resources: configured from the environment so that tests and production differ only there."""
+"""Dagster resources: deployment settings (where data lives, which models, secrets).
 
-import os
+Each field is fed by an environment variable through ``EnvVar`` in :mod:`orchestration.definitions` (see
+:mod:`orchestration.settings` for the list and the defaults), so tests and production differ only there.
+Run knobs are not here: they are ``Config`` classes on the assets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
 from functools import lru_cache
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from retrieval.embedders import OFFLINE_IMAGE_ARCH, OFFLINE_TEXT_MODEL, ImageEmbedder, TextEmbedder
 
-from .profiles import get_profile
+from .profiles import DATASET_FOLDERS, SAMPLE_DATA_DIR
 from .sources import SourceDir
-from .storage import S3Settings, Storage, default_storage_root
+from .storage import S3Settings, Storage, default_storage_root, project_dir
 
 
 class StorageResource(ConfigurableResource):
-    """The one storage root: a local folder or ``s3://bucket/prefix`` (``MEDRWR_STORAGE_ROOT``)."""
+    """The one published storage root: a local folder or ``s3://bucket/prefix``."""
 
-    root: str | None = Field(
-        default=None,
-        description="local folder or s3://bucket/prefix; unset: MEDRWR_STORAGE_ROOT, else <project>/.medrwr/storage",
-    )
-    s3_endpoint_url: str | None = Field(
-        default=None, description="S3 API endpoint (else MEDRWR_S3_ENDPOINT_URL / AWS_ENDPOINT_URL)"
-    )
+    root: str | None = Field(default=None, description="local folder or s3://bucket/prefix "
+                             "(MEDRWR_STORAGE_ROOT); unset: <project>/.medrwr/storage")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint for non-AWS stores "
+                                        "(MEDRWR_S3_ENDPOINT_URL); credentials from AWS_*")
 
     def get(self) -> Storage:
         s3 = S3Settings.from_env()
@@ -32,13 +39,72 @@ class StorageResource(ConfigurableResource):
 
 
 class SourcesResource(ConfigurableResource):
-    """Where the released dataset files are read from, by profile (``MEDRWR_PROFILE``)."""
+    """Where the released dataset files are read from: a profile's data folder, or one override per dataset."""
 
-    profile: str | None = Field(default=None, description="smoke (default) or full")
+    profile: str = Field(default="smoke", description="smoke (bundled samples) or full (MEDRWR_PROFILE)")
+    data_dir: str | None = Field(default=None, description="folder or s3:// prefix with one folder per dataset "
+                                 "(MEDRWR_DATA_DIR); unset: the bundled samples (smoke only)")
+    overrides: dict[str, str] = Field(default_factory=dict, description="dataset -> folder or s3:// URI "
+                                      "(MEDRWR_SOURCE_<DATASET>)")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint of the raw sources")
+
+    def data_root(self) -> str:
+        if self.data_dir:
+            return self.data_dir
+        if self.profile == "smoke":
+            return str(SAMPLE_DATA_DIR)
+        raise ValueError(f"profile {self.profile!r} needs MEDRWR_DATA_DIR (a folder or s3:// prefix with one "
+                         "folder per dataset in its released layout)")
+
+    def source_uri(self, dataset: str) -> str:
+        """Folder of ``dataset``: its override, else ``<data dir>/<dataset folder>``."""
+        if dataset in self.overrides:
+            return self.overrides[dataset]
+        return posixpath.join(self.data_root(), DATASET_FOLDERS.get(dataset, dataset))
+
+    def echo_source_uri(self, key: str) -> str:
+        """Folder of echo source ``key``: ``MEDRWR_SOURCE_ECHO_<KEY>``, else ``<data dir>/echo/<key>``."""
+        return self.overrides.get(f"echo_{key}") or posixpath.join(self.data_root(), "echo", key)
+
+    def has_override(self, dataset: str) -> bool:
+        return dataset in self.overrides
+
+    def _s3(self) -> S3Settings:
+        s3 = S3Settings.from_env()
+        if self.s3_endpoint_url:
+            s3 = S3Settings(self.s3_endpoint_url, s3.region, s3.access_key_id, s3.secret_access_key)
+        return s3
 
     def source(self, dataset: str) -> SourceDir:
-        return SourceDir(get_profile(self.profile).source_uri(dataset))
+        return SourceDir(self.source_uri(dataset), s3=self._s3())
 
+    def echo_source(self, key: str) -> SourceDir:
+        return SourceDir(self.echo_source_uri(key), s3=self._s3())
+
+
+class DeidResource(ConfigurableResource):
+    """Patient-data settings: the de-identification salt (a secret) and the restricted location outside the
+    published root (key-to-path maps, staging of patient data, generated raw sources)."""
+
+    salt: str | None = Field(default=None, description="HMAC salt (MEDRWR_DEID_SALT); required for every "
+                             "non-synthetic echo source")
+    restricted_root: str | None = Field(default=None, description="restricted folder or s3:// prefix "
+                                        "(MEDRWR_RESTRICTED_ROOT); unset: <project>/.medrwr/restricted")
+
+    def restricted(self, storage: Storage) -> Storage:
+        """The restricted location as a :class:`Storage` (same S3 settings as the published root)."""
+        root = self.restricted_root or str(project_dir() / ".medrwr" / "restricted")
+        if not root.startswith("s3://") and Path(root).resolve().is_relative_to(Path(storage.root)) \
+                and not storage.is_s3:
+            raise ValueError(f"the restricted root {root} lies inside the published storage root {storage.root}; "
+                             "set MEDRWR_RESTRICTED_ROOT to a folder outside it")
+        return Storage(root=root, s3=storage.s3)
+
+    def salt_fingerprint(self) -> str | None:
+        """A short fingerprint of the salt (safe to publish: it tells two salts apart, it does not reveal one)."""
+        if not self.salt:
+            return None
+        return hmac.new(self.salt.encode(), b"medrwr-salt-fingerprint", hashlib.sha256).hexdigest()[:12]
 
 
 @lru_cache(maxsize=4)
@@ -56,11 +122,12 @@ class KnowledgeModelsResource(ConfigurableResource):
     production sets ``MEDRWR_TEXT_EMBEDDER=BAAI/bge-m3`` (or a path) and
     ``MEDRWR_IMAGE_EMBEDDER=hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``."""
 
-    text_model: str = Field(default_factory=lambda: os.environ.get("MEDRWR_TEXT_EMBEDDER") or OFFLINE_TEXT_MODEL, description="sentence-transformers hub id or path")
-    image_model: str = Field(default_factory=lambda: os.environ.get("MEDRWR_IMAGE_EMBEDDER") or OFFLINE_IMAGE_ARCH, description="open_clip architecture or hf-hub: id")
-    device: str | None = Field(default=None, description="cuda / cpu; auto when unset")
+    text_model: str = Field(default=OFFLINE_TEXT_MODEL, description="sentence-transformers hub id or path "
+                            "(MEDRWR_TEXT_EMBEDDER)")
+    image_model: str = Field(default=OFFLINE_IMAGE_ARCH, description="open_clip architecture or hf-hub: id "
+                             "(MEDRWR_IMAGE_EMBEDDER)")
+    device: str | None = Field(default=None, description="cuda / cpu; auto when unset (MEDRWR_DEVICE)")
     batch_size: int = Field(default=64, description="text embedding batch size")
-    vector_index_min_rows: int = Field(default=50_000, description="below this, exact (flat) search")
 
     def text_embedder(self) -> TextEmbedder:
         return _text(self.text_model, self.device, self.batch_size)

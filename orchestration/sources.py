@@ -114,3 +114,15 @@ class SourceDir:
         # fsspec returns S3 paths without the ``s3://`` protocol: strip it from the root too
         base = self.fs._strip_protocol(self.root).rstrip("/") + "/"
         return sorted(p[len(base) :] if p.startswith(base) else p for p in self.fs.glob(self.path(pattern)))
+
+
+def validate_partition_key(key: str) -> str:
+    """``key`` if it is safe as a partition key (it names files under the storage root); else ValueError.
+
+    Refused: empty keys, ``.``/``..``, any ``/`` or ``\\``, control characters, keys over 128 characters.
+    """
+    if not isinstance(key, str) or not key or key in (".", "..") or len(key) > 128 or any(
+            c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"invalid partition key {key!r}: use 1-128 characters without '/', '\\\\', control "
+                         "characters, and not '.' or '..' (it names files under the storage root)")
+    return key

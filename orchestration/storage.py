@@ -16,10 +16,13 @@ Layout under the root::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
 import posixpath
+import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -108,9 +111,37 @@ def image_id_for(data: bytes, ext: str) -> str:
     return f"{hashlib.sha256(data).hexdigest()}.{ext}"
 
 
+class UnsafePath(ValueError):
+    """A path part that would leave the storage root (``..``, absolute, a backslash, a control character)."""
+
+
+def safe_parts(parts: tuple[str, ...]) -> list[str]:
+    """Every segment of ``parts`` (split on ``/``) checked: never empty, ``.``, ``..``, absolute, a backslash
+    or a control character. A partition key or a file name from a source can therefore never write outside
+    the root."""
+    out: list[str] = []
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise UnsafePath(f"empty path part in {parts!r}")
+        for seg in part.split("/"):
+            if seg in ("", ".", "..") or "\\" in seg or any(ord(c) < 32 or ord(c) == 127 for c in seg):
+                raise UnsafePath(f"unsafe path part {part!r} in {parts!r}: relative segments, absolute paths, "
+                                 "backslashes and control characters are refused")
+            out.append(seg)
+    return out
+
+
+CONTENT_ADDRESSED = ("images", "clips")
+
+
 @dataclass
 class Storage:
-    """A storage root (local folder or ``s3://bucket/prefix``) with table, image and LanceDB helpers."""
+    """A storage root (local folder or ``s3://bucket/prefix``) with table, image and LanceDB helpers.
+
+    Writes cannot tear: locally a file is written under a temporary name in the same folder and renamed into
+    place (``os.replace`` is atomic), on S3 an object appears only when its PUT completes. A content-addressed
+    file that already exists is kept only when its size matches (a truncated copy is rewritten).
+    """
 
     root: str = field(default_factory=default_storage_root)
     s3: S3Settings = field(default_factory=S3Settings.from_env)
@@ -134,22 +165,50 @@ class Storage:
         return fsspec.filesystem("file", auto_mkdir=True)
 
     def uri(self, *parts: str) -> str:
-        """Absolute URI (or local path) of ``parts`` joined under the root."""
-        return posixpath.join(self.root, *parts) if parts else self.root
+        """Absolute URI (or local path) of ``parts`` joined under the root; refuses parts that would escape it."""
+        return posixpath.join(self.root, *safe_parts(parts)) if parts else self.root
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.uri(*parts))
 
+    def size(self, *parts: str) -> int | None:
+        """Size in bytes, or None when absent."""
+        path = self.uri(*parts)
+        if not self.is_s3:
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+        try:
+            return int(self.fs.size(path))
+        except FileNotFoundError:
+            return None
+
     def write_bytes(self, data: bytes, *parts: str) -> str:
-        """Write ``data`` at ``parts`` under the root (replacing it); returns the URI."""
+        """Write ``data`` at ``parts`` under the root (replacing it atomically); returns the URI."""
         path = self.uri(*parts)
         if self.is_s3:
-            with self.fs.open(path, "wb") as f:
-                f.write(data)
-        else:  # plain file I/O: same result as fsspec's local filesystem, without its per-call overhead
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_bytes(data)
+            self.fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+            self.fs.invalidate_cache(posixpath.dirname(path))
+        else:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         return path
+
+    def put_content_addressed(self, data: bytes, *parts: str) -> str:
+        """Write ``data`` at a content-addressed path unless an intact copy (same size) is already there."""
+        if self.size(*parts) != len(data):
+            self.write_bytes(data, *parts)
+        return self.uri(*parts)
 
     def read_bytes(self, *parts: str) -> bytes:
         if not self.is_s3:
@@ -160,9 +219,22 @@ class Storage:
     def list(self, *parts: str) -> list[str]:
         """Names (not paths) directly under ``parts``; empty when the folder does not exist."""
         path = self.uri(*parts)
+        if not self.is_s3:
+            try:
+                return sorted(n for n in os.listdir(path) if not n.endswith(".tmp"))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         if not self.fs.exists(path):
             return []
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False, refresh=True))
+
+    def find(self, *parts: str) -> list[str]:
+        """Paths (relative to ``parts``) of every file below ``parts``, sorted."""
+        base = self.uri(*parts)
+        if not self.fs.exists(base):
+            return []
+        stripped = self.fs._strip_protocol(base).rstrip("/") + "/"
+        return sorted(p[len(stripped):] for p in self.fs.find(base) if p.startswith(stripped))
 
     def delete(self, *parts: str) -> None:
         path = self.uri(*parts)
@@ -175,7 +247,7 @@ class Storage:
         return ("tables", table, f"{partition or '__all__'}.parquet")
 
     def write_table(self, df: pl.DataFrame, table: str, partition: str | None = None) -> str:
-        """Write ``df`` as Parquet at ``tables/<table>/<partition>.parquet``; returns its URI."""
+        """Write ``df`` as Parquet at ``tables/<table>/<partition>.parquet`` (atomically); returns its URI."""
         buf = io.BytesIO()
         df.write_parquet(buf, compression="zstd", statistics=True)
         return self.write_bytes(buf.getvalue(), *self.table_parts(table, partition))
@@ -192,6 +264,27 @@ class Storage:
 
     def table_partitions(self, table: str) -> list[str]:
         return [n[: -len(".parquet")] for n in self.list("tables", table) if n.endswith(".parquet")]
+
+    def unpublish_table(self, table: str, partition: str | None = None) -> bool:
+        """Remove a published partition (a gate failed on its latest data); True when one was removed."""
+        parts = self.table_parts(table, partition)
+        if self.exists(*parts):
+            self.delete(*parts)
+            return True
+        return False
+
+    # ---- gate records -------------------------------------------------------------------------
+    @staticmethod
+    def gate_parts(table: str, partition: str | None = None) -> tuple[str, ...]:
+        return ("gates", table, f"{partition or '__all__'}.json")
+
+    def write_gate_record(self, table: str, partition: str | None, record: dict[str, Any]) -> str:
+        """The outcome of the latest gate of ``table``/``partition`` (check names, pass/fail, run id)."""
+        return self.write_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), *self.gate_parts(table, partition))
+
+    def read_gate_record(self, table: str, partition: str | None = None) -> dict[str, Any] | None:
+        parts = self.gate_parts(table, partition)
+        return json.loads(self.read_bytes(*parts)) if self.exists(*parts) else None
 
     # ---- quarantine ---------------------------------------------------------------------------
     def write_quarantine(self, df: pl.DataFrame, table: str, partition: str | None = None) -> str:
@@ -211,10 +304,9 @@ class Storage:
         return ("images", image_id[:2], image_id)
 
     def put_image(self, data: bytes, ext: str) -> str:
-        """Store image bytes once under their content id and return the id (no rewrite if present)."""
+        """Store image bytes once under their content id and return the id (an intact copy is not rewritten)."""
         image_id = image_id_for(data, ext)
-        if not self.exists(*self.image_parts(image_id)):
-            self.write_bytes(data, *self.image_parts(image_id))
+        self.put_content_addressed(data, *self.image_parts(image_id))
         return image_id
 
     def get_image(self, image_id: str) -> bytes:
@@ -236,6 +328,15 @@ class Storage:
             present |= ids & set(self.list("images", shard))
         return present
 
+    # ---- staging ------------------------------------------------------------------------------
+    def staging(self, token: str, staging_root: str | None = None) -> StagedStorage:
+        """A view of this root whose writes land in a staging area (``<root>/_staging/<token>`` unless
+        ``staging_root`` names another place, e.g. a restricted folder for patient data) until
+        :meth:`StagedStorage.promote`; reads see staged files first, then published ones."""
+        area = staging_root or self.uri("_staging")
+        return StagedStorage(root=self.root, s3=self.s3, base=self,
+                             area=Storage(root=posixpath.join(area, *safe_parts((token,))), s3=self.s3))
+
     # ---- LanceDB ------------------------------------------------------------------------------
     def lancedb_uri(self, name: str = "kb") -> str:
         return self.uri("lancedb", name)
@@ -255,3 +356,78 @@ class Storage:
     def describe(self) -> str:
         where = f" (endpoint {self.s3.endpoint_url})" if self.is_s3 and self.s3.endpoint_url else ""
         return f"{self.root}{where}"
+
+
+@dataclass
+class StagedStorage(Storage):
+    """Writes go to ``area`` (a private :class:`Storage`); nothing is visible under the published root until
+    :meth:`promote` moves every staged file into place. :meth:`discard` throws the staged files away (a failed
+    gate). Tables and quarantine are written by the gate, not through this view."""
+
+    base: Storage | None = None
+    area: Storage | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.base is None or self.area is None:
+            raise ValueError("StagedStorage needs base and area; use Storage.staging(token)")
+
+    def write_bytes(self, data: bytes, *parts: str) -> str:
+        self.area.write_bytes(data, *parts)
+        return self.base.uri(*parts)
+
+    def put_content_addressed(self, data: bytes, *parts: str) -> str:
+        if self.base.size(*parts) != len(data) and self.area.size(*parts) != len(data):
+            self.area.write_bytes(data, *parts)
+        return self.base.uri(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.area.exists(*parts) or self.base.exists(*parts)
+
+    def size(self, *parts: str) -> int | None:
+        staged = self.area.size(*parts)
+        return staged if staged is not None else self.base.size(*parts)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        return self.area.read_bytes(*parts) if self.area.exists(*parts) else self.base.read_bytes(*parts)
+
+    def list(self, *parts: str) -> list[str]:
+        return sorted(set(self.area.list(*parts)) | set(self.base.list(*parts)))
+
+    def delete(self, *parts: str) -> None:
+        raise PermissionError("a staged view never deletes published files; discard() drops staged ones")
+
+    def write_table(self, df: pl.DataFrame, table: str, partition: str | None = None) -> str:
+        raise PermissionError("tables are published by the gate after the checks pass, not through staging")
+
+    write_quarantine = write_table
+
+    def staged_files(self) -> list[str]:
+        """Relative paths of every staged file."""
+        return self.area.find()
+
+    def promote(self) -> int:
+        """Move every staged file under the published root (content-addressed files already intact there are
+        skipped); returns how many files were written. Then the staging area is removed."""
+        written = 0
+        local = not self.base.is_s3 and not self.area.is_s3
+        for rel in self.staged_files():
+            size = self.area.size(rel)
+            if rel.split("/", 1)[0] in CONTENT_ADDRESSED and self.base.size(rel) == size:
+                continue
+            if local:  # a rename: atomic, and no copy of the bytes (both roots local; same device or a copy)
+                target = Path(self.base.uri(rel))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(self.area.uri(rel), target)
+                except OSError:  # another device: copy atomically
+                    self.base.write_bytes(self.area.read_bytes(rel), rel)
+            else:
+                self.base.write_bytes(self.area.read_bytes(rel), rel)
+            written += 1
+        self.discard()
+        return written
+
+    def discard(self) -> None:
+        """Remove the staging area and everything in it."""
+        self.area.delete()

@@ -64,8 +64,10 @@ def _context():
     return context
 
 
-def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], list]) -> ContractResult:
-    """Validate ``frame`` (polars) against the expectations built by ``expectations()``.
+def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], list],
+             min_rows: int = 1) -> ContractResult:
+    """Validate ``frame`` (polars) against the expectations built by ``expectations()``, plus a row-count
+    expectation (at least ``min_rows`` rows kept: a table that kept nothing must not pass its contract).
 
     ``expectations`` is called only after the GX context exists (GX needs that order).
     """
@@ -75,7 +77,10 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
     name = f"{suite_name}_{id(frame)}"
     source = context.data_sources.add_or_update_pandas(name)
     batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations()))
+    import great_expectations.expectations as gxe
+
+    rules = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), *expectations()]
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=rules))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = batch_def.get_batch(batch_parameters={"dataframe": frame.to_pandas()}).validate(suite)
@@ -94,6 +99,25 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
             )
         )
     return ContractResult(suite=suite_name, rows=frame.height, outcomes=outcomes)
+
+
+def with_volume(result: ContractResult, kept: int, quarantined: int,
+                max_quarantine_share: float) -> ContractResult:
+    """``result`` plus the volume rule: the share of source rows quarantined is at most
+    ``max_quarantine_share`` (a mapping error or a wrong source that rejects most rows must not pass).
+
+    Not a GX expectation: it compares two tables (kept and quarantined rows), and a GX suite validates one.
+    """
+    total = kept + quarantined
+    share = quarantined / total if total else 0.0
+    ok = share <= max_quarantine_share
+    outcomes = [
+        ExpectationOutcome("rows_kept>=1", None, kept >= 1, 0 if kept else 1,
+                           [] if kept else [f"0 rows kept, {quarantined} quarantined"]),
+        ExpectationOutcome(f"quarantined_share<={max_quarantine_share:g} (got {share:.3f})", None, ok,
+                           0 if ok else quarantined, [] if ok else [f"{quarantined} of {total} rows"]),
+    ]
+    return ContractResult(result.suite, result.rows, [*result.outcomes, *outcomes])
 
 
 # ---- derived rule columns ----------------------------------------------------------------------------

@@ -270,3 +270,27 @@ def sync_table(location: KBLocation, table: str, frame: pl.DataFrame, embed: Cal
         if report.tag not in tbl.tags.list():
             tbl.tags.create(report.tag, report.version)
     return report
+
+
+# ---- publication: tags and rollback -------------------------------------------------------------------
+def tag_version(location: KBLocation, table: str, tag: str, version: int) -> str:
+    """Tag ``version`` of ``table`` as ``tag`` (idempotent): the tag is what readers pin to."""
+    tbl = location.connect().open_table(table)
+    if tag not in tbl.tags.list():
+        tbl.tags.create(tag, version)
+    return tag
+
+
+def restore_version(location: KBLocation, table: str, version: int | None) -> bool:
+    """Make ``version`` the latest version of ``table`` again (a failed check rolls back a sync). With no
+    previous version (the table was new) the table is dropped. Returns True when a version was restored."""
+    conn = location.connect()
+    if table not in conn.table_names():
+        return False
+    if version is None:
+        conn.drop_table(table)
+        return False
+    tbl = conn.open_table(table)
+    tbl.checkout(version)
+    tbl.restore()
+    return True

@@ -30,6 +30,7 @@ def graph_snapshot() -> dict:
     checks = sorted(
         f"{key.asset_key.to_user_string()}:{key.name}:"
         f"{'blocking' if graph.get_check_spec(key).blocking else 'non-blocking'}"
+        f"{':partitioned' if graph.get_check_spec(key).partitions_def else ''}"
         for key in graph.asset_check_keys
     )
     return {

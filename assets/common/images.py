@@ -23,9 +23,6 @@ class ImageProblem(ValueError):
     """An image that cannot be used; the message is the quarantine reason."""
 
 
-ENV_IMAGE_CHECK = "MEDRWR_IMAGE_CHECK"
-
-
 def _truncated(data: bytes, fmt: str) -> bool:
     """True when a JPEG lacks its end-of-image marker or a PNG its IEND chunk (a cut-off file)."""
     tail = data[-64:].rstrip(b"\x00\r\n ")
@@ -36,16 +33,14 @@ def _truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
-def check_image(data: bytes, name: str, full: bool | None = None) -> str:
+def check_image(data: bytes, name: str, full: bool = False) -> str:
     """Prove ``data`` is a whole image of a known format; return its file extension.
 
     The default (fast) check parses the header and verifies the file's end marker, which catches
-    non-images, unknown formats and truncated files. ``full=True`` (or ``MEDRWR_IMAGE_CHECK=full``)
+    non-images, unknown formats and truncated files. ``full=True`` (the ``image_check: full`` run knob of ``vqa_items``)
     also decodes the pixels (JPEG in draft mode, which still reads every entropy-coded block), to
     catch corruption inside the compressed stream as well.
     """
-    if full is None:
-        full = os.environ.get(ENV_IMAGE_CHECK, "fast") == "full"
     if not data:
         raise ImageProblem(f"undecodable image: {name} is empty")
     try:
@@ -71,6 +66,7 @@ class ImageIngestor:
     """Stores each distinct source image once and remembers the outcome per source path."""
 
     storage: Storage
+    full_check: bool = False  # decode every image too (the vqa_items ``image_check: full`` run knob)
     _by_key: dict[str, str | ImageProblem] = field(default_factory=dict)
     stored_ids: set[str] = field(default_factory=set)
 
@@ -109,7 +105,7 @@ class ImageIngestor:
         return self._store(data, name)
 
     def _store(self, data: bytes, name: str) -> str:
-        ext = check_image(data, name)
+        ext = check_image(data, name, full=self.full_check)
         image_id = self.storage.put_image(data, ext)
         self.stored_ids.add(image_id)
         return image_id

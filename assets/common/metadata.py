@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    DataVersion,
     MetadataValue,
     TableColumn,
     TableSchema,
@@ -23,9 +23,26 @@ def table_schema(df: pl.DataFrame) -> TableSchema:
     return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in df.schema.items()])
 
 
+_HASHLIKE = re.compile(r"^[0-9a-f]{16,}(\.[a-z0-9]+)?$|^[a-z_]+_[0-9a-f]{16,}$|^2\.25\.\d{20,}$")
+
+
+def readable_order(df: pl.DataFrame) -> list[str]:
+    """Columns in preview order: readable ones first, then those whose values are long hashes or
+    content ids (``image_refs``, ``content_hash``, ``clip_ref``...), so questions stay readable."""
+    def hashlike(col: str) -> bool:
+        for v in df[col].head(5).to_list():
+            for x in (v if isinstance(v, list) else [v]):
+                if isinstance(x, str) and _HASHLIKE.match(x):
+                    return True
+        return False
+
+    cols = list(df.columns)
+    return [c for c in cols if not hashlike(c)] + [c for c in cols if hashlike(c)]
+
+
 def preview_markdown(df: pl.DataFrame, n: int = 5, width: int = 60) -> str:
-    """The first ``n`` rows as a Markdown table, long cells cut to ``width`` characters."""
-    head = df.head(n)
+    """The first ``n`` rows as a Markdown table (hash-like columns last), long cells cut to ``width``."""
+    head = df.head(n).select(readable_order(df.head(n)))
     cells = [[_cell(v, width) for v in row] for row in head.iter_rows()]
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
@@ -66,11 +83,11 @@ def table_metadata(df: pl.DataFrame, count_columns: tuple[str, ...] = ()) -> dic
     return md
 
 
-def quarantine_metadata(rejected: list[Rejection], uri: str) -> dict[str, Any]:
+def quarantine_metadata(rejected: list[Rejection]) -> dict[str, Any]:
+    """Quarantine counts for the materialization (the gate adds ``quarantine_path``)."""
     return {
         "quarantined_rows": len(rejected),
         "quarantine_reasons": MetadataValue.json(reason_counts(rejected)),
-        "quarantine_path": uri,
     }
 
 
@@ -90,5 +107,4 @@ def contract_check(check_name: str, result: ContractResult) -> AssetCheckResult:
     )
 
 
-def data_version(df: pl.DataFrame) -> DataVersion:
-    return DataVersion(content_version(df))
+

@@ -1,80 +1,108 @@
-"""Ingest group: VQA and text-QA datasets normalized into one schema each, with blocking contracts."""
+"""Ingest group: VQA and text-QA datasets normalized into one schema each, gated by blocking contracts.
 
-from dagster import AssetCheckSpec, AssetExecutionContext, Output, StaticPartitionsDefinition, asset
+Each asset computes its table, stores images in a staging area, runs its contract, and publishes only when the
+contract passes (:mod:`assets.common.gates`).
+"""
 
+from typing import Literal
+
+from dagster import AssetCheckSpec, AssetExecutionContext, Config, StaticPartitionsDefinition, asset
+from pydantic import Field
+
+from assets.common.gates import Publication, publish_or_refuse
 from assets.common.images import ImageIngestor
-from assets.common.metadata import contract_check, data_version, quarantine_metadata, table_metadata
+from assets.common.metadata import content_version, contract_check, quarantine_metadata, table_metadata
 from assets.common.records import quarantine_frame
-from assets.ingest.text_qa import TEXT_QA_DATASETS, read_text_qa
-from assets.ingest.vqa import VQA_DATASETS, read_vqa
 from orchestration.resources import SourcesResource, StorageResource
-from quality.contracts import all_refs, check_text_qa_items, check_vqa_items
+from quality.contracts import all_refs, check_text_qa_items, check_vqa_items, with_volume
+
+from .text_qa import TEXT_QA_DATASETS, read_text_qa
+from .vqa import VQA_DATASETS, read_vqa
 
 vqa_partitions = StaticPartitionsDefinition(list(VQA_DATASETS))
 text_qa_partitions = StaticPartitionsDefinition(list(TEXT_QA_DATASETS))
 
 
+class VqaItemsConfig(Config):
+    """Run knobs of ``vqa_items``."""
+
+    image_check: Literal["fast", "full"] = Field(
+        default="fast", description="fast: header + end-of-image marker; full: also decode every image")
+    max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
+                                        "source rows quarantined")
+
+
+class TextQaItemsConfig(Config):
+    """Run knobs of ``text_qa_items``."""
+
+    max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
+                                        "source rows quarantined")
+
+
 @asset(
     partitions_def=vqa_partitions,
     group_name="ingest",
-    code_version="vqa_items.v1",
+    code_version="vqa_items.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    check_specs=[AssetCheckSpec("vqa_items_contract", asset="vqa_items", blocking=True,
-                                description="GX suite: unique ids, answer among options, images resolvable, "
-                                            "known splits, non-empty questions, licence set")],
+    check_specs=[AssetCheckSpec("vqa_items_contract", asset="vqa_items", blocking=True, partitions_def=vqa_partitions,
+                                description="GX suite: rows kept, quarantined share bounded, unique ids, answer "
+                                            "among options, images resolvable, known splits, non-empty questions, "
+                                            "licence set")],
 )
-def vqa_items(context: AssetExecutionContext, storage: StorageResource, sources: SourcesResource):
+def vqa_items(context: AssetExecutionContext, config: VqaItemsConfig, storage: StorageResource,
+              sources: SourcesResource):
     """Medical VQA items of one dataset, normalized; images stored once by content id."""
     dataset = context.partition_key
     store = storage.get()
-    images = ImageIngestor(store)
-    df, result = read_vqa(dataset, sources.source(dataset), images)
-    quarantine_uri = store.write_quarantine(quarantine_frame(result.rejected, "vqa_items", dataset), "vqa_items", dataset)
-    if result.rejected:
-        context.log.warning(f"vqa_items[{dataset}]: {len(result.rejected)} rows quarantined at {quarantine_uri}")
-    contract = check_vqa_items(df, store.existing_images(all_refs(df["image_refs"])))
-    yield Output(
-        df,
-        data_version=data_version(df),
+    stage = store.staging(f"{context.run.run_id}-vqa_items-{dataset}")
+    images = ImageIngestor(stage, full_check=config.image_check == "full")
+    src = sources.source(dataset)
+    df, result = read_vqa(dataset, src, images)
+    contract = with_volume(check_vqa_items(df, stage.existing_images(all_refs(df["image_refs"]))),
+                           df.height, len(result.rejected), config.max_quarantine_share)
+    pub = Publication(
+        "vqa_items", dataset, df, quarantine_frame(result.rejected, "vqa_items", dataset),
         metadata={
             **table_metadata(df, ("split", "answer_type", "modality")),
-            **quarantine_metadata(result.rejected, quarantine_uri),
+            **quarantine_metadata(result.rejected),
             "images_stored": len(images.stored_ids),
-            "source": sources.source(dataset).root,
+            "source": src.root,
+            "profile": sources.profile,
         },
+        data_version=content_version(df), stage=stage,
     )
-    yield contract_check("vqa_items_contract", contract)
+    yield from publish_or_refuse(context, store, pub, [contract_check("vqa_items_contract", contract)])
 
 
 @asset(
     partitions_def=text_qa_partitions,
     group_name="ingest",
-    code_version="text_qa_items.v1",
+    code_version="text_qa_items.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     check_specs=[AssetCheckSpec("text_qa_items_contract", asset="text_qa_items", blocking=True,
-                                description="GX suite: unique ids, answer among options, known splits, "
-                                            "non-empty questions, licence set")],
+                                partitions_def=text_qa_partitions,
+                                description="GX suite: rows kept, quarantined share bounded, unique ids, answer "
+                                            "among options, known splits, non-empty questions, licence set")],
 )
-def text_qa_items(context: AssetExecutionContext, storage: StorageResource, sources: SourcesResource):
+def text_qa_items(context: AssetExecutionContext, config: TextQaItemsConfig, storage: StorageResource,
+                  sources: SourcesResource):
     """Text-only medical MCQs of one dataset in one schema, with explanations where the source has them."""
     dataset = context.partition_key
     store = storage.get()
-    df, result = read_text_qa(dataset, sources.source(dataset))
-    quarantine_uri = store.write_quarantine(
-        quarantine_frame(result.rejected, "text_qa_items", dataset), "text_qa_items", dataset
-    )
-    if result.rejected:
-        context.log.warning(f"text_qa_items[{dataset}]: {len(result.rejected)} rows quarantined at {quarantine_uri}")
-    yield Output(
-        df,
-        data_version=data_version(df),
+    src = sources.source(dataset)
+    df, result = read_text_qa(dataset, src)
+    contract = with_volume(check_text_qa_items(df), df.height, len(result.rejected), config.max_quarantine_share)
+    pub = Publication(
+        "text_qa_items", dataset, df, quarantine_frame(result.rejected, "text_qa_items", dataset),
         metadata={
             **table_metadata(df, ("split", "subject")),
-            **quarantine_metadata(result.rejected, quarantine_uri),
+            **quarantine_metadata(result.rejected),
             "with_explanation": int(df["explanation"].is_not_null().sum()),
-            "source": sources.source(dataset).root,
+            "source": src.root,
+            "profile": sources.profile,
         },
+        data_version=content_version(df),
     )
-    yield contract_check("text_qa_items_contract", check_text_qa_items(df))
+    yield from publish_or_refuse(context, store, pub, [contract_check("text_qa_items_contract", contract)])

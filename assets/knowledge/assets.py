@@ -1,31 +1,48 @@
 """Knowledge group: KB passages per source, the LanceDB text index, image cases and the image index.
 
-Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this module, the store and search in ``retrieval/``, checks in
-``quality/kb.py``. The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
+Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this module, the store and search in
+``retrieval/``, checks in ``quality/kb.py``. Table assets publish only after their gates pass
+(:mod:`assets.common.gates`). For the LanceDB indexes the publication is the version tag: a sync writes a new
+table version, the checks run on it, and only then is it tagged ``run-<run id>`` (readers for training and
+evaluation are pinned to tags); when a check fails the table is restored to its previous version, untagged.
+The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
 """
 
-import os
+import hashlib
+import json
 
 import polars as pl
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
+    Config,
+    DataVersion,
     DynamicPartitionsDefinition,
+    Failure,
+    MaterializeResult,
     MetadataValue,
-    Output,
     asset,
 )
+from pydantic import Field
 
+from assets.common.gates import Publication, blocking_failures, publish_or_refuse
 from assets.common.images import ImageIngestor
-from assets.common.metadata import contract_check, counts, data_version, quarantine_metadata, table_metadata
+from assets.common.metadata import (
+    content_version,
+    contract_check,
+    counts,
+    quarantine_metadata,
+    table_metadata,
+)
 from assets.common.records import quarantine_frame
-from assets.knowledge.image_cases import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
-from assets.knowledge.sources import read_kb_source
-from orchestration.profiles import get_profile
 from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
+from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
-from retrieval.store import sync_table
+from retrieval.store import restore_version, sync_table, tag_version
+
+from .image_cases import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
+from .sources import read_kb_source
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
 
@@ -34,11 +51,40 @@ TEXT_TABLE = "kb_text"
 IMAGE_TABLE = "kb_image"
 
 
+class KbPassagesConfig(Config):
+    """Run knobs of ``kb_passages``."""
+
+    max_records: int | None = Field(default=None, description="source records read (None: all); the smoke "
+                                    "profile reads 120 per source")
+    max_quarantine_share: float = Field(default=0.5, description="the contract fails above this share of "
+                                        "passages quarantined (duplicates included)")
+
+
+class KbIndexConfig(Config):
+    """Run knobs of the LanceDB indexes."""
+
+    vector_index_min_rows: int = Field(default=50_000, description="below this, exact (flat) search")
+    min_recall: float = Field(default=0.95, description="an approximate index must reach this recall@10")
+
+
+class KbImageCasesConfig(Config):
+    """Run knobs of ``kb_image_cases``."""
+
+    external_corpora: list[str] = Field(default_factory=list, description="production image-text corpora to "
+                                        f"add, each read from its source folder: {sorted(EXTERNAL_IMAGE_CORPORA)}")
+    max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
+                                        "cases quarantined")
+
+
+def embedder_fingerprint(meta: dict) -> str:
+    """A short id of an embedder's identity (model id, dimension, ...): part of the index's data version."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def _index_metadata(report, embedder_meta: dict) -> dict:
     return {
         "dagster/row_count": report.rows,
         "lancedb_version": report.version,
-        "lancedb_tag": report.tag or "",
         "inserted": report.inserted,
         "updated": report.updated,
         "deleted": report.deleted,
@@ -51,54 +97,72 @@ def _index_metadata(report, embedder_meta: dict) -> dict:
     }
 
 
+def _publish_index(context: AssetExecutionContext, location, table: str, previous: int | None, report,
+                   checks, metadata: dict, embedder_meta: dict):
+    """Tag the synced version when every blocking check passed; otherwise restore ``previous`` and fail."""
+    failed = blocking_failures(checks)
+    if failed:
+        restored = restore_version(location, table, previous)
+        yield from checks
+        raise Failure(description=f"{table}: blocking check(s) {[c.check_name for c in failed]} failed on version "
+                                  f"{report.version}; it was not tagged and the table was restored to "
+                                  f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
+    tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
+    yield MaterializeResult(
+        metadata={**metadata, "lancedb_tag": tag},
+        data_version=DataVersion(f"v{report.version}-{embedder_fingerprint(embedder_meta)}"),
+        check_results=checks,
+    )
+
+
 @asset(
     partitions_def=kb_source_partitions,
     group_name="knowledge",
-    code_version="kb_passages.v1",
+    code_version="kb_passages.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     check_specs=[AssetCheckSpec("kb_passages_contract", asset="kb_passages", blocking=True,
-                                description="ids unique and stable-shaped, text non-empty, content hash set")],
+                                partitions_def=kb_source_partitions,
+                                description="rows kept, quarantined share bounded, ids unique and stable-shaped, "
+                                            "text non-empty, content hash set")],
 )
-def kb_passages(context: AssetExecutionContext, storage: StorageResource, sources: SourcesResource):
-    """Passages of one KB source, chunked to ~100-200 words, stable ids, duplicates quarantined."""
+def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storage: StorageResource,
+                sources: SourcesResource):
+    """Passages of one KB source, chunked, stable ids, duplicates quarantined."""
     source = context.partition_key
-    profile = get_profile(sources.profile)
     src = sources.source(source)
-    df, result = read_kb_source(source, src, limit=profile.kb_record_limit)
+    df, result = read_kb_source(source, src, limit=config.max_records)
     store = storage.get()
-    quarantine_uri = store.write_quarantine(quarantine_frame(result.rejected, "kb_passages", source),
-                                            "kb_passages", source)
-    if result.rejected:
-        context.log.warning(f"kb_passages[{source}]: {len(result.rejected)} rows quarantined at {quarantine_uri}")
-    yield Output(
-        df,
-        data_version=data_version(df),
+    contract = with_volume(check_passages(df), df.height, len(result.rejected), config.max_quarantine_share)
+    pub = Publication(
+        "kb_passages", source, df, quarantine_frame(result.rejected, "kb_passages", source),
         metadata={
             **table_metadata(df),
-            **quarantine_metadata(result.rejected, quarantine_uri),
+            **quarantine_metadata(result.rejected),
             "source": src.root,
-            "record_limit": profile.kb_record_limit or 0,
+            "record_limit": config.max_records or 0,
             "words_per_passage_mean": float(df["text"].str.split(" ").list.len().mean() or 0),
         },
+        data_version=content_version(df),
     )
-    yield contract_check("kb_passages_contract", check_passages(df))
+    yield from publish_or_refuse(context, store, pub, [contract_check("kb_passages_contract", contract)])
 
 
 @asset(
     group_name="knowledge",
-    code_version="kb_text_index.v1",
+    code_version="kb_text_index.v2",
     pool="kb_writer",
     kinds={"lancedb"},
     check_specs=[AssetCheckSpec("kb_text_index_quality", asset="kb_text_index", blocking=True,
                                 description="vector dim and unit norm, no NaN, FTS covers every row, "
                                             "self-retrieval@1 on a sample")],
 )
-def kb_text_index(context: AssetExecutionContext, kb_passages: pl.DataFrame, storage: StorageResource,
-                  kb_models: KnowledgeModelsResource):
-    """LanceDB table ``kb_text`` synced to every materialized kb_passages partition: only new or changed
-    passages are embedded, removed ones deleted; the version is tagged ``run-<run id>``."""
+def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_passages: pl.DataFrame,
+                  storage: StorageResource, kb_models: KnowledgeModelsResource):
+    """LanceDB table ``kb_text`` synced to every registered kb_passages partition: only new or changed
+    passages are embedded, removed ones deleted; a version that passes its checks is tagged ``run-<run id>``."""
     store = storage.get()
+    location = store.kb_location(KB_DB)
     embedder = kb_models.text_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
@@ -107,61 +171,72 @@ def kb_text_index(context: AssetExecutionContext, kb_passages: pl.DataFrame, sto
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
-    report = sync_table(store.kb_location(KB_DB), TEXT_TABLE, frame, embed, run_id=context.run.run_id,
-                        vector_index_min_rows=kb_models.vector_index_min_rows)
+    previous = _current_version(location, TEXT_TABLE)
+    report = sync_table(location, TEXT_TABLE, frame, embed, vector_index_min_rows=config.vector_index_min_rows,
+                        min_recall=config.min_recall)
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = store.kb_location(KB_DB).connect().open_table(TEXT_TABLE)
-    quality = check_text_index(tbl, embedder, embedder.dim)
-    yield Output(None, metadata={**_index_metadata(report, embedder.metadata()),
-                                 "lancedb_uri": store.lancedb_uri(KB_DB),
-                                 "count_by_source": MetadataValue.json(counts(frame, "source"))})
-    yield contract_check("kb_text_index_quality", quality)
+    tbl = location.connect().open_table(TEXT_TABLE)
+    checks = [contract_check("kb_text_index_quality", check_text_index(tbl, embedder, embedder.dim))]
+    meta = embedder.metadata()
+    yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
+        **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
+        "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta)
+
+
+def _current_version(location, table: str) -> int | None:
+    conn = location.connect()
+    return conn.open_table(table).version if table in conn.table_names() else None
 
 
 @asset(
     group_name="knowledge",
-    code_version="kb_image_cases.v1",
+    code_version="kb_image_cases.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     check_specs=[AssetCheckSpec("kb_image_cases_contract", asset="kb_image_cases", blocking=True,
-                                description="one case per image, descriptions non-empty, images resolvable")],
+                                description="rows kept, quarantined share bounded, one case per image, "
+                                            "descriptions non-empty, images resolvable")],
 )
-def kb_image_cases(context: AssetExecutionContext, vqa_items: pl.DataFrame, storage: StorageResource,
-                   sources: SourcesResource):
+def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, vqa_items: pl.DataFrame,
+                   storage: StorageResource, sources: SourcesResource):
     """SLAKE and VQA-RAD training images as cases (modality, organ, detection boxes, QA-derived text), plus
-    the production corpora PubMedVision and ROCO when ``MEDRWR_SOURCE_PUBMEDVISION`` / ``_ROCO`` name them."""
+    the production corpora PubMedVision and ROCO when ``external_corpora`` names them."""
     slake = sources.source("slake")
     df, result = image_cases_from_vqa(vqa_items, slake if slake.exists("train.json") else None)
     store = storage.get()
-    images = ImageIngestor(store)
-    for name, reader in EXTERNAL_IMAGE_CORPORA.items():
-        if os.environ.get(f"MEDRWR_SOURCE_{name.upper()}"):
-            extra, extra_result = reader(sources.source(name), images)
-            df = pl.concat([df, extra])
-            result.rejected.extend(extra_result.rejected)
-    quarantine_uri = store.write_quarantine(quarantine_frame(result.rejected, "kb_image_cases", None),
-                                            "kb_image_cases")
-    contract = check_image_cases(df, store.existing_images(set(df["image_ref"].to_list())))
-    yield Output(df, data_version=data_version(df), metadata={
-        **table_metadata(df, ("source", "modality")),
-        **quarantine_metadata(result.rejected, quarantine_uri),
-        "with_boxes": int((df["boxes"] != "[]").sum()),
-    })
-    yield contract_check("kb_image_cases_contract", contract)
+    stage = store.staging(f"{context.run.run_id}-kb_image_cases")
+    images = ImageIngestor(stage)
+    for name in config.external_corpora:
+        if name not in EXTERNAL_IMAGE_CORPORA:
+            raise Failure(f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}")
+        extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](sources.source(name), images)
+        df = pl.concat([df, extra])
+        result.rejected.extend(extra_result.rejected)
+    contract = with_volume(check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list()))),
+                           df.height, len(result.rejected), config.max_quarantine_share)
+    pub = Publication(
+        "kb_image_cases", None, df, quarantine_frame(result.rejected, "kb_image_cases", None),
+        metadata={**table_metadata(df, ("source", "modality")), **quarantine_metadata(result.rejected),
+                  "with_boxes": int((df["boxes"] != "[]").sum())},
+        data_version=content_version(df), stage=stage,
+    )
+    yield from publish_or_refuse(context, store, pub, [contract_check("kb_image_cases_contract", contract)])
 
 
 @asset(
     group_name="knowledge",
-    code_version="kb_image_index.v1",
+    code_version="kb_image_index.v2",
     pool="kb_writer",
     kinds={"lancedb"},
     check_specs=[AssetCheckSpec("kb_image_index_quality", asset="kb_image_index", blocking=True,
                                 description="vector dim and unit norm, no NaN, image refs resolvable")],
 )
-def kb_image_index(context: AssetExecutionContext, kb_image_cases: pl.DataFrame, storage: StorageResource,
-                   kb_models: KnowledgeModelsResource):
-    """LanceDB table ``kb_image`` of image-case embeddings for CDIR, synced incrementally and tagged."""
+def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_image_cases: pl.DataFrame,
+                   storage: StorageResource, kb_models: KnowledgeModelsResource):
+    """LanceDB table ``kb_image`` of image-case embeddings for CDIR, synced incrementally; tagged when its
+    checks pass."""
     store = storage.get()
+    location = store.kb_location(KB_DB)
     embedder = kb_models.image_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
@@ -170,11 +245,12 @@ def kb_image_index(context: AssetExecutionContext, kb_image_cases: pl.DataFrame,
     def embed(rows: pl.DataFrame):
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
-    report = sync_table(store.kb_location(KB_DB), IMAGE_TABLE, frame, embed, run_id=context.run.run_id,
-                        fts_column="description", vector_index_min_rows=kb_models.vector_index_min_rows)
+    previous = _current_version(location, IMAGE_TABLE)
+    report = sync_table(location, IMAGE_TABLE, frame, embed, fts_column="description",
+                        vector_index_min_rows=config.vector_index_min_rows, min_recall=config.min_recall)
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = store.kb_location(KB_DB).connect().open_table(IMAGE_TABLE)
-    quality = check_image_index(tbl, embedder.dim, store.existing_images)
-    yield Output(None, metadata={**_index_metadata(report, embedder.metadata()),
-                                 "lancedb_uri": store.lancedb_uri(KB_DB)})
-    yield contract_check("kb_image_index_quality", quality)
+    tbl = location.connect().open_table(IMAGE_TABLE)
+    checks = [contract_check("kb_image_index_quality", check_image_index(tbl, embedder.dim, store.existing_images))]
+    meta = embedder.metadata()
+    yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,
+                              {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta)

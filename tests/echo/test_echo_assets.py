@@ -5,14 +5,12 @@ from dagster import DagsterInstance, materialize
 
 from assets.benchmark.assets import ecbench
 from assets.echo.assets import echo_studies
-from orchestration.io_managers import ParquetTableIOManager
-from orchestration.resources import SourcesResource, StorageResource
+from orchestration.definitions import build_resources
 from orchestration.storage import Storage
 
 
 def _run(root: str, instance: DagsterInstance):
-    storage = StorageResource(root=root)
-    resources = {"storage": storage, "sources": SourcesResource(), "table_io": ParquetTableIOManager(storage=storage)}
+    resources = build_resources()
     instance.add_dynamic_partitions("echo_sources", ["synthetic"])
     r1 = materialize([echo_studies], partition_key="synthetic", resources=resources, instance=instance)
     r2 = materialize([echo_studies.to_source_asset(), ecbench], resources=resources, instance=instance)
@@ -25,7 +23,7 @@ def _assert_ok(r1, r2, store: Storage):
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.check_name for c in checks} == {
         "echo_studies_no_phi", "echo_studies_contract", "ecbench_balanced_answers", "ecbench_patient_splits",
-        "ecbench_image_refs", "ecbench_no_duplicates"}
+        "ecbench_image_refs", "ecbench_no_duplicates", "ecbench_not_empty"}
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     studies = store.read_table("echo_studies", "synthetic")
     assert studies.height == 8 and set(studies["view"]) == {"A4C", "A2C", "PLAX", "PSAX"}
@@ -51,8 +49,7 @@ def test_materialize_s3(s3_env, s3_storage):
 
 
 def _resources(root: str):
-    storage = StorageResource(root=root)
-    return {"storage": storage, "sources": SourcesResource(), "table_io": ParquetTableIOManager(storage=storage)}
+    return build_resources()
 
 
 def _check_results(result):
@@ -73,9 +70,13 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
     for name in REAL:
         shutil.copy(get_testdata_file(name), src / name)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_A", str(src))
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "test-salt-site-a")
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["site_a"])
-        result = materialize([echo_studies], partition_key="site_a", resources=_resources(storage.root), instance=instance)
+        # most files here are hostile on purpose: allow any quarantined share for this partition
+        result = materialize([echo_studies], partition_key="site_a", resources=_resources(storage.root),
+                             instance=instance,
+                             run_config={"ops": {"echo_studies": {"config": {"max_quarantine_share": 1.0}}}})
     assert result.success and all(_check_results(result).values())
     studies = storage.read_table("echo_studies", "site_a")
     # + good.dcm; examples_ybr_color.dcm repeats color3d_jpeg_baseline.dcm's SOP instance (pydicom
@@ -104,6 +105,7 @@ def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
     rows[0]["findings"] = f"Dilated LV. Patient {name} to follow up."
     (src / "labels.csv").write_bytes(write_manifest_csv(rows))
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_LEAKY", str(src))
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "test-salt-leaky")
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["leaky"])
         result = materialize([echo_studies], partition_key="leaky", resources=_resources(storage.root),
@@ -116,7 +118,7 @@ def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
 def test_smoke_plan_runs_echo_then_ecbench():
     from orchestration.main import plan
 
-    steps = plan("smoke")
+    steps = [(s.job, s.partition) for s in plan("smoke")]
     assert ("echo_ingest_job", "synthetic") in steps and ("ecbench_job", None) in steps
     assert steps.index(("echo_ingest_job", "synthetic")) < steps.index(("ecbench_job", None))
 

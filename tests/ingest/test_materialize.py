@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from orchestration.definitions import defs
+from orchestration.definitions import build_defs, defs
 from orchestration.storage import Storage
 
 
 def _run(job_name, partition, instance=None):
     instance = instance or DagsterInstance.ephemeral()
-    result = defs.resolve_job_def(job_name).execute_in_process(
+    result = build_defs().resolve_job_def(job_name).execute_in_process(
         partition_key=partition, instance=instance, raise_on_error=False
     )
     return result, instance

@@ -57,14 +57,16 @@ def test_roco_reader(tmp_path, storage):
 
 def test_kb_image_cases_includes_configured_corpora(tmp_path, monkeypatch):
     from assets.knowledge.assets import kb_image_cases
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_defs
     from orchestration.storage import Storage
 
     monkeypatch.setenv("MEDRWR_SOURCE_ROCO", str(write_roco(tmp_path / "roco")))
+    defs = build_defs()
     instance = DagsterInstance.ephemeral()
     assert defs.resolve_job_def("vqa_ingest_job").execute_in_process(partition_key="slake", instance=instance).success
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={kb_image_cases.key})
-    result = job.execute_in_process(instance=instance)
+    result = job.execute_in_process(instance=instance, run_config={
+        "ops": {"kb_image_cases": {"config": {"external_corpora": ["roco"]}}}})
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     cases = Storage().read_table("kb_image_cases")
     assert set(cases["source"]) == {"slake", "roco"} and (cases["source"] == "roco").sum() == 3

@@ -9,8 +9,7 @@ from dagster import DagsterInstance, materialize
 
 from assets.ingest.assets import vqa_items
 from assets.knowledge.assets import kb_image_cases, kb_image_index, kb_passages, kb_text_index
-from orchestration.io_managers import ParquetTableIOManager
-from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
+from orchestration.definitions import build_resources
 from orchestration.storage import Storage
 from retrieval.embedders import ImageEmbedder
 from retrieval.search import ImageRetriever
@@ -20,18 +19,20 @@ ASSETS = [vqa_items, kb_passages, kb_text_index, kb_image_cases, kb_image_index]
 
 
 def resources():
-    storage = StorageResource()
-    return {"storage": storage, "sources": SourcesResource(), "table_io": ParquetTableIOManager(storage=storage),
-            "kb_models": KnowledgeModelsResource()}
+    return build_resources()
 
 
-def run_graph(instance):
+def passages_config(limit: int | None):
+    return {"ops": {"kb_passages": {"config": {"max_records": limit}}}} if limit else None
+
+
+def run_graph(instance, limit: int | None = None):
     for ds in ("slake", "vqa_rad"):
         assert materialize(ASSETS, selection=[vqa_items], partition_key=ds, instance=instance,
                            resources=resources()).success
     for source in SOURCES:
         assert materialize(ASSETS, selection=[kb_passages], partition_key=source, instance=instance,
-                           resources=resources()).success
+                           resources=resources(), run_config=passages_config(limit)).success
     result = materialize(ASSETS, selection=[kb_text_index, kb_image_cases, kb_image_index], instance=instance,
                          resources=resources())
     assert result.success
@@ -49,10 +50,9 @@ def _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, root: str
     src = tmp_path / "pubmedqa"
     shutil.copytree(sample_data / "pubmedqa", src)
     monkeypatch.setenv("MEDRWR_SOURCE_PUBMEDQA", str(src))
-    monkeypatch.setenv("MEDRWR_KB_MAX_RECORDS", "25")
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("kb_sources", SOURCES)
-    first = index_metadata(run_graph(instance), "kb_text_index")
+    first = index_metadata(run_graph(instance, limit=25), "kb_text_index")
     assert first["embedded"] == first["dagster/row_count"] > 50 and first["inserted"] == first["embedded"]
     assert first["lancedb_tag"].startswith("run-") and first["recall_at_10_vs_exact"] == 1.0
 
@@ -61,7 +61,7 @@ def _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, root: str
     data[pmid]["CONTEXTS"] = ["A rewritten abstract about helicopter intubation success rates."]
     (src / "ori_pqal.json").write_text(json.dumps(data))
     assert materialize(ASSETS, selection=[kb_passages], partition_key="pubmedqa", instance=instance,
-                       resources=resources()).success
+                       resources=resources(), run_config=passages_config(25)).success
     second_run = materialize(ASSETS, selection=[kb_text_index, kb_image_cases, kb_image_index], instance=instance,
                              resources=resources())
     assert second_run.success and all(c.passed for c in second_run.get_asset_check_evaluations())

@@ -1,0 +1,106 @@
+"""Gates: compute, check, and only then publish.
+
+An asset computes its table in memory and writes every side file (images, clips, manifests) through a
+:class:`~orchestration.storage.StagedStorage`, so nothing is visible under the published root yet. Its checks
+run on what would be published. :func:`publish_or_refuse` then decides:
+
+- every blocking check passed: staged files are promoted, the table is written (atomically), the gate record
+  says ``passed``, and a ``MaterializeResult`` carries the metadata, data version and check results;
+- a blocking check failed: the staged files are discarded, any earlier published version of the partition is
+  withdrawn (downstream work must never read a partition whose latest gate failed), the gate record says
+  ``failed``, the check results are recorded (partitioned), and the step fails with a message naming the
+  checks. No table, no preview, no materialization: only the quarantine (and the check results) remain.
+
+The quarantine is written in both cases: rejected rows with reasons are an output too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PreviewWarning,
+)
+
+from orchestration.storage import StagedStorage, Storage
+
+# Partitioned asset checks (``AssetCheckSpec(partitions_def=...)``) are a preview feature in Dagster 1.13; we
+# use them on purpose (one failed partition must not hide the others), so the preview notice is not repeated.
+warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def.*")
+
+
+@dataclass
+class Publication:
+    """What an asset would publish for one partition: the table, its quarantine and its metadata."""
+
+    table: str
+    partition: str | None
+    frame: pl.DataFrame
+    quarantine: pl.DataFrame
+    metadata: dict[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
+    stage: StagedStorage | None = None
+    quarantine_store: Storage | None = None  # where the quarantine goes (default: the published root)
+
+
+def blocking_failures(checks: list[AssetCheckResult]) -> list[AssetCheckResult]:
+    """The failed checks of ERROR severity (the ones that stop publication)."""
+    return [c for c in checks if not c.passed and c.severity == AssetCheckSeverity.ERROR]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publication,
+                      checks: list[AssetCheckResult]) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Publish ``pub`` when every blocking check in ``checks`` passed; otherwise publish nothing and fail.
+
+    Yields the events of the asset's compute function (use ``yield from``).
+    """
+    label = f"{pub.table}[{pub.partition}]" if pub.partition else pub.table
+    run_id = context.run.run_id
+    quarantine_uri = (pub.quarantine_store or store).write_quarantine(pub.quarantine, pub.table, pub.partition)
+    failed = blocking_failures(checks)
+    if failed:
+        if pub.stage is not None:
+            pub.stage.discard()
+        withdrawn = store.unpublish_table(pub.table, pub.partition)
+        names = [c.check_name for c in failed]
+        store.write_gate_record(pub.table, pub.partition, {
+            "status": "failed", "run_id": run_id, "at": _now(), "failed_checks": names,
+            "withdrew_previous_version": withdrawn, "rows_quarantined": pub.quarantine.height,
+        })
+        yield from checks
+        raise Failure(
+            description=(f"{label}: blocking check(s) {', '.join(names)} failed, so nothing was published"
+                         + (" and the previously published version was withdrawn" if withdrawn else "")
+                         + f". {pub.quarantine.height} rejected rows are in the quarantine table "
+                         "(quarantine/" + f"{pub.table}). See the check results for what failed and fix the source "
+                         "or the configuration, then materialize the partition again."),
+            metadata={"failed_checks": MetadataValue.json(names), "withdrew_previous_version": withdrawn},
+        )
+    promoted = pub.stage.promote() if pub.stage is not None else 0
+    uri = store.write_table(pub.frame, pub.table, pub.partition)
+    store.write_gate_record(pub.table, pub.partition, {
+        "status": "passed", "run_id": run_id, "at": _now(), "checks": [c.check_name for c in checks],
+        "rows": pub.frame.height, "rows_quarantined": pub.quarantine.height,
+    })
+    metadata = {**pub.metadata, "path": uri, "quarantine_path": quarantine_uri, "files_published": promoted}
+    yield MaterializeResult(
+        metadata=metadata,
+        data_version=DataVersion(pub.data_version) if pub.data_version else None,
+        check_results=checks,
+    )

@@ -1,0 +1,78 @@
+"""Every setting of the pipeline in one place: its environment variable, where it goes, and its default.
+
+Deployment settings (where data lives, which models, secrets) are fields of Dagster resources fed by
+``EnvVar`` when the variable is set (Dagster resolves it at run time and shows it redacted), else the default
+below. Run knobs (seeds, limits, thresholds) are Dagster ``Config`` on the assets: they appear in the
+launchpad and in each run's record; the main command fills them from the profile. The README's settings
+table is this list (``tests/test_settings.py`` keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dagster import EnvVar
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the resource field (or runner option) it feeds, its default, its meaning."""
+
+    env: str
+    feeds: str
+    default: str
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MEDRWR_STORAGE_ROOT", "resource `storage.root`", "`<project>/.medrwr/storage`",
+            "published storage root: a local folder or `s3://bucket/prefix`"),
+    Setting("MEDRWR_S3_ENDPOINT_URL", "resource `storage.s3_endpoint_url`", "AWS",
+            "S3 API endpoint for non-AWS object stores (MinIO, moto); credentials from `AWS_*`"),
+    Setting("MEDRWR_RESTRICTED_ROOT", "resource `deid.restricted_root`", "`<project>/.medrwr/restricted`",
+            "restricted location outside the published root: key-to-path maps, staging of patient data, "
+            "generated synthetic raw sources"),
+    Setting("MEDRWR_DEID_SALT", "resource `deid.salt` (secret)", "unset: only the synthetic source runs",
+            "HMAC salt for patient keys, date shifts and UID remapping; required for every non-synthetic echo source"),
+    Setting("MEDRWR_PROFILE", "resource `sources.profile`, main command", "`smoke`",
+            "`smoke` (bundled samples) or `full` (`MEDRWR_DATA_DIR`); `--profile` of the main command wins"),
+    Setting("MEDRWR_DATA_DIR", "resource `sources.data_dir`", "bundled `assets/sample_data` (smoke)",
+            "folder or `s3://` prefix with one folder per dataset in its released layout (required by `full`)"),
+    Setting("MEDRWR_SOURCE_<DATASET>", "resource `sources.overrides`", "`<data dir>/<dataset folder>`",
+            "one dataset's folder elsewhere, e.g. `MEDRWR_SOURCE_PATH_VQA`, `MEDRWR_SOURCE_ECHO_SITEA`, "
+            "`MEDRWR_SOURCE_PUBMEDVISION`"),
+    Setting("MEDRWR_TEXT_EMBEDDER", "resource `kb_models.text_model`", "`sentence-transformers/all-MiniLM-L6-v2` (bundled)",
+            "text embedder: hub id or path (production `BAAI/bge-m3` or `ncbi/MedCPT-Query-Encoder`)"),
+    Setting("MEDRWR_IMAGE_EMBEDDER", "resource `kb_models.image_model`", "`ViT-S-32` (random weights, offline)",
+            "open_clip image embedder (production BiomedCLIP `hf-hub:` id)"),
+    Setting("MEDRWR_DEVICE", "resource `kb_models.device`", "auto (`cuda` when available)", "device for embedders"),
+    Setting("MEDRWR_VQA_DATASETS", "main command (`full`)", "`vqa_rad,slake`", "VQA partitions the `full` main command materializes"),
+    Setting("MEDRWR_TEXT_QA_DATASETS", "main command (`full`)", "`medqa,medmcqa,pubmedqa`",
+            "text-QA partitions the `full` main command materializes"),
+    Setting("MEDRWR_ECHO_SOURCES", "main command (`full`)", "`synthetic`", "echo sources (dynamic partitions) of the `full` main command"),
+    Setting("MEDRWR_KB_SOURCES", "main command (`full`)", "`medquad,pubmedqa,slake_kg,medmcqa_exp`",
+            "KB sources (dynamic partitions) of the `full` main command"),
+    Setting("MEDRWR_LOG_LEVEL", "main command", "`WARNING`", "console log level of the main command (the event log keeps all)"),
+    Setting("MEDRWR_PROJECT_DIR", "main command, defaults", "current directory", "where `.medrwr/` (storage, Dagster home) is created"),
+    Setting("DAGSTER_HOME", "Dagster instance", "`<project>/.medrwr/dagster_home`", "Dagster instance (runs, event log, schedules)"),
+)
+
+
+def env_or(name: str, default=None):
+    """``EnvVar(name)`` when the variable is set (resolved by Dagster at run time), else ``default``."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def source_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``{dataset: uri}`` from every ``MEDRWR_SOURCE_<DATASET>`` variable (dataset lower-cased)."""
+    env = os.environ if environ is None else environ
+    prefix = "MEDRWR_SOURCE_"
+    return {k[len(prefix):].lower(): v for k, v in sorted(env.items()) if k.startswith(prefix) and v}
+
+
+def readme_table() -> str:
+    """The Markdown table of :data:`SETTINGS` that README.md carries."""
+    rows = ["| variable | feeds | default | what |", "|---|---|---|---|"]
+    rows += [f"| `{s.env}` | {s.feeds} | {s.default} | {s.description} |" for s in SETTINGS]
+    return "\n".join(rows)
