@@ -134,6 +134,15 @@ def safe_parts(parts: tuple[str, ...]) -> list[str]:
 CONTENT_ADDRESSED = ("images", "clips")
 
 
+def _key(partition: str | None) -> str:
+    """A partition key as a file name: validated (no separators, no ``..``), ``__all__`` when unpartitioned."""
+    if partition is None:
+        return "__all__"
+    from .sources import validate_partition_key
+
+    return validate_partition_key(partition)
+
+
 @dataclass
 class Storage:
     """A storage root (local folder or ``s3://bucket/prefix``) with table, image and LanceDB helpers.
@@ -244,7 +253,7 @@ class Storage:
     # ---- tables -------------------------------------------------------------------------------
     @staticmethod
     def table_parts(table: str, partition: str | None = None) -> tuple[str, ...]:
-        return ("tables", table, f"{partition or '__all__'}.parquet")
+        return ("tables", table, f"{_key(partition)}.parquet")
 
     def write_table(self, df: pl.DataFrame, table: str, partition: str | None = None) -> str:
         """Write ``df`` as Parquet at ``tables/<table>/<partition>.parquet`` (atomically); returns its URI."""
@@ -276,7 +285,7 @@ class Storage:
     # ---- gate records -------------------------------------------------------------------------
     @staticmethod
     def gate_parts(table: str, partition: str | None = None) -> tuple[str, ...]:
-        return ("gates", table, f"{partition or '__all__'}.json")
+        return ("gates", table, f"{_key(partition)}.json")
 
     def write_gate_record(self, table: str, partition: str | None, record: dict[str, Any]) -> str:
         """The outcome of the latest gate of ``table``/``partition`` (check names, pass/fail, run id)."""
@@ -291,11 +300,11 @@ class Storage:
         """Rejected rows of ``table`` for one partition, replaced on every materialization."""
         buf = io.BytesIO()
         df.write_parquet(buf)
-        return self.write_bytes(buf.getvalue(), "quarantine", table, f"{partition or '__all__'}.parquet")
+        return self.write_bytes(buf.getvalue(), "quarantine", table, f"{_key(partition)}.parquet")
 
     def read_quarantine(self, table: str, partition: str | None = None) -> pl.DataFrame:
         return pl.read_parquet(
-            io.BytesIO(self.read_bytes("quarantine", table, f"{partition or '__all__'}.parquet"))
+            io.BytesIO(self.read_bytes("quarantine", table, f"{_key(partition)}.parquet"))
         )
 
     # ---- content-addressed images ---------------------------------------------------------------
