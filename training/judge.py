@@ -137,7 +137,7 @@ def load_judge(
             tokenizer.pad_token = tokenizer.eos_token
         lm = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device).eval()
     except (OSError, ValueError) as e:
-        raise JudgeUnavailableError(f"judge {judge_id} could not be loaded: {e}. Make the model available "
+        raise JudgeUnavailableError(f"judge {judge_id} could not be loaded: {str(e).rstrip('.')}. Make the model available "
                                     "(download it into the cache or a folder) or remove the judge setting; "
                                     "open answers are not re-scored without it") from e
     return HFJudge(lm, tokenizer, judge_id, batch_size=batch_size)
