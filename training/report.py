@@ -1,0 +1,427 @@
+"""The evaluation report: Markdown and a self-contained HTML page with PNG plots, from ``eval_results``.
+
+:func:`build_report` validates the results and the lineage, computes every table with ``training.metrics``
+and writes into ``out_dir``: ``report.md`` (plots linked as files), ``report.html`` (plots embedded as
+base64 ``data:`` URIs, no external resource) and one PNG per plot. Sections, in order: smoke warning (in
+smoke mode), lineage, MCQ-protocol accuracy, open-protocol scores, paired differences, calibration, CDIR,
+retrieval use, and the paper's published numbers as a separate reference (different models, never in a
+table with ours).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from training import metrics as m
+from training import report_plots as plots
+from training.eval_results import validate_results
+from training.paper_numbers import PAPER_NUMBERS
+
+REQUIRED_LINEAGE = ("checkpoint_manifests", "kb_tag", "embedder", "benchmark_versions", "code_version")
+"""Lineage keys :func:`build_report` needs. ``checkpoint_manifests`` maps each checkpoint label to its manifest
+(path or hash); ``benchmark_versions`` maps each benchmark to its version; ``kb_tag`` is the text KB tag,
+``embedder`` its embedder (id and revision), ``code_version`` the git commit. Optional keys shown when given:
+``image_index_tag``, ``image_embedder``, ``judge_model``, ``profile``, ``run_id``; any other key is listed too."""
+
+SMOKE_STATEMENT = (
+    "SMOKE RUN: these scores come from a tiny model with random weights and are chance-level by construction. "
+    "They show that the pipeline runs from ingest to report; they say nothing about the method."
+)
+REFERENCE_HEADING = "Reference only: the paper's published numbers (different models, not comparable)"
+PROTOCOL_TITLES = {"mcq": "MCQ protocol (closed questions as multiple-choice)",
+                   "open": "Open protocol (full set, open answers)"}
+
+
+class LineageError(ValueError):
+    """The lineage dict is incomplete or disagrees with the results it describes."""
+
+
+# ---- a tiny document model rendered twice ---------------------------------------------------------
+@dataclass
+class _Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class _Para:
+    text: str
+    kind: str = "text"  # text | warning | note
+
+
+@dataclass
+class _Table:
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class _Plot:
+    name: str
+    png: bytes
+    caption: str
+
+
+@dataclass
+class _Doc:
+    blocks: list = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(_Heading(level, text))
+
+    def p(self, text: str, kind: str = "text") -> None:
+        self.blocks.append(_Para(text, kind))
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.blocks.append(_Table(list(columns), [[_cell(v) for v in r] for r in rows]))
+
+    def plot(self, name: str, png: bytes, caption: str) -> None:
+        self.blocks.append(_Plot(name, png, caption))
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(doc: _Doc) -> str:
+    out: list[str] = []
+    for b in doc.blocks:
+        if isinstance(b, _Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, _Para):
+            out.append({"warning": f"> **⚠ {b.text}**", "note": f"> {b.text}"}.get(b.kind, b.text))
+        elif isinstance(b, _Table):
+            out.append("| " + " | ".join(_md_escape(c) for c in b.columns) + " |")
+            out.append("|" + "---|" * len(b.columns))
+            out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in b.rows]
+        else:
+            out.append(f"![{b.caption}]({b.name}.png)\n\n*{b.caption}*")
+        out.append("")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.2em;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}th{background:#f2f2f2}
+.warning{border:3px solid #c00;background:#fee;color:#900;font-weight:bold;font-size:1.15em;padding:0.8em}
+.note{border-left:4px solid #888;background:#f6f6f6;padding:0.5em 0.8em}
+.reference{border:2px dashed #888;background:#fafafa;padding:0 1em 1em;margin-top:2em}
+figure{margin:0.5em 0 1.5em}img{max-width:100%}figcaption{font-size:0.85em;color:#555}
+"""
+
+
+def _html(doc: _Doc, title: str) -> str:
+    e = html.escape
+    out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+           f"<style>{_CSS}</style></head><body>"]
+    in_reference = False
+    for b in doc.blocks:
+        if isinstance(b, _Heading):
+            if b.level <= 2 and in_reference:
+                out.append("</section>")
+                in_reference = False
+            if b.text == REFERENCE_HEADING:
+                out.append('<section class="reference">')
+                in_reference = True
+            out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
+        elif isinstance(b, _Para):
+            cls = f' class="{b.kind}"' if b.kind != "text" else ""
+            out.append(f"<p{cls}>{e(b.text)}</p>")
+        elif isinstance(b, _Table):
+            head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
+            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        else:
+            data = base64.b64encode(b.png).decode("ascii")
+            out.append(f'<figure><img alt="{e(b.caption)}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{e(b.caption)}</figcaption></figure>")
+    if in_reference:
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ---- lineage --------------------------------------------------------------------------------------
+def _distinct(results: pl.DataFrame, col: str) -> set:
+    return set(results[col].drop_nulls().unique().to_list())
+
+
+def check_lineage(results: pl.DataFrame, lineage: Mapping[str, Any]) -> None:
+    """Raise :class:`LineageError` when ``lineage`` lacks a key or contradicts the results.
+
+    Every checkpoint and benchmark in the results must be named in ``checkpoint_manifests`` and
+    ``benchmark_versions``; the results' ``benchmark_version``, ``kb_tag`` and ``image_index_tag`` values
+    must equal the lineage's.
+    """
+    missing = [k for k in REQUIRED_LINEAGE if not lineage.get(k)]
+    if missing:
+        raise LineageError(f"lineage lacks {missing}; pass {list(REQUIRED_LINEAGE)} (see training/report.py)")
+    for key in ("checkpoint_manifests", "benchmark_versions"):
+        if not isinstance(lineage[key], Mapping):
+            raise LineageError(f"lineage[{key!r}] must map each name to its manifest/version, got {lineage[key]!r}")
+    problems = []
+    for col, key in (("checkpoint", "checkpoint_manifests"), ("benchmark", "benchmark_versions")):
+        absent = sorted(_distinct(results, col) - set(lineage[key]))
+        if absent:
+            problems.append(f"{col}s {absent} have no entry in lineage[{key!r}]")
+    for bench, versions in results.group_by("benchmark").agg(pl.col("benchmark_version").drop_nulls().unique()).iter_rows():
+        expected = lineage["benchmark_versions"].get(bench)
+        if expected is not None and set(versions) - {expected}:
+            problems.append(f"benchmark {bench}: results were scored on versions {sorted(versions)}, lineage names "
+                            f"{expected!r}")
+    for col, key in (("kb_tag", "kb_tag"), ("image_index_tag", "image_index_tag")):
+        found = _distinct(results, col)
+        if found and found != {lineage.get(key)}:
+            problems.append(f"results used {col} {sorted(found)}, lineage names {lineage.get(key)!r}")
+    if problems:
+        raise LineageError("lineage disagrees with the results: " + "; ".join(problems) +
+                           ". Re-run eval_results for the stale partitions or pass the lineage they were produced with")
+
+
+def _lineage_rows(results: pl.DataFrame, lineage: Mapping[str, Any]) -> list[list[str]]:
+    rows = [["code version (git commit)", str(lineage["code_version"])],
+            ["text KB tag", str(lineage["kb_tag"])],
+            ["text embedder", str(lineage["embedder"])]]
+    rows += [[f"checkpoint {k} manifest", str(v)] for k, v in lineage["checkpoint_manifests"].items()]
+    rows += [[f"benchmark {k} version", str(v)] for k, v in lineage["benchmark_versions"].items()]
+    judges = sorted(_distinct(results, "judge_model"))
+    rows.append(["open-answer judge", ", ".join(judges) if judges else "none (exact match and token recall only)"])
+    shown = set(REQUIRED_LINEAGE)
+    for k in ("image_index_tag", "image_embedder", "profile", "run_id"):
+        if k in lineage:
+            rows.append([k.replace("_", " "), str(lineage[k])])
+            shown.add(k)
+    rows += [[k, str(v)] for k, v in lineage.items() if k not in shown and k != "judge_model"]
+    return rows
+
+
+# ---- formatting -----------------------------------------------------------------------------------
+def _pct(v: float | None) -> str:
+    return "—" if v is None or v != v else f"{100 * v:.1f}"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    return "—" if low is None or low != low else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _pp(v: float) -> str:
+    return f"{100 * v:+.1f}"
+
+
+def _group_label(by: str | None) -> list[str]:
+    return [] if by is None else [by.replace("_", " ")]
+
+
+def _mcq_rows(table: pl.DataFrame, by: str | None) -> list[list[str]]:
+    return [[r["benchmark"], r["checkpoint"], r["mode"], *([r[by]] if by else []), r["n"], _pct(r["accuracy"]),
+             _ci(r["ci_low"], r["ci_high"]), _pct(r["chance"])] for r in table.iter_rows(named=True)]
+
+
+def _open_rows(table: pl.DataFrame, by: str | None) -> list[list[str]]:
+    return [[r["benchmark"], r["checkpoint"], r["mode"], *([r[by]] if by else []), r["n"],
+             _pct(r["exact_match"]), _ci(r["exact_match_low"], r["exact_match_high"]),
+             _pct(r["token_recall"]), _ci(r["token_recall_low"], r["token_recall_high"]),
+             _pct(r["judge_accuracy"]), _ci(r["judge_low"], r["judge_high"])] for r in table.iter_rows(named=True)]
+
+
+# ---- sections -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportOutput:
+    """Where the report was written, its Markdown text, and the overall tables for asset metadata."""
+
+    markdown_path: Path
+    html_path: Path
+    plot_paths: dict[str, Path]
+    markdown: str
+    mcq_accuracy: pl.DataFrame
+    open_scores: pl.DataFrame
+    comparisons: pl.DataFrame
+
+
+def _accuracy_section(doc: _Doc, results: pl.DataFrame, protocol: str, boot: dict, level: float) -> pl.DataFrame:
+    doc.h(2, f"Accuracy — {PROTOCOL_TITLES[protocol]}")
+    rows = results.filter(pl.col("protocol") == protocol)
+    scorer = m.mcq_accuracy if protocol == "mcq" else m.open_scores
+    if rows.is_empty():
+        doc.p(f"No item was evaluated under the {protocol} protocol.", "note")
+        return scorer(results, **boot)
+    ci = f"{round(100 * level)} % CI"
+    if protocol == "mcq":
+        cols, fmt, plot_kw = ["accuracy %", ci, "chance %"], _mcq_rows, {
+            "value": "accuracy", "low": "ci_low", "high": "ci_high", "chance": "chance"}
+        doc.p(f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, seed {boot['seed']}).")
+    else:
+        cols, fmt, plot_kw = ["exact match %", ci, "token recall %", ci, "judge %", ci], _open_rows, {
+            "value": "exact_match", "low": "exact_match_low", "high": "exact_match_high"}
+        doc.p("Exact match after normalization (lower case, no punctuation or articles), token recall of the "
+              "reference answer, and the judge's accuracy when a judge was configured.")
+    overall = scorer(results, **boot)
+    name = f"accuracy_{protocol}"
+    doc.plot(name, plots.accuracy_plot(overall, title=PROTOCOL_TITLES[protocol], **plot_kw),
+             f"{PROTOCOL_TITLES[protocol]}: per benchmark and mode, bars = {ci}")
+    doc.table(["benchmark", "checkpoint", "mode", "n", *cols], fmt(overall, None))
+    for by in m.BREAKDOWNS:
+        doc.h(3, f"By {by.replace('_', ' ')} ({protocol})")
+        if rows[by].null_count() == rows.height:
+            doc.p(f"No benchmark evaluated here gives a {by.replace('_', ' ')}.", "note")
+            continue
+        doc.table(["benchmark", "checkpoint", "mode", *_group_label(by), "n", *cols], fmt(scorer(results, by=by, **boot), by))
+    return overall
+
+
+def _comparison_section(doc: _Doc, results: pl.DataFrame, boot: dict, level: float) -> pl.DataFrame:
+    doc.h(2, "Paired differences (same items, paired bootstrap)")
+    doc.p("A − B in percentage points on the items both arms answered, resampled jointly; an arm pair whose item "
+          "sets differ is refused. Modes within a checkpoint, then checkpoints within a mode.")
+    pairs = m.default_comparisons(results)
+    frames = []
+    for protocol in m.PROTOCOLS:
+        table = m.compare(results, pairs, protocol=protocol, **boot)
+        if table.is_empty():
+            continue
+        frames.append(table)
+        metric = "accuracy" if protocol == "mcq" else "exact match"
+        doc.h(3, f"{PROTOCOL_TITLES[protocol]}: {metric}")
+        doc.plot(f"paired_{protocol}", plots.comparison_plot(table, title=f"{PROTOCOL_TITLES[protocol]}: {metric}", level=level),
+                 f"Paired differences, {round(100 * level)} % intervals")
+        doc.table(["benchmark", "A", "B", "n", "A %", "B %", "A − B (pp)", f"{round(100 * level)} % CI (pp)",
+                   "excludes 0"],
+                  [[r["benchmark"], r["a"], r["b"], r["n"], _pct(r["mean_a"]), _pct(r["mean_b"]), _pp(r["difference"]),
+                    _ci(r["ci_low"], r["ci_high"]), "yes" if r["excludes_zero"] else "no"]
+                   for r in table.iter_rows(named=True)])
+    if not frames:
+        doc.p("Nothing to compare: a single checkpoint and mode, or no arms sharing a benchmark.", "note")
+        return m.compare(results, [], protocol="mcq")
+    return pl.concat(frames)
+
+
+def _calibration_section(doc: _Doc, results: pl.DataFrame, n_bins: int) -> None:
+    doc.h(2, "Calibration")
+    doc.p(f"Confidence η = probability of the first answer token. ECE over {n_bins} equal-width bins "
+          f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): Σ (n_bin / N) · |accuracy − mean η|. "
+          "Items without a confidence are counted, not used.")
+    for protocol in m.PROTOCOLS:
+        table = m.calibration_table(results, protocol=protocol, n_bins=n_bins)
+        if table.is_empty():
+            continue
+        doc.h(3, PROTOCOL_TITLES[protocol])
+        bins = m.reliability_bins(results, protocol=protocol, n_bins=n_bins)
+        if bins["n"].sum():
+            doc.plot(f"reliability_{protocol}", plots.reliability_plot(bins, title=PROTOCOL_TITLES[protocol]),
+                     f"Reliability diagram ({protocol}), pooled over benchmarks")
+        doc.table(["benchmark", "checkpoint", "mode", "n", "without confidence", "mean η", "accuracy %", "ECE"],
+                  [[r["benchmark"], r["checkpoint"], r["mode"], r["n"], r["n_without_confidence"],
+                    r["mean_confidence"], _pct(r["accuracy"]), r["ece"]] for r in table.iter_rows(named=True)])
+
+
+def _cdir_section(doc: _Doc, results: pl.DataFrame) -> None:
+    doc.h(2, "CDIR: confidence-driven image re-retrieval")
+    table = m.cdir_summary(results)
+    if table.is_empty():
+        doc.p("No item was evaluated in mode rwr_cdir.", "note")
+        return
+    doc.p("When the first pass's confidence η is below λ, the most similar image cases are appended after the "
+          "reasoning and the model answers once more. Accuracy before = first pass, after = final answer.")
+    doc.plot("cdir_trigger", plots.cdir_histogram(results), "First-pass confidence of rwr_cdir items, λ marked")
+    doc.table(["benchmark", "checkpoint", "protocol", "n", "λ", "triggered", "trigger rate %", "accuracy before %",
+               "accuracy after %", "triggered: before %", "triggered: after %", "mean Δη (triggered)",
+               "answers changed"],
+              [[r["benchmark"], r["checkpoint"], r["protocol"], r["n"], f"{r['cdir_lambda']:g}", r["n_triggered"],
+                _pct(r["trigger_rate"]), _pct(r["accuracy_before"]), _pct(r["accuracy_after"]),
+                _pct(r["triggered_accuracy_before"]), _pct(r["triggered_accuracy_after"]),
+                r["confidence_change_mean"], r["n_answer_changed"]] for r in table.iter_rows(named=True)])
+
+
+def _retrieval_section(doc: _Doc, results: pl.DataFrame) -> None:
+    doc.h(2, "Retrieval use")
+    table = m.retrieval_use(results)
+    doc.table(["benchmark", "checkpoint", "mode", "protocol", "n", "queries / item", "items with a query %",
+               "passages / item", "rounds (mean)", "rounds (max)", "generated tokens (mean)", "latency s (mean)"],
+              [[r["benchmark"], r["checkpoint"], r["mode"], r["protocol"], r["n"], r["queries_per_item"],
+                _pct(r["share_with_query"]), r["passages_per_item"], r["rounds_mean"], r["rounds_max"],
+                r["generated_tokens_mean"], r["latency_s_mean"]] for r in table.iter_rows(named=True)])
+
+
+def _reference_section(doc: _Doc, reference: Mapping[str, Any]) -> None:
+    doc.h(2, REFERENCE_HEADING)
+    doc.p("These numbers were published for other models on the paper's own benchmark builds. They are shown for "
+          "orientation only and must not be read against the scores above.", "warning")
+    doc.p(f"Source: {reference['source']}.", "note")
+    for t in reference["tables"]:
+        doc.h(3, f"Paper: {t['title']}")
+        doc.table(t["columns"], t["rows"])
+    for note in reference.get("notes", []):
+        doc.p(note, "note")
+
+
+def build_report(
+    results: pl.DataFrame,
+    lineage: Mapping[str, Any],
+    out_dir: str | Path,
+    reference: Mapping[str, Any] = PAPER_NUMBERS,
+    smoke: bool = False,
+    *,
+    n_resamples: int = m.DEFAULT_RESAMPLES,
+    seed: int = m.DEFAULT_SEED,
+    confidence_level: float = m.DEFAULT_LEVEL,
+    n_bins: int = m.DEFAULT_BINS,
+) -> ReportOutput:
+    """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir`` (a local folder, created).
+
+    ``results``: a scored ``eval_results`` frame (all benchmarks, checkpoints and modes to report), checked
+    with ``validate_results``. ``lineage``: see :data:`REQUIRED_LINEAGE`; checked against the results by
+    :func:`check_lineage`. ``reference``: the published numbers shown apart (default :data:`PAPER_NUMBERS`).
+    ``smoke``: put :data:`SMOKE_STATEMENT` at the top of both documents. Raises ``EvalResultsError``,
+    :class:`LineageError` or ``MismatchedItemsError`` rather than writing a misleading report.
+    """
+    validate_results(results)
+    check_lineage(results, lineage)
+    boot = {"n_resamples": n_resamples, "seed": seed, "confidence_level": confidence_level}
+    doc = _Doc()
+    doc.h(1, "Med-RwR evaluation report")
+    if smoke:
+        doc.p(SMOKE_STATEMENT, "warning")
+    doc.h(2, "Lineage")
+    doc.table(["what", "version"], _lineage_rows(results, lineage))
+    doc.p(f"{results.height} scored rows; benchmarks {sorted(_distinct(results, 'benchmark'))}; checkpoints "
+          f"{sorted(_distinct(results, 'checkpoint'))}; modes {sorted(_distinct(results, 'mode'))}; protocols "
+          f"{sorted(_distinct(results, 'protocol'))}. The two protocols are reported in separate tables and never "
+          "mixed.")
+    mcq = _accuracy_section(doc, results, "mcq", boot, confidence_level)
+    open_ = _accuracy_section(doc, results, "open", boot, confidence_level)
+    comparisons = _comparison_section(doc, results, boot, confidence_level)
+    _calibration_section(doc, results, n_bins)
+    _cdir_section(doc, results)
+    _retrieval_section(doc, results)
+    _reference_section(doc, reference)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_paths = {}
+    for b in doc.blocks:
+        if isinstance(b, _Plot):
+            plot_paths[b.name] = out / f"{b.name}.png"
+            plot_paths[b.name].write_bytes(b.png)
+    markdown = _markdown(doc)
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(markdown, encoding="utf-8")
+    html_path.write_text(_html(doc, "Med-RwR evaluation report"), encoding="utf-8")
+    return ReportOutput(markdown_path=md_path, html_path=html_path, plot_paths=plot_paths, markdown=markdown,
+                        mcq_accuracy=mcq, open_scores=open_, comparisons=comparisons)
