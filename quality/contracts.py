@@ -1,9 +1,16 @@
-"""Data contracts as Great Expectations suites, run in an ephemeral context on in-memory frames.
+"""Data contracts as Great Expectations suites, validated on in-memory frames, with an audit trail.
 
-Each table has one suite. Rules that GX cannot state over a single column (an answer letter pointing
-into a list of options, an image id resolvable in storage) are computed first as boolean columns
-named ``_<rule>`` and then expected to be true, so every rule reports through GX in the same way.
-Plain library code: the assets turn a :class:`ContractResult` into Dagster asset-check results.
+Each table has one suite, defined once here and versioned (:data:`SUITE_VERSIONS`, stored in the suite's
+``meta``). Rules that GX cannot state over a single column (an answer letter pointing into a list of options,
+an image id resolvable in storage) are computed first as boolean columns named ``_<rule>`` and then expected
+to be true, so every rule reports through GX in the same way.
+
+With an :class:`AuditTrail` (a local folder, normally ``<storage root>/quality``) every
+validation runs as a GX checkpoint whose results are kept in GX's validation-results store under
+``<trail>/validations/`` and rendered as Data Docs under ``<trail>/data_docs/index.html`` (GX's own
+``UpdateDataDocsAction``), so auditors can browse every suite and every validation. Without one (unit tests),
+an in-memory context is used. Plain library code: the assets turn a :class:`ContractResult` into Dagster
+asset-check results.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class ContractResult:
     suite: str
     rows: int
     outcomes: list[ExpectationOutcome]
+    docs: str | None = None  # the Data Docs page of this validation, when kept in an audit trail
 
     @property
     def success(self) -> bool:
@@ -53,40 +61,104 @@ class ContractResult:
         return "\n".join(o.describe() for o in self.outcomes)
 
 
-@lru_cache(maxsize=1)
-def _context():
+SUITE_VERSIONS = {"vqa_items": "2", "text_qa_items": "2", "echo_studies": "2"}
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """The local folder where GX keeps validation results (``validations/``) and renders Data Docs
+    (``data_docs/``). GX 1.x stores them on a filesystem only; a caller whose storage root is on S3 mirrors
+    this folder to ``<root>/quality`` (see ``assets.common.metadata``)."""
+
+    uri: str
+
+    def backend(self, sub: str) -> dict[str, Any]:
+        """A GX store backend config for ``<uri>/<sub>``."""
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": f"{self.uri.rstrip('/')}/{sub}"}
+
+    def docs_index(self) -> str:
+        return f"{self.uri.rstrip('/')}/data_docs/index.html"
+
+
+@lru_cache(maxsize=8)
+def _context(trail: AuditTrail | None = None):
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
+    if trail is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+        config.stores["validation_results_store"] = {"class_name": "ValidationResultsStore",
+                                                     "store_backend": trail.backend("validations")}
+        config.validation_results_store_name = "validation_results_store"
+        config.data_docs_sites = {"audit": {"class_name": "SiteBuilder", "store_backend": trail.backend("data_docs"),
+                                            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}}
+        context = gx.get_context(project_config=config, mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
 
 
+def versioned_suite_name(suite_name: str) -> str:
+    """The GX suite name carries its version (``vqa_items.v2``), so every stored validation names it."""
+    return f"{suite_name}.v{SUITE_VERSIONS.get(suite_name, '1')}"
+
+
+def _suite(context, suite_name: str, rules: list):
+    import great_expectations as gx
+
+    meta = {"version": SUITE_VERSIONS.get(suite_name, "1"), "defined_in": "quality/contracts.py"}
+    return context.suites.add_or_update(gx.ExpectationSuite(name=versioned_suite_name(suite_name),
+                                                            expectations=rules, meta=meta))
+
+
 def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], list],
-             min_rows: int = 1) -> ContractResult:
+             min_rows: int = 1, trail: AuditTrail | None = None, batch: str = "batch",
+             run_name: str | None = None) -> ContractResult:
     """Validate ``frame`` (polars) against the expectations built by ``expectations()``, plus a row-count
     expectation (at least ``min_rows`` rows kept: a table that kept nothing must not pass its contract).
 
-    ``expectations`` is called only after the GX context exists (GX needs that order).
+    With ``trail``, the validation runs as a checkpoint named ``<suite>:<batch>`` for GX run ``run_name``; its
+    result is stored and rendered into the Data Docs of the trail. ``expectations`` is called only after the
+    GX context exists (GX needs that order).
     """
-    context = _context()
     import great_expectations as gx
-
-    name = f"{suite_name}_{id(frame)}"
-    source = context.data_sources.add_or_update_pandas(name)
-    batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     import great_expectations.expectations as gxe
 
-    rules = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), *expectations()]
-    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=rules))
+    context = _context(trail)
+    suite = _suite(context, suite_name, [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), *expectations()])
+    try:
+        source = context.data_sources.get(suite_name)
+    except (KeyError, ValueError, gx.exceptions.DataContextError):
+        source = context.data_sources.add_pandas(suite_name)
+    asset_name = f"{batch}-{id(frame)}"
+    batch_def = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe(batch)
+    docs = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = batch_def.get_batch(batch_parameters={"dataframe": frame.to_pandas()}).validate(suite)
-    context.data_sources.delete(name)
+        if trail is None:
+            result = batch_def.get_batch(batch_parameters={"dataframe": frame.to_pandas()}).validate(suite)
+            results = result.results
+        else:
+            name = f"{suite_name}:{batch}"
+            definition = context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
+            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+                name=name, validation_definitions=[definition], result_format="SUMMARY",
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+            run = checkpoint.run(batch_parameters={"dataframe": frame.to_pandas()},
+                                 run_id=gx.RunIdentifier(run_name=run_name or "adhoc"))
+            [result] = run.run_results.values()
+            results = result.results
+            docs = trail.docs_index()
+    source.delete_asset(asset_name)
     outcomes = []
-    for r in result.results:
+    for r in results:
         cfg = r.expectation_config
         res = r.result or {}
         outcomes.append(
@@ -98,7 +170,7 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
                 sample=list(res.get("partial_unexpected_list") or [res.get("observed_value")])[:5],
             )
         )
-    return ContractResult(suite=suite_name, rows=frame.height, outcomes=outcomes)
+    return ContractResult(suite=suite_name, rows=frame.height, outcomes=outcomes, docs=docs)
 
 
 def with_volume(result: ContractResult, kept: int, quarantined: int,
@@ -117,7 +189,7 @@ def with_volume(result: ContractResult, kept: int, quarantined: int,
         ExpectationOutcome(f"quarantined_share<={max_quarantine_share:g} (got {share:.3f})", None, ok,
                            0 if ok else quarantined, [] if ok else [f"{quarantined} of {total} rows"]),
     ]
-    return ContractResult(result.suite, result.rows, [*result.outcomes, *outcomes])
+    return ContractResult(result.suite, result.rows, [*result.outcomes, *outcomes], result.docs)
 
 
 # ---- derived rule columns ----------------------------------------------------------------------------
@@ -163,9 +235,10 @@ def _common(id_column: str = "item_id") -> list:
     ]
 
 
-def check_vqa_items(frame: pl.DataFrame, existing_images: set[str]) -> ContractResult:
+def check_vqa_items(frame: pl.DataFrame, existing_images: set[str], **trail: Any) -> ContractResult:
     """The ``vqa_items`` contract: unique ids, known splits, non-empty questions, licence set, the answer
-    letter among the options, every image reference resolvable in storage, answer types closed/open."""
+    letter among the options, every image reference resolvable in storage, answer types closed/open.
+    ``trail`` (``trail=``, ``batch=``, ``run_name=``) keeps the result in an audit trail (:func:`validate`)."""
 
     def expectations():
         import great_expectations.expectations as gxe
@@ -179,10 +252,10 @@ def check_vqa_items(frame: pl.DataFrame, existing_images: set[str]) -> ContractR
     scalar = frame.select("item_id", "split", "question", "license", "answer_type", "answer").with_columns(
         answer_in_options(frame), refs_resolvable(frame["image_refs"], existing_images)
     )
-    return validate("vqa_items", scalar, expectations)
+    return validate("vqa_items", scalar, expectations, **trail)
 
 
-def check_text_qa_items(frame: pl.DataFrame) -> ContractResult:
+def check_text_qa_items(frame: pl.DataFrame, **trail: Any) -> ContractResult:
     """The ``text_qa_items`` contract: unique ids, known splits, non-empty questions, licence set,
     at least two options and the answer letter among them."""
 
@@ -197,4 +270,4 @@ def check_text_qa_items(frame: pl.DataFrame) -> ContractResult:
     scalar = frame.select("item_id", "split", "question", "license", "answer_label").with_columns(
         answer_in_options(frame), frame["options"].list.len().alias("_n_options")
     )
-    return validate("text_qa_items", scalar, expectations)
+    return validate("text_qa_items", scalar, expectations, **trail)

@@ -6,6 +6,8 @@ echo group's rules live in one place. Plain library (no Dagster).
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from .contracts import ContractResult, refs_resolvable, validate
@@ -13,7 +15,7 @@ from .contracts import ContractResult, refs_resolvable, validate
 ECHO_VIEWS = ["A4C", "A2C", "PLAX", "PSAX", "unknown"]
 
 
-def check_echo_studies(frame: pl.DataFrame, existing_images: set[str]) -> ContractResult:
+def check_echo_studies(frame: pl.DataFrame, existing_images: set[str], **trail: Any) -> ContractResult:
     """The ``echo_studies`` contract: unique clip ids, a patient key on every row, at least one frame,
     a positive frame rate where known, a known view, EF within 0-100, a sector box inside the image,
     every keyframe resolvable in storage and a compact clip reference."""
@@ -41,4 +43,4 @@ def check_echo_studies(frame: pl.DataFrame, existing_images: set[str]) -> Contra
         ((frame["sector_x0"] >= 0) & (frame["sector_y0"] >= 0) & (frame["sector_x1"] < frame["cols"])
          & (frame["sector_y1"] < frame["rows"])).alias("_sector_inside"),
     )
-    return validate("echo_studies", scalar, expectations)
+    return validate("echo_studies", scalar, expectations, **trail)

@@ -36,6 +36,8 @@ from dagster import (
 
 from orchestration.storage import StagedStorage, Storage
 
+from .metadata import publish_audit_trail
+
 # Partitioned asset checks (``AssetCheckSpec(partitions_def=...)``) are a preview feature in Dagster 1.13; we
 # use them on purpose (one failed partition must not hide the others), so the preview notice is not repeated.
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def.*")
@@ -72,6 +74,7 @@ def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publi
     """
     label = f"{pub.table}[{pub.partition}]" if pub.partition else pub.table
     run_id = context.run.run_id
+    publish_audit_trail(store)  # validation results are kept whatever the outcome
     quarantine_uri = (pub.quarantine_store or store).write_quarantine(pub.quarantine, pub.table, pub.partition)
     failed = blocking_failures(checks)
     if failed:

@@ -16,7 +16,8 @@ from dagster import (
 )
 
 from assets.common.records import Rejection, reason_counts
-from quality.contracts import ContractResult
+from orchestration.storage import Storage, project_dir
+from quality.contracts import AuditTrail, ContractResult
 
 
 def table_schema(df: pl.DataFrame) -> TableSchema:
@@ -103,8 +104,44 @@ def contract_check(check_name: str, result: ContractResult) -> AssetCheckResult:
             "expectations": len(result.outcomes),
             "failed": MetadataValue.json([o.describe() for o in result.failures]),
             "report": MetadataValue.md("\n".join(f"- {o.describe()}" for o in result.outcomes)),
+            **({"data_docs": MetadataValue.path(result.docs)} if result.docs else {}),
         },
     )
 
 
 
+
+
+def audit_trail(store: Storage, context, table: str, partition: str | None) -> dict[str, Any]:
+    """Keyword arguments that keep a contract's validation in the storage root's GX audit trail
+    (``quality/validations`` and ``quality/data_docs``), named by table, partition and Dagster run.
+
+    GX 1.x keeps its stores on a filesystem; for an S3 root the trail is a local mirror
+    (``<project>/.medrwr/gx/<root hash>``) filled from ``<root>/quality`` first, and
+    :func:`publish_audit_trail` uploads what the validation added."""
+    return {"trail": AuditTrail(_trail_dir(store)), "batch": f"{table}-{partition or 'all'}",
+            "run_name": context.run.run_id}
+
+
+def _trail_dir(store: Storage) -> str:
+    if not store.is_s3:
+        return store.uri("quality")
+    local = project_dir() / ".medrwr" / "gx" / hashlib.sha256(store.root.encode()).hexdigest()[:12]
+    mirror = Storage(root=str(local))
+    for rel in store.find("quality", "validations"):  # results of earlier runs: the index lists them all
+        if not mirror.exists("validations", rel):
+            mirror.write_bytes(store.read_bytes("quality", "validations", rel), "validations", rel)
+    return str(local)
+
+
+def publish_audit_trail(store: Storage) -> int:
+    """Upload the local mirror's new or changed files to ``<root>/quality`` (S3 roots; a no-op locally)."""
+    if not store.is_s3:
+        return 0
+    mirror = Storage(root=_trail_dir(store))
+    uploaded = 0
+    for rel in mirror.find():
+        if store.size("quality", rel) != mirror.size(rel) or rel.endswith("index.html"):
+            store.write_bytes(mirror.read_bytes(rel), "quality", rel)
+            uploaded += 1
+    return uploaded

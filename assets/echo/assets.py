@@ -24,7 +24,13 @@ from dagster import (
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.metadata import content_version, contract_check, quarantine_metadata, table_metadata
+from assets.common.metadata import (
+    audit_trail,
+    content_version,
+    contract_check,
+    quarantine_metadata,
+    table_metadata,
+)
 from assets.common.records import quarantine_frame
 from orchestration.resources import DeidResource, SourcesResource, StorageResource
 from orchestration.sources import SourceDir
@@ -114,7 +120,8 @@ def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, stor
         metadata={"identifiers_checked": phi.identifiers, "places_searched": phi.places_searched,
                   "leaks": MetadataValue.json([f"{a} in {w}" for a, w in leaks[:50]])},
     )
-    contract = with_volume(check_echo_studies(df, stage.existing_images(all_refs(df["keyframe_refs"]))),
+    contract = with_volume(check_echo_studies(df, stage.existing_images(all_refs(df["keyframe_refs"])),
+                                              **audit_trail(store, context, "echo_studies", key)),
                            df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication("echo_studies", key, df, quarantine, metadata=metadata, data_version=content_version(df),
                       stage=stage, quarantine_store=store if not leaks else restricted)

@@ -11,7 +11,13 @@ from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.images import ImageIngestor
-from assets.common.metadata import content_version, contract_check, quarantine_metadata, table_metadata
+from assets.common.metadata import (
+    audit_trail,
+    content_version,
+    contract_check,
+    quarantine_metadata,
+    table_metadata,
+)
 from assets.common.records import quarantine_frame
 from orchestration.resources import SourcesResource, StorageResource
 from quality.contracts import all_refs, check_text_qa_items, check_vqa_items, with_volume
@@ -59,7 +65,8 @@ def vqa_items(context: AssetExecutionContext, config: VqaItemsConfig, storage: S
     images = ImageIngestor(stage, full_check=config.image_check == "full")
     src = sources.source(dataset)
     df, result = read_vqa(dataset, src, images)
-    contract = with_volume(check_vqa_items(df, stage.existing_images(all_refs(df["image_refs"]))),
+    contract = with_volume(check_vqa_items(df, stage.existing_images(all_refs(df["image_refs"])),
+                                           **audit_trail(store, context, "vqa_items", dataset)),
                            df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication(
         "vqa_items", dataset, df, quarantine_frame(result.rejected, "vqa_items", dataset),
@@ -93,7 +100,8 @@ def text_qa_items(context: AssetExecutionContext, config: TextQaItemsConfig, sto
     store = storage.get()
     src = sources.source(dataset)
     df, result = read_text_qa(dataset, src)
-    contract = with_volume(check_text_qa_items(df), df.height, len(result.rejected), config.max_quarantine_share)
+    contract = with_volume(check_text_qa_items(df, **audit_trail(store, context, "text_qa_items", dataset)),
+                           df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication(
         "text_qa_items", dataset, df, quarantine_frame(result.rejected, "text_qa_items", dataset),
         metadata={

@@ -42,6 +42,13 @@ def test_ingest_partition_local(job, partition, asset):
     assert {c.name for c in md["dagster/column_schema"].schema.columns} == set(stored.columns)
     assert "count_by_split" in md and "preview" in md and md["quarantined_rows"].value == 0
     assert result.dagster_run.tags.get("dagster/partition") == partition
+    # the GX validation is kept and rendered as Data Docs under the storage root, for auditors
+    docs = check.metadata["data_docs"].value
+    assert docs == Storage().uri("quality", "data_docs", "index.html")
+    assert result.run_id in open(docs).read()
+    [stored] = [r for r in Storage().find("quality", "validations") if result.run_id in r]
+    validation = json.loads(Storage().read_bytes("quality", "validations", stored))
+    assert validation["suite_name"] == f"{asset}.v2"
 
 
 def test_code_versions_on_every_asset():
@@ -100,6 +107,7 @@ def test_ingest_on_s3_server(s3_env):
     refs = {r for refs in vqa["image_refs"] for r in refs}
     assert st.existing_images(refs) == refs
     assert st.read_table("text_qa_items", "pubmedqa").height > 0
+    assert st.exists("quality", "data_docs", "index.html") and len(st.find("quality", "validations")) >= 2
 
 
 @pytest.mark.slow
