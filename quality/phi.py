@@ -11,9 +11,10 @@ input file it came from (``file_key``) or shared by all files (``None``): table 
 the columns the pipeline generates itself, declared by the caller, are skipped), quarantine rows, the
 metadata dict the asset will publish, PNG chunks and stored file names.
 
-* **Per file**: each file's identifiers against the places of the same file, and against shared places.
+* **Per file**: each file's identifiers, dates and times included, against the places of the same file.
 * **Globally**: every non-temporal identifier of every file (names, ids, UIDs, file names) against every
-  place; dates and times are too common to match across files without false alarms.
+  place, shared ones included. Dates and times are not searched across files or in shared places (a
+  metadata preview of shifted dates): one file's shifted date is another's real one too often.
 
 Matching is case-insensitive with one Aho–Corasick automaton per identifier set (pyahocorasick, linear in
 the text plus matches), then a boundary rule per identifier: dates, times, UIDs and all-digit values match
@@ -296,24 +297,25 @@ def audit_places(
     places: Iterable[Place],
     shared_identifiers: Iterable[Identifier] = (),
 ) -> PhiAuditResult:
-    """Search ``places`` per file and globally (see the module docstring); report ``(attribute, where)``."""
+    """Search ``places`` per file and globally (see the module docstring); report ``(attribute, where)``.
+
+    ``shared_identifiers`` (not tied to one file) are searched everywhere, dates and times included.
+    """
     places = list(places)
     by_file: dict[str | None, list[Place]] = {}
     for p in places:
         by_file.setdefault(p.file_key, []).append(p)
-    shared = by_file.get(None, [])
+    shared_identifiers = list(shared_identifiers)
     result = PhiAuditResult(places_searched=len(places))
     seen: set[tuple[str, str]] = set()
-    everyone: list[Identifier] = list(shared_identifiers)
-    total = len(everyone)
+    everyone: list[Identifier] = []
     for key, idents in identifiers_by_file.items():
         idents = list(idents)
-        total += len(idents)
         everyone += idents
-        _search(Matcher(idents), by_file.get(key, []) + shared, result, seen)
-    _search(Matcher(i for i in everyone if not i.temporal), places, result, seen)
-    _search(Matcher(i for i in shared_identifiers if i.temporal), places, result, seen)
-    result.identifiers = total
+        if by_file.get(key):
+            _search(Matcher(idents), by_file[key], result, seen)
+    _search(Matcher([i for i in everyone if not i.temporal] + shared_identifiers), places, result, seen)
+    result.identifiers = len(everyone) + len(shared_identifiers)
     return result
 
 

@@ -5,10 +5,12 @@ generates seeded clips (:mod:`assets.echo.synth`) under ``sources/echo/synthetic
 storage root unless ``MEDRWR_SOURCE_ECHO_SYNTHETIC`` points elsewhere; any other key reads the folder
 the profile names (``MEDRWR_SOURCE_ECHO_<KEY>`` or ``<data dir>/echo/<key>``).
 
-De-identification uses the salt in ``MEDRWR_DEID_SALT`` (a published development salt otherwise: set it
-in production). The quarantine table names source files by their original paths, which in some layouts
-(MIMIC-IV-ECHO ``files/pXX/pXXXXXXXX/...``) carry source identifiers: it belongs with the raw data, under
-the same access rules, and is not covered by the PHI check, which audits the published outputs.
+De-identification needs the site's salt in ``MEDRWR_DEID_SALT`` for every source but ``synthetic``
+(which may use the published development salt, for generated clips only). Files without ultrasound
+regions are quarantined unless ``MEDRWR_ECHO_ACCEPT_FULL_FRAME_<KEY>=1``. Outputs, quarantine rows and
+metadata name files by pseudonymous keys; the key-to-path map is written only to the restricted folder
+``MEDRWR_ECHO_KEYMAP_DIR`` when it is set (outside the storage root). The PHI check audits the table,
+PNG chunks, stored file names, the quarantine rows and the metadata.
 """
 
 import os
@@ -26,7 +28,8 @@ from dagster import (
 
 from assets.common.metadata import contract_check, data_version, quarantine_metadata, table_metadata
 from assets.common.records import quarantine_frame
-from assets.echo.dicom import output_places, read_echo_source
+from assets.echo.keymap import write_key_map
+from assets.echo.source import read_echo_source
 from assets.echo.synth import SMOKE_MIX, generate, write_manifest_csv
 from orchestration.profiles import get_profile
 from orchestration.resources import SourcesResource, StorageResource
@@ -34,7 +37,6 @@ from orchestration.sources import SourceDir
 from orchestration.storage import Storage
 from quality.contracts import all_refs
 from quality.echo_contracts import check_echo_studies
-from quality.phi import audit
 
 echo_sources = DynamicPartitionsDefinition(name="echo_sources")
 SYNTHETIC = "synthetic"
@@ -75,24 +77,25 @@ def echo_studies(context: AssetExecutionContext, storage: StorageResource, sourc
     key = context.partition_key
     store = storage.get()
     src = echo_source(key, store, sources.profile)
-    result = read_echo_source(src, store, key)
+    synthetic = key == SYNTHETIC and not os.environ.get(f"MEDRWR_SOURCE_ECHO_{key.upper()}")
+    result = read_echo_source(src, store, key, salt=os.environ.get("MEDRWR_DEID_SALT"), synthetic=synthetic,
+                              accept_full_frame=os.environ.get(f"MEDRWR_ECHO_ACCEPT_FULL_FRAME_{key.upper()}") == "1")
     df = result.frame
-    quarantine_uri = store.write_quarantine(quarantine_frame(result.rejected, "echo_studies", key), "echo_studies", key)
+    quarantine = quarantine_frame(result.rejected, "echo_studies", key)
+    quarantine_uri = store.write_quarantine(quarantine, "echo_studies", key)
     if result.rejected:
         context.log.warning(f"echo_studies[{key}]: {len(result.rejected)} files quarantined at {quarantine_uri}")
-    phi = audit(result.identifiers, output_places(df, store))
-    leaks = phi.leaks + [("pixels outside the ultrasound region", v) for v in result.blank_violations]
-    yield Output(
-        df,
-        data_version=data_version(df),
-        metadata={
-            **table_metadata(df, ("view", "transfer_syntax", "photometric")),
-            **quarantine_metadata(result.rejected, quarantine_uri),
-            "frames_total": int(df["n_frames"].sum()) if df.height else 0,
-            "patients": df["patient_key"].n_unique() if df.height else 0,
-            "source": src.root,
-        },
-    )
+    if os.environ.get("MEDRWR_ECHO_KEYMAP_DIR"):
+        write_key_map(result.key_map, os.environ["MEDRWR_ECHO_KEYMAP_DIR"], source=key,
+                      salt_fingerprint=result.salt_fingerprint, published_root=store.root)
+    metadata = {
+        **table_metadata(df, ("view", "transfer_syntax", "photometric")),
+        **quarantine_metadata(result.rejected, quarantine_uri),
+        **result.metadata(),
+    }
+    phi = result.audit(quarantine, metadata)
+    leaks = phi.leaks
+    yield Output(df, data_version=data_version(df), metadata=metadata)
     yield AssetCheckResult(
         check_name="echo_studies_no_phi",
         passed=not leaks,

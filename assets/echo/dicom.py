@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -66,6 +70,8 @@ GENERATED_COLUMNS = frozenset({
     "clip_id", "file_key", "salt_fingerprint", "patient_key", "study_key", "series_key", "sop_key",
     "study_date_shifted", "keyframe_refs", "clip_ref",
 })
+IMAGE_PIXEL_REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                        "BitsStored", "HighBit", "PixelRepresentation")
 LABEL_COLUMNS = ("ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm", "findings", "sex",
                  "ed_frame", "es_frame")
 
@@ -141,10 +147,32 @@ def read_header(f: BinaryIO, size: int) -> tuple[Dataset, PixelElement | None]:
             if length != 0xFFFFFFFF and start + length > size:
                 raise EchoProblem(f"corrupt or truncated file: the pixel data needs {length} bytes but the file ends "
                                   f"{size - start} bytes after its start; re-transfer it")
+            if length == 0xFFFFFFFF:
+                _check_fragments(f, start, size, little)
             return ds, PixelElement(start, None if length == 0xFFFFFFFF else length)
     if 0 < size - max(last_end, pos) < 8:
         raise EchoProblem("corrupt or truncated file: the file ends inside an element tag; re-transfer it")
     return ds, None
+
+
+def _check_fragments(f: BinaryIO, start: int, size: int, little: bool) -> None:
+    """Walk the items of encapsulated pixel data (headers only, seeking over the values): the file must
+    reach the Sequence Delimitation Item, or it was cut."""
+    fmt = "<HHL" if little else ">HHL"
+    pos = start
+    while True:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            raise EchoProblem(f"corrupt or truncated file: the encapsulated pixel data ends at byte {size} without "
+                              "its sequence delimiter; re-transfer it")
+        group, elem, length = struct.unpack(fmt, head)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return
+        if (group, elem) != (0xFFFE, 0xE000) or pos + 8 + length > size:
+            raise EchoProblem(f"corrupt or truncated file: a pixel data fragment at byte {pos} is damaged or runs past "
+                              f"the end of the file ({size} bytes); re-transfer it")
+        pos += 8 + length
 
 
 def _frame_bytes(ds: Dataset) -> int:
@@ -157,9 +185,14 @@ def _frame_bytes(ds: Dataset) -> int:
 def validate(ds: Dataset, pixels: PixelElement | None) -> tuple[int, bool]:
     """``(frames, is_video)``; raises :class:`EchoProblem` unless ``ds`` is a decodable ultrasound image."""
     modality = str(ds.get("Modality", "") or "")
-    if not modality and pixels is None:
+    if pixels is None and not modality:
         raise EchoProblem("corrupt or truncated file: neither Modality nor pixel data is present, the file ends "
                           "inside its header; re-transfer it")
+    if pixels is None and not all(kw in ds for kw in IMAGE_PIXEL_REQUIRED):
+        # the Image Pixel attributes (group 0028) come just before the pixel data: a file without them
+        # and without pixel data was cut before them
+        raise EchoProblem("corrupt or truncated file: the file ends before its image attributes and pixel data; "
+                          "re-transfer it")
     if modality != "US":
         raise EchoProblem(f"non-ultrasound modality: Modality={modality or 'missing'}; only US files belong in an "
                           "echo source")
@@ -309,6 +342,24 @@ def _finish(out: EchoOutput, kept: _Kept, key_idx: list[int], policy: str, regio
     return out
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """pydicom's reading warnings quote header values (names, UIDs) into logs: silence them while a file
+    is read (invalid values still reach the checks, which quarantine what matters)."""
+    mode = pydicom.config.settings.reading_validation_mode
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
+        logger.setLevel(level)
+
+
 def decode_dicom(
     f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None = None, *,
     accept_full_frame: bool = False, synthetic_only: bool = False,
@@ -316,8 +367,16 @@ def decode_dicom(
     """One DICOM file object (``size`` bytes) into an :class:`EchoOutput`, or :class:`EchoProblem`.
 
     ``synthetic_only``: refuse any file the synthetic generator did not make (a source read with the
-    development salt must not hold real data).
+    development salt must not hold real data). pydicom's warnings are silenced (:func:`quiet_pydicom`).
     """
+    with quiet_pydicom():
+        return _decode_dicom(f, size, file_key, source, salt, labels, accept_full_frame, synthetic_only)
+
+
+def _decode_dicom(
+    f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None,
+    accept_full_frame: bool, synthetic_only: bool,
+) -> EchoOutput:
     ds, pixels = read_header(f, size)
     n, is_video = validate(ds, pixels)
     if synthetic_only and str(ds.file_meta.get("ImplementationVersionName", "")) != SYNTH_IMPLEMENTATION:

@@ -51,7 +51,9 @@ def sniff(head: bytes) -> str | None:
 
 def _dicomdir_references(src: SourceDir, rel: str) -> list[str] | None:
     """Relative paths the DICOMDIR ``rel`` references, or ``None`` when ``rel`` is not a DICOMDIR."""
-    with src.open(rel) as f:
+    from .dicom import quiet_pydicom
+
+    with src.open(rel) as f, quiet_pydicom():
         ds = pydicom.dcmread(f, stop_before_pixels=True)
     if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) != DICOMDIR_CLASS:
         return None
