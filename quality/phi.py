@@ -4,7 +4,8 @@ What counts as an identifier (:func:`collect_identifiers`): in a DICOM dataset (
 value of every element of VR PN, DA, DT, TM or UI (UIDs under the DICOM root ``1.2.840.10008.`` excepted:
 they name standard classes, not people), of every text element (AE, AS, LO, LT, SH, ST, UC, UR, UT)
 listed in PS3.15 Table E.1-1 (:mod:`quality.deid_profile`), and of every private text element (private
-creators excepted: they name vendors). Callers add the rest: manifest ids and the input file's name.
+creators excepted: they name vendors). Callers add the rest: manifest ids and the input file's names
+(:func:`file_name_identifiers`, matched as whole names).
 
 Where it is searched (:func:`audit_outputs`): :class:`Place` objects, each an output text tied to the
 input file it came from (``file_key``) or shared by all files (``None``): table cells (numeric cells and
@@ -141,13 +142,17 @@ def collect_identifiers(ds: Dataset, where: str = "") -> set[Identifier]:
 
 
 def file_name_identifiers(rel_path: str) -> set[Identifier]:
-    """Each folder and file name of a relative input path (and the file name without its suffix)."""
-    out: set[Identifier] = set()
-    for part in [p for p in rel_path.replace("\\", "/").split("/") if p]:
-        stem = part.rsplit(".", 1)[0] if "." in part[1:] else part
-        for v in {part, stem}:
-            if len(v.strip()) >= MIN_LEN:
-                out.add(Identifier(v.strip(), FILE_NAME))
+    """The names of an input file that must not reach an output: its relative path, its file name, and
+    each folder name or file stem that could identify (one with a digit, or of 8 characters or more:
+    ``p10002221``, ``SMITH JOHN``, ``HARTWELL_ALEX`` of ``HARTWELL_ALEX.dcm``). Short generic words
+    (``DICOM``, ``export``, ``echo``) are not searched: they would match the pipeline's own words, and a
+    patient name in them is also in the DICOM header."""
+    parts = [p.strip() for p in rel_path.replace("\\", "/").split("/") if p.strip()]
+    out = {Identifier("/".join(parts), FILE_NAME)} if parts else set()
+    stem = parts[-1].rsplit(".", 1)[0] if parts and "." in parts[-1][1:] else None
+    for word in parts[:-1] + ([stem] if stem else []):
+        if len(word) >= MIN_LEN and (len(word) >= 8 or any(c.isdigit() for c in word)):
+            out.add(Identifier(word, FILE_NAME))
     return out
 
 
@@ -220,15 +225,19 @@ def metadata_places(metadata: Mapping[str, Any], name: str = "metadata") -> list
 
 
 def _plain(v: Any) -> Any:
-    """Dagster metadata values and the like expose ``.value`` or ``.data``; search what they carry."""
-    for attr in ("value", "data", "text", "md_str", "path", "url"):
-        if hasattr(v, attr) and not isinstance(v, dict | list | tuple | str | int | float):
-            return _plain(getattr(v, attr))
-    if isinstance(v, dict):
+    """Plain JSON-able data from a metadata value: dicts and lists walked, numbers and strings kept, any
+    other object (Dagster metadata values, schemas) as its text (``md_str``/``text``/``data``) or repr."""
+    if v is None or type(v) in (str, int, float, bool):
+        return v
+    if type(v) is dict:
         return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple | set):
+    if type(v) in (list, tuple, set):
         return [_plain(x) for x in v]
-    return v
+    for attr in ("md_str", "text", "data", "value"):
+        inner = getattr(v, attr, None)
+        if inner is not None and inner is not v:
+            return _plain(inner)
+    return repr(v)
 
 
 # ---- matching ---------------------------------------------------------------------------------------
@@ -277,6 +286,10 @@ class Matcher:
     def _bounded(ident: Identifier, text: str, start: int, end: int) -> bool:
         if ident.numeric:
             return not _in_number(text, start - 1, -1) and not _in_number(text, end + 1, 1)
+        if ident.attribute == FILE_NAME:  # whole names: "echo" is not found in "echo_studies"
+            before = text[start - 1] if start > 0 else " "
+            after = text[end + 1] if end + 1 < len(text) else " "
+            return not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_")
         if len(ident.value) >= SUBSTRING_LEN:
             return True
         before = text[start - 1] if start > 0 else " "

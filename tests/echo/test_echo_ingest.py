@@ -41,10 +41,10 @@ def _bytes(ds: Dataset) -> bytes:
 
 
 def _places(out, storage):
+    import polars as pl
+
     from assets.echo.dicom import ECHO_SCHEMA, GENERATED_COLUMNS
     from quality.phi import png_text, table_strings
-
-    import polars as pl
 
     places = table_strings(pl.DataFrame([out.row], schema=ECHO_SCHEMA), "echo_studies", GENERATED_COLUMNS)
     for ref in out.row["keyframe_refs"]:

@@ -37,7 +37,7 @@ def _hostile(tmp_path):
     files, rows = generate(2, 1, seed=9, options=SynthOptions(frames=6))
     good = files["clip_0000.dcm"]
     (tmp_path / "good.dcm").write_bytes(good)
-    (tmp_path / "truncated.dcm").write_bytes(good[: len(good) // 2])
+    (tmp_path / "cut_short.dcm").write_bytes(good[: len(good) // 2])
     (tmp_path / "garbage.dcm").write_bytes(b"not a dicom file at all" * 10)
 
     def variant(name, change, data=good):
@@ -64,7 +64,7 @@ def test_hostile_files_land_in_quarantine_with_reasons(tmp_path, storage):
     result = _read(tmp_path / "src", storage)
     assert result.frame.height == 1 and result.frame["view"].to_list() == ["A4C"]
     reasons = _reasons(result)
-    assert reasons["truncated.dcm"].startswith("corrupt or truncated file")
+    assert reasons["cut_short.dcm"].startswith("corrupt or truncated file")
     assert reasons["garbage.dcm"].startswith("not DICOM")
     assert reasons["ct.dcm"].startswith("non-ultrasound modality") and "CT" in reasons["ct.dcm"]
     assert reasons["no_pixels.dcm"].startswith("missing pixel data")
