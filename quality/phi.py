@@ -21,7 +21,8 @@ Matching is case-insensitive with one Aho–Corasick automaton per identifier se
 the text plus matches), then a boundary rule per identifier: dates, times, UIDs and all-digit values match
 as whole numbers (no digit, and no ``.`` joining digits, on either side: ``20160503`` is not found inside
 ``2.25.120160503``); other values shorter than :data:`SUBSTRING_LEN` match as whole words (the name
-``PLA`` is not found in the view ``PLAX``); longer ones match anywhere (``SMITHJOHN``). Values shorter
+``PLA`` is not found in the view ``PLAX``), and so do values made only of hex digits (``E61809`` is not
+found inside a SHA-256 file name); longer ones match anywhere (``SMITHJOHN``). Values shorter
 than :data:`MIN_LEN` identify no one and are skipped. Findings name the attribute and the place, never
 the value. Plain library (no Dagster).
 """
@@ -52,6 +53,7 @@ SUBSTRING_LEN = 6
 STANDARD_UID_ROOT = "1.2.840.10008."
 FILE_NAME = "file name"
 _NUMERIC = re.compile(r"^[0-9.+\-: ]+$")
+_HEX = re.compile(r"^[0-9A-Fa-f]+$")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class Identifier:
     @property
     def numeric(self) -> bool:
         return self.vr in TOKEN_VRS or bool(_NUMERIC.match(self.value))
+
+    @property
+    def hexlike(self) -> bool:
+        """Only hex digits (``E61809``): such a value inside a longer hex run (a content hash) is another
+        string, so it matches as a whole word only."""
+        return bool(_HEX.match(self.value))
 
 
 @dataclass(frozen=True)
@@ -290,7 +298,7 @@ class Matcher:
             before = text[start - 1] if start > 0 else " "
             after = text[end + 1] if end + 1 < len(text) else " "
             return not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_")
-        if len(ident.value) >= SUBSTRING_LEN:
+        if len(ident.value) >= SUBSTRING_LEN and not ident.hexlike:
             return True
         before = text[start - 1] if start > 0 else " "
         after = text[end + 1] if end + 1 < len(text) else " "

@@ -449,7 +449,7 @@ def decode_avi(
     try:
         info = video.probe(f)
         f.seek(0)
-        n = sum(1 for _ in video.iter_video_frames(f))
+        n = info.frames or sum(1 for _ in video.iter_video_frames(f))  # decoded frames are counted below too
     except Exception as e:
         raise EchoProblem(f"corrupt or truncated file: the AVI does not decode ({type(e).__name__}: "
                           f"{scrub(str(e))}); re-export or re-transfer it") from e

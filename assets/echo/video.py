@@ -44,6 +44,7 @@ class VideoInfo:
     codec: str
     frame_rate_hz: float | None
     size: tuple[int, int]  # (rows, cols)
+    frames: int  # as the container's header states it (0: unknown)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -54,7 +55,7 @@ def probe(src: BinaryIO | bytes) -> VideoInfo:
         rate = float(stream.average_rate) if stream.average_rate else None
         tags = {f"container.{k}": str(v) for k, v in container.metadata.items()}
         tags |= {f"stream.{k}": str(v) for k, v in stream.metadata.items()}
-        return VideoInfo(stream.codec_context.name, rate, (stream.height, stream.width), tags)
+        return VideoInfo(stream.codec_context.name, rate, (stream.height, stream.width), int(stream.frames or 0), tags)
 
 
 def iter_video_frames(src: BinaryIO | bytes) -> Iterator[np.ndarray]:
