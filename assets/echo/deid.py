@@ -164,6 +164,8 @@ def deidentify(ds: Dataset, salt: str, key: str) -> Dataset:
 
 
 def _dummy(vr: str, value):
+    if vr == "AS":
+        return "000Y"
     if vr in _TEXT_VRS:
         return DUMMY_TEXT
     if vr in _NUMBER_VRS:

@@ -46,7 +46,6 @@ from . import deid
 from .dicom import ECHO_SCHEMA, GENERATED_COLUMNS, EchoProblem, decode_avi, decode_dicom, scrub, store_outputs
 from .discover import discover
 from .manifests import (
-    MANIFEST_COLUMNS,
     MANIFEST_NAMES,
     read_echonet,
     read_label_manifest,
@@ -253,4 +252,3 @@ def read_echo_source(
     )
 
 
-__all__ = ["EchoReadResult", "MANIFEST_COLUMNS", "read_echo_source", "read_manifest"]
