@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 
@@ -60,6 +60,18 @@ class SourceDir:
             return Path(self.path(rel)).read_bytes()
         with self.fs.open(self.path(rel), "rb") as f:
             return f.read()
+
+    def open(self, rel: str) -> BinaryIO:
+        """A seekable binary file object for ``rel`` (read in parts, never whole); close it after use."""
+        if not self.root.startswith("s3://"):
+            return open(self.path(rel), "rb")  # noqa: SIM115 - the caller closes it
+        return self.fs.open(self.path(rel), "rb")
+
+    def files(self) -> list[str]:
+        """Every file under the root, recursively, as sorted relative paths. The root and the names are
+        taken literally (no glob: a folder named ``Echo [2024] export`` is listed like any other)."""
+        base = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        return sorted(p[len(base) :] for p in self.fs.find(self.root) if p.startswith(base))
 
     def read_text(self, rel: str) -> str:
         data = self.read_bytes(rel)

@@ -136,8 +136,10 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
         source = context.data_sources.get(suite_name)
     except (KeyError, ValueError, gx.exceptions.DataContextError):
         source = context.data_sources.add_pandas(suite_name)
-    asset_name = f"{batch}-{id(frame)}"
-    batch_def = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe(batch)
+    try:  # one data asset and batch definition per batch name; the frame is passed at validation time
+        batch_def = source.get_asset(batch).get_batch_definition(batch)
+    except (KeyError, LookupError, ValueError, gx.exceptions.DataContextError):
+        batch_def = source.add_dataframe_asset(batch).add_batch_definition_whole_dataframe(batch)
     docs = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -156,7 +158,6 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
             [result] = run.run_results.values()
             results = result.results
             docs = trail.docs_index()
-    source.delete_asset(asset_name)
     outcomes = []
     for r in results:
         cfg = r.expectation_config

@@ -16,7 +16,8 @@ ECHO_VIEWS = ["A4C", "A2C", "PLAX", "PSAX", "unknown"]
 
 
 def check_echo_studies(frame: pl.DataFrame, existing_images: set[str], **trail: Any) -> ContractResult:
-    """The ``echo_studies`` contract: unique clip ids, a patient key on every row, at least one frame,
+    """The ``echo_studies`` contract: unique clip ids, a patient key, a file key and a salt fingerprint on
+    every row, at least one frame,
     a positive frame rate where known, a known view, EF within 0-100, a sector box inside the image,
     every keyframe resolvable in storage and a compact clip reference."""
 
@@ -27,6 +28,8 @@ def check_echo_studies(frame: pl.DataFrame, existing_images: set[str], **trail: 
             gxe.ExpectColumnValuesToNotBeNull(column="clip_id"),
             gxe.ExpectColumnValuesToBeUnique(column="clip_id"),
             gxe.ExpectColumnValuesToMatchRegex(column="patient_key", regex=r"^pt_[0-9a-f]{16}$"),
+            gxe.ExpectColumnValuesToMatchRegex(column="file_key", regex=r"^f_[0-9a-f]{16}$"),
+            gxe.ExpectColumnValuesToMatchRegex(column="salt_fingerprint", regex=r"^[0-9a-f]{8}$"),
             gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=1),
             gxe.ExpectColumnValuesToBeBetween(column="frame_rate_hz", min_value=0.1, max_value=1000),
             gxe.ExpectColumnValuesToBeInSet(column="view", value_set=ECHO_VIEWS),
@@ -37,10 +40,26 @@ def check_echo_studies(frame: pl.DataFrame, existing_images: set[str], **trail: 
         ]
 
     scalar = frame.select(
-        "clip_id", "patient_key", "n_frames", "frame_rate_hz", "view", "ef_percent", "clip_ref"
+        "clip_id", "patient_key", "file_key", "salt_fingerprint", "n_frames", "frame_rate_hz", "view", "ef_percent",
+        "clip_ref"
     ).with_columns(
         refs_resolvable(frame["keyframe_refs"], existing_images),
         ((frame["sector_x0"] >= 0) & (frame["sector_y0"] >= 0) & (frame["sector_x1"] < frame["cols"])
          & (frame["sector_y1"] < frame["rows"])).alias("_sector_inside"),
     )
     return validate("echo_studies", scalar, expectations, **trail)
+
+
+def echo_source_problems(files_seen: int, candidates: int, rows: int, quarantined: int) -> list[str]:
+    """Why a source read must fail its check even though no file failed: nothing was found, or nothing
+    was kept. Empty when the source yielded rows. Takes the counts of
+    :class:`assets.echo.source.EchoReadResult` (``files_seen``, ``candidates``, ``frame.height``,
+    ``len(rejected)``)."""
+    if candidates == 0:
+        return [f"no clip found: 0 DICOM or AVI files among {files_seen} files (clips are found by content: the "
+                "DICM marker after a 128-byte preamble, DICOMDIR references, RIFF/AVI); check the folder "
+                "configured for this source"]
+    if rows == 0:
+        return [f"no clip kept: all {candidates} clips of this source were quarantined ({quarantined} quarantine "
+                "records); read the quarantine table's reasons"]
+    return []

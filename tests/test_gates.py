@@ -2,6 +2,7 @@
 materialization, only the quarantine and the check results; downstream work cannot read the partition; one
 failed partition does not hide the others; the main command stops downstream work and names the failure."""
 
+import io
 import json
 
 import pydicom
@@ -16,6 +17,7 @@ from dagster import (
 )
 
 from assets.benchmark.assets import ecbench
+from assets.echo import dicom
 from assets.echo.assets import echo_studies
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
 from orchestration.definitions import build_defs, build_resources
@@ -23,17 +25,30 @@ from orchestration.io_managers import UnpublishedPartition
 from orchestration.storage import Storage
 
 
-def _echo_source(folder, leak: bool):
+def _echo_source(folder):
     files, rows = generate(4, 2, seed=11, options=SynthOptions(frames=6))
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    name = str(pydicom.dcmread(folder / "clip_0000.dcm").PatientName).replace("^", " ")
-    mrn = str(pydicom.dcmread(folder / "clip_0000.dcm").PatientID)
-    if leak:
-        rows[0]["findings"] = f"Dilated LV. Patient {name} (MRN {mrn}) to follow up."
     (folder / "labels.csv").write_bytes(write_manifest_csv(rows))
-    return name, mrn
+    ds = pydicom.dcmread(folder / "clip_0000.dcm")
+    return str(ds.PatientName).split("^")[0], str(ds.PatientID)
+
+
+def _leak_into_png_chunks(monkeypatch, name: str, mrn: str):
+    """A regression in the PNG writer: the keyframes carry the patient's name and MRN in a text chunk."""
+    from PIL import Image, PngImagePlugin
+
+    real = dicom.png_bytes
+
+    def png_with_text(frame):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", f"patient {name} mrn {mrn}")
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(real(frame))).save(buf, "PNG", pnginfo=info)
+        return buf.getvalue()
+
+    monkeypatch.setattr(dicom, "png_bytes", png_with_text)
 
 
 def _events_text(instance: DagsterInstance) -> str:
@@ -51,9 +66,10 @@ def _materialize_echo(instance, key):
 @pytest.mark.slow
 def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_path, monkeypatch, storage):
     src = tmp_path / "raw" / "site_x"
-    name, mrn = _echo_source(src, leak=False)
+    name, mrn = _echo_source(src)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_X", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "gate-test-salt")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "gate-test-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["site_x"])
         # a clean first drop is published
@@ -61,8 +77,8 @@ def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_p
         assert storage.exists(*storage.table_parts("echo_studies", "site_x"))
         images_before = set(storage.find("images"))
 
-        # the second drop of the same source leaks the patient's name and MRN through the manifest
-        _echo_source(src, leak=True)
+        # the second run of the same source leaks the patient's name and MRN into the keyframes
+        _leak_into_png_chunks(monkeypatch, name, mrn)
         result = _materialize_echo(instance, "site_x")
         assert not result.success
         [phi] = [c for c in result.get_asset_check_evaluations() if c.check_name == "echo_studies_no_phi"]
@@ -70,7 +86,7 @@ def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_p
         # nothing of the failed run is published: the earlier version is withdrawn, nothing new is stored
         assert not storage.exists(*storage.table_parts("echo_studies", "site_x"))
         assert set(storage.find("images")) == images_before
-        assert not storage.find("_staging")
+        assert not storage.find("_staging") and not list((tmp_path / "restricted" / "staging").rglob("*.png"))
         assert storage.read_gate_record("echo_studies", "site_x")["status"] == "failed"
         mats = result.asset_materializations_for_node("echo_studies")
         assert mats == []

@@ -5,9 +5,18 @@ generates seeded clips (:mod:`assets.echo.synth`) into the restricted location u
 ``MEDRWR_SOURCE_ECHO_SYNTHETIC`` override names a folder; any other key reads the folder the ``sources``
 resource names (``MEDRWR_SOURCE_ECHO_<KEY>`` or ``<data dir>/echo/<key>``).
 
-Patient data fails closed: keyframes and clips are staged in the restricted location (``deid`` resource), the
-PHI audit and the contract run on what would be published, and only then is anything promoted to the
-published root (:mod:`assets.common.gates`). A non-synthetic source without a salt is refused.
+Patient data fails closed:
+
+- a non-synthetic source without a salt (``MEDRWR_DEID_SALT``, at least 16 characters) is refused before any
+  file is opened; the development salt serves generated clips only;
+- files without ultrasound regions are quarantined unless the run knob ``accept_full_frame`` says this source
+  has none (recorded in the metadata);
+- keyframes and clips are staged in the restricted location (``deid`` resource), the PHI audit (table,
+  quarantine, metadata, PNG chunks, stored file names, pixels outside the regions) and the contract run on
+  what would be published, and only then is anything promoted to the published root
+  (:mod:`assets.common.gates`);
+- outputs, quarantine rows and metadata name files by pseudonymous keys; the key-to-path map is written only
+  to ``<restricted root>/keymaps/echo_studies/<source>.keymap.csv`` (:mod:`assets.echo.keymap`).
 """
 
 from dagster import (
@@ -35,12 +44,12 @@ from assets.common.records import quarantine_frame
 from orchestration.resources import DeidResource, SourcesResource, StorageResource
 from orchestration.sources import SourceDir
 from orchestration.storage import Storage
-from quality.contracts import all_refs, with_volume
-from quality.echo_contracts import check_echo_studies
-from quality.phi import audit, table_strings
+from quality.contracts import ExpectationOutcome, all_refs, with_volume
+from quality.echo_contracts import check_echo_studies, echo_source_problems
 
-from .deid import DEV_SALT
-from .dicom import output_places, read_echo_source
+from .deid import DEV_SALT, SaltError
+from .keymap import write_key_map
+from .source import read_echo_source
 from .synth import SMOKE_MIX, generate, write_manifest_csv
 
 echo_sources = DynamicPartitionsDefinition(name="echo_sources")
@@ -100,29 +109,34 @@ def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, stor
                           "de-identification salt. Set MEDRWR_DEID_SALT (a secret) and run again.")
         src, salt = sources.echo_source(key), deid.salt
     stage = store.staging(f"{context.run.run_id}-echo_studies-{key}", staging_root=restricted.uri("staging"))
-    result = read_echo_source(src, stage, key, salt=salt)
+    try:
+        result = read_echo_source(src, stage, key, salt=salt, synthetic=synthetic,
+                                  accept_full_frame=config.accept_full_frame)
+    except SaltError as e:
+        stage.discard()
+        raise Failure(f"echo_studies[{key}]: {e}") from e
+    write_key_map(result.key_map, restricted.uri("keymaps"), source=key, salt_fingerprint=result.salt_fingerprint,
+                  published_root=store.root, storage_options=restricted.s3.s3fs_kwargs() if restricted.is_s3 else None)
     df = result.frame
     quarantine = quarantine_frame(result.rejected, "echo_studies", key)
     metadata = {
         **table_metadata(df, ("view", "transfer_syntax", "photometric")),
         **quarantine_metadata(result.rejected),
-        "frames_total": int(df["n_frames"].sum()) if df.height else 0,
-        "patients": df["patient_key"].n_unique() if df.height else 0,
+        **result.metadata(),
         "synthetic_source": synthetic,
-        "accept_full_frame": config.accept_full_frame,
     }
-    places = output_places(df, stage) + list(table_strings(quarantine, "quarantine echo_studies")) \
-        + [(f"metadata {k}", str(v.value if hasattr(v, "value") else v)) for k, v in metadata.items()]
-    phi = audit(result.identifiers, places)
-    leaks = phi.leaks + [("pixels outside the ultrasound region", v) for v in result.blank_violations]
+    phi = result.audit(quarantine, metadata)
     phi_check = AssetCheckResult(
-        check_name="echo_studies_no_phi", passed=not leaks, severity=AssetCheckSeverity.ERROR,
+        check_name="echo_studies_no_phi", passed=phi.passed, severity=AssetCheckSeverity.ERROR,
         metadata={"identifiers_checked": phi.identifiers, "places_searched": phi.places_searched,
-                  "leaks": MetadataValue.json([f"{a} in {w}" for a, w in leaks[:50]])},
+                  "leaks": MetadataValue.json([f"{a} in {w}" for a, w in phi.leaks[:50]])},
     )
     contract = with_volume(check_echo_studies(df, stage.existing_images(all_refs(df["keyframe_refs"])),
                                               **audit_trail(store, context, "echo_studies", key)),
                            df.height, len(result.rejected), config.max_quarantine_share)
+    problems = echo_source_problems(result.files_seen, result.candidates, df.height, len(result.rejected))
+    contract = type(contract)(contract.suite, contract.rows, [*contract.outcomes, *[
+        ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems]], contract.docs)
     pub = Publication("echo_studies", key, df, quarantine, metadata=metadata, data_version=content_version(df),
-                      stage=stage, quarantine_store=store if not leaks else restricted)
+                      stage=stage, quarantine_store=store if phi.passed else restricted)
     yield from publish_or_refuse(context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)])

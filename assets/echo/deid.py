@@ -1,20 +1,31 @@
-"""De-identification of DICOM headers and pixels after the PS3.15 Basic Application Level Confidentiality
-Profile (Annex E, Table E.1-1), with the Retain Longitudinal Temporal Information with Modified Dates
-option (dates shifted by a per-patient offset) and UIDs remapped consistently.
+"""De-identification of echo DICOM headers and pixels, and the pseudonymous keys of the pipeline.
 
-* Attributes in :data:`REMOVE` are removed (action X), those in :data:`EMPTY` emptied (Z); every element
-  of VR ``PN`` is removed wherever it occurs, sequences included.
-* Times of day (TM) are emptied. Dates (DA, DT) are shifted by a whole number of days derived from the salted patient key, so intervals
-  within a patient are kept and the same patient always gets the same shift.
-* Every UID (VR ``UI``) that is not a well-known DICOM UID (SOP classes, transfer syntaxes, ...) is
-  replaced by ``2.25.<integer>`` from an HMAC of the original with the salt (action U), consistently.
-* Private tags are dropped (``ds.remove_private_tags()``).
-* Pixels outside the ultrasound region(s) are set to zero (burned-in text lives there); see
-  :func:`blank_outside`.
+Header: DICOM PS3.15 Basic Application Level Confidentiality Profile, every attribute of Table E.1-1
+(vendored, :mod:`quality.deid_profile`), with the *Retain Longitudinal Temporal Information with Modified
+Dates* option:
 
-The only link back to a patient is :func:`patient_key`, an HMAC-SHA256 of the source patient identifier
-with the salt from ``$MEDRWR_DEID_SALT``. The default salt below is a development value, published in this
-file, and therefore **not for production**: anyone can recompute keys made with it.
+* each element listed in the table gets its Basic Profile action, compound actions resolved as
+  :func:`quality.deid_profile.resolve` states (``X`` remove, ``Z`` empty, ``D`` dummy value, ``U`` new UID);
+* dates (DA) and date-times (DT) anywhere in the dataset are shifted by a whole number of days fixed by
+  the patient key and the salt (intervals within a patient are kept); a DT keeps only its shifted date,
+  never its time of day or UTC offset; Patient's Birth Date is emptied (the option does not cover it);
+* times of day (TM) are removed where the table says ``X`` and emptied everywhere else;
+* every person name (PN) not listed in the table is removed; every UID not under the DICOM root is
+  replaced by ``2.25.<integer>`` from an HMAC with the salt (the same UID always maps to the same one);
+* private elements are removed (the Retain Safe Private option is not used).
+
+Pixels: only what lies inside the ultrasound region(s) is kept (:func:`ultrasound_regions`); burned-in
+names and dates live outside them. A file without regions is refused unless its source is configured to
+accept full frames (for sources whose frames carry no burned-in text, such as EchoNet-Dynamic).
+
+Keys: every key is an HMAC-SHA256 with a salt the caller must supply (:func:`check_salt`); only the
+synthetic generator may use :data:`DEV_SALT`, which is published here and so protects nothing.
+
+* :func:`patient_key` — ``pt_<16 hex>`` of (site, source patient id);
+* :func:`file_key` — ``f_<16 hex>`` of (site, path relative to the source root): how outputs,
+  quarantine rows and logs name an input file; the key-to-path map is written only to a restricted
+  location (:mod:`assets.echo.keymap`);
+* :func:`salt_fingerprint` — 8 hex digits that tell which salt made a key without revealing it.
 
 Plain library (no Dagster).
 """
@@ -24,51 +35,79 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import os
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-ENV_SALT = "MEDRWR_DEID_SALT"
+from quality.deid_profile import entry_for, resolve
+
 DEV_SALT = "medrwr-dev-salt-NOT-FOR-PRODUCTION"
-
-# Table E.1-1 attributes (keyword) removed by the basic profile (X / X/Z / X/D treated as removal).
-REMOVE = (
-    "AccessionNumber", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "StationName", "StudyDescription",
-    "SeriesDescription", "PhysiciansOfRecord", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
-    "OperatorsName", "AdmittingDiagnosesDescription", "DerivationDescription", "PatientBirthTime",
-    "OtherPatientIDs", "OtherPatientNames", "PatientBirthName", "PatientAge", "PatientSize", "PatientWeight",
-    "PatientAddress", "PatientMotherBirthName", "MilitaryRank", "BranchOfService", "MedicalRecordLocator",
-    "EthnicGroup", "Occupation", "AdditionalPatientHistory", "PatientComments", "DeviceSerialNumber",
-    "ProtocolName", "ImageComments", "RequestAttributesSequence", "StudyID", "PerformedProcedureStepID",
-    "PerformedProcedureStepDescription", "RequestedProcedureID", "ScheduledProcedureStepID",
-    "CountryOfResidence", "RegionOfResidence", "PatientTelephoneNumbers", "IssuerOfPatientID",
-    "PatientInsurancePlanCodeSequence", "CurrentPatientLocation", "PatientState", "ResponsiblePerson",
-    "ResponsibleOrganization", "DeviceUID", "InstanceCreatorUID", "StorageMediaFileSetUID",
-    "ReferencedPatientSequence", "ReferencedStudySequence", "TextComments", "ContentCreatorName",
-    "PersonName", "AcquisitionDeviceProcessingDescription", "DetectorID", "GantryID",
-)
-# Replaced with an empty value (Z): required type-2 attributes that must stay present.
-EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "ReferringPhysicianName", "PatientSex")
-# Well-known UID roots that identify nobody (standard SOP classes, transfer syntaxes, coding schemes).
+MIN_SALT_LEN = 16
 STANDARD_UID_ROOT = "1.2.840.10008."
+METHOD = "PS3.15 E.1-1 Basic Profile 2026c; modified dates; medrwr v2"  # LO: at most 64 characters
+NOT_SHIFTED = {0x00100030}  # Patient's Birth Date: emptied (Z), outside the modified-dates option
+DUMMY_TEXT = "ANONYMIZED"
+_TEXT_VRS = {"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
+_NUMBER_VRS = {"DS", "IS"}
+_BINARY_NUMBER_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 
 
-def salt_from_env() -> str:
-    """``$MEDRWR_DEID_SALT``, else the published development salt (not for production)."""
-    return os.environ.get(ENV_SALT) or DEV_SALT
+class SaltError(ValueError):
+    """The salt given cannot protect the source it is meant for."""
+
+
+class RegionProblem(ValueError):
+    """The imaging region of a file cannot be located safely; the message is the quarantine reason."""
+
+
+# ---- salt and keys ---------------------------------------------------------------------------------
+def check_salt(salt: str | None, synthetic: bool) -> str:
+    """The salt to use, or :class:`SaltError` before anything is read.
+
+    A synthetic source may omit it (the published :data:`DEV_SALT` is then used); any other source must
+    pass its own secret salt of at least :data:`MIN_SALT_LEN` characters, never the development one.
+    """
+    if synthetic:
+        return salt or DEV_SALT
+    if not salt:
+        raise SaltError("no de-identification salt given for a non-synthetic source: pass the site's secret "
+                        "salt (a deployment secret, e.g. from an EnvVar-fed resource); nothing was read")
+    if salt == DEV_SALT:
+        raise SaltError("the published development salt cannot protect real data: pass the site's secret salt; "
+                        "nothing was read")
+    if len(salt) < MIN_SALT_LEN:
+        raise SaltError(f"the de-identification salt is shorter than {MIN_SALT_LEN} characters and could be "
+                        "guessed: use a long random secret; nothing was read")
+    return salt
 
 
 def _mac(salt: str, *parts: str) -> bytes:
     return hmac.new(salt.encode(), "\x1f".join(parts).encode(), hashlib.sha256).digest()
 
 
-def patient_key(source_patient_id: str, salt: str, source: str = "") -> str:
-    """Pseudonymous patient key ``pt_<16 hex>``: HMAC of (source, patient id) with the salt."""
-    return "pt_" + _mac(salt, "patient", source, source_patient_id.strip()).hex()[:16]
+def salt_fingerprint(salt: str) -> str:
+    """First 8 hex digits of HMAC(salt, "fingerprint"): names the salt in outputs without revealing it."""
+    return _mac(salt, "fingerprint").hex()[:8]
+
+
+def patient_key(source_patient_id: str, salt: str, site: str) -> str:
+    """Pseudonymous patient key ``pt_<16 hex>``: HMAC of (site, patient id) with the salt."""
+    return "pt_" + _mac(salt, "patient", site, source_patient_id.strip()).hex()[:16]
+
+
+def file_key(salt: str, site: str, rel_path: str) -> str:
+    """Pseudonymous key ``f_<16 hex>`` of an input file: HMAC of (site, path relative to the source root)."""
+    return "f_" + _mac(salt, "file", site, rel_path).hex()[:16]
+
+
+def source_fingerprint(salt: str, site: str, root: str) -> str:
+    """``src_<16 hex>``: names a source folder in metadata without its path (recompute it with the salt)."""
+    return "src_" + _mac(salt, "source", site, root.rstrip("/")).hex()[:16]
 
 
 def date_shift_days(key: str, salt: str) -> int:
@@ -82,7 +121,8 @@ def remap_uid(uid: str, salt: str) -> str:
 
 
 def shift_date(value: str, days: int) -> str:
-    """Shift a DA (``YYYYMMDD``) or the date part of a DT by ``days``; unparseable values become empty."""
+    """A DA (``YYYYMMDD``) or the date of a DT shifted by ``days``, as ``YYYYMMDD``: a DT loses its time
+    of day and offset. Values that are not a date become empty."""
     value = str(value).strip()
     if len(value) < 8:
         return ""
@@ -90,7 +130,7 @@ def shift_date(value: str, days: int) -> str:
         d = dt.datetime.strptime(value[:8], "%Y%m%d").date() + dt.timedelta(days=days)
     except ValueError:
         return ""
-    return d.strftime("%Y%m%d") + value[8:]
+    return d.strftime("%Y%m%d")
 
 
 def source_patient_id(ds: Dataset, fallback: str) -> str:
@@ -102,49 +142,96 @@ def source_patient_id(ds: Dataset, fallback: str) -> str:
     return fallback
 
 
+# ---- header ----------------------------------------------------------------------------------------
 def deidentify(ds: Dataset, salt: str, key: str) -> Dataset:
     """De-identify ``ds`` in place (header only; pixels are handled by :func:`blank_outside`).
 
-    Returns ``ds`` with PatientIdentityRemoved=YES and DeidentificationMethod naming this profile.
+    Returns ``ds`` with PatientID = ``key``, PatientIdentityRemoved = YES, LongitudinalTemporalInformation
+    Modified = MODIFIED and DeidentificationMethod naming this profile.
     """
     days = date_shift_days(key, salt)
     ds.remove_private_tags()
-    for kw in REMOVE:
-        if kw in ds:
-            delattr(ds, kw)
-    for kw in EMPTY:
-        if kw in ds:
-            ds.data_element(kw).value = ""
-    _walk(ds, salt, days)
+    _apply(ds, salt, days)
     ds.PatientID = key
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "PS3.15 Basic; modified dates; UIDs remapped; medrwr v1"
-    if "file_meta" in ds.__dict__ and "MediaStorageSOPInstanceUID" in ds.file_meta:
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = METHOD
+    meta = ds.__dict__.get("file_meta")
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        uid = str(meta.MediaStorageSOPInstanceUID)
+        meta.MediaStorageSOPInstanceUID = uid if uid.startswith(STANDARD_UID_ROOT) else remap_uid(uid, salt)
     return ds
 
 
-def _walk(ds: Dataset, salt: str, days: int) -> None:
+def _dummy(vr: str, value):
+    if vr == "AS":
+        return "000Y"
+    if vr in _TEXT_VRS:
+        return DUMMY_TEXT
+    if vr in _NUMBER_VRS:
+        return "0"
+    if vr in _BINARY_NUMBER_VRS:
+        return 0
+    return None  # binary and other VRs: emptied instead
+
+
+def _uid(value: str, salt: str) -> str:
+    v = str(value)
+    return v if not v or v.startswith(STANDARD_UID_ROOT) else remap_uid(v, salt)
+
+
+def _apply(ds: Dataset, salt: str, days: int) -> None:
     for elem in list(ds):
-        if elem.tag == 0x7FE00010:
+        tag = int(elem.tag)
+        if tag == 0x7FE00010:
             continue
-        if elem.VR == "SQ":
-            for item in elem.value:
-                _walk(item, salt, days)
-        elif elem.VR == "PN" and elem.keyword not in EMPTY:
-            del ds[elem.tag]
-        elif elem.VR == "UI" and elem.value:
+        entry = entry_for(tag)
+        action = resolve(entry.action, elem.VR) if entry else None
+        if elem.VR in ("DA", "DT") and tag not in NOT_SHIFTED:
+            if not elem.VM:
+                continue
             values = elem.value if elem.VM > 1 else [elem.value]
-            new = [v if str(v).startswith(STANDARD_UID_ROOT) else remap_uid(str(v), salt) for v in values]
-            elem.value = new if elem.VM > 1 else new[0]
-        elif elem.VR in ("DA", "DT") and elem.value:
-            elem.value = shift_date(str(elem.value), days)
+            shifted = [shift_date(str(v), days) for v in values]
+            elem.value = shifted if elem.VM > 1 else shifted[0]
         elif elem.VR == "TM":
-            elem.value = ""  # times of day are emptied (Z); intervals live in the shifted dates
+            if action == "X":
+                del ds[tag]
+            else:
+                elem.value = ""
+        elif action == "X" or (elem.VR == "PN" and entry is None):
+            del ds[tag]
+        elif elem.VR == "SQ":
+            if action in ("Z", "D"):
+                elem.value = Sequence()
+            else:
+                for item in elem.value or []:
+                    _apply(item, salt, days)
+        elif action == "Z" or (action == "D" and _dummy(elem.VR, elem.value) is None):
+            elem.value = "" if elem.VR in _TEXT_VRS | _NUMBER_VRS | {"DA", "UI"} else None
+        elif action == "D":
+            elem.value = _dummy(elem.VR, elem.value)
+        elif elem.VR == "UI" and elem.VM:
+            elem.value = [_uid(v, salt) for v in elem.value] if elem.VM > 1 else _uid(elem.value, salt)
 
 
-def region_boxes(ds: Dataset, rows: int, cols: int) -> list[tuple[int, int, int, int]]:
-    """Ultrasound region boxes ``(x0, y0, x1, y1)`` inclusive, clipped to the image; empty if none usable."""
+def is_standard_uid(uid: str) -> bool:
+    """True for UIDs under the DICOM root (identify no one, kept as they are)."""
+    return str(UID(uid)).startswith(STANDARD_UID_ROOT)
+
+
+# ---- pixels ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Regions:
+    """Where the pixels of a frame may be kept: ``mask`` (rows, cols), its bounding ``box`` (x0, y0, x1,
+    y1 inclusive), how it was found, and ``scale`` (image pixels per region-coordinate pixel)."""
+
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    sector_from: str
+    scale: float = 1.0
+
+
+def _raw_boxes(ds: Dataset) -> list[tuple[int, int, int, int]]:
     boxes = []
     for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
         try:
@@ -152,11 +239,57 @@ def region_boxes(ds: Dataset, rows: int, cols: int) -> list[tuple[int, int, int,
             x1, y1 = int(r.RegionLocationMaxX1), int(r.RegionLocationMaxY1)
         except (AttributeError, TypeError, ValueError):
             continue
-        x0, x1 = max(0, min(x0, cols - 1)), max(0, min(x1, cols - 1))
-        y0, y1 = max(0, min(y0, rows - 1)), max(0, min(y1, rows - 1))
         if x1 > x0 and y1 > y0:
             boxes.append((x0, y0, x1, y1))
     return boxes
+
+
+def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: bool = False) -> Regions:
+    """The region mask of ``ds`` for a ``rows`` x ``cols`` image, or :class:`RegionProblem`.
+
+    * Regions inside the image are used as they are.
+    * Regions reaching beyond the image are never clipped (a clipped box would keep the text band of a
+      down-scaled export). They are **rescaled** when the image is their frame scaled uniformly: the
+      regions' extent ``(max x1 + 1, max y1 + 1)`` and the image have one scale factor on both axes,
+      within one pixel. Scaled boxes are rounded inwards. Otherwise the file is refused.
+    * No usable region: refused when ``BurnedInAnnotation`` is YES, and otherwise unless the source is
+      configured with ``accept_full_frame`` (its frames carry no burned-in text): then the whole frame.
+    """
+    boxes = _raw_boxes(ds)
+    burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or "absent"
+    if not boxes:
+        if burned == "YES":
+            raise RegionProblem("burned-in text cannot be removed: BurnedInAnnotation=YES but no "
+                                "SequenceOfUltrasoundRegions locates the imaging area; blank it at the source")
+        if not accept_full_frame:
+            raise RegionProblem(f"no ultrasound regions: the file has no usable SequenceOfUltrasoundRegions "
+                                f"(BurnedInAnnotation={burned}), so burned-in names and dates cannot be located; "
+                                "configure accept_full_frame=True for this source only if its frames carry no "
+                                "burned-in text")
+        mask = np.ones((rows, cols), dtype=bool)
+        return Regions(mask, (0, 0, cols - 1, rows - 1), "full frame (accepted for this source)")
+    if any(x0 < 0 or y0 < 0 for x0, y0, _, _ in boxes):
+        raise RegionProblem("ultrasound region outside the image: a region starts at a negative coordinate; "
+                            "fix the export's SequenceOfUltrasoundRegions")
+    w0, h0 = max(b[2] for b in boxes) + 1, max(b[3] for b in boxes) + 1
+    scale, sector_from = 1.0, "SequenceOfUltrasoundRegions"
+    if w0 > cols or h0 > rows:
+        sx, sy = cols / w0, rows / h0
+        if abs(sx * w0 - sy * w0) > 1 or abs(sx * h0 - sy * h0) > 1:
+            raise RegionProblem(f"ultrasound region larger than the image: the regions reach {w0}x{h0} pixels but "
+                                f"the image is {cols}x{rows}, and no single scale maps one onto the other; "
+                                "re-export with regions in image coordinates")
+        scale, sector_from = min(sx, sy), "SequenceOfUltrasoundRegions rescaled"
+        boxes = [(math.ceil(x0 * scale), math.ceil(y0 * scale),
+                  min(cols - 1, math.floor((x1 + 1) * scale) - 1), min(rows - 1, math.floor((y1 + 1) * scale) - 1))
+                 for x0, y0, x1, y1 in boxes]
+        boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
+        if not boxes:
+            raise RegionProblem("ultrasound region larger than the image: the rescaled regions are empty; "
+                                "re-export with regions in image coordinates")
+    mask = region_mask(boxes, rows, cols)
+    ys, xs = np.nonzero(mask)
+    return Regions(mask, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), sector_from, scale)
 
 
 def region_mask(boxes: Iterable[tuple[int, int, int, int]], rows: int, cols: int) -> np.ndarray:
@@ -172,8 +305,3 @@ def blank_outside(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = frame.copy()
     out[~mask] = 0
     return out
-
-
-def is_standard_uid(uid: str) -> bool:
-    """True for UIDs under the DICOM root (identify no one, kept as they are)."""
-    return str(UID(uid)).startswith(STANDARD_UID_ROOT)

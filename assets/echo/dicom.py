@@ -1,16 +1,22 @@
-"""Echo DICOM ingestion: validate, decode frame by frame, de-identify, keyframes and a compact clip.
+"""One echo clip (a DICOM file, or an AVI) into one de-identified ``echo_studies`` row, frame by frame.
 
-:func:`ingest_file` turns one DICOM file into one ``echo_studies`` row, or raises :class:`EchoProblem`
-whose message is the quarantine reason. :func:`read_echo_source` does it for every ``*.dcm`` of a
-source folder, joined with the folder's label manifest (:mod:`assets.echo.manifests`).
+:func:`decode_dicom` / :func:`decode_avi` read a file object and return an :class:`EchoOutput` (the row,
+the identifiers read, the encoded keyframes and clip) or raise :class:`EchoProblem`, whose message is the
+quarantine reason; :func:`store_outputs` then writes the keyframes and the clip through a Storage-like
+object. Reasons name the file only by its pseudonymous key (:func:`assets.echo.deid.file_key`).
 
-Memory stays bounded by a few frames: pixels are decoded one frame at a time with
-``pydicom.pixels.iter_pixels`` (every frame is decoded, which proves the file whole); only keyframes
-and the few frames of the compact clip are kept. Colour is delivered as RGB (YBR converted by pydicom,
-palette colour through ``apply_color_lut``). Every kept frame is blanked outside the ultrasound
-region(s) before it is stored, so burned-in text cannot reach the outputs.
+Memory stays bounded by a few frames, never the file: the header is parsed up to the pixel data
+(``dcmread(..., stop_before_pixels=True)``), then frames are decoded one at a time from the file object
+(``pydicom.pixels.iter_pixels``; PyAV for MPEG-2/H.264/HEVC cine and AVI, :mod:`assets.echo.video`).
+Every frame is decoded, which proves the file whole; only keyframes and the few frames of the compact clip
+are kept, each blanked outside the ultrasound region(s) (:func:`assets.echo.deid.ultrasound_regions`).
 
-Outputs: keyframes as PNG (no text chunks) via ``Storage.put_image``; the compact clip as a
+Checks, in order, each a quarantine reason: readable DICOM and not truncated (an element running past
+the end of the file, a partial tag, or no data set: "corrupt or truncated file"); Modality US; pixel data
+present; a transfer syntax with a decoder; ``NumberOfFrames`` >= 1 (0 is refused, never read as 1); pixel
+data long enough for the frames; usable ultrasound regions; every frame decodes.
+
+Outputs: keyframes as PNG (no text chunks) via ``storage.put_image``; the compact clip as a
 content-addressed ``.npy`` (uint8, ``(CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE[, 3])``, the sector box resized)
 under ``clips/<aa>/<sha256>.npy``. Plain library (no Dagster).
 """
@@ -19,32 +25,35 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
 import pydicom
 from PIL import Image
-from pydicom.encaps import parse_basic_offsets, parse_fragments
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 
-from assets.common.records import Rejection
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
 from quality.phi import Identifier, collect_identifiers
 
-from . import deid
-from .manifests import read_label_manifest
+from . import deid, video
 
 CLIP_FRAMES = 16
 CLIP_SIZE = 112
 N_EVEN_KEYFRAMES = 3
+SYNTH_IMPLEMENTATION = "MEDRWR_SYNTH"
 
 ECHO_SCHEMA = {
-    "clip_id": pl.Utf8, "source": pl.Utf8, "patient_key": pl.Utf8, "study_key": pl.Utf8,
-    "series_key": pl.Utf8, "sop_key": pl.Utf8, "study_date_shifted": pl.Utf8, "manufacturer": pl.Utf8,
+    "clip_id": pl.Utf8, "file_key": pl.Utf8, "source": pl.Utf8, "salt_fingerprint": pl.Utf8,
+    "patient_key": pl.Utf8, "study_key": pl.Utf8, "series_key": pl.Utf8, "sop_key": pl.Utf8,
+    "study_date_shifted": pl.Utf8, "manufacturer": pl.Utf8,
     "model": pl.Utf8, "sop_class": pl.Utf8, "transfer_syntax": pl.Utf8, "photometric": pl.Utf8,
     "n_frames": pl.Int64, "rows": pl.Int64, "cols": pl.Int64, "frame_rate_hz": pl.Float64,
     "frame_rate_from": pl.Utf8, "spacing_x_mm": pl.Float64, "spacing_y_mm": pl.Float64,
@@ -55,93 +64,173 @@ ECHO_SCHEMA = {
     "keyframe_policy": pl.Utf8, "keyframe_indices": pl.List(pl.Int64), "keyframe_refs": pl.List(pl.Utf8),
     "clip_ref": pl.Utf8, "clip_shape": pl.List(pl.Int64), "deid_method": pl.Utf8,
 }
+# Columns whose values the pipeline makes itself (keys, hashes, remapped UIDs, shifted dates): the PHI
+# audit does not search them (they can only hold what the pipeline derived, never an input value).
+GENERATED_COLUMNS = frozenset({
+    "clip_id", "file_key", "salt_fingerprint", "patient_key", "study_key", "series_key", "sop_key",
+    "study_date_shifted", "keyframe_refs", "clip_ref",
+})
+IMAGE_PIXEL_REQUIRED = ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                        "BitsStored", "HighBit", "PixelRepresentation")
+LABEL_COLUMNS = ("ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm", "findings", "sex",
+                 "ed_frame", "es_frame")
 
 
 class EchoProblem(ValueError):
-    """A DICOM file that cannot be ingested; the message is the quarantine reason."""
+    """A file that cannot be ingested; the message is the quarantine reason (it names no file)."""
 
 
 @dataclass
 class EchoOutput:
-    """One ingested file: its table row, the identifiers read from it, and the frames kept (blanked)."""
+    """One decoded file: its row (refs filled by :func:`store_outputs`), the identifiers read from it,
+    its original SOP Instance UID (memory only, for duplicate detection), and what is to be stored."""
 
     row: dict[str, Any]
     identifiers: set[Identifier]
+    sop_uid: str | None
     keyframes: dict[int, np.ndarray] = field(default_factory=dict)
+    pngs: dict[int, bytes] = field(default_factory=dict)
+    clip: np.ndarray | None = None
     region_mask: np.ndarray | None = None
 
 
-def _frame_rate(ds: pydicom.Dataset) -> tuple[float | None, str | None]:
-    """``1000 / FrameTime``, else ``CineRate``, else ``RecommendedDisplayFrameRate`` (Hz)."""
+# ---- header ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PixelElement:
+    """Where the pixel data value starts in the file, and its length (``None``: undefined, encapsulated)."""
+
+    value_offset: int
+    length: int | None
+
+
+def scrub(message: str, *names: str) -> str:
+    """An exception message fit for a quarantine reason: quoted values and the given names removed."""
+    for n in sorted((n for n in names if n), key=len, reverse=True):
+        message = message.replace(n, "…")
+    message = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    return message[:300]
+
+
+def read_header(f: BinaryIO, size: int) -> tuple[Dataset, PixelElement | None]:
+    """The data set up to the pixel data, and where the pixel data is; truncated files are refused."""
     try:
-        ft = float(ds.get("FrameTime") or 0)
-        if ft > 0:
-            return 1000.0 / ft, "FrameTime"
-    except (TypeError, ValueError):
-        pass
-    for kw in ("CineRate", "RecommendedDisplayFrameRate"):
-        try:
-            v = float(ds.get(kw) or 0)
-        except (TypeError, ValueError):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        ds.file_meta  # noqa: B018 - a file without meta raises here
+    except Exception as e:  # any parser failure is a property of the file
+        raise EchoProblem(f"corrupt or truncated file: not readable DICOM ({type(e).__name__}: {scrub(str(e))}); "
+                          "re-export or re-transfer it") from e
+    elements = list(ds.elements())
+    if not elements:
+        raise EchoProblem(f"corrupt or truncated file: the file ends after its file meta information ({size} bytes); "
+                          "re-transfer it")
+    last_end = 0
+    for e in elements:
+        tell, length = getattr(e, "value_tell", None), getattr(e, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
             continue
-        if v > 0:
-            return v, kw
-    return None, None
+        if tell + length > size:
+            raise EchoProblem(f"corrupt or truncated file: element {e.tag} needs {length} bytes at byte {tell} but the "
+                              f"file ends at byte {size}; re-transfer it")
+        last_end = max(last_end, tell + length)
+    pos = f.tell()
+    head = f.read(12)
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    little = ts is None or ts.is_little_endian
+    if len(head) >= 8:
+        group, elem = struct.unpack("<HH" if little else ">HH", head[:4])
+        if (group, elem) == (0x7FE0, 0x0010):
+            implicit = ts is not None and ts.is_implicit_VR
+            if implicit:
+                (length,), start = struct.unpack("<L" if little else ">L", head[4:8]), pos + 8
+            else:
+                (length,), start = struct.unpack("<L" if little else ">L", head[8:12]), pos + 12
+            if length != 0xFFFFFFFF and start + length > size:
+                raise EchoProblem(f"corrupt or truncated file: the pixel data needs {length} bytes but the file ends "
+                                  f"{size - start} bytes after its start; re-transfer it")
+            if length == 0xFFFFFFFF:
+                _check_fragments(f, start, size, little)
+            return ds, PixelElement(start, None if length == 0xFFFFFFFF else length)
+    if 0 < size - max(last_end, pos) < 8:
+        raise EchoProblem("corrupt or truncated file: the file ends inside an element tag; re-transfer it")
+    return ds, None
 
 
-def _spacing_mm(ds: pydicom.Dataset) -> tuple[float | None, float | None]:
-    """Physical pixel spacing (mm) of the first region given in cm (PhysicalUnits 3)."""
-    for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
-            return abs(float(r.PhysicalDeltaX)) * 10, abs(float(r.PhysicalDeltaY)) * 10
-    return None, None
+def _check_fragments(f: BinaryIO, start: int, size: int, little: bool) -> None:
+    """Walk the items of encapsulated pixel data (headers only, seeking over the values): the file must
+    reach the Sequence Delimitation Item, or it was cut."""
+    fmt = "<HHL" if little else ">HHL"
+    pos = start
+    while True:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            raise EchoProblem(f"corrupt or truncated file: the encapsulated pixel data ends at byte {size} without "
+                              "its sequence delimiter; re-transfer it")
+        group, elem, length = struct.unpack(fmt, head)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return
+        if (group, elem) != (0xFFFE, 0xE000) or pos + 8 + length > size:
+            raise EchoProblem(f"corrupt or truncated file: a pixel data fragment at byte {pos} is damaged or runs past "
+                              f"the end of the file ({size} bytes); re-transfer it")
+        pos += 8 + length
 
 
-def _frames_in_pixel_data(ds: pydicom.Dataset, n_frames: int) -> int:
-    """How many frames the pixel data actually holds (encapsulated: offsets or fragments)."""
-    data = ds.PixelData
-    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
-        buf = io.BytesIO(data)
-        offsets = parse_basic_offsets(buf)
-        n_fragments, _ = parse_fragments(buf)
-        return len(offsets) if offsets else (n_fragments if n_fragments < n_frames else n_frames)
-    per_frame = ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * ((int(ds.BitsAllocated) + 7) // 8)
+def _frame_bytes(ds: Dataset) -> int:
+    rows, cols = int(ds.Rows), int(ds.Columns)
     if int(ds.BitsAllocated) == 1:
-        per_frame = (ds.Rows * ds.Columns + 7) // 8
-    return len(data) // per_frame if per_frame else 0
+        return (rows * cols + 7) // 8
+    return rows * cols * int(ds.get("SamplesPerPixel", 1)) * ((int(ds.BitsAllocated) + 7) // 8)
 
 
-def validate(ds: pydicom.Dataset, name: str) -> int:
-    """Raise :class:`EchoProblem` unless ``ds`` is a decodable ultrasound image; returns its frame count."""
+def validate(ds: Dataset, pixels: PixelElement | None) -> tuple[int, bool]:
+    """``(frames, is_video)``; raises :class:`EchoProblem` unless ``ds`` is a decodable ultrasound image."""
     modality = str(ds.get("Modality", "") or "")
+    if pixels is None and not modality:
+        raise EchoProblem("corrupt or truncated file: neither Modality nor pixel data is present, the file ends "
+                          "inside its header; re-transfer it")
+    if pixels is None and not all(kw in ds for kw in IMAGE_PIXEL_REQUIRED):
+        # the Image Pixel attributes (group 0028) come just before the pixel data: a file without them
+        # and without pixel data was cut before them
+        raise EchoProblem("corrupt or truncated file: the file ends before its image attributes and pixel data; "
+                          "re-transfer it")
     if modality != "US":
-        raise EchoProblem(f"non-ultrasound modality: {name} has Modality={modality or 'missing'}; "
-                          "only US files belong in an echo source")
-    if "PixelData" not in ds:
-        raise EchoProblem(f"missing pixel data: {name} has no (7FE0,0010) element; re-export the clip with images")
+        raise EchoProblem(f"non-ultrasound modality: Modality={modality or 'missing'}; only US files belong in an "
+                          "echo source")
+    if pixels is None:
+        raise EchoProblem("missing pixel data: no (7FE0,0010) element (or the file is truncated before it); "
+                          "re-export the clip with images")
     ts = ds.file_meta.get("TransferSyntaxUID")
     if ts is None:
-        raise EchoProblem(f"unsupported transfer syntax: {name} has no TransferSyntaxUID in its file meta")
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
-        decoder = None
-    if decoder is None or not decoder.is_available:
-        raise EchoProblem(f"unsupported transfer syntax: {name} uses {ts.name} ({ts}); no installed decoder "
-                          "(install the matching pylibjpeg plugin or python-gdcm)")
-    try:
-        n = int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError) as e:
-        raise EchoProblem(f"frame-count mismatch: {name} NumberOfFrames={ds.get('NumberOfFrames')!r} is not a number") from e
-    if n < 1:
-        raise EchoProblem(f"frame-count mismatch: {name} NumberOfFrames={n}")
-    held = _frames_in_pixel_data(ds, n)
-    if held < n:
-        raise EchoProblem(f"frame-count mismatch: {name} NumberOfFrames={n} but its pixel data holds {held} "
-                          "frames; the file is truncated or its header is wrong")
-    return n
+        raise EchoProblem("unsupported transfer syntax: no TransferSyntaxUID in the file meta")
+    is_video = str(ts) in video.VIDEO_SYNTAXES
+    if not is_video:
+        try:
+            decoder = get_decoder(ts)
+        except NotImplementedError:
+            decoder = None
+        if decoder is None or not decoder.is_available:
+            raise EchoProblem(f"unsupported transfer syntax: {ts.name} ({ts}) has no installed decoder (install the "
+                              "matching pylibjpeg plugin or python-gdcm)")
+    if "NumberOfFrames" in ds:
+        try:
+            n = int(ds.NumberOfFrames)
+        except (TypeError, ValueError) as e:
+            raise EchoProblem("frame-count mismatch: NumberOfFrames is not a number") from e
+        if n < 1:
+            raise EchoProblem(f"frame-count mismatch: NumberOfFrames={n}; a clip needs at least one frame (a value "
+                              "of 0 is never read as 1)")
+    else:
+        n = 1
+    if pixels.length is not None and not ts.is_encapsulated:
+        per = _frame_bytes(ds)
+        held = pixels.length // per if per else 0
+        if held < n:
+            raise EchoProblem(f"frame-count mismatch: NumberOfFrames={n} but the pixel data holds {held} frames; the "
+                              "file is truncated or its header is wrong")
+    return n, is_video
 
 
+# ---- frames ------------------------------------------------------------------------------------------
 def keyframe_plan(n: int, labels: dict | None) -> tuple[list[int], str]:
     """ED/ES frames from the labels when both are inside the clip, else evenly spaced frames."""
     if labels:
@@ -172,169 +261,259 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     return ((f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)).astype(np.uint8)
 
 
-def ingest_file(
-    data: bytes, name: str, storage: Storage, source: str, salt: str, labels: dict | None = None,
-    seen_sops: dict[str, str] | None = None,
-) -> EchoOutput:
-    """One DICOM file (``data``, named ``name`` in errors) into an ``echo_studies`` row.
+@dataclass
+class _Kept:
+    keyframes: dict[int, np.ndarray]
+    clip: np.ndarray
+    decoded: int
 
-    Raises :class:`EchoProblem` (the quarantine reason) for corrupt/truncated files, non-US modality,
-    missing pixel data, unsupported syntaxes, frame-count mismatches, and, when ``seen_sops`` (SOP
-    Instance UID -> file already ingested) is given, a second copy of the same instance.
-    """
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        ds.file_meta  # noqa: B018 - a file without meta raises here
-    except (InvalidDicomError, EOFError, ValueError, AttributeError, KeyError, OSError) as e:
-        raise EchoProblem(f"corrupt or truncated file: {name} is not readable DICOM ({type(e).__name__}: {e}); "
-                          "re-export or re-transfer it") from e
-    n = validate(ds, name)
-    if seen_sops is not None:
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-        if sop in seen_sops:
-            raise EchoProblem(f"duplicate SOP instance: {name} repeats the SOPInstanceUID of {seen_sops[sop]} "
-                              "(the same image, perhaps re-encoded); keep one copy")
-        if sop:
-            seen_sops[sop] = name
-    identifiers = collect_identifiers(ds)
-    if labels and labels.get("patient_id"):
-        identifiers.add(Identifier(str(labels["patient_id"]), "manifest.patient_id"))
-    if labels and labels.get("study_id"):
-        identifiers.add(Identifier(str(labels["study_id"]), "manifest.study_id"))
-    key = deid.patient_key(deid.source_patient_id(ds, (labels or {}).get("patient_id") or name), salt)
 
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    boxes = deid.region_boxes(ds, rows, cols)
-    burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
-    if boxes:
-        mask, sector_from = deid.region_mask(boxes, rows, cols), "SequenceOfUltrasoundRegions"
-    elif burned == "YES":
-        raise EchoProblem(f"burned-in text cannot be removed: {name} has BurnedInAnnotation=YES but no "
-                          "SequenceOfUltrasoundRegions to locate the imaging area; blank it at the source")
-    else:
-        mask, sector_from = np.ones((rows, cols), dtype=bool), "full_image"
-    ys, xs = np.nonzero(mask)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-
-    key_idx, policy = keyframe_plan(n, labels)
+def _keep_frames(frames, n: int, key_idx: list[int], regions: deid.Regions, convert) -> _Kept:
+    """Consume ``frames`` one at a time, keeping blanked keyframes and resized clip frames."""
     clip_idx = clip_plan(n)
-    clip_set = set(clip_idx)
-    palette = ds.get("PhotometricInterpretation") == "PALETTE COLOR"
-    x0, y0, x1, y1 = box
+    clip_set, key_set = set(clip_idx), set(key_idx)
+    x0, y0, x1, y1 = regions.box
     keyframes: dict[int, np.ndarray] = {}
-    small: dict[int, np.ndarray] = {}  # clip frames, already cropped and resized: memory stays small
+    small: dict[int, np.ndarray] = {}
     decoded = 0
     try:
-        # decode from the dataset already read (no second parse of the file)
-        for i, frame in enumerate(iter_pixels(ds)):
+        for i, frame in enumerate(frames):
             decoded += 1
-            if i in clip_set or i in key_idx:
-                if palette:
-                    frame = apply_color_lut(frame, ds)
-                frame = deid.blank_outside(_to_uint8(frame), mask)
-                if i in key_idx:
+            if i in clip_set or i in key_set:
+                frame = deid.blank_outside(_to_uint8(convert(frame)), regions.mask)
+                if i in key_set:
                     keyframes[i] = frame
                 if i in clip_set:
                     small[i] = np.asarray(Image.fromarray(frame[y0 : y1 + 1, x0 : x1 + 1])
                                           .resize((CLIP_SIZE, CLIP_SIZE), Image.BILINEAR))
     except Exception as e:  # any decoder failure is a property of the file: quarantine it
-        raise EchoProblem(f"corrupt or truncated file: {name} frame {decoded} does not decode "
-                          f"({type(e).__name__}: {e}); re-export or re-transfer it") from e
+        raise EchoProblem(f"corrupt or truncated file: frame {decoded} does not decode ({type(e).__name__}: "
+                          f"{scrub(str(e))}); re-export or re-transfer it") from e
     if decoded != n:
-        raise EchoProblem(f"frame-count mismatch: {name} NumberOfFrames={n} but {decoded} frames decoded")
+        raise EchoProblem(f"frame-count mismatch: NumberOfFrames={n} but {decoded} frames decoded")
+    return _Kept(keyframes, np.stack([small[i] for i in clip_idx]), decoded)
 
-    key_refs = [storage.put_image(png_bytes(keyframes[i]), "png") for i in key_idx]
-    clip = np.stack([small[i] for i in clip_idx])
+
+def _frame_rate(ds: Dataset) -> tuple[float | None, str | None]:
+    """``1000 / FrameTime``, else ``CineRate``, else ``RecommendedDisplayFrameRate`` (Hz)."""
+    try:
+        ft = float(ds.get("FrameTime") or 0)
+        if ft > 0:
+            return 1000.0 / ft, "FrameTime"
+    except (TypeError, ValueError):
+        pass
+    for kw in ("CineRate", "RecommendedDisplayFrameRate"):
+        try:
+            v = float(ds.get(kw) or 0)
+        except (TypeError, ValueError):
+            continue
+        if v > 0:
+            return v, kw
+    return None, None
+
+
+def _spacing_mm(ds: Dataset, scale: float) -> tuple[float | None, float | None]:
+    """Physical pixel spacing (mm per image pixel) of the first region given in cm (PhysicalUnits 3)."""
+    for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        try:
+            if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
+                return abs(float(r.PhysicalDeltaX)) * 10 / scale, abs(float(r.PhysicalDeltaY)) * 10 / scale
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return None, None
+
+
+def _label_fields(labels: dict | None) -> dict[str, Any]:
+    labels = labels or {}
+    return {"view": labels.get("view") or "unknown", **{k: labels.get(k) for k in LABEL_COLUMNS}}
+
+
+def _finish(out: EchoOutput, kept: _Kept, key_idx: list[int], policy: str, regions: deid.Regions) -> EchoOutput:
+    x0, y0, x1, y1 = regions.box
+    out.keyframes = kept.keyframes
+    out.pngs = {i: png_bytes(kept.keyframes[i]) for i in key_idx}
+    out.clip = kept.clip
+    out.region_mask = regions.mask
+    out.row.update({
+        "sector_x0": x0, "sector_y0": y0, "sector_x1": x1, "sector_y1": y1, "sector_from": regions.sector_from,
+        "keyframe_policy": policy, "keyframe_indices": key_idx, "keyframe_refs": [], "clip_ref": None,
+        "clip_shape": list(kept.clip.shape),
+    })
+    return out
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """pydicom's reading warnings quote header values (names, UIDs) into logs: silence them while a file
+    is read (invalid values still reach the checks, which quarantine what matters)."""
+    mode = pydicom.config.settings.reading_validation_mode
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
+        logger.setLevel(level)
+
+
+def decode_dicom(
+    f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None = None, *,
+    accept_full_frame: bool = False, synthetic_only: bool = False,
+) -> EchoOutput:
+    """One DICOM file object (``size`` bytes) into an :class:`EchoOutput`, or :class:`EchoProblem`.
+
+    ``synthetic_only``: refuse any file the synthetic generator did not make (a source read with the
+    development salt must not hold real data). pydicom's warnings are silenced (:func:`quiet_pydicom`).
+    """
+    with quiet_pydicom():
+        return _decode_dicom(f, size, file_key, source, salt, labels, accept_full_frame, synthetic_only)
+
+
+def _decode_dicom(
+    f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None,
+    accept_full_frame: bool, synthetic_only: bool,
+) -> EchoOutput:
+    ds, pixels = read_header(f, size)
+    n, is_video = validate(ds, pixels)
+    if synthetic_only and str(ds.file_meta.get("ImplementationVersionName", "")) != SYNTH_IMPLEMENTATION:
+        raise EchoProblem("not a synthetic file: this source is read with the development salt, which may only "
+                          "protect generated clips; give real data its own source and salt")
+    try:
+        identifiers = collect_identifiers(ds)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as e:
+        raise EchoProblem(f"corrupt header: {type(e).__name__}: {scrub(str(e))}; re-export the file") from e
+    try:
+        regions = deid.ultrasound_regions(ds, rows, cols, accept_full_frame)
+    except deid.RegionProblem as e:
+        raise EchoProblem(str(e)) from e
+    except Exception as e:
+        raise EchoProblem(f"corrupt header: SequenceOfUltrasoundRegions unreadable ({type(e).__name__}); "
+                          "re-export the file") from e
+    key_idx, policy = keyframe_plan(n, labels)
+    if is_video:
+        stream = video.dicom_video_stream(f, pixels.value_offset)
+        frames, convert = video.iter_video_frames(stream), (lambda x: x)
+    else:
+        f.seek(0)
+        frames = iter_pixels(f)
+        palette = ds.get("PhotometricInterpretation") == "PALETTE COLOR"
+        convert = (lambda x: apply_color_lut(x, ds)) if palette else (lambda x: x)
+    kept = _keep_frames(frames, n, key_idx, regions, convert)
+
+    sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
+    frame_rate, rate_from = _frame_rate(ds)
+    sx, sy = _spacing_mm(ds, regions.scale)
+    ts = ds.file_meta.TransferSyntaxUID
+    photometric = "RGB" if is_video else str(ds.get("PhotometricInterpretation", ""))
+    sop_class = str(ds.get("SOPClassUID", ""))
+    burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or None
+    patient = deid.patient_key(deid.source_patient_id(ds, (labels or {}).get("patient_id") or file_key), salt, source)
+    try:
+        deid.deidentify(ds, salt, patient)
+    except Exception as e:
+        raise EchoProblem(f"corrupt header: de-identification failed ({type(e).__name__}); re-export the file") from e
+    sop_key = str(ds.get("SOPInstanceUID", "")) or None
+    row = {
+        "clip_id": "clip_" + hashlib.sha256((sop_key or file_key).encode()).hexdigest()[:16],
+        "file_key": file_key, "source": source, "salt_fingerprint": deid.salt_fingerprint(salt),
+        "patient_key": patient,
+        "study_key": str(ds.get("StudyInstanceUID", "")) or None,
+        "series_key": str(ds.get("SeriesInstanceUID", "")) or None,
+        "sop_key": sop_key,
+        "study_date_shifted": str(ds.get("StudyDate", "")) or None,
+        "manufacturer": str(ds.get("Manufacturer", "")) or None,
+        "model": str(ds.get("ManufacturerModelName", "")) or None,
+        "sop_class": sop_class, "transfer_syntax": ts.name, "photometric": photometric,
+        "n_frames": n, "rows": rows, "cols": cols, "frame_rate_hz": frame_rate, "frame_rate_from": rate_from,
+        "spacing_x_mm": sx, "spacing_y_mm": sy, "burned_in_annotation": burned,
+        **_label_fields(labels), "deid_method": deid.METHOD,
+    }
+    out = EchoOutput(row=row, identifiers=identifiers, sop_uid=sop_uid)
+    return _finish(out, kept, key_idx, policy, regions)
+
+
+def decode_avi(
+    f: BinaryIO, file_key: str, source: str, salt: str, labels: dict | None = None, *, accept_full_frame: bool = False,
+) -> EchoOutput:
+    """One AVI clip (EchoNet-Dynamic) decoded with PyAV. AVIs carry no ultrasound regions, so they are
+    refused unless the source accepts full frames; their container text tags count as identifiers."""
+    if not accept_full_frame:
+        raise EchoProblem("no ultrasound regions: an AVI clip carries no SequenceOfUltrasoundRegions, so burned-in "
+                          "text cannot be located; configure accept_full_frame=True for this source only if its "
+                          "frames carry no burned-in text (EchoNet-Dynamic's are de-identified)")
+    try:
+        info = video.probe(f)
+        f.seek(0)
+        n = info.frames or sum(1 for _ in video.iter_video_frames(f))  # decoded frames are counted below too
+    except Exception as e:
+        raise EchoProblem(f"corrupt or truncated file: the AVI does not decode ({type(e).__name__}: "
+                          f"{scrub(str(e))}); re-export or re-transfer it") from e
+    if n < 1:
+        raise EchoProblem("frame-count mismatch: the AVI holds no frame")
+    rows, cols = info.size
+    identifiers = {Identifier(v, f"AVI {k}") for k, v in info.tags.items() if len(v.strip()) >= 3}
+    regions = deid.ultrasound_regions(Dataset(), rows, cols, accept_full_frame=True)
+    key_idx, policy = keyframe_plan(n, labels)
+    f.seek(0)
+    kept = _keep_frames(video.iter_video_frames(f), n, key_idx, regions, lambda x: x)
+    patient = deid.patient_key((labels or {}).get("patient_id") or file_key, salt, source)
+    row = {
+        "clip_id": "clip_" + hashlib.sha256(file_key.encode()).hexdigest()[:16],
+        "file_key": file_key, "source": source, "salt_fingerprint": deid.salt_fingerprint(salt),
+        "patient_key": patient, "study_key": None, "series_key": None, "sop_key": None,
+        "study_date_shifted": None, "manufacturer": None, "model": None, "sop_class": None,
+        "transfer_syntax": f"AVI ({info.codec})", "photometric": "RGB",
+        "n_frames": n, "rows": rows, "cols": cols,
+        "frame_rate_hz": info.frame_rate_hz, "frame_rate_from": "AVI stream rate" if info.frame_rate_hz else None,
+        "spacing_x_mm": None, "spacing_y_mm": None, "burned_in_annotation": None,
+        **_label_fields(labels), "deid_method": "AVI: pixels kept whole (full frame accepted for this source)",
+    }
+    out = EchoOutput(row=row, identifiers=identifiers, sop_uid=None)
+    return _finish(out, kept, key_idx, policy, regions)
+
+
+def store_outputs(out: EchoOutput, storage) -> list[tuple[str, str]]:
+    """Write the keyframe PNGs and the compact clip through ``storage`` (``put_image``, ``exists``,
+    ``write_bytes``, ``image_parts``); fill the row's refs. Returns ``(where, text)`` for the PHI audit:
+    each PNG's chunks and each stored file's name."""
+    from quality.phi import png_text
+
+    refs, places = [], []
+    for i in out.row["keyframe_indices"]:
+        data = out.pngs[i]
+        ref = storage.put_image(data, "png")
+        refs.append(ref)
+        places.append((f"png chunks of {ref}", png_text(data)))
+        places.append(("stored file name", "/".join(storage.image_parts(ref))))
     buf = io.BytesIO()
-    np.save(buf, clip, allow_pickle=False)
+    np.save(buf, out.clip, allow_pickle=False)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
     clip_ref = f"{digest}.npy"
     if not storage.exists("clips", digest[:2], clip_ref):
         storage.write_bytes(buf.getvalue(), "clips", digest[:2], clip_ref)
-
-    frame_rate, rate_from = _frame_rate(ds)
-    sx, sy = _spacing_mm(ds)
-    ts = ds.file_meta.TransferSyntaxUID
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    sop_class = str(ds.get("SOPClassUID", ""))
-    del ds.PixelData  # the header alone is de-identified; pixels were handled above
-    deid.deidentify(ds, salt, key)
-    labels = labels or {}
-    row = {
-        "clip_id": "clip_" + hashlib.sha256(str(ds.get("SOPInstanceUID", key + name)).encode()).hexdigest()[:16],
-        "source": source,
-        "patient_key": key,
-        "study_key": str(ds.get("StudyInstanceUID", "")) or None,
-        "series_key": str(ds.get("SeriesInstanceUID", "")) or None,
-        "sop_key": str(ds.get("SOPInstanceUID", "")) or None,
-        "study_date_shifted": str(ds.get("StudyDate", "")) or None,
-        "manufacturer": str(ds.get("Manufacturer", "")) or None,
-        "model": str(ds.get("ManufacturerModelName", "")) or None,
-        "sop_class": sop_class,
-        "transfer_syntax": ts.name,
-        "photometric": photometric,
-        "n_frames": n, "rows": rows, "cols": cols,
-        "frame_rate_hz": frame_rate, "frame_rate_from": rate_from,
-        "spacing_x_mm": sx, "spacing_y_mm": sy,
-        "sector_x0": x0, "sector_y0": y0, "sector_x1": x1, "sector_y1": y1, "sector_from": sector_from,
-        "burned_in_annotation": burned or None,
-        "view": labels.get("view") or "unknown",
-        **{k: labels.get(k) for k in ("ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm",
-                                      "findings", "sex", "ed_frame", "es_frame")},
-        "keyframe_policy": policy, "keyframe_indices": key_idx, "keyframe_refs": key_refs,
-        "clip_ref": clip_ref, "clip_shape": list(clip.shape),
-        "deid_method": str(ds.DeidentificationMethod),
-    }
-    return EchoOutput(row=row, identifiers=identifiers, keyframes=keyframes, region_mask=mask)
-
-
-@dataclass
-class EchoReadResult:
-    """``echo_studies`` rows, rejections, and (in memory only) the identifiers read from the inputs."""
-
-    frame: pl.DataFrame
-    rejected: list[Rejection]
-    identifiers: set[Identifier]
-    blank_violations: list[str]
-
-
-def read_echo_source(src: SourceDir, storage: Storage, source: str, salt: str | None = None) -> EchoReadResult:
-    """Every ``*.dcm`` under ``src`` (recursively), joined with its label manifest, into ``echo_studies``."""
-    from quality.phi import outside_region_blank
-
-    salt = salt or deid.salt_from_env()
-    manifest, rejected = read_label_manifest(src)
-    labels_by_file = {r["clip_file"]: r for r in manifest.to_dicts()}
-    files = src.glob("**/*.dcm")
-    rows, identifiers, violations = [], set(), []
-    seen_sops: dict[str, str] = {}
-    for rel in files:
-        try:
-            out = ingest_file(src.read_bytes(rel), rel, storage, source, salt, labels_by_file.get(rel), seen_sops)
-        except EchoProblem as e:
-            rejected.append(Rejection(src.path(rel), rel, str(e), {"file": rel}))
-            continue
-        rows.append(out.row)
-        identifiers |= out.identifiers
-        violations += [f"{out.row['clip_id']} frame {i}" for i, f in out.keyframes.items()
-                       if not outside_region_blank(f, out.region_mask)]
-    for rel in sorted(set(labels_by_file) - set(files)):
-        reason = ("non-DICOM clip not decoded: AVI/video sources need PyAV, which is not installed"
-                  if not rel.lower().endswith(".dcm") else "manifest row without a file: no such DICOM file in the source")
-        rejected.append(Rejection(src.path(rel), rel, reason, {"clip_file": rel}))
-    frame = pl.DataFrame(rows, schema=ECHO_SCHEMA).sort("clip_id")
-    return EchoReadResult(frame, rejected, identifiers, violations)
-
-
-def output_places(frame: pl.DataFrame, storage: Storage) -> list[tuple[str, str]]:
-    """Every output place the PHI audit searches: string cells, keyframe PNG chunks, stored file paths."""
-    from quality.phi import png_text, table_strings
-
-    places = list(table_strings(frame, "echo_studies"))
-    refs = sorted({r for refs in frame["keyframe_refs"].to_list() for r in (refs or [])}) if frame.height else []
-    for ref in refs:
-        places.append((f"png chunks of {ref}", png_text(storage.get_image(ref))))
-        places.append(("stored file name", "/".join(storage.image_parts(ref))))
-    for ref in frame["clip_ref"].drop_nulls().unique().to_list() if frame.height else []:
-        places.append(("stored file name", f"clips/{ref[:2]}/{ref}"))
+    places.append(("stored file name", f"clips/{digest[:2]}/{clip_ref}"))
+    out.row["keyframe_refs"], out.row["clip_ref"] = refs, clip_ref
     return places
+
+
+def ingest_file(
+    src: BinaryIO | str | bytes, file_key: str, storage, source: str, salt: str, labels: dict | None = None, *,
+    accept_full_frame: bool = False,
+) -> EchoOutput:
+    """Decode one DICOM file (a path, a binary file object or bytes) and store its outputs."""
+    if isinstance(src, bytes):
+        src = io.BytesIO(src)
+    if isinstance(src, str):
+        with open(src, "rb") as f:
+            return ingest_file(f, file_key, storage, source, salt, labels, accept_full_frame=accept_full_frame)
+    src.seek(0, io.SEEK_END)
+    size = src.tell()
+    src.seek(0)
+    out = decode_dicom(src, size, file_key, source, salt, labels, accept_full_frame=accept_full_frame)
+    store_outputs(out, storage)
+    return out

@@ -12,7 +12,8 @@ esv_ml         LV end-systolic volume, mL
 lvidd_mm       LV internal diameter at end-diastole, mm
 ivsd_mm        interventricular septum thickness at end-diastole, mm
 lvpwd_mm       LV posterior wall thickness at end-diastole, mm
-findings       free-text findings (kept; must not carry identifiers)
+findings       free-text findings (kept unless they name an identifier of the same patient: then the clip
+               is quarantined)
 ed_frame       0-based end-diastolic frame index, empty when unknown
 es_frame       0-based end-systolic frame index, empty when unknown
 sex            F / M / empty (selects the sex-specific guideline cut-offs)
@@ -20,7 +21,8 @@ patient_id     source of the pseudonymous patient key when the file has no DICOM
                (EchoNet AVIs); hashed with the salt, never copied to outputs
 =============  ==========================================================================================
 
-Every column but ``clip_file`` may be empty. Plain library (no Dagster).
+Every column but ``clip_file`` may be empty. Rejections name a manifest by its file name (never its
+folder) and a row by its line, and keep only :data:`SAFE_COLUMNS`. Plain library (no Dagster).
 """
 
 from __future__ import annotations
@@ -54,14 +56,32 @@ MANIFEST_COLUMNS = {
 MANIFEST_NAMES = ("labels.csv", "labels.parquet")
 
 
-def _num(value: Any, cast: type) -> Any:
+def _num(value: Any, cast: type, col: str) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return cast(float(value)) if cast is int else cast(value)
+    try:
+        return cast(float(value)) if cast is int else cast(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{col} is not a number") from None
+
+
+# Columns of a manifest row that identify no one: the only ones a rejection keeps (a manifest may hold an
+# MRN in any column, and clip_file, study_id, patient_id and findings may name a patient).
+SAFE_COLUMNS = ("view", "ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm", "ed_frame",
+                "es_frame", "sex")
+
+
+def safe_fields(row: dict) -> dict:
+    """The non-identifying fields of a manifest row (:data:`SAFE_COLUMNS`), for quarantine records."""
+    return {k: row.get(k) for k in SAFE_COLUMNS if row.get(k) not in (None, "")}
 
 
 def normalize_rows(rows: list[dict], source_file: str) -> tuple[pl.DataFrame, list[Rejection]]:
-    """Rows in our layout typed per :data:`MANIFEST_COLUMNS`; unparseable rows are rejected with a reason."""
+    """Rows in our layout typed per :data:`MANIFEST_COLUMNS`; unparseable rows are rejected with a reason.
+
+    A rejection names the manifest by ``source_file`` and the row by its line, keeps only the row's
+    :data:`SAFE_COLUMNS` and never quotes a value in its reason.
+    """
     good, bad = [], []
     for i, row in enumerate(rows):
         try:
@@ -69,20 +89,21 @@ def normalize_rows(rows: list[dict], source_file: str) -> tuple[pl.DataFrame, li
             for col, dtype in MANIFEST_COLUMNS.items():
                 v = row.get(col)
                 if dtype == pl.Float64:
-                    out[col] = _num(v, float)
+                    out[col] = _num(v, float, col)
                 elif dtype == pl.Int64:
-                    out[col] = _num(v, int)
+                    out[col] = _num(v, int, col)
                 else:
                     out[col] = (str(v).strip() or None) if v is not None else None
             if not out["clip_file"]:
                 raise ValueError("clip_file is empty")
             if out["view"] and out["view"] not in VIEWS:
-                raise ValueError(f"view {out['view']!r} is not one of {VIEWS}")
+                raise ValueError(f"view is not one of {VIEWS}")
             if out["ef_percent"] is not None and not 0 <= out["ef_percent"] <= 100:
-                raise ValueError(f"ef_percent {out['ef_percent']} outside 0-100")
+                raise ValueError("ef_percent outside 0-100")
             good.append(out)
         except (TypeError, ValueError) as e:
-            bad.append(Rejection(source_file, str(i + 2), f"bad manifest row: {e}; fix the row or remove it", row))
+            bad.append(Rejection(source_file, str(i + 2), f"bad manifest row: {e}; fix the row or remove it",
+                                 safe_fields(row)))
     return pl.DataFrame(good, schema=MANIFEST_COLUMNS), bad
 
 
@@ -94,10 +115,10 @@ def read_label_manifest(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
                 rows = list(csv.DictReader(io.StringIO(src.read_text(name))))
             else:
                 rows = pl.read_parquet(io.BytesIO(src.read_bytes(name))).to_dicts()
-            df, bad = normalize_rows(rows, src.path(name))
-            dup = df.filter(pl.col("clip_file").is_duplicated())
-            if dup.height:
-                raise SourceError(src.path(name), f"clip_file repeated: {dup['clip_file'].unique().to_list()[:5]}",
+            df, bad = normalize_rows(rows, name)
+            lines = [i + 2 for i, dup in enumerate(df["clip_file"].is_duplicated().to_list()) if dup]
+            if lines:
+                raise SourceError(name, f"clip_file repeated on data rows {lines[:10]} (counting good rows only)",
                                   "give each clip one manifest row")
             return df, bad
     return pl.DataFrame(schema=MANIFEST_COLUMNS), []
@@ -107,13 +128,15 @@ def read_label_manifest(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
 def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
     """EchoNet-Dynamic's ``FileList.csv`` (+ ``VolumeTracings.csv``) as our manifest layout.
 
-    ``clip_file`` is ``Videos/<FileName>.avi`` (a non-DICOM source: its pixels are not decoded by
-    :mod:`assets.echo.dicom`, see the issue note). The view is A4C (EchoNet is apical-4-chamber
+    ``clip_file`` is ``Videos/<FileName>.avi`` (decoded with PyAV by :func:`assets.echo.dicom.decode_avi`;
+    the source must accept full frames, as EchoNet's videos carry no region information). The view is A4C (EchoNet is apical-4-chamber
     only). ED and ES frames come from ``VolumeTracings.csv``: of the two traced frames per video, the
     one with the larger traced area (sum of chord lengths) is ED. ``patient_id`` is the FileName,
     EchoNet's only per-patient key.
     """
-    path = src.require("FileList.csv", "EchoNet-Dynamic FileList.csv")
+    path = "FileList.csv"  # errors name the file, never the source folder (its name may identify)
+    if not src.exists(path):
+        raise SourceError(path, "EchoNet-Dynamic FileList.csv not found", "check the folder configured for this source")
     rows = list(csv.DictReader(io.StringIO(src.read_text("FileList.csv"))))
     need = {"FileName", "EF", "ESV", "EDV", "NumberOfFrames"}
     if rows and not need <= set(rows[0]):
@@ -139,7 +162,7 @@ def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
             "esv_ml": r.get("ESV"), "ed_frame": ed, "es_frame": es, "patient_id": name,
             "findings": f"EchoNet-Dynamic split {r.get('Split', '')}".strip(),
         })
-    return normalize_rows(out, path)
+    return normalize_rows(out, "FileList.csv")
 
 
 # ---- MIMIC-IV-ECHO ----------------------------------------------------------------------------------
@@ -157,7 +180,10 @@ def read_mimic_echo(src: SourceDir, measurements: str | None = "measurements.csv
     ``clip_file`` is ``dicom_filepath`` (``files/pXX/pXXXXXXXX/sXXXXXXXX/<n>.dcm``); ``patient_id`` is
     ``subject_id``. Views are not in the release, so ``view`` stays empty (unknown).
     """
-    path = src.require("echo-record-list.csv", "MIMIC-IV-ECHO echo-record-list.csv")
+    path = "echo-record-list.csv"  # errors name the file, never the source folder (its name may identify)
+    if not src.exists(path):
+        raise SourceError(path, "MIMIC-IV-ECHO echo-record-list.csv not found",
+                          "check the folder configured for this source")
     records = list(csv.DictReader(io.StringIO(src.read_text("echo-record-list.csv"))))
     need = {"subject_id", "study_id", "dicom_filepath"}
     if records and not need <= set(records[0]):
@@ -172,12 +198,13 @@ def read_mimic_echo(src: SourceDir, measurements: str | None = "measurements.csv
             try:
                 value = float(m["value"])
             except (KeyError, TypeError, ValueError):
-                bad.append(Rejection(src.path(measurements), str(i + 2), "bad measurement value: not a number", m))
+                bad.append(Rejection(measurements, str(i + 2), "bad measurement value: not a number",
+                                     {"measurement": m.get("measurement"), "unit": m.get("unit")}))
                 continue
             if col.endswith("_mm") and str(m.get("unit", "")).strip().lower() == "cm":
                 value *= 10
             by_study.setdefault(str(m["study_id"]), {})[col] = value
     rows = [{"clip_file": r["dicom_filepath"], "study_id": r["study_id"], "patient_id": r["subject_id"],
              **by_study.get(str(r["study_id"]), {})} for r in records]
-    df, more = normalize_rows(rows, path)
+    df, more = normalize_rows(rows, "echo-record-list.csv")
     return df, bad + more

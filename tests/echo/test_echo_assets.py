@@ -1,5 +1,7 @@
 """The echo graph in-process: echo_studies[synthetic] + ecbench, on local storage and on moto S3."""
 
+import io
+
 import pytest
 from dagster import DagsterInstance, materialize
 
@@ -63,49 +65,67 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
 
     from pydicom.data import get_testdata_file
 
-    from tests.echo.test_echo_ingest import REAL, _hostile
+    from tests.echo.test_echo_ingest import REAL
+    from tests.echo.test_echo_robust import _hostile
 
     src = tmp_path / "site_a"
     _hostile(src)
     for name in REAL:
         shutil.copy(get_testdata_file(name), src / name)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_A", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "test-salt-site-a")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "site-a-secret-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["site_a"])
         # most files here are hostile on purpose: allow any quarantined share for this partition
         result = materialize([echo_studies], partition_key="site_a", resources=_resources(storage.root),
                              instance=instance,
-                             run_config={"ops": {"echo_studies": {"config": {"max_quarantine_share": 1.0}}}})
+                             run_config={"ops": {"echo_studies": {"config": {
+                                 "max_quarantine_share": 1.0, "accept_full_frame": True}}}})
     assert result.success and all(_check_results(result).values())
     studies = storage.read_table("echo_studies", "site_a")
-    # + good.dcm; examples_ybr_color.dcm repeats color3d_jpeg_baseline.dcm's SOP instance (pydicom
-    # derived one test file from the other), so the second one read is a duplicate
-    assert studies.height == len(REAL)
+    # good.dcm, the three real files without regions (full frames accepted for this source) and
+    # color3d_jpeg_baseline.dcm; examples_ybr_color.dcm and examples_palette.dcm have regions larger than
+    # the image and are quarantined, never clipped
+    assert studies.height == 5
     assert set(studies["n_frames"]) == {1, 6, 120}
     quarantine = storage.read_quarantine("echo_studies", "site_a")
-    assert quarantine.height == 9 and quarantine["reason"].str.contains(":").all()
-    assert quarantine.filter(quarantine["reason"].str.starts_with("duplicate SOP instance"))["row"].to_list() == [
-        "examples_ybr_color.dcm"]
+    assert quarantine.height == 11 and quarantine["reason"].str.contains(":").all()
+    assert quarantine.filter(quarantine["reason"].str.starts_with("ultrasound region larger")).height == 2
+    assert not any(".dcm" in v for col in ("source_file", "row", "raw", "reason") for v in quarantine[col].to_list())
+    keymap = (tmp_path / "restricted" / "keymaps" / "echo_studies" / "site_a.keymap.csv").read_text()
+    assert "examples_ybr_color.dcm" in keymap
 
 
 @pytest.mark.slow
 def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
-    """A findings text that names the patient reaches the table: the blocking PHI check fails the run."""
+    """A clip whose file name is the patient's name reaches a published place (the PNG text chunk a
+    patched writer adds): the blocking PHI check fails the run."""
     import pydicom
 
-    from assets.echo.synth import SynthOptions, generate, write_manifest_csv
+    from assets.echo import dicom
+    from assets.echo.synth import SynthOptions, generate
 
-    files, rows = generate(2, 1, seed=3, options=SynthOptions(frames=6))
+    files, _ = generate(2, 1, seed=3, options=SynthOptions(frames=6))
     src = tmp_path / "leaky"
     src.mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
-    name = str(pydicom.dcmread(src / "clip_0000.dcm").PatientName).replace("^", " ")
-    rows[0]["findings"] = f"Dilated LV. Patient {name} to follow up."
-    (src / "labels.csv").write_bytes(write_manifest_csv(rows))
+    patient = str(pydicom.dcmread(src / "clip_0000.dcm").PatientName).split("^")[0]
+    real_png = dicom.png_bytes
+
+    def png_with_text(frame):
+        from PIL import Image, PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", f"patient {patient}")
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(real_png(frame))).save(buf, "PNG", pnginfo=info)
+        return buf.getvalue()
+
+    monkeypatch.setattr(dicom, "png_bytes", png_with_text)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_LEAKY", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "test-salt-leaky")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "leaky-secret-salt-0123456789")
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["leaky"])
         result = materialize([echo_studies], partition_key="leaky", resources=_resources(storage.root),

@@ -1,4 +1,4 @@
-"""Echo ingestion: real pydicom / pydicom-data files, de-identification, PHI audit, hostile files."""
+"""Echo ingestion: real pydicom-data ultrasound files, regions that fail closed, de-identification, hostile files."""
 
 import io
 
@@ -7,22 +7,24 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from assets.echo import deid
-from assets.echo.dicom import EchoProblem, ingest_file, output_places, read_echo_source
-from assets.echo.synth import SynthOptions, generate, sector_mask
+from assets.echo.dicom import EchoProblem, ingest_file
+from assets.echo.source import read_echo_source
+from assets.echo.synth import TEXT_BAND, SynthOptions, generate
 from orchestration.sources import SourceDir
-from quality.phi import Identifier, audit, collect_identifiers, png_text
+from quality.phi import audit, collect_identifiers
 
-REAL = {  # file: (frames, photometric)
-    "examples_ybr_color.dcm": (30, "YBR_FULL_422"),
-    "examples_rgb_color.dcm": (1, "RGB"),
-    "examples_palette.dcm": (1, "PALETTE COLOR"),
-    "US1_J2KR.dcm": (1, "YBR_RCT"),
-    "US1_UNCR.dcm": (1, "RGB"),
-    "color3d_jpeg_baseline.dcm": (120, "YBR_FULL_422"),
-}
-SALT = "test-salt"
+# Real ultrasound files of pydicom-data: (frames, photometric). None of the first three has
+# SequenceOfUltrasoundRegions; the next two have regions larger than the image.
+NO_REGIONS = {"examples_rgb_color.dcm": (1, "RGB"), "US1_J2KR.dcm": (1, "YBR_RCT"), "US1_UNCR.dcm": (1, "RGB")}
+OVERSIZED = ("examples_ybr_color.dcm", "examples_palette.dcm")
+WITH_REGIONS = {"color3d_jpeg_baseline.dcm": (120, "YBR_FULL_422")}
+REAL = {**NO_REGIONS, **WITH_REGIONS, "examples_ybr_color.dcm": (30, "YBR_FULL_422"),
+        "examples_palette.dcm": (1, "PALETTE COLOR")}
+SALT = "test-salt-0123456789abcdef"
 
 
 def _real(name: str) -> bytes:
@@ -32,11 +34,29 @@ def _real(name: str) -> bytes:
         return f.read()
 
 
-@pytest.mark.parametrize("name", sorted(REAL))
+def _bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _places(out, storage):
+    import polars as pl
+
+    from assets.echo.dicom import ECHO_SCHEMA, GENERATED_COLUMNS
+    from quality.phi import png_text, table_strings
+
+    places = table_strings(pl.DataFrame([out.row], schema=ECHO_SCHEMA), "echo_studies", GENERATED_COLUMNS)
+    for ref in out.row["keyframe_refs"]:
+        places += [(f"png {ref}", png_text(storage.get_image(ref))), ("name", "/".join(storage.image_parts(ref)))]
+    return places
+
+
+@pytest.mark.parametrize("name", sorted(NO_REGIONS) + sorted(WITH_REGIONS))
 def test_real_files_flow_through_ingestion(storage, name):
     frames, photometric = REAL[name]
     data = _real(name)
-    out = ingest_file(data, name, storage, "real", SALT)
+    out = ingest_file(data, "f_test", storage, "real", SALT, accept_full_frame=name in NO_REGIONS)
     row = out.row
     assert row["n_frames"] == frames and row["photometric"] == photometric
     assert row["patient_key"].startswith("pt_") and len(row["keyframe_refs"]) == len(row["keyframe_indices"])
@@ -49,77 +69,101 @@ def test_real_files_flow_through_ingestion(storage, name):
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     if "StudyDate" in ds:
         assert row["study_date_shifted"] != ds.StudyDate
-    if name in ("examples_ybr_color.dcm", "color3d_jpeg_baseline.dcm"):
+    if name in WITH_REGIONS:
         assert row["frame_rate_hz"] == pytest.approx(30.0, rel=1e-3) and row["frame_rate_from"] == "FrameTime"
         assert row["sector_from"] == "SequenceOfUltrasoundRegions" and row["spacing_x_mm"] > 0
-        assert row["sector_y1"] < row["rows"] and row["sector_x1"] < row["cols"]
-    result = audit(out.identifiers, output_places(_frame([row]), storage))
+    else:
+        assert row["sector_from"] == "full frame (accepted for this source)"
+    result = audit(out.identifiers, _places(out, storage))
     assert result.passed, result.describe()
     if len(str(ds.get("PatientName", "")).replace("^", "")) >= 3:
         assert any(i.attribute == "PatientName" for i in out.identifiers)
 
 
-def _frame(rows):
-    import polars as pl
+@pytest.mark.parametrize("name", sorted(NO_REGIONS))
+def test_real_files_without_regions_are_quarantined(storage, name):
+    """BurnedInAnnotation is absent in these real exports: absence proves nothing, so they are refused."""
+    with pytest.raises(EchoProblem, match=r"^no ultrasound regions: .*BurnedInAnnotation=absent.*accept_full_frame"):
+        ingest_file(_real(name), "f_test", storage, "real", SALT)
+    ds = pydicom.dcmread(io.BytesIO(_real(name)))
+    ds.BurnedInAnnotation = "NO"  # a "NO" does not help either
+    with pytest.raises(EchoProblem, match="BurnedInAnnotation=NO"):
+        ingest_file(_bytes(ds), "f_test", storage, "real", SALT)
 
-    from assets.echo.dicom import ECHO_SCHEMA
 
-    return pl.DataFrame(rows, schema=ECHO_SCHEMA)
+@pytest.mark.parametrize("name", OVERSIZED)
+def test_real_oversized_regions_are_quarantined_not_clipped(storage, name):
+    """examples_ybr_color.dcm is a 320x240 copy of a 640x480 clip whose region (84,31)-(595,414) was not scaled:
+    clipping it would keep the burned-in name, and no single scale maps the regions' extent onto the image."""
+    with pytest.raises(EchoProblem, match=r"^ultrasound region larger than the image: the regions reach"):
+        ingest_file(_real(name), "f_test", storage, "real", SALT, accept_full_frame=True)
 
 
-def test_ybr_echo_pixels_outside_region_are_blanked(storage):
-    """examples_ybr_color.dcm has the patient name burned into the pixels above the region."""
-    data = _real("examples_ybr_color.dcm")
-    raw = pydicom.dcmread(io.BytesIO(data)).pixel_array[0]
-    out = ingest_file(data, "ybr", storage, "real", SALT)
-    kept = np.asarray(Image.open(io.BytesIO(storage.get_image(out.row["keyframe_refs"][0]))))
-    assert raw[~out.region_mask].max() > 100  # there is burned-in text outside the region...
-    assert kept[~out.region_mask].max() == 0  # ...and none of it survives
-    assert np.array_equal(kept[out.region_mask], raw[out.region_mask])
+def _with_regions(boxes, size=128, frames=4):
+    files, _ = generate(1, 1, seed=1, options=SynthOptions(frames=frames, size=size))
+    ds = pydicom.dcmread(io.BytesIO(files["clip_0000.dcm"]))
+    template = ds.SequenceOfUltrasoundRegions[0]
+    regions = []
+    for x0, y0, x1, y1 in boxes:
+        r = Dataset()
+        r.update(template)
+        r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = x0, y0, x1, y1
+        regions.append(r)
+    ds.SequenceOfUltrasoundRegions = Sequence(regions)
+    return ds
+
+
+def test_consistently_scaled_regions_are_rescaled(storage):
+    """Regions given for a 256x256 frame on a 128x128 image (one factor, 0.5, on both axes) are rescaled."""
+    ds = _with_regions([(0, 2 * TEXT_BAND, 255, 255)])
+    out = ingest_file(_bytes(ds), "f_test", storage, "s", SALT)
+    assert out.row["sector_from"] == "SequenceOfUltrasoundRegions rescaled"
+    assert (out.row["sector_x0"], out.row["sector_y0"], out.row["sector_x1"], out.row["sector_y1"]) == (0, TEXT_BAND, 127, 127)
+    delta_mm = float(ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX) * 10
+    assert out.row["spacing_x_mm"] == pytest.approx(delta_mm * 2)
+    for frame in out.keyframes.values():
+        assert frame[:TEXT_BAND].max() == 0  # the burned-in name band is blanked
+
+
+def test_inconsistent_oversized_regions_are_quarantined(storage):
+    with pytest.raises(EchoProblem, match="larger than the image"):
+        ingest_file(_bytes(_with_regions([(10, 10, 200, 100)])), "f_test", storage, "s", SALT)
+
+
+def test_burned_in_without_regions_is_quarantined_even_with_full_frame(storage):
+    files, _ = generate(1, 1, seed=1, options=SynthOptions(frames=4))
+    ds = pydicom.dcmread(io.BytesIO(files["clip_0000.dcm"]))
+    del ds.SequenceOfUltrasoundRegions
+    with pytest.raises(EchoProblem, match="burned-in text cannot be removed"):
+        ingest_file(_bytes(ds), "f_test", storage, "s", SALT, accept_full_frame=True)
+
+
+def test_palette_colour_decodes_when_full_frame_is_accepted(storage):
+    ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"))
+    del ds.SequenceOfUltrasoundRegions
+    out = ingest_file(_bytes(ds), "f_test", storage, "real", SALT, accept_full_frame=True)
+    (frame,) = out.keyframes.values()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.std() > 0
 
 
 def test_synthetic_burned_in_name_never_reaches_keyframes(storage):
     files, rows = generate(1, 1, seed=2, options=SynthOptions(frames=6))
-    out = ingest_file(files["clip_0000.dcm"], "clip_0000.dcm", storage, "synthetic", SALT, rows[0])
+    out = ingest_file(files["clip_0000.dcm"], "f_test", storage, "synthetic", SALT, rows[0])
     assert out.row["keyframe_policy"] == "ed_es" and out.row["keyframe_indices"] == [rows[0]["ed_frame"], rows[0]["es_frame"]]
     for ref in out.row["keyframe_refs"]:
         px = np.asarray(Image.open(io.BytesIO(storage.get_image(ref))))
-        assert px[:14].max() == 0 and px[~sector_mask(px.shape[0])].max() <= 255
+        assert px[:TEXT_BAND].max() == 0
         assert px[~out.region_mask].max() == 0
 
 
-def test_phi_audit_catches_planted_leaks(storage):
-    data = _real("examples_ybr_color.dcm")
-    out = ingest_file(data, "ybr", storage, "real", SALT)
-    assert audit(out.identifiers, output_places(_frame([out.row]), storage)).passed
-    # 1. a table cell
-    leaked = _frame([{**out.row, "findings": "seen by PLA today"}])
-    result = audit(out.identifiers, output_places(leaked, storage))
-    assert not result.passed and ("PatientName", "table echo_studies.findings") in result.leaks
-    assert "PLA" not in result.describe()  # findings never echo the value
-    # 2. a PNG text chunk
-    buf = io.BytesIO()
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Comment", "study 1.2.840.114340.3.8251017118051.1.20160503.120850.2171", zip=True)
-    Image.new("L", (4, 4)).save(buf, "PNG", pnginfo=info)
-    assert "8251017118051" in png_text(buf.getvalue())
-    result = audit(out.identifiers, [("png", png_text(buf.getvalue()))])
-    assert ("StudyInstanceUID", "png") in result.leaks
-    # 3. a file name
-    assert not audit(out.identifiers, [("name", "images/ab/20160503_scan.png")]).passed
-    # short values match whole tokens only: the view PLAX is not the name PLA
-    assert audit([Identifier("PLA", "PatientName")], [("t", "view PLAX")]).passed
-
-
-def test_deidentification_follows_the_basic_profile():
+def test_deidentification_keys_dates_and_uids():
     files, _ = generate(2, 1, seed=4, options=SynthOptions(frames=4))
     a, b = (pydicom.dcmread(io.BytesIO(d)) for d in files.values())
     orig = {kw: str(a.get(kw)) for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "SOPInstanceUID")}
     ids = collect_identifiers(a)
-    key = deid.patient_key(deid.source_patient_id(a, "x"), SALT)
-    assert key == deid.patient_key(deid.source_patient_id(b, "x"), SALT)
+    key = deid.patient_key(deid.source_patient_id(a, "x"), SALT, "site_a")
+    assert key == deid.patient_key(deid.source_patient_id(b, "x"), SALT, "site_a")
+    assert key != deid.patient_key(deid.source_patient_id(a, "x"), SALT, "site_b")  # the site is in the key
     deid.deidentify(a, SALT, key)
     deid.deidentify(b, SALT, key)
     assert a.StudyInstanceUID == b.StudyInstanceUID != orig["StudyInstanceUID"]  # same study, same new UID
@@ -127,73 +171,40 @@ def test_deidentification_follows_the_basic_profile():
     assert a.SOPClassUID == "1.2.840.10008.5.1.4.1.1.3.1"  # standard UIDs kept
     assert a.StudyDate == deid.shift_date(orig["StudyDate"], deid.date_shift_days(key, SALT)) != orig["StudyDate"]
     assert str(a.PatientName) == "" and a.PatientID == key and a.PatientIdentityRemoved == "YES"
-    for kw in ("AccessionNumber", "InstitutionName", "DeviceSerialNumber", "OperatorsName", "NameOfPhysiciansReadingStudy",
-               "OtherPatientIDs", "StationName"):
-        assert kw not in a, kw
     assert not any(e.tag.is_private for e in a)
-    header = "\n".join(str(e.value) for e in a if e.tag != 0x7FE00010)
+    header = "\n".join(str(e.value) for e in a.iterall() if e.tag != 0x7FE00010)
     assert audit(ids, [("header", header)]).passed
-    assert deid.patient_key("1", "other salt") != deid.patient_key("1", SALT)
+    assert deid.patient_key("1", "other salt", "s") != deid.patient_key("1", SALT, "s")
 
 
-def test_salt_comes_from_the_environment(monkeypatch):
-    assert deid.salt_from_env() == deid.DEV_SALT
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "prod")
-    assert deid.salt_from_env() == "prod"
+def test_datetime_keeps_no_time_of_day():
+    ds = Dataset()
+    ds.AcquisitionDateTime = "20200102134501.123456+0100"
+    ds.ContentTime = "134501"
+    deid.deidentify(ds, SALT, "pt_x")
+    assert ds.AcquisitionDateTime == deid.shift_date("20200102", deid.date_shift_days("pt_x", SALT))
+    assert len(ds.AcquisitionDateTime) == 8 and ds.ContentTime == ""
 
 
-def _hostile(tmp_path):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    files, rows = generate(2, 1, seed=9, options=SynthOptions(frames=6))
-    good = files["clip_0000.dcm"]
-    (tmp_path / "good.dcm").write_bytes(good)
-    (tmp_path / "truncated.dcm").write_bytes(good[: len(good) // 2])
-    (tmp_path / "garbage.dcm").write_bytes(b"not a dicom file at all" * 10)
-
-    def variant(name, change):
-        ds = pydicom.dcmread(io.BytesIO(good))
-        change(ds)
-        ds.save_as(tmp_path / name, enforce_file_format=True)
-
-    variant("ct.dcm", lambda ds: setattr(ds, "Modality", "CT"))
-    variant("no_pixels.dcm", lambda ds: delattr(ds, "PixelData"))
-    variant("frames.dcm", lambda ds: setattr(ds, "NumberOfFrames", 40))
-
-    def mpeg(ds):
-        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder installed
-
-    mpeg_ds = pydicom.dcmread(io.BytesIO(files["clip_0001.dcm"]))
-    mpeg(mpeg_ds)
-    from pydicom.encaps import encapsulate
-
-    mpeg_ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" * 8])
-    mpeg_ds["PixelData"].VR = "OB"
-    mpeg_ds.save_as(tmp_path / "mpeg.dcm", enforce_file_format=True)
-    (tmp_path / "labels.csv").write_text("clip_file,view,ef_percent\ngood.dcm,A4C,55\nmissing.dcm,A2C,40\nbad.dcm,XYZ,50\n")
-
-
-def test_hostile_files_land_in_quarantine_with_reasons(tmp_path, storage):
-    _hostile(tmp_path / "src")
-    result = read_echo_source(SourceDir(str(tmp_path / "src")), storage, "hostile", SALT)
-    assert result.frame.height == 1 and result.frame["view"].to_list() == ["A4C"]
-    reasons = {r.row: r.reason for r in result.rejected}
-    assert reasons["truncated.dcm"].startswith(("corrupt or truncated file", "frame-count mismatch"))
-    assert reasons["garbage.dcm"].startswith("corrupt or truncated file")
-    assert reasons["ct.dcm"].startswith("non-ultrasound modality") and "CT" in reasons["ct.dcm"]
-    assert reasons["no_pixels.dcm"].startswith("missing pixel data")
-    assert reasons["frames.dcm"].startswith("frame-count mismatch") and "40" in reasons["frames.dcm"]
-    assert reasons["mpeg.dcm"].startswith("unsupported transfer syntax")
-    assert reasons["missing.dcm"].startswith("manifest row without a file")
-    assert reasons["4"].startswith("bad manifest row")  # line 4: unknown view
-    for r in result.rejected:
-        assert r.reason.count(":") >= 1
-
-
-def test_burned_in_without_regions_is_quarantined(storage):
-    files, _ = generate(1, 1, seed=1, options=SynthOptions(frames=4))
-    ds = pydicom.dcmread(io.BytesIO(files["clip_0000.dcm"]))
-    del ds.SequenceOfUltrasoundRegions
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    with pytest.raises(EchoProblem, match="burned-in text cannot be removed"):
-        ingest_file(buf.getvalue(), "x.dcm", storage, "s", SALT)
+def test_salt_is_required_and_fingerprinted(tmp_path, storage):
+    """No silent fallback: a real source without a salt is refused before any file is opened."""
+    src = tmp_path / "site"
+    src.mkdir()
+    (src / "clip.dcm").write_bytes(generate(1, 1, seed=0, options=SynthOptions(frames=2))[0]["clip_0000.dcm"])
+    (src / "clip.dcm").chmod(0)  # would fail to open if anything tried to read it
+    for bad in (None, "", deid.DEV_SALT, "short"):
+        with pytest.raises(deid.SaltError, match="nothing was read"):
+            read_echo_source(SourceDir(str(src)), storage, "site", salt=bad)
+    (src / "clip.dcm").chmod(0o644)
+    assert not hasattr(deid, "salt_from_env") and not hasattr(deid, "ENV_SALT")
+    r = read_echo_source(SourceDir(str(src)), storage, "site", salt=SALT)
+    assert r.salt_fingerprint == deid.salt_fingerprint(SALT) and len(r.salt_fingerprint) == 8
+    assert r.frame["salt_fingerprint"].to_list() == [r.salt_fingerprint] and SALT not in str(r.metadata())
+    # the development salt serves the synthetic generator only, and then only generated files
+    synth = read_echo_source(SourceDir(str(src)), storage, "synthetic", salt=None, synthetic=True)
+    assert synth.frame.height == 1 and synth.salt_fingerprint == deid.salt_fingerprint(deid.DEV_SALT)
+    real = tmp_path / "real_in_synthetic"
+    real.mkdir()
+    (real / "us.dcm").write_bytes(_real("US1_UNCR.dcm"))
+    r2 = read_echo_source(SourceDir(str(real)), storage, "synthetic", salt=None, synthetic=True, accept_full_frame=True)
+    assert r2.frame.height == 0 and r2.rejected[0].reason.startswith("not a synthetic file")
