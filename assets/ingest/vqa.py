@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from assets.common.images import ImageIngestor, ImageProblem
 from assets.common.records import ReadResult, Rejection, SourceError
@@ -346,8 +347,21 @@ def _row_key(r: dict, i: int) -> str:
 
 
 def _read_parquet(src: SourceDir, rel: str) -> pl.DataFrame:
+    """A whole Parquet file, refused when its footer declares more uncompressed data than the source's
+    ``max_file_bytes`` (the declared sizes are the writer's: an honest guard, not proof against a forged
+    footer)."""
+    data = src.read_bytes(rel)
     try:
-        return pl.read_parquet(io.BytesIO(src.read_bytes(rel)))
+        meta = pq.read_metadata(io.BytesIO(data))
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
+        raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
+                          "re-download or re-export the file") from e
+    if declared > src.max_file_bytes:
+        raise SourceError(src.path(rel), f"declares {declared:,} bytes of uncompressed data, over the cap of "
+                          f"{src.max_file_bytes:,} bytes", "split the file or raise the source's max_file_bytes")
+    try:
+        return pl.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - polars raises several error types for bad files
         raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
                           "re-download or re-export the file") from e
@@ -443,8 +457,8 @@ def read_mmmu_hm(src: SourceDir, images: ImageIngestor) -> ReadResult:
             def build(r=r, i=i, split=split, rel=rel):
                 try:
                     options = [str(o) for o in ast.literal_eval(r.get("options") or "[]")]
-                except (ValueError, SyntaxError) as e:
-                    raise RowProblem(f"options is not a list literal: {r.get('options')!r}") from e
+                except (ValueError, SyntaxError, RecursionError, MemoryError) as e:
+                    raise RowProblem(f"options is not a list literal: {str(r.get('options'))[:200]!r}") from e
                 refs = [images.from_bytes(_parquet_image(r[f"image_{k}"]), f"{rel}#{i}/image_{k}")
                         for k in range(1, 8) if r.get(f"image_{k}") is not None]
                 if not refs:

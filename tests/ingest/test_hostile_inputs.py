@@ -12,6 +12,7 @@ import subprocess
 import sys
 import zlib
 
+import polars as pl
 import pytest
 from PIL import Image
 
@@ -19,9 +20,9 @@ from assets.common.images import DEFAULT_MAX_IMAGE_PIXELS, ImageIngestor, ImageP
 from assets.ingest.text_qa import read_text_qa
 from assets.ingest.vqa import read_vqa
 from assets.knowledge.sources import read_kb_source
-from orchestration.sources import SourceDir
+from orchestration.sources import SourceDir, SourceError
 
-from .layouts import image_bytes, write_medxpertqa, write_omnimedvqa
+from .layouts import image_bytes, write_medxpertqa, write_mmmu, write_omnimedvqa, write_path_vqa_parquet
 
 
 def _png(width: int, height: int) -> bytes:
@@ -197,3 +198,25 @@ def test_every_jsonl_reader_quarantines_malformed_lines(tmp_path, sample_data, s
         reasons = [r.reason for r in result.rejected if r.reason.startswith(("not a JSON object", "malformed JSON"))]
         assert len(reasons) == n_bad, (name, [r.reason for r in result.rejected])
         assert result.rows, name
+
+
+def test_parquet_declaring_more_data_than_the_cap_is_refused_before_decoding(tmp_path, storage):
+    root = write_path_vqa_parquet(tmp_path / "pvqa")
+    pl.DataFrame({"image": [{"bytes": image_bytes(1), "path": None}], "question": ["x" * (1 << 20)],
+                  "answer": ["yes"]}).write_parquet(root / "data" / "train-00000-of-00001.parquet", compression="zstd")
+    assert (root / "data" / "train-00000-of-00001.parquet").stat().st_size < 50_000
+    with pytest.raises(SourceError, match=r"train-00000-of-00001.parquet: declares [\d,]+ bytes of uncompressed "
+                                          r"data, over the cap of 500,000 bytes"):
+        read_vqa("path_vqa", SourceDir(str(root), max_file_bytes=500_000), ImageIngestor(storage))
+
+
+def test_mmmu_options_that_nest_too_deeply_are_a_row_problem(tmp_path, storage):
+    root = write_mmmu(tmp_path / "mmmu")
+    [path] = list(root.glob("*/validation-*.parquet"))
+    df = pl.read_parquet(path)
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("[" * 100_000 + "]" * 100_000))
+                         .otherwise(pl.col("options")).alias("options"))
+    df.write_parquet(path)
+    out, result = read_vqa("mmmu_hm", SourceDir(str(root)), ImageIngestor(storage))
+    assert [r.reason[:40] for r in result.rejected] == ["options is not a list literal: '[[[[[[[["]
+    assert len(result.rejected[0].reason) < 300 and out.height == df.height - 1
