@@ -48,6 +48,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024**2
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_HOME = re.compile(r"^~([^/]*/|$)")  # ~, ~/x, ~user/x (a file named ~$draft.csv is just a name)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAGIC = re.compile(r"[*?\[]")
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
@@ -79,8 +80,9 @@ def normalize_relpath(rel: str) -> str:
     """``rel`` as a normalized path inside a root (``""`` is the root itself).
 
     Raises :class:`UnsafePath` for anything that is not a plain relative name or that normalizes to a path
-    outside the root: absolute paths, ``~``, drive letters, URLs, backslashes, control characters, ``..``
-    that climbs above the root. ``..`` that stays inside (``a/../b``) is allowed and removed.
+    outside the root: absolute paths, ``~`` and ``~user/...``, drive letters, URLs, backslashes, control
+    characters, ``..`` that climbs above the root. ``..`` that stays inside (``a/../b``) is removed; a name
+    that merely starts with ``~`` (``~$draft.csv``) is an ordinary name.
     """
     problem = None
     if not isinstance(rel, str):
@@ -95,7 +97,7 @@ def normalize_relpath(rel: str) -> str:
         problem = "absolute path"
     elif _DRIVE.match(rel):
         problem = "drive-letter path"
-    elif rel.startswith("~"):
+    elif _HOME.match(rel):
         problem = "home-relative path (~)"
     if problem is None:
         norm = posixpath.normpath(rel) if rel else "."

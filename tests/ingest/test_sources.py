@@ -24,6 +24,7 @@ HOSTILE_NAMES = [
     "/etc/passwd",
     "~/secret.txt",
     "~root/secret.txt",
+    "~",
     "..\\secret.txt",
     "imgs\\..\\..\\secret.txt",
     "C:secret.txt",
@@ -56,6 +57,8 @@ def test_hostile_names_are_refused_before_any_read(tree, name):
 
 def test_dotdot_inside_the_root_is_normalized(tree):
     src = SourceDir(str(tree))
+    (tree / "~$draft.csv").write_text("lock")  # a name starting with ~ is just a name, not a home folder
+    assert src.read_text("~$draft.csv") == "lock" and src.glob("*.csv") == ["~$draft.csv"]
     assert normalize_relpath("imgs/../top.txt") == "top.txt"
     assert src.read_text("imgs/../imgs/./a.txt") == "inside"
     assert src.path("imgs//a.txt") == f"{tree}/imgs/a.txt"
