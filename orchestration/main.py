@@ -61,7 +61,7 @@ def plan(profile_name: str | None) -> list[Step]:
 
 def register_dynamic_partitions(instance, profile_name: str | None) -> None:
     """Add the profile's echo and KB sources to their dynamic partitions in ``instance`` (idempotent)."""
-    from orchestration.sources import validate_partition_key
+    from orchestration.keys import validate_partition_key
 
     profile = get_profile(profile_name)
     for partitions_name, keys in (("echo_sources", profile.echo_sources), ("kb_sources", profile.kb_sources)):

@@ -138,7 +138,7 @@ def _key(partition: str | None) -> str:
     """A partition key as a file name: validated (no separators, no ``..``), ``__all__`` when unpartitioned."""
     if partition is None:
         return "__all__"
-    from .sources import validate_partition_key
+    from .keys import validate_partition_key
 
     return validate_partition_key(partition)
 

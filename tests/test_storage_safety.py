@@ -5,10 +5,10 @@ import threading
 import polars as pl
 import pytest
 
-from orchestration.sources import validate_partition_key
+from orchestration.keys import validate_partition_key
 from orchestration.storage import Storage, UnsafePath
 
-HOSTILE_KEYS = ["../../up", "/etc/passwd", "a/b", "..", ".", "", "a\\b", "x\x00y", "tab\tkey", "k" * 200]
+HOSTILE_KEYS = ["../../up", "/etc/passwd", "a/b", "..", ".", "", "a\\b", "x\x00y", "tab\tkey", "k" * 201]
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS)

@@ -70,7 +70,7 @@ def _dicomdir_references(src: SourceDir, rel: str) -> list[str] | None:
 def discover(src: SourceDir, skip: set[str] | frozenset[str] = frozenset()) -> Discovery:
     """Every file under ``src`` sorted into candidates and the rest (``skip``: manifest files)."""
     found = Discovery()
-    files = [f for f in src.files() if f not in skip]
+    files = [f for f in src.list_files() if f not in skip]
     found.files_seen = len(files)
     by_lower = {f.lower(): f for f in files}
     kinds: dict[str, str | None] = {}

@@ -1,24 +1,23 @@
 """Readers for text-only medical MCQ datasets, normalized into one ``text_qa_items`` schema.
 
 MedQA-USMLE (jsonl), MedMCQA (jsonl, 1-based ``cop``), PubMedQA (``ori_pqal.json``) and a generic reader
-for CSV/JSONL files whose columns are declared in a ``mcq_mapping.yaml`` beside them.
+for CSV/TSV/JSONL files whose columns are declared in a ``mcq_mapping.yaml`` beside them (its keys and
+their validation: :mod:`assets.ingest.mcq_mapping`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-import yaml
 
 from assets.common.records import ReadResult, Rejection, SourceError
 from orchestration.sources import SourceDir
 
-from .vqa import LETTERS, RowProblem, _collect, _text, dedupe, normalize_split, to_frame
+from .mcq_mapping import iter_rows, load_mapping
+from .vqa import LETTERS, RowProblem, _collect, _text, dedupe, normalize_split, split_from_name, to_frame
 
 TEXT_QA_DATASETS = ("medqa", "medmcqa", "pubmedqa", "mcq_custom")
 
@@ -88,18 +87,19 @@ def _qhash(text: str) -> str:
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-def _split_from_name(rel: str) -> str:
-    name = rel.rsplit("/", 1)[-1].lower()
-    for key, split in (("train", "train"), ("dev", "validation"), ("valid", "validation"), ("test", "test")):
-        if key in name:
-            return split
-    raise SourceError(rel, "cannot tell the split from the file name", "name the file *train*, *dev* or *test*")
+def _split_from_name(src: SourceDir, rel: str) -> str:
+    split = split_from_name(rel)
+    if split is None:
+        raise SourceError(src.path(rel), "cannot tell the split from the file name",
+                          "name the file *train*, *dev* or *test*")
+    return split
 
 
 def _jsonl_rows(src: SourceDir, rel: str, out: ReadResult, what: str):
+    """The JSON objects of a JSON-lines file; every bad line goes to ``out.rejected`` with its reason."""
     for line_no, r, err in src.iter_jsonl(rel, what):
-        if err or not isinstance(r, dict):
-            out.rejected.append(Rejection(src.path(rel), f"line {line_no}", err or "not a JSON object", raw=r))
+        if err:
+            out.rejected.append(Rejection(src.path(rel), f"line {line_no}", err, raw=r))
             continue
         yield line_no, r
 
@@ -114,7 +114,7 @@ def read_medqa(src: SourceDir) -> ReadResult:
         raise SourceError(src.root, "no MedQA .jsonl file found", "point the medqa source at the MedQA questions folder")
     out = ReadResult()
     for rel in files:
-        split = _split_from_name(rel)
+        split = _split_from_name(src, rel)
         for line_no, r in _jsonl_rows(src, rel, out, "MedQA file"):
             def build(r=r, line_no=line_no, rel=rel, split=split):
                 opts = r["options"]
@@ -138,7 +138,7 @@ def read_medmcqa(src: SourceDir) -> ReadResult:
                           "point the medmcqa source at the MedMCQA data folder")
     out = ReadResult()
     for rel in files:
-        split = _split_from_name(rel)
+        split = _split_from_name(src, rel)
         for line_no, r in _jsonl_rows(src, rel, out, "MedMCQA file"):
             def build(r=r, line_no=line_no, rel=rel, split=split):
                 cop = r.get("cop")
@@ -183,104 +183,33 @@ def read_pubmedqa(src: SourceDir) -> ReadResult:
     return out
 
 
-@dataclass
-class MCQMapping:
-    """Columns of a generic MCQ file, declared in ``mcq_mapping.yaml``.
-
-    ``options`` is either a list of columns (one per option, in letter order) or one column holding a
-    list or an ``{A: ..., B: ...}`` object. ``answer_format`` is ``letter``, ``index0``, ``index1`` or
-    ``text`` (the answer column holds the option text).
-    """
-
-    files: list[str]
-    question: str
-    options: list[str] | str
-    answer: str
-    dataset: str = "mcq_custom"
-    license: str | None = None
-    answer_format: str = "letter"
-    id: str | None = None
-    explanation: str | None = None
-    context: str | None = None
-    subject: str | None = None
-    split: str | None = None
-    default_split: str = "train"
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, src: SourceDir, rel: str = "mcq_mapping.yaml") -> MCQMapping:
-        src.require(rel, "MCQ column mapping")
-        try:
-            raw = yaml.safe_load(src.read_text(rel)) or {}
-            return cls(**raw)
-        except (yaml.YAMLError, TypeError) as e:
-            raise SourceError(src.path(rel), f"invalid mapping ({e})",
-                              "declare files, question, options, answer (and license) as in the README") from e
-
-
-def _options_from(r: dict, mapping: MCQMapping) -> list[Any]:
-    if isinstance(mapping.options, list):
-        return [r.get(c) for c in mapping.options if _text(r.get(c))]
-    value = r.get(mapping.options)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise RowProblem(f"options column {mapping.options!r} is not a JSON list/object") from e
-    if isinstance(value, dict):
-        return [value[k] for k in sorted(value)]
-    if isinstance(value, list):
-        return value
-    raise RowProblem(f"options column {mapping.options!r} holds {type(value).__name__}, not a list")
-
-
-def _label_from(answer: Any, options: list[Any], fmt: str) -> str:
-    a = _text(answer)
-    try:
-        if fmt == "letter":
-            return a.upper().strip("().")
-        if fmt in ("index0", "index1"):
-            return LETTERS[int(a) - (fmt == "index1")] if int(a) - (fmt == "index1") >= 0 else "?"
-        if fmt == "text":
-            texts = [_text(o) for o in options]
-            if a not in texts:
-                raise RowProblem(f"answer not among the options: {a!r}")
-            return LETTERS[texts.index(a)]
-    except (ValueError, IndexError) as e:
-        raise RowProblem(f"answer letter outside the options: {a!r} as {fmt}") from e
-    raise RowProblem(f"unknown answer_format {fmt!r}")
-
-
 def read_mcq_generic(src: SourceDir) -> ReadResult:
-    """CSV or JSONL MCQs with the columns declared in ``mcq_mapping.yaml`` in the source folder."""
-    mapping = MCQMapping.load(src)
+    """CSV, TSV or JSON-lines MCQs with the columns declared in ``mcq_mapping.yaml`` in the source folder.
+
+    The mapping (keys in :mod:`assets.ingest.mcq_mapping`) is validated as a whole, against the files too,
+    before any row is read; a row that cannot be read unambiguously is quarantined with the reason.
+    """
+    mapping = load_mapping(src)
     out = ReadResult()
     for rel in mapping.files:
-        if rel.endswith(".csv"):
-            rows = [(i + 2, r) for i, r in enumerate(src.read_csv(rel, "MCQ CSV"))]
-            missing = {mapping.question, mapping.answer} - set(rows[0][1]) if rows else set()
-            if missing:
-                raise SourceError(src.path(rel), f"columns {sorted(missing)} declared in the mapping are missing",
-                                  "fix mcq_mapping.yaml or the file header")
-        else:
-            rows = list(_jsonl_rows(src, rel, out, "MCQ JSONL"))
-        for line_no, r in rows:
+        path = src.path(rel)
+        for line_no, r, err in iter_rows(src, rel, mapping.columns):
+            if err:
+                out.rejected.append(Rejection(path, f"line {line_no}", err, raw=r))
+                continue
+
             def build(r=r, line_no=line_no, rel=rel):
-                options = _options_from(r, mapping)
-                rid = _text(r.get(mapping.id)) if mapping.id else _qhash(_text(r.get(mapping.question)))
-                if not rid:
-                    raise RowProblem(f"empty id in column {mapping.id!r}")
+                question, options = _text(r.get(mapping.question)), mapping.row_options(r)
                 return make_mcq(
-                    item_id=f"{mapping.dataset}:{rid}", dataset=mapping.dataset,
-                    split=r.get(mapping.split) if mapping.split else mapping.default_split,
-                    question=r.get(mapping.question), options=options,
-                    answer_label=_label_from(r.get(mapping.answer), options, mapping.answer_format),
+                    item_id=mapping.row_id(r, question, options), dataset=mapping.dataset,
+                    split=mapping.row_split(r, rel), question=question, options=options,
+                    answer_label=mapping.row_label(r, options),
                     explanation=r.get(mapping.explanation) if mapping.explanation else None,
                     context=r.get(mapping.context) if mapping.context else None,
                     subject=r.get(mapping.subject) if mapping.subject else None,
                     source_ref=f"{rel}#L{line_no}", license=mapping.license,
                 )
-            _collect(out, src.path(rel), f"line {line_no}", r, build)
+            _collect(out, path, f"line {line_no}", r, build)
     return out
 
 

@@ -11,11 +11,13 @@ import ast
 import hashlib
 import io
 import pickle
+import posixpath
 import re
 from collections.abc import Callable
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from assets.common.images import ImageIngestor, ImageProblem
 from assets.common.records import ReadResult, Rejection, SourceError
@@ -62,10 +64,23 @@ class RowProblem(ValueError):
 
 
 def normalize_split(value: Any) -> str:
+    """``train``, ``validation`` or ``test`` for a split name or alias; :class:`RowProblem` otherwise."""
     split = _SPLIT_ALIASES.get(str(value or "").strip().lower())
     if split is None:
         raise RowProblem(f"unknown split: {value!r} (expected one of {', '.join(SPLITS)} or an alias)")
     return split
+
+
+_NAME_SPLITS = {**_SPLIT_ALIASES, "testing": "test"}
+
+
+def split_from_name(rel: str) -> str | None:
+    """The split a file's name tells by a whole word (``usmle_test.jsonl`` -> ``test``,
+    ``dev.json`` -> ``validation``; ``latest.csv`` tells none), or ``None`` when it tells none or more
+    than one."""
+    stem = rel.rsplit("/", 1)[-1].lower().split(".", 1)[0]
+    found = {_NAME_SPLITS[w] for w in re.split(r"[^a-z0-9]+", stem) if w in _NAME_SPLITS}
+    return found.pop() if len(found) == 1 else None
 
 
 def _text(value: Any) -> str:
@@ -216,7 +231,7 @@ def read_vqa_rad_miccai19(src: SourceDir, images: ImageIngestor, base: str = "")
     """MICCAI19 (aioz-ai MEVF) layout: ``trainset.json``, ``testset.json`` and an ``images/`` folder."""
     candidates = [base + "images", VQA_RAD_IMAGES]
     if base:  # a MICCAI19 folder inside the official release: images in the release's image folder
-        candidates.insert(1, f"{base.rstrip('/')}/../{VQA_RAD_IMAGES}")
+        candidates.insert(1, posixpath.join(posixpath.dirname(base.rstrip("/")), VQA_RAD_IMAGES))
     image_dir = next((d for d in candidates if src.exists(d)), base + "images")
     out = ReadResult()
     for split, name in (("train", "trainset.json"), ("test", "testset.json")):
@@ -332,8 +347,21 @@ def _row_key(r: dict, i: int) -> str:
 
 
 def _read_parquet(src: SourceDir, rel: str) -> pl.DataFrame:
+    """A whole Parquet file, refused when its footer declares more uncompressed data than the source's
+    ``max_file_bytes`` (the declared sizes are the writer's: an honest guard, not proof against a forged
+    footer)."""
+    data = src.read_bytes(rel)
     try:
-        return pl.read_parquet(io.BytesIO(src.read_bytes(rel)))
+        meta = pq.read_metadata(io.BytesIO(data))
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
+        raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
+                          "re-download or re-export the file") from e
+    if declared > src.max_file_bytes:
+        raise SourceError(src.path(rel), f"declares {declared:,} bytes of uncompressed data, over the cap of "
+                          f"{src.max_file_bytes:,} bytes", "split the file or raise the source's max_file_bytes")
+    try:
+        return pl.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - polars raises several error types for bad files
         raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
                           "re-download or re-export the file") from e
@@ -354,14 +382,17 @@ def read_pmc_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
         raise SourceError(src.root, "no PMC-VQA CSV (train.csv, test.csv, *_2.csv) found",
                           "point the pmc_vqa source at the PMC-VQA release folder")
     for rel in files:
-        rows = src.read_csv(rel, "PMC-VQA CSV")
-        missing = {"Figure_path", "Question", "Choice A", "Choice B"} - set(rows[0] if rows else {})
-        if rows and missing:
-            raise SourceError(src.path(rel), f"missing columns {sorted(missing)}", "use the released PMC-VQA CSV")
         split = "train" if rel.startswith("train") else "test"
         version = rel.removesuffix(".csv")
-        for i, r in enumerate(rows):
-            def build(r=r, i=i, split=split, rel=rel, version=version):
+        for i, (line_no, r, err) in enumerate(src.iter_csv(rel, "PMC-VQA CSV")):
+            if err:
+                out.rejected.append(Rejection(src.path(rel), f"line {line_no}", err, raw=r))
+                continue
+            missing = {"Figure_path", "Question", "Choice A", "Choice B"} - set(r)
+            if missing:
+                raise SourceError(src.path(rel), f"missing columns {sorted(missing)}", "use the released PMC-VQA CSV")
+
+            def build(r=r, i=i, split=split, rel=rel, version=version, line_no=line_no):
                 options = [_CHOICE_PREFIX.sub("", _text(r.get(f"Choice {c}"))) for c in "ABCD" if _text(r.get(f"Choice {c}"))]
                 label = _text(r.get("Answer_label")) or None
                 answer = _CHOICE_PREFIX.sub("", _text(r.get("Answer")))
@@ -369,9 +400,9 @@ def read_pmc_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
                     item_id=f"pmc_vqa:{version}-{_text(r.get('index')) or i}", dataset="pmc_vqa", split=split,
                     image_refs=[images.from_source(src, f"images/{_text(r['Figure_path'])}")],
                     question=r["Question"], answer=answer, options=options, answer_label=label,
-                    answer_type="closed", source_ref=f"{rel}#{i + 2}",
+                    answer_type="closed", source_ref=f"{rel}#{line_no}",
                 )
-            _collect(out, src.path(rel), f"line {i + 2}", r, build)
+            _collect(out, src.path(rel), f"line {line_no}", r, build)
     return out
 
 
@@ -395,7 +426,7 @@ def read_omnimedvqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
                     raise RowProblem(f"answer not among the options: {gt!r} not in {options}")
                 return make_item(
                     item_id=f"omnimedvqa:{_text(r['question_id'])}", dataset="omnimedvqa", split="test",
-                    image_refs=[images.from_source(src, _text(r["image_path"]).lstrip("./"))],
+                    image_refs=[images.from_source(src, _text(r["image_path"]).removeprefix("./"))],
                     question=r["question"], answer=gt, options=options, answer_label=LETTERS[options.index(gt)],
                     modality=r.get("modality_type") or r.get("modality"), question_type=r.get("question_type"),
                     source_ref=f"{rel}#{i}",
@@ -426,8 +457,8 @@ def read_mmmu_hm(src: SourceDir, images: ImageIngestor) -> ReadResult:
             def build(r=r, i=i, split=split, rel=rel):
                 try:
                     options = [str(o) for o in ast.literal_eval(r.get("options") or "[]")]
-                except (ValueError, SyntaxError) as e:
-                    raise RowProblem(f"options is not a list literal: {r.get('options')!r}") from e
+                except (ValueError, SyntaxError, RecursionError, MemoryError) as e:
+                    raise RowProblem(f"options is not a list literal: {str(r.get('options'))[:200]!r}") from e
                 refs = [images.from_bytes(_parquet_image(r[f"image_{k}"]), f"{rel}#{i}/image_{k}")
                         for k in range(1, 8) if r.get(f"image_{k}") is not None]
                 if not refs:

@@ -90,7 +90,7 @@ def test_generic_jsonl_text_answers(tmp_path):
             {"q": "Broken?", "choices": "not json", "ans": "x"}]
     (root / "items.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{oops\n")
     _mapping(root, files=["items.jsonl"], question="q", options="choices", answer="ans", answer_format="text",
-             explanation=None, split=None, id=None)
+             explanation=None, split=None, id=None, default_split="train")
     df, result = _read("mcq_custom", root)
     assert df.height == 1 and df.row(0, named=True)["answer_label"] == "A"
     assert len(result.rejected) == 2 and any("malformed JSON line" in r.reason for r in result.rejected)
@@ -103,7 +103,8 @@ def test_generic_missing_mapping_and_columns(tmp_path):
         read_text_qa("mcq_custom", SourceDir(str(root)))
     (root / "items.csv").write_text("qid,question\n1,x\n")
     _mapping(root)
-    with pytest.raises(SourceError, match=r"items.csv: columns \['key', 'stem'\] declared in the mapping are missing"):
+    with pytest.raises(SourceError, match=r"mcq_mapping.yaml: invalid MCQ mapping: items.csv: declared column\(s\) "
+                                          r"absent from the file's header: 'stem' \(question\), 'key' \(answer\)"):
         read_text_qa("mcq_custom", SourceDir(str(root)))
 
 
