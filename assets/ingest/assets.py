@@ -10,7 +10,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, Config, StaticPartiti
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.images import ImageIngestor
+from assets.common.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageIngestor
 from assets.common.metadata import (
     audit_trail,
     content_version,
@@ -36,6 +36,10 @@ class VqaItemsConfig(Config):
         default="fast", description="fast: header + end-of-image marker; full: also decode every image")
     max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
                                         "source rows quarantined")
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, description="an image whose header declares "
+                                  "more pixels is quarantined before it is decoded")
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, description="an image file larger than this "
+                                 "is quarantined")
 
 
 class TextQaItemsConfig(Config):
@@ -62,7 +66,8 @@ def vqa_items(context: AssetExecutionContext, config: VqaItemsConfig, storage: S
     dataset = context.partition_key
     store = storage.get()
     stage = store.staging(f"{context.run.run_id}-vqa_items-{dataset}")
-    images = ImageIngestor(stage, full_check=config.image_check == "full")
+    images = ImageIngestor(stage, full_check=config.image_check == "full", max_pixels=config.max_image_pixels,
+                           max_bytes=config.max_image_bytes)
     src = sources.source(dataset)
     df, result = read_vqa(dataset, src, images)
     contract = with_volume(check_vqa_items(df, stage.existing_images(all_refs(df["image_refs"])),
