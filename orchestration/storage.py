@@ -75,7 +75,9 @@ class S3Settings:
         client: dict[str, Any] = {"region_name": self.region}
         if self.endpoint_url:
             client["endpoint_url"] = self.endpoint_url
-        kw: dict[str, Any] = {"client_kwargs": client}
+        # transient errors (503 SlowDown, throttling, dropped connections) are retried with backoff
+        kw: dict[str, Any] = {"client_kwargs": client,
+                              "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}
         if self.access_key_id:
             kw["key"] = self.access_key_id
             kw["secret"] = self.secret_access_key
