@@ -108,3 +108,14 @@ def test_evaluation_report_opens_in_the_browser(tmp_path, browser, artifacts):
     _shot(browser, artifacts, "eval_report_top")
     _shot(browser, artifacts, "eval_report_full_page", full_page=True)
     assert shown == len(report.plot_paths) > 0
+
+
+@pytest.mark.timeout(120)
+def test_a_ui_that_cannot_start_fails_the_test_instead_of_hanging(tmp_path):
+    home = ensure_dagster_home()
+    (home / "dagster.yaml").write_text("run_retries:\n  max_retry: 2\n")  # refused by Dagster's validation
+    ui.record_run_settings(home, ui.run_settings("smoke"))
+    with pytest.raises(RuntimeError, match="dagster dev exited") as err, \
+            dagster_ui(home, tmp_path / "dagster_dev.log", start_timeout_s=90):
+        pass
+    assert "max_retry" in str(err.value)  # the log tail names the problem
