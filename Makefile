@@ -1,11 +1,13 @@
 # The two commands of README.md. Each creates .venv in the repository root when needed.
 #   make smoke   set up and run the main job on the embedded default (smoke profile)
-#   make test    set up and run the tests (what .ci/run calls)
+#   make test    set up and run the tests (what .ci/run calls); installs Debian's chromium and
+#                chromium-driver first when missing (the browser test drives the real UI)
+#   make ui      the Dagster UI with the settings of the last main command (orchestration/ui.py)
 PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke test ui lint bench-ingest clean
+.PHONY: setup smoke test browser-deps ui lint bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (none found on PATH)" >&2; exit 1; }
@@ -19,12 +21,28 @@ setup: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/python -m orchestration.main --profile smoke
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(VENV)/bin/python -m pytest
 
+# Debian's headless Chromium and its driver for tests/ops/test_ui_browser.py (no browser download).
+# Installs them with apt-get when missing (root only); otherwise says what to run and fails.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make browser-deps: chromium and chromedriver are missing and this is not root;" >&2; \
+	  echo "  run: sudo apt-get install -y chromium chromium-driver   (then make test again)" >&2; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make browser-deps: no apt-get here; install Chromium and a matching chromedriver on PATH" >&2; exit 1; fi; \
+	echo "make browser-deps: installing chromium chromium-driver with apt-get"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null; } || { \
+	  echo "make browser-deps: apt-get failed to install chromium chromium-driver (see above); install them by hand" >&2; \
+	  exit 1; }; \
+	command -v chromedriver >/dev/null 2>&1 || { echo "make browser-deps: chromedriver still not on PATH" >&2; exit 1; }
+
+# Same DAGSTER_HOME default as the main command; storage settings as recorded by it (refuses a conflicting shell).
 ui: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.medrwr/dagster_home} $(VENV)/bin/python -c "from orchestration.main import ensure_dagster_home; ensure_dagster_home()"
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.medrwr/dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/python -m orchestration.ui $(if $(UI_PORT),--port $(UI_PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

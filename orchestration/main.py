@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import ui
 from .profiles import ENV_PROFILE, get_profile
 from .storage import default_storage_root, project_dir
 
@@ -91,6 +92,8 @@ def run(profile_name: str | None = None) -> int:
             print(f"note: --profile {profile_name} overrides {ENV_PROFILE}={os.environ[ENV_PROFILE]}", file=sys.stderr)
         os.environ[ENV_PROFILE] = profile_name
     profile = get_profile(profile_name)
+    settings = ui.run_settings(profile.name)
+    ui.record_run_settings(home, settings)  # `make ui` starts the UI with these, so it writes where these runs did
     from dagster import DagsterInstance
 
     from .definitions import build_defs
@@ -126,8 +129,7 @@ def run(profile_name: str | None = None) -> int:
     print(f"Profile:        {profile.name}")
     print(f"Outputs:        {default_storage_root()}  (tables/, quarantine/, images/, lancedb/)")
     print(f"Dagster home:   {home}")
-    print("UI:             DAGSTER_HOME=" + str(home) + " .venv/bin/dagster dev -w workspace.yaml  "
-          "-> http://127.0.0.1:3000")
+    print("UI:             " + ui.ui_hint(home, settings))
     if failed or skipped:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         if skipped:
