@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -151,6 +152,7 @@ class SourceDir:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     _real_root: str = field(init=False, repr=False, default="")
+    _opened: set[str] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
         root = str(self.root)
@@ -223,8 +225,33 @@ class SourceDir:
         """The file's raw bytes as a binary stream (no decompression), confined to the root."""
         target = self._target(rel)
         f = open(target, "rb") if not self.is_s3 else self.fs.open(target, "rb")  # noqa: SIM115
+        self._opened.add(normalize_relpath(rel))
         with f:
             yield f
+
+    # ---- lineage --------------------------------------------------------------------------------------
+    def files_read(self) -> list[str]:
+        """Relative paths of every file opened through this object so far, sorted."""
+        return sorted(self._opened)
+
+    def input_manifest(self, key: Any = None) -> list[dict[str, Any]]:
+        """One entry per file read: ``path_key`` (the relative path, or ``key(rel)`` where paths may identify
+        someone), ``size`` and ``sha256`` (locally) or the S3 ``etag``. What an auditor re-checks later."""
+        entries = []
+        for rel in self.files_read():
+            target = self._target(rel)
+            entry: dict[str, Any] = {"path_key": key(rel) if key else rel}
+            if self.is_s3:
+                info = self.fs.info(target)
+                entry.update(size=int(info.get("size") or 0), etag=str(info.get("ETag", "")).strip('"'))
+            else:
+                digest = hashlib.sha256()
+                with open(target, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                entry.update(size=os.path.getsize(target), sha256=digest.hexdigest())
+            entries.append(entry)
+        return entries
 
     @contextmanager
     def _stream(self, rel: str) -> Iterator[io.BufferedReader]:

@@ -16,6 +16,8 @@ The quarantine is written in both cases: rejected rows with reasons are an outpu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ class Publication:
     data_version: str | None = None
     stage: StagedStorage | None = None
     quarantine_store: Storage | None = None  # where the quarantine goes (default: the published root)
+    inputs: list[dict[str, Any]] | None = None  # input manifest of a root asset: path key, size, sha256/etag
 
 
 def blocking_failures(checks: list[AssetCheckResult]) -> list[AssetCheckResult]:
@@ -96,14 +99,35 @@ def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publi
             metadata={"failed_checks": MetadataValue.json(names), "withdrew_previous_version": withdrawn},
         )
     promoted = pub.stage.promote() if pub.stage is not None else 0
+    lineage = _write_input_manifest(store, pub, run_id) if pub.inputs is not None else {}
     uri = store.write_table(pub.frame, pub.table, pub.partition)
     store.write_gate_record(pub.table, pub.partition, {
         "status": "passed", "run_id": run_id, "at": _now(), "checks": [c.check_name for c in checks],
         "rows": pub.frame.height, "rows_quarantined": pub.quarantine.height,
     })
-    metadata = {**pub.metadata, "path": uri, "quarantine_path": quarantine_uri, "files_published": promoted}
+    metadata = {**pub.metadata, **lineage, "path": uri, "quarantine_path": quarantine_uri,
+                "files_published": promoted}
     yield MaterializeResult(
         metadata=metadata,
         data_version=DataVersion(pub.data_version) if pub.data_version else None,
         check_results=checks,
     )
+
+
+def manifest_parts(table: str, partition: str | None, run_id: str) -> tuple[str, ...]:
+    """Where the input manifest of one materialization lives under the storage root."""
+    return ("manifests", table, partition or "__all__", f"{run_id}.json")
+
+
+def _write_input_manifest(store: Storage, pub: Publication, run_id: str) -> dict[str, Any]:
+    """Write the input manifest (every raw file read: path key, size, sha256 or S3 ETag) and return the
+    metadata that points to it."""
+    body = json.dumps({"table": pub.table, "partition": pub.partition, "run_id": run_id, "files": pub.inputs},
+                      indent=1, sort_keys=True).encode()
+    uri = store.write_bytes(body, *manifest_parts(pub.table, pub.partition, run_id))
+    return {
+        "input_manifest": MetadataValue.path(uri),
+        "input_manifest_sha256": hashlib.sha256(body).hexdigest(),
+        "input_files": len(pub.inputs),
+        "input_bytes": int(sum(f.get("size", 0) for f in pub.inputs)),
+    }

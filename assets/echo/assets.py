@@ -47,7 +47,7 @@ from orchestration.storage import Storage
 from quality.contracts import ExpectationOutcome, all_refs, with_volume
 from quality.echo_contracts import check_echo_studies, echo_source_problems
 
-from .deid import DEV_SALT, SaltError
+from .deid import DEV_SALT, SaltError, file_key
 from .keymap import write_key_map
 from .source import read_echo_source
 from .synth import SMOKE_MIX, generate, write_manifest_csv
@@ -137,6 +137,7 @@ def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, stor
     problems = echo_source_problems(result.files_seen, result.candidates, df.height, len(result.rejected))
     contract = type(contract)(contract.suite, contract.rows, [*contract.outcomes, *[
         ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems]], contract.docs)
+    inputs = src.input_manifest(key=lambda rel: file_key(salt, key, rel))  # pseudonymous path keys
     pub = Publication("echo_studies", key, df, quarantine, metadata=metadata, data_version=content_version(df),
-                      stage=stage, quarantine_store=store if phi.passed else restricted)
+                      stage=stage, quarantine_store=store if phi.passed else restricted, inputs=inputs)
     yield from publish_or_refuse(context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)])

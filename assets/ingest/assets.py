@@ -82,7 +82,7 @@ def vqa_items(context: AssetExecutionContext, config: VqaItemsConfig, storage: S
             "source": src.root,
             "profile": sources.profile,
         },
-        data_version=content_version(df), stage=stage,
+        data_version=content_version(df), stage=stage, inputs=src.input_manifest(),
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("vqa_items_contract", contract)])
 
@@ -116,6 +116,6 @@ def text_qa_items(context: AssetExecutionContext, config: TextQaItemsConfig, sto
             "source": src.root,
             "profile": sources.profile,
         },
-        data_version=content_version(df),
+        data_version=content_version(df), inputs=src.input_manifest(),
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("text_qa_items_contract", contract)])

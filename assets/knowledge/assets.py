@@ -143,7 +143,7 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
             "record_limit": config.max_records or 0,
             "words_per_passage_mean": float(df["text"].str.split(" ").list.len().mean() or 0),
         },
-        data_version=content_version(df),
+        data_version=content_version(df), inputs=src.input_manifest(),
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("kb_passages_contract", contract)])
 
@@ -206,10 +206,13 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
     store = storage.get()
     stage = store.staging(f"{context.run.run_id}-kb_image_cases")
     images = ImageIngestor(stage)
+    inputs = [{**e, "path_key": f"slake/{e['path_key']}"} for e in slake.input_manifest()]
     for name in config.external_corpora:
         if name not in EXTERNAL_IMAGE_CORPORA:
             raise Failure(f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}")
-        extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](sources.source(name), images)
+        corpus = sources.source(name)
+        extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](corpus, images)
+        inputs += [{**e, "path_key": f"{name}/{e['path_key']}"} for e in corpus.input_manifest()]
         df = pl.concat([df, extra])
         result.rejected.extend(extra_result.rejected)
     contract = with_volume(check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list()))),
@@ -218,7 +221,7 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
         "kb_image_cases", None, df, quarantine_frame(result.rejected, "kb_image_cases", None),
         metadata={**table_metadata(df, ("source", "modality")), **quarantine_metadata(result.rejected),
                   "with_boxes": int((df["boxes"] != "[]").sum())},
-        data_version=content_version(df), stage=stage,
+        data_version=content_version(df), stage=stage, inputs=inputs,
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("kb_image_cases_contract", contract)])
 
