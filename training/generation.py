@@ -30,6 +30,15 @@ class Vision:
     def n_images(self) -> int:
         return 0 if self.image_grid_thw is None else int(self.image_grid_thw.shape[0])
 
+    def head(self, n: int) -> Vision:
+        """The first ``n`` images only (their patch rows are the first ``sum(t*h*w)`` rows)."""
+        if n >= self.n_images:
+            return self
+        if n == 0:
+            return Vision()
+        rows = int(self.image_grid_thw[:n].prod(dim=1).sum())
+        return Vision(self.pixel_values[:rows], self.image_grid_thw[:n])
+
     def extended(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> Vision:
         """This row's images plus one more (appended after the existing ones, as in the token order)."""
         if self.pixel_values is None:

@@ -134,9 +134,9 @@ class LexiconNER:
         if len(self.lexicon.terms) == 0 or len(norm) < 3:
             return []
         found = []
-        for end, (length, concept) in self.automaton.iter(norm):
-            start = end - length  # the term without its padding spaces
-            found.append((start, end, concept))
+        for last, (length, concept) in self.automaton.iter(norm):
+            start = last - length - 1  # ``last`` is the padded key's trailing space; offsets in the normalised text
+            found.append((start, start + length, concept))
         found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
         chosen, last_end = [], -1
         for start, end, concept in found:

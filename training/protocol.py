@@ -69,12 +69,14 @@ def format_question(question: str, options: Sequence[str] | None = None, context
 
 
 def build_messages(question: str, options: Sequence[str] | None = None, *, has_image: bool = False,
-                   context: str | None = None, retrieval: bool = True) -> list[dict]:
-    """Conversational prompt in the layout TRL expects (system + user). An image row gets an
-    ``{"type": "image"}`` placeholder first in the user content; TRL (or the caller) fills in the image."""
+                   context: str | None = None, retrieval: bool = True, system: str | None = None) -> list[dict]:
+    """Conversational prompt in the layout TRL expects (system + user), content as typed lists. An image row
+    gets an ``{"type": "image"}`` placeholder first in the user content; TRL (or the caller) fills in the image.
+    ``system`` replaces :func:`system_prompt` (e.g. a compact prompt for a synthetic benchmark)."""
     text = format_question(question, options, context)
-    user: str | list[dict] = [{"type": "image"}, {"type": "text", "text": text}] if has_image else text
-    return [{"role": "system", "content": system_prompt(has_image, retrieval)},
+    user = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": text}]
+    # typed content everywhere: one Arrow schema for text-only and image rows of the same dataset
+    return [{"role": "system", "content": [{"type": "text", "text": system or system_prompt(has_image, retrieval)}]},
             {"role": "user", "content": user}]
 
 
@@ -116,7 +118,7 @@ _TAG_RE = re.compile(r"<(/?)(think|query|retrieve|answer)>")
 
 
 def _parse_model_text(text: str) -> list[Span]:
-    """Spans of text the model wrote. Only the four protocol tags are markup; anything else (including
+    """Spans of text the model wrote (whitespace between blocks is dropped). Only the four protocol tags are markup; anything else (including
     ``<`` and ``>``) is content. A ``<retrieve>`` the model writes itself is kept as a (non-inserted)
     retrieve span, which the grammar rejects: a model must not forge passages."""
     spans: list[Span] = []
@@ -128,7 +130,7 @@ def _parse_model_text(text: str) -> list[Span]:
         if open_kind is None:
             if closing:
                 continue  # a stray closing tag stays inside the surrounding text span
-            if text[pos : m.start()]:
+            if text[pos : m.start()].strip():
                 spans.append(Span("text", text[pos : m.start()]))
             open_kind, open_at = kind, m.end()
         elif closing and kind == open_kind:
@@ -136,7 +138,7 @@ def _parse_model_text(text: str) -> list[Span]:
             open_kind, pos = None, m.end()
     if open_kind is not None:
         spans.append(Span(open_kind, text[open_at:], closed=False))
-    elif text[pos:]:
+    elif text[pos:].strip():
         spans.append(Span("text", text[pos:]))
     return spans
 

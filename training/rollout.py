@@ -593,7 +593,9 @@ def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: st
         with_ctx.append(Context(t.prompt_ids + t.completion_ids[:pos], vision))
         if any(p.inserted and p.start < pos for p in t.pieces):
             own = [x for x, m in zip(t.completion_ids[:pos], t.env_mask[:pos], strict=True) if m == 1]
-            cf_ctx.append(Context(t.prompt_ids + own, vision))
+            start_id = getattr(getattr(model, "config", None), "vision_start_token_id", None)
+            prompt_images = sum(1 for x in t.prompt_ids if x == start_id) if start_id is not None else 0
+            cf_ctx.append(Context(t.prompt_ids + own, vision.head(prompt_images)))  # inserted images go too
             cf_rows.append(i)
     if not rows:
         return
