@@ -97,8 +97,9 @@ def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # METHOD.
 
 
 def test_no_query_gives_zero_and_text_only_rows_do_not_crash():
-    from retrieval.embedders import ImageEmbedder
     from PIL import Image
+
+    from retrieval.embedders import ImageEmbedder
 
     reward = QuerySemanticReward(small_ner(), ImageEmbedder())
     direct = traj([("<think> d </think><answer> A </answer>", False)])
