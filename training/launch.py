@@ -197,8 +197,8 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
             self.last_tokens = tokens
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs:
-                return
+            if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+                return  # the end-of-training summary is not a training step
             logs = dict(logs, **{"train/step_time_s": self.step_time, "train/tokens_per_s": self.tokens_per_s})
             metrics = {k: float(v) for k, v in logs.items()
                        if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))}
@@ -221,9 +221,9 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
 
 def open_pipes(stack: ExitStack, is_main: bool):
     """The Pipes context on rank 0 of a Pipes-launched process, else None."""
-    from dagster_pipes import is_dagster_pipes_process, open_dagster_pipes
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if not is_main or not is_dagster_pipes_process():
+    if not is_main or not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         return None
     return stack.enter_context(open_dagster_pipes())
 
