@@ -1,16 +1,16 @@
 """Learning check with a control: does GRPO with our rollout learn *through retrieval*?
 
-Synthetic task whose answers exist only in a knowledge base: invented entities, each treated by one of a
-few invented drugs ("Which drug treats zorvat? A. kelamine B. ..."), 4 options, chance = 25 %. The facts
+Synthetic task whose answers exist only in a knowledge base: invented entities, each treated by one of four
+invented drugs ("Which drug treats zorvat? A. kelamine B. ..."), 4 options, chance = 25 %. The facts
 live only in a real LanceDB KB (``retrieval.search.Retriever``, lexical mode) as "<entity> is treated with
 <drug>." passages. Steps:
 
 1. build a tiny Qwen2.5-VL (``training.tiny_model``) with a tokenizer trained on the task text (entity and
    drug names are single tokens);
 2. warm-start on the *format only*: supervised trajectories ``<think>…</think><query>Q</query>`` + the real
-   ``<retrieve>`` block (not trained on) + ``<think>…</think><answer>X</answer>`` where Q is the entity half
-   of the time (another question word otherwise) and X is a uniformly random option: the answers carry no
-   knowledge, so accuracy starts at chance;
+   ``<retrieve>`` block (not trained on) + ``<think>…</think><answer>X</answer>`` where Q is the entity named
+   in the question and X is a uniformly random option: the answers carry no knowledge, so accuracy starts at
+   chance, and the tiny model copies the entity into its query only part of the time;
 3. GRPO (TRL ``GRPOTrainer`` + ``training.rollout.Rollout`` as ``rollout_func``, stage-1 rewards format +
    accuracy) on the training entities, twice from the same warm start: with the real retriever, and with a
    ``RandomRetriever`` over the same passages (the control);
@@ -48,7 +48,6 @@ from training.retrievers import RandomRetriever  # noqa: E402
 from training.rollout import Rollout, encode_prompts  # noqa: E402
 
 SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
-FILLERS = ["drug", "treats", "which"]
 # a compact system prompt with the same protocol: the synthetic task needs no medical framing, and a
 # 30-token prompt instead of 150 keeps the run to ~20 minutes on 2 shared CPU cores
 SYSTEM = ("Think inside <think> </think>. To search, write <query> words </query>; results come inside "
@@ -104,7 +103,7 @@ def warm_start(model, processor, retriever, rows: list[dict], steps: int, seed: 
     examples = []
     for r, c in zip(rows, contexts, strict=True):
         for _ in range(4):
-            q = r["entity"] if rng.random() < 0.5 else rng.choice(FILLERS)
+            q = r["entity"]
             hits = retriever.search([q], k=3, mode="lexical")[0]
             first = tok("<think> I should search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
             block = tok(retrieve_block([f"{h.title}. {h.text}" for h in hits]), add_special_tokens=False)["input_ids"]
@@ -224,14 +223,14 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="benchmarks/results/learning_check")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--warm-steps", type=int, default=250)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--eval-every", type=int, default=15)
+    p.add_argument("--warm-steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--entities", type=int, default=160)
     p.add_argument("--heldout", type=int, default=48)
-    p.add_argument("--drugs", type=int, default=12)
+    p.add_argument("--drugs", type=int, default=4)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
