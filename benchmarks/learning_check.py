@@ -86,6 +86,9 @@ def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
         "text": [f"{e} is treated with {d} ." for e, d in facts.items()],
     })
     frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]]))
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)  # deterministic and cheap: rebuilt on every run
     embedder = TextEmbedder()
     location = KBLocation(str(root))
     report = sync_table(location, "kb_text", frame,
@@ -223,10 +226,10 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="benchmarks/results/learning_check")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--eval-every", type=int, default=15)
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--warm-steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--entities", type=int, default=160)
     p.add_argument("--heldout", type=int, default=48)
@@ -235,6 +238,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reuse-warm-start", action="store_true",
+                   help="reuse <out>/warm_start (and its base, KB) from an earlier run instead of rebuilding")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -245,21 +250,23 @@ def main() -> None:
     train_rows = [item(e, facts, drugs, rng) for e in train_ents]
     eval_rows = [item(e, facts, drugs, rng) for e in heldout_ents]
     pl.DataFrame([{k: v for k, v in r.items() if k != "prompt"} for r in eval_rows]).write_parquet(out / "heldout.parquet")
-    retriever, pool = build_kb(out / "kb", facts)
-
     from training.tiny_model import build_tiny_model, load_policy, local_corpus
 
-    corpus = [f"{e} is treated with {d} . Which drug treats {e} ?" for e, d in facts.items()]
-    corpus += local_corpus(Path("assets/sample_data"), max_texts=1500)
-    base = out / "base"
-    build_tiny_model(base, corpus, vocab_size=3000, extra_tokens=[*facts, *drugs], hidden_size=args.hidden,
-                     layers=args.layers, seed=args.seed)
-    model, processor = load_policy(str(base))
-    torch.manual_seed(args.seed)
-    losses = warm_start(model, processor, retriever, train_rows + eval_rows, args.warm_steps, args.seed, 3e-3)
+    retriever, pool = build_kb(out / "kb", facts)
+
     warm = out / "warm_start"
-    model.save_pretrained(warm, safe_serialization=True)
-    processor.save_pretrained(warm)
+    losses: list[float] = []
+    if not (args.reuse_warm_start and (warm / "config.json").exists()):
+        corpus = [f"{e} is treated with {d} . Which drug treats {e} ?" for e, d in facts.items()]
+        corpus += local_corpus(Path("assets/sample_data"), max_texts=1500)
+        base = out / "base"
+        build_tiny_model(base, corpus, vocab_size=3000, extra_tokens=[*facts, *drugs], hidden_size=args.hidden,
+                         layers=args.layers, seed=args.seed)
+        model, processor = load_policy(str(base))
+        torch.manual_seed(args.seed)
+        losses = warm_start(model, processor, retriever, train_rows + eval_rows, args.warm_steps, args.seed, 3e-3)
+        model.save_pretrained(warm, safe_serialization=True)
+        processor.save_pretrained(warm)
     t_warm = time.perf_counter() - t_start
     runs = {}
     runs["retrieval"] = run_grpo("retrieval", warm, out / "model_retrieval", retriever, retriever,

@@ -207,3 +207,17 @@ def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
     by_image = (te.join(ee, on="refs").select("train_item_id", "eval_item_id", "eval_dataset")
                 .with_columns(pl.lit("image").alias("reason")))
     return pl.concat([by_text, by_image]).unique().sort(["train_item_id", "eval_item_id", "reason"])
+
+
+def sample_correctness(rollout, model, processor, rows: Sequence[dict], samples: int = 4) -> dict[str, list[bool]]:
+    """``samples`` rollouts of the current policy per row (``rows`` in the TRL layout of
+    :func:`training.launch.trl_dataset`: ``prompt``, ``item_id``, ``answer_label``, ``answer``, ``options``):
+    ``item_id -> [correct per sample]``, the input of :func:`difficulty`."""
+    from .protocol import answer_matches
+
+    expanded = [r for r in rows for _ in range(samples)]
+    result = rollout.run(model, processor, [r["prompt"] for r in expanded])
+    out: dict[str, list[bool]] = {}
+    for r, t in zip(expanded, result.trajectories, strict=True):
+        out.setdefault(r["item_id"], []).append(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"]))
+    return out

@@ -94,3 +94,17 @@ def test_leakage_by_normalized_text_and_image_content_id():
         ("t1", "e1", "question_text"), ("t2", "e2", "image")]
     clean = leakage(train.filter(pl.col("item_id") == "t3"), evaluation)
     assert clean.height == 0
+
+
+def test_sample_correctness_feeds_difficulty(policy, retriever):
+    from tests.training.conftest import mcq_rows
+    from tests.training.helpers import ScriptedGenerate
+    from training.data import sample_correctness
+    from training.rollout import Rollout
+
+    model, processor = policy
+    model.generate = ScriptedGenerate(processor.tokenizer,
+                                      lambda c, r, ctx: "<think> t </think><answer> " + "AB"[r % 2] + " </answer>")
+    rows = mcq_rows(2)
+    correct = sample_correctness(Rollout(retriever), model, processor, rows, samples=2)
+    assert correct == {"item0": [True, False], "item1": [True, False]}
