@@ -2,7 +2,7 @@
 
 Synthetic task whose answers exist only in a knowledge base: invented entities, each treated by one of four
 invented drugs ("Which drug treats zorvat? A. kelamine B. ..."), 4 options, chance = 25 %. The facts
-live only in a real LanceDB KB (``retrieval.search.Retriever``, lexical mode) as "<entity> is treated with
+live only in a real LanceDB KB (``retrieval.search.Retriever``, dense MiniLM search by default: always k=3 passages) as "<entity> is treated with
 <drug>." passages. Steps:
 
 1. build a tiny Qwen2.5-VL (``training.tiny_model``) with a tokenizer trained on the task text (entity and
@@ -48,6 +48,7 @@ from training.retrievers import RandomRetriever  # noqa: E402
 from training.rollout import Rollout, encode_prompts  # noqa: E402
 
 SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
+SEARCH_MODE = "dense"  # set from --search-mode; dense always returns k passages (lexical only the matches)
 # a compact system prompt with the same protocol: the synthetic task needs no medical framing, and a
 # 30-token prompt instead of 150 keeps the run to ~20 minutes on 2 shared CPU cores
 SYSTEM = ("Think inside <think> </think>. To search, write <query> words </query>; results come inside "
@@ -107,7 +108,7 @@ def warm_start(model, processor, retriever, rows: list[dict], steps: int, seed: 
     for r, c in zip(rows, contexts, strict=True):
         for _ in range(4):
             q = r["entity"]
-            hits = retriever.search([q], k=3, mode="lexical")[0]
+            hits = retriever.search([q], k=3, mode=SEARCH_MODE)[0]
             first = tok("<think> I should search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
             block = tok(retrieve_block([f"{h.title}. {h.text}" for h in hits]), add_special_tokens=False)["input_ids"]
             x = rng.choice(r["options"])
@@ -141,7 +142,7 @@ def warm_start(model, processor, retriever, rows: list[dict], steps: int, seed: 
 def evaluate(model, processor, retriever, rows: list[dict], max_rounds: int, samples: int = 2) -> dict:
     """``samples`` sampled rollouts (temperature 1, the policy itself) per row: accuracy, query rate,
     right-passage rate (a query whose results hold the entity's own passage)."""
-    ro = Rollout(retriever, k=3, max_rounds=max_rounds, max_new_tokens=20, search_mode="lexical")
+    ro = Rollout(retriever, k=3, max_rounds=max_rounds, max_new_tokens=20, search_mode=SEARCH_MODE)
     was = model.training
     model.eval()
     rows = [r for r in rows for _ in range(samples)]
@@ -172,7 +173,7 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, eval_retriev
     cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
                        learning_rate=args.lr, beta=0.0, num_generations=8, per_device_train_batch_size=32,
                        gradient_accumulation_steps=1, max_steps=args.steps, warmup_ratio=0.0, logging_steps=5,
-                       save_strategy="no", max_rounds=args.max_rounds, search_mode="lexical",
+                       save_strategy="no", max_rounds=args.max_rounds, search_mode=SEARCH_MODE,
                        max_new_tokens_per_round=20, max_completion_length=64, seed=args.seed,
                        reward_weights=weights, lr_scheduler_type="constant")
     curve: list[dict] = []
@@ -186,7 +187,7 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, eval_retriev
                 print(label, json.dumps(m), flush=True)
 
     rollout = Rollout(retriever, k=3, max_rounds=args.max_rounds, max_new_tokens=20, max_completion_tokens=64,
-                      search_mode="lexical")
+                      search_mode=SEARCH_MODE)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(train_rows),
                           processing_class=processor, rollout_func=rollout, callbacks=[Eval()])
     t0 = time.perf_counter()
@@ -226,10 +227,10 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="benchmarks/results/learning_check")
-    p.add_argument("--steps", type=int, default=80)
-    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--eval-every", type=int, default=30)
     p.add_argument("--warm-steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--entities", type=int, default=160)
     p.add_argument("--heldout", type=int, default=48)
@@ -238,9 +239,12 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--search-mode", default="dense", choices=("dense", "lexical", "hybrid"))
     p.add_argument("--reuse-warm-start", action="store_true",
                    help="reuse <out>/warm_start (and its base, KB) from an earlier run instead of rebuilding")
     args = p.parse_args()
+    global SEARCH_MODE
+    SEARCH_MODE = args.search_mode
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
