@@ -129,19 +129,39 @@ class ImageEmbedder:
         size = getattr(self.model.visual, "image_size", 224)
         return tuple(size) if isinstance(size, tuple | list) else (size, size)
 
-    def embed(self, images: Sequence[bytes]) -> np.ndarray:
-        """Image bytes (any format Pillow reads) to ``(n, dim)`` float32, L2-normalized."""
+    def embed(self, images: Sequence[Any]) -> np.ndarray:
+        """Images (bytes in any format Pillow reads, or PIL images) to ``(n, dim)`` float32, L2-normalized."""
         import torch
         from PIL import Image
 
+        def load(b: Any):
+            return (Image.open(io.BytesIO(b)) if isinstance(b, bytes | bytearray) else b).convert("RGB")
+
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = [self.preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
-                     for b in images[start : start + self.batch_size]]
+            batch = [self.preprocess(load(b)) for b in images[start : start + self.batch_size]]
             with torch.no_grad():
                 x = torch.stack(batch).to(self.device, dtype=self._dtype())
                 out.append(self.model.encode_image(x).float().cpu().numpy())
         return _normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts through the same CLIP model's text tower (its own tokenizer) to ``(n, dim)`` float32,
+        L2-normalized: the query side of the image-query cosine in the query-semantic reward."""
+        import open_clip
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if not hasattr(self, "_tokenizer"):
+            self._tokenizer = open_clip.get_tokenizer(self.model_id.split(":", 1)[0]
+                                                      if not self.model_id.startswith("hf-hub:") else self.model_id)
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+            with torch.no_grad():
+                out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return _normalize(np.concatenate(out))
 
     def metadata(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "dim": self.dim, "device": self.device,

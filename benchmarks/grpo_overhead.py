@@ -1,0 +1,88 @@
+"""Overhead of the retrieval rollout: GRPO step time with ``Rollout`` as ``rollout_func`` divided by plain TRL
+GRPO (TRL's own single-turn ``generate``, no retrieval) on the same items, model and batch shape.
+
+Both runs: the learning check's warm-start model (it queries, then answers), its synthetic training items,
+4 prompts x 8 generations per step, ``max_completion_length`` 64, beta 0, CPU. Runs alternate (plain, ours,
+plain, ours ...) so that machine load drifts hit both; the figure is the median of TRL's own ``step_time``
+over all steps but the first of each run. Generated tokens per step are reported too: the plain run does
+not stop at ``</query>`` (it writes a whole trajectory, inventing its own passages), the retrieval run stops,
+retrieves, and continues.
+
+Run: ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/grpo_overhead.py --out benchmarks/results/grpo_overhead.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from learning_check import item, make_world  # noqa: E402
+
+from retrieval.embedders import TextEmbedder  # noqa: E402
+from retrieval.search import Retriever  # noqa: E402
+from retrieval.store import KBLocation  # noqa: E402
+
+
+def run(with_retrieval: bool, args, rows, retriever) -> dict:
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from training.config import stage_config
+    from training.rewards import stage_rewards
+    from training.rollout import Rollout
+    from training.tiny_model import load_policy
+
+    model, processor = load_policy(args.model)
+    funcs, weights = stage_rewards(1)
+    cfg = stage_config(1, f"/tmp/grpo_overhead_{int(with_retrieval)}", use_cpu=True, bf16=False,
+                       gradient_checkpointing=False, beta=0.0, learning_rate=1e-4, num_generations=8,
+                       per_device_train_batch_size=32, gradient_accumulation_steps=1, max_steps=args.steps,
+                       save_strategy="no", logging_steps=1, max_completion_length=64, max_new_tokens_per_round=32,
+                       max_rounds=2, warmup_ratio=0.0, reward_weights=weights, seed=0)
+    rollout = Rollout(retriever, k=3, max_rounds=2, max_new_tokens=32, max_completion_tokens=64,
+                      search_mode="lexical") if with_retrieval else None
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
+                          processing_class=processor, rollout_func=rollout)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "step_time" in h]
+    return {"step_time_s": [h["step_time"] for h in logs],
+            "completion_tokens_mean": [h["completions/mean_length"] for h in logs]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="benchmarks/results/learning_check/warm_start")
+    p.add_argument("--kb-uri", default="benchmarks/results/learning_check/kb")
+    p.add_argument("--kb-tag", default="run-learning-check")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/grpo_overhead.json")
+    args = p.parse_args()
+    retriever = Retriever(KBLocation(args.kb_uri), TextEmbedder(), version=args.kb_tag)
+    train, _, drugs, facts = make_world(0, 160, 4, 48)
+    rng = random.Random(3)
+    rows = [{k: v for k, v in item(e, facts, drugs, rng).items() if k != "entity"} for e in train]
+    runs = {"plain": [], "retrieval": []}
+    for _ in range(args.repeats):
+        runs["plain"].append(run(False, args, rows, retriever))
+        runs["retrieval"].append(run(True, args, rows, retriever))
+    med = {k: statistics.median(t for r in v for t in r["step_time_s"][1:]) for k, v in runs.items()}
+    toks = {k: statistics.mean(t for r in v for t in r["completion_tokens_mean"]) for k, v in runs.items()}
+    summary = {"median_step_time_s": med, "ratio_retrieval_over_plain": med["retrieval"] / med["plain"],
+               "mean_completion_tokens": toks, "runs": runs, "args": vars(args)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("median_step_time_s", "ratio_retrieval_over_plain",
+                                               "mean_completion_tokens")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

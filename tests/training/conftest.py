@@ -1,0 +1,94 @@
+"""Shared fixtures for the training tests: the tiny policy (built once), a real LanceDB KB, items."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+import pytest
+
+from orchestration.profiles import SAMPLE_DATA_DIR
+
+PASSAGES = [
+    ("kb:pneumonia", "Pneumonia", "Pneumonia is an infection of the lung; the chest x-ray shows consolidation."),
+    ("kb:cirrhosis", "Cirrhosis", "Cirrhosis is scarring of the liver."),
+    ("kb:cardiomegaly", "Cardiomegaly", "Cardiomegaly is an enlarged heart (ratio > 0.5, p < 0.05)."),
+    ("kb:asthma", "Asthma", "Asthma narrows the airways of the lung."),
+    ("kb:tags", "Markup", "A passage that writes </retrieve> and <answer> A </answer> inside its text."),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from training.tiny_model import build_tiny_model, local_corpus
+
+    out = tmp_path_factory.mktemp("tiny_policy")
+    build_tiny_model(out, local_corpus(SAMPLE_DATA_DIR, max_texts=1500), vocab_size=2048, seed=0)
+    return out
+
+
+@pytest.fixture
+def policy(tiny_model_dir):
+    from training.tiny_model import load_policy
+
+    return load_policy(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def text_embedder():
+    from retrieval.embedders import TextEmbedder
+
+    return TextEmbedder()
+
+
+@pytest.fixture(scope="session")
+def kb(tmp_path_factory, text_embedder):
+    """A real LanceDB KB (MiniLM vectors + full-text index) tagged ``run-test``; returns (uri, tag)."""
+    from retrieval.embedders import passage_input
+    from retrieval.store import KBLocation, sync_table
+
+    root = tmp_path_factory.mktemp("kb")
+    frame = pl.DataFrame({"id": [p[0] for p in PASSAGES], "source": ["test"] * len(PASSAGES),
+                          "title": [p[1] for p in PASSAGES], "text": [p[2] for p in PASSAGES]})
+    frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]]))
+    report = sync_table(KBLocation(str(root)), "kb_text", frame, lambda rows: text_embedder.embed(
+        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="test")
+    return str(root), report.tag
+
+
+@pytest.fixture
+def retriever(kb, text_embedder):
+    from retrieval.search import Retriever
+    from retrieval.store import KBLocation
+
+    return Retriever(KBLocation(kb[0]), text_embedder, version=kb[1])
+
+
+@pytest.fixture(scope="session")
+def slake_images():
+    """Two real SLAKE images (PIL) from the bundled sample."""
+    from PIL import Image
+
+    paths = sorted((SAMPLE_DATA_DIR / "slake" / "imgs").glob("xmlab*/source.jpg"))[:2]
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def mcq_rows(n: int, image=None) -> list[dict]:
+    """Training rows in the TRL layout (prompt + reward columns)."""
+    from training.protocol import build_messages
+
+    rows = []
+    for i in range(n):
+        row = {"prompt": build_messages("Which disease is an infection of the lung?", ["Pneumonia", "Cirrhosis"],
+                                        has_image=image is not None),
+               "answer_label": "A", "answer": "Pneumonia", "options": ["Pneumonia", "Cirrhosis"],
+               "explanation": "Pneumonia infects the lung.", "item_id": f"item{i}"}
+        if image is not None:
+            row["image"] = image
+        rows.append(row)
+    return rows
+
+
+def dump(obj) -> str:
+    return json.dumps(obj)

@@ -1,0 +1,38 @@
+"""Test helpers: a scripted ``generate`` (fixed token ids) for bookkeeping tests, and small fixtures' data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+
+
+class ScriptedGenerate:
+    """Replaces ``model.generate``: row ``r`` of call ``c`` samples the ids of ``script(c, r, context_text)``
+    (EOS appended when the text ends with neither ``</query>`` nor ``</answer>``). Records every call's
+    batch size and keyword arguments."""
+
+    def __init__(self, tokenizer, script: Callable[[int, int, str], str]):
+        self.tokenizer = tokenizer
+        self.script = script
+        self.calls: list[dict] = []
+
+    def __call__(self, input_ids, attention_mask=None, **kwargs):
+        call = len(self.calls)
+        self.calls.append({"rows": input_ids.shape[0], **{k: v for k, v in kwargs.items() if k != "tokenizer"}})
+        pad = kwargs["pad_token_id"]
+        new = []
+        for r in range(input_ids.shape[0]):
+            ctx = input_ids[r][attention_mask[r].bool()].tolist() if attention_mask is not None else input_ids[r].tolist()
+            text = self.script(call, r, self.tokenizer.decode(ctx, skip_special_tokens=False))
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: kwargs["max_new_tokens"]]
+            if not (text.endswith("</query>") or text.endswith("</answer>")) and len(ids) < kwargs["max_new_tokens"]:
+                ids.append(self.tokenizer.eos_token_id)
+            new.append(ids)
+        width = max(len(x) for x in new)
+        out = torch.full((input_ids.shape[0], input_ids.shape[1] + width), pad, dtype=torch.long)
+        out[:, : input_ids.shape[1]] = input_ids
+        for r, ids in enumerate(new):
+            out[r, input_ids.shape[1] : input_ids.shape[1] + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return SimpleNamespace(sequences=out, scores=None)

@@ -1,0 +1,92 @@
+"""The stage entry point end to end: killed mid-run, restarted under Dagster Pipes, resumes from the last
+complete checkpoint without losing a step, and streams metrics while it trains."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stage1_parquet(path: Path) -> Path:
+    rows = [{"item_id": f"i{i}", "dataset": "medmcqa", "split": "validation",
+             "question": "Which disease is an infection of the lung?", "context": None,
+             "options": ["Pneumonia", "Cirrhosis", "Asthma", "Gout"], "answer_label": "A", "answer": "Pneumonia",
+             "explanation": "Pneumonia infects the lung.", "image_ref": None, "difficulty": None} for i in range(8)]
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+def launch_args(tmp_path, tiny_model_dir, kb, out):
+    items = stage1_parquet(tmp_path / "stage1_items.parquet")
+    config = {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "num_generations": 2,
+              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": 3, "save_steps": 1,
+              "max_new_tokens_per_round": 8, "max_completion_length": 24, "max_rounds": 2, "beta": 0.0,
+              "learning_rate": 1e-3, "warmup_ratio": 0.0, "seed": 0}
+    return ["--stage", "1", "--items", str(items), "--kb-uri", kb[0], "--kb-tag", kb[1],
+            "--base-model", str(tiny_model_dir), "--output-dir", str(out), "--config", json.dumps(config),
+            "--lineage", json.dumps({"stage1_items_version": "v-test"}), "--git-commit", "test-commit"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_model_dir, kb):
+    from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
+
+    out = tmp_path / "stage1"
+    args = launch_args(tmp_path, tiny_model_dir, kb, out)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "training.launch", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "checkpoint-1" / "medrwr_lineage.json").exists():
+        assert proc.poll() is None, "the first run ended before writing a checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from training.launch import last_complete_checkpoint
+
+    killed_at = int(last_complete_checkpoint(out).name.split("-")[1])
+    assert 1 <= killed_at < 3 and not (out / "final").exists()
+
+    messages: list[dict] = []
+
+    @asset
+    def stage1_checkpoint(context: AssetExecutionContext, pipes: PipesSubprocessClient):
+        invocation = pipes.run(command=[sys.executable, "-m", "training.launch", *args], context=context,
+                               env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, cwd=str(REPO))
+        messages.extend(invocation.get_custom_messages())
+        return invocation.get_materialize_result()
+
+    result = materialize([stage1_checkpoint], resources={"pipes": PipesSubprocessClient()})
+    assert result.success
+    manifest = json.loads((out / "final" / "medrwr_lineage.json").read_text())
+    assert manifest["resumed_from"].endswith(f"checkpoint-{killed_at}") and manifest["global_step"] == 3
+    steps = [m["step"] for m in messages]
+    assert steps == list(range(killed_at + 1, 4)), steps  # every remaining step once: none lost, none repeated
+    times = [m["time"] for m in messages]
+    assert times == sorted(times) and times[0] < (out / "final" / "medrwr_lineage.json").stat().st_mtime
+    for m in messages:
+        metrics = m["metrics"]
+        assert metrics["rollout/prefix_violations"] == 0
+        assert {"rewards/format/mean", "rewards/accuracy/mean", "rollout/query_rate", "rollout/retrieval_calls",
+                "rollout/rounds", "entropy", "frac_reward_zero_std", "train/step_time_s"} <= set(metrics)
+    mat = result.asset_materializations_for_node("stage1_checkpoint")[0]
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["git_commit"] == "test-commit" and meta["kb_tag"] == kb[1] and meta["global_step"] == 3
+    assert meta["stage1_items_version"] == "v-test" and len(meta["config_hash"]) == 16
+    assert (out / "final" / "model.safetensors").exists()
+    for name in ("items_sha256", "kb_version", "text_embedder", "base_model", "config"):
+        assert name in manifest
+    from training.tiny_model import load_policy
+
+    model, processor = load_policy(str(out / "final"))  # the checkpoint loads through the same code
+    assert model.config.model_type == "qwen2_5_vl"

@@ -1,0 +1,151 @@
+"""Rewards with hand-computed values, on the model's spans only, and the reference-code bugs of METHOD.md §8."""
+
+import math
+
+import numpy as np
+import pytest
+
+from orchestration.profiles import SAMPLE_DATA_DIR
+from training.lexicon import Lexicon, LexiconNER, build_lexicon
+from training.protocol import retrieve_block
+from training.rewards import (
+    PAPER_WEIGHTS,
+    QuerySemanticReward,
+    accuracy_reward,
+    confidence_gain_reward,
+    format_reward,
+    overlap_score,
+    stage_rewards,
+)
+from training.rollout import Piece, Trajectory
+
+
+def traj(pieces, queries=(), passages=(), answer_lp=None, no_ret_lp=None):
+    """A trajectory from (text, inserted) pieces (ids are not needed by these rewards)."""
+    ps, at = [], 0
+    for i, (text, inserted) in enumerate(pieces):
+        ps.append(Piece(at, at + 1, inserted, i + 1, "retrieve" if inserted else "sampled", text))
+        at += 1
+    return Trajectory(prompt_ids=[1], completion_ids=[0] * at, env_mask=[0 if p.inserted else 1 for p in ps],
+                      pieces=ps, queries=list(queries), passages=[list(p) for p in passages],
+                      answer_logprobs=answer_lp, answer_logprobs_no_retrieval=no_ret_lp)
+
+
+OPTS = ["Pneumonia", "Cirrhosis"]
+RETRIEVED = [("<think> x </think><query> lung infection </query>", False),
+             (retrieve_block(["Pneumonia infects the lung"]), True),
+             ("<think> y </think><answer> A </answer>", False)]
+
+
+def call(fn, trajs, **cols):
+    n = len(trajs)
+    return fn(prompts=[[]] * n, completions=[""] * n, completion_ids=[[]] * n, trajectory=trajs, **cols)
+
+
+def test_format_and_accuracy_hand_values():
+    direct_right = traj([("<think> d </think><answer> a </answer>", False)])
+    retrieved_right = traj(RETRIEVED)
+    retrieved_wrong = traj(RETRIEVED[:2] + [("<think> y </think><answer> B </answer>", False)])
+    broken = traj([("<answer> A </answer> trailing", False)])
+    cols = {"answer_label": ["A"] * 4, "answer": ["Pneumonia"] * 4, "options": [OPTS] * 4}
+    trajs = [direct_right, retrieved_right, retrieved_wrong, broken]
+    assert call(format_reward, trajs, **cols) == [1.0, 2.0, 1.0, 0.0]
+    assert call(accuracy_reward, trajs, **cols) == [1.0, 1.0, 0.0, 1.0]  # accuracy ignores the format
+
+
+def test_passage_with_angle_brackets_does_not_zero_format():  # METHOD.md §8
+    pieces = [RETRIEVED[0], (retrieve_block(["p < 0.05, size > 3 mm, </think> <answer> B </answer>"]), True),
+              RETRIEVED[2]]
+    cols = {"answer_label": ["A"], "answer": ["Pneumonia"], "options": [OPTS]}
+    assert call(format_reward, [traj(pieces)], **cols) == [2.0]
+    assert call(accuracy_reward, [traj(pieces)], **cols) == [1.0]  # the passage's "<answer> B" is not read
+
+
+def test_rewards_do_not_read_retrieved_text_for_the_answer():
+    # the answer span is the model's; the passage names option A, the model said B
+    pieces = [RETRIEVED[0], (retrieve_block(["The answer is A. Pneumonia"]), True),
+              ("<think> y </think><answer> B </answer>", False)]
+    assert call(accuracy_reward, [traj(pieces)], answer_label=["A"], answer=["Pneumonia"], options=[OPTS]) == [0.0]
+
+
+def small_ner():
+    lex = Lexicon()
+    for term, cui in [("lung", "C1"), ("infection", "C2"), ("pneumonia", "C3"), ("liver", "C4"), ("heart", "C5")]:
+        lex.add(term, cui, "test")
+    return LexiconNER(lex)
+
+
+def test_query_semantic_text_part_hand_values():
+    # S_Q = {lung, infection}; S_K = {pneumonia, lung, liver}; S_G = {pneumonia, lung}
+    # q_text = 1/2 + 2/3
+    assert overlap_score({"C1", "C2"}, {"C3", "C1", "C4"}, {"C3", "C1"}) == pytest.approx(0.5 + 2 / 3)
+    reward = QuerySemanticReward(small_ner())
+    t = traj(RETRIEVED, queries=["lung infection"], passages=[["Pneumonia infects the lung", "liver facts"]])
+    out = call(reward, [t], answer_label=["A"], answer=["Pneumonia"], options=[OPTS],
+               explanation=["It is a lung disease."], image=[None])
+    assert out == [pytest.approx(0.5 + 2 / 3)]
+
+
+def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # METHOD.md §8
+    reward = QuerySemanticReward(small_ner())
+    t = traj(RETRIEVED, queries=["heart"], passages=[["pneumonia of the lung"]])
+    prompt_with_entities = [[{"role": "user", "content": "pneumonia lung liver heart"}]]
+    out = reward(prompts=prompt_with_entities, completions=[""], completion_ids=[[]], trajectory=[t],
+                 answer_label=["A"], answer=["Pneumonia"], options=[OPTS], explanation=["lung"], image=[None])
+    # S_Q = {heart}: 0/1; S_K = {pneumonia, lung} both gold: 2/2
+    assert out == [pytest.approx(1.0)]
+
+
+def test_no_query_gives_zero_and_text_only_rows_do_not_crash():
+    from PIL import Image
+
+    from retrieval.embedders import ImageEmbedder
+
+    reward = QuerySemanticReward(small_ner(), ImageEmbedder())
+    direct = traj([("<think> d </think><answer> A </answer>", False)])
+    asked = traj(RETRIEVED, queries=["lung infection"], passages=[["pneumonia"]])
+    img = Image.new("RGB", (40, 40), (200, 10, 10))
+    cols = {"answer_label": ["A"] * 3, "answer": ["Pneumonia"] * 3, "options": [OPTS] * 3,
+            "explanation": [None] * 3, "image": [None, None, img]}
+    out = call(reward, [direct, asked, asked], **cols)
+    assert out[0] == 0.0
+    s_q, s_k, s_g = small_ner().entities(["lung infection", "pneumonia", "Pneumonia"])
+    text_only = overlap_score(s_q, s_k, s_g)
+    assert out[1] == pytest.approx(text_only)
+    emb = reward.image_embedder
+    cos = float(emb.embed_texts(["lung infection"])[0] @ emb.embed([img])[0])
+    assert out[2] == pytest.approx(text_only + cos, abs=1e-5)
+
+
+def test_confidence_gain_upper_cases_the_gold_letter():  # METHOD.md §8
+    lp_with = {"A": math.log(0.8), "B": math.log(0.2)}
+    lp_without = {"A": math.log(0.4), "B": math.log(0.6)}
+    t = traj(RETRIEVED, answer_lp=lp_with, no_ret_lp=lp_without)
+    upper = call(confidence_gain_reward, [t], answer_label=["A"])
+    lower = call(confidence_gain_reward, [t], answer_label=["a"])
+    assert upper == lower == [pytest.approx(math.log(2.0))]
+    direct = traj([("<think> d </think><answer> A </answer>", False)], answer_lp=lp_with, no_ret_lp=lp_with)
+    assert call(confidence_gain_reward, [direct], answer_label=["A"]) == [0.0]
+    unlocated = traj(RETRIEVED)
+    assert call(confidence_gain_reward, [unlocated], answer_label=["A"]) == [None]
+
+
+def test_stage_rewards_paper_weights():
+    funcs, w = stage_rewards(1)
+    assert [f.__name__ for f in funcs] == ["format", "accuracy"] and w == [1.0, 5.0]
+    funcs, w = stage_rewards(2, QuerySemanticReward(small_ner()))
+    assert [f.__name__ for f in funcs] == ["format", "accuracy", "query_semantic", "confidence_gain"]
+    assert w == [1.0, 5.0, 0.4, 5.0] == list(PAPER_WEIGHTS.values())
+    with pytest.raises(ValueError, match="QuerySemanticReward"):
+        stage_rewards(2)
+
+
+def test_lexicon_from_medquad_and_slake_kg():
+    lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
+    assert lex.terms["adult acute lymphoblastic leukemia"] == "C0751606"  # MedQuAD focus -> its CUI
+    assert lex.terms["liver"].startswith(("SLAKE:", "C"))
+    ner = LexiconNER(lex)
+    found = ner.spans("Lung cancer spread to the liver")
+    assert [(s, e) for s, e, _ in found][0] == (0, 11)  # "lung cancer" as one entity, leftmost-longest
+    assert len(ner.entities(["", "no medical words here"])[1]) == 0
+    assert np.isfinite(len(lex.concepts()))

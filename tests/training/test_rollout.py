@@ -1,0 +1,143 @@
+"""Rollout bookkeeping (scripted ``generate``) and real sampling with the tiny Qwen2.5-VL."""
+
+import pytest
+import torch
+
+from tests.training.conftest import mcq_rows
+from tests.training.helpers import ScriptedGenerate
+from training.protocol import RETRIEVE_CLOSE, RETRIEVE_OPEN, build_messages
+from training.retrievers import CountingRetriever, RandomRetriever
+from training.rollout import Insert, Rollout, answer_position, score_answers
+
+
+def asking_script(call, row, ctx):
+    """Call 0: even rows query, odd rows answer; later calls: everyone answers."""
+    if call == 0 and row % 2 == 0:
+        return "<think> need facts </think><query> lung infection </query>"
+    return "<think> so </think><answer> A </answer>"
+
+
+def test_mask_covers_exactly_the_inserted_tokens(policy, retriever):
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, asking_script)
+    result = Rollout(retriever).run(model, processor, [r["prompt"] for r in mcq_rows(4)])
+    assert result.stats.prefix_violations == 0
+    for t in result.trajectories:
+        assert len(t.env_mask) == len(t.completion_ids)
+        inserted = [i for p in t.pieces if p.inserted for i in range(p.start, p.end)]
+        assert [i for i, m in enumerate(t.env_mask) if m == 0] == inserted
+        for p in t.pieces:  # the inserted ids are exactly the tokenised block (or the EOS)
+            ids = t.completion_ids[p.start : p.end]
+            if p.kind == "retrieve":
+                text = tok.decode(ids)
+                assert text.strip().startswith(RETRIEVE_OPEN) and text.strip().endswith(RETRIEVE_CLOSE)
+                assert ids == tok(text, add_special_tokens=False)["input_ids"]
+            if p.kind == "eos":
+                assert ids == [tok.eos_token_id]
+        assert t.finish == "answer" and t.answer() == "A"
+    asked = result.trajectories[0]
+    assert asked.queries == ["lung infection"] and asked.passage_ids[0][0] == "kb:pneumonia"
+    assert [p.kind for p in asked.pieces] == ["sampled", "retrieve", "sampled", "eos"]
+    assert asked.rounds == 2 and result.trajectories[1].rounds == 1
+    assert asked.generated_tokens == sum(asked.env_mask)
+
+
+def test_retriever_called_once_per_round_per_batch(policy, retriever):
+    model, processor = policy
+    spy = CountingRetriever(retriever)
+
+    def script(call, row, ctx):  # every row queries in rounds 1 and 2, answers in round 3
+        return "<think> t </think><query> liver </query>" if call < 2 else "<think> t </think><answer> B </answer>"
+
+    model.generate = ScriptedGenerate(processor.tokenizer, script)
+    result = Rollout(spy, max_rounds=3).run(model, processor, [r["prompt"] for r in mcq_rows(6)])
+    assert spy.calls == [6, 6]  # two rounds with retrieval, one batched call each
+    assert result.stats.retrieval_calls == 2 and result.stats.generate_calls == 3
+    last_call = model.generate.calls[-1]
+    query_ids = processor.tokenizer("<query>", add_special_tokens=False)["input_ids"]
+    assert query_ids in last_call["bad_words_ids"]  # the last round cannot query
+    assert last_call["stop_strings"] == ["</answer>"]
+    assert model.generate.calls[0]["stop_strings"] == ["</query>", "</answer>"]
+    assert all(len(t.queries) == 2 and t.rounds == 3 for t in result.trajectories)
+
+
+def test_direct_rag_and_random_retriever_modes(policy, retriever):
+    model, processor = policy
+    model.generate = ScriptedGenerate(processor.tokenizer, asking_script)
+    prompts = [r["prompt"] for r in mcq_rows(2)]
+    direct = Rollout(retriever).run(model, processor, prompts, allow_retrieval=False)
+    assert direct.stats.generate_calls == 1 and direct.stats.retrieval_calls == 0
+    assert all(not t.retrieved for t in direct.trajectories)
+    spy = CountingRetriever(retriever)
+    model.generate = ScriptedGenerate(processor.tokenizer, lambda c, r, ctx: "<think> a </think><answer> A </answer>")
+    rag = Rollout(spy).run(model, processor, prompts, first_queries=["lung infection", None], allow_retrieval=False)
+    assert spy.calls == [1]
+    first = rag.trajectories[0]
+    assert first.pieces[0].kind == "retrieve" and first.pieces[0].start == 0 and first.env_mask[0] == 0
+    assert not rag.trajectories[1].retrieved
+    from training.rewards import format_reward
+
+    assert format_reward([[]] * 2, [""] * 2, trajectory=rag.trajectories) == [1.0, 1.0]
+    from retrieval.search import Hit
+
+    pool = [Hit(f"r{i}", 0.0, "s", None, f"random passage {i}") for i in range(5)]
+    model.generate = ScriptedGenerate(processor.tokenizer, asking_script)
+    rnd = Rollout(RandomRetriever(pool, seed=1)).run(model, processor, prompts)
+    assert rnd.trajectories[0].passage_ids[0][0].startswith("r")
+
+
+@pytest.mark.timeout(120)
+def test_real_sampling_with_images_keeps_the_prefix_property(policy, retriever, slake_images):
+    model, processor = policy
+    torch.manual_seed(0)
+    prompts = [build_messages("Which organ?", ["Lung", "Liver"], has_image=True) for _ in range(2)]
+    prompts += [r["prompt"] for r in mcq_rows(2)]
+    for p, img in zip(prompts[:2], slake_images, strict=True):
+        p[1]["content"][0]["image"] = img
+    rollout = Rollout(retriever, max_new_tokens=16, want_logprobs=True, score=True)
+    result = rollout.run(model, processor, prompts)
+    assert result.stats.prefix_violations == 0
+    image_token = model.config.image_token_id
+    for t in result.trajectories:
+        assert t.prefix_ok and len(t.logprobs) == len(t.completion_ids)
+        assert image_token not in t.completion_ids  # vision placeholders are never sampled
+        assert all(lp <= 0.0 for lp in t.logprobs)
+    assert result.vision[0].n_images == 1 and result.vision[2].n_images == 0
+
+
+def test_score_answers_and_cdir_continuation(policy, retriever, slake_images):
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, asking_script)
+    rollout = Rollout(retriever, score=True)
+    prompts = [r["prompt"] for r in mcq_rows(2)]
+    result = rollout.run(model, processor, prompts)
+    asked, direct = result.trajectories
+    for t in (asked, direct):
+        pos = answer_position(tok, t)
+        assert tok.decode([t.completion_ids[pos]]).strip() == "A"
+        assert 0.0 < t.answer_token_prob <= 1.0
+        assert set(t.answer_logprobs) >= {"A", "B"}
+    assert direct.answer_logprobs_no_retrieval == direct.answer_logprobs
+    assert asked.answer_logprobs_no_retrieval != asked.answer_logprobs  # passages removed in the counterfactual
+    # the counterfactual equals scoring the prompt + the policy's own tokens by hand
+    from training.generation import Context, next_token_logprobs
+
+    own = [x for x, m in zip(asked.completion_ids[: asked.answer_position], asked.env_mask, strict=False) if m]
+    lp = next_token_logprobs(model, [Context(asked.prompt_ids + own)], tok.pad_token_id)[0]
+    a_ids = [i for i in {tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("ĠA")} if i is not None and i != tok.unk_token_id]
+    expected = float(torch.logsumexp(lp[sorted(a_ids)], 0))
+    assert asked.answer_logprobs_no_retrieval["A"] == pytest.approx(expected, abs=1e-4)
+    # CDIR: cut before <answer>, insert a case (with its image as vision tokens), generate once more
+    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> the case agrees </think><answer> B </answer>")
+    cont = rollout.continue_with(model, processor, result, [Insert("similar case: pneumonia", slake_images[0]), None])
+    new = cont.trajectories[0]
+    assert cont.trajectories[1] is direct
+    case = [p for p in new.pieces if p.kind == "case"][0]
+    assert model.config.image_token_id in new.completion_ids[case.start : case.end]
+    assert new.answer() == "B" and new.prefix_ok and cont.vision[0].n_images == 1
+    assert new.completion_ids[: case.start] == asked.completion_ids[: case.start]
+    assert "<answer>" not in tok.decode(new.completion_ids[: case.start])
+    score_answers(model, tok, cont)
+    assert new.answer_logprobs_no_retrieval is not None

@@ -1,0 +1,94 @@
+"""Stage configurations: TRL's ``GRPOConfig`` with the paper's values as defaults (METHOD.md §2).
+
+A config only states what differs from the paper: 8 generations per prompt, lr 1e-6, KL beta 1e-3 (k3
+estimator, a reference model), clip epsilon 0.2, token-level loss (``loss_type="dapo"``), group-normalised
+advantages, temperature 1.0, top-p 1.0, bf16, 1 epoch, 5 % warm-up, 4 prompts x 8 generations per device
+step, gradient accumulation 2. The fields added for the agent loop (rounds, passages per query, round budget)
+live here too, so one object (and its hash) describes a stage run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from trl import GRPOConfig
+
+# GRPOConfig fields that do not change what is trained (where it is written, how often it is logged)
+_NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_steps", "save_steps",
+               "save_total_limit", "push_to_hub", "hub_model_id", "overwrite_output_dir", "dataloader_num_workers"}
+
+
+@dataclass
+class StageConfig(GRPOConfig):
+    """A GRPO stage of Med-RwR. ``stage``: 1 (text MCQs; format + accuracy) or 2 (multimodal; all four
+    rewards, from the stage-1 checkpoint)."""
+
+    stage: int = field(default=1, metadata={"help": "1 = text-only stage, 2 = multimodal stage."})
+    max_rounds: int = field(default=3, metadata={"help": "Generation rounds per trajectory (retrieval after all but the last)."})
+    retrieval_k: int = field(default=3, metadata={"help": "Passages per query."})
+    search_mode: str = field(default="dense", metadata={"help": "Retriever mode: dense, lexical or hybrid."})
+    max_new_tokens_per_round: int = field(default=1024, metadata={"help": "Token budget of one generation round."})
+    # the paper's values (TRL's own defaults differ)
+    num_generations: int | None = field(default=8, metadata={"help": "Completions per prompt."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate."})
+    beta: float = field(default=1e-3, metadata={"help": "KL coefficient (k3 estimator)."})
+    epsilon: float = field(default=0.2, metadata={"help": "PPO clip range."})
+    loss_type: str = field(default="dapo", metadata={"help": "Token-level loss aggregation."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    scale_rewards: str = field(default="group", metadata={"help": "(r - mean) / (std + 1e-4) per group."})
+    max_completion_length: int | None = field(default=8192, metadata={"help": "Sampled tokens per trajectory."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Completions per device step (4 prompts x 8)."})
+    gradient_accumulation_steps: int = field(default=2, metadata={"help": "Gradient accumulation."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the stage items."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Linear warm-up fraction."})
+    bf16: bool | None = field(default=True, metadata={"help": "bf16 mixed precision (set False on CPU)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log (and report through Pipes) every n steps."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoint by steps."})
+    save_steps: float = field(default=50, metadata={"help": "Checkpoint every n steps (resume granularity)."})
+    report_to: Any = field(default="none", metadata={"help": "Loggers besides Pipes."})
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.max_rounds < 1 or self.retrieval_k < 1:
+            raise ValueError("max_rounds and retrieval_k must be >= 1")
+        if self.search_mode not in ("dense", "lexical", "hybrid"):
+            raise ValueError(f"search_mode must be dense, lexical or hybrid, got {self.search_mode!r}")
+        super().__post_init__()
+
+    def hashed_values(self) -> dict[str, Any]:
+        """The values that define the training run (paths and logging cadence left out)."""
+        out = {}
+        for f in fields(self):
+            if f.name in _NOT_HASHED or f.name.startswith("_"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
+        return out
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex) of :meth:`hashed_values` as sorted JSON."""
+        blob = json.dumps(self.hashed_values(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:
+    """The stage's config with ``overrides`` (any ``StageConfig``/``GRPOConfig`` field); unknown keys fail."""
+    names = {f.name for f in fields(StageConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown}; see training.config.StageConfig / trl.GRPOConfig")
+    return StageConfig(stage=stage, output_dir=output_dir, **overrides)
+
+
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "learning_rate": 1e-3,
+    "num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+    "max_completion_length": 96, "max_new_tokens_per_round": 32, "max_steps": 2, "save_steps": 1,
+    "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
+}
+"""What the smoke profile changes on a 2-core CPU: tiny batches, short rounds, two steps."""

@@ -1,0 +1,223 @@
+"""Stage data selection: pure functions over polars frames (no storage, no Dagster).
+
+- :func:`split_use` decides, per dataset, which splits are trained on and which are evaluated on. A dataset
+  with a training split trains on ``train`` and evaluates on the others. A dataset with **no** training split
+  in a profile (the bundled MedQA is its test set, MedMCQA its dev set) is either trained on or evaluated on,
+  never both: the caller states the choice and it is recorded in the returned decisions.
+- :func:`stage1_items`: text MCQs (MedQA, MedMCQA) from the training splits of ``text_qa_items``.
+- :func:`stage2_items`: closed multimodal questions with options (``vqa_items`` training splits; yes/no
+  closed questions are already two-option MCQs there), images clustered with k-means (scikit-learn) over
+  their embeddings; the items whose images are nearest each centre are kept.
+- :func:`difficulty`: difficulty stratification from samples of the current policy: items it solved in every
+  sample are dropped, the rest labelled ``easy`` (pass rate >= 0.5) or ``hard``.
+- :func:`leakage`: proves no training item is in an evaluation benchmark, by normalised question text and by
+  image content id; returns the offending pairs (empty frame = proof). ECBench items are evaluation items.
+
+Training-item columns (what :func:`training.launch` turns into a TRL dataset): ``item_id``, ``dataset``,
+``split``, ``question``, ``context``, ``options``, ``answer_label``, ``answer``, ``explanation``,
+``image_ref`` (content id or null), ``difficulty`` (``easy``/``hard``/null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .protocol import normalize_text
+
+STAGE1_DATASETS = ("medqa", "medmcqa")
+ITEM_COLUMNS = {
+    "item_id": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8, "question": pl.Utf8, "context": pl.Utf8,
+    "options": pl.List(pl.Utf8), "answer_label": pl.Utf8, "answer": pl.Utf8, "explanation": pl.Utf8,
+    "image_ref": pl.Utf8, "difficulty": pl.Utf8,
+}
+
+
+@dataclass
+class SplitUse:
+    """Per dataset: the splits trained on and the splits evaluated on, and why (one decision per dataset)."""
+
+    train: dict[str, list[str]] = field(default_factory=dict)
+    evaluate: dict[str, list[str]] = field(default_factory=dict)
+    decisions: list[dict[str, str]] = field(default_factory=list)
+
+    def decisions_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.decisions, schema={"dataset": pl.Utf8, "use": pl.Utf8, "splits": pl.Utf8,
+                                                    "reason": pl.Utf8})
+
+
+def split_use(items: pl.DataFrame, no_train_split: Mapping[str, str]) -> SplitUse:
+    """Decide split use for every dataset in ``items`` (columns ``dataset``, ``split``).
+
+    ``no_train_split`` maps a dataset that has no ``train`` split to ``"train"`` (all its rows become training
+    items and it is never evaluated) or ``"eval"`` (never trained on). A dataset without a train split and
+    without a choice is an error that names it.
+    """
+    use = SplitUse()
+    splits = items.group_by("dataset").agg(pl.col("split").unique().sort()).sort("dataset")
+    missing = []
+    for dataset, ds_splits in splits.iter_rows():
+        if "train" in ds_splits:
+            others = [s for s in ds_splits if s != "train"]
+            use.train[dataset] = ["train"]
+            use.evaluate[dataset] = others
+            use.decisions.append({"dataset": dataset, "use": "train+eval", "splits": "train|" + ",".join(others),
+                                  "reason": "has a training split: train on it, evaluate on the others"})
+            continue
+        choice = no_train_split.get(dataset)
+        if choice not in ("train", "eval"):
+            missing.append(dataset)
+            continue
+        target = use.train if choice == "train" else use.evaluate
+        target[dataset] = list(ds_splits)
+        use.decisions.append({"dataset": dataset, "use": choice, "splits": ",".join(ds_splits),
+                              "reason": f"no training split in this profile: {choice} only, never both"})
+    if missing:
+        raise ValueError(
+            f"datasets without a 'train' split and no choice: {missing}; set no_train_split[dataset] to "
+            "'train' or 'eval' (the choice is recorded, and the dataset is then never used the other way)")
+    return use
+
+
+def _select_train(items: pl.DataFrame, use: SplitUse, datasets: Sequence[str] | None) -> pl.DataFrame:
+    keep = [(d, s) for d, ss in use.train.items() for s in ss if datasets is None or d in datasets]
+    if not keep:
+        return items.clear()
+    cond = pl.lit(False)
+    for d, s in keep:
+        cond = cond | ((pl.col("dataset") == d) & (pl.col("split") == s))
+    return items.filter(cond)
+
+
+def _as_items(frame: pl.DataFrame, image_ref: pl.Expr) -> pl.DataFrame:
+    cols = {
+        "item_id": pl.col("item_id"), "dataset": pl.col("dataset"), "split": pl.col("split"),
+        "question": pl.col("question"),
+        "context": pl.col("context") if "context" in frame.columns else pl.lit(None, pl.Utf8),
+        "options": pl.col("options"), "answer_label": pl.col("answer_label"), "answer": pl.col("answer"),
+        "explanation": pl.col("explanation") if "explanation" in frame.columns else pl.lit(None, pl.Utf8),
+        "image_ref": image_ref, "difficulty": pl.lit(None, pl.Utf8),
+    }
+    return frame.select([e.cast(ITEM_COLUMNS[k]).alias(k) for k, e in cols.items()])
+
+
+def stage1_items(text_qa: pl.DataFrame, use: SplitUse, *, datasets: Sequence[str] = STAGE1_DATASETS,
+                 limit: int | None = None, seed: int = 0) -> pl.DataFrame:
+    """Text MCQs of ``datasets`` from their training splits (per ``use``), in a seeded shuffled order,
+    at most ``limit``. Raises when nothing is selected (silent success with 0 rows is a failure)."""
+    train = _select_train(text_qa, use, datasets).filter(pl.col("answer_label").is_not_null()
+                                                        & (pl.col("options").list.len() >= 2))
+    if train.height == 0:
+        raise ValueError(f"stage1_items: no training MCQs in {list(datasets)} with the split use "
+                         f"{use.train}; choose 'train' for a dataset without a training split")
+    out = _as_items(train, pl.lit(None, pl.Utf8)).sample(fraction=1.0, shuffle=True, seed=seed)
+    return out.head(limit) if limit else out
+
+
+def kmeans_nearest(vectors: np.ndarray, n_clusters: int, per_cluster: int = 1, seed: int = 0) -> list[int]:
+    """Row indices of the ``per_cluster`` vectors nearest each k-means centre (scikit-learn ``KMeans``,
+    k-means++ init, seeded), sorted; a vector is chosen at most once."""
+    from sklearn.cluster import KMeans
+
+    n = len(vectors)
+    if n == 0:
+        return []
+    k = min(n_clusters, n)
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(vectors)
+    dist = km.transform(vectors)
+    chosen: set[int] = set()
+    for c in range(k):
+        members = np.flatnonzero(km.labels_ == c)
+        order = members[np.argsort(dist[members, c])]
+        chosen.update(int(i) for i in order[:per_cluster])
+    return sorted(chosen)
+
+
+def stage2_items(vqa: pl.DataFrame, use: SplitUse, image_vectors: pl.DataFrame, *, n_clusters: int,
+                 per_cluster: int = 1, questions_per_image: int = 1, exclude_image_refs: Sequence[str] = (),
+                 seed: int = 0) -> pl.DataFrame:
+    """Closed multimodal MCQs from training splits, selected by k-means over image embeddings.
+
+    ``image_vectors``: columns ``image_ref``, ``vector`` (list of floats), one row per image.
+    ``exclude_image_refs``: images that must never be trained on (every evaluation image).
+    Per chosen image, up to ``questions_per_image`` of its questions (seeded order).
+    """
+    train = _select_train(vqa, use, None).filter(
+        (pl.col("answer_type") == "closed") & pl.col("answer_label").is_not_null()
+        & (pl.col("options").list.len() >= 2) & (pl.col("image_refs").list.len() >= 1))
+    train = train.with_columns(pl.col("image_refs").list.first().alias("image_ref"))
+    train = train.filter(~pl.col("image_ref").is_in(list(exclude_image_refs)))
+    images = train.select("image_ref").unique().sort("image_ref").join(image_vectors, on="image_ref", how="left")
+    without = images.filter(pl.col("vector").is_null())
+    if without.height:
+        raise ValueError(f"stage2_items: {without.height} training images have no embedding, e.g. "
+                         f"{without['image_ref'][0]}; embed every training image first")
+    if images.height == 0:
+        raise ValueError("stage2_items: no closed multimodal training questions with options after exclusions")
+    vectors = np.asarray(images["vector"].to_list(), dtype=np.float32)
+    picked = images[kmeans_nearest(vectors, n_clusters, per_cluster, seed)]["image_ref"].to_list()
+    chosen = (train.filter(pl.col("image_ref").is_in(picked))
+              .sample(fraction=1.0, shuffle=True, seed=seed)
+              .with_columns(pl.int_range(pl.len()).over("image_ref").alias("_n"))
+              .filter(pl.col("_n") < questions_per_image).sort("item_id"))
+    return _as_items(chosen, pl.col("image_ref"))
+
+
+def difficulty(items: pl.DataFrame, correct: Mapping[str, Sequence[bool]], easy_at: float = 0.5) -> pl.DataFrame:
+    """Drop items the policy solved in every sample; label the rest ``easy`` (pass rate >= ``easy_at``) or
+    ``hard``. ``correct[item_id]``: one bool per policy sample; every item must have samples."""
+    missing = [i for i in items["item_id"].to_list() if not correct.get(i)]
+    if missing:
+        raise ValueError(f"difficulty: no policy samples for {len(missing)} items, e.g. {missing[:3]}")
+    rate = pl.DataFrame({"item_id": list(correct), "pass_rate": [float(np.mean(v)) for v in correct.values()]})
+    out = items.drop("difficulty").join(rate, on="item_id", how="left").filter(pl.col("pass_rate") < 1.0)
+    return out.with_columns(
+        pl.when(pl.col("pass_rate") >= easy_at).then(pl.lit("easy")).otherwise(pl.lit("hard")).alias("difficulty"))
+
+
+def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
+    """Pairs (training item, evaluation item) sharing a normalised question text or an image content id.
+
+    ``train``: ``item_id``, ``question`` and ``image_ref`` (or ``image_refs``); ``evaluation``: ``item_id``,
+    ``dataset``, ``question`` and ``image_refs`` (or ``image_ref``). Returns columns ``train_item_id``,
+    ``eval_item_id``, ``eval_dataset``, ``reason`` (``question_text`` or ``image``); empty means no leak.
+    """
+    def refs(frame: pl.DataFrame) -> pl.Expr:
+        if "image_refs" in frame.columns:
+            return pl.col("image_refs")
+        if "image_ref" in frame.columns:
+            return pl.concat_list(pl.col("image_ref")).list.drop_nulls()
+        return pl.lit([], pl.List(pl.Utf8))
+
+    def norm(frame: pl.DataFrame) -> pl.Series:
+        return pl.Series([normalize_text(q or "") for q in frame["question"].to_list()], dtype=pl.Utf8)
+
+    dataset = pl.col("dataset") if "dataset" in evaluation.columns else pl.lit(None, pl.Utf8)
+    t = train.select(pl.col("item_id").alias("train_item_id"), refs(train).alias("refs")).with_columns(
+        norm(train).alias("q"))
+    e = evaluation.select(pl.col("item_id").alias("eval_item_id"), dataset.alias("eval_dataset"),
+                          refs(evaluation).alias("refs")).with_columns(norm(evaluation).alias("q"))
+    by_text = (t.filter(pl.col("q") != "").join(e, on="q").select("train_item_id", "eval_item_id", "eval_dataset")
+               .with_columns(pl.lit("question_text").alias("reason")))
+    te = t.explode("refs").drop_nulls("refs")
+    ee = e.explode("refs").drop_nulls("refs")
+    by_image = (te.join(ee, on="refs").select("train_item_id", "eval_item_id", "eval_dataset")
+                .with_columns(pl.lit("image").alias("reason")))
+    return pl.concat([by_text, by_image]).unique().sort(["train_item_id", "eval_item_id", "reason"])
+
+
+def sample_correctness(rollout, model, processor, rows: Sequence[dict], samples: int = 4) -> dict[str, list[bool]]:
+    """``samples`` rollouts of the current policy per row (``rows`` in the TRL layout of
+    :func:`training.launch.trl_dataset`: ``prompt``, ``item_id``, ``answer_label``, ``answer``, ``options``):
+    ``item_id -> [correct per sample]``, the input of :func:`difficulty`."""
+    from .protocol import answer_matches
+
+    expanded = [r for r in rows for _ in range(samples)]
+    result = rollout.run(model, processor, [r["prompt"] for r in expanded])
+    out: dict[str, list[bool]] = {}
+    for r, t in zip(expanded, result.trajectories, strict=True):
+        out.setdefault(r["item_id"], []).append(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"]))
+    return out

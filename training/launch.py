@@ -1,0 +1,321 @@
+"""Entry point of a GRPO stage: ``python -m training.launch --stage 1|2 ...`` (``accelerate launch`` runs it
+the same way: ``accelerate launch --config_file training/accelerate/zero2.yaml -m training.launch ...``).
+
+Arguments (all plain values, so a Dagster asset can pass them through ``PipesSubprocessClient`` or
+``PipesK8sClient``):
+
+==========================  ========================================================================
+``--stage``                 1 (format + accuracy rewards) or 2 (all four rewards)
+``--items``                 stage item table (Parquet, columns of :mod:`training.data`), local or s3://
+``--items-storage-options`` JSON object of fsspec/polars storage options for ``--items`` and ``--images-uri``
+``--images-uri``            folder of content-addressed images (``<uri>/<id[:2]>/<id>``, the Storage layout)
+``--kb-uri``                LanceDB database URI (local folder or s3://)
+``--kb-storage-options``    JSON object of LanceDB storage options (``aws_endpoint``, ``allow_http`` ...)
+``--kb-table``              KB table (default ``kb_text``)
+``--kb-tag``                KB version tag (or number) the retriever is pinned to
+``--text-embedder``         text embedder id the KB was built with (default: offline MiniLM)
+``--image-embedder``        open_clip id for q_image (default offline ``ViT-S-32``; BiomedCLIP in full)
+``--lexicon``               lexicon JSON (:meth:`training.lexicon.Lexicon.save`); or ``--medquad`` and
+                            ``--slake-kg`` to build it (stage 2)
+``--base-model``            hub id, local folder or s3:// prefix (stage 2: the stage-1 ``final`` folder)
+``--model-cache``           local folder an s3:// model is synced into
+``--output-dir``            checkpoints (``checkpoint-N``) and the final model (``final``)
+``--config``                JSON object of StageConfig / GRPOConfig overrides (``{"max_steps": 2}``)
+``--lineage``               JSON object merged into the lineage manifest (item data versions, run id ...)
+``--git-commit``            code version for the manifest (default: ``git rev-parse HEAD`` if available)
+==========================  ========================================================================
+
+Behaviour: resumes from the newest *complete* checkpoint in ``--output-dir`` (one whose lineage manifest was
+written, which happens after the trainer saved it), so a killed and restarted run loses no finished step.
+Checkpoints and the final model are safetensors, each with ``medrwr_lineage.json`` (item versions, KB URI,
+table, tag and embedder, base model, config hash, git commit). Under Dagster Pipes, rank 0 opens Pipes,
+reports every logging step as a custom message (and a log line) while training runs, and reports the asset
+materialization at the end; without Pipes the same metrics go to the Python log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("training.launch")
+
+LINEAGE_FILE = "medrwr_lineage.json"
+REPORTED_METRICS = (
+    "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "loss", "grad_norm", "learning_rate",
+    "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean", "completions/mean_length",
+    "rollout/query_rate", "rollout/retrieval_calls", "rollout/rounds", "rollout/prefix_violations",
+    "rollout/answered", "rollout/tokens_per_s", "train/step_time_s", "train/tokens_per_s",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--items", required=True)
+    p.add_argument("--items-storage-options", default="{}")
+    p.add_argument("--images-uri", default=None)
+    p.add_argument("--kb-uri", required=True)
+    p.add_argument("--kb-storage-options", default="{}")
+    p.add_argument("--kb-table", default="kb_text")
+    p.add_argument("--kb-tag", default=None)
+    p.add_argument("--text-embedder", default=None)
+    p.add_argument("--image-embedder", default="ViT-S-32")
+    p.add_argument("--lexicon", default=None)
+    p.add_argument("--medquad", default=None)
+    p.add_argument("--slake-kg", default=None)
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--model-cache", default=None)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--config", default="{}")
+    p.add_argument("--lineage", default="{}")
+    p.add_argument("--git-commit", default=None)
+    return p.parse_args(argv)
+
+
+def _json_arg(name: str, value: str) -> dict[str, Any]:
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{name}: not valid JSON ({e}); pass a JSON object such as '{{\"max_steps\": 2}}'") from e
+    if not isinstance(out, dict):
+        raise SystemExit(f"{name}: expected a JSON object, got {type(out).__name__}")
+    return out
+
+
+def git_commit(explicit: str | None = None) -> str:
+    """``explicit``, else ``git rev-parse HEAD`` of this source tree, else ``unknown``."""
+    if explicit:
+        return explicit
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def read_items(uri: str, storage_options: dict[str, Any]):
+    """The stage item table; an empty table is an error."""
+    import polars as pl
+
+    items = pl.read_parquet(uri, storage_options=storage_options or None)
+    missing = {"item_id", "question", "options", "answer_label"} - set(items.columns)
+    if missing:
+        raise SystemExit(f"{uri}: missing columns {sorted(missing)}; expected the training.data item columns")
+    if items.height == 0:
+        raise SystemExit(f"{uri}: no items; the stage has nothing to train on")
+    return items
+
+
+class ImageStore:
+    """Reads content-addressed images ``<uri>/<id[:2]>/<id>`` (local or any fsspec URL) as PIL images."""
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+
+    def load(self, image_id: str):
+        from PIL import Image
+
+        path = f"{self.root.rstrip('/')}/{image_id[:2]}/{image_id}"
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"image {image_id} not found at {path}; was the item table built from this storage?")
+        return Image.open(io.BytesIO(self.fs.cat_file(path))).convert("RGB")
+
+
+def trl_dataset(items, images: ImageStore | None):
+    """A ``datasets.Dataset`` for GRPOTrainer: ``prompt`` (system + user messages), ``image`` (for stage-2
+    rows), and the reward columns ``item_id``, ``answer_label``, ``answer``, ``options``, ``explanation``."""
+    from datasets import Dataset
+
+    from .protocol import build_messages
+
+    rows = []
+    has_images = "image_ref" in items.columns and items["image_ref"].null_count() < items.height
+    if has_images and images is None:
+        raise SystemExit("items reference images: pass --images-uri (the Storage images folder)")
+    for r in items.iter_rows(named=True):
+        img = images.load(r["image_ref"]) if has_images and r.get("image_ref") else None
+        row = {"prompt": build_messages(r["question"], r["options"], has_image=img is not None,
+                                        context=r.get("context")),
+               "item_id": r["item_id"], "answer_label": r["answer_label"], "answer": r.get("answer"),
+               "options": list(r["options"]), "explanation": r.get("explanation")}
+        if has_images:
+            row["image"] = img
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` holding both ``trainer_state.json`` and the lineage manifest."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    done = [d for d in root.glob("checkpoint-*") if (d / "trainer_state.json").exists() and (d / LINEAGE_FILE).exists()]
+    return max(done, key=lambda d: int(d.name.split("-")[-1])) if done else None
+
+
+def _file_sha256(path: str, storage_options: dict[str, Any]) -> str:
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(path, "rb", **(storage_options or {})) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_callbacks(lineage: dict[str, Any], pipes: Any):
+    """The trainer callbacks: lineage manifest into each checkpoint, step timing, metric reporting."""
+    from transformers import TrainerCallback
+
+    class LineageAndMetrics(TrainerCallback):
+        def __init__(self):
+            self.step_start = time.perf_counter()
+            self.last_tokens = 0
+            self.step_time = 0.0
+            self.tokens_per_s = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.step_time = time.perf_counter() - self.step_start
+            tokens = state.num_input_tokens_seen
+            self.tokens_per_s = (tokens - self.last_tokens) / self.step_time if self.step_time > 0 else 0.0
+            self.last_tokens = tokens
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+                return  # the end-of-training summary is not a training step
+            logs = dict(logs, **{"train/step_time_s": self.step_time, "train/tokens_per_s": self.tokens_per_s})
+            metrics = {k: float(v) for k, v in logs.items()
+                       if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))}
+            payload = {"step": state.global_step, "time": time.time(), "metrics": metrics}
+            if pipes is not None:
+                pipes.report_custom_message(payload)
+                pipes.log.info(f"step {state.global_step}: " + json.dumps(metrics, sort_keys=True))
+            else:
+                log.info("step %s: %s", state.global_step, json.dumps(metrics, sort_keys=True))
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if ckpt.is_dir():
+                    (ckpt / LINEAGE_FILE).write_text(json.dumps(dict(lineage, global_step=state.global_step),
+                                                                indent=2, sort_keys=True))
+
+    return [LineageAndMetrics()]
+
+
+def open_pipes(stack: ExitStack, is_main: bool):
+    """The Pipes context on rank 0 of a Pipes-launched process, else None."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not is_main or not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None
+    return stack.enter_context(open_dagster_pipes())
+
+
+def build_query_reward(args: argparse.Namespace):
+    """Stage 2's query-semantic reward: lexicon NER + open_clip image/text embedder."""
+    from retrieval.embedders import ImageEmbedder
+
+    from .lexicon import Lexicon, LexiconNER, build_lexicon
+    from .rewards import QuerySemanticReward
+
+    if args.lexicon:
+        lexicon = Lexicon.load(args.lexicon)
+    elif args.medquad or args.slake_kg:
+        lexicon = build_lexicon(args.medquad, args.slake_kg)
+    else:
+        raise SystemExit("stage 2 needs --lexicon, or --medquad and/or --slake-kg to build it")
+    return QuerySemanticReward(LexiconNER(lexicon), ImageEmbedder(args.image_embedder)), len(lexicon.terms)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run one stage; returns the final manifest (also written to ``<output-dir>/final/medrwr_lineage.json``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    args = parse_args(argv)
+    from accelerate import PartialState
+    from trl import GRPOTrainer
+
+    from retrieval.embedders import TextEmbedder
+    from retrieval.search import Retriever
+    from retrieval.store import KBLocation
+
+    from .config import stage_config
+    from .rewards import stage_rewards
+    from .rollout import Rollout
+    from .tiny_model import load_policy
+
+    item_opts = _json_arg("--items-storage-options", args.items_storage_options)
+    config = stage_config(args.stage, args.output_dir, **_json_arg("--config", args.config))
+    with ExitStack() as stack:
+        pipes = open_pipes(stack, PartialState().is_main_process)
+        items = read_items(args.items, item_opts)
+        images = ImageStore(args.images_uri, item_opts) if args.images_uri else None
+        dataset = trl_dataset(items, images)
+        model, processor = load_policy(args.base_model, cache_dir=args.model_cache,
+                                       storage_options=item_opts, dtype="auto")
+        location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
+        tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
+        embedder = TextEmbedder(args.text_embedder)
+        retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
+        query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
+        reward_funcs, weights = stage_rewards(args.stage, query_reward)
+        config.reward_weights = weights
+        rollout = Rollout(retriever, k=config.retrieval_k, max_rounds=config.max_rounds,
+                          max_new_tokens=config.max_new_tokens_per_round,
+                          max_completion_tokens=config.max_completion_length or 8192,
+                          search_mode=config.search_mode, temperature=config.temperature, top_p=config.top_p,
+                          score=args.stage == 2, sync_rounds=PartialState().num_processes > 1)
+        lineage = {
+            "stage": args.stage, "items_uri": args.items, "items_sha256": _file_sha256(args.items, item_opts),
+            "items_rows": items.height, "kb_uri": args.kb_uri, "kb_table": args.kb_table, "kb_tag": args.kb_tag,
+            "kb_version": retriever.version, "text_embedder": embedder.model_id,
+            "image_embedder": args.image_embedder if args.stage == 2 else None, "lexicon_terms": lexicon_terms,
+            "base_model": args.base_model, "config_hash": config.config_hash(), "config": config.hashed_values(),
+            "reward_weights": weights, "git_commit": git_commit(args.git_commit),
+            **_json_arg("--lineage", args.lineage),
+        }
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
+                              processing_class=processor, rollout_func=rollout,
+                              callbacks=make_callbacks(lineage, pipes))
+        resume = last_complete_checkpoint(args.output_dir)
+        if resume is not None:
+            log.info("resuming from %s", resume)
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        final = Path(args.output_dir) / "final"
+        manifest = dict(lineage, global_step=trainer.state.global_step, resumed_from=str(resume) if resume else None,
+                        train_seconds=time.time() - started, train_loss=result.training_loss)
+        if trainer.accelerator.is_main_process:
+            trainer.save_model(str(final))
+            processor.save_pretrained(str(final))
+            weights_file = final / "model.safetensors"
+            manifest["weights_sha256"] = (hashlib.sha256(weights_file.read_bytes()).hexdigest()
+                                          if weights_file.exists() else None)
+            (final / LINEAGE_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            if pipes is not None:
+                meta = {k: v for k, v in manifest.items() if isinstance(v, str | int | float) and k != "config"}
+                meta["path"] = str(final)
+                pipes.report_asset_materialization(
+                    metadata=meta, data_version=manifest.get("weights_sha256") or manifest["config_hash"])
+    return manifest
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,616 @@
+"""The one rollout shared by GRPO training and evaluation: reasoning with retrieval, token in / token out.
+
+:class:`Rollout` runs a batch of prompts for at most ``max_rounds`` generation rounds. Each round is one
+batched ``generate`` call that stops at ``</query>``, ``</answer>`` or EOS. Every row that stopped at
+``</query>`` gets its passages from **one** batched ``retriever.search(queries, k, mode)`` call per round;
+the ``<retrieve>`` block is tokenised on its own and appended as token ids with env mask 0. Sampled ids are
+kept exactly as sampled, never decoded and re-encoded. The last round bans ``<query>`` and stops only at
+the answer or EOS, so every trajectory that finishes in budget ends with an answer. A row that stops at
+``</answer>`` gets the EOS token appended by the system (mask 0), so TRL sees a terminated completion.
+
+Every trajectory is checked for the prefix property (the ids fed to each round are exactly the ids
+generated so far, and the final ids are exactly prompt + the concatenation of sampled and inserted pieces);
+:attr:`RolloutStats.prefix_violations` counts failures and must stay 0.
+
+Evaluation uses the same loop through small parameters:
+
+- confidence and chosen option: :func:`score_answers` (log-probs of each option letter as the first token
+  after ``<answer>``, the probability of the token actually sampled there, and the same log-probs from one
+  batched counterfactual pass with every inserted block removed, for the confidence-gain reward);
+- direct answer (no retrieval): ``run(..., allow_retrieval=False)`` (one round, ``<query>`` banned);
+- training-free RAG control: ``run(..., first_queries=[question, ...], allow_retrieval=False)``: the system
+  retrieves once with the given query and inserts the block before the model writes anything;
+- random-retriever control: any object with ``search(queries, k, mode) -> list[list[Hit]]``, e.g.
+  :class:`training.retrievers.RandomRetriever`, passed as ``retriever``;
+- CDIR: :meth:`Rollout.continue_with` cuts a finished trajectory before its ``<answer>``, appends
+  system-inserted content (:class:`Insert`: a similar case's description and, where the model takes images,
+  the image itself as vision tokens) and generates once more.
+
+For TRL, a :class:`Rollout` instance is the ``rollout_func``: ``GRPOTrainer(..., rollout_func=rollout)``.
+It returns ``prompt_ids`` (from the processor's chat template, so TRL's own ``pixel_values`` line up),
+``completion_ids``, ``logprobs``, ``env_mask`` and ``trajectory`` (one :class:`Trajectory` per row, which
+TRL forwards to the reward functions as a keyword argument).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .generation import Context, HFGenerator, Vision, next_token_logprobs, token_ids
+from .protocol import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    OPTION_LETTERS,
+    QUERY_CLOSE,
+    QUERY_OPEN,
+    RETRIEVE_CLOSE,
+    RETRIEVE_OPEN,
+    Span,
+    answer_text,
+    neutralize,
+    parse_pieces,
+    passage_text,
+    retrieve_block,
+)
+
+
+@dataclass
+class Piece:
+    """A contiguous run of completion tokens ``[start, end)`` written by one party in one round.
+    ``kind``: ``sampled`` (the policy), ``retrieve`` (passages), ``case`` (a CDIR insert), ``eos``."""
+
+    start: int
+    end: int
+    inserted: bool
+    round: int
+    kind: str
+    text: str = ""
+
+
+@dataclass
+class Trajectory:
+    """One rollout row: everything training and evaluation need, with exact ids.
+
+    ``env_mask[i]`` is 1 where ``completion_ids[i]`` was sampled by the policy, 0 where the system inserted
+    it. ``passage_ids[j]``/``passages[j]`` are what query ``j`` retrieved. ``logprobs`` holds the sampling
+    log-prob of each sampled token (0.0 for inserted tokens, and everywhere unless requested).
+    The ``answer_*`` fields are filled by :func:`score_answers`."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    pieces: list[Piece]
+    queries: list[str] = field(default_factory=list)
+    passage_ids: list[list[str]] = field(default_factory=list)
+    passages: list[list[str]] = field(default_factory=list)
+    rounds: int = 0
+    generated_tokens: int = 0
+    finish: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    prefix_ok: bool = True
+    answer_position: int | None = None
+    answer_token_prob: float | None = None
+    answer_logprobs: dict[str, float] | None = None
+    answer_logprobs_no_retrieval: dict[str, float] | None = None
+
+    def spans(self) -> list[Span]:
+        """Protocol spans from the pieces; inserted blocks are opaque (see :mod:`training.protocol`)."""
+        return parse_pieces((p.text, p.inserted) for p in self.pieces)
+
+    def answer(self) -> str | None:
+        """The text of the final answer span, or None."""
+        return answer_text(self.spans())
+
+    @property
+    def retrieved(self) -> bool:
+        """True when any passages were inserted (by a model query or a RAG pre-retrieval)."""
+        return any(p.kind == "retrieve" for p in self.pieces)
+
+    def sampled_text(self) -> str:
+        """The policy's own text (sampled pieces only), in order."""
+        return "".join(p.text for p in self.pieces if not p.inserted)
+
+
+@dataclass
+class RolloutStats:
+    """Counters of one rollout call (logged as metrics)."""
+
+    rows: int = 0
+    generate_calls: int = 0
+    retrieval_calls: int = 0
+    queries: int = 0
+    prefix_violations: int = 0
+    generated_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def metrics(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
+        """Scalar metrics: query rate, rounds, retrieval calls, prefix violations, tokens/s."""
+        n = max(len(trajectories), 1)
+        return {
+            "rollout/query_rate": sum(bool(t.queries) for t in trajectories) / n,
+            "rollout/queries_per_row": self.queries / n,
+            "rollout/rounds": sum(t.rounds for t in trajectories) / n,
+            "rollout/retrieval_calls": float(self.retrieval_calls),
+            "rollout/generate_calls": float(self.generate_calls),
+            "rollout/prefix_violations": float(self.prefix_violations),
+            "rollout/answered": sum(t.finish == "answer" for t in trajectories) / n,
+            "rollout/generated_tokens": float(self.generated_tokens),
+            "rollout/tokens_per_s": self.generated_tokens / self.seconds if self.seconds > 0 else 0.0,
+        }
+
+
+@dataclass
+class RolloutResult:
+    """Trajectories in input order, each row's vision inputs (for scoring and continuation) and stats."""
+
+    trajectories: list[Trajectory]
+    vision: list[Vision]
+    stats: RolloutStats
+
+    def trl_output(self) -> dict[str, list]:
+        """The dict TRL's ``rollout_func`` contract expects, plus ``trajectory`` for the rewards."""
+        return {
+            "prompt_ids": [t.prompt_ids for t in self.trajectories],
+            "completion_ids": [t.completion_ids for t in self.trajectories],
+            "logprobs": [t.logprobs for t in self.trajectories],
+            "env_mask": [t.env_mask for t in self.trajectories],
+            "trajectory": list(self.trajectories),
+        }
+
+
+@dataclass
+class Insert:
+    """System-inserted content for a CDIR continuation: a similar case's description and, optionally,
+    its image (a PIL image); shown inside a ``<retrieve>`` block after the previous reasoning."""
+
+    text: str
+    image: Any = None
+    case_id: str | None = None
+
+
+class _Row:
+    """Mutable state of one trajectory while it is being generated."""
+
+    def __init__(self, prompt_ids: list[int], vision: Vision):
+        self.prompt_ids = list(prompt_ids)
+        self.ids = list(prompt_ids)
+        self.vision = vision
+        self.pieces: list[Piece] = []
+        self.piece_ids: list[list[int]] = []
+        self.env_mask: list[int] = []
+        self.logprobs: list[float] = []
+        self.queries: list[str] = []
+        self.passage_ids: list[list[str]] = []
+        self.passages: list[list[str]] = []
+        self.rounds = 0
+        self.generated = 0
+        self.finish = ""
+        self.prefix_ok = True
+        self.done = False
+
+    def append(self, ids: list[int], *, inserted: bool, round: int, kind: str,
+               logprobs: list[float] | None = None) -> None:
+        start = len(self.ids) - len(self.prompt_ids)
+        self.ids.extend(ids)
+        self.piece_ids.append(list(ids))
+        self.pieces.append(Piece(start, start + len(ids), inserted, round, kind))
+        self.env_mask.extend([0 if inserted else 1] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+        if not inserted:
+            self.generated += len(ids)
+
+    @classmethod
+    def from_trajectory(cls, t: Trajectory, vision: Vision, upto: int) -> _Row:
+        """A row holding ``t`` cut to its first ``upto`` completion tokens (pieces split where needed)."""
+        row = cls(t.prompt_ids, vision)
+        row.queries, row.passage_ids, row.passages = list(t.queries), list(t.passage_ids), list(t.passages)
+        row.rounds = t.rounds
+        for p in t.pieces:
+            if p.start >= upto:
+                break
+            end = min(p.end, upto)
+            row.append(t.completion_ids[p.start : end], inserted=p.inserted, round=p.round, kind=p.kind,
+                       logprobs=t.logprobs[p.start : end])
+        return row
+
+    def trajectory(self, tokenizer: Any, eos_ids: Sequence[int]) -> Trajectory:
+        completion = self.ids[len(self.prompt_ids):]
+        concat = list(self.prompt_ids) + [i for ids in self.piece_ids for i in ids]
+        ok = self.prefix_ok and concat == self.ids and len(self.env_mask) == len(completion)
+        for piece, ids in zip(self.pieces, self.piece_ids, strict=True):
+            if piece.kind == "eos":
+                piece.text = ""
+            else:
+                body = ids[:-1] if (ids and ids[-1] in eos_ids and not piece.inserted) else ids
+                piece.text = tokenizer.decode(body, skip_special_tokens=False)
+        return Trajectory(
+            prompt_ids=self.prompt_ids, completion_ids=completion, env_mask=self.env_mask, pieces=self.pieces,
+            queries=self.queries, passage_ids=self.passage_ids, passages=self.passages, rounds=self.rounds,
+            generated_tokens=self.generated, finish=self.finish, logprobs=self.logprobs, prefix_ok=ok,
+        )
+
+
+def prompt_images(messages: Sequence[dict]) -> list[Any]:
+    """The images of a conversational prompt, in order (``{"type": "image", "image": img}`` items)."""
+    images = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            for item in content:
+                if isinstance(item, dict) and item.get("type") == "image" and item.get("image") is not None:
+                    images.append(item["image"])
+    return images
+
+
+def encode_prompts(processor: Any, prompts: Sequence[Sequence[dict]]) -> list[Context]:
+    """Prompt ids (and vision inputs) from the processor's chat template with the generation prompt,
+    exactly as TRL tokenises a prompt for its forward pass (so ``pixel_values`` line up)."""
+    tokenizer = token_ids(processor)
+    contexts = []
+    for messages in prompts:
+        images = prompt_images(messages)
+        text = processor.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        if images:
+            enc = processor(text=[text], images=images, return_tensors="pt")
+            vision = Vision(enc["pixel_values"], enc["image_grid_thw"])
+            ids = enc["input_ids"][0].tolist()
+        else:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            vision = Vision()
+        contexts.append(Context(ids, vision))
+    return contexts
+
+
+class Rollout:
+    """Reasoning-with-retrieval rollout; also TRL's ``rollout_func`` (see the module docstring).
+
+    Args:
+        retriever: object with ``search(queries: list[str], k: int, mode: str) -> list[list[Hit]]``
+            (``retrieval.search.Retriever`` pinned to a KB tag in production).
+        k: passages per query (paper: 3).
+        max_rounds: generation rounds per trajectory (paper code: 3); retrieval after rounds 1..max-1.
+        max_new_tokens: token budget of one round; ``max_completion_tokens``: sampled tokens per trajectory.
+        search_mode: passed to ``retriever.search`` as ``mode`` (``dense``/``lexical``/``hybrid``).
+        temperature, top_p, do_sample: sampling (TRL's ``temperature``/``top_p`` override them in training).
+        score: run :func:`score_answers` after generation (needed by the confidence-gain reward).
+        want_logprobs: record per-token sampling log-probs (costs a softmax per step).
+        sync_rounds: always make ``max_rounds`` generate calls (a 1-token dummy call when no row is
+            active): ranks of ZeRO-3 / vLLM-server training must make the same number of calls.
+        generator_factory: ``(model, processor) -> backend`` (default :class:`HFGenerator`; see
+            :mod:`training.vllm_backend`).
+    """
+
+    def __init__(self, retriever: Any, *, k: int = 3, max_rounds: int = 3, max_new_tokens: int = 256,
+                 max_completion_tokens: int = 1024, search_mode: str | None = "dense", temperature: float = 1.0,
+                 top_p: float = 1.0, do_sample: bool = True, score: bool = False, want_logprobs: bool = False,
+                 sync_rounds: bool = False, generator_factory: Any = HFGenerator):
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        self.retriever = retriever
+        self.k = k
+        self.max_rounds = max_rounds
+        self.max_new_tokens = max_new_tokens
+        self.max_completion_tokens = max_completion_tokens
+        self.search_mode = search_mode
+        self.temperature = temperature
+        self.top_p = top_p
+        self.do_sample = do_sample
+        self.score = score
+        self.want_logprobs = want_logprobs
+        self.sync_rounds = sync_rounds
+        self.generator_factory = generator_factory
+        self.last_stats: RolloutStats | None = None
+
+    # ---- public API -------------------------------------------------------------------------------------
+    def run(self, model: Any, processor: Any, prompts: Sequence[Sequence[dict]], *, allow_retrieval: bool = True,
+            first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None) -> RolloutResult:
+        """Roll out conversational ``prompts`` (TRL layout; images as ``{"type": "image", "image": img}``).
+
+        ``allow_retrieval=False``: direct answer (one round, ``<query>`` banned). ``first_queries``: the system
+        retrieves once with these queries (None for a row: no pre-retrieval) before the model writes.
+        """
+        contexts = encode_prompts(processor, prompts)
+        return self.run_contexts(self.generator_factory(model, processor), contexts,
+                                 allow_retrieval=allow_retrieval, first_queries=first_queries, max_rounds=max_rounds,
+                                 model=model)
+
+    def run_contexts(self, generator: Any, contexts: Sequence[Context], *, allow_retrieval: bool = True,
+                     first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
+                     model: Any = None) -> RolloutResult:
+        """:meth:`run` on already-encoded prompts and an existing backend."""
+        start = time.perf_counter()
+        tokenizer = generator.tokenizer
+        stats = RolloutStats(rows=len(contexts))
+        rows = [_Row(c.ids, c.vision) for c in contexts]
+        if first_queries is not None:
+            if len(first_queries) != len(rows):
+                raise ValueError(f"first_queries has {len(first_queries)} entries for {len(rows)} prompts")
+            asking = [(r, q) for r, q in zip(rows, first_queries, strict=True) if q]
+            self._retrieve(tokenizer, asking, round=0, stats=stats)
+        rounds = (max_rounds or self.max_rounds) if allow_retrieval else 1
+        calls0 = generator.calls
+        self._loop(generator, rows, rounds, stats)
+        stats.generate_calls = generator.calls - calls0
+        result = self._finish(generator, rows, stats, start)
+        if self.score and model is not None:
+            score_answers(model, tokenizer, result)
+        return result
+
+    def continue_with(self, model: Any, processor: Any, result: RolloutResult,
+                      inserts: Sequence[Insert | None]) -> RolloutResult:
+        """CDIR: for each row with an :class:`Insert`, cut the trajectory before its ``<answer>`` (or keep it
+        whole when it has none), append the insert as system tokens (mask 0; the image as vision tokens when
+        the model has a vision tower) and generate once more (``<query>`` banned). Rows with ``None`` are
+        returned unchanged. The new trajectories satisfy the same prefix property."""
+        if len(inserts) != len(result.trajectories):
+            raise ValueError(f"{len(inserts)} inserts for {len(result.trajectories)} trajectories")
+        generator = self.generator_factory(model, processor)
+        tokenizer = generator.tokenizer
+        start = time.perf_counter()
+        stats = RolloutStats(rows=sum(i is not None for i in inserts))
+        rows: list[_Row] = []
+        for t, vision, ins in zip(result.trajectories, result.vision, inserts, strict=True):
+            if ins is None:
+                continue
+            cut = answer_start(tokenizer, t)
+            row = _Row.from_trajectory(t, vision, len(t.completion_ids) if cut is None else cut)
+            ids, vision2 = self._insert_ids(processor, model, ins)
+            if vision2 is not None:
+                row.vision = row.vision.extended(*vision2)
+            row.append(ids, inserted=True, round=row.rounds, kind="case")
+            rows.append(row)
+        calls0 = generator.calls
+        self._loop(generator, rows, 1, stats, round_offset=max((r.rounds for r in rows), default=0))
+        stats.generate_calls = generator.calls - calls0
+        continued = self._finish(generator, rows, stats, start)
+        if self.score:
+            score_answers(model, tokenizer, continued)
+        it = iter(zip(continued.trajectories, continued.vision, strict=True))
+        trajs, visions = [], []
+        for t, v, ins in zip(result.trajectories, result.vision, inserts, strict=True):
+            if ins is not None:
+                t, v = next(it)
+            trajs.append(t)
+            visions.append(v)
+        return RolloutResult(trajs, visions, continued.stats)
+
+    def __call__(self, prompts: list, trainer: Any) -> dict[str, list]:
+        """TRL 1.16 ``rollout_func(prompts, trainer)``: generation with the trainer's unwrapped model,
+        sampling settings from ``trainer.args``, rollout metrics through ``trainer._log_metric``."""
+        from trl.models import unwrap_model_for_generation
+
+        args = trainer.args
+        self.temperature, self.top_p = args.temperature, args.top_p
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=args.ds3_gather_for_generation) as model:
+            was_training = model.training
+            model.eval()
+            try:
+                result = self.run(model, trainer.processing_class, prompts)
+            finally:
+                model.train(was_training)
+        log = getattr(trainer, "_log_metric", None)
+        if log is not None:
+            for name, value in result.stats.metrics(result.trajectories).items():
+                log(name, value)
+        return result.trl_output()
+
+    # ---- internals --------------------------------------------------------------------------------------
+    def _query_ban(self, tokenizer: Any) -> list[list[int]]:
+        """Token sequences that would open a query: ``<query>`` with and without a leading space."""
+        seqs = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (QUERY_OPEN, " " + QUERY_OPEN)}
+        return [list(s) for s in seqs if s]
+
+    def _loop(self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats,
+              round_offset: int = 0) -> None:
+        tokenizer = generator.tokenizer
+        eos = generator.eos_ids[0]
+        for r in range(1, max_rounds + 1):
+            active = [row for row in rows if not row.done]
+            last = r == max_rounds
+            if not active:
+                if self.sync_rounds and rows:
+                    generator.generate([Context(rows[0].ids, rows[0].vision)], stop_strings=[], max_new_tokens=1)
+                    continue
+                break
+            stops = [ANSWER_CLOSE] if last else [QUERY_CLOSE, ANSWER_CLOSE]
+            budget = max(self.max_completion_tokens - row.generated for row in active)
+            outs = generator.generate(
+                [Context(row.ids, row.vision) for row in active], stop_strings=stops,
+                max_new_tokens=max(1, min(self.max_new_tokens, budget)),
+                banned=self._query_ban(tokenizer) if last else (), do_sample=self.do_sample,
+                temperature=self.temperature, top_p=self.top_p, want_logprobs=self.want_logprobs)
+            asking: list[tuple[_Row, str]] = []
+            for row, g in zip(active, outs, strict=True):
+                row.prefix_ok &= g.prefix_ok
+                room = self.max_completion_tokens - row.generated
+                ids, finish = (g.ids, g.finish) if len(g.ids) <= room else (g.ids[:room], "length")
+                row.append(ids, inserted=False, round=r + round_offset, kind="sampled",
+                           logprobs=g.logprobs[: len(ids)])
+                row.rounds = r + round_offset
+                if finish == f"stop:{QUERY_CLOSE}" and not last:
+                    text = tokenizer.decode(ids, skip_special_tokens=False)
+                    asking.append((row, _last_query(text)))
+                    continue
+                row.done = True
+                if finish == f"stop:{ANSWER_CLOSE}":
+                    row.append([eos], inserted=True, round=r + round_offset, kind="eos")
+                    row.finish = "answer"
+                elif finish == "eos":
+                    row.finish = "eos"
+                elif finish == f"stop:{QUERY_CLOSE}":
+                    row.finish = "query_at_last_round"
+                else:
+                    row.finish = "length"
+            if asking:
+                self._retrieve(tokenizer, asking, round=r + round_offset, stats=stats)
+
+    def _retrieve(self, tokenizer: Any, asking: list[tuple[_Row, str]], *, round: int, stats: RolloutStats) -> None:
+        """One batched retriever call for every row that asked this round; blocks appended with mask 0."""
+        if not asking:
+            return
+        queries = [q for _, q in asking]
+        kwargs = {"mode": self.search_mode} if self.search_mode else {}
+        hits = self.retriever.search(queries, k=self.k, **kwargs)
+        stats.retrieval_calls += 1
+        stats.queries += len(queries)
+        if len(hits) != len(queries):
+            raise RuntimeError(f"retriever returned {len(hits)} result lists for {len(queries)} queries")
+        for (row, q), row_hits in zip(asking, hits, strict=True):
+            texts = [passage_text(h.title, h.text) for h in row_hits[: self.k]]
+            block = retrieve_block(texts)
+            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True, round=round,
+                       kind="retrieve")
+            row.queries.append(q)
+            row.passage_ids.append([h.id for h in row_hits[: self.k]])
+            row.passages.append(texts)
+
+    def _insert_ids(self, processor: Any, model: Any, ins: Insert) -> tuple[list[int], tuple | None]:
+        tokenizer = token_ids(processor)
+        head = "\n" + RETRIEVE_OPEN + "\nSimilar case: "
+        tail = " " + neutralize(" ".join(ins.text.split())) + "\n" + RETRIEVE_CLOSE + "\n"
+        image_processor = getattr(processor, "image_processor", None)
+        config = getattr(model, "config", None)
+        if ins.image is None or image_processor is None or getattr(config, "image_token_id", None) is None:
+            return tokenizer(head + tail.lstrip(), add_special_tokens=False)["input_ids"], None
+        enc = image_processor(images=[ins.image], return_tensors="pt")
+        n = int(enc["image_grid_thw"][0].prod()) // (image_processor.merge_size ** 2)
+        vision_ids = [config.vision_start_token_id] + [config.image_token_id] * n + [config.vision_end_token_id]
+        ids = (tokenizer(head, add_special_tokens=False)["input_ids"] + vision_ids
+               + tokenizer(tail, add_special_tokens=False)["input_ids"])
+        return ids, (enc["pixel_values"], enc["image_grid_thw"])
+
+    def _finish(self, generator: Any, rows: list[_Row], stats: RolloutStats, start: float) -> RolloutResult:
+        trajectories = [row.trajectory(generator.tokenizer, generator.eos_ids) for row in rows]
+        stats.prefix_violations = sum(not t.prefix_ok for t in trajectories)
+        stats.generated_tokens = sum(t.generated_tokens for t in trajectories)
+        stats.completion_tokens = sum(len(t.completion_ids) for t in trajectories)
+        stats.seconds = time.perf_counter() - start
+        self.last_stats = stats
+        return RolloutResult(trajectories, [row.vision for row in rows], stats)
+
+
+def _last_query(text: str) -> str:
+    """The text between the last ``<query>`` and the final ``</query>`` of a round's sampled text."""
+    body = text.rsplit(QUERY_CLOSE, 1)[0]
+    return " ".join(body.rsplit(QUERY_OPEN, 1)[-1].split()) if QUERY_OPEN in body else ""
+
+
+def _tag_end(tokenizer: Any, ids: list[int], marker: str) -> int | None:
+    """Smallest ``i`` such that ``decode(ids[:i])`` contains ``marker`` (binary search), or None."""
+    if marker not in tokenizer.decode(ids, skip_special_tokens=False):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if marker in tokenizer.decode(ids[:mid], skip_special_tokens=False):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _answer_piece(t: Trajectory) -> Piece | None:
+    for p in reversed(t.pieces):
+        if not p.inserted and ANSWER_OPEN in p.text:
+            return p
+    return None
+
+
+def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
+    """Completion index of the first token of the model's last ``<answer>`` tag, or None."""
+    piece = _answer_piece(t)
+    if piece is None:
+        return None
+    ids = t.completion_ids[piece.start : piece.end]
+    end = _tag_end(tokenizer, ids, ANSWER_OPEN)
+    text = tokenizer.decode(ids[:end], skip_special_tokens=False)
+    before = len(text[: text.rfind(ANSWER_OPEN)])
+    i = end - 1
+    while i > 0 and len(tokenizer.decode(ids[:i], skip_special_tokens=False)) > before:
+        i -= 1
+    return piece.start + i
+
+
+def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
+    """Completion index of the first non-blank token the model sampled after ``<answer>``; None when there
+    is no answer or when that token also holds the tag's ``>`` (the boundary is not a token boundary)."""
+    piece = _answer_piece(t)
+    if piece is None:
+        return None
+    ids = t.completion_ids[piece.start : piece.end]
+    end = _tag_end(tokenizer, ids, ANSWER_OPEN)
+    head = tokenizer.decode(ids[:end], skip_special_tokens=False)
+    if head.rsplit(ANSWER_OPEN, 1)[1].strip():
+        return None
+    i = end
+    while i < len(ids) and not tokenizer.decode(ids[i : i + 1], skip_special_tokens=False).strip():
+        i += 1
+    return piece.start + i if i < len(ids) else None
+
+
+def letter_token_ids(tokenizer: Any, letters: str = OPTION_LETTERS) -> dict[str, list[int]]:
+    """For each option letter, the single-token spellings of ``L`` and `` L`` (upper case only: the
+    ground truth is upper-cased before lookup, METHOD.md §8)."""
+    out: dict[str, list[int]] = {}
+    for letter in letters:
+        ids = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (letter, " " + letter)}
+        out[letter] = sorted(i[0] for i in ids if len(i) == 1)
+    return out
+
+
+def _letter_logprobs(row: torch.Tensor, letter_ids: dict[str, list[int]]) -> dict[str, float]:
+    return {L: float(torch.logsumexp(row[ids], dim=0)) if ids else -math.inf for L, ids in letter_ids.items()}
+
+
+def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: str = OPTION_LETTERS,
+                  batch_size: int = 16) -> None:
+    """Fill each trajectory's answer fields in place from two batched forward passes:
+
+    - ``answer_logprobs``: log-prob of each option letter as the first token after ``<answer>`` given the
+      whole trajectory (retrieved passages included); ``answer_token_prob``: probability of the token the
+      policy actually sampled there (the confidence η of CDIR);
+    - ``answer_logprobs_no_retrieval``: the same from the counterfactual context with every inserted block
+      removed (prompt + the policy's own tokens only); equal to ``answer_logprobs`` when nothing was inserted.
+    Rows without a locatable answer keep ``None``.
+    """
+    tok = token_ids(tokenizer)
+    letter_ids = letter_token_ids(tok, letters)
+    with_ctx, cf_ctx, cf_rows, rows = [], [], [], []
+    for i, (t, vision) in enumerate(zip(result.trajectories, result.vision, strict=True)):
+        pos = answer_position(tok, t)
+        t.answer_position = pos
+        if pos is None:
+            continue
+        rows.append(i)
+        with_ctx.append(Context(t.prompt_ids + t.completion_ids[:pos], vision))
+        if any(p.inserted and p.start < pos for p in t.pieces):
+            own = [x for x, m in zip(t.completion_ids[:pos], t.env_mask[:pos], strict=True) if m == 1]
+            start_id = getattr(getattr(model, "config", None), "vision_start_token_id", None)
+            prompt_images = sum(1 for x in t.prompt_ids if x == start_id) if start_id is not None else 0
+            cf_ctx.append(Context(t.prompt_ids + own, vision.head(prompt_images)))  # inserted images go too
+            cf_rows.append(i)
+    if not rows:
+        return
+    pad = tok.pad_token_id
+    with torch.no_grad():
+        lp_with = next_token_logprobs(model, with_ctx, pad, batch_size)
+        lp_cf = next_token_logprobs(model, cf_ctx, pad, batch_size) if cf_ctx else None
+    for j, i in enumerate(rows):
+        t = result.trajectories[i]
+        t.answer_logprobs = _letter_logprobs(lp_with[j], letter_ids)
+        t.answer_token_prob = float(lp_with[j, t.completion_ids[t.answer_position]].exp())
+        t.answer_logprobs_no_retrieval = dict(t.answer_logprobs)
+    for j, i in enumerate(cf_rows):
+        result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids)
+
+
+__all__ = ["Insert", "Piece", "Rollout", "RolloutResult", "RolloutStats", "Trajectory", "answer_position",
+           "answer_start", "encode_prompts", "letter_token_ids", "prompt_images", "score_answers"]

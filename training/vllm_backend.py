@@ -1,0 +1,71 @@
+"""A thin vLLM generation backend for :class:`training.rollout.Rollout` (optional extra ``vllm``).
+
+vLLM cannot be installed on this project's development and CI machines (CPU only), so this adapter is
+import-guarded and **not exercised by the test suite**; it exists so a GPU deployment can swap the
+backend without touching the rollout: ``Rollout(retriever, generator_factory=VLLMGenerator.factory(llm))``.
+It keeps the rollout's token-in / token-out contract: prompts go in as ``prompt_token_ids`` (plus the
+row's PIL images as ``multi_modal_data``), and the sampled ``token_ids`` come back unchanged, stop strings
+included (``SamplingParams(stop=..., include_stop_str_in_output=True)``).
+
+Limits: the row's images are passed as PIL images (``Context.images`` must be set by the caller, since vLLM
+runs its own processor), and banned token sequences use ``SamplingParams(bad_words=...)`` as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .generation import Context, Generated, token_ids
+
+
+class VLLMGenerator:
+    """Backend over a ``vllm.LLM`` with the same ``generate`` signature as ``HFGenerator``."""
+
+    def __init__(self, llm: Any, processor: Any):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:  # pragma: no cover - vLLM is not installable on CPU machines
+            raise ImportError("VLLMGenerator needs vLLM: pip install '.[vllm]' on a GPU machine") from e
+        self.llm = llm
+        self.tokenizer = token_ids(processor)
+        self.eos_ids = [self.tokenizer.eos_token_id]
+        self.calls = 0
+
+    @classmethod
+    def factory(cls, llm: Any):
+        """A ``generator_factory`` for :class:`training.rollout.Rollout` that ignores the HF model."""
+        return lambda _model, processor: cls(llm, processor)
+
+    def generate(self, contexts: Sequence[Context], *, stop_strings: Sequence[str], max_new_tokens: int,
+                 banned: Sequence[Sequence[int]] = (), do_sample: bool = True, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int | None = None, want_logprobs: bool = False) -> list[Generated]:
+        from vllm import SamplingParams
+
+        self.calls += 1
+        params = SamplingParams(
+            max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0, top_p=top_p,
+            top_k=top_k or -1, stop=list(stop_strings), include_stop_str_in_output=True,
+            bad_words=[self.tokenizer.decode(b) for b in banned] or None, logprobs=0 if want_logprobs else None)
+        requests = []
+        for c in contexts:
+            req: dict[str, Any] = {"prompt_token_ids": list(c.ids)}
+            images = getattr(c, "images", None)
+            if images:
+                req["multi_modal_data"] = {"image": images}
+            requests.append(req)
+        outs = self.llm.generate(requests, params, use_tqdm=False)
+        results = []
+        for c, o in zip(contexts, outs, strict=True):
+            comp = o.outputs[0]
+            ids = list(comp.token_ids)
+            if comp.finish_reason == "stop" and comp.stop_reason in stop_strings:
+                finish = f"stop:{comp.stop_reason}"
+            elif comp.finish_reason == "stop":
+                finish = "eos"
+            else:
+                finish = "length"
+            lps = ([next(iter(d.values())).logprob if d else 0.0 for d in comp.logprobs]
+                   if want_logprobs and comp.logprobs else [0.0] * len(ids))
+            results.append(Generated(ids, lps, finish, prefix_ok=list(o.prompt_token_ids) == list(c.ids)))
+        return results
