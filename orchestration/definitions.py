@@ -7,15 +7,22 @@ module-level ``defs`` is what ``workspace.yaml`` loads.
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, PipesSubprocessClient
 
 from assets.benchmark.definitions import defs as benchmark_defs
 from assets.echo.definitions import defs as echo_defs
 from assets.ingest.definitions import defs as ingest_defs
 from assets.knowledge.definitions import defs as knowledge_defs
+from assets.training.definitions import defs as training_defs
 
 from .io_managers import ParquetTableIOManager
-from .resources import DeidResource, KnowledgeModelsResource, SourcesResource, StorageResource
+from .resources import (
+    DeidResource,
+    KnowledgeModelsResource,
+    SourcesResource,
+    StorageResource,
+    TrainingResource,
+)
 from .settings import env_or, source_overrides
 
 
@@ -33,12 +40,19 @@ def build_resources() -> dict:
             image_model=env_or("MEDRWR_IMAGE_EMBEDDER", KnowledgeModelsResource.model_fields["image_model"].default),
             device=env_or("MEDRWR_DEVICE"),
         ),
+        "training": TrainingResource(
+            base_model=env_or("MEDRWR_BASE_MODEL", TrainingResource.model_fields["base_model"].default),
+            launcher=env_or("MEDRWR_TRAIN_LAUNCHER", "subprocess"),
+            accelerate_config=env_or("MEDRWR_ACCELERATE_CONFIG"), work_dir=env_or("MEDRWR_WORK_DIR"),
+            trainer_image=env_or("MEDRWR_TRAINER_IMAGE"), k8s_namespace=env_or("MEDRWR_K8S_NAMESPACE", "medrwr"),
+        ),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
 
 
 def build_defs() -> Definitions:
     """Every domain's definitions merged with :func:`build_resources`."""
-    return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs,
+    return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs, training_defs,
                              Definitions(resources=build_resources()))
 
 

@@ -57,6 +57,7 @@ def plan(profile_name: str | None) -> list[Step]:
     steps += [Step("ecbench_job")] if profile.echo_sources else []
     steps += [Step("kb_passages_job", source) for source in profile.kb_sources]
     steps += [Step("kb_index_job")]
+    steps += [Step("training_job")]
     return steps
 
 
@@ -118,7 +119,7 @@ def run(profile_name: str | None = None) -> int:
             instance=instance, partition_key=step.partition, raise_on_error=False,
             tags={"medrwr/profile": profile.name, "medrwr/main": "1"},
             # the console shows warnings and errors; the full event log is in the instance (the UI)
-            run_config={**profile.run_config(step.job),
+            run_config={**profile.run_config(step.job, [k.to_user_string() for k in job.asset_layer.selected_asset_keys]),
                         "loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         print(f"    {'ok' if result.success else 'FAILED'} (run {result.run_id})", flush=True)

@@ -8,9 +8,10 @@ read from is the ``sources`` resource's business (:mod:`orchestration.resources`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ENV_PROFILE = "MEDRWR_PROFILE"
 ENV_DATA_DIR = "MEDRWR_DATA_DIR"
@@ -50,12 +51,27 @@ class Profile:
     echo_sources: tuple[str, ...] = ("synthetic",)
     kb_sources: tuple[str, ...] = KB_SOURCES
     kb_max_records: int | None = None  # records read per KB source (None: all)
+    op_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # run knobs per asset
 
-    def run_config(self, job_name: str) -> dict:
-        """The op config (run knobs) the main command gives ``job_name`` in this profile."""
+    def run_config(self, job_name: str, assets: Sequence[str] = ()) -> dict:
+        """The op config (run knobs) the main command gives ``job_name`` (materializing ``assets``)."""
+        ops = {name: {"config": dict(cfg)} for name, cfg in self.op_config.items() if name in assets}
         if job_name == "kb_passages_job" and self.kb_max_records is not None:
-            return {"ops": {"kb_passages": {"config": {"max_records": self.kb_max_records}}}}
-        return {}
+            ops["kb_passages"] = {"config": {"max_records": self.kb_max_records}}
+        return {"ops": ops} if ops else {}
+
+
+# The smoke profile's run knobs: a tiny model trained for a few GRPO steps on a few items (chance-level scores
+# by construction), so the whole graph runs on 2 CPU cores in minutes.
+_SMOKE_STAGE = {"max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1, "max_rounds": 2, "max_new_tokens_per_round": 16,
+                "max_completion_length": 48, "save_steps": 1}
+SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
+    "stage1_items": {"limit": 32},
+    "stage1_checkpoint": _SMOKE_STAGE,
+    "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
+    "stage2_checkpoint": _SMOKE_STAGE,
+}
 
 
 def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
@@ -73,6 +89,7 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
             text_qa_datasets=("medqa", "medmcqa", "pubmedqa"),
             description="small real samples bundled with the code; the whole graph on a laptop in minutes",
             kb_max_records=120,
+            op_config=SMOKE_OP_CONFIG,
         )
     if name == "full":
         if not env.get(ENV_DATA_DIR):

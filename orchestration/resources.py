@@ -134,3 +134,49 @@ class KnowledgeModelsResource(ConfigurableResource):
 
     def image_embedder(self) -> ImageEmbedder:
         return _image(self.image_model, self.device)
+
+
+class TrainingResource(ConfigurableResource):
+    """Where and how GRPO stages run: the production base model, the launcher (a local subprocess, or a GPU pod
+    on Kubernetes through ``PipesK8sClient``), the accelerate config, and the work folder that holds checkpoints
+    between a killed run and its retry (on Kubernetes: a volume mounted in the run pod and the trainer pod)."""
+
+    base_model: str = Field(default="Qwen/Qwen2.5-VL-7B-Instruct", description="production base policy: hub id, "
+                            "local folder or s3:// prefix (MEDRWR_BASE_MODEL); smoke builds a tiny model")
+    launcher: str = Field(default="subprocess", description="subprocess or k8s (MEDRWR_TRAIN_LAUNCHER)")
+    accelerate_config: str | None = Field(default=None, description="accelerate YAML, e.g. "
+                                          "training/accelerate/zero2.yaml (MEDRWR_ACCELERATE_CONFIG); unset: plain python")
+    work_dir: str | None = Field(default=None, description="checkpoint work folder (MEDRWR_WORK_DIR); unset: "
+                                 "<project>/.medrwr/work")
+    trainer_image: str | None = Field(default=None, description="trainer image for k8s (MEDRWR_TRAINER_IMAGE)")
+    k8s_namespace: str = Field(default="medrwr", description="namespace of trainer pods (MEDRWR_K8S_NAMESPACE)")
+
+    def work_root(self) -> str:
+        return self.work_dir or str(project_dir() / ".medrwr" / "work")
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of the trainer process: quiet TRL notices, no hub access from tests' offline machines."""
+        import os
+
+        env = {"TRL_EXPERIMENTAL_SILENCE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        for name in ("HF_HUB_OFFLINE", "HF_HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        return env
+
+    def launch(self, context, command: list[str], subprocess_client):
+        """Run ``command`` through Pipes: ``subprocess_client`` locally, a GPU pod on Kubernetes; returns the
+        Pipes client's invocation (``.get_results()``)."""
+        if self.launcher == "subprocess":
+            return subprocess_client.run(command=command, context=context, env=self.child_env())
+        if self.launcher != "k8s":
+            raise ValueError(f"MEDRWR_TRAIN_LAUNCHER={self.launcher!r}: use 'subprocess' or 'k8s'")
+        if not self.trainer_image:
+            raise ValueError("MEDRWR_TRAIN_LAUNCHER=k8s needs MEDRWR_TRAINER_IMAGE (deploy/Dockerfile.trainer)")
+        import yaml
+        from dagster_k8s import PipesK8sClient
+
+        spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "trainer-pod.yaml").read_text())
+        return PipesK8sClient().run(context=context, image=self.trainer_image, command=command,
+                                    namespace=self.k8s_namespace, env=self.child_env(),
+                                    base_pod_meta=spec["base_pod_meta"], base_pod_spec=spec["base_pod_spec"])

@@ -97,17 +97,31 @@ def _index_metadata(report, embedder_meta: dict) -> dict:
     }
 
 
+def index_pointer(store, table: str, tag: str, version: int, embedder_meta: dict) -> pl.DataFrame:
+    """The one-row table an index asset publishes: which LanceDB table, version and tag readers pin to, and
+    the embedder that built it (training and evaluation load it through the IO manager)."""
+    return pl.DataFrame([{"db": KB_DB, "table": table, "tag": tag, "version": int(version),
+                          "uri": store.lancedb_uri(KB_DB), "embedder": json.dumps(embedder_meta, sort_keys=True)}])
+
+
 def _publish_index(context: AssetExecutionContext, location, table: str, previous: int | None, report,
-                   checks, metadata: dict, embedder_meta: dict):
-    """Tag the synced version when every blocking check passed; otherwise restore ``previous`` and fail."""
+                   checks, metadata: dict, embedder_meta: dict, pointer: tuple):
+    """Tag the synced version when every blocking check passed (and publish the pointer table); otherwise
+    restore ``previous`` and fail."""
     failed = blocking_failures(checks)
+    store, asset_name = pointer
     if failed:
         restored = restore_version(location, table, previous)
+        store.unpublish_table(asset_name)  # downstream never reads an index whose latest gate failed
+        store.write_gate_record(asset_name, None, {"status": "failed", "run_id": context.run.run_id,
+                                                   "failed_checks": [c.check_name for c in failed]})
         yield from checks
         raise Failure(description=f"{table}: blocking check(s) {[c.check_name for c in failed]} failed on version "
                                   f"{report.version}; it was not tagged and the table was restored to "
                                   f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
+    store.write_table(index_pointer(store, table, tag, report.version, embedder_meta), asset_name)
+    store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
     yield MaterializeResult(
         metadata={**metadata, "lancedb_tag": tag},
         data_version=DataVersion(f"v{report.version}-{embedder_fingerprint(embedder_meta)}"),
@@ -152,6 +166,7 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
     group_name="knowledge",
     code_version="kb_text_index.v2",
     pool="kb_writer",
+    io_manager_key="table_io",
     kinds={"lancedb"},
     check_specs=[AssetCheckSpec("kb_text_index_quality", asset="kb_text_index", blocking=True,
                                 description="vector dim and unit norm, no NaN, FTS covers every row, "
@@ -180,7 +195,7 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     meta = embedder.metadata()
     yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
         **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
-        "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta)
+        "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta, (store, "kb_text_index"))
 
 
 def _current_version(location, table: str) -> int | None:
@@ -230,6 +245,7 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
     group_name="knowledge",
     code_version="kb_image_index.v2",
     pool="kb_writer",
+    io_manager_key="table_io",
     kinds={"lancedb"},
     check_specs=[AssetCheckSpec("kb_image_index_quality", asset="kb_image_index", blocking=True,
                                 description="vector dim and unit norm, no NaN, image refs resolvable")],
@@ -256,4 +272,5 @@ def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_ima
     checks = [contract_check("kb_image_index_quality", check_image_index(tbl, embedder.dim, store.existing_images))]
     meta = embedder.metadata()
     yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,
-                              {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta)
+                              {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta,
+                              (store, "kb_image_index"))

@@ -118,5 +118,16 @@ def test_main_job_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Outputs:" in out and "dagster dev -w workspace.yaml" in out
     instance = DagsterInstance.get()
-    for asset in ("vqa_items", "text_qa_items"):
-        assert instance.get_latest_materialization_event(AssetKey(asset)) is not None
+    for asset in ("vqa_items", "text_qa_items", "echo_studies", "ecbench", "kb_passages", "kb_text_index",
+                  "kb_image_index", "base_model", "stage1_items", "stage1_checkpoint", "stage2_items",
+                  "stage2_checkpoint"):
+        assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
+    # both GRPO stages ran through Pipes and streamed their per-step metrics into the run while training
+    for stage in ("stage1_checkpoint", "stage2_checkpoint"):
+        md = instance.get_latest_materialization_event(AssetKey(stage)).asset_materialization.metadata
+        assert md["global_step"].value == 2 and md["last/rollout/prefix_violations"].value == 0
+        run_id = instance.get_latest_materialization_event(AssetKey(stage)).run_id
+        logs = [e.user_message for e in instance.all_logs(run_id)]
+        assert any(m.startswith("step 1:") for m in logs) and any(m.startswith("step 2:") for m in logs)
+    stage2 = Storage().read_table("stage2_checkpoint")
+    assert json.loads(stage2["manifest"][0])["kb_tag"].startswith("run-")

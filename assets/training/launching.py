@@ -1,0 +1,84 @@
+"""How a training stage is launched and how its outputs are kept: plain functions (no Dagster).
+
+- :func:`stage_command` builds the ``python -m training.launch`` (or ``accelerate launch``) command line from
+  plain values: where the stage items, images, knowledge base and base model are, and the run knobs.
+- :func:`upload_folder` copies a model folder (safetensors, tokenizer, lineage manifest) under the storage root,
+  so checkpoints live where every other output lives (local or S3).
+- :func:`model_row` is the one-row table a model asset publishes: what downstream stages and evaluation load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from orchestration.storage import Storage
+
+MODEL_SCHEMA = {
+    "role": pl.Utf8,          # base / stage1 / stage2
+    "model_ref": pl.Utf8,     # what it was made from (hub id, tiny builder, parent checkpoint)
+    "path": pl.Utf8,          # loadable location: storage URI of the folder, or a hub id / local path
+    "weights_sha256": pl.Utf8,
+    "manifest": pl.Utf8,      # the lineage manifest (JSON)
+}
+
+
+def model_row(role: str, model_ref: str, path: str, weights_sha256: str | None, manifest: dict[str, Any]) -> pl.DataFrame:
+    """The published pointer to a model: one row of :data:`MODEL_SCHEMA`."""
+    return pl.DataFrame([{"role": role, "model_ref": model_ref, "path": path, "weights_sha256": weights_sha256,
+                          "manifest": json.dumps(manifest, sort_keys=True, default=str)}], schema=MODEL_SCHEMA)
+
+
+def upload_folder(local: str | Path, store: Storage, *parts: str) -> str:
+    """Copy every file of ``local`` under ``parts`` of the storage root (atomic per file); returns its URI."""
+    root = Path(local)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{root}: no files to upload; the training stage produced no model")
+    for path in files:
+        store.write_bytes(path.read_bytes(), *parts, path.relative_to(root).as_posix())
+    return store.uri(*parts)
+
+
+def folder_digest(local: str | Path) -> str:
+    """sha256 over the relative names and contents of every file in ``local`` (a model's identity)."""
+    h = hashlib.sha256()
+    root = Path(local)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def stage_command(*, stage: int, items_uri: str, images_uri: str | None, storage_options: dict[str, Any] | None,
+                  kb_uri: str, kb_storage_options: dict[str, Any] | None, kb_table: str, kb_tag: str,
+                  text_embedder: str, image_embedder: str, base_model: str, model_cache: str, output_dir: str,
+                  overrides: dict[str, Any], lineage: dict[str, Any], git_commit: str | None,
+                  medquad: str | None = None, slake_kg: str | None = None,
+                  accelerate_config: str | None = None, python: str = sys.executable) -> list[str]:
+    """The command that runs one GRPO stage (see :mod:`training.launch` for every argument)."""
+    head = [python, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "-m", "training.launch"] \
+        if accelerate_config else [python, "-m", "training.launch"]
+    cmd = head + [
+        "--stage", str(stage), "--items", items_uri,
+        "--items-storage-options", json.dumps(storage_options or {}),
+        "--kb-uri", kb_uri, "--kb-storage-options", json.dumps(kb_storage_options or {}),
+        "--kb-table", kb_table, "--kb-tag", kb_tag,
+        "--text-embedder", text_embedder, "--image-embedder", image_embedder,
+        "--base-model", base_model, "--model-cache", model_cache, "--output-dir", output_dir,
+        "--config", json.dumps(overrides, sort_keys=True), "--lineage", json.dumps(lineage, sort_keys=True, default=str),
+    ]
+    if images_uri:
+        cmd += ["--images-uri", images_uri]
+    if git_commit:
+        cmd += ["--git-commit", git_commit]
+    if medquad:
+        cmd += ["--medquad", medquad]
+    if slake_kg:
+        cmd += ["--slake-kg", slake_kg]
+    return cmd

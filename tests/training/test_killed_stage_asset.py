@@ -1,0 +1,78 @@
+"""A training subprocess killed mid-run is retried by Dagster (the asset's RetryPolicy) and resumes from its
+last complete checkpoint in the same work folder; no optimizer step is lost and the model is published once."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets.knowledge.assets import kb_text_index
+from assets.training.assets import base_model, stage1_checkpoint, stage1_items
+from orchestration.definitions import build_resources
+from orchestration.storage import Storage
+from tests.training.test_launch import stage1_parquet
+
+
+def _publish_inputs(store: Storage, tmp_path: Path, tiny_model_dir: Path, kb) -> None:
+    """The three inputs of stage1_checkpoint as published pointer tables (what the upstream assets write)."""
+    import polars as pl
+
+    from assets.training.launching import model_row
+
+    items = pl.read_parquet(stage1_parquet(tmp_path / "items.parquet"))
+    store.write_table(items, "stage1_items")
+    store.write_table(model_row("base", "tiny", str(tiny_model_dir), "sha", {"kind": "tiny"}), "base_model")
+    store.write_table(pl.DataFrame([{"db": "kb", "table": "kb_text", "tag": kb[1], "version": 1, "uri": kb[0],
+                                     "embedder": json.dumps({"model_id": "sentence-transformers/all-MiniLM-L6-v2"})}]),
+                      "kb_text_index")
+
+
+def _kill_first_trainer_after_checkpoint(work: Path, done: threading.Event, killed: list[int]) -> None:
+    deadline = time.time() + 600
+    while not done.is_set() and time.time() < deadline:
+        ckpts = list(work.glob("stage1/*/out/checkpoint-*/medrwr_lineage.json"))
+        if ckpts and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "training.launch" in " ".join(proc.info["cmdline"] or []):
+                    proc.kill()
+                    killed.append(proc.info["pid"])
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_training_step_is_retried_and_resumes(tmp_path, monkeypatch, tiny_model_dir, kb):
+    monkeypatch.setenv("MEDRWR_WORK_DIR", str(tmp_path / "work"))
+    store = Storage()
+    _publish_inputs(store, tmp_path, tiny_model_dir, kb)
+    # the KB fixture lives outside the storage root: point the pointer's db at it
+    monkeypatch.setattr(Storage, "lancedb_uri", lambda self, name="kb": kb[0])
+    done, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_first_trainer_after_checkpoint, args=(tmp_path / "work", done, killed))
+    watcher.start()
+    config = {"max_steps": 3, "save_steps": 1, "num_generations": 2, "per_device_train_batch_size": 4,
+              "gradient_accumulation_steps": 1, "max_rounds": 2, "max_new_tokens_per_round": 8,
+              "max_completion_length": 24, "seed": 0}
+    try:
+        result = materialize([stage1_checkpoint, stage1_items.to_source_asset(), base_model.to_source_asset(),
+                              kb_text_index.to_source_asset()], resources=build_resources(), instance=DagsterInstance.ephemeral(),
+                             run_config={"ops": {"stage1_checkpoint": {"config": config}}}, raise_on_error=False)
+    finally:
+        done.set()
+        watcher.join()
+    assert killed, "the trainer was never killed: the test did not exercise a fault"
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 1
+    [mat] = result.asset_materializations_for_node("stage1_checkpoint")
+    lineage = mat.metadata["lineage"].value
+    assert lineage["global_step"] == 3 and "checkpoint-" in (lineage["resumed_from"] or "")
+    row = store.read_table("stage1_checkpoint")
+    assert store.exists(*row["path"][0][len(store.root) + 1:].split("/"), "model.safetensors")
+    # metrics of every step came back through Pipes while the trainer ran
+    assert "| 3 |" in mat.metadata["metrics_by_step"].value
