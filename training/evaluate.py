@@ -1,0 +1,305 @@
+"""Evaluation: benchmark items through the training rollout in five modes, as ``eval_results`` rows.
+
+:func:`evaluate` answers every item of one benchmark with one checkpoint in each requested mode
+(:data:`training.eval_results.MODES`) and returns a scored, validated ``eval_results`` frame
+(:data:`training.eval_results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
+
+- ``direct``: no retrieval (one round, ``<query>`` banned, the direct-answer system prompt);
+- ``rwr``: reasoning with retrieval over the pinned text KB (up to ``max_rounds`` rounds);
+- ``rwr_cdir``: the ``rwr`` pass, then CDIR on the rows whose confidence is below λ (:mod:`training.cdir`).
+  When ``rwr`` is evaluated too, both modes share the same first pass, so ``rwr_cdir − rwr`` measures
+  CDIR alone; its latency is the first pass's plus CDIR's;
+- ``rag_control``: training-free RAG: the system retrieves once with the question and inserts the
+  passages before the model writes; the model cannot query (``<query>`` banned);
+- ``random_retriever``: the ``rwr`` loop whose retriever returns random passages of the same KB version
+  (:class:`KBRandomRetriever`, seeded), the control that shows whether *what* is retrieved matters.
+
+Batching: items go through in batches of ``batch_size``; per batch, each mode makes **one** rollout call
+(one batched ``generate`` per round, one batched retrieval per round) and CDIR one image search and one
+continuation call. ``latency_s`` of a row is the wall time of its mode's calls for the batch divided by
+the batch's items (image loading, shared by the modes, is not counted).
+
+Prompts: the protocol's system prompt (:func:`training.protocol.system_prompt`; the direct-answer variant
+in mode ``direct``) or ``system_prompt`` for every mode; images as image items before the question (all
+of the item's images, in order). Confidence: probability of the first answer token after ``<answer>``
+(:func:`training.rollout.score_answers`). Prediction: ``mcq``, the option letter the answer names
+(:func:`training.protocol.extract_choice`, None when it names none); ``open``, the answer text.
+Decoding is greedy by default (``do_sample=False``); with sampling each (mode, batch) is seeded from
+``seed``. No Dagster import: the asset passes models, retrievers and loaders in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+import torch
+
+from retrieval.search import Hit
+
+from .cdir import DEFAULT_K, DEFAULT_LAMBDA, CdirRollout, CdirTrace, apply_cdir
+from .eval_items import check_items
+from .eval_results import MODES, RETRIEVAL_MODES, results_frame, score_predictions, validate_results
+from .generation import HFGenerator
+from .protocol import build_messages, extract_choice
+from .rollout import RolloutResult, Trajectory
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that cannot produce trustworthy rows (bad arguments, a broken trajectory)."""
+
+
+class KBRandomRetriever:
+    """The random-retriever control over the **same KB version** as the real retriever.
+
+    ``search`` ignores the queries and returns, per query, ``k`` rows drawn uniformly without replacement
+    (``random.Random(seed)``) from the table's rows, read with ``take_offsets`` (nothing is loaded up front,
+    so it scales to a million-passage KB). Scores are 0.0.
+    """
+
+    def __init__(self, table: Any, seed: int = 0):
+        self.table = table
+        self.n = table.count_rows()
+        if self.n == 0:
+            raise EvaluationError("random retriever: the KB table has no rows")
+        self.rng = random.Random(seed)
+
+    @classmethod
+    def like(cls, retriever: Any, seed: int = 0) -> KBRandomRetriever:
+        """Over the table version ``retriever`` (a ``retrieval.search.Retriever``) is pinned to."""
+        pinned = getattr(retriever, "pinned", None)
+        if pinned is None:
+            raise EvaluationError(f"cannot build a random retriever over the KB of {type(retriever).__name__}: "
+                                  "pass random_retriever= explicitly")
+        return cls(pinned.tbl, seed)
+
+    def search(self, queries: list[str], k: int = 3, mode: str = "dense", **_: Any) -> list[list[Hit]]:
+        """``k`` random KB rows per query; ``mode`` is accepted and ignored."""
+        picks = [self.rng.sample(range(self.n), min(k, self.n)) for _ in queries]
+        offsets = sorted({o for p in picks for o in p})
+        if not offsets:
+            return [[] for _ in queries]
+        rows = self.table.take_offsets(offsets).select(["id", "source", "title", "text"]).to_arrow().to_pylist()
+        if len(rows) != len(offsets):
+            raise EvaluationError(f"random retriever: asked for {len(offsets)} KB rows, got {len(rows)}")
+        by_offset = dict(zip(offsets, rows, strict=True))  # take_offsets returns rows in offset order
+        return [[Hit(by_offset[o]["id"], 0.0, by_offset[o]["source"], by_offset[o]["title"], by_offset[o]["text"])
+                 for o in p] for p in picks]
+
+
+def item_messages(row: dict, images: Sequence[Any], *, retrieval: bool, system: str | None = None) -> list[dict]:
+    """The conversational prompt of one normalised item: system + user (images, then context, question and
+    lettered options for an MCQ)."""
+    options = row["options"] if row["protocol"] == "mcq" else None
+    messages = build_messages(row["question"], options, has_image=bool(images), context=row.get("context"),
+                              retrieval=retrieval, system=system)
+    if images:
+        text = [c for c in messages[1]["content"] if c.get("type") != "image"]
+        messages[1]["content"] = [{"type": "image", "image": im} for im in images] + text
+    return messages
+
+
+def _prediction(answer: str | None, row: dict) -> str | None:
+    if row["protocol"] == "mcq":
+        return extract_choice(answer, row["options"])
+    return (answer.strip() or None) if answer is not None else None
+
+
+def _sampled_after_last_case(t: Trajectory) -> int:
+    """Tokens the policy sampled after the last CDIR case block of ``t`` (its regeneration)."""
+    last = max((i for i, p in enumerate(t.pieces) if p.kind == "case"), default=None)
+    if last is None:
+        return 0
+    return sum(p.end - p.start for p in t.pieces[last + 1 :] if not p.inserted)
+
+
+def _mode_seed(seed: int, mode: str, batch_start: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{mode}/{batch_start}".encode()).digest()[:4], "big")
+
+
+def _check_args(items: pl.DataFrame, modes: Sequence[str], *, retriever: Any, kb_tag: str | None,
+                image_retriever: Any, image_loader: Any, image_index_tag: str | None, batch_size: int,
+                cdir_lambda: float, cdir_k: int) -> None:
+    unknown = [m for m in modes if m not in MODES]
+    if not modes or unknown or len(set(modes)) != len(modes):
+        raise EvaluationError(f"modes {list(modes)}: give each of {MODES} at most once, at least one")
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= cdir_lambda <= 1.0 or cdir_k < 1:
+        raise EvaluationError(f"cdir_lambda must be in [0, 1] and cdir_k >= 1 (got {cdir_lambda}, {cdir_k})")
+    retrieval = [m for m in modes if m in RETRIEVAL_MODES]
+    if retrieval and (retriever is None or not kb_tag):
+        raise EvaluationError(f"modes {retrieval} search the text KB: pass retriever= and its pinned kb_tag=")
+    with_images = items.filter(pl.col("image_refs").list.len() > 0)
+    if not with_images.is_empty() and image_loader is None:
+        raise EvaluationError(f"{with_images.height} item(s) have images (e.g. {with_images['item_id'][0]}): "
+                              "pass image_loader=(content id -> PIL image)")
+    if "rwr_cdir" in modes and not with_images.is_empty() and (image_retriever is None or not image_index_tag):
+        raise EvaluationError("mode rwr_cdir on items with images needs image_retriever= (an ImageRetriever over "
+                              "the whole image index) and its pinned image_index_tag=")
+
+
+def evaluate(
+    items: pl.DataFrame,
+    *,
+    model: Any,
+    processor: Any,
+    retriever: Any,
+    checkpoint: str,
+    checkpoint_version: str,
+    benchmark: str,
+    benchmark_version: str,
+    kb_tag: str | None,
+    modes: Sequence[str] = MODES,
+    image_retriever: Any = None,
+    image_loader: Callable[[str], Any] | None = None,
+    image_index_tag: str | None = None,
+    random_retriever: Any = None,
+    batch_size: int = 8,
+    cdir_lambda: float = DEFAULT_LAMBDA,
+    cdir_k: int = DEFAULT_K,
+    exclude_image_refs: Sequence[str] = (),
+    seed: int = 0,
+    k: int = 3,
+    max_rounds: int = 3,
+    max_new_tokens: int = 256,
+    max_completion_tokens: int = 1024,
+    search_mode: str | None = "dense",
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    system_prompt: str | None = None,
+    generator_factory: Any = HFGenerator,
+    progress: Callable[[int, int], None] | None = None,
+) -> pl.DataFrame:
+    """Evaluate normalised ``items`` (:func:`training.eval_items.benchmark_items`) in ``modes``; return the
+    scored ``eval_results`` rows, checked with :func:`training.eval_results.validate_results`.
+
+    ``model``/``processor``: the checkpoint (``training.tiny_model.load_policy``), labelled ``checkpoint`` and
+    pinned by ``checkpoint_version`` (its manifest hash). ``retriever``: ``search(queries, k, mode)`` over the
+    text KB pinned to ``kb_tag``. ``image_retriever``: ``search_images(images, k, exclude_refs)`` over the CDIR
+    image index pinned to ``image_index_tag``; ``image_loader(content_id) -> PIL image`` reads item and case
+    images. ``random_retriever``: the control's retriever (default :meth:`KBRandomRetriever.like` the real
+    one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
+    image of the benchmark). Rollout settings (``k`` passages per query, ``max_rounds``, per-round
+    ``max_new_tokens``, ``max_completion_tokens``, ``search_mode``, sampling) are those of
+    :class:`training.rollout.Rollout`. ``progress(done, total)`` is called after each batch.
+
+    Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix property,
+    and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
+    """
+    items = check_items(items)
+    modes = tuple(modes)
+    _check_args(items, modes, retriever=retriever, kb_tag=kb_tag, image_retriever=image_retriever,
+                image_loader=image_loader, image_index_tag=image_index_tag, batch_size=batch_size,
+                cdir_lambda=cdir_lambda, cdir_k=cdir_k)
+    settings = dict(k=k, max_rounds=max_rounds, max_new_tokens=max_new_tokens,
+                    max_completion_tokens=max_completion_tokens, search_mode=search_mode, do_sample=do_sample,
+                    temperature=temperature, top_p=top_p, score=True, generator_factory=generator_factory)
+    rollout = CdirRollout(retriever, **settings)
+    control = None
+    if "random_retriever" in modes:
+        control = CdirRollout(random_retriever or KBRandomRetriever.like(retriever, seed), **settings)
+    identity = {"benchmark": benchmark, "benchmark_version": benchmark_version, "checkpoint": checkpoint,
+                "checkpoint_version": checkpoint_version}
+    rows = items.to_dicts()
+    records: list[dict] = []
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            records += _evaluate_batch(batch, start, modes, model, processor, rollout, control, identity,
+                                       kb_tag=kb_tag, image_retriever=image_retriever, image_loader=image_loader,
+                                       image_index_tag=image_index_tag, cdir_lambda=cdir_lambda, cdir_k=cdir_k,
+                                       exclude_image_refs=exclude_image_refs, seed=seed, system=system_prompt)
+            if progress is not None:
+                progress(min(start + batch_size, len(rows)), len(rows))
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return validate_results(score_predictions(results_frame(records)))
+
+
+def _timed(fn: Callable[[], RolloutResult], seed: int) -> tuple[RolloutResult, float]:
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def _evaluate_batch(batch: list[dict], start: int, modes: tuple[str, ...], model: Any, processor: Any,
+                    rollout: CdirRollout, control: CdirRollout | None, identity: dict, *, kb_tag: str | None,
+                    image_retriever: Any, image_loader: Any, image_index_tag: str | None, cdir_lambda: float,
+                    cdir_k: int, exclude_image_refs: Sequence[str], seed: int, system: str | None) -> list[dict]:
+    images = [[image_loader(ref) for ref in row["image_refs"]] for row in batch]
+    with_retrieval = [item_messages(r, im, retrieval=True, system=system) for r, im in zip(batch, images, strict=True)]
+    runs: dict[str, tuple[RolloutResult, float]] = {}
+    if "direct" in modes:
+        direct = [item_messages(r, im, retrieval=False, system=system) for r, im in zip(batch, images, strict=True)]
+        runs["direct"] = _timed(lambda: rollout.run(model, processor, direct, allow_retrieval=False),
+                                _mode_seed(seed, "direct", start))
+    if "rwr" in modes or "rwr_cdir" in modes:
+        runs["rwr"] = _timed(lambda: rollout.run(model, processor, with_retrieval), _mode_seed(seed, "rwr", start))
+    traces: list[CdirTrace] | None = None
+    if "rwr_cdir" in modes:
+        first, first_s = runs["rwr"]
+        torch.manual_seed(_mode_seed(seed, "rwr_cdir", start))
+        cdir = apply_cdir(rollout, model, processor, first, query_images=[im[0] if im else None for im in images],
+                          item_image_refs=[r["image_refs"] for r in batch], image_retriever=image_retriever,
+                          image_loader=image_loader, cdir_lambda=cdir_lambda, k=cdir_k,
+                          exclude_refs=exclude_image_refs)
+        runs["rwr_cdir"] = (cdir.result, first_s + cdir.seconds)
+        traces = cdir.traces
+    if "rag_control" in modes:
+        questions = [r["question"] for r in batch]
+        runs["rag_control"] = _timed(lambda: rollout.run(model, processor, with_retrieval, first_queries=questions,
+                                                         allow_retrieval=False), _mode_seed(seed, "rag_control", start))
+    if "random_retriever" in modes:
+        runs["random_retriever"] = _timed(lambda: control.run(model, processor, with_retrieval),
+                                          _mode_seed(seed, "random_retriever", start))
+    records = []
+    for mode in modes:
+        result, seconds = runs[mode]
+        broken = [batch[i]["item_id"] for i, t in enumerate(result.trajectories) if not t.prefix_ok]
+        if broken:
+            raise EvaluationError(f"mode {mode}: trajectories of items {broken} break the prefix property (the ids "
+                                  "fed to the model differ from the ids generated); this is a rollout bug")
+        for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True)):
+            rec = _record(row, t, mode, identity, latency=seconds / len(batch),
+                          kb_tag=kb_tag if mode in RETRIEVAL_MODES else None)
+            if mode == "rwr_cdir":
+                _add_cdir(rec, row, traces[i], runs["rwr"][0].trajectories[i], t, cdir_lambda, image_index_tag)
+            records.append(rec)
+    return records
+
+
+def _record(row: dict, t: Trajectory, mode: str, identity: dict, *, latency: float, kb_tag: str | None) -> dict:
+    return {
+        **identity, "item_id": row["item_id"], "mode": mode, "protocol": row["protocol"],
+        "answer_type": row["answer_type"], "question_type": row["question_type"], "modality": row["modality"],
+        "organ": row["organ"], "question": row["question"], "n_options": row["n_options"],
+        "prediction": _prediction(t.answer(), row), "gold": row["gold"], "confidence": t.answer_token_prob,
+        "queries": list(t.queries), "retrieved_ids": [pid for ids in t.passage_ids for pid in ids],
+        "n_rounds": t.rounds, "generated_tokens": t.generated_tokens, "latency_s": latency, "kb_tag": kb_tag,
+    }
+
+
+def _add_cdir(rec: dict, row: dict, trace: CdirTrace, first: Trajectory, final: Trajectory, cdir_lambda: float,
+              image_index_tag: str | None) -> None:
+    """CDIR fields of an rwr_cdir record. A triggered row took one more round than its first pass and sampled
+    its first pass's tokens plus the regeneration's (the first answer, cut off, still cost compute)."""
+    rec.update(cdir_lambda=cdir_lambda, cdir_triggered=trace.triggered, cdir_case_ids=list(trace.case_ids),
+               prediction_before_cdir=_prediction(first.answer(), row), confidence_before_cdir=trace.confidence_before,
+               image_index_tag=image_index_tag)
+    if trace.triggered:
+        rec.update(n_rounds=first.rounds + 1,
+                   generated_tokens=first.generated_tokens + _sampled_after_last_case(final))
+
+
+__all__ = ["EvaluationError", "KBRandomRetriever", "evaluate", "item_messages"]
