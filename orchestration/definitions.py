@@ -11,6 +11,7 @@ from dagster import Definitions, PipesSubprocessClient
 
 from assets.benchmark.definitions import defs as benchmark_defs
 from assets.echo.definitions import defs as echo_defs
+from assets.evaluation.definitions import defs as evaluation_defs
 from assets.ingest.definitions import defs as ingest_defs
 from assets.knowledge.definitions import defs as knowledge_defs
 from assets.training.definitions import defs as training_defs
@@ -53,6 +54,7 @@ def build_resources() -> dict:
 def build_defs() -> Definitions:
     """Every domain's definitions merged with :func:`build_resources`."""
     return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs, training_defs,
+                             evaluation_defs,
                              Definitions(resources=build_resources()))
 
 

@@ -51,6 +51,7 @@ class Profile:
     echo_sources: tuple[str, ...] = ("synthetic",)
     kb_sources: tuple[str, ...] = KB_SOURCES
     kb_max_records: int | None = None  # records read per KB source (None: all)
+    benchmarks: tuple[str, ...] = ("vqa_rad", "slake", "medqa", "pubmedqa", "ecbench")
     op_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # run knobs per asset
 
     def run_config(self, job_name: str, assets: Sequence[str] = ()) -> dict:
@@ -71,7 +72,9 @@ SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
     "stage1_checkpoint": _SMOKE_STAGE,
     "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
     "stage2_checkpoint": _SMOKE_STAGE,
+    "eval_results": {"max_items": 8, "max_rounds": 2, "max_new_tokens": 16, "max_completion_tokens": 48},
 }
+
 
 
 def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
@@ -100,6 +103,7 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
             text_qa_datasets=_csv(env, "MEDRWR_TEXT_QA_DATASETS", "medqa,medmcqa,pubmedqa"),
             echo_sources=_csv(env, "MEDRWR_ECHO_SOURCES", "synthetic"),
             kb_sources=_csv(env, "MEDRWR_KB_SOURCES", ",".join(KB_SOURCES)),
+            benchmarks=_csv(env, "MEDRWR_BENCHMARKS", "vqa_rad,slake,medqa,pubmedqa,ecbench"),
             description="every configured dataset in full, production models",
         )
     raise ValueError(f"unknown profile {name!r}: use 'smoke' or 'full'")

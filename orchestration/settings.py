@@ -64,6 +64,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEDRWR_ECHO_SOURCES", "main command (`full`)", "`synthetic`", "echo sources (dynamic partitions) of the `full` main command"),
     Setting("MEDRWR_KB_SOURCES", "main command (`full`)", "`medquad,pubmedqa,slake_kg,medmcqa_exp`",
             "KB sources (dynamic partitions) of the `full` main command"),
+    Setting("MEDRWR_BENCHMARKS", "main command (`full`)", "`vqa_rad,slake,medqa,pubmedqa,ecbench`",
+            "benchmarks (partitions of `eval_results`) of the `full` main command"),
     Setting("MEDRWR_LOG_LEVEL", "main command", "`WARNING`", "console log level of the main command (the event log keeps all)"),
     Setting("MEDRWR_PROJECT_DIR", "main command, defaults", "current directory", "where `.medrwr/` (storage, Dagster home) is created"),
     Setting("DAGSTER_HOME", "Dagster instance", "`<project>/.medrwr/dagster_home`", "Dagster instance (runs, event log, schedules)"),

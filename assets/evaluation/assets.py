@@ -1,0 +1,270 @@
+"""Evaluation group: per-benchmark results of every checkpoint in every mode, and the auditable report.
+
+- ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the split-use decisions reserve
+  for evaluation; never an item trained on, checked) answered by each checkpoint (base, stage 1, stage 2) in
+  each mode (direct, RwR, RwR + CDIR, training-free RAG, random-retriever control) through the training
+  rollout (:mod:`training.evaluate`), with the text KB and the CDIR image index pinned to their tags.
+- ``eval_report``: Markdown and a self-contained HTML page with plots (:mod:`training.report`), under
+  ``reports/<run id>/`` of the storage root, its Markdown in the materialization metadata and the HTML's path
+  as ``report_html``; a lineage header names checkpoint manifests, KB tag and embedder, benchmark versions
+  and the code version. In ``smoke`` it says that the scores come from a tiny model and are chance-level.
+"""
+
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    Failure,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
+from pydantic import Field
+
+from assets.common.gates import Publication, publish_or_refuse
+from assets.common.metadata import content_version, git_commit, table_metadata
+from assets.common.records import quarantine_frame
+from orchestration.resources import (
+    KnowledgeModelsResource,
+    SourcesResource,
+    StorageResource,
+    TrainingResource,
+)
+from orchestration.storage import Storage
+
+# benchmark partition -> (source table, dataset filter, evaluation splits or None for the split-use decision)
+BENCHMARKS = {
+    "vqa_rad": ("vqa_items", "vqa_rad", ["test"]),
+    "slake": ("vqa_items", "slake", ["test"]),
+    "medqa": ("text_qa_items", "medqa", None),
+    "pubmedqa": ("text_qa_items", "pubmedqa", ["test"]),
+    "ecbench": ("ecbench", None, ["test"]),
+    "mmmu_hm": ("vqa_items", "mmmu_hm", ["validation", "test"]),
+    "medxpertqa_mm": ("vqa_items", "medxpertqa_mm", ["test"]),
+    "pmc_vqa": ("vqa_items", "pmc_vqa", ["test"]),
+    "omnimedvqa": ("vqa_items", "omnimedvqa", None),
+    "path_vqa": ("vqa_items", "path_vqa", ["test"]),
+}
+eval_benchmarks = StaticPartitionsDefinition(list(BENCHMARKS))
+CHECKPOINTS = ("base", "stage1", "stage2")
+
+
+class EvalConfig(Config):
+    """Run knobs of ``eval_results`` (one run = one benchmark partition)."""
+
+    checkpoints: list[str] = Field(default_factory=lambda: list(CHECKPOINTS), description="base, stage1, stage2")
+    modes: list[str] = Field(default_factory=lambda: ["direct", "rwr", "rwr_cdir", "rag_control", "random_retriever"],
+                             description="direct, rwr, rwr_cdir, rag_control, random_retriever")
+    max_items: int | None = Field(default=None, description="at most this many items (seeded choice; None: all)")
+    batch_size: int = Field(default=8, description="items per rollout call")
+    cdir_lambda: float = Field(default=0.8, description="CDIR triggers when the answer confidence is below this")
+    cdir_k: int = Field(default=1, description="image cases appended by CDIR")
+    max_rounds: int = Field(default=3, description="generation rounds (retrieval after all but the last)")
+    max_new_tokens: int = Field(default=256, description="token budget of one round")
+    max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
+    search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
+    seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
+
+
+def _check(name: str, passed: bool, **metadata) -> AssetCheckResult:
+    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
+                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
+                                      for k, v in metadata.items()})
+
+
+def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
+                    split_use: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use decisions
+    when the benchmark names none). A dataset decided "train" only is never evaluated: that raises."""
+    table, dataset, splits = BENCHMARKS[benchmark]
+    frame = {"vqa_items": vqa, "text_qa_items": text_qa, "ecbench": ecbench}[table]
+    if dataset is not None:
+        frame = frame.filter(pl.col("dataset") == dataset) if frame.height else frame
+    decision = split_use.filter(pl.col("dataset") == (dataset or benchmark)) if split_use.height else split_use
+    if decision.height and decision["use"][0] == "train":
+        raise Failure(f"eval_results[{benchmark}]: the split-use decisions train on {dataset or benchmark} "
+                      f"({decision['reason'][0]}); it is never evaluated. Change no_train_split of stage1_items.")
+    if splits is None:
+        splits = decision["splits"][0].split("|")[-1].split(",") if decision.height else ["validation", "test"]
+    if frame.is_empty():
+        raise Failure(f"eval_results[{benchmark}]: no rows of {table}[{dataset}] are published; materialize it first")
+    return frame, splits
+
+
+def _model(row: pl.DataFrame, store: Storage, cache: str):
+    from training.tiny_model import load_policy
+
+    return load_policy(row["path"][0], cache_dir=cache, storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
+
+
+def _manifest_hash(row: pl.DataFrame) -> str:
+    return hashlib.sha256(row["manifest"][0].encode()).hexdigest()[:16]
+
+
+@asset(
+    partitions_def=eval_benchmarks,
+    group_name="evaluation",
+    code_version="eval_results.v1",
+    io_manager_key="table_io",
+    kinds={"polars", "parquet"},
+    ins={"vqa_items": AssetIn(partition_mapping=AllPartitionMapping()),
+         "text_qa_items": AssetIn(partition_mapping=AllPartitionMapping()),
+         "ecbench": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(), "base_model": AssetIn(),
+         "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
+         "kb_image_index": AssetIn()},
+    check_specs=[
+        AssetCheckSpec("eval_items_not_trained_on", asset="eval_results", blocking=True, partitions_def=eval_benchmarks,
+                       description="no evaluated item is a training item (normalized question text, image id)"),
+        AssetCheckSpec("eval_results_complete", asset="eval_results", blocking=True, partitions_def=eval_benchmarks,
+                       description="one row per item, checkpoint and mode; KB and image index pinned; "
+                                   "no rollout broke the prefix property"),
+    ],
+    pool="gpu",
+    op_tags={"medrwr/kind": "evaluation"},
+)
+def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: StorageResource,
+                 kb_models: KnowledgeModelsResource, training: TrainingResource, vqa_items: pl.DataFrame,
+                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, stage1_items: pl.DataFrame,
+                 stage2_items: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
+                 stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
+    """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one benchmark."""
+    from PIL import Image
+
+    from retrieval.search import ImageRetriever, Retriever
+    from training.eval_items import benchmark_items
+    from training.evaluate import evaluate
+
+    benchmark = context.partition_key
+    store = storage.get()
+    split_use = store.read_table("split_use") if store.exists(*store.table_parts("split_use")) else pl.DataFrame()
+    frame, splits = benchmark_frame(benchmark, vqa_items, text_qa_items, ecbench, split_use)
+    items = benchmark_items(frame, benchmark, splits=splits)
+    if config.max_items and items.height > config.max_items:
+        items = items.sample(config.max_items, seed=config.seed).sort("item_id")
+    version = content_version(items)
+    models = {"base": base_model, "stage1": stage1_checkpoint, "stage2": stage2_checkpoint}
+    unknown = sorted(set(config.checkpoints) - set(models))
+    if unknown:
+        raise Failure(f"eval_results: unknown checkpoints {unknown}; use {list(models)}")
+    text = Retriever(store.kb_location(kb_text_index["db"][0]), kb_models.text_embedder(),
+                     table=kb_text_index["table"][0], version=kb_text_index["tag"][0])
+    images = ImageRetriever(store.kb_location(kb_image_index["db"][0]), kb_models.image_embedder(),
+                            table=kb_image_index["table"][0], version=kb_image_index["tag"][0])
+
+    def load_image(image_id: str):
+        return Image.open(io.BytesIO(store.get_image(image_id))).convert("RGB")
+
+    benchmark_images = sorted({r for refs in items["image_refs"].to_list() for r in refs})
+    frames = []
+    with tempfile.TemporaryDirectory(dir=training.work_root() if Path(training.work_root()).exists() else None) as cache:
+        for label in config.checkpoints:
+            model, processor = _model(models[label], store, cache)
+            context.log.info(f"eval_results[{benchmark}]: {label} on {items.height} items, modes {config.modes}")
+            frames.append(evaluate(
+                items, model=model, processor=processor, retriever=text, checkpoint=label,
+                checkpoint_version=_manifest_hash(models[label]), benchmark=benchmark, benchmark_version=version,
+                kb_tag=kb_text_index["tag"][0], modes=config.modes, image_retriever=images, image_loader=load_image,
+                image_index_tag=kb_image_index["tag"][0], batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
+                cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
+                max_rounds=config.max_rounds, max_new_tokens=config.max_new_tokens,
+                max_completion_tokens=config.max_completion_tokens, search_mode=config.search_mode))
+            del model
+    results = pl.concat(frames)
+    from training.data import leakage
+
+    trained = pl.concat([stage1_items.select("item_id", "question", "image_ref"),
+                         stage2_items.select("item_id", "question", "image_ref")])
+    evaluated = frame.filter(pl.col("item_id").is_in(items["item_id"].to_list()))
+    if "image_refs" not in evaluated.columns:
+        evaluated = evaluated.with_columns(pl.lit([], pl.List(pl.Utf8)).alias("image_refs"))
+    leaks = leakage(trained, evaluated.select("item_id", "question", "image_refs"))
+    with_image = set(trained.filter(pl.col("image_ref").is_not_null())["item_id"].to_list()) | set(
+        evaluated.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
+    leaks = leaks.filter((pl.col("reason") == "image") | ~(pl.col("train_item_id").is_in(list(with_image))
+                                                            | pl.col("eval_item_id").is_in(list(with_image))))
+    expected = items.height * len(config.checkpoints) * len(config.modes)
+    checks = [
+        _check("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,
+               examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})" for r in leaks.head(10).iter_rows(named=True)]),
+        _check("eval_results_complete", results.height == expected and results["kb_tag"].drop_nulls().n_unique() <= 1,
+               rows=results.height, expected=expected),
+    ]
+    summary = (results.group_by("checkpoint", "mode").agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
+               .sort("checkpoint", "mode"))
+    pub = Publication("eval_results", benchmark, results, quarantine_frame([], "eval_results", benchmark),
+                      metadata={**table_metadata(results, ("checkpoint", "mode")), "benchmark_version": version,
+                                "splits": MetadataValue.json(splits), "items": items.height,
+                                "kb_tag": kb_text_index["tag"][0], "image_index_tag": kb_image_index["tag"][0],
+                                "accuracy_by_checkpoint_and_mode": MetadataValue.md(_md(summary)),
+                                "items_per_s": float(results.height / max(1e-9, results["latency_s"].sum()))},
+                      data_version=content_version(results))
+    yield from publish_or_refuse(context, store, pub, checks)
+
+
+def _md(frame: pl.DataFrame) -> str:
+    from assets.common.metadata import preview_markdown
+
+    return preview_markdown(frame, n=100, width=80)
+
+
+@asset(
+    group_name="evaluation",
+    code_version="eval_report.v1",
+    io_manager_key="table_io",
+    kinds={"html", "markdown"},
+    ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "base_model": AssetIn(),
+         "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
+         "kb_image_index": AssetIn()},
+    check_specs=[AssetCheckSpec("eval_report_written", asset="eval_report", blocking=True,
+                                description="report.md and a self-contained report.html with every plot embedded")],
+)
+def eval_report(context: AssetExecutionContext, storage: StorageResource, sources: SourcesResource,
+                eval_results: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
+                stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
+    """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
+    from training.report import build_report
+
+    store = storage.get()
+    versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")
+    manifests = {"base": base_model, "stage1": stage1_checkpoint, "stage2": stage2_checkpoint}
+    lineage = {
+        "checkpoint_manifests": {k: f"{v['path'][0]} (manifest {_manifest_hash(v)})" for k, v in manifests.items()
+                                 if k in set(eval_results["checkpoint"].to_list())},
+        "kb_tag": kb_text_index["tag"][0],
+        "embedder": json.loads(kb_text_index["embedder"][0]).get("model_id", kb_text_index["embedder"][0]),
+        "image_index_tag": kb_image_index["tag"][0],
+        "image_embedder": json.loads(kb_image_index["embedder"][0]).get("model_id", ""),
+        "benchmark_versions": dict(versions.iter_rows()),
+        "code_version": git_commit(), "profile": sources.profile, "run_id": context.run.run_id,
+    }
+    stage = store.staging(f"{context.run.run_id}-eval_report")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke")
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        for path in files:
+            stage.write_bytes(path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix())
+        html = Path(out.html_path).read_text()
+    html_uri = store.uri("reports", context.run.run_id, "report.html")
+    embedded = html.count("data:image/png;base64,")
+    row = pl.DataFrame([{"report_html": html_uri, "report_md": store.uri("reports", context.run.run_id, "report.md"),
+                         "html_sha256": hashlib.sha256(html.encode()).hexdigest(), "plots": len(out.plot_paths),
+                         "lineage": json.dumps(lineage, sort_keys=True)}])
+    checks = [_check("eval_report_written", embedded >= len(out.plot_paths) > 0
+                     and 'src="http' not in html and 'href="http' not in html,
+                     plots=len(out.plot_paths), embedded_images=embedded)]
+    pub = Publication("eval_report", None, row, quarantine_frame([], "eval_report", None),
+                      metadata={"report": MetadataValue.md(out.markdown), "report_html": MetadataValue.path(html_uri),
+                                "lineage": MetadataValue.json(lineage), "rows_reported": eval_results.height},
+                      data_version=row["html_sha256"][0], stage=stage)
+    yield from publish_or_refuse(context, store, pub, checks)
