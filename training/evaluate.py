@@ -57,8 +57,8 @@ class KBRandomRetriever:
     """The random-retriever control over the **same KB version** as the real retriever.
 
     ``search`` ignores the queries and returns, per query, ``k`` rows drawn uniformly without replacement
-    (``random.Random(seed)``) from the table's rows, read with ``take_offsets`` (nothing is loaded up front,
-    so it scales to a million-passage KB). Scores are 0.0.
+    (``random.Random(seed)``) from the table's rows, read with ``take_offsets`` (only the drawn rows are
+    read; the KB is never loaded whole). Scores are 0.0.
     """
 
     def __init__(self, table: Any, seed: int = 0):

@@ -198,8 +198,11 @@ def test_one_rollout_call_per_batch_per_mode(policy, retriever, image_retriever,
         monkeypatch.setattr(CdirRollout, name, spy)
     counting = CountingRetriever(retriever)
     images = SpyImageRetriever(image_retriever)
+    progress = []
     run(items, policy, counting, image_retriever=images, image_loader=image_loader, image_index_tag="run-img-test",
-        random_retriever=KBRandomRetriever.like(retriever), cdir_lambda=1.0, batch_size=3)
+        random_retriever=KBRandomRetriever.like(retriever), cdir_lambda=1.0, batch_size=3,
+        progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(3, 6), (6, 6)]
     # per batch: direct, rwr (shared with rwr_cdir), rag_control, random_retriever; one CDIR continuation
     assert calls == {"run": 2 * 4, "continue_with": 2}
     assert [c["n"] for c in images.calls] == [3, 1]  # the image rows of each batch, one search each
@@ -249,9 +252,9 @@ def test_arguments_are_checked(policy, retriever, vqa_frame, image_loader):
 @pytest.mark.timeout(300)
 def test_end_to_end_real_tiny_model(policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame):
     """Nothing patched: the tiny random-weight model samples, the real KB and image index answer."""
-    items = sample_items(vqa_frame, text_qa_frame).head(5)
+    items = sample_items(vqa_frame, text_qa_frame).tail(4)  # VQA-RAD open, SLAKE MCQ, two MedQA MCQs
     res = run(items, policy, retriever, image_retriever=image_retriever, image_loader=image_loader,
-              image_index_tag="run-img-test", batch_size=4, max_new_tokens=12, do_sample=True, seed=1)
+              image_index_tag="run-img-test", batch_size=4, max_new_tokens=8, do_sample=True, seed=1)
     validate_results(res)
     assert res.height == 5 * items.height
     cdir = res.filter(pl.col("mode") == "rwr_cdir")
