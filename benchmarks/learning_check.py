@@ -171,7 +171,7 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, eval_retriev
     model, processor = load_policy(str(start_dir))
     funcs, weights = stage_rewards(1)
     cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                       learning_rate=args.lr, beta=0.0, num_generations=8, per_device_train_batch_size=32,
+                       learning_rate=args.lr, beta=args.beta, num_generations=8, per_device_train_batch_size=32,
                        gradient_accumulation_steps=1, max_steps=args.steps, warmup_ratio=0.0, logging_steps=5,
                        save_strategy="no", max_rounds=args.max_rounds, search_mode=SEARCH_MODE,
                        max_new_tokens_per_round=20, max_completion_length=64, seed=args.seed,
@@ -239,6 +239,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient (the paper: 1e-3)")
     p.add_argument("--search-mode", default="dense", choices=("dense", "lexical", "hybrid"))
     p.add_argument("--reuse-warm-start", action="store_true",
                    help="reuse <out>/warm_start (and its base, KB) from an earlier run instead of rebuilding")

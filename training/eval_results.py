@@ -67,6 +67,8 @@ EVAL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "judge_model": pl.Utf8,  # open only: pinned id@revision of the judge, null when none was configured
     "judge_correct": pl.Boolean,  # open only: the judge's verdict, null when no judge
     "confidence": pl.Float64,  # probability of the first answer token after <answer> (final pass)
+    "answer_forced": pl.Boolean,  # mcq: the model wrote no answer in its budget; the system appended <answer>
+    # and took the most likely option letter (forced choice); null for rows that answered themselves
     # what the agent did
     "queries": pl.List(pl.Utf8),  # queries issued, in order (rag_control: the question itself)
     "retrieved_ids": pl.List(pl.Utf8),  # passage ids returned, in order, over all rounds

@@ -264,8 +264,12 @@ def _evaluate_batch(batch: list[dict], start: int, modes: tuple[str, ...], model
         runs["random_retriever"] = _timed(lambda: control.run(model, processor, with_retrieval),
                                           _mode_seed(seed, "random_retriever", start))
     records = []
+    forced_cache: dict[int, dict[int, tuple[str, float]]] = {}
     for mode in modes:
         result, seconds = runs[mode]
+        if id(result) not in forced_cache:
+            forced_cache[id(result)] = forced_choices(model, processor, result, batch)
+        forced = forced_cache[id(result)]
         broken = [batch[i]["item_id"] for i, t in enumerate(result.trajectories) if not t.prefix_ok]
         if broken:
             raise EvaluationError(f"mode {mode}: trajectories of items {broken} break the prefix property (the ids "
@@ -273,10 +277,60 @@ def _evaluate_batch(batch: list[dict], start: int, modes: tuple[str, ...], model
         for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True)):
             rec = _record(row, t, mode, identity, latency=seconds / len(batch),
                           kb_tag=kb_tag if mode in RETRIEVAL_MODES else None)
+            if i in forced:
+                rec.update(prediction=forced[i][0], confidence=forced[i][1], answer_forced=True)
             if mode == "rwr_cdir":
                 _add_cdir(rec, row, traces[i], runs["rwr"][0].trajectories[i], t, cdir_lambda, image_index_tag)
+                first = runs["rwr"][0]
+                if id(first) not in forced_cache:
+                    forced_cache[id(first)] = forced_choices(model, processor, first, batch)
+                if not traces[i].triggered:
+                    rec["prediction_before_cdir"] = rec["prediction"]
+                elif i in forced_cache[id(first)]:
+                    rec["prediction_before_cdir"] = forced_cache[id(first)][i][0]
             records.append(rec)
     return records
+
+
+def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: list[dict]) -> dict[int, tuple[str, float]]:
+    """Forced choice for MCQ rows whose trajectory holds no answer naming an option (a model that never wrote
+    ``<answer>`` in its budget, or wrote something else): one batched forward pass over the trajectory
+    (its final EOS dropped) followed by the tokens of ``<answer>``; the prediction is the most likely option
+    letter and the confidence that letter's probability (every single-token spelling of it summed). Returns
+    ``{row index: (letter, probability)}``; rows that answered themselves are left out."""
+    import math
+
+    from .generation import Context, next_token_logprobs, token_ids
+    from .protocol import ANSWER_OPEN
+    from .rollout import letter_token_ids
+
+    tok = token_ids(processor)
+    todo = [i for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True))
+            if row["protocol"] == "mcq" and _prediction(t.answer(), row) is None]
+    if not todo:
+        return {}
+    tag = tok(ANSWER_OPEN, add_special_tokens=False)["input_ids"]
+    eos = set(tok.all_special_ids)
+    contexts = []
+    for i in todo:
+        t = result.trajectories[i]
+        ids = list(t.completion_ids)
+        while ids and ids[-1] in eos:
+            ids.pop()
+        contexts.append(Context(t.prompt_ids + ids + tag, result.vision[i]))
+    with torch.no_grad():
+        logprobs = next_token_logprobs(model, contexts, tok.pad_token_id)
+    out = {}
+    for j, i in enumerate(todo):
+        letters = letter_token_ids(tok, LETTERS_FOR[: batch[i]["n_options"]])
+        scores = {L: float(torch.logsumexp(logprobs[j][ids], 0)) for L, ids in letters.items() if ids}
+        if scores:
+            best = max(scores, key=scores.get)
+            out[i] = (best, math.exp(scores[best]))
+    return out
+
+
+LETTERS_FOR = "ABCDEFGHIJ"
 
 
 def _record(row: dict, t: Trajectory, mode: str, identity: dict, *, latency: float, kb_tag: str | None) -> dict:

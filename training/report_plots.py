@@ -101,10 +101,19 @@ def reliability_plot(bins: pl.DataFrame, *, title: str) -> bytes:
     return _png(fig)
 
 
+def _empty(message: str) -> bytes:
+    """A small figure that says why a plot has nothing to show (rather than failing the report)."""
+    fig = Figure(figsize=(6.5, 1.6), layout="constrained")
+    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, wrap=True)
+    return _png(fig)
+
+
 def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
     """First-pass confidence of the rwr_cdir rows, triggered and not stacked, λ marked; a panel per checkpoint."""
     rows = results.filter((pl.col("mode") == "rwr_cdir") & pl.col("confidence_before_cdir").is_not_null())
     checkpoints = list(dict.fromkeys(rows["checkpoint"].to_list()))
+    if not checkpoints:
+        return _empty("CDIR trigger: no rwr_cdir row has a first-pass confidence (no first pass wrote an answer)")
     fig = Figure(figsize=(4.6 * len(checkpoints), 3.8), layout="constrained")
     fig.suptitle("CDIR trigger: first-pass confidence η (probability of the first answer token)", fontsize=11)
     axes = fig.subplots(1, len(checkpoints), squeeze=False)[0]
