@@ -90,4 +90,5 @@ def test_knowledge_group_local(tmp_path, monkeypatch, sample_data, storage):
 def test_knowledge_group_on_s3(tmp_path, monkeypatch, sample_data, s3_env):
     _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, s3_env)
     store = Storage(root=s3_env)
-    assert store.exists("lancedb", "kb", "kb_text.lance")
+    text_table = f"kb_text__{KnowledgeModelsResource().text_embedder().fingerprint()}"
+    assert store.exists("lancedb", "kb", f"{text_table}.lance")
