@@ -29,7 +29,7 @@ from retrieval.embedders import CachedEmbedding, EmbeddingCache, TextEmbedder
 from retrieval.search import Retriever
 from retrieval.store import KBLocation, Retention, passage_texts, sync_table, text_table_rows
 
-ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+ALPHAS = (0.5, 0.6, 0.7, 0.8)
 
 
 def build_kb(data: Path, out: str, cache: str, medquad_records: int, embedder: TextEmbedder):

@@ -22,7 +22,7 @@ import numpy as np
 from .store import KBLocation, apply_search_params, load_search_params, open_embedder_table
 
 RRF_K = 60
-HYBRID_ALPHA = 0.5
+HYBRID_ALPHA = 0.6
 _FTS_UNSAFE = re.compile(r"[^\w\s]")
 
 
@@ -87,8 +87,10 @@ class Retriever:
     """Dense, lexical and hybrid search over the ``kb_text`` table built by ``embedder``.
 
     ``fusion`` (hybrid): ``"convex"`` (default): ``alpha * dense + (1 - alpha) * lexical`` on scores normalized
-    per query (cosine min-max over the candidates, BM25 divided by the query's best), the dense score of a
-    lexical-only candidate computed exactly from its vector; or ``"rrf"``: reciprocal-rank fusion.
+    per query (cosine min-max over the candidates, BM25 divided by the best), each candidate scored on both
+    sides (cosine from its vector, BM25 by a full-text query restricted to the dense candidates); ``alpha``
+    0.6 was chosen on half of each benchmark in ``benchmarks/kb_quality.py`` (BENCHMARKS.md); or ``"rrf"``:
+    reciprocal-rank fusion (worse than dense at recall@1 on MedQuAD).
     """
 
     def __init__(self, location: KBLocation, embedder: Any, table: str = "kb_text",
@@ -140,7 +142,11 @@ class Retriever:
             return [[h for h, _ in hits[:k]] for hits in lexical]
         if self.fusion == "rrf":
             return [rrf([d, [h for h, _ in lx]], k) for d, lx in zip(dense, lexical, strict=True)]
-        return [convex_fusion(d, lx, q, k, self.alpha) for d, lx, q in zip(dense, lexical, vectors, strict=True)]
+        out = []
+        for q, d, lx, v in zip(queries, dense, lexical, vectors, strict=True):
+            missing = sorted({h.id for h in d} - {h.id for h, _ in lx})
+            out.append(convex_fusion(d, lx, v, k, self.alpha, self._bm25_of(q, missing, where)))
+        return out
 
     def _embed(self, queries: list[str]) -> np.ndarray:
         vectors = self.embedder.embed_queries(queries) if hasattr(self.embedder, "embed_queries") \
@@ -150,6 +156,16 @@ class Retriever:
     def _dense(self, vectors: np.ndarray, k: int, where: str | None) -> list[list[Hit]]:
         rows = self.pinned.dense(vectors, k, where, HIT_COLUMNS)
         return [[_hit(r, 1.0 - float(r["_distance"])) for r in hits] for hits in rows]
+
+    def _bm25_of(self, query: str, ids: list[str], where: str | None) -> dict[str, float]:
+        """BM25 of ``query`` for the rows ``ids`` only (dense candidates the full-text top list missed)."""
+        text = " ".join(_FTS_UNSAFE.sub(" ", query).split())
+        if not text or not ids:
+            return {}
+        cond = f"id IN ({_sql_list(ids)})" + (f" AND {where}" if where else "")
+        rows = self.pinned.tbl.search(text, query_type="fts").where(cond, prefilter=True).limit(len(ids)) \
+            .select(["id", "_score"]).to_arrow().to_pylist()
+        return {r["id"]: float(r["_score"]) for r in rows}
 
     def _lexical(self, queries: list[str], k: int, where: str | None,
                  with_vectors: bool = False) -> list[list[tuple[Hit, np.ndarray | None]]]:
@@ -182,16 +198,18 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
 
 
 def convex_fusion(dense: Sequence[Hit], lexical: Sequence[tuple[Hit, np.ndarray | None]], query: np.ndarray,
-                  k: int, alpha: float = HYBRID_ALPHA) -> list[Hit]:
-    """``alpha * cosine' + (1 - alpha) * bm25'`` over the union of candidates, where cosine' is min-max
-    normalized over the candidates (a lexical-only candidate's cosine computed from its vector) and bm25' is
-    BM25 / the query's best BM25 (0 for a candidate the full-text search did not return)."""
+                  k: int, alpha: float = HYBRID_ALPHA, dense_bm25: dict[str, float] | None = None) -> list[Hit]:
+    """``alpha * cosine' + (1 - alpha) * bm25'`` over the union of candidates: cosine' is min-max normalized
+    over the candidates (a lexical-only candidate's cosine computed from its vector), bm25' is BM25 / the best
+    BM25 among the candidates (a dense-only candidate's BM25 from ``dense_bm25``, 0 when it matches no term).
+    Scoring every candidate on both sides is what kept hybrid at or above the better single mode on the
+    benchmarks of BENCHMARKS.md (with BM25 only for the full-text list it lost to dense on PubMedQA)."""
     cosine: dict[str, float] = {h.id: h.score for h in dense}
     hits: dict[str, Hit] = {h.id: h for h in dense}
-    best_bm25 = max((h.score for h, _ in lexical), default=0.0)
-    bm25: dict[str, float] = {}
+    raw_bm25 = {**(dense_bm25 or {}), **{h.id: h.score for h, _ in lexical}}
+    best_bm25 = max(raw_bm25.values(), default=0.0)
+    bm25 = {i: s / best_bm25 if best_bm25 > 0 else 0.0 for i, s in raw_bm25.items()}
     for h, vec in lexical:
-        bm25[h.id] = h.score / best_bm25 if best_bm25 > 0 else 0.0
         if h.id not in cosine:
             cosine[h.id] = float(np.dot(vec, query)) if vec is not None else min(cosine.values(), default=0.0)
             hits[h.id] = h

@@ -122,3 +122,5 @@ def test_fusions():
     assert [h.id for h in fused] == ["d2", "d1", "l1"]
     assert fused[0].score == pytest.approx(0.5 * 0.5 / 0.9 + 0.25)
     assert [h.id for h in convex_fusion(dense, lexical, q, 1, alpha=1.0)] == ["d1"]
+    # d1 also matches the query's terms (BM25 12 from the restricted full-text query): now first
+    assert convex_fusion(dense, lexical, q, 1, alpha=0.5, dense_bm25={"d1": 12.0})[0].id == "d1"
