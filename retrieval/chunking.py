@@ -78,8 +78,8 @@ class TokenChunker:
 
     def identity(self) -> dict[str, Any]:
         """What determines the chunks: the tokenizer, the limit and the word target (for metadata)."""
-        vocab = getattr(self.tokenizer, "backend_tokenizer", None)
-        digest = hashlib.sha256((vocab.to_str() if vocab is not None else repr(self.tokenizer)).encode()).hexdigest()
+        spec = self._fast.to_str() if self._fast is not None else repr(self.tokenizer)
+        digest = hashlib.sha256(spec.encode()).hexdigest()
         return {"model_id": self.model_id, "tokenizer_sha256": digest[:16], "max_seq_length": self.max_seq_length,
                 "min_words": self.min_words, "max_words": self.max_words}
 
@@ -114,8 +114,8 @@ class TokenChunker:
                 return [whole]
         sentences = [s.split() for s in _SENTENCE_END.split(text) if s.strip()]
         pieces: list[tuple[list[str], int]] = []
-        for words, tokens in zip(sentences, self.count([" ".join(s) for s in sentences]), strict=True):
-            pieces.extend(self._split_long(words, tokens, budget))
+        for sentence, tokens in zip(sentences, self.count([" ".join(s) for s in sentences]), strict=True):
+            pieces.extend(self._split_long(sentence, tokens, budget))
         groups: list[list[tuple[list[str], int]]] = [[]]
         for words, tokens in pieces:
             group = groups[-1]
