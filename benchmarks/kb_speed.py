@@ -176,7 +176,8 @@ def main() -> None:
     second = sync_table(loc, "speed", changed, embed, identity, run_id="2", fts_column=None, index_policy=policy,
                         recall_queries=tune)
     print(json.dumps({"one_row_sync_s": round(time.perf_counter() - t0, 1), "trialled": second.index.get("trialled"),
-                      "reason": second.index.get("reason"), "recall@10_tune": second.recall_at_10}), flush=True)
+                      "reason": second.index.get("reason"), "recall@10_tune": second.recall_at_10,
+                      "maintenance": second.maintenance, "pruned": second.pruned}), flush=True)
     print(json.dumps(results, indent=0))
 
 
