@@ -94,7 +94,7 @@ def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
     location = KBLocation(str(root))
     report = sync_table(location, "kb_text", frame,
                         lambda rows: embedder.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]),
-                        run_id="learning-check")
+                        embedder.identity(), run_id="learning-check")
     pool = [Hit(r["id"], 0.0, r["source"], r["title"], r["text"]) for r in frame.iter_rows(named=True)]
     return Retriever(location, embedder, version=report.tag), pool
 

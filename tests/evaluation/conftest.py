@@ -95,7 +95,8 @@ def kb(tmp_path_factory, text_embedder):
     frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest()
                                                           for t in frame["text"]]))
     report = sync_table(KBLocation(str(root)), "kb_text", frame, lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="test")
+        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(),
+        run_id="test")
     return str(root), report.tag
 
 
@@ -126,7 +127,7 @@ def image_index(tmp_path_factory, vqa_frame, eval_storage, image_embedder):
     root = tmp_path_factory.mktemp("eval_image_kb")
     report = sync_table(KBLocation(str(root)), "kb_image", cases.drop("item_ids"),
                         lambda rows: image_embedder.embed([eval_storage.get_image(r) for r in rows["image_ref"]]),
-                        fts_column="description", run_id="test")
+                        image_embedder.identity(), fts_column="description", run_id="test")
     return str(root), report.tag, cases
 
 

@@ -46,5 +46,6 @@ def test_ingest_and_kb_survive_injected_s3_errors(moto_server, monkeypatch):
     refs = {r for refs in vqa["image_refs"] for r in refs}
     assert vqa.height > 0 and direct.existing_images(refs) == refs
     assert direct.read_table("kb_passages", "pubmedqa").height == 40
-    tbl = direct.kb_location().connect().open_table("kb_text")
-    assert tbl.count_rows() == 40 and any(t.startswith("run-") for t in tbl.tags.list())
+    pointer = direct.read_table("kb_text_index")
+    tbl = direct.kb_location().connect().open_table(pointer["physical_table"][0])
+    assert tbl.count_rows() == 40 and pointer["tag"][0] in tbl.tags.list()

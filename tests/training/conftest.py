@@ -53,7 +53,8 @@ def kb(tmp_path_factory, text_embedder):
                           "title": [p[1] for p in PASSAGES], "text": [p[2] for p in PASSAGES]})
     frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]]))
     report = sync_table(KBLocation(str(root)), "kb_text", frame, lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="test")
+        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(),
+        run_id="test")
     return str(root), report.tag
 
 
