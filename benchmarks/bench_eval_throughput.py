@@ -42,7 +42,7 @@ from orchestration.storage import Storage
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import ImageEmbedder, TextEmbedder, passage_input
 from retrieval.search import ImageRetriever, Retriever
-from retrieval.store import KBLocation, sync_table
+from retrieval.store import KBLocation, sync_table, text_table_rows
 from training.eval_items import benchmark_items
 from training.evaluate import evaluate
 from training.tiny_model import build_tiny_model, load_policy, local_corpus
@@ -63,7 +63,7 @@ def setup(root: Path, n_items: int, kb_records: int) -> dict:
     passages, _ = read_kb_source("medquad", SourceDir(str(SAMPLE_DATA_DIR / "medquad")),
                                  TokenChunker.for_embedder(text_embedder), limit=kb_records)
     kb = KBLocation(str(root / "kb"))
-    text_report = sync_table(kb, "kb_text", passages, lambda rows: text_embedder.embed(
+    text_report = sync_table(kb, "kb_text", text_table_rows(passages), lambda rows: text_embedder.embed(
         [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(), run_id="bench")
     image_embedder = ImageEmbedder()
     cases, _ = image_cases_from_vqa(vqa)

@@ -156,13 +156,19 @@ def read_columns(tbl, columns: list[str], where: str | None = None) -> pl.DataFr
     return pl.from_arrow(query.limit(None).to_arrow().select(columns))
 
 
-def text_table_rows(passages: pl.DataFrame) -> pl.DataFrame:
-    """The ``kb_text`` rows of a passages frame: ids, provenance (``native_id``, ``source_ref``), payload and
-    ``search_text`` = what the dense side embeds (:func:`passage_input`: title and text), for the FTS index."""
+def with_search_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (``title``, ``text``) plus ``search_text`` = what the dense side embeds (:func:`passage_input`:
+    title and text), the column the full-text index covers."""
     title = pl.col("title")
-    return passages.select(TEXT_COLUMNS).with_columns(
+    return frame.with_columns(
         pl.when(title.is_not_null() & (title != "")).then(pl.concat_str([title, pl.lit(". "), pl.col("text")]))
         .otherwise(pl.col("text")).alias(TEXT_FTS_COLUMN))
+
+
+def text_table_rows(passages: pl.DataFrame) -> pl.DataFrame:
+    """The ``kb_text`` rows of a passages frame: ids, provenance (``native_id``, ``source_ref``), payload and
+    ``search_text`` (:func:`with_search_text`), for the FTS index."""
+    return with_search_text(passages.select(TEXT_COLUMNS))
 
 
 # ---- one table per embedder ---------------------------------------------------------------------------

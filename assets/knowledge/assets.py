@@ -46,6 +46,7 @@ from retrieval.store import (
     restore_version,
     sync_table,
     tag_version,
+    text_table_rows,
 )
 
 from .image_cases import (
@@ -203,7 +204,7 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     embedder = kb_models.text_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
-    frame = kb_passages.select("id", "source", "title", "text", "content_hash")
+    frame = text_table_rows(kb_passages)
 
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])

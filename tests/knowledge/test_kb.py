@@ -107,7 +107,7 @@ def test_medquad_repeated_ids_and_non_objects_are_quarantined(tmp_path, chunker)
     assert all(n.startswith("0000013_2-1-") for n in df["native_id"])
     reasons = {r.row: r.reason for r in result.rejected}
     assert reasons["3"].startswith("exact duplicate") and reasons["4"].startswith("native id repeated with different")
-    assert reasons["5"] == "record is not a JSON object (got list)" and reasons["6"].startswith("missing id or empty")
+    assert reasons["5"] == "not a JSON object: an array" and reasons["6"].startswith("missing id or empty")
     assert reasons["7"].startswith("malformed JSON")
 
 
@@ -121,8 +121,8 @@ def test_every_jsonl_reader_quarantines_non_object_lines(tmp_path, chunker, sour
     df, result = read_kb_source(source, SourceDir(str(tmp_path / folder)), chunker)
     assert df.height == 1
     assert sorted(r.reason for r in result.rejected) == [
-        "record is not a JSON object (got NoneType)", "record is not a JSON object (got int)",
-        "record is not a JSON object (got list)", "record is not a JSON object (got str)"]
+        "not a JSON object: a number", "not a JSON object: a string", "not a JSON object: an array",
+        "not a JSON object: null"]
 
 
 def test_ids_stable_across_runs_and_dedupe(sample_data, chunker):
