@@ -33,6 +33,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                   "--window-size=1600,1000")
 RUN_DONE = ("Success", "Failure", "Canceled")
+RECORDED_AT = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{1,2}:\d{2} [AP]M$")  # "Nov 22, 6:36 AM" in the overview
 
 
 def chromium(user_data_dir: Path) -> WebDriver:
@@ -154,9 +155,12 @@ def metadata_value(driver: WebDriver, base_url: str, asset: str, key: str, parti
     read from the asset's page the way an auditor reads it."""
     query = {"view": "partitions", "partition": partition} if partition else {"view": "overview"}
     open_page(driver, asset_url(base_url, asset, **query), "Metadata")
-    cell = wait_for(lambda: driver.find_elements(By.XPATH, f"//tr[td[normalize-space()='{key}']]/td[2]"),
-                    60, f"metadata entry {key!r} of {asset}")[0]
-    return cell.text.strip()
+    row = wait_for(lambda: driver.find_elements(By.XPATH, f"//tr[td[normalize-space()='{key}']]"),
+                   60, f"metadata entry {key!r} of {asset}")[0]
+    # a partition's row is [key, value]; the overview's is [key, when it was recorded, value]
+    cells = [td.text.strip() for td in row.find_elements(By.TAG_NAME, "td")[1:]]
+    values = [c for c in cells if c and not RECORDED_AT.match(c)]
+    return values[-1] if values else ""
 
 
 def open_markdown_metadata(driver: WebDriver, key: str) -> WebElement:

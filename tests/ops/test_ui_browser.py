@@ -7,29 +7,32 @@ driven by Debian's headless Chromium through selenium. Screenshots go to the ``a
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import polars as pl
 import pytest
+from dagster import DagsterInstance
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from orchestration import ui
+from orchestration.definitions import build_defs
 from orchestration.main import ensure_dagster_home
-from tests.evaluation.results_fixtures import lineage, report_results
+from orchestration.storage import Storage
+from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
 from tests.ops.browser import (
     launch_partition,
     metadata_value,
+    open_evaluation_report,
     open_markdown_metadata,
     open_page,
-    open_report_file,
     table_cells,
     visible_text,
     wait_for,
     wait_for_run,
 )
 from tests.ops.ui_server import asset_keys, dagster_ui
-from training.report import build_report
 
 # a cell holding a long hash or content id (what the previews put last), possibly cut with an ellipsis
 HASHLIKE_CELL = re.compile(r"^([a-z_]+_)?[0-9a-f]{16,}")
@@ -98,16 +101,47 @@ def test_ui_materializes_a_partition_and_shows_it(tmp_path, monkeypatch, browser
                 assert "image_refs" in hash_columns and header[-len(hash_columns):] == hash_columns
 
 
+def _seed_evaluation_inputs(store: Storage) -> None:
+    """What ``eval_report`` reads, written where the real assets publish it: ``eval_results`` partitions
+    (hand-made rows, :func:`tests.evaluation.results_fixtures.report_results`), the three checkpoint pointers
+    and the two KB index pointers (the report's lineage names them)."""
+    results = report_results()
+    for bench in results["benchmark"].unique().to_list():
+        store.write_table(results.filter(pl.col("benchmark") == bench), "eval_results", bench)
+    for asset in ("base_model", "stage1_checkpoint", "stage2_checkpoint"):
+        manifest = json.dumps({"stage": asset, "kb_tag": KB_TAG, "git_commit": "0" * 40})
+        store.write_table(pl.DataFrame([{"path": store.uri("models", asset), "manifest": manifest}]), asset)
+    for asset, table, tag, model in (("kb_text_index", "kb_text", KB_TAG, "all-MiniLM-L6-v2"),
+                                     ("kb_image_index", "kb_image", IMAGE_TAG, "ViT-S-32")):
+        store.write_table(pl.DataFrame([{"db": "kb", "table": table, "physical_table": f"{table}__0", "tag": tag,
+                                         "version": 1, "uri": store.lancedb_uri("kb"), "embedder_fingerprint": "0",
+                                         "embedder": json.dumps({"model_id": model})}]), asset)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_evaluation_report_opens_in_the_browser(tmp_path, browser, artifacts):
-    """The report file the evaluation asset will point to renders with every plot (the hook
-    :func:`tests.ops.browser.open_evaluation_report` reaches it through the asset's metadata)."""
-    report = build_report(report_results(), lineage(), tmp_path / "report", smoke=True, n_resamples=200)
-    shown = open_report_file(browser, report.html_path, "Med-RwR evaluation report")
-    _shot(browser, artifacts, "eval_report_top")
-    _shot(browser, artifacts, "eval_report_full_page", full_page=True)
-    assert shown == len(report.plot_paths) > 0
+@pytest.mark.timeout(600)
+def test_evaluation_report_opens_from_its_asset_page(tmp_path, monkeypatch, browser, artifacts):
+    """The auditor's path: ``eval_report`` materialized into the UI's instance -> its asset page in the UI ->
+    the ``report_html`` metadata entry -> the report itself, every plot decoded."""
+    monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
+    monkeypatch.setenv("MEDRWR_PROFILE", "smoke")
+    home = ensure_dagster_home()
+    settings = ui.run_settings("smoke")
+    ui.record_run_settings(home, settings)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    store = Storage(root=settings["MEDRWR_STORAGE_ROOT"])
+    _seed_evaluation_inputs(store)
+    result = build_defs().resolve_job_def("eval_report_job").execute_in_process(
+        instance=DagsterInstance.get(), raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+    with dagster_ui(home, artifacts / "dagster_dev.log") as base_url:
+        shown = open_evaluation_report(browser, base_url, "Med-RwR evaluation report")
+        _shot(browser, artifacts, "eval_report_top")
+        _shot(browser, artifacts, "eval_report_full_page", full_page=True)
+    assert shown >= 4
+    assert browser.current_url.startswith("file://") and "/reports/" in browser.current_url
 
 
 @pytest.mark.timeout(120)
