@@ -149,9 +149,10 @@ class Auditor:
     """Builds the lineage tree of a target from a storage root, the raw sources and (optionally) the Dagster
     instance and asset graph."""
 
-    def __init__(self, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False):
+    def __init__(self, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False,
+                 verify: bool = True):
         self.store, self.sources, self.instance, self.graph = store, sources, instance, graph
-        self.verify_weights = verify_weights
+        self.verify_weights, self.verify = verify_weights, verify
         self._seen: dict[tuple, Node] = {}
         self._source_dirs: dict[str, Any] = {}
         self._key_maps: dict[str, dict[str, str]] = {}
@@ -267,8 +268,9 @@ class Auditor:
         node.facts["input_manifest"] = self.store.uri(*parts)
         node.facts["raw_files"] = len(files)
         node.facts["raw_bytes"] = int(sum(f.get("size", 0) for f in files))
-        for entry in files:
-            node.checks.append(self._raw_file(node, entry))
+        if self.verify:
+            for entry in files:
+                node.checks.append(self._raw_file(node, entry))
 
     def _source(self, dataset: str):
         if dataset not in self._source_dirs:
@@ -371,6 +373,8 @@ class Auditor:
                 node.facts["run_config"] = op.get("config", op)
                 if run.tags.get("medrwr/profile"):
                     node.facts["profile"] = run.tags["medrwr/profile"]
+        if not self.verify:
+            return
         if manifest.get("items_uri") and manifest.get("items_sha256"):
             node.checks.append(self._stored_file("items file", manifest["items_uri"], manifest["items_sha256"]))
         if path and node.facts.get("weights_sha256"):
@@ -409,7 +413,8 @@ class Auditor:
         node.facts.update({f"kb_{k}": v for k, v in info.items()})
         node.facts["embedder"] = embedder.get("model_id", embedder) if isinstance(embedder, dict) else embedder
         node.facts["embedder_identity"] = embedder
-        node.checks.append(self._kb_tag(info))
+        if self.verify:
+            node.checks.append(self._kb_tag(info))
 
     def _kb_tag(self, info: dict) -> Check:
         name = f"{info['physical_table'] or info['table']}@{info['tag']}"
@@ -492,6 +497,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def lineage_summary(store: Storage, graph, asset: str) -> dict[str, Any]:
+    """What a report cites about one published model without verifying anything (cheap: no hashing): its
+    manifest digest and how many input manifests and raw files its upstream chain holds."""
+    node = Auditor(store, None, None, graph, verify=False).node(asset, None)
+    roots = [n for n in node.walk() if not n.shown_above and "raw_files" in n.facts]
+    return {"manifest": node.facts.get("manifest_digest"), "input_manifests": len(roots),
+            "raw_files": int(sum(n.facts["raw_files"] for n in roots))}
+
+
 def _report_run_id(ref: str) -> str:
     """The run id of ``report:<ref>``: a run id, or a path under ``reports/<run id>/`` (or the folder)."""
     parts = [p for p in ref.replace("\\", "/").split("/") if p]
@@ -522,16 +536,16 @@ def audit(target: str, store: Storage, sources, instance=None, graph=None, verif
         if not records and auditor.report_lineage(run_id) is None:
             raise TargetNotFound(f"no evaluation report of run {run_id!r}: neither a materialization of eval_report "
                                  f"in the Dagster instance nor reports/{run_id}/lineage.json under {store.describe()}")
-        if records:
-            root = auditor.node("eval_report", None, records[0])
-        else:
-            root = auditor.node("eval_report", None)
-            if root.run_id != run_id:  # an older report without a Dagster record: its lineage, today's upstream
-                root = Node("eval_report", run_id=run_id, notes=[
-                    "no Dagster record of this report: its lineage file is shown with today's published upstream"])
-                auditor._report(root, {})
-                root.children = [auditor.node(a, None) for a in MODEL_ASSETS.values() if store.exists(*store.table_parts(a))]
-                auditor._cross_checks(root)
+        published = (store.read_gate_record("eval_report") or {}).get("run_id") == run_id
+        if records or published:
+            root = auditor.node("eval_report", None, records[0] if records else None)
+        else:  # an older report without a Dagster record: its lineage file, with today's published upstream
+            root = Node("eval_report", run_id=run_id, notes=[
+                "no Dagster record of this report: its lineage file is shown with today's published upstream"])
+            auditor._report(root, {})
+            root.children = [auditor.node(MODEL_ASSETS[role], None) for role in root.facts["checkpoint_manifests"]
+                             if role in MODEL_ASSETS]
+            auditor._cross_checks(root)
     else:
         raise TargetNotFound(f"unknown target {target!r}: use checkpoint:<base|stage1|stage2> or report:<run id or path>")
     return AuditResult(target, root, store.describe(), instance is not None, git_commit())
