@@ -91,7 +91,7 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEDRWR_WORK_DIR", str(tmp_path / "work"))
     ensure_dagster_home()
     instance = DagsterInstance.get()
-    materialize_chain(instance)
+    materialize_chain(instance, log=lambda _: None)
     store, graph = Storage(), build_defs().resolve_asset_graph()
 
     result = audit("checkpoint:stage1", store, _sources(), instance, graph)
@@ -123,6 +123,7 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     echo = [c for c in nodes["echo_studies[synthetic]"].checks if c.kind == "raw file"]
     assert sum(c.status == OK for c in echo) >= len(echo) - 1  # through the restricted key map (labels.csv is not in it)
 
+    capsys.readouterr()
     assert main(["checkpoint:stage1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["summary"]["raw file"]["ok"] >= 30
@@ -153,3 +154,18 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     assert {(c.status, c.name) for c in gone.failures} == {(CHANGED, str(medmcqa)), (MISSING, str(image))}
     assert main(["checkpoint:stage1"]) == 1
     assert f"MISSING  ] raw file: {image}" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(300)
+def test_report_has_an_audit_section(tmp_path):
+    from tests.evaluation.results_fixtures import lineage, report_results
+    from training.report import build_report
+
+    cited = {**lineage(), "run_id": "r1", "audit": {
+        "command": "python -m orchestration.audit report:r1",
+        "checkpoints": {"base": {"manifest": "aa11", "input_manifests": 0, "raw_files": 0},
+                        "stage2": {"manifest": "bb22", "input_manifests": 7, "raw_files": 412}}}}
+    md = build_report(report_results(), cited, tmp_path, n_resamples=50).markdown
+    section = md[md.index("## Audit"):]
+    assert "| stage2 | bb22 | 7 | 412 |" in section and "`python -m orchestration.audit report:r1`" in section
+    assert "'command'" not in md[:md.index("## Audit")]  # not repeated raw in the lineage table
