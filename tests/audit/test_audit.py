@@ -76,6 +76,37 @@ def test_root_table_raw_files_verified_then_changed(tmp_path, monkeypatch):
     assert [c.status for c in node.checks if c.kind == "input manifest"] == [CHANGED]
 
 
+@pytest.mark.s3
+@pytest.mark.timeout(300)
+def test_raw_files_on_s3_are_verified_by_etag(s3_env):
+    """Sources on S3: the manifest records the ETag; the audit compares it (ok, CHANGED, MISSING)."""
+    import s3fs
+
+    from orchestration.audit import Node
+    from orchestration.storage import S3Settings
+
+    s3 = S3Settings.from_env()
+    fs = s3fs.S3FileSystem(**s3.s3fs_kwargs())
+    bucket = s3_env.removeprefix("s3://").split("/")[0]
+    fs.pipe({f"{bucket}/raw/medqa_us/test.jsonl": b'{"q": 1}\n', f"{bucket}/raw/medqa_us/dev.jsonl": b'{"q": 2}\n'})
+    sources = SourcesResource(profile="full", data_dir=f"s3://{bucket}/raw", s3_endpoint_url=s3.endpoint_url)
+    src = sources.source("medqa")
+    for rel in ("test.jsonl", "dev.jsonl"):
+        src.read_bytes(rel)
+    manifest = src.input_manifest()
+    assert all(e["etag"] and "sha256" not in e for e in manifest)
+
+    def verdicts() -> dict[str, str]:
+        fs.invalidate_cache()
+        auditor, node = Auditor(Storage(root=s3_env, s3=s3), sources), Node("text_qa_items", "medqa")
+        return {e["path_key"]: auditor._raw_file(node, e).status for e in manifest}
+
+    assert verdicts() == {"test.jsonl": OK, "dev.jsonl": OK}
+    fs.pipe({f"{bucket}/raw/medqa_us/test.jsonl": b'{"q": 3}\n'})
+    fs.rm(f"{bucket}/raw/medqa_us/dev.jsonl")
+    assert verdicts() == {"test.jsonl": CHANGED, "dev.jsonl": MISSING}
+
+
 @pytest.mark.timeout(120)
 def test_unknown_target_exits_2(capsys):
     assert main(["checkpoint:stage1", "--no-instance"]) == 2
