@@ -456,7 +456,8 @@ class Auditor:
 
     # -- agreement between a node and its parents --
     def _cross_checks(self, node: Node) -> None:
-        parents = {c.asset: c for c in node.children if c.partition is None}
+        parents = {c.asset: self._seen.get((c.asset, c.partition, c.run_id), c) if c.shown_above else c
+                   for c in node.children if c.partition is None}
         versions = node.facts.get("item_data_versions") or {}
         for table, version in versions.items():
             up = parents.get(table)

@@ -220,7 +220,7 @@ def _md(frame: pl.DataFrame) -> str:
 
 @asset(
     group_name="evaluation",
-    code_version="eval_report.v1",
+    code_version="eval_report.v2",
     io_manager_key="table_io",
     kinds={"html", "markdown"},
     ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "base_model": AssetIn(),
@@ -279,6 +279,11 @@ def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) 
     chain (counted from the input manifests, not re-hashed), and the command that verifies everything."""
     from orchestration.audit import MODEL_ASSETS, lineage_summary
 
-    graph = context.repository_def.asset_graph
+    try:
+        graph = context.repository_def.asset_graph
+    except Exception:  # in-process materialize() sets no repository: the code location's graph
+        from orchestration.definitions import defs
+
+        graph = defs.resolve_asset_graph()
     return {"command": f"python -m orchestration.audit report:{context.run.run_id}",
             "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited}}

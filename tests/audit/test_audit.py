@@ -29,7 +29,7 @@ def _sha256(path: Path) -> str:
 
 
 def _sources() -> SourcesResource:
-    return SourcesResource(profile="smoke", data_dir=os.environ["MEDRWR_DATA_DIR"])
+    return SourcesResource(profile="smoke", data_dir=os.environ.get("MEDRWR_DATA_DIR"))
 
 
 def _nodes(result) -> dict:
@@ -200,3 +200,52 @@ def test_report_has_an_audit_section(tmp_path):
     section = md[md.index("## Audit"):]
     assert "| stage2 | bb22 | 7 | 412 |" in section and "`python -m orchestration.audit report:r1`" in section
     assert "'command'" not in md[:md.index("## Audit")]  # not repeated raw in the lineage table
+
+
+@pytest.mark.timeout(300)
+def test_eval_report_cites_the_audit_and_report_target_resolves(tmp_path, capsys):
+    """eval_report materialized on published inputs: its Audit section names each checkpoint's manifest digest
+    and raw-file count, it writes reports/<run>/lineage.json, and `audit report:<run>` checks the digests."""
+    import polars as pl
+
+    from assets.evaluation.assets import eval_report, eval_results
+    from assets.knowledge.assets import kb_image_index, kb_text_index
+    from assets.training.assets import base_model, stage1_checkpoint, stage2_checkpoint
+    from assets.training.launching import model_row
+    from orchestration.audit import manifest_digest
+    from orchestration.definitions import build_resources
+    from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
+
+    store = Storage()
+    results = report_results()
+    for bench in results["benchmark"].unique().to_list():
+        store.write_table(results.filter(pl.col("benchmark") == bench), "eval_results", bench)
+    manifests = {}
+    for role, asset in (("base", "base_model"), ("stage1", "stage1_checkpoint"), ("stage2", "stage2_checkpoint")):
+        row = model_row(role, "ref", store.uri("models", role, "r"), "w" * 64, {"git_commit": "c0ffee", "role": role})
+        store.write_table(row, asset)
+        store.write_gate_record(asset, None, {"status": "passed", "run_id": f"run-{role}"})
+        manifests[role] = manifest_digest(row["manifest"][0])
+    for asset, tag in (("kb_text_index", KB_TAG), ("kb_image_index", IMAGE_TAG)):
+        store.write_table(pl.DataFrame([{"db": "kb", "table": asset[:-6], "physical_table": f"{asset[:-6]}__x", "tag": tag,
+                                         "version": 1, "uri": store.lancedb_uri(), "embedder_fingerprint": "x",
+                                         "embedder": json.dumps({"model_id": "m"})}]), asset)
+    sources = [a.to_source_asset() for a in (eval_results, base_model, stage1_checkpoint, stage2_checkpoint,
+                                             kb_text_index, kb_image_index)]
+    instance = DagsterInstance.ephemeral()
+    result = materialize([eval_report, *sources], instance=instance, resources=build_resources())
+    assert result.success
+    run = result.run_id
+    md = Path(store.uri("reports", run, "report.md")).read_text()
+    section = md[md.index("## Audit"):]
+    assert f"| base | {manifests['base']} | 0 | 0 |" in section and f"| stage2 | {manifests['stage2']} |" in section
+    assert f"`python -m orchestration.audit report:{run}`" in section
+    assert json.loads(store.read_bytes("reports", run, "lineage.json"))["run_id"] == run
+
+    report = audit(f"report:{run}", store, _sources(), instance, build_defs().resolve_asset_graph())
+    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {"base": OK, "stage2": OK}
+    # fixture pointers: no LanceDB behind the KB tags and no weights in the model folders; the audit says so
+    assert {(c.kind, c.status) for c in report.failures} == {("kb tag", MISSING), ("weights", MISSING)}
+    store.write_table(model_row("stage2", "ref", "elsewhere", "w" * 64, {"git_commit": "other"}), "stage2_checkpoint")
+    report = audit(f"report:{store.uri('reports', run)}", store, _sources(), instance, build_defs().resolve_asset_graph())
+    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {"base": OK, "stage2": CHANGED}
