@@ -3,11 +3,12 @@
 #   make test    set up and run the tests (what .ci/run calls); installs Debian's chromium and
 #                chromium-driver first when missing (the browser test drives the real UI)
 #   make ui      the Dagster UI with the settings of the last main command (orchestration/ui.py)
+#   make audit   TARGET=checkpoint:stage1 or report:<run id>: the lineage chain, re-verified (orchestration/audit.py)
 PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke test browser-deps ui lint bench-ingest clean
+.PHONY: setup smoke test browser-deps ui lint audit bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (none found on PATH)" >&2; exit 1; }
@@ -46,6 +47,12 @@ ui: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Lineage of a checkpoint or report down to raw-file hashes, re-verified (README "Audit"); exits 1 on a change.
+#   make audit TARGET=checkpoint:stage1   |   make audit TARGET=report:<run id>
+audit: $(STAMP)
+	@test -n "$(TARGET)" || { echo "make audit TARGET=checkpoint:<base|stage1|stage2> or TARGET=report:<run id>" >&2; exit 2; }
+	$(VENV)/bin/python -m orchestration.audit $(TARGET) $(if $(PROFILE),--profile $(PROFILE))
 
 bench-ingest: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_ingest.py --data-dir ../shared/data

@@ -237,21 +237,21 @@ class SourceDir:
     def input_manifest(self, key: Any = None) -> list[dict[str, Any]]:
         """One entry per file read: ``path_key`` (the relative path, or ``key(rel)`` where paths may identify
         someone), ``size`` and ``sha256`` (locally) or the S3 ``etag``. What an auditor re-checks later."""
-        entries = []
-        for rel in self.files_read():
-            target = self._target(rel)
-            entry: dict[str, Any] = {"path_key": key(rel) if key else rel}
-            if self.is_s3:
-                info = self.fs.info(target)
-                entry.update(size=int(info.get("size") or 0), etag=str(info.get("ETag", "")).strip('"'))
-            else:
-                digest = hashlib.sha256()
-                with open(target, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
-                entry.update(size=os.path.getsize(target), sha256=digest.hexdigest())
-            entries.append(entry)
-        return entries
+        return [{"path_key": key(rel) if key else rel, **self.fingerprint(rel)} for rel in self.files_read()]
+
+    def fingerprint(self, rel: str) -> dict[str, Any]:
+        """``size`` and ``sha256`` (locally) or ``size`` and the S3 ``etag`` of one file, as the input manifest
+        records them (:mod:`orchestration.audit` re-checks a manifest with this); raises
+        :class:`FileNotFoundError` when the file is absent."""
+        target = self._target(rel)
+        if self.is_s3:
+            info = self.fs.info(target)
+            return {"size": int(info.get("size") or 0), "etag": str(info.get("ETag", "")).strip('"')}
+        digest = hashlib.sha256()
+        with open(target, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return {"size": os.path.getsize(target), "sha256": digest.hexdigest()}
 
     @contextmanager
     def _stream(self, rel: str) -> Iterator[io.BufferedReader]:

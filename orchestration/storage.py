@@ -10,6 +10,8 @@ Layout under the root::
 
     tables/<table>/<partition>.parquet     Parquet tables written by polars
     quarantine/<table>/<partition>.parquet rejected rows with reasons
+    gates/<table>/<partition>.json         outcome of the latest gate (status, run id, checks)
+    manifests/<table>/<partition>/<run>.json  raw files a root table read (path key, size, sha256/ETag)
     images/<aa>/<sha256>.<ext>             content-addressed image bytes, referenced by image id
     lancedb/                               LanceDB databases
 """
@@ -296,6 +298,12 @@ class Storage:
     def read_gate_record(self, table: str, partition: str | None = None) -> dict[str, Any] | None:
         parts = self.gate_parts(table, partition)
         return json.loads(self.read_bytes(*parts)) if self.exists(*parts) else None
+
+    # ---- input manifests ----------------------------------------------------------------------
+    @staticmethod
+    def input_manifest_parts(table: str, partition: str | None, run_id: str) -> tuple[str, ...]:
+        """Where the input manifest (raw files read) of one materialization of a root table lives."""
+        return ("manifests", table, _key(partition), f"{safe_parts((run_id,))[0]}.json")
 
     # ---- quarantine ---------------------------------------------------------------------------
     def write_quarantine(self, df: pl.DataFrame, table: str, partition: str | None = None) -> str:

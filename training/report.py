@@ -208,8 +208,19 @@ def _lineage_rows(results: pl.DataFrame, lineage: Mapping[str, Any]) -> list[lis
         if k in lineage:
             rows.append([k.replace("_", " "), str(lineage[k])])
             shown.add(k)
-    rows += [[k, str(v)] for k, v in lineage.items() if k not in shown and k != "judge_model"]
+    rows += [[k, str(v)] for k, v in lineage.items() if k not in shown and k not in ("judge_model", "audit")]
     return rows
+
+
+def _audit_section(doc: _Doc, audit: Mapping[str, Any]) -> None:
+    """Per checkpoint: its lineage-manifest digest and the raw files its upstream chain read; and the command
+    that re-verifies the chain (raw-file hashes, KB tag, items, weights)."""
+    doc.h(2, "Audit")
+    rows = [[role, str(c.get("manifest")), str(c.get("input_manifests")), str(c.get("raw_files"))]
+            for role, c in (audit.get("checkpoints") or {}).items()]
+    doc.table(["checkpoint", "manifest digest", "input manifests", "raw files"], rows)
+    doc.p(f"To re-verify the whole upstream chain down to raw-file hashes, run `{audit.get('command')}` "
+          "(exits non-zero when a raw file changed or is missing).")
 
 
 # ---- formatting -----------------------------------------------------------------------------------
@@ -404,6 +415,8 @@ def build_report(
           f"{sorted(_distinct(results, 'checkpoint'))}; modes {sorted(_distinct(results, 'mode'))}; protocols "
           f"{sorted(_distinct(results, 'protocol'))}. The two protocols are reported in separate tables and never "
           "mixed.")
+    if isinstance(lineage.get("audit"), Mapping):
+        _audit_section(doc, lineage["audit"])
     mcq = _accuracy_section(doc, results, "mcq", boot, confidence_level)
     open_ = _accuracy_section(doc, results, "open", boot, confidence_level)
     comparisons = _comparison_section(doc, results, boot, confidence_level)

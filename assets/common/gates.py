@@ -116,7 +116,7 @@ def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publi
 
 def manifest_parts(table: str, partition: str | None, run_id: str) -> tuple[str, ...]:
     """Where the input manifest of one materialization lives under the storage root."""
-    return ("manifests", table, partition or "__all__", f"{run_id}.json")
+    return Storage.input_manifest_parts(table, partition, run_id)
 
 
 def _write_input_manifest(store: Storage, pub: Publication, run_id: str) -> dict[str, Any]:

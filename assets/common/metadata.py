@@ -149,19 +149,8 @@ def publish_audit_trail(store: Storage) -> int:
 
 def git_commit() -> str:
     """The code version: ``MEDRWR_GIT_COMMIT`` (set in images), else ``git rev-parse HEAD`` of the project
-    (with ``-dirty`` when the work tree has uncommitted changes), else ``unknown``."""
-    import os
-    import subprocess
-    from pathlib import Path
+    (with ``-dirty`` when the work tree has uncommitted changes), else ``unknown``
+    (:func:`orchestration.audit.git_commit`, which the audit command also reports)."""
+    from orchestration.audit import git_commit as commit
 
-    if os.environ.get("MEDRWR_GIT_COMMIT"):
-        return os.environ["MEDRWR_GIT_COMMIT"]
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return commit()

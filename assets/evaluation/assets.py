@@ -220,7 +220,7 @@ def _md(frame: pl.DataFrame) -> str:
 
 @asset(
     group_name="evaluation",
-    code_version="eval_report.v1",
+    code_version="eval_report.v2",
     io_manager_key="table_io",
     kinds={"html", "markdown"},
     ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "base_model": AssetIn(),
@@ -248,12 +248,16 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
         "benchmark_versions": dict(versions.iter_rows()),
         "code_version": git_commit(), "profile": sources.profile, "run_id": context.run.run_id,
     }
+    lineage["audit"] = _audit_summary(context, store, lineage["checkpoint_manifests"])
     stage = store.staging(f"{context.run.run_id}-eval_report")
     with tempfile.TemporaryDirectory() as tmp:
         out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke")
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         for path in files:
             stage.write_bytes(path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix())
+        # what `python -m orchestration.audit report:<run id>` starts from when the Dagster instance is gone
+        stage.write_bytes(json.dumps(lineage, indent=1, sort_keys=True).encode(), "reports", context.run.run_id,
+                          "lineage.json")
         html = Path(out.html_path).read_text()
     html_uri = store.uri("reports", context.run.run_id, "report.html")
     embedded = html.count("data:image/png;base64,")
@@ -268,3 +272,18 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
                                 "lineage": MetadataValue.json(lineage), "rows_reported": eval_results.height},
                       data_version=row["html_sha256"][0], stage=stage)
     yield from publish_or_refuse(context, store, pub, checks)
+
+
+def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) -> dict:
+    """The report's Audit section: per checkpoint, its manifest digest and the raw files of its upstream
+    chain (counted from the input manifests, not re-hashed), and the command that verifies everything."""
+    from orchestration.audit import MODEL_ASSETS, lineage_summary
+
+    try:
+        graph = context.repository_def.asset_graph
+    except Exception:  # in-process materialize() sets no repository: the code location's graph
+        from orchestration.definitions import defs
+
+        graph = defs.resolve_asset_graph()
+    return {"command": f"python -m orchestration.audit report:{context.run.run_id}",
+            "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited}}
