@@ -40,7 +40,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -247,7 +246,6 @@ def build_query_reward(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run one stage; returns the final manifest (also written to ``<output-dir>/final/medrwr_lineage.json``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     args = parse_args(argv)
     from accelerate import PartialState
     from trl import GRPOTrainer
