@@ -112,6 +112,7 @@ def test_ingest_on_s3_server(s3_env):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_main_job_smoke(tmp_path, capsys):
     from orchestration.main import run
 
