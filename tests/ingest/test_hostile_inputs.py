@@ -21,6 +21,8 @@ from assets.ingest.text_qa import read_text_qa
 from assets.ingest.vqa import read_vqa
 from assets.knowledge.sources import read_kb_source
 from orchestration.sources import SourceDir, SourceError
+from retrieval.chunking import TokenChunker
+from retrieval.embedders import TextEmbedder
 
 from .layouts import image_bytes, write_medxpertqa, write_mmmu, write_omnimedvqa, write_path_vqa_parquet
 
@@ -186,13 +188,14 @@ def test_every_jsonl_reader_quarantines_malformed_lines(tmp_path, sample_data, s
                     [json.dumps({"id": "1", "question": "What is X?", "answer": "X is a disease of the lung."})])
 
     n_bad = len(BAD_LINES)
+    chunker = TokenChunker.for_embedder(TextEmbedder())
     results = {
         "medqa": read_text_qa("medqa", SourceDir(str(medqa)))[1],
         "medmcqa": read_text_qa("medmcqa", SourceDir(str(medmcqa)))[1],
         "medxpertqa_mm": read_vqa("medxpertqa_mm", SourceDir(str(mx)), ImageIngestor(storage))[1],
-        "medmcqa_exp": read_kb_source("medmcqa_exp", SourceDir(str(medmcqa)))[1],
-        "textbooks": read_kb_source("textbooks", SourceDir(str(medrag)))[1],
-        "medquad": read_kb_source("medquad", SourceDir(str(quad)))[1],
+        "medmcqa_exp": read_kb_source("medmcqa_exp", SourceDir(str(medmcqa)), chunker)[1],
+        "textbooks": read_kb_source("textbooks", SourceDir(str(medrag)), chunker)[1],
+        "medquad": read_kb_source("medquad", SourceDir(str(quad)), chunker)[1],
     }
     for name, result in results.items():
         reasons = [r.reason for r in result.rejected if r.reason.startswith(("not a JSON object", "malformed JSON"))]

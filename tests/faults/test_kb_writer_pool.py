@@ -1,0 +1,75 @@
+"""Concurrent knowledge-base writers are serialized by the ``kb_writer`` pool.
+
+Two runs that both sync ``kb_text_index`` start at the same time against one Dagster instance (SQLite on disk,
+the pool limit 1 as in ``deploy/dagster.yaml``). The second run's writer step must wait for the first to
+release the slot: the two steps never overlap, both succeed, and the LanceDB table carries both runs' tags.
+"""
+
+import threading
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, materialize
+
+from assets.knowledge.assets import kb_passages, kb_text_index
+from orchestration.definitions import build_resources
+from orchestration.storage import Storage
+
+INSTANCE_YAML = """
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+    granularity: op
+"""
+
+
+def _step_window(instance: DagsterInstance, run_id: str, step: str) -> tuple[float, float]:
+    events = [e for e in instance.all_logs(run_id) if e.is_dagster_event and e.dagster_event.step_key == step]
+    start = next(e.timestamp for e in events if e.dagster_event_type == DagsterEventType.STEP_START)
+    end = next(e.timestamp for e in events if e.dagster_event_type == DagsterEventType.STEP_SUCCESS)
+    return start, end
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
+    home = Path(tmp_path / "dagster_home")
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    instance = DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions("kb_sources", ["pubmedqa"])
+    config = {"ops": {"kb_passages": {"config": {"max_records": 20}}}}
+    assert materialize([kb_passages, kb_text_index], selection=[kb_passages], partition_key="pubmedqa",
+                       instance=instance, resources=build_resources(), run_config=config).success
+
+    results, errors, started = {}, [], threading.Barrier(2)
+
+    def writer(name: str) -> None:
+        try:
+            started.wait(timeout=60)
+            results[name] = materialize([kb_passages, kb_text_index], selection=[kb_text_index],
+                                        instance=instance, resources=build_resources(), raise_on_error=False)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(f"{name}: {e!r}")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert all(r.success for r in results.values()), {n: r.success for n, r in results.items()}
+
+    windows = sorted(_step_window(instance, r.run_id, "kb_text_index") for r in results.values())
+    (start_1, end_1), (start_2, end_2) = windows
+    assert end_1 <= start_2, f"writer steps overlapped: {windows}"
+    # both runs were under way before the first writer finished: the second one waited on the pool
+    run_starts = [min(e.timestamp for e in instance.all_logs(r.run_id)) for r in results.values()]
+    assert max(run_starts) < end_1
+    assert instance.event_log_storage.get_concurrency_info("kb_writer").slot_count == 1
+
+    pointer = Storage().read_table("kb_text_index")
+    tbl = Storage().kb_location().connect().open_table(pointer["physical_table"][0])
+    tags = set(tbl.tags.list())
+    assert {f"run-{r.run_id}" for r in results.values()} <= tags
