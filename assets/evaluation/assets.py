@@ -24,6 +24,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -58,6 +59,9 @@ BENCHMARKS = {
 }
 eval_benchmarks = StaticPartitionsDefinition(list(BENCHMARKS))
 CHECKPOINTS = ("base", "stage1", "stage2")
+
+PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
+WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class EvalConfig(Config):
@@ -113,6 +117,7 @@ def _manifest_hash(row: pl.DataFrame) -> str:
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=eval_benchmarks,
     group_name="evaluation",
     code_version="eval_results.v1",
@@ -219,6 +224,7 @@ def _md(frame: pl.DataFrame) -> str:
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="evaluation",
     code_version="eval_report.v1",
     io_manager_key="table_io",
