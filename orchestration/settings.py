@@ -102,6 +102,25 @@ def sensors_running(environ: dict[str, str] | None = None) -> bool:
     return env.get("MEDRWR_PROFILE", "smoke") == "full"
 
 
+def env_seconds(name: str, default: float, environ: dict[str, str] | None = None) -> float:
+    """``float($name)`` when set, else ``default`` (a negative value counts as 0); a sensor's cool-down."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else default
+    except ValueError as e:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from e
+
+
+def retrain_stages(environ: dict[str, str] | None = None) -> str:
+    """``MEDRWR_RETRAIN_STAGES``: ``stage2`` (default) or ``all``."""
+    env = os.environ if environ is None else environ
+    value = env.get("MEDRWR_RETRAIN_STAGES", "").strip() or "stage2"
+    if value not in ("stage2", "all"):
+        raise ValueError(f"MEDRWR_RETRAIN_STAGES={value!r}: use 'stage2' or 'all'")
+    return value
+
+
 def readme_table() -> str:
     """The Markdown table of :data:`SETTINGS` that README.md carries."""
     rows = ["| variable | feeds | default | what |", "|---|---|---|---|"]

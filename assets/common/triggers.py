@@ -15,20 +15,10 @@ The cursor is JSON: ``{"v": 1, "keys": {key: {"fired": fp, "at": epoch s, "seen"
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 CURSOR_VERSION = 1
-
-
-def env_seconds(name: str, default: float) -> float:
-    """``float($name)`` when set and valid, else ``default``; a negative value counts as 0."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        return max(0.0, float(raw)) if raw else default
-    except ValueError as e:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from e
 
 
 def load_cursor(cursor: str | None) -> dict[str, dict[str, Any]]:

@@ -15,10 +15,10 @@ import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from assets.common.triggers import decide, env_seconds
+from assets.common.triggers import decide
 from orchestration.profiles import get_profile
 from orchestration.resources import SourcesResource
-from orchestration.settings import sensors_running
+from orchestration.settings import env_seconds, sensors_running
 
 from .assets import kb_source_partitions
 from .watch import discover_sources, fingerprint

@@ -11,7 +11,6 @@ retraining: ``evaluate_after_retrain_sensor`` (evaluation domain) requests ``eva
 Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``.
 """
 
-import os
 import time
 
 from dagster import (
@@ -24,9 +23,9 @@ from dagster import (
     sensor,
 )
 
-from assets.common.triggers import decide, dump_cursor, env_seconds
+from assets.common.triggers import decide, dump_cursor
 from orchestration.profiles import get_profile
-from orchestration.settings import sensors_running
+from orchestration.settings import env_seconds, retrain_stages, sensors_running
 
 RETRAIN_JOB = "retrain_job"
 KB_INDEX = AssetKey("kb_text_index")
@@ -42,12 +41,9 @@ def now() -> float:
     return time.time()
 
 
-def retrain_assets(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+def retrain_assets() -> tuple[str, ...]:
     """The assets a KB-triggered retraining materializes (``MEDRWR_RETRAIN_STAGES``)."""
-    value = (os.environ if environ is None else environ).get("MEDRWR_RETRAIN_STAGES", "stage2").strip() or "stage2"
-    if value not in STAGES:
-        raise ValueError(f"MEDRWR_RETRAIN_STAGES={value!r}: use one of {sorted(STAGES)}")
-    return STAGES[value]
+    return STAGES[retrain_stages()]
 
 
 def evaluate_kb_index(context: SensorEvaluationContext) -> SensorResult:
