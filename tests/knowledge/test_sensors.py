@@ -158,3 +158,17 @@ def test_kb_index_sensor_requests_retraining_once(monkeypatch, clock):
     clock.t += 3600
     [later] = run(held.cursor).run_requests
     assert later.tags["medrwr/kb_tag"] == "run-3" and len(later.asset_selection) == 4
+
+
+def test_evaluation_follows_retraining_then_promotion_once_all_benchmarks_succeeded():
+    from assets.evaluation.sensors import RETRAIN_TAG, follow_up
+    from orchestration.profiles import get_profile
+
+    benchmarks = get_profile("smoke").benchmarks
+    evals = follow_up("retrain_job", "r1", {}, set(), "smoke")
+    assert [(r.job_name, r.partition_key) for r in evals] == [("evaluate_job", b) for b in benchmarks]
+    assert all(r.tags[RETRAIN_TAG] == "r1" and r.run_key == f"evaluate:r1:{r.partition_key}" for r in evals)
+    assert follow_up("evaluate_job", "e1", {RETRAIN_TAG: "r1"}, set(benchmarks[:-1]), "smoke") == []
+    [promote] = follow_up("evaluate_job", "e5", {RETRAIN_TAG: "r1"}, set(benchmarks), "smoke")
+    assert promote.job_name == "promote_job" and promote.run_key == "promote:r1"
+    assert follow_up("evaluate_job", "e6", {}, set(benchmarks), "smoke") == []  # a manual evaluation: nothing
