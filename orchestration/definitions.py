@@ -24,6 +24,7 @@ from .resources import (
     StorageResource,
     TrainingResource,
 )
+from .schedules import SCHEDULES
 from .settings import env_or, source_overrides
 
 
@@ -52,10 +53,10 @@ def build_resources() -> dict:
 
 
 def build_defs() -> Definitions:
-    """Every domain's definitions merged with :func:`build_resources`."""
+    """Every domain's definitions (assets, jobs, sensors) merged with the schedules and :func:`build_resources`."""
     return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs, training_defs,
                              evaluation_defs,
-                             Definitions(resources=build_resources()))
+                             Definitions(schedules=SCHEDULES, resources=build_resources()))
 
 
 defs = build_defs()

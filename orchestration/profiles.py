@@ -57,7 +57,7 @@ class Profile:
     def run_config(self, job_name: str, assets: Sequence[str] = ()) -> dict:
         """The op config (run knobs) the main command gives ``job_name`` (materializing ``assets``)."""
         ops = {name: {"config": dict(cfg)} for name, cfg in self.op_config.items() if name in assets}
-        if job_name == "kb_passages_job" and self.kb_max_records is not None:
+        if job_name in ("kb_passages_job", "kb_refresh_job") and self.kb_max_records is not None:
             ops["kb_passages"] = {"config": {"max_records": self.kb_max_records}}
         return {"ops": ops} if ops else {}
 

@@ -81,6 +81,10 @@ class SourcesResource(ConfigurableResource):
     def echo_source(self, key: str) -> SourceDir:
         return SourceDir(self.echo_source_uri(key), s3=self._s3())
 
+    def data_root_dir(self) -> SourceDir:
+        """The data folder itself (where new KB corpus folders are discovered)."""
+        return SourceDir(self.data_root(), s3=self._s3())
+
 
 class DeidResource(ConfigurableResource):
     """Patient-data settings: the de-identification salt (a secret) and the restricted location outside the

@@ -66,6 +66,15 @@ SETTINGS: tuple[Setting, ...] = (
             "KB sources (dynamic partitions) of the `full` main command"),
     Setting("MEDRWR_BENCHMARKS", "main command (`full`)", "`vqa_rad,slake,medqa,pubmedqa,ecbench`",
             "benchmarks (partitions of `eval_results`) of the `full` main command"),
+    Setting("MEDRWR_KB_SENSOR_COOLDOWN_S", "sensor `kb_sources_sensor`", "`3600`",
+            "seconds after a KB source's refresh run before another is requested for it (changes seen meanwhile "
+            "wait in the cursor and fire once)"),
+    Setting("MEDRWR_RETRAIN_STAGES", "sensor `kb_index_retrain_sensor`", "`stage2`",
+            "what a new `kb_text_index` retrains: `stage2` (stage 2 only) or `all` (stage 1 and stage 2)"),
+    Setting("MEDRWR_RETRAIN_COOLDOWN_S", "sensor `kb_index_retrain_sensor`", "`21600`",
+            "seconds after a retraining request before another (new indexes meanwhile fire once afterwards)"),
+    Setting("MEDRWR_SENSORS_RUNNING", "sensors' default status", "`0` in `smoke`, `1` in `full`",
+            "`1`: the KB sensors start RUNNING when the code location loads; `0`: STOPPED (turn on in the UI)"),
     Setting("MEDRWR_LOG_LEVEL", "main command", "`WARNING`", "console log level of the main command (the event log keeps all)"),
     Setting("MEDRWR_PROJECT_DIR", "main command, defaults", "current directory", "where `.medrwr/` (storage, Dagster home) is created"),
     Setting("DAGSTER_HOME", "Dagster instance", "`<project>/.medrwr/dagster_home`", "Dagster instance (runs, event log, schedules)"),
@@ -82,6 +91,34 @@ def source_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     prefix = "MEDRWR_SOURCE_"
     return {k[len(prefix):].lower(): v for k, v in sorted(env.items()) if k.startswith(prefix) and v}
+
+
+def sensors_running(environ: dict[str, str] | None = None) -> bool:
+    """Whether the sensors default to RUNNING: ``MEDRWR_SENSORS_RUNNING`` when set, else only in ``full``."""
+    env = os.environ if environ is None else environ
+    flag = env.get("MEDRWR_SENSORS_RUNNING", "").strip().lower()
+    if flag:
+        return flag in ("1", "true", "yes", "on")
+    return env.get("MEDRWR_PROFILE", "smoke") == "full"
+
+
+def env_seconds(name: str, default: float, environ: dict[str, str] | None = None) -> float:
+    """``float($name)`` when set, else ``default`` (a negative value counts as 0); a sensor's cool-down."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else default
+    except ValueError as e:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from e
+
+
+def retrain_stages(environ: dict[str, str] | None = None) -> str:
+    """``MEDRWR_RETRAIN_STAGES``: ``stage2`` (default) or ``all``."""
+    env = os.environ if environ is None else environ
+    value = env.get("MEDRWR_RETRAIN_STAGES", "").strip() or "stage2"
+    if value not in ("stage2", "all"):
+        raise ValueError(f"MEDRWR_RETRAIN_STAGES={value!r}: use 'stage2' or 'all'")
+    return value
 
 
 def readme_table() -> str:

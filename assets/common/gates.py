@@ -29,6 +29,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    BetaWarning,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -43,6 +44,9 @@ from .metadata import publish_audit_trail
 # Partitioned asset checks (``AssetCheckSpec(partitions_def=...)``) are a preview feature in Dagster 1.13; we
 # use them on purpose (one failed partition must not hide the others), so the preview notice is not repeated.
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def.*")
+# Backfill policies on assets are beta in 1.13; every domain declares one on purpose (multi_run per partition for
+# per-source ingest, single_run for whole-set assets), so that notice is not repeated either.
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
 
 @dataclass
@@ -58,6 +62,9 @@ class Publication:
     stage: StagedStorage | None = None
     quarantine_store: Storage | None = None  # where the quarantine goes (default: the published root)
     inputs: list[dict[str, Any]] | None = None  # input manifest of a root asset: path key, size, sha256/etag
+    # a refused publication withdraws the previous version (default); a pointer whose previous version stays
+    # valid when a candidate is refused (the promoted checkpoint) keeps it
+    withdraw_previous: bool = True
 
 
 def blocking_failures(checks: list[AssetCheckResult]) -> list[AssetCheckResult]:
@@ -83,7 +90,7 @@ def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publi
     if failed:
         if pub.stage is not None:
             pub.stage.discard()
-        withdrawn = store.unpublish_table(pub.table, pub.partition)
+        withdrawn = store.unpublish_table(pub.table, pub.partition) if pub.withdraw_previous else False
         names = [c.check_name for c in failed]
         store.write_gate_record(pub.table, pub.partition, {
             "status": "failed", "run_id": run_id, "at": _now(), "failed_checks": names,

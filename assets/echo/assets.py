@@ -24,6 +24,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    BackfillPolicy,
     Config,
     DynamicPartitionsDefinition,
     Failure,
@@ -55,6 +56,8 @@ from .synth import SMOKE_MIX, generate, write_manifest_csv
 echo_sources = DynamicPartitionsDefinition(name="echo_sources")
 SYNTHETIC = "synthetic"
 
+PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
+
 
 class EchoStudiesConfig(Config):
     """Run knobs of ``echo_studies`` (one run = one source partition)."""
@@ -78,6 +81,7 @@ def synthetic_source(restricted: Storage, n_clips: int, seed: int) -> SourceDir:
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=echo_sources,
     group_name="echo",
     code_version="echo_studies.v2",

@@ -24,6 +24,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -43,6 +44,8 @@ from orchestration.resources import (
 )
 from orchestration.storage import Storage
 
+from .promotion import arm, decide_promotion
+
 # benchmark partition -> (source table, dataset filter, evaluation splits or None for the split-use decision)
 BENCHMARKS = {
     "vqa_rad": ("vqa_items", "vqa_rad", ["test"]),
@@ -58,6 +61,9 @@ BENCHMARKS = {
 }
 eval_benchmarks = StaticPartitionsDefinition(list(BENCHMARKS))
 CHECKPOINTS = ("base", "stage1", "stage2")
+
+PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
+WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class EvalConfig(Config):
@@ -113,6 +119,7 @@ def _manifest_hash(row: pl.DataFrame) -> str:
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=eval_benchmarks,
     group_name="evaluation",
     code_version="eval_results.v1",
@@ -219,6 +226,7 @@ def _md(frame: pl.DataFrame) -> str:
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="evaluation",
     code_version="eval_report.v2",
     io_manager_key="table_io",
@@ -287,3 +295,57 @@ def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) 
         graph = defs.resolve_asset_graph()
     return {"command": f"python -m orchestration.audit report:{context.run.run_id}",
             "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited}}
+
+
+class PromotionConfig(Config):
+    """Run knobs of the promotion gate."""
+
+    mode: str = Field(default="rwr", description="the evaluation mode the checkpoints are compared in")
+    margin: float = Field(default=0.02, description="promote when the CI's lower bound of (new - promoted) "
+                          "accuracy is at least -margin")
+    confidence_level: float = Field(default=0.95, description="paired bootstrap interval level")
+    n_resamples: int = Field(default=10_000, description="bootstrap resamples")
+    seed: int = Field(default=0, description="bootstrap seed")
+    min_items: int = Field(default=30, description="fewest items evaluated for both checkpoints")
+
+
+PROMOTED_RESULTS = "promoted_checkpoint_results"
+
+
+@asset(
+    backfill_policy=WHOLE,
+    group_name="evaluation",
+    code_version="promoted_checkpoint.v1",
+    io_manager_key="table_io",
+    kinds={"polars", "parquet"},
+    ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "stage2_checkpoint": AssetIn()},
+    check_specs=[AssetCheckSpec("promotion_no_worse", asset="promoted_checkpoint", blocking=True,
+                                description="paired bootstrap on the same items: the lower bound of the CI of "
+                                            "(new - promoted) accuracy is at least -margin")],
+)
+def promoted_checkpoint(context: AssetExecutionContext, config: PromotionConfig, storage: StorageResource,
+                        eval_results: pl.DataFrame, stage2_checkpoint: pl.DataFrame):
+    """The checkpoint serving uses: the stage-2 checkpoint, promoted only when its gate passes. A refused
+    candidate leaves the promoted pointer (and the results it was promoted with) as they were."""
+    store = storage.get()
+    version = _manifest_hash(stage2_checkpoint)
+    candidate = arm(eval_results, "stage2", config.mode).filter(pl.col("checkpoint_version") == version)
+    promoted = store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None
+    decision = decide_promotion(candidate, promoted, margin=config.margin, confidence_level=config.confidence_level,
+                                n_resamples=config.n_resamples, seed=config.seed, min_items=config.min_items)
+    context.log.info(f"promotion of stage2 {version}: {decision.reason}")
+    stage = store.staging(f"{context.run.run_id}-promoted_checkpoint")
+    buf = io.BytesIO()
+    candidate.write_parquet(buf)
+    stage.write_bytes(buf.getvalue(), *Storage.table_parts(PROMOTED_RESULTS))
+    row = stage2_checkpoint.with_columns(pl.lit(version).alias("checkpoint_version"),
+                                         pl.lit(context.run.run_id).alias("promoted_by_run"),
+                                         pl.lit(config.mode).alias("mode"),
+                                         pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"))
+    evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
+    checks = [_check("promotion_no_worse", decision.passed, **evidence)]
+    pub = Publication("promoted_checkpoint", None, row, quarantine_frame([], "promoted_checkpoint", None),
+                      metadata={"checkpoint_version": version, "path": row["path"][0],
+                                "decision": decision.reason, "evidence": MetadataValue.json(decision.as_metadata())},
+                      data_version=version, stage=stage, withdraw_previous=False)
+    yield from publish_or_refuse(context, store, pub, checks)

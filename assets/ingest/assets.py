@@ -6,7 +6,14 @@ contract passes (:mod:`assets.common.gates`).
 
 from typing import Literal
 
-from dagster import AssetCheckSpec, AssetExecutionContext, Config, StaticPartitionsDefinition, asset
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    StaticPartitionsDefinition,
+    asset,
+)
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
@@ -27,6 +34,8 @@ from .vqa import VQA_DATASETS, read_vqa
 
 vqa_partitions = StaticPartitionsDefinition(list(VQA_DATASETS))
 text_qa_partitions = StaticPartitionsDefinition(list(TEXT_QA_DATASETS))
+
+PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
 
 
 class VqaItemsConfig(Config):
@@ -50,6 +59,7 @@ class TextQaItemsConfig(Config):
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=vqa_partitions,
     group_name="ingest",
     code_version="vqa_items.v2",
@@ -88,6 +98,7 @@ def vqa_items(context: AssetExecutionContext, config: VqaItemsConfig, storage: S
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=text_qa_partitions,
     group_name="ingest",
     code_version="text_qa_items.v2",

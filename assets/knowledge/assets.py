@@ -14,6 +14,7 @@ import polars as pl
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
+    BackfillPolicy,
     Config,
     DataVersion,
     DynamicPartitionsDefinition,
@@ -62,6 +63,9 @@ kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
 KB_DB = "kb"
 TEXT_TABLE = "kb_text"
 IMAGE_TABLE = "kb_image"
+
+PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
+WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class KbPassagesConfig(Config):
@@ -150,6 +154,7 @@ def _publish_index(context: AssetExecutionContext, location, base_table: str, pr
 
 
 @asset(
+    backfill_policy=PER_PARTITION,
     partitions_def=kb_source_partitions,
     group_name="knowledge",
     code_version="kb_passages.v2",
@@ -186,6 +191,7 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="knowledge",
     code_version="kb_text_index.v2",
     pool="kb_writer",
@@ -223,6 +229,7 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="knowledge",
     code_version="kb_image_cases.v2",
     io_manager_key="table_io",
@@ -265,6 +272,7 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="knowledge",
     code_version="kb_image_index.v2",
     pool="kb_writer",

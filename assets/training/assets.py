@@ -30,6 +30,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    BackfillPolicy,
     Backoff,
     Config,
     Failure,
@@ -54,6 +55,8 @@ from orchestration.storage import Storage
 from .launching import folder_digest, model_row, stage_command, upload_folder
 
 EVAL_SPLITS = ("validation", "test")
+
+WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class BaseModelConfig(Config):
@@ -122,6 +125,7 @@ def _no_quarantine(table: str) -> pl.DataFrame:
 
 # ---- base model ------------------------------------------------------------------------------------------
 @asset(
+    backfill_policy=WHOLE,
     group_name="training",
     code_version="base_model.v1",
     io_manager_key="table_io",
@@ -244,6 +248,7 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="training",
     code_version="stage1_items.v1",
     io_manager_key="table_io",
@@ -296,6 +301,7 @@ def _md(frame: pl.DataFrame) -> str:
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="training",
     code_version="stage2_items.v1",
     io_manager_key="table_io",
@@ -466,6 +472,7 @@ TRAINING_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.LINEAR)
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="training",
     code_version="stage1_checkpoint.v1",
     io_manager_key="table_io",
@@ -488,6 +495,7 @@ def stage1_checkpoint(context: AssetExecutionContext, config: StageConfig, stage
 
 
 @asset(
+    backfill_policy=WHOLE,
     group_name="training",
     code_version="stage2_checkpoint.v1",
     io_manager_key="table_io",

@@ -1,0 +1,106 @@
+"""The promotion gate's statistics on constructed data where the answer is known."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from assets.evaluation.promotion import decide_promotion
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def rows(correct, checkpoint="stage2", version="v1", benchmark="medqa") -> pl.DataFrame:
+    n = len(correct)
+    return pl.DataFrame({"benchmark": [benchmark] * n, "benchmark_version": [version] * n, "protocol": ["mcq"] * n,
+                         "item_id": [f"i{i}" for i in range(n)], "checkpoint": [checkpoint] * n,
+                         "mode": ["rwr"] * n, "correct": [bool(c) for c in correct]})
+
+
+def test_identical_answers_pass_with_a_degenerate_interval():
+    same = rows([1, 0] * 50)
+    d = decide_promotion(same, same, margin=0.0, n_resamples=500)
+    assert d.passed and d.difference == 0 and d.ci_low == d.ci_high == 0
+
+
+def test_clearly_worse_candidate_fails_and_clearly_better_passes():
+    rng = np.random.default_rng(0)
+    promoted = rows(rng.random(400) < 0.7)
+    worse = rows(rng.random(400) < 0.4)
+    d = decide_promotion(worse, promoted, margin=0.02, n_resamples=2000)
+    assert not d.passed and d.ci_high < 0 and d.n_items == 400
+    better = decide_promotion(promoted, worse, margin=0.02, n_resamples=2000)
+    assert better.passed and better.ci_low > 0
+
+
+def test_pairing_matters():
+    # candidate differs from the promoted one on exactly 4 of 200 items (-2 percentage points): a paired interval
+    # is narrow around -0.02, so a margin of 0.05 passes and a margin of 0.0 does not
+    base = np.array([1, 0] * 100)
+    cand = base.copy()
+    cand[:8:2] = 0  # four items the promoted answered right, the candidate wrong
+    d_tol = decide_promotion(rows(cand), rows(base), margin=0.05, n_resamples=4000)
+    d_strict = decide_promotion(rows(cand), rows(base), margin=0.0, n_resamples=4000)
+    assert d_tol.passed and not d_strict.passed
+    assert d_tol.difference == pytest.approx(-0.02) and -0.05 < d_tol.ci_low < -0.02 < d_tol.ci_high <= 0
+
+
+def test_first_candidate_and_missing_overlap():
+    assert decide_promotion(rows([1, 0, 1]), None).passed
+    other = rows([1, 1, 1], version="v2")  # a different benchmark version: nothing shared
+    d = decide_promotion(rows([1, 0, 1]), other, min_items=1)
+    assert not d.passed and d.n_items == 0 and "both checkpoints" in d.reason
+
+
+def _publish_candidate(store, version_seed: str, correct) -> str:
+    """Publish a stage2_checkpoint pointer and its eval_results rows (rwr mode) as the upstream assets would."""
+    import hashlib
+
+    from assets.training.launching import model_row
+
+    row = model_row("stage2", "stage1", f"/models/stage2/{version_seed}", version_seed, {"seed": version_seed})
+    store.write_table(row, "stage2_checkpoint")
+    version = hashlib.sha256(row["manifest"][0].encode()).hexdigest()[:16]
+    store.write_table(rows(correct).with_columns(pl.lit(version).alias("checkpoint_version")), "eval_results", "medqa")
+    return version
+
+
+@pytest.mark.timeout(180)
+def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
+    from dagster import DagsterInstance, SourceAsset, materialize
+
+    from assets.evaluation.assets import eval_benchmarks, promoted_checkpoint
+    from orchestration.definitions import build_resources
+
+    # the upstream tables are published above, as their assets would publish them (those are tested elsewhere)
+    upstream = [SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
+                SourceAsset("stage2_checkpoint", io_manager_key="table_io")]
+
+    instance = DagsterInstance.ephemeral()
+    cfg = {"ops": {"promoted_checkpoint": {"config": {"n_resamples": 2000, "min_items": 30, "margin": 0.02}}}}
+
+    def promote():
+        return materialize([*upstream, promoted_checkpoint], selection=[promoted_checkpoint],
+                           instance=instance, resources=build_resources(), run_config=cfg, raise_on_error=False)
+
+    rng = np.random.default_rng(1)
+    good = rng.random(300) < 0.7
+    first = _publish_candidate(storage, "a", good)
+    assert promote().success  # nothing promoted yet: the first candidate is promoted
+    assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first
+
+    worse = good.copy()
+    worse[np.flatnonzero(good)[:60]] = False  # 60 items lost: 20 points worse on the same items
+    _publish_candidate(storage, "b", worse)
+    refused = promote()
+    assert not refused.success
+    [check] = refused.get_asset_check_evaluations()
+    assert check.check_name == "promotion_no_worse" and not check.passed
+    assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first  # pointer unchanged
+    assert storage.read_table("promoted_checkpoint_results")["correct"].sum() == good.sum()  # baseline unchanged
+
+    better = good.copy()
+    better[np.flatnonzero(~good)[:10]] = True
+    third = _publish_candidate(storage, "c", better)
+    assert promote().success
+    pointer = storage.read_table("promoted_checkpoint")
+    assert pointer["checkpoint_version"][0] == third and pointer["path"][0] == "/models/stage2/c"
