@@ -5,7 +5,9 @@ the pool limit 1 as in ``deploy/dagster.yaml``). The second run's writer step mu
 release the slot: the two steps never overlap, both succeed, and the LanceDB table carries both runs' tags.
 """
 
-import threading
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ from assets.knowledge.assets import kb_passages, kb_text_index
 from orchestration.definitions import build_resources
 from orchestration.storage import Storage
 
+REPO = Path(__file__).resolve().parents[2]
+# one run worker: materialize kb_text_index on the instance under DAGSTER_HOME and print the run id
+WRITER = """
+from dagster import DagsterInstance, materialize
+from assets.knowledge.assets import kb_passages, kb_text_index
+from orchestration.definitions import build_resources
+result = materialize([kb_passages, kb_text_index], selection=[kb_text_index], instance=DagsterInstance.get(),
+                     resources=build_resources())
+print(result.run_id)
+"""
 INSTANCE_YAML = """
 telemetry:
   enabled: false
@@ -43,33 +55,26 @@ def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
     assert materialize([kb_passages, kb_text_index], selection=[kb_passages], partition_key="pubmedqa",
                        instance=instance, resources=build_resources(), run_config=config).success
 
-    results, errors, started = {}, [], threading.Barrier(2)
+    # two run workers, as the daemon would start them: separate processes on the same instance and storage
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    run_ids = [out.strip().splitlines()[-1] for out, _ in outs]
+    results = {r: instance.get_run_by_id(r) for r in run_ids}
+    assert all(run.is_success for run in results.values()), {r: run.status for r, run in results.items()}
 
-    def writer(name: str) -> None:
-        try:
-            started.wait(timeout=60)
-            results[name] = materialize([kb_passages, kb_text_index], selection=[kb_text_index],
-                                        instance=instance, resources=build_resources(), raise_on_error=False)
-        except Exception as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(f"{name}: {e!r}")
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not errors, errors
-    assert all(r.success for r in results.values()), {n: r.success for n, r in results.items()}
-
-    windows = sorted(_step_window(instance, r.run_id, "kb_text_index") for r in results.values())
+    windows = sorted(_step_window(instance, r, "kb_text_index") for r in run_ids)
     (start_1, end_1), (start_2, end_2) = windows
     assert end_1 <= start_2, f"writer steps overlapped: {windows}"
     # both runs were under way before the first writer finished: the second one waited on the pool
-    run_starts = [min(e.timestamp for e in instance.all_logs(r.run_id)) for r in results.values()]
+    run_starts = [min(e.timestamp for e in instance.all_logs(r)) for r in run_ids]
     assert max(run_starts) < end_1
     assert instance.event_log_storage.get_concurrency_info("kb_writer").slot_count == 1
 
     pointer = Storage().read_table("kb_text_index")
     tbl = Storage().kb_location().connect().open_table(pointer["physical_table"][0])
     tags = set(tbl.tags.list())
-    assert {f"run-{r.run_id}" for r in results.values()} <= tags
+    assert {f"run-{r}" for r in run_ids} <= tags
