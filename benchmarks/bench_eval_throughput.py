@@ -39,9 +39,10 @@ from assets.knowledge.sources import read_kb_source
 from orchestration.profiles import SAMPLE_DATA_DIR
 from orchestration.sources import SourceDir
 from orchestration.storage import Storage
+from retrieval.chunking import TokenChunker
 from retrieval.embedders import ImageEmbedder, TextEmbedder, passage_input
 from retrieval.search import ImageRetriever, Retriever
-from retrieval.store import KBLocation, sync_table
+from retrieval.store import KBLocation, sync_table, text_table_rows
 from training.eval_items import benchmark_items
 from training.evaluate import evaluate
 from training.tiny_model import build_tiny_model, load_policy, local_corpus
@@ -59,14 +60,16 @@ def setup(root: Path, n_items: int, kb_records: int) -> dict:
         frame = vqa if kind == "vqa" else read_text_qa(name, SourceDir(str(SAMPLE_DATA_DIR / folder)))[0]
         items[name] = benchmark_items(frame, name, splits=splits).head(n_items)
     text_embedder = TextEmbedder()
-    passages, _ = read_kb_source("medquad", SourceDir(str(SAMPLE_DATA_DIR / "medquad")), limit=kb_records)
+    passages, _ = read_kb_source("medquad", SourceDir(str(SAMPLE_DATA_DIR / "medquad")),
+                                 TokenChunker.for_embedder(text_embedder), limit=kb_records)
     kb = KBLocation(str(root / "kb"))
-    text_report = sync_table(kb, "kb_text", passages, lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="bench")
+    text_report = sync_table(kb, "kb_text", text_table_rows(passages), lambda rows: text_embedder.embed(
+        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(), run_id="bench")
     image_embedder = ImageEmbedder()
     cases, _ = image_cases_from_vqa(vqa)
     image_report = sync_table(kb, "kb_image", cases.drop("item_ids"), lambda rows: image_embedder.embed(
-        [storage.get_image(r) for r in rows["image_ref"]]), fts_column="description", run_id="bench")
+        [storage.get_image(r) for r in rows["image_ref"]]), image_embedder.identity(), fts_column="description",
+        run_id="bench")
     build_tiny_model(root / "model", local_corpus(SAMPLE_DATA_DIR, max_texts=1500), vocab_size=2048, seed=0)
 
     def load_image(image_id: str):

@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from retrieval.embedders import TextEmbedder, passage_input  # noqa: E402
 from retrieval.search import Hit, Retriever  # noqa: E402
-from retrieval.store import KBLocation, sync_table  # noqa: E402
+from retrieval.store import KBLocation, sync_table, with_search_text  # noqa: E402
 from training.protocol import answer_matches, build_messages, passage_text, retrieve_block  # noqa: E402
 from training.retrievers import RandomRetriever  # noqa: E402
 from training.rollout import Rollout, encode_prompts  # noqa: E402
@@ -110,9 +110,9 @@ def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
     shutil.rmtree(root, ignore_errors=True)  # deterministic and cheap: rebuilt on every run
     embedder = TextEmbedder()
     location = KBLocation(str(root))
-    report = sync_table(location, "kb_text", frame,
+    report = sync_table(location, "kb_text", with_search_text(frame),
                         lambda rows: embedder.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]),
-                        run_id="learning-check")
+                        embedder.identity(), run_id="learning-check")
     assert report.tag == KB_TAG, report.tag
     pool = [Hit(r["id"], 0.0, r["source"], r["title"], r["text"]) for r in frame.iter_rows(named=True)]
     return Retriever(location, embedder, version=report.tag), pool

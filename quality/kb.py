@@ -33,12 +33,24 @@ def check_passages(df: pl.DataFrame) -> ContractResult:
     ])
 
 
-def check_image_cases(df: pl.DataFrame, present_images: set[str]) -> ContractResult:
-    """One case per id, non-empty descriptions, every image ref stored."""
+def check_no_evaluation_images(df: pl.DataFrame, evaluation: set[str] | dict[str, str]) -> ExpectationOutcome:
+    """No image case is an image of any benchmark's validation or test split: ``evaluation`` holds their content
+    hashes (``<sha256>`` of an image id ``<sha256>.<ext>``)."""
+    keys = set(evaluation)
+    leaked = [f"{i} ({r})" for i, r in df.select("id", "image_ref").iter_rows() if r.split(".", 1)[0] in keys]
+    return outcome("no_evaluation_images", leaked, "image_ref")
+
+
+def check_image_cases(df: pl.DataFrame, present_images: set[str],
+                      evaluation_refs: set[str] | dict[str, str]) -> ContractResult:
+    """One case per id, non-empty descriptions, every image ref stored, and no evaluation image among the
+    cases (``evaluation_refs``: content hashes of every validation/test image, see
+    ``assets.knowledge.image_cases.evaluation_images``)."""
     return ContractResult("kb_image_cases", df.height, [
         outcome("ids_unique", df.filter(pl.col("id").is_duplicated())["id"].to_list(), "id"),
         outcome("description_not_empty", df.filter(pl.col("description") == "")["id"].to_list(), "description"),
         outcome("image_refs_resolvable", [r for r in df["image_ref"] if r not in present_images], "image_ref"),
+        check_no_evaluation_images(df, evaluation_refs),
     ])
 
 
@@ -57,20 +69,26 @@ def check_vectors(ids: list[str], vectors: np.ndarray, dim: int, norm_tolerance:
 
 def check_text_index(tbl, embedder: Any, dim: int, sample: int = 50, min_self_recall: float = 0.9,
                      seed: int = 0) -> ContractResult:
-    """The ``kb_text`` table: vectors sane (all rows), full-text index covers every row, and a sample of
-    passages retrieves itself at rank 1 from its own text (ties with an identical vector count as hits)."""
+    """The ``kb_text`` table: built by ``embedder`` (its recorded identity), vectors sane (all rows), full-text
+    index covers every row, and a sample of passages retrieves itself at rank 1 from its own text (ties with an
+    identical vector count as hits)."""
     from retrieval.embedders import passage_input
     from retrieval.search import Retriever
-    from retrieval.store import read_columns, table_vectors
+    from retrieval.store import read_columns, table_embedder, table_vectors
 
     rows = tbl.count_rows()
     data = tbl.search().select(["id", "vector"]).limit(None).to_arrow()
-    outcomes = check_vectors(data["id"].to_pylist(), table_vectors(data), dim)
+    recorded = table_embedder(tbl)
+    outcomes = [outcome("embedder_matches_table", [] if recorded == embedder.identity() else
+                        [f"table records {recorded}, embedder is {embedder.identity()}"], "vector")]
+    outcomes += check_vectors(data["id"].to_pylist(), table_vectors(data), dim)
     fts = [ix for ix in tbl.list_indices() if ix.index_type == "FTS"]
     stats = [tbl.index_stats(ix.name) for ix in fts]
     uncovered = [] if stats and all(s.num_indexed_rows == rows and s.num_unindexed_rows == 0 for s in stats) \
         else [f"FTS index: {[(s.num_indexed_rows, s.num_unindexed_rows) for s in stats]} of {rows} rows"]
-    outcomes.append(outcome("fts_covers_every_row", uncovered, "text"))
+    if not any("search_text" in ix.columns for ix in fts):
+        uncovered.append(f"no FTS index on search_text (title + text, what the dense side embeds): {fts}")
+    outcomes.append(outcome("fts_covers_every_row", uncovered, "search_text"))
     frame = read_columns(tbl, ["id", "title", "text"]).sample(min(sample, rows), seed=seed)
     retriever = Retriever.from_table(tbl, embedder)
     hits = retriever.search([passage_input(t, x) for t, x in zip(frame["title"], frame["text"], strict=True)],

@@ -12,7 +12,7 @@ from orchestration.profiles import SAMPLE_DATA_DIR
 from orchestration.storage import S3Settings, Storage
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("MEDRWR_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -285,7 +285,7 @@ def _evaluate_batch(batch: list[dict], start: int, modes: tuple[str, ...], model
                 if id(first) not in forced_cache:
                     forced_cache[id(first)] = forced_choices(model, processor, first, batch)
                 if not traces[i].triggered:
-                    rec["prediction_before_cdir"] = rec["prediction"]
+                    rec.update(prediction_before_cdir=rec["prediction"], confidence_before_cdir=rec["confidence"])
                 elif i in forced_cache[id(first)]:
                     rec["prediction_before_cdir"] = forced_cache[id(first)][i][0]
             records.append(rec)

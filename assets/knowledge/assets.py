@@ -8,7 +8,6 @@ evaluation are pinned to tags); when a check fails the table is restored to its 
 The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
 """
 
-import hashlib
 import json
 
 import polars as pl
@@ -38,10 +37,24 @@ from assets.common.records import quarantine_frame
 from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
 from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
+from retrieval.chunking import TokenChunker
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
-from retrieval.store import restore_version, sync_table, tag_version
+from retrieval.store import (
+    IndexPolicy,
+    embedder_table,
+    identity_fingerprint,
+    restore_version,
+    sync_table,
+    tag_version,
+    text_table_rows,
+)
 
-from .image_cases import EXTERNAL_IMAGE_CORPORA, image_cases_from_vqa
+from .image_cases import (
+    EXTERNAL_IMAGE_CORPORA,
+    evaluation_images,
+    exclude_evaluation_images,
+    image_cases_from_vqa,
+)
 from .sources import read_kb_source
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
@@ -76,14 +89,10 @@ class KbImageCasesConfig(Config):
                                         "cases quarantined")
 
 
-def embedder_fingerprint(meta: dict) -> str:
-    """A short id of an embedder's identity (model id, dimension, ...): part of the index's data version."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def _index_metadata(report, embedder_meta: dict) -> dict:
     return {
         "dagster/row_count": report.rows,
+        "lancedb_table": report.table,
         "lancedb_version": report.version,
         "inserted": report.inserted,
         "updated": report.updated,
@@ -97,19 +106,30 @@ def _index_metadata(report, embedder_meta: dict) -> dict:
     }
 
 
-def index_pointer(store, table: str, tag: str, version: int, embedder_meta: dict) -> pl.DataFrame:
-    """The one-row table an index asset publishes: which LanceDB table, version and tag readers pin to, and
-    the embedder that built it (training and evaluation load it through the IO manager)."""
-    return pl.DataFrame([{"db": KB_DB, "table": table, "tag": tag, "version": int(version),
-                          "uri": store.lancedb_uri(KB_DB), "embedder": json.dumps(embedder_meta, sort_keys=True)}])
+def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict) -> pl.DataFrame:
+    """The one-row table an index asset publishes: which LanceDB table (``table``: the base name readers
+    open for their embedder, ``physical_table``: ``<base>__<embedder fingerprint>``), version and tag readers
+    pin to, and the embedder that built it (training and evaluation load it through the IO manager)."""
+    return pl.DataFrame([{"db": KB_DB, "table": base_table, "physical_table": report.table, "tag": tag,
+                          "version": int(report.version), "uri": store.lancedb_uri(KB_DB),
+                          "embedder_fingerprint": report.embedder_fingerprint,
+                          "embedder": json.dumps(embedder_meta, sort_keys=True)}])
 
 
-def _publish_index(context: AssetExecutionContext, location, table: str, previous: int | None, report,
+def _previous_version(location, base_table: str, identity: dict) -> int | None:
+    """The current version of the embedder's table before a sync (``None`` when it does not exist yet)."""
+    name = embedder_table(base_table, identity_fingerprint(identity))
+    conn = location.connect()
+    return conn.open_table(name).version if name in conn.table_names() else None
+
+
+def _publish_index(context: AssetExecutionContext, location, base_table: str, previous: int | None, report,
                    checks, metadata: dict, embedder_meta: dict, pointer: tuple):
     """Tag the synced version when every blocking check passed (and publish the pointer table); otherwise
     restore ``previous`` and fail."""
     failed = blocking_failures(checks)
     store, asset_name = pointer
+    table = report.table
     if failed:
         restored = restore_version(location, table, previous)
         store.unpublish_table(asset_name)  # downstream never reads an index whose latest gate failed
@@ -120,11 +140,11 @@ def _publish_index(context: AssetExecutionContext, location, table: str, previou
                                   f"{report.version}; it was not tagged and the table was restored to "
                                   f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
-    store.write_table(index_pointer(store, table, tag, report.version, embedder_meta), asset_name)
+    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta), asset_name)
     store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
     yield MaterializeResult(
         metadata={**metadata, "lancedb_tag": tag},
-        data_version=DataVersion(f"v{report.version}-{embedder_fingerprint(embedder_meta)}"),
+        data_version=DataVersion(f"v{report.version}-{report.embedder_fingerprint}"),
         check_results=checks,
     )
 
@@ -141,11 +161,13 @@ def _publish_index(context: AssetExecutionContext, location, table: str, previou
                                             "text non-empty, content hash set")],
 )
 def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storage: StorageResource,
-                sources: SourcesResource):
-    """Passages of one KB source, chunked, stable ids, duplicates quarantined."""
+                sources: SourcesResource, kb_models: KnowledgeModelsResource):
+    """Passages of one KB source, chunked to fit the text embedder's tokenizer, stable ids, duplicates
+    quarantined."""
     source = context.partition_key
     src = sources.source(source)
-    df, result = read_kb_source(source, src, limit=config.max_records)
+    chunker = TokenChunker.for_embedder(kb_models.text_embedder())
+    df, result = read_kb_source(source, src, chunker, limit=config.max_records)
     store = storage.get()
     contract = with_volume(check_passages(df), df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication(
@@ -155,6 +177,7 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
             **quarantine_metadata(result.rejected),
             "source": src.root,
             "record_limit": config.max_records or 0,
+            "chunker": MetadataValue.json(chunker.identity()),
             "words_per_passage_mean": float(df["text"].str.split(" ").list.len().mean() or 0),
         },
         data_version=content_version(df), inputs=src.input_manifest(),
@@ -181,26 +204,22 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     embedder = kb_models.text_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
-    frame = kb_passages.select("id", "source", "title", "text", "content_hash")
+    frame = text_table_rows(kb_passages)
 
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
-    previous = _current_version(location, TEXT_TABLE)
-    report = sync_table(location, TEXT_TABLE, frame, embed, vector_index_min_rows=config.vector_index_min_rows,
-                        min_recall=config.min_recall)
+    identity = embedder.identity()
+    previous = _previous_version(location, TEXT_TABLE, identity)
+    report = sync_table(location, TEXT_TABLE, frame, embed, identity,
+                        index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall))
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = location.connect().open_table(TEXT_TABLE)
+    tbl = location.connect().open_table(report.table)
     checks = [contract_check("kb_text_index_quality", check_text_index(tbl, embedder, embedder.dim))]
     meta = embedder.metadata()
     yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
         **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
         "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta, (store, "kb_text_index"))
-
-
-def _current_version(location, table: str) -> int | None:
-    conn = location.connect()
-    return conn.open_table(table).version if table in conn.table_names() else None
 
 
 @asset(
@@ -217,7 +236,9 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
     """SLAKE and VQA-RAD training images as cases (modality, organ, detection boxes, QA-derived text), plus
     the production corpora PubMedVision and ROCO when ``external_corpora`` names them."""
     slake = sources.source("slake")
-    df, result = image_cases_from_vqa(vqa_items, slake if slake.exists("train.json") else None)
+    slake_src = slake if slake.exists("train.json") else None
+    evaluation_refs = evaluation_images(vqa_items, slake_src)
+    df, result = image_cases_from_vqa(vqa_items, slake_src, evaluation_refs=evaluation_refs)
     store = storage.get()
     stage = store.staging(f"{context.run.run_id}-kb_image_cases")
     images = ImageIngestor(stage)
@@ -227,10 +248,12 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
             raise Failure(f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}")
         corpus = sources.source(name)
         extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](corpus, images)
+        extra, excluded = exclude_evaluation_images(extra, evaluation_refs)
+        result.rejected.extend(excluded)
         inputs += [{**e, "path_key": f"{name}/{e['path_key']}"} for e in corpus.input_manifest()]
         df = pl.concat([df, extra])
         result.rejected.extend(extra_result.rejected)
-    contract = with_volume(check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list()))),
+    contract = with_volume(check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list())), evaluation_refs),
                            df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication(
         "kb_image_cases", None, df, quarantine_frame(result.rejected, "kb_image_cases", None),
@@ -264,11 +287,12 @@ def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_ima
     def embed(rows: pl.DataFrame):
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
-    previous = _current_version(location, IMAGE_TABLE)
-    report = sync_table(location, IMAGE_TABLE, frame, embed, fts_column="description",
-                        vector_index_min_rows=config.vector_index_min_rows, min_recall=config.min_recall)
+    identity = embedder.identity()
+    previous = _previous_version(location, IMAGE_TABLE, identity)
+    report = sync_table(location, IMAGE_TABLE, frame, embed, identity, fts_column="description",
+                        index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall))
     report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = location.connect().open_table(IMAGE_TABLE)
+    tbl = location.connect().open_table(report.table)
     checks = [contract_check("kb_image_index_quality", check_image_index(tbl, embedder.dim, store.existing_images))]
     meta = embedder.metadata()
     yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,

@@ -3,6 +3,11 @@
 SLAKE and VQA-RAD training items (``vqa_items``) are grouped by image; each case gets modality, organ,
 SLAKE's detection boxes (``imgs/xmlabN/detection.json``) and a description such as
 ``"CT of the Abdomen. Contains: Liver, Spleen. Q: Which organ is abnormal? A: Liver."``.
+No image of any benchmark's validation or test split becomes a case: the same bytes (content id) appear in
+both splits of VQA-RAD (202 of 203 test images) and SLAKE (142 of 180, all languages), and CDIR would
+retrieve the test image itself. :func:`evaluation_images` collects those content hashes;
+:func:`exclude_evaluation_images` removes them from any case frame (external corpora too) and records each
+exclusion; ``quality.kb.check_no_evaluation_images`` is the blocking check.
 Readers for the production image-text corpora: PubMedVision (JSON with ``image`` + ``conversations``) and
 ROCO (``data/<split>/<radiology|non-radiology>/captions.txt`` + ``images/``). Plain Python, no Dagster import.
 """
@@ -62,11 +67,71 @@ def describe(modality: str | None, organ: str | None, labels: list[str], qa: lis
     return " ".join(parts)
 
 
+EVALUATION_SPLITS = ("validation", "test")
+
+
+def content_key(image_ref: str) -> str:
+    """The content hash of an image id (``<sha256>.<ext>`` -> ``<sha256>``): what "the same image" means."""
+    return image_ref.split(".", 1)[0]
+
+
+def evaluation_image_refs(items: pl.DataFrame) -> dict[str, str]:
+    """``{image content hash: "<dataset>/<split>"}`` for every image of a validation or test row of any dataset
+    in ``items`` (a ``vqa_items`` frame, all partitions)."""
+    evaluation = items.filter(pl.col("split").is_in(list(EVALUATION_SPLITS)))
+    out: dict[str, str] = {}
+    for dataset, split, refs in evaluation.select("dataset", "split", "image_refs").iter_rows():
+        for ref in refs or []:
+            out.setdefault(content_key(ref), f"{dataset}/{split}")
+    return out
+
+
+def slake_release_evaluation_images(src: SourceDir) -> dict[str, str]:
+    """``{content hash: "slake/<split> (release)"}`` for every image of SLAKE's ``validate.json`` and
+    ``test.json`` in every language: ``vqa_items`` keeps English rows only, yet 70 training images of the
+    English rows are test images of Chinese rows (142 of 180 test images are training images overall)."""
+    out: dict[str, str] = {}
+    for name, split in (("validate.json", "validation"), ("test.json", "test")):
+        if not src.exists(name):
+            continue
+        names = sorted({str(r.get("img_name", "")) for r in src.load_json(name, "SLAKE split file")
+                        if isinstance(r, dict) and r.get("img_name")})
+        for img in names:
+            if src.exists(f"imgs/{img}"):
+                out.setdefault(hashlib.sha256(src.read_bytes(f"imgs/{img}")).hexdigest(), f"slake/{split} (release)")
+    return out
+
+
+def evaluation_images(items: pl.DataFrame, slake_src: SourceDir | None = None) -> dict[str, str]:
+    """Every evaluation image the pipeline knows of: :func:`evaluation_image_refs` of ``items`` plus, with
+    ``slake_src``, :func:`slake_release_evaluation_images`. Pass it to the image-case check."""
+    out = slake_release_evaluation_images(slake_src) if slake_src is not None else {}
+    out.update(evaluation_image_refs(items))
+    return out
+
+
+def exclude_evaluation_images(cases: pl.DataFrame, evaluation: dict[str, str],
+                              ) -> tuple[pl.DataFrame, list[Rejection]]:
+    """``cases`` without the rows whose image (content hash) is an evaluation image; one rejection each."""
+    keys = cases["image_ref"].map_elements(content_key, return_dtype=pl.Utf8) if cases.height else \
+        pl.Series([], dtype=pl.Utf8)
+    mask = keys.is_in(list(evaluation))
+    rejected = [Rejection(f"{r['source']} image case", r["id"], "evaluation image: the same image (content id) is "
+                          f"in {evaluation[content_key(r['image_ref'])]} items", r, r["id"])
+                for r in cases.filter(mask).iter_rows(named=True)]
+    return cases.filter(~mask), rejected
+
+
 def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None,
-                         datasets: tuple[str, ...] = ("slake", "vqa_rad")) -> tuple[pl.DataFrame, ReadResult]:
-    """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image)."""
+                         datasets: tuple[str, ...] = ("slake", "vqa_rad"),
+                         evaluation_refs: dict[str, str] | None = None) -> tuple[pl.DataFrame, ReadResult]:
+    """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image), leaving out every
+    evaluation image (:func:`evaluation_images`: validation/test rows of *any* dataset in ``items``, SLAKE's
+    release splits in every language when ``slake_src`` is given), or exactly ``evaluation_refs`` (content hash
+    -> where) when the caller passes them; each left-out case is a rejection with the reason."""
     result = ReadResult()
     detections = slake_detections(slake_src) if slake_src is not None else {}
+    excluded = evaluation_refs if evaluation_refs is not None else evaluation_images(items, slake_src)
     train = items.filter(pl.col("dataset").is_in(list(datasets)) & (pl.col("split") == "train"))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in train.iter_rows(named=True):
@@ -87,7 +152,10 @@ def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None
             "boxes": boxes_json, "description": text, "item_ids": sorted(r["item_id"] for r in rows),
             "content_hash": hashlib.sha256(f"{ref}\n{text}\n{boxes_json}".encode()).hexdigest(),
         })
-    return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result
+    cases, rejected = exclude_evaluation_images(pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), excluded)
+    result.rows = cases.to_dicts()
+    result.rejected.extend(rejected)
+    return cases, result
 
 
 def _case(source: str, native_id: str, ref: str, modality: str | None, organ: str | None, text: str) -> dict[str, Any]:

@@ -87,15 +87,16 @@ def text_embedder():
 def kb(tmp_path_factory, text_embedder):
     """A real text KB (MiniLM vectors + full-text index) tagged ``run-test``: ``(uri, tag)``."""
     from retrieval.embedders import passage_input
-    from retrieval.store import KBLocation, sync_table
+    from retrieval.store import KBLocation, sync_table, with_search_text
 
     root = tmp_path_factory.mktemp("eval_kb")
     frame = pl.DataFrame({"id": [p[0] for p in PASSAGES], "source": ["test"] * len(PASSAGES),
                           "title": [p[1] for p in PASSAGES], "text": [p[2] for p in PASSAGES]})
     frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest()
                                                           for t in frame["text"]]))
-    report = sync_table(KBLocation(str(root)), "kb_text", frame, lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), run_id="test")
+    report = sync_table(KBLocation(str(root)), "kb_text", with_search_text(frame), lambda rows: text_embedder.embed(
+        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(),
+        run_id="test")
     return str(root), report.tag
 
 
@@ -122,11 +123,13 @@ def image_index(tmp_path_factory, vqa_frame, eval_storage, image_embedder):
     from assets.knowledge.image_cases import image_cases_from_vqa
     from retrieval.store import KBLocation, sync_table
 
-    cases, _ = image_cases_from_vqa(vqa_frame, datasets=("vqa_rad",))
+    # evaluation_refs={}: deliberately *without* the KB's evaluation-image exclusion, so the index holds the
+    # query images and the evaluation loop's own guard is what the CDIR tests exercise
+    cases, _ = image_cases_from_vqa(vqa_frame, datasets=("vqa_rad",), evaluation_refs={})
     root = tmp_path_factory.mktemp("eval_image_kb")
     report = sync_table(KBLocation(str(root)), "kb_image", cases.drop("item_ids"),
                         lambda rows: image_embedder.embed([eval_storage.get_image(r) for r in rows["image_ref"]]),
-                        fts_column="description", run_id="test")
+                        image_embedder.identity(), fts_column="description", run_id="test")
     return str(root), report.tag, cases
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -120,7 +121,7 @@ def test_main_job_smoke(tmp_path, capsys):
     instance = DagsterInstance.get()
     for asset in ("vqa_items", "text_qa_items", "echo_studies", "ecbench", "kb_passages", "kb_text_index",
                   "kb_image_index", "base_model", "stage1_items", "stage1_checkpoint", "stage2_items",
-                  "stage2_checkpoint"):
+                  "stage2_checkpoint", "eval_results", "eval_report"):
         assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
     # both GRPO stages ran through Pipes and streamed their per-step metrics into the run while training
     for stage in ("stage1_checkpoint", "stage2_checkpoint"):
@@ -131,3 +132,12 @@ def test_main_job_smoke(tmp_path, capsys):
         assert any(m.startswith("step 1:") for m in logs) and any(m.startswith("step 2:") for m in logs)
     stage2 = Storage().read_table("stage2_checkpoint")
     assert json.loads(stage2["manifest"][0])["kb_tag"].startswith("run-")
+    # every benchmark of the profile evaluated for every checkpoint and mode; the report names its lineage
+    for benchmark in ("vqa_rad", "slake", "medqa", "pubmedqa", "ecbench"):
+        results = Storage().read_table("eval_results", benchmark)
+        assert set(results["mode"]) == {"direct", "rwr", "rwr_cdir", "rag_control", "random_retriever"}
+        assert set(results["checkpoint"]) == {"base", "stage1", "stage2"}
+    report = instance.get_latest_materialization_event(AssetKey("eval_report")).asset_materialization.metadata
+    html = Path(report["report_html"].value).read_text()
+    assert "SMOKE RUN" in report["report"].value and html.count("data:image/png;base64,") >= 4
+    assert report["lineage"].value["kb_tag"] == json.loads(stage2["manifest"][0])["kb_tag"]

@@ -10,6 +10,7 @@ from dagster import DagsterInstance, materialize
 from assets.ingest.assets import vqa_items
 from assets.knowledge.assets import kb_image_cases, kb_image_index, kb_passages, kb_text_index
 from orchestration.definitions import build_resources
+from orchestration.resources import KnowledgeModelsResource
 from orchestration.storage import Storage
 from retrieval.embedders import ImageEmbedder
 from retrieval.search import ImageRetriever
@@ -90,4 +91,5 @@ def test_knowledge_group_local(tmp_path, monkeypatch, sample_data, storage):
 def test_knowledge_group_on_s3(tmp_path, monkeypatch, sample_data, s3_env):
     _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, s3_env)
     store = Storage(root=s3_env)
-    assert store.exists("lancedb", "kb", "kb_text.lance")
+    text_table = f"kb_text__{KnowledgeModelsResource().text_embedder().fingerprint()}"
+    assert store.exists("lancedb", "kb", f"{text_table}.lance")

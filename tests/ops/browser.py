@@ -16,6 +16,12 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -58,6 +64,26 @@ def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, eve
         time.sleep(every_s)
 
 
+def click(find: Callable[[], WebElement | None], what: str, timeout_s: float = 30) -> WebElement:
+    """Find and click an element, retrying while it is missing, stale or covered.
+
+    Blueprint dialogs and popovers animate in; a click that lands while another element still covers the
+    target raises ``ElementClickInterceptedException``. Retrying the find-and-click until ``timeout_s`` is what
+    a person does (click again once the dialog has settled), and the timeout names ``what`` if it never works.
+    """
+    def attempt() -> WebElement | None:
+        try:
+            element = find()
+            if element is None:
+                return None
+            element.click()
+            return element
+        except (ElementClickInterceptedException, ElementNotInteractableException,
+                StaleElementReferenceException, NoSuchElementException):
+            return None
+    return wait_for(attempt, timeout_s, f"a click on {what}")
+
+
 def visible_text(driver: WebDriver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
@@ -95,17 +121,18 @@ def launch_partition(driver: WebDriver, base_url: str, asset: str, partition: st
     the "Launched run" toast -> View. Returns the run id from the run page's URL.
     """
     open_page(driver, asset_url(base_url, asset, view="partitions"), partition)
-    driver.find_element(By.XPATH, "//button[starts-with(normalize-space(), 'Materialize')]").click()
+    click(lambda: driver.find_element(By.XPATH, "//button[starts-with(normalize-space(), 'Materialize')]"),
+          "the Materialize button")
     dialog = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".bp5-dialog"), 30, "the Materialize dialog")[0]
-    dialog.find_element(By.XPATH, ".//div[normalize-space()='Select a partition or create one']").click()
-    wait_for(lambda: _popover_item(driver, partition), 30, f"partition {partition!r} in the selector").click()
-    dialog.find_element(By.XPATH, f".//div[normalize-space()='Launch runs to materialize {asset}']").click()
-    launch = wait_for(lambda: [b for b in dialog.find_elements(By.XPATH, ".//button")
-                               if b.text.strip() == "Launch 1 run" and b.is_enabled()], 30, "'Launch 1 run'")[0]
-    launch.click()
-    view = wait_for(lambda: driver.find_elements(By.XPATH, "//a[starts-with(@href, '/runs/')][normalize-space()='View']"),
-                    60, "the 'Launched run' toast")[0]
-    view.click()
+    click(lambda: dialog.find_element(By.XPATH, ".//div[normalize-space()='Select a partition or create one']"),
+          "the partition selector")
+    click(lambda: _popover_item(driver, partition), f"partition {partition!r} in the selector")
+    click(lambda: dialog.find_element(By.XPATH, f".//div[normalize-space()='Launch runs to materialize {asset}']"),
+          "the dialog title (closing the selector)")
+    click(lambda: next((b for b in dialog.find_elements(By.XPATH, ".//button")
+                        if b.text.strip() == "Launch 1 run" and b.is_enabled()), None), "'Launch 1 run'")
+    click(lambda: next(iter(driver.find_elements(By.XPATH, "//a[starts-with(@href, '/runs/')][normalize-space()='View']")),
+                       None), "'View' in the 'Launched run' toast", timeout_s=60)
     match = wait_for(lambda: re.search(r"/runs/([0-9a-f-]{36})", driver.current_url), 30, "the run page")
     return match.group(1)
 
@@ -134,7 +161,8 @@ def metadata_value(driver: WebDriver, base_url: str, asset: str, key: str, parti
 
 def open_markdown_metadata(driver: WebDriver, key: str) -> WebElement:
     """Open the ``[Show Markdown]`` dialog of metadata entry ``key`` on the current asset page; returns the dialog."""
-    driver.find_element(By.XPATH, f"//tr[td[normalize-space()='{key}']]//a[normalize-space()='[Show Markdown]']").click()
+    click(lambda: driver.find_element(By.XPATH, f"//tr[td[normalize-space()='{key}']]//a[normalize-space()='[Show Markdown]']"),
+          f"[Show Markdown] of {key!r}")
     return wait_for(lambda: [d for d in driver.find_elements(By.CSS_SELECTOR, ".bp5-dialog") if key in d.text],
                     30, f"the {key!r} dialog")[0]
 
