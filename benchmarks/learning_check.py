@@ -11,8 +11,11 @@ drug is fixed, and the entity -> drug fact is the only unknown). The facts live 
    the task text (entity and drug names are single tokens);
 2. warm-start it on the *format only* (supervised, loss on the policy's own tokens):
    ``<think> search </think><query> Q </query>`` + the real ``<retrieve>`` block for Q (not trained on) +
-   ``<answer> X </answer>``, where X is a uniformly random letter (the answers carry no knowledge, so
-   accuracy starts at chance) and Q is the entity named in the question with probability ``--copy-rate``
+   ``<answer> X </answer>``, where X is one of the four drug names drawn uniformly at random
+   (``--answer-form drug``, the default; ``letter``: a random option letter) (the answers carry no
+   knowledge, so accuracy starts at chance; with drug names the skill GRPO has to find is copying the
+   drug word out of the retrieved passage, which a tied-embedding transformer can do with one attention
+   head, instead of mapping a drug to its letter in the option list) and Q is the entity named in the question with probability ``--copy-rate``
    (copying a name from the question is format, not knowledge), otherwise another entity's name (so the
    warm-start policy retrieves the right passage only part of the time and GRPO can improve that too).
    The warm start sees every entity's question (held-out ones too: the format is the same for all), never
@@ -22,7 +25,9 @@ drug is fixed, and the entity -> drug fact is the only unknown). The facts live 
    the real retriever, and with a ``RandomRetriever`` over the same passages (the control; also k = 1);
 4. every ``--eval-every`` steps, sampled rollouts (``--eval-samples`` per item, temperature 1: the policy
    itself) on the **held-out entities** (never in a GRPO prompt): accuracy, and the rate of trajectories
-   whose query retrieved the entity's own passage.
+   whose query retrieved the entity's own passage, and the rate of answers naming the drug of the last
+   passage retrieved (copying, right passage or not: the control can learn to copy and still stay at
+   chance, since its passage is a random one).
 
 Writes ``results.json`` (curves, per-step TRL logs, wall and CPU seconds of each phase) and
 ``learning_check.png`` (both runs, both curves) into ``--out`` (the PNG also to ``--figure``), the learned
@@ -130,7 +135,8 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
             hits = retriever.search([q], k=args.k, mode=args.search_mode)[0]
             first = tok("<think> search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
             block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)["input_ids"]
-            last = tok("<answer> " + rng.choice("ABCD") + " </answer>", add_special_tokens=False)["input_ids"]
+            answer = rng.choice(r["options"]) if args.answer_form == "drug" else rng.choice("ABCD")
+            last = tok("<answer> " + answer + " </answer>", add_special_tokens=False)["input_ids"]
             ids = c.ids + first + block + last + [tok.eos_token_id]
             labels = [-100] * len(c.ids) + first + [-100] * len(block) + last + [tok.eos_token_id]
             examples.append((ids, labels))
@@ -163,26 +169,36 @@ def make_rollout(retriever, args) -> Rollout:
                    answer_tokens=args.answer_tokens)
 
 
-def evaluate(model, processor, retriever, rows: list[dict], args) -> dict:
+def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[str, str]) -> dict:
     """``args.eval_samples`` sampled rollouts (temperature 1, the policy itself) per row: accuracy, query rate,
-    right-passage rate (a query whose results hold the entity's own passage), forced-answer rate."""
+    right-passage rate (a query whose results hold the entity's own passage), forced-answer rate, copy rate
+    (the answer names the drug of the last passage retrieved; ``drug_of``: passage id -> drug) and accuracy
+    among trajectories that retrieved the right passage."""
     was = model.training
     model.eval()
     rows = [r for r in rows for _ in range(args.eval_samples)]
     res = make_rollout(retriever, args).run(model, processor, [r["prompt"] for r in rows])
     model.train(was)
-    acc = right = queried = forced = 0
+    acc = right = queried = forced = copied = right_acc = 0
     for r, t in zip(rows, res.trajectories, strict=True):
-        acc += answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"])
+        ok = answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"])
+        hit = any(f"kb:{r['entity']}" in ids for ids in t.passage_ids)
+        acc += ok
         queried += bool(t.queries)
-        right += any(f"kb:{r['entity']}" in ids for ids in t.passage_ids)
+        right += hit
+        right_acc += ok and hit
         forced += t.forced_answer
+        if t.passage_ids and t.passage_ids[-1]:
+            shown = drug_of.get(t.passage_ids[-1][-1])
+            copied += shown is not None and answer_matches(t.answer(), None, shown, None)
     n = len(rows)
     return {"accuracy": acc / n, "query_rate": queried / n, "right_passage_rate": right / n,
+            "copy_rate": copied / n, "accuracy_given_right_passage": right_acc / right if right else None,
             "forced_answer_rate": forced / n, "prefix_violations": res.stats.prefix_violations, "n": n}
 
 
-def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, eval_rows, args) -> dict:
+def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, eval_rows, args,
+             drug_of: dict[str, str]) -> dict:
     """GRPO from the warm start with ``retriever`` (used for training and for the held-out evaluation)."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -193,12 +209,13 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
     from training.tiny_model import load_policy
 
     torch.manual_seed(args.seed)
+    steps = args.control_steps if label == "random_retriever" and args.control_steps else args.steps
     model, processor = load_policy(str(start_dir))
     funcs, weights = stage_rewards(1)
     cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
                        learning_rate=args.lr, beta=args.beta, num_generations=args.generations,
                        per_device_train_batch_size=args.generations * args.prompts_per_step,
-                       gradient_accumulation_steps=1, max_steps=args.steps, warmup_ratio=0.0, logging_steps=1,
+                       gradient_accumulation_steps=1, max_steps=steps, warmup_ratio=0.0, logging_steps=1,
                        save_strategy="no", max_rounds=args.max_rounds, retrieval_k=args.k,
                        search_mode=args.search_mode, max_new_tokens_per_round=args.round_tokens,
                        max_completion_length=args.completion_tokens, seed=args.seed, reward_weights=weights,
@@ -210,7 +227,7 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
         def on_step_end(self, a, state, control, **kw):
             if state.global_step % args.eval_every == 0:
                 torch.manual_seed(args.seed + 1000 + state.global_step)
-                m = evaluate(model, processor, retriever, eval_rows, args)
+                m = evaluate(model, processor, retriever, eval_rows, args, drug_of)
                 m.update(step=state.global_step, **clock.read())
                 curve.append(m)
                 print(label, json.dumps(m), flush=True)
@@ -218,7 +235,7 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(train_rows),
                           processing_class=processor, rollout_func=make_rollout(retriever, args), callbacks=[Eval()])
     torch.manual_seed(args.seed + 1000)
-    m = evaluate(model, processor, retriever, eval_rows, args)
+    m = evaluate(model, processor, retriever, eval_rows, args, drug_of)
     curve.append(dict(m, step=0, **clock.read()))
     print(label, json.dumps(curve[-1]), flush=True)
     torch.manual_seed(args.seed)
@@ -237,18 +254,21 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for label, style in (("retrieval", "-o"), ("random_retriever", "--s")):
         curve = results["runs"][label]["curve"]
         steps = [c["step"] for c in curve]
         axes[0].plot(steps, [100 * c["accuracy"] for c in curve], style, label=label.replace("_", " "))
         axes[1].plot(steps, [100 * c["right_passage_rate"] for c in curve], style, label=label.replace("_", " "))
+        axes[2].plot(steps, [100 * c.get("copy_rate", 0.0) for c in curve], style, label=label.replace("_", " "))
     chance = 100 * results["chance"]
     axes[0].axhline(chance, color="grey", lw=1, ls=":", label=f"chance ({chance:.0f} %)")
     axes[0].axhline(2 * chance, color="green", lw=1, ls=":", label="2x chance")
     n = results["runs"]["retrieval"]["curve"][0]["n"]
     axes[0].set(title=f"held-out accuracy (sampled, n = {n})", xlabel="GRPO step", ylabel="%", ylim=(0, 100))
     axes[1].set(title="held-out: query retrieved the right passage", xlabel="GRPO step", ylabel="%", ylim=(0, 100))
+    axes[2].set(title="held-out: answer names the retrieved passage's drug", xlabel="GRPO step", ylabel="%",
+                ylim=(0, 100))
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -262,13 +282,16 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/learning_check")
     p.add_argument("--figure", default="benchmarks/figures/learning_check.png")
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--control-steps", type=int, default=0, help="GRPO steps of the control run (0: --steps)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=2)
     p.add_argument("--warm-steps", type=int, default=300)
     p.add_argument("--warm-lr", type=float, default=3e-3)
-    p.add_argument("--copy-rate", type=float, default=0.5, help="warm start: share of queries naming the entity")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient (the paper: 1e-3)")
+    p.add_argument("--copy-rate", type=float, default=0.6, help="warm start: share of queries naming the entity")
+    p.add_argument("--answer-form", default="drug", choices=("drug", "letter"),
+                   help="warm start: answers are random drug names (copyable from the passage) or random letters")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--beta", type=float, default=1e-3, help="KL coefficient (the paper: 1e-3)")
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--prompts-per-step", type=int, default=8)
     p.add_argument("--max-rounds", type=int, default=2)
@@ -298,6 +321,7 @@ def main() -> None:
     from training.tiny_model import build_tiny_model, load_policy, local_corpus
 
     retriever, pool = build_kb(out / "kb", facts)
+    drug_of = {f"kb:{e}": d for e, d in facts.items()}
     warm = out / "warm_start"
     losses: list[float] = []
     warm_clock = Clock()
@@ -317,11 +341,12 @@ def main() -> None:
     runs = {}
     wanted = args.runs.split(",")
     if "retrieval" in wanted:
-        runs["retrieval"] = run_grpo("retrieval", warm, out / "model_retrieval", retriever, train_rows, eval_rows, args)
+        runs["retrieval"] = run_grpo("retrieval", warm, out / "model_retrieval", retriever, train_rows, eval_rows, args,
+                                     drug_of)
     if "random_retriever" in wanted:
         control = RandomRetriever(pool, seed=args.seed)
         runs["random_retriever"] = run_grpo("random_retriever", warm, out / "model_random", control, train_rows,
-                                            eval_rows, args)
+                                            eval_rows, args, drug_of)
     results = {"args": vars(args), "chance": 0.25, "drugs": drugs, "warm_start_loss": losses,
                "warm_start_time": warm_time, "total_time": total.read(), "load_average": os.getloadavg(),
                "runs": runs, "model_dir": str(out / "model_retrieval" / "final"), "kb_uri": str(out / "kb"),
