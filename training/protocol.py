@@ -146,12 +146,16 @@ def _parse_model_text(text: str) -> list[Span]:
 def parse_pieces(pieces: Iterable[tuple[str, bool]]) -> list[Span]:
     """Spans of a trajectory given as ``(text, inserted)`` pieces in order. Consecutive sampled pieces are
     joined before parsing (a block may straddle a round boundary only if the model wrote it so); each
-    inserted piece that holds a ``<retrieve>`` block becomes one opaque inserted span; other inserted
-    text (a forced ``<answer>`` opener) is joined with the model text around it."""
+    inserted piece that holds a ``<retrieve>`` block becomes one opaque inserted span. An inserted
+    ``<answer>`` opener (a forced answer) starts the answer block that the model's following text fills; it
+    is a boundary: a block the model left open before it stays open (and fails :func:`is_well_formed`)."""
     spans: list[Span] = []
     buffer = ""
     for text, inserted in pieces:
-        if inserted and RETRIEVE_OPEN in text:
+        if inserted and text.strip() == ANSWER_OPEN:
+            spans.extend(_parse_model_text(buffer))
+            buffer = text
+        elif inserted and RETRIEVE_OPEN in text:
             spans.extend(_parse_model_text(buffer))
             buffer = ""
             inner = text.split(RETRIEVE_OPEN, 1)[1].rsplit(RETRIEVE_CLOSE, 1)[0]

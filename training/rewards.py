@@ -186,6 +186,9 @@ def confidence_gain_reward(prompts: Sequence[Any], completions: Sequence[Any],
             out.append(0.0)
         elif t.answer_logprobs is None or gold not in t.answer_logprobs:
             out.append(None)
+        elif t.answer_logprobs_no_retrieval is None:
+            raise ValueError("confidence_gain_reward: trajectory scored without the counterfactual pass; build the "
+                             "Rollout with score=True and score_counterfactual=True")
         else:
             with_r, without = t.answer_logprobs[gold], t.answer_logprobs_no_retrieval[gold]
             out.append(float(with_r - without) if np.isfinite(with_r) and np.isfinite(without) else None)

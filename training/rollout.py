@@ -8,6 +8,17 @@ kept exactly as sampled, never decoded and re-encoded. The last round bans ``<qu
 the answer or EOS, so every trajectory that finishes in budget ends with an answer. A row that stops at
 ``</answer>`` gets the EOS token appended by the system (mask 0), so TRL sees a terminated completion.
 
+``force_answer=True`` (default False: the row ends as the policy left it): a row whose rounds ended without
+an ``<answer>`` tag (EOS, round or trajectory budget) gets ``<answer>`` appended by the system (its ids,
+mask 0, piece kind ``answer``; :attr:`Trajectory.forced_answer` is True) and one more short generation
+(``answer_tokens`` tokens at most, stop at ``</answer>``, ``<query>`` banned), so every trajectory ends
+with an answer whose first token the policy sampled. An EOS the policy sampled before it is dropped from
+the trajectory (a model context never holds an EOS mid-sequence; ``generated_tokens`` still counts it). A
+row that opened ``<answer>`` itself but did not close it in budget gets the short generation without an
+inserted tag. ``answer_tokens`` are reserved out of ``max_completion_tokens``, so the sampled total stays
+within it. The inserted opener is a boundary for the parser (:func:`training.protocol.parse_pieces`): a
+block the model left open before it stays open and breaks the grammar.
+
 Every trajectory is checked for the prefix property (the ids fed to each round are exactly the ids
 generated so far, and the final ids are exactly prompt + the concatenation of sampled and inserted pieces);
 :attr:`RolloutStats.prefix_violations` counts failures and must stay 0.
@@ -15,16 +26,18 @@ generated so far, and the final ids are exactly prompt + the concatenation of sa
 Evaluation uses the same loop through small parameters:
 
 - confidence and chosen option: :func:`score_answers` (log-probs of each option letter as the first token
-  after ``<answer>``, the probability of the token actually sampled there, and the same log-probs from one
-  batched counterfactual pass with every inserted block removed, for the confidence-gain reward);
+  after ``<answer>`` (sampled or system-inserted), the probability of the token actually sampled there, and,
+  unless ``counterfactual=False``, the same log-probs from one batched counterfactual pass with every inserted
+  block removed, for the confidence-gain reward);
 - direct answer (no retrieval): ``run(..., allow_retrieval=False)`` (one round, ``<query>`` banned);
 - training-free RAG control: ``run(..., first_queries=[question, ...], allow_retrieval=False)``: the system
   retrieves once with the given query and inserts the block before the model writes anything;
 - random-retriever control: any object with ``search(queries, k, mode) -> list[list[Hit]]``, e.g.
   :class:`training.retrievers.RandomRetriever`, passed as ``retriever``;
 - CDIR: :meth:`Rollout.continue_with` cuts a finished trajectory before its ``<answer>``, appends
-  system-inserted content (:class:`Insert`: a similar case's description and, where the model takes images,
-  the image itself as vision tokens) and generates once more.
+  system-inserted content (one or several :class:`Insert` per row: a similar case's description and, where
+  the model takes images, the image itself as vision tokens) and generates once more; the new round is
+  numbered after each row's own rounds.
 
 For TRL, a :class:`Rollout` instance is the ``rollout_func``: ``GRPOTrainer(..., rollout_func=rollout)``.
 It returns ``prompt_ids`` (from the processor's chat template, so TRL's own ``pixel_values`` line up),
@@ -63,7 +76,8 @@ from .protocol import (
 @dataclass
 class Piece:
     """A contiguous run of completion tokens ``[start, end)`` written by one party in one round.
-    ``kind``: ``sampled`` (the policy), ``retrieve`` (passages), ``case`` (a CDIR insert), ``eos``."""
+    ``kind``: ``sampled`` (the policy), ``retrieve`` (passages), ``case`` (a CDIR insert), ``answer`` (a
+    system-inserted ``<answer>`` opener, see ``force_answer``), ``eos``."""
 
     start: int
     end: int
@@ -80,6 +94,8 @@ class Trajectory:
     ``env_mask[i]`` is 1 where ``completion_ids[i]`` was sampled by the policy, 0 where the system inserted
     it. ``passage_ids[j]``/``passages[j]`` are what query ``j`` retrieved. ``logprobs`` holds the sampling
     log-prob of each sampled token (0.0 for inserted tokens, and everywhere unless requested).
+    ``forced_answer``: the system inserted the ``<answer>`` opener (``force_answer``); ``generated_tokens``
+    counts every token the policy sampled (an EOS dropped before a forced answer included).
     The ``answer_*`` fields are filled by :func:`score_answers`."""
 
     prompt_ids: list[int]
@@ -94,6 +110,7 @@ class Trajectory:
     finish: str = ""
     logprobs: list[float] = field(default_factory=list)
     prefix_ok: bool = True
+    forced_answer: bool = False
     answer_position: int | None = None
     answer_token_prob: float | None = None
     answer_logprobs: dict[str, float] | None = None
@@ -168,7 +185,8 @@ class RolloutResult:
 @dataclass
 class Insert:
     """System-inserted content for a CDIR continuation: a similar case's description and, optionally,
-    its image (a PIL image); shown inside a ``<retrieve>`` block after the previous reasoning."""
+    its image (a PIL image); shown inside a ``<retrieve>`` block after the previous reasoning. Several
+    inserts for one row are appended in order, one block (one piece of kind ``case``) each."""
 
     text: str
     image: Any = None
@@ -194,6 +212,7 @@ class _Row:
         self.finish = ""
         self.prefix_ok = True
         self.done = False
+        self.forced_answer = False
 
     def append(self, ids: list[int], *, inserted: bool, round: int, kind: str,
                logprobs: list[float] | None = None) -> None:
@@ -205,6 +224,18 @@ class _Row:
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         if not inserted:
             self.generated += len(ids)
+
+    def drop_last_token(self) -> None:
+        """Remove the last completion token (a sampled EOS before a forced answer); ``generated`` keeps
+        counting it, since it was sampled."""
+        self.ids.pop()
+        self.piece_ids[-1].pop()
+        self.pieces[-1].end -= 1
+        self.env_mask.pop()
+        self.logprobs.pop()
+        if not self.piece_ids[-1]:
+            self.piece_ids.pop()
+            self.pieces.pop()
 
     @classmethod
     def from_trajectory(cls, t: Trajectory, vision: Vision, upto: int) -> _Row:
@@ -234,6 +265,7 @@ class _Row:
             prompt_ids=self.prompt_ids, completion_ids=completion, env_mask=self.env_mask, pieces=self.pieces,
             queries=self.queries, passage_ids=self.passage_ids, passages=self.passages, rounds=self.rounds,
             generated_tokens=self.generated, finish=self.finish, logprobs=self.logprobs, prefix_ok=ok,
+            forced_answer=self.forced_answer,
         )
 
 
@@ -279,20 +311,27 @@ class Rollout:
         max_new_tokens: token budget of one round; ``max_completion_tokens``: sampled tokens per trajectory.
         search_mode: passed to ``retriever.search`` as ``mode`` (``dense``/``lexical``/``hybrid``).
         temperature, top_p, do_sample: sampling (TRL's ``temperature``/``top_p`` override them in training).
-        score: run :func:`score_answers` after generation (needed by the confidence-gain reward).
+        score: run :func:`score_answers` after generation (needed by the confidence-gain reward);
+            ``score_counterfactual=False`` skips its counterfactual pass (evaluation needs only the confidence).
         want_logprobs: record per-token sampling log-probs (costs a softmax per step).
         sync_rounds: always make ``max_rounds`` generate calls (a 1-token dummy call when no row is
-            active): ranks of ZeRO-3 / vLLM-server training must make the same number of calls.
+            active; likewise the forced-answer call): ranks of ZeRO-3 / vLLM-server training must make the
+            same number of calls.
+        force_answer: end every row with an answer (module docstring); ``answer_tokens``: the budget of
+            that short generation, reserved out of ``max_completion_tokens``.
         generator_factory: ``(model, processor) -> backend`` (default :class:`HFGenerator`; see
             :mod:`training.vllm_backend`).
     """
 
     def __init__(self, retriever: Any, *, k: int = 3, max_rounds: int = 3, max_new_tokens: int = 256,
                  max_completion_tokens: int = 1024, search_mode: str | None = "dense", temperature: float = 1.0,
-                 top_p: float = 1.0, do_sample: bool = True, score: bool = False, want_logprobs: bool = False,
-                 sync_rounds: bool = False, generator_factory: Any = HFGenerator):
+                 top_p: float = 1.0, do_sample: bool = True, score: bool = False, score_counterfactual: bool = True,
+                 want_logprobs: bool = False, sync_rounds: bool = False, force_answer: bool = False,
+                 answer_tokens: int = 8, generator_factory: Any = HFGenerator):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        if answer_tokens < 1:
+            raise ValueError(f"answer_tokens must be >= 1, got {answer_tokens}")
         self.retriever = retriever
         self.k = k
         self.max_rounds = max_rounds
@@ -303,27 +342,32 @@ class Rollout:
         self.top_p = top_p
         self.do_sample = do_sample
         self.score = score
+        self.score_counterfactual = score_counterfactual
         self.want_logprobs = want_logprobs
         self.sync_rounds = sync_rounds
+        self.force_answer = force_answer
+        self.answer_tokens = answer_tokens
         self.generator_factory = generator_factory
         self.last_stats: RolloutStats | None = None
 
     # ---- public API -------------------------------------------------------------------------------------
     def run(self, model: Any, processor: Any, prompts: Sequence[Sequence[dict]], *, allow_retrieval: bool = True,
-            first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None) -> RolloutResult:
+            first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
+            force_answer: bool | None = None) -> RolloutResult:
         """Roll out conversational ``prompts`` (TRL layout; images as ``{"type": "image", "image": img}``).
 
         ``allow_retrieval=False``: direct answer (one round, ``<query>`` banned). ``first_queries``: the system
         retrieves once with these queries (None for a row: no pre-retrieval) before the model writes.
+        ``force_answer``: overrides the instance's setting for this call.
         """
         contexts = encode_prompts(processor, prompts)
         return self.run_contexts(self.generator_factory(model, processor), contexts,
                                  allow_retrieval=allow_retrieval, first_queries=first_queries, max_rounds=max_rounds,
-                                 model=model)
+                                 model=model, force_answer=force_answer)
 
     def run_contexts(self, generator: Any, contexts: Sequence[Context], *, allow_retrieval: bool = True,
                      first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
-                     model: Any = None) -> RolloutResult:
+                     model: Any = None, force_answer: bool | None = None) -> RolloutResult:
         """:meth:`run` on already-encoded prompts and an existing backend."""
         start = time.perf_counter()
         tokenizer = generator.tokenizer
@@ -333,22 +377,26 @@ class Rollout:
             if len(first_queries) != len(rows):
                 raise ValueError(f"first_queries has {len(first_queries)} entries for {len(rows)} prompts")
             asking = [(r, q) for r, q in zip(rows, first_queries, strict=True) if q]
-            self._retrieve(tokenizer, asking, round=0, stats=stats)
+            self._retrieve(tokenizer, asking, stats=stats)
         rounds = (max_rounds or self.max_rounds) if allow_retrieval else 1
+        force = self.force_answer if force_answer is None else force_answer
         calls0 = generator.calls
-        self._loop(generator, rows, rounds, stats)
+        self._loop(generator, rows, rounds, stats, force=force)
         stats.generate_calls = generator.calls - calls0
         result = self._finish(generator, rows, stats, start)
         if self.score and model is not None:
-            score_answers(model, tokenizer, result)
+            score_answers(model, tokenizer, result, counterfactual=self.score_counterfactual)
         return result
 
     def continue_with(self, model: Any, processor: Any, result: RolloutResult,
-                      inserts: Sequence[Insert | None]) -> RolloutResult:
-        """CDIR: for each row with an :class:`Insert`, cut the trajectory before its ``<answer>`` (or keep it
-        whole when it has none), append the insert as system tokens (mask 0; the image as vision tokens when
-        the model has a vision tower) and generate once more (``<query>`` banned). Rows with ``None`` are
-        returned unchanged. The new trajectories satisfy the same prefix property."""
+                      inserts: Sequence[Insert | Sequence[Insert] | None], *,
+                      force_answer: bool | None = None) -> RolloutResult:
+        """CDIR: for each row with inserts (one :class:`Insert` or a sequence of them, appended in order),
+        cut the trajectory before its ``<answer>`` (model-written or inserted; or before a final sampled EOS
+        when it has no answer), append the inserts as system tokens (mask 0; an image as vision tokens when
+        the model has a vision tower) and generate once more (``<query>`` banned; the round is numbered
+        ``rounds + 1`` of that row). Rows with ``None`` are returned unchanged. The new trajectories satisfy
+        the same prefix property."""
         if len(inserts) != len(result.trajectories):
             raise ValueError(f"{len(inserts)} inserts for {len(result.trajectories)} trajectories")
         generator = self.generator_factory(model, processor)
@@ -356,22 +404,33 @@ class Rollout:
         start = time.perf_counter()
         stats = RolloutStats(rows=sum(i is not None for i in inserts))
         rows: list[_Row] = []
-        for t, vision, ins in zip(result.trajectories, result.vision, inserts, strict=True):
+        for n, (t, vision, ins) in enumerate(zip(result.trajectories, result.vision, inserts, strict=True)):
             if ins is None:
                 continue
+            # a list/tuple holds several inserts; anything else is one insert (a subclass's own insert type,
+            # e.g. training.cdir.Cases, is formatted by its _insert_ids)
+            parts = list(ins) if isinstance(ins, (list, tuple)) else [ins]
+            if not parts:
+                raise ValueError(f"row {n}: give an Insert, a non-empty sequence of Insert, or None (no continuation)")
             cut = answer_start(tokenizer, t)
-            row = _Row.from_trajectory(t, vision, len(t.completion_ids) if cut is None else cut)
-            ids, vision2 = self._insert_ids(processor, model, ins)
-            if vision2 is not None:
-                row.vision = row.vision.extended(*vision2)
-            row.append(ids, inserted=True, round=row.rounds, kind="case")
+            if cut is None:
+                cut = len(t.completion_ids)
+                if t.finish == "eos" and t.completion_ids and t.completion_ids[-1] in generator.eos_ids:
+                    cut -= 1  # no EOS in the middle of a context
+            row = _Row.from_trajectory(t, vision, cut)
+            for part in parts:
+                ids, extra = self._insert_ids(processor, model, part)
+                if extra is not None:
+                    row.vision = row.vision.extended(*extra)
+                row.append(ids, inserted=True, round=row.rounds, kind="case")
             rows.append(row)
+        force = self.force_answer if force_answer is None else force_answer
         calls0 = generator.calls
-        self._loop(generator, rows, 1, stats, round_offset=max((r.rounds for r in rows), default=0))
+        self._loop(generator, rows, 1, stats, force=force)
         stats.generate_calls = generator.calls - calls0
         continued = self._finish(generator, rows, stats, start)
         if self.score:
-            score_answers(model, tokenizer, continued)
+            score_answers(model, tokenizer, continued, counterfactual=self.score_counterfactual)
         it = iter(zip(continued.trajectories, continued.vision, strict=True))
         trajs, visions = [], []
         for t, v, ins in zip(result.trajectories, result.vision, inserts, strict=True):
@@ -409,9 +468,15 @@ class Rollout:
         return [list(s) for s in seqs if s]
 
     def _loop(self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats,
-              round_offset: int = 0) -> None:
+              force: bool = False) -> None:
+        """Up to ``max_rounds`` rounds; each row numbers them after its own ``rounds`` so far."""
         tokenizer = generator.tokenizer
         eos = generator.eos_ids[0]
+        limit = self.max_completion_tokens - (self.answer_tokens if force else 0)
+        if limit < 1:
+            raise ValueError(f"max_completion_tokens ({self.max_completion_tokens}) must exceed answer_tokens "
+                             f"({self.answer_tokens}) with force_answer")
+        base = {id(row): row.rounds for row in rows}
         for r in range(1, max_rounds + 1):
             active = [row for row in rows if not row.done]
             last = r == max_rounds
@@ -421,7 +486,7 @@ class Rollout:
                     continue
                 break
             stops = [ANSWER_CLOSE] if last else [QUERY_CLOSE, ANSWER_CLOSE]
-            budget = max(self.max_completion_tokens - row.generated for row in active)
+            budget = max(limit - row.generated for row in active)
             outs = generator.generate(
                 [Context(row.ids, row.vision) for row in active], stop_strings=stops,
                 max_new_tokens=max(1, min(self.max_new_tokens, budget)),
@@ -430,18 +495,18 @@ class Rollout:
             asking: list[tuple[_Row, str]] = []
             for row, g in zip(active, outs, strict=True):
                 row.prefix_ok &= g.prefix_ok
-                room = self.max_completion_tokens - row.generated
+                room = max(limit - row.generated, 0)
                 ids, finish = (g.ids, g.finish) if len(g.ids) <= room else (g.ids[:room], "length")
-                row.append(ids, inserted=False, round=r + round_offset, kind="sampled",
-                           logprobs=g.logprobs[: len(ids)])
-                row.rounds = r + round_offset
+                number = base[id(row)] + r
+                row.append(ids, inserted=False, round=number, kind="sampled", logprobs=g.logprobs[: len(ids)])
+                row.rounds = number
                 if finish == f"stop:{QUERY_CLOSE}" and not last:
                     text = tokenizer.decode(ids, skip_special_tokens=False)
                     asking.append((row, _last_query(text)))
                     continue
                 row.done = True
                 if finish == f"stop:{ANSWER_CLOSE}":
-                    row.append([eos], inserted=True, round=r + round_offset, kind="eos")
+                    row.append([eos], inserted=True, round=number, kind="eos")
                     row.finish = "answer"
                 elif finish == "eos":
                     row.finish = "eos"
@@ -450,10 +515,46 @@ class Rollout:
                 else:
                     row.finish = "length"
             if asking:
-                self._retrieve(tokenizer, asking, round=r + round_offset, stats=stats)
+                self._retrieve(tokenizer, asking, stats=stats)
+        if force:
+            self._force_answers(generator, rows)
 
-    def _retrieve(self, tokenizer: Any, asking: list[tuple[_Row, str]], *, round: int, stats: RolloutStats) -> None:
-        """One batched retriever call for every row that asked this round; blocks appended with mask 0."""
+    def _force_answers(self, generator: Any, rows: list[_Row]) -> None:
+        """One batched short generation for every row that ended without an answer (module docstring)."""
+        tokenizer = generator.tokenizer
+        eos_ids = set(generator.eos_ids)
+        todo = [row for row in rows if row.finish != "answer"]
+        if not todo:
+            if self.sync_rounds and rows:
+                generator.generate([Context(rows[0].ids, rows[0].vision)], stop_strings=[], max_new_tokens=1)
+            return
+        opener = tokenizer(ANSWER_OPEN, add_special_tokens=False)["input_ids"]
+        for row in todo:
+            if row.finish == "eos" and row.ids[-1] in eos_ids and not row.pieces[-1].inserted:
+                row.drop_last_token()
+            last_sampled = next((ids for p, ids in zip(reversed(row.pieces), reversed(row.piece_ids), strict=True)
+                                 if not p.inserted), [])
+            text = tokenizer.decode(last_sampled, skip_special_tokens=False)
+            if ANSWER_OPEN not in text.rsplit(ANSWER_CLOSE, 1)[-1]:  # no answer opened by the model: insert one
+                row.append(opener, inserted=True, round=row.rounds, kind="answer")
+                row.forced_answer = True
+        outs = generator.generate(
+            [Context(row.ids, row.vision) for row in todo], stop_strings=[ANSWER_CLOSE],
+            max_new_tokens=self.answer_tokens, banned=self._query_ban(tokenizer), do_sample=self.do_sample,
+            temperature=self.temperature, top_p=self.top_p, want_logprobs=self.want_logprobs)
+        for row, g in zip(todo, outs, strict=True):
+            row.prefix_ok &= g.prefix_ok
+            ids = g.ids[: self.answer_tokens]
+            row.append(ids, inserted=False, round=row.rounds, kind="sampled", logprobs=g.logprobs[: len(ids)])
+            if g.finish == f"stop:{ANSWER_CLOSE}":
+                row.append([generator.eos_ids[0]], inserted=True, round=row.rounds, kind="eos")
+                row.finish = "answer"
+            else:
+                row.finish = "eos" if g.finish == "eos" else "length"
+
+    def _retrieve(self, tokenizer: Any, asking: list[tuple[_Row, str]], *, stats: RolloutStats) -> None:
+        """One batched retriever call for every row that asked this round; blocks appended with mask 0 (in the
+        row's current round; round 0 for a pre-retrieval)."""
         if not asking:
             return
         queries = [q for _, q in asking]
@@ -466,7 +567,7 @@ class Rollout:
         for (row, q), row_hits in zip(asking, hits, strict=True):
             texts = [passage_text(h.title, h.text) for h in row_hits[: self.k]]
             block = retrieve_block(texts)
-            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True, round=round,
+            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True, round=row.rounds,
                        kind="retrieve")
             row.queries.append(q)
             row.passage_ids.append([h.id for h in row_hits[: self.k]])
@@ -518,17 +619,23 @@ def _tag_end(tokenizer: Any, ids: list[int], marker: str) -> int | None:
 
 
 def _answer_piece(t: Trajectory) -> Piece | None:
+    """The piece holding the last ``<answer>`` opener: a sampled piece whose text has it, or a
+    system-inserted opener (kind ``answer``)."""
     for p in reversed(t.pieces):
+        if p.inserted and p.kind == "answer":
+            return p
         if not p.inserted and ANSWER_OPEN in p.text:
             return p
     return None
 
 
 def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
-    """Completion index of the first token of the model's last ``<answer>`` tag, or None."""
+    """Completion index of the first token of the last ``<answer>`` tag (the model's or the system's), or None."""
     piece = _answer_piece(t)
     if piece is None:
         return None
+    if piece.inserted:
+        return piece.start
     ids = t.completion_ids[piece.start : piece.end]
     end = _tag_end(tokenizer, ids, ANSWER_OPEN)
     text = tokenizer.decode(ids[:end], skip_special_tokens=False)
@@ -540,11 +647,18 @@ def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
 
 
 def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
-    """Completion index of the first non-blank token the model sampled after ``<answer>``; None when there
-    is no answer or when that token also holds the tag's ``>`` (the boundary is not a token boundary)."""
+    """Completion index of the first non-blank token the policy sampled after the last ``<answer>`` (written
+    by the model or inserted by the system); None when there is no answer, when no sampled token follows,
+    or when that token also holds the tag's ``>`` (the boundary is not a token boundary)."""
     piece = _answer_piece(t)
     if piece is None:
         return None
+    if piece.inserted:
+        i = piece.end
+        while (i < len(t.completion_ids) and t.env_mask[i] == 1
+               and not tokenizer.decode(t.completion_ids[i : i + 1], skip_special_tokens=False).strip()):
+            i += 1
+        return i if i < len(t.completion_ids) and t.env_mask[i] == 1 else None
     ids = t.completion_ids[piece.start : piece.end]
     end = _tag_end(tokenizer, ids, ANSWER_OPEN)
     head = tokenizer.decode(ids[:end], skip_special_tokens=False)
@@ -571,15 +685,19 @@ def _letter_logprobs(row: torch.Tensor, letter_ids: dict[str, list[int]]) -> dic
 
 
 def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: str = OPTION_LETTERS,
-                  batch_size: int = 16) -> None:
-    """Fill each trajectory's answer fields in place from two batched forward passes:
+                  batch_size: int = 16, counterfactual: bool = True) -> None:
+    """Fill each trajectory's answer fields in place from two batched forward passes (one when
+    ``counterfactual=False``):
 
     - ``answer_logprobs``: log-prob of each option letter as the first token after ``<answer>`` given the
       whole trajectory (retrieved passages included); ``answer_token_prob``: probability of the token the
       policy actually sampled there (the confidence η of CDIR);
     - ``answer_logprobs_no_retrieval``: the same from the counterfactual context with every inserted block
       removed (prompt + the policy's own tokens only); equal to ``answer_logprobs`` when nothing was inserted.
-    Rows without a locatable answer keep ``None``.
+      With ``counterfactual=False`` it is left ``None`` (no counterfactual pass; evaluation needs only the
+      confidence).
+    Rows without a locatable answer keep ``None``. A system-inserted ``<answer>`` opener is not removed in the
+    counterfactual: it is the answer's frame, not retrieved content.
     """
     tok = token_ids(tokenizer)
     letter_ids = letter_token_ids(tok, letters)
@@ -591,8 +709,12 @@ def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: st
             continue
         rows.append(i)
         with_ctx.append(Context(t.prompt_ids + t.completion_ids[:pos], vision))
-        if any(p.inserted and p.start < pos for p in t.pieces):
-            own = [x for x, m in zip(t.completion_ids[:pos], t.env_mask[:pos], strict=True) if m == 1]
+        if counterfactual and any(p.inserted and p.kind != "answer" and p.start < pos for p in t.pieces):
+            keep = [0] * len(t.completion_ids)
+            for p in t.pieces:
+                if not p.inserted or p.kind == "answer":
+                    keep[p.start : p.end] = [1] * (p.end - p.start)
+            own = [x for x, m in zip(t.completion_ids[:pos], keep[:pos], strict=True) if m == 1]
             start_id = getattr(getattr(model, "config", None), "vision_start_token_id", None)
             prompt_images = sum(1 for x in t.prompt_ids if x == start_id) if start_id is not None else 0
             cf_ctx.append(Context(t.prompt_ids + own, vision.head(prompt_images)))  # inserted images go too
@@ -607,7 +729,7 @@ def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: st
         t = result.trajectories[i]
         t.answer_logprobs = _letter_logprobs(lp_with[j], letter_ids)
         t.answer_token_prob = float(lp_with[j, t.completion_ids[t.answer_position]].exp())
-        t.answer_logprobs_no_retrieval = dict(t.answer_logprobs)
+        t.answer_logprobs_no_retrieval = dict(t.answer_logprobs) if counterfactual else None
     for j, i in enumerate(cf_rows):
         result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids)
 

@@ -57,3 +57,11 @@ def test_extract_choice_letters_and_free_text():
     assert extract_choice("Because of the lung", opts) is None
     assert answer_matches("pneumonia", "a", "Pneumonia", opts)
     assert answer_matches("left lung", None, "Left  lung", None)
+
+
+def test_inserted_answer_opener_is_a_boundary():
+    spans = parse_pieces([("<think> a </think>", False), ("<answer>", True), (" B </answer>", False)])
+    assert [s.kind for s in spans] == ["think", "answer"] and answer_text(spans) == "B"
+    assert is_well_formed(spans)
+    left_open = parse_pieces([("<think> a", False), ("<answer>", True), (" B </answer>", False)])
+    assert answer_text(left_open) == "B" and not is_well_formed(left_open)

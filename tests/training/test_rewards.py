@@ -128,6 +128,9 @@ def test_confidence_gain_upper_cases_the_gold_letter():  # METHOD.md §8
     assert call(confidence_gain_reward, [direct], answer_label=["A"]) == [0.0]
     unlocated = traj(RETRIEVED)
     assert call(confidence_gain_reward, [unlocated], answer_label=["A"]) == [None]
+    no_cf = traj(RETRIEVED, answer_lp=lp_with)  # scored with counterfactual=False
+    with pytest.raises(ValueError, match="counterfactual"):
+        call(confidence_gain_reward, [no_cf], answer_label=["A"])
 
 
 def test_stage_rewards_paper_weights():

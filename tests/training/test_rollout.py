@@ -141,3 +141,112 @@ def test_score_answers_and_cdir_continuation(policy, retriever, slake_images):
     assert "<answer>" not in tok.decode(new.completion_ids[: case.start])
     score_answers(model, tok, cont)
     assert new.answer_logprobs_no_retrieval is not None
+
+
+def forced_script(call, row, ctx):
+    """Call 0: row 0 stops without an answer (EOS), row 1 answers, row 2 opens an answer and stops (EOS);
+    call 1 (the forced-answer call, rows 0 and 2 only): close the answer."""
+    if call == 0:
+        return ["<think> no idea </think>", "<think> so </think><answer> A </answer>", "<think> t </think><answer> C"][row]
+    return " B </answer>" if row == 0 else " </answer>"
+
+
+def test_force_answer_inserts_the_opener_and_leaves_answered_rows_alone(policy, retriever):
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, forced_script)
+    prompts = [r["prompt"] for r in mcq_rows(3)]
+    plain = Rollout(retriever, max_rounds=1).run(model, processor, prompts)
+    assert [t.finish for t in plain.trajectories] == ["eos", "answer", "eos"]
+    model.generate = ScriptedGenerate(tok, forced_script)
+    result = Rollout(retriever, max_rounds=1, force_answer=True, answer_tokens=6).run(model, processor, prompts)
+    assert result.stats.prefix_violations == 0 and result.stats.generate_calls == 2
+    assert model.generate.calls[1]["rows"] == 2 and model.generate.calls[1]["max_new_tokens"] == 6
+    assert model.generate.calls[1]["stop_strings"] == ["</answer>"]
+    forced, answered, opened = result.trajectories
+    # the row that answered itself is exactly what the plain rollout produced
+    same = plain.trajectories[1]
+    assert answered.completion_ids == same.completion_ids and answered.env_mask == same.env_mask
+    assert not answered.forced_answer and [p.kind for p in answered.pieces] == ["sampled", "eos"]
+    # the forced row: sampled, inserted <answer> (mask 0), sampled answer, EOS (mask 0); the sampled EOS dropped
+    assert forced.forced_answer and forced.finish == "answer" and forced.answer() == "B"
+    assert [p.kind for p in forced.pieces] == ["sampled", "answer", "sampled", "eos"]
+    opener = forced.pieces[1]
+    assert forced.completion_ids[opener.start : opener.end] == tok("<answer>", add_special_tokens=False)["input_ids"]
+    assert forced.env_mask[opener.start : opener.end] == [0] * (opener.end - opener.start)
+    assert tok.eos_token_id not in forced.completion_ids[:-1]
+    first = plain.trajectories[0]  # same sampled ids in round 1, minus the EOS
+    assert first.completion_ids[-1] == tok.eos_token_id
+    assert forced.completion_ids[: opener.start] == first.completion_ids[:-1]
+    assert forced.generated_tokens == sum(forced.env_mask) + 1  # the dropped EOS was sampled: still counted
+    assert forced.prefix_ok and forced.spans()[-1].kind == "answer"
+    pos = answer_position(tok, forced)
+    assert pos is not None and forced.env_mask[pos] == 1 and tok.decode([forced.completion_ids[pos]]).strip() == "B"
+    # a row that opened <answer> itself gets the short generation without an inserted opener
+    assert not opened.forced_answer and opened.answer() == "C" and opened.finish == "answer"
+    assert "answer" not in [p.kind for p in opened.pieces]
+    assert tok.eos_token_id not in opened.completion_ids[:-1]
+
+
+def test_force_answer_keeps_the_sampled_total_within_max_completion_tokens(policy, retriever):
+    model, processor = policy
+    tok = processor.tokenizer
+    long = "<think> " + " ".join(["lung liver heart"] * 20)
+
+    def script(call, row, ctx):
+        return long if call == 0 else " A </answer>"
+
+    model.generate = ScriptedGenerate(tok, script)
+    rollout = Rollout(retriever, max_rounds=1, max_new_tokens=64, max_completion_tokens=20, force_answer=True,
+                      answer_tokens=4, score=True)
+    result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(2)])
+    assert model.generate.calls[0]["max_new_tokens"] == 16  # 4 reserved for the answer
+    for t in result.trajectories:
+        assert t.forced_answer and t.prefix_ok
+        assert t.generated_tokens == sum(t.env_mask) <= 20
+        assert t.answer_position is not None  # scored after the inserted opener
+    with pytest.raises(ValueError, match="must exceed answer_tokens"):
+        Rollout(retriever, max_completion_tokens=4, answer_tokens=4, force_answer=True).run(
+            model, processor, [r["prompt"] for r in mcq_rows(1)])
+
+
+def test_continue_with_several_inserts_numbers_rounds_per_row(policy, retriever):
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, asking_script)  # row 0: 2 rounds, row 1: 1 round
+    rollout = Rollout(retriever)
+    result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(3)])
+    assert [t.rounds for t in result.trajectories] == [2, 1, 2]
+    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> cases agree </think><answer> B </answer>")
+    cont = rollout.continue_with(model, processor, result,
+                                 [[Insert("case one: pneumonia"), Insert("case two: asthma")], Insert("case three"), None])
+    assert cont.stats.prefix_violations == 0 and cont.trajectories[2] is result.trajectories[2]
+    two, one = cont.trajectories[0], cont.trajectories[1]
+    cases = [p for p in two.pieces if p.kind == "case"]
+    assert len(cases) == 2 and cases[0].end == cases[1].start
+    assert all(two.env_mask[i] == 0 for p in cases for i in range(p.start, p.end))
+    assert "case one" in tok.decode(two.completion_ids[cases[0].start : cases[0].end])
+    assert "case two" in tok.decode(two.completion_ids[cases[1].start : cases[1].end])
+    assert two.rounds == 3 and one.rounds == 2  # numbered after each row's own rounds
+    assert two.pieces[-2].kind == "sampled" and two.pieces[-2].round == 3 and one.pieces[-2].round == 2
+    assert all(p.round == 2 for p in cases)
+    assert two.answer() == "B" and one.answer() == "B" and two.prefix_ok and one.prefix_ok
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        rollout.continue_with(model, processor, result, [[], None, None])
+
+
+def test_continue_with_cuts_before_a_forced_opener(policy, retriever):
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, forced_script)
+    rollout = Rollout(retriever, max_rounds=1, force_answer=True)
+    result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(3)])
+    forced = result.trajectories[0]
+    opener = [p for p in forced.pieces if p.kind == "answer"][0]
+    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> ok </think><answer> D </answer>")
+    cont = rollout.continue_with(model, processor, result, [Insert("a case"), None, None])
+    new = cont.trajectories[0]
+    assert new.completion_ids[: opener.start] == forced.completion_ids[: opener.start]
+    assert new.pieces[len([p for p in forced.pieces if p.start < opener.start])].kind == "case"
+    assert new.answer() == "D" and not new.forced_answer and new.prefix_ok
+    assert tok.eos_token_id not in new.completion_ids[:-1]
