@@ -104,10 +104,13 @@ def git_commit(explicit: str | None = None) -> str:
 
 
 def read_items(uri: str, storage_options: dict[str, Any]):
-    """The stage item table; an empty table is an error."""
+    """The stage item table (local or any fsspec URL; ``storage_options`` in fsspec spelling, the same as
+    the image store's); an empty table is an error."""
+    import fsspec
     import polars as pl
 
-    items = pl.read_parquet(uri, storage_options=storage_options or None)
+    with fsspec.open(uri, "rb", **(storage_options or {})) as fh:
+        items = pl.read_parquet(fh)
     missing = {"item_id", "question", "options", "answer_label"} - set(items.columns)
     if missing:
         raise SystemExit(f"{uri}: missing columns {sorted(missing)}; expected the training.data item columns")
