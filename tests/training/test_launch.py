@@ -24,10 +24,15 @@ def stage1_parquet(path: Path) -> Path:
     return path
 
 
+# enough steps that the kill (as soon as checkpoint-1 is complete, polled every 50 ms) always lands mid-run,
+# however fast the machine: a CI run once finished all 3 steps of a shorter run within one 0.5 s poll
+MAX_STEPS = 10
+
+
 def launch_args(tmp_path, tiny_model_dir, kb, out):
     items = stage1_parquet(tmp_path / "stage1_items.parquet")
     config = {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "num_generations": 2,
-              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": 3, "save_steps": 1,
+              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": MAX_STEPS, "save_steps": 1,
               "max_new_tokens_per_round": 8, "max_completion_length": 24, "max_rounds": 2, "beta": 0.0,
               "learning_rate": 1e-3, "warmup_ratio": 0.0, "seed": 0}
     return ["--stage", "1", "--items", str(items), "--kb-uri", kb[0], "--kb-tag", kb[1],
@@ -49,13 +54,13 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
     while not (out / "checkpoint-1" / "medrwr_lineage.json").exists():
         assert proc.poll() is None, "the first run ended before writing a checkpoint"
         assert time.time() < deadline
-        time.sleep(0.5)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     from training.launch import last_complete_checkpoint
 
     killed_at = int(last_complete_checkpoint(out).name.split("-")[1])
-    assert 1 <= killed_at < 3 and not (out / "final").exists()
+    assert 1 <= killed_at < MAX_STEPS and not (out / "final").exists()
 
     messages: list[dict] = []
 
@@ -69,9 +74,9 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
     result = materialize([stage1_checkpoint], resources={"pipes": PipesSubprocessClient()})
     assert result.success
     manifest = json.loads((out / "final" / "medrwr_lineage.json").read_text())
-    assert manifest["resumed_from"].endswith(f"checkpoint-{killed_at}") and manifest["global_step"] == 3
+    assert manifest["resumed_from"].endswith(f"checkpoint-{killed_at}") and manifest["global_step"] == MAX_STEPS
     steps = [m["step"] for m in messages]
-    assert steps == list(range(killed_at + 1, 4)), steps  # every remaining step once: none lost, none repeated
+    assert steps == list(range(killed_at + 1, MAX_STEPS + 1)), steps  # every remaining step once: none lost, none repeated
     times = [m["time"] for m in messages]
     assert times == sorted(times) and times[0] < (out / "final" / "medrwr_lineage.json").stat().st_mtime
     for m in messages:
@@ -81,7 +86,7 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
                 "rollout/rounds", "entropy", "frac_reward_zero_std", "train/step_time_s"} <= set(metrics)
     mat = result.asset_materializations_for_node("stage1_checkpoint")[0]
     meta = {k: v.value for k, v in mat.metadata.items()}
-    assert meta["git_commit"] == "test-commit" and meta["kb_tag"] == kb[1] and meta["global_step"] == 3
+    assert meta["git_commit"] == "test-commit" and meta["kb_tag"] == kb[1] and meta["global_step"] == MAX_STEPS
     assert meta["stage1_items_version"] == "v-test" and len(meta["config_hash"]) == 16
     assert (out / "final" / "model.safetensors").exists()
     for name in ("items_sha256", "kb_version", "text_embedder", "base_model", "config"):
