@@ -55,6 +55,10 @@ def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
     assert materialize([kb_passages, kb_text_index], selection=[kb_passages], partition_key="pubmedqa",
                        instance=instance, resources=build_resources(), run_config=config).success
 
+    # the pool's slots exist before the first claim, as after `dagster instance concurrency set kb_writer 1`
+    # (docs/deploy.md): two workers racing to initialize a pool lazily could each create a slot
+    instance.event_log_storage.set_concurrency_slots("kb_writer", 1)
+    assert instance.event_log_storage.get_concurrency_info("kb_writer").slot_count == 1
     # two run workers, as the daemon would start them: separate processes on the same instance and storage
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", WRITER], env=env, cwd=REPO, stdout=subprocess.PIPE,
