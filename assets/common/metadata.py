@@ -154,3 +154,10 @@ def git_commit() -> str:
     from orchestration.audit import git_commit as commit
 
     return commit()
+
+
+def check_result(name: str, passed: bool, **metadata: Any) -> AssetCheckResult:
+    """An ERROR-severity check result with ``metadata`` (lists and dicts as JSON metadata)."""
+    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
+                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
+                                      for k, v in metadata.items()})

@@ -19,8 +19,6 @@ from pathlib import Path
 import polars as pl
 from dagster import (
     AllPartitionMapping,
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -34,7 +32,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.metadata import content_version, git_commit, table_metadata
+from assets.common.metadata import check_result, content_version, git_commit, table_metadata
 from assets.common.records import quarantine_frame
 from orchestration.resources import (
     KnowledgeModelsResource,
@@ -81,12 +79,6 @@ class EvalConfig(Config):
     max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
-
-
-def _check(name: str, passed: bool, **metadata) -> AssetCheckResult:
-    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
-                                      for k, v in metadata.items()})
 
 
 def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
@@ -202,9 +194,9 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
                                                             | pl.col("eval_item_id").is_in(list(with_image))))
     expected = items.height * len(config.checkpoints) * len(config.modes)
     checks = [
-        _check("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,
+        check_result("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,
                examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})" for r in leaks.head(10).iter_rows(named=True)]),
-        _check("eval_results_complete", results.height == expected and results["kb_tag"].drop_nulls().n_unique() <= 1,
+        check_result("eval_results_complete", results.height == expected and results["kb_tag"].drop_nulls().n_unique() <= 1,
                rows=results.height, expected=expected),
     ]
     summary = (results.group_by("checkpoint", "mode").agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
@@ -272,7 +264,7 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
     row = pl.DataFrame([{"report_html": html_uri, "report_md": store.uri("reports", context.run.run_id, "report.md"),
                          "html_sha256": hashlib.sha256(html.encode()).hexdigest(), "plots": len(out.plot_paths),
                          "lineage": json.dumps(lineage, sort_keys=True)}])
-    checks = [_check("eval_report_written", embedded >= len(out.plot_paths) > 0
+    checks = [check_result("eval_report_written", embedded >= len(out.plot_paths) > 0
                      and 'src="http' not in html and 'href="http' not in html,
                      plots=len(out.plot_paths), embedded_images=embedded)]
     pub = Publication("eval_report", None, row, quarantine_frame([], "eval_report", None),
@@ -343,7 +335,7 @@ def promoted_checkpoint(context: AssetExecutionContext, config: PromotionConfig,
                                          pl.lit(config.mode).alias("mode"),
                                          pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"))
     evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
-    checks = [_check("promotion_no_worse", decision.passed, **evidence)]
+    checks = [check_result("promotion_no_worse", decision.passed, **evidence)]
     pub = Publication("promoted_checkpoint", None, row, quarantine_frame([], "promoted_checkpoint", None),
                       metadata={"checkpoint_version": version, "path": row["path"][0],
                                 "decision": decision.reason, "evidence": MetadataValue.json(decision.as_metadata())},

@@ -26,7 +26,6 @@ import polars as pl
 from dagster import (
     AllPartitionMapping,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -42,7 +41,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.metadata import content_version, git_commit, table_metadata
+from assets.common.metadata import check_result, content_version, git_commit, table_metadata
 from assets.common.records import quarantine_frame
 from orchestration.resources import (
     KnowledgeModelsResource,
@@ -113,12 +112,6 @@ class StageConfig(Config):
         return out
 
 
-def _check(name: str, passed: bool, **metadata) -> AssetCheckResult:
-    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
-                                      for k, v in metadata.items()})
-
-
 def _no_quarantine(table: str) -> pl.DataFrame:
     return quarantine_frame([], table, None)
 
@@ -157,7 +150,7 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, storage:
                                 "weights_sha256": row["weights_sha256"][0] or "", "random_weights": ref is None,
                                 "manifest": MetadataValue.json(json.loads(row["manifest"][0]))},
                       data_version=row["weights_sha256"][0] or content_version(row), stage=stage)
-    yield from publish_or_refuse(context, store, pub, [_check("base_model_answers", answered, **detail)])
+    yield from publish_or_refuse(context, store, pub, [check_result("base_model_answers", answered, **detail)])
 
 
 def _answers_an_mcq(path: str, store: Storage, training: TrainingResource) -> tuple[bool, dict]:
@@ -238,7 +231,7 @@ def _leakage_check(items: pl.DataFrame, evaluation: pl.DataFrame) -> AssetCheckR
     leaks = leakage(items, evaluation).filter(
         (pl.col("reason") == "image")
         | ~(pl.col("train_item_id").is_in(list(with_image_train)) | pl.col("eval_item_id").is_in(list(with_image_eval))))
-    return _check("no_evaluation_items", leaks.height == 0, leaks=leaks.height,
+    return check_result("no_evaluation_items", leaks.height == 0, leaks=leaks.height,
                   evaluation_items=evaluation.height,
                   examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})"
                             for r in leaks.head(10).iter_rows(named=True)])
@@ -278,7 +271,7 @@ def stage1_items(context: AssetExecutionContext, config: StageItemsConfig, stora
     decisions = use.decisions_frame()
     _stage_table(stage, decisions, "split_use")
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
-    checks = [_check("stage1_items_not_empty", items.height > 0, items=items.height), _leakage_check(items, evaluation)]
+    checks = [check_result("stage1_items_not_empty", items.height > 0, items=items.height), _leakage_check(items, evaluation)]
     pub = Publication("stage1_items", None, items, _no_quarantine("stage1_items"),
                       metadata={**table_metadata(items, ("dataset", "split")),
                                 "split_use": MetadataValue.md(_md(decisions))},
@@ -343,7 +336,7 @@ def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, stora
         items = items.head(config.limit)
     correct = _policy_samples(items, stage1_checkpoint, kb_text_index, store, kb_models, config.policy_samples)
     stratified = difficulty(items, correct)
-    checks = [_check("stage2_items_not_empty", stratified.height > 0, items=stratified.height,
+    checks = [check_result("stage2_items_not_empty", stratified.height > 0, items=stratified.height,
                      always_solved_dropped=items.height - stratified.height),
               _leakage_check(stratified, evaluation)]
     pub = Publication("stage2_items", None, stratified, _no_quarantine("stage2_items"),
@@ -430,7 +423,7 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageConfig, i
     path = upload_folder(final, stage_store, "models", role, context.run.run_id)
     row = model_row(role, parent["path"][0], path, manifest.get("weights_sha256"), manifest)
     steps_ok = int(manifest.get("global_step") or 0) > 0
-    checks = [_check(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
+    checks = [check_result(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
                      global_step=int(manifest.get("global_step") or 0), resumed_from=str(manifest.get("resumed_from")))]
     pub = Publication(f"{role}_checkpoint", None, row, _no_quarantine(f"{role}_checkpoint"),
                       metadata={**{k: v for k, v in reported.items() if k != "path"},
