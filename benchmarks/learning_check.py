@@ -20,8 +20,18 @@ drug is fixed, and the entity -> drug fact is the only unknown). The facts live 
    warm-start policy retrieves the right passage only part of the time and GRPO can improve that too).
    The warm start sees every entity's question (held-out ones too: the format is the same for all), never
    a fact as a target;
+   Optional extras of the warm start (attempt 7, BENCHMARKS.md): ``--reading-share`` mixes in generic
+   reading practice (:func:`reading_examples`: a passage in the user message about a made-up non-task name
+   with a random drug, answer = that drug; no fact is learnable from it), the stand-in for the reading
+   ability a pretrained language model brings; ``--warm-init`` continues from an earlier warm start;
+   every 100 steps teacher-forced probes on held-out rows are printed and stored (:func:`warm_probes`:
+   probability of copying the entity into the query, of answering the gold drug after the right passage,
+   and of reading the drug in the practice layout). Measured: with ``--copy-rate`` below 1 the query copy
+   is never learned (the warm-start failure of attempts 4-6); with 1.0 a 2-layer model learns it after
+   600-800 steps, a 4-layer one did not within 500;
 3. GRPO (TRL ``GRPOTrainer`` + ``training.rollout.Rollout`` as ``rollout_func`` with ``force_answer=True``,
-   stage-1 rewards format + accuracy) on the training entities only, twice from the same warm start: with
+   stage-1 rewards format + accuracy; the tied token embeddings frozen unless ``--no-freeze-embeddings``)
+   on the training entities only, twice from the same warm start: with
    the real retriever, and with a ``RandomRetriever`` over the same passages (the control; also k = 1);
 4. every ``--eval-every`` steps, sampled rollouts (``--eval-samples`` per item, temperature 1: the policy
    itself) on the **held-out entities** (never in a GRPO prompt): accuracy, and the rate of trajectories
@@ -60,6 +70,7 @@ from training.protocol import answer_matches, build_messages, passage_text, retr
 from training.retrievers import RandomRetriever  # noqa: E402
 from training.rollout import Rollout, encode_prompts  # noqa: E402
 
+READING_SYLLABLES = ["ab", "ed", "ik", "om", "ul", "yr", "es", "an"]  # never in a task entity name
 SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
 KB_TAG = "run-learning-check"
 # a compact system prompt with the same protocol: the synthetic task needs no medical framing, and a
@@ -123,8 +134,10 @@ def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
     return Retriever(location, embedder, version=report.tag), pool
 
 
-def warm_start(model, processor, retriever, rows: list[dict], entities: list[str], args) -> list[float]:
-    """Supervised format-only warm start (module docstring): loss on the policy's own tokens only."""
+def warm_start(model, processor, retriever, rows: list[dict], entities: list[str], args,
+               trace: list[dict]) -> list[float]:
+    """Supervised format-only warm start (module docstring): loss on the policy's own tokens only. Appends
+    the :func:`probe` figures every 100 steps to ``trace``."""
     tok = processor.tokenizer
     rng = random.Random(args.seed)
     contexts = encode_prompts(processor, [r["prompt"] for r in rows])
@@ -140,10 +153,21 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
             ids = c.ids + first + block + last + [tok.eos_token_id]
             labels = [-100] * len(c.ids) + first + [-100] * len(block) + last + [tok.eos_token_id]
             examples.append((ids, labels))
+    reading = reading_examples(processor, rows[0]["options"], len(examples) + 64, args)
+    examples += reading[64:]
+    probes = warm_probes(processor, retriever, rows[-args.heldout:], contexts[-args.heldout:], reading[:64], args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.warm_lr)
     model.train()
     losses = []
-    for step in range(args.warm_steps):
+    for step in range(args.warm_steps + 1):
+        if step % 100 == 0:
+            trace.append(dict(step=step, **probe(model, tok, probes)))
+            print("warm start", json.dumps(trace[-1]), flush=True)
+            if args.warm_save_every and step and step % args.warm_save_every == 0:
+                model.save_pretrained(Path(args.out) / "warm_steps" / str(step), safe_serialization=True)
+                processor.save_pretrained(Path(args.out) / "warm_steps" / str(step))
+        if step == args.warm_steps:
+            break
         batch = rng.sample(examples, 16)
         width = max(len(i) for i, _ in batch)
         ids = torch.full((len(batch), width), tok.pad_token_id)
@@ -155,12 +179,82 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
             mask[j, : len(i)] = 1
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:  # linear warm-up over the first 100 steps
+            group["lr"] = args.warm_lr * min(1.0, (step + 1) / 100)
         opt.step()
         opt.zero_grad()
         if step % 20 == 0:
             losses.append(round(float(loss.detach()), 4))
     model.eval()
     return losses
+
+
+def warm_probes(processor, retriever, rows: list[dict], contexts, reading, args) -> dict:
+    """Teacher-forced probes on held-out rows: the prefix up to the query's entity token (target: the
+    question's entity), the prefix up to the answer token after the entity's own passage (target: the
+    passage's drug, which is the gold drug), and reading-practice prefixes (target: the passage's drug)."""
+    tok = processor.tokenizer
+    query, answer = [], []
+    for r, c in zip(rows, contexts, strict=True):
+        q = tok("<think> search </think><query> " + r["entity"], add_special_tokens=False)["input_ids"]
+        query.append((c.ids + q[:-1], q[-1]))
+        rest = tok(" </query>", add_special_tokens=False)["input_ids"]
+        hits = retriever.search([r["entity"]], k=args.k, mode=args.search_mode)[0]
+        block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)["input_ids"]
+        a = tok("<answer> " + r["answer"], add_special_tokens=False)["input_ids"]
+        answer.append((c.ids + q + rest + block + a[:-1], a[-1]))
+    read = []
+    for ids, labels in reading:
+        j = [i for i, lab in enumerate(labels) if lab != -100][-4]
+        read.append((ids[:j], ids[j]))
+    return {"query_copy": query, "answer_given_right_passage": answer, "reading": read}
+
+
+@torch.no_grad()
+def probe(model, tok, probes: dict) -> dict[str, float]:
+    """Mean probability of each probe's target token (:func:`warm_probes`)."""
+    was = model.training
+    model.eval()
+    out = {}
+    for name, pairs in probes.items():
+        if not pairs:
+            continue
+        width = max(len(i) for i, _ in pairs)
+        ids = torch.full((len(pairs), width), tok.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for j, (i, _) in enumerate(pairs):
+            ids[j, width - len(i):] = torch.tensor(i)
+            mask[j, width - len(i):] = 1
+        logp = model(input_ids=ids, attention_mask=mask).logits[:, -1].float().log_softmax(-1)
+        target = torch.tensor([t for _, t in pairs])
+        out[name] = round(float(logp[torch.arange(len(pairs)), target].exp().mean()), 4)
+    model.train(was)
+    return out
+
+
+def reading_examples(processor, drugs: list[str], n_task: int, args) -> list[tuple[list[int], list[int]]]:
+    """Generic reading practice, the stand-in for what a pretrained language model already knows: a passage
+    given *in the user message* about a made-up name that is never a task entity, with a drug drawn at random
+    for every example (so no fact about anything is learnable), and the answer is the drug the passage
+    names. It teaches reading a drug name out of a text, in a different layout from the task (no query, no
+    ``<retrieve>`` block); whether the policy applies it to retrieved passages is what GRPO has to find.
+    ``args.reading_share`` of the warm-start examples (0: none)."""
+    share = args.reading_share
+    if share <= 0:
+        return []
+    tok = processor.tokenizer
+    rng = random.Random(args.seed + 7)
+    n = int(round(n_task * share / (1 - share)))
+    names = ["".join(rng.choice(READING_SYLLABLES) for _ in range(3)) for _ in range(n)]
+    picks = [rng.choice(drugs) for _ in range(n)]
+    prompts = [build_messages("Which drug does the passage name ?", drugs, context=f"{x} is treated with {d} .",
+                              system=SYSTEM) for x, d in zip(names, picks, strict=True)]
+    out = []
+    for c, d in zip(encode_prompts(processor, prompts), picks, strict=True):
+        target = tok("<think> read </think><answer> " + d + " </answer>", add_special_tokens=False)["input_ids"]
+        out.append((c.ids + target + [tok.eos_token_id], [-100] * len(c.ids) + target + [tok.eos_token_id]))
+    return out
 
 
 def make_rollout(retriever, args) -> Rollout:
@@ -211,6 +305,11 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
     torch.manual_seed(args.seed)
     steps = args.control_steps if label == "random_retriever" and args.control_steps else args.steps
     model, processor = load_policy(str(start_dir))
+    if args.freeze_embeddings:
+        # tied input/output embeddings: Adam turns the tiny softmax gradients that rows of tokens absent from
+        # every GRPO prompt (the held-out entities) receive into full-size steps, which scrambles exactly the
+        # rows the held-out query copy needs; GRPO trains every other parameter
+        model.get_input_embeddings().weight.requires_grad_(False)
     funcs, weights = stage_rewards(1)
     cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
                        learning_rate=args.lr, beta=args.beta, num_generations=args.generations,
@@ -286,11 +385,17 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=2)
     p.add_argument("--warm-steps", type=int, default=300)
+    p.add_argument("--warm-save-every", type=int, default=0, help="also keep the warm start every N steps (N: multiple of 100)")
+    p.add_argument("--warm-init", default="", help="continue the warm start from this folder (same world and tokenizer)")
     p.add_argument("--warm-lr", type=float, default=3e-3)
     p.add_argument("--copy-rate", type=float, default=0.6, help="warm start: share of queries naming the entity")
+    p.add_argument("--reading-share", type=float, default=0.0,
+                   help="warm start: share of generic reading-practice examples (reading_examples)")
     p.add_argument("--answer-form", default="drug", choices=("drug", "letter"),
                    help="warm start: answers are random drug names (copyable from the passage) or random letters")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True,
+                   help="GRPO leaves the (tied) token embeddings as the warm start left them")
     p.add_argument("--beta", type=float, default=1e-3, help="KL coefficient (the paper: 1e-3)")
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--prompts-per-step", type=int, default=8)
@@ -324,6 +429,7 @@ def main() -> None:
     drug_of = {f"kb:{e}": d for e, d in facts.items()}
     warm = out / "warm_start"
     losses: list[float] = []
+    warm_trace: list[dict] = []
     warm_clock = Clock()
     if not (args.reuse_warm_start and (warm / "config.json").exists()):
         corpus = [f"{e} is treated with {d} . Which drug treats {e} ?" for e, d in facts.items()]
@@ -331,9 +437,9 @@ def main() -> None:
         base = out / "base"
         build_tiny_model(base, corpus, vocab_size=3000, extra_tokens=[*facts, *drugs], hidden_size=args.hidden,
                          layers=args.layers, seed=args.seed)
-        model, processor = load_policy(str(base))
+        model, processor = load_policy(args.warm_init or str(base))
         torch.manual_seed(args.seed)
-        losses = warm_start(model, processor, retriever, train_rows + eval_rows, list(facts), args)
+        losses = warm_start(model, processor, retriever, train_rows + eval_rows, list(facts), args, warm_trace)
         model.save_pretrained(warm, safe_serialization=True)
         processor.save_pretrained(warm)
     warm_time = warm_clock.read()
@@ -347,7 +453,7 @@ def main() -> None:
         control = RandomRetriever(pool, seed=args.seed)
         runs["random_retriever"] = run_grpo("random_retriever", warm, out / "model_random", control, train_rows,
                                             eval_rows, args, drug_of)
-    results = {"args": vars(args), "chance": 0.25, "drugs": drugs, "warm_start_loss": losses,
+    results = {"args": vars(args), "chance": 0.25, "drugs": drugs, "warm_start_loss": losses, "warm_start_probes": warm_trace,
                "warm_start_time": warm_time, "total_time": total.read(), "load_average": os.getloadavg(),
                "runs": runs, "model_dir": str(out / "model_retrieval" / "final"), "kb_uri": str(out / "kb"),
                "kb_tag": KB_TAG}
