@@ -6,13 +6,13 @@
 Reads what ``benchmarks/learning_check.py`` leaves in ``--run-dir``: the GRPO-trained model
 (``model_retrieval/final``, HF layout), the synthetic KB (LanceDB ``kb/``, table ``kb_text`` tagged
 ``results.json["kb_tag"]``), the held-out items (``heldout.parquet``: entities never in a GRPO prompt) and
-the run's settings (``results.json["args"]``: rounds, search mode). Each can be overridden
+the run's settings (``results.json["args"]``: rounds, search mode, k, tokens per round and per trajectory). Each can be overridden
 (``--checkpoint``, ``--kb-uri``, ``--kb-tag``, ``--heldout``).
 
 Runs :func:`training.evaluate.evaluate` on the held-out items in the five modes (direct, rwr, rwr_cdir,
 rag_control, random_retriever; the items are text-only, so CDIR never triggers and rwr_cdir equals rwr),
-with the learning check's compact system prompt and rollout budget (20 new tokens per round, 64 per
-trajectory, k = 3), greedy decoding (``--sample`` for temperature-1 sampling, seeded). The random
+with the learning check's compact system prompt and rollout budget (from its ``results.json``; 20 new
+tokens per round, 64 per trajectory and k = 3 for runs that did not record them), greedy decoding (``--sample`` for temperature-1 sampling, seeded). The random
 retriever draws from the same KB version (``training.evaluate.KBRandomRetriever``).
 
 Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode, with a
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_version=folder_digest(checkpoint), benchmark="learning_check",
         benchmark_version=hashlib.sha256(heldout.read_bytes()).hexdigest()[:16], kb_tag=kb_tag, modes=MODES,
         batch_size=args.batch_size,
-        k=3, max_rounds=args.max_rounds or run_args.get("max_rounds", 2), max_new_tokens=20,
-        max_completion_tokens=64, search_mode=args.search_mode or run_args.get("search_mode", "dense"),
+        k=run_args.get("k", 3), max_rounds=args.max_rounds or run_args.get("max_rounds", 2),
+        max_new_tokens=run_args.get("round_tokens", 20), max_completion_tokens=run_args.get("completion_tokens", 64),
+        search_mode=args.search_mode or run_args.get("search_mode", "dense"),
         do_sample=args.sample, seed=args.seed, system_prompt=SYSTEM)
     seconds = time.perf_counter() - t0
     results.write_parquet(out / "eval_results.parquet")
