@@ -169,14 +169,8 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
         if step == args.warm_steps:
             break
         batch = rng.sample(examples, 16)
-        width = max(len(i) for i, _ in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, (i, lab) in enumerate(batch):
-            ids[j, : len(i)] = torch.tensor(i)
-            labels[j, : len(lab)] = torch.tensor(lab)
-            mask[j, : len(i)] = 1
+        ids, mask = pad([i for i, _ in batch], tok.pad_token_id)
+        labels, _ = pad([lab for _, lab in batch], -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -196,10 +190,10 @@ def warm_probes(processor, retriever, rows: list[dict], contexts, reading, args)
     passage's drug, which is the gold drug), and reading-practice prefixes (target: the passage's drug)."""
     tok = processor.tokenizer
     query, answer = [], []
+    rest = tok(" </query>", add_special_tokens=False)["input_ids"]
     for r, c in zip(rows, contexts, strict=True):
         q = tok("<think> search </think><query> " + r["entity"], add_special_tokens=False)["input_ids"]
         query.append((c.ids + q[:-1], q[-1]))
-        rest = tok(" </query>", add_special_tokens=False)["input_ids"]
         hits = retriever.search([r["entity"]], k=args.k, mode=args.search_mode)[0]
         block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)["input_ids"]
         a = tok("<answer> " + r["answer"], add_special_tokens=False)["input_ids"]
@@ -211,6 +205,19 @@ def warm_probes(processor, retriever, rows: list[dict], contexts, reading, args)
     return {"query_copy": query, "answer_given_right_passage": answer, "reading": read}
 
 
+def pad(rows: list[list[int]], value: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` as one tensor padded with ``value`` on the right (``left``: on the left, so the last
+    position is every row's last token), and the attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[j, span] = torch.tensor(r)
+        mask[j, span] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def probe(model, tok, probes: dict) -> dict[str, float]:
     """Mean probability of each probe's target token (:func:`warm_probes`)."""
@@ -220,12 +227,7 @@ def probe(model, tok, probes: dict) -> dict[str, float]:
     for name, pairs in probes.items():
         if not pairs:
             continue
-        width = max(len(i) for i, _ in pairs)
-        ids = torch.full((len(pairs), width), tok.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for j, (i, _) in enumerate(pairs):
-            ids[j, width - len(i):] = torch.tensor(i)
-            mask[j, width - len(i):] = 1
+        ids, mask = pad([i for i, _ in pairs], tok.pad_token_id, left=True)
         logp = model(input_ids=ids, attention_mask=mask).logits[:, -1].float().log_softmax(-1)
         target = torch.tensor([t for _, t in pairs])
         out[name] = round(float(logp[torch.arange(len(pairs)), target].exp().mean()), 4)
