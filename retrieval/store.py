@@ -27,6 +27,11 @@ last trial or when recall on the supplied questions is below ``min_recall`` with
 bounds give hysteresis: a marginal measurement does not re-trigger a trial). Search parameters are saved per table version (table
 ``_search_params``) so that a reader pinned to a version searches it the same way.
 
+Writers. One writer per KB database at a time: Dagster's ``kb_writer`` pool (limit 1) is the guard in
+production (its slot claim is atomic on Postgres). On SQLite, the laptop default, the claim is not atomic across
+processes: two run workers can both hold a one-slot pool (measured: 2 of 8 simultaneous claims), so writers of a
+local KB also take :func:`writer_lock`, an OS file lock in the database folder.
+
 Plain values in (a :class:`KBLocation`: URI and object-store options); no Dagster or ``orchestration`` import.
 """
 
@@ -35,9 +40,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +62,7 @@ Z_95 = 1.96
 NO_PRUNE = timedelta(days=365 * 100)  # optimize() window that prunes nothing: pruning is prune_versions' job
 TEXT_COLUMNS = ["id", "source", "native_id", "source_ref", "title", "text", "content_hash"]
 TEXT_FTS_COLUMN = "search_text"
+WRITER_LOCK = ".kb_writer.lock"
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,51 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def local_root(location: KBLocation) -> Path | None:
+    """The folder of a local database (``None`` for an object-store URI such as ``s3://``)."""
+    uri = location.uri
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
+@contextmanager
+def writer_lock(location: KBLocation, timeout_s: float = 3600.0,
+                log: Callable[[str], None] | None = None) -> Iterator[Path | None]:
+    """Hold the database's writer lock (a ``filelock`` OS lock on ``<db>/.kb_writer.lock``) for the block.
+
+    Local databases only: for an object-store URI nothing is locked here (``None`` is yielded) and the
+    ``kb_writer`` pool on a Postgres-backed instance is the guard (module docstring). The OS drops the lock when
+    its process dies, so a killed writer never leaves it held. ``log`` gets one line after release with the
+    wall-clock times (``time.time()``) the lock was held from and to, both taken while it was held.
+    """
+    root = local_root(location)
+    if root is None:
+        yield None
+        return
+    from filelock import FileLock, Timeout
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / WRITER_LOCK
+    lock = FileLock(str(path), timeout=timeout_s)
+    asked = time.time()
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise TimeoutError(f"{path}: another writer of this knowledge base has held its lock for over "
+                           f"{timeout_s:.0f} s; find that run (lsof {path}) and let it finish or stop it, "
+                           "then retry") from exc
+    held_from = time.time()
+    try:
+        yield path
+    finally:
+        held_to = time.time()
+        lock.release()
+        if log is not None:
+            log(f"kb writer lock {path} held from {held_from:.6f} to {held_to:.6f} "
+                f"(waited {held_from - asked:.3f} s)")
 
 
 class EmbedderTableMissing(LookupError):

@@ -5,7 +5,8 @@ Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this mo
 (:mod:`assets.common.gates`). For the LanceDB indexes the publication is the version tag: a sync writes a new
 table version, the checks run on it, and only then is it tagged ``run-<run id>`` (readers for training and
 evaluation are pinned to tags); when a check fails the table is restored to its previous version, untagged.
-The LanceDB writers share the ``kb_writer`` pool (one writer per table at a time).
+The LanceDB writers share the ``kb_writer`` pool and, for a local KB, its writer file lock
+(:func:`retrieval.store.writer_lock`): one writer at a time.
 """
 
 import json
@@ -48,6 +49,7 @@ from retrieval.store import (
     sync_table,
     tag_version,
     text_table_rows,
+    writer_lock,
 )
 
 from .image_cases import (
@@ -216,16 +218,18 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
     identity = embedder.identity()
-    previous = _previous_version(location, TEXT_TABLE, identity)
-    report = sync_table(location, TEXT_TABLE, frame, embed, identity,
-                        index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall))
-    report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = location.connect().open_table(report.table)
-    checks = [contract_check("kb_text_index_quality", check_text_index(tbl, embedder, embedder.dim))]
-    meta = embedder.metadata()
-    yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
-        **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
-        "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta, (store, "kb_text_index"))
+    with writer_lock(location, log=context.log.info):  # sync, checks and tag: one writer at a time
+        previous = _previous_version(location, TEXT_TABLE, identity)
+        report = sync_table(location, TEXT_TABLE, frame, embed, identity,
+                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
+                                                     min_recall=config.min_recall))
+        report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
+        tbl = location.connect().open_table(report.table)
+        checks = [contract_check("kb_text_index_quality", check_text_index(tbl, embedder, embedder.dim))]
+        meta = embedder.metadata()
+        yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
+            **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
+            "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta, (store, "kb_text_index"))
 
 
 @asset(
@@ -296,13 +300,16 @@ def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_ima
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
     identity = embedder.identity()
-    previous = _previous_version(location, IMAGE_TABLE, identity)
-    report = sync_table(location, IMAGE_TABLE, frame, embed, identity, fts_column="description",
-                        index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall))
-    report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-    tbl = location.connect().open_table(report.table)
-    checks = [contract_check("kb_image_index_quality", check_image_index(tbl, embedder.dim, store.existing_images))]
-    meta = embedder.metadata()
-    yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,
-                              {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta,
-                              (store, "kb_image_index"))
+    with writer_lock(location, log=context.log.info):  # sync, checks and tag: one writer at a time
+        previous = _previous_version(location, IMAGE_TABLE, identity)
+        report = sync_table(location, IMAGE_TABLE, frame, embed, identity, fts_column="description",
+                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
+                                                     min_recall=config.min_recall))
+        report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
+        tbl = location.connect().open_table(report.table)
+        checks = [contract_check("kb_image_index_quality",
+                                 check_image_index(tbl, embedder.dim, store.existing_images))]
+        meta = embedder.metadata()
+        yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,
+                                  {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta,
+                                  (store, "kb_image_index"))
