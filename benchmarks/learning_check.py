@@ -7,28 +7,32 @@ drug is fixed, and the entity -> drug fact is the only unknown). The facts live 
 (``retrieval.search.Retriever``, lexical search: the entity's name retrieves its own passage, k = 1) as
 "<entity> is treated with <drug> ." passages. Chance = 25 %.
 
-1. build a tiny Qwen2.5-VL (``training.tiny_model``, hidden 128, 4 layers) with a tokenizer trained on
-   the task text (entity and drug names are single tokens);
+1. build a tiny Qwen2.5-VL (``training.tiny_model``, hidden 128, 2 layers: a 4-layer one did not learn
+   the copy skills below within 500 warm-start steps) with a tokenizer trained on the task text (entity
+   and drug names are single tokens);
 2. warm-start it on the *format only* (supervised, loss on the policy's own tokens):
-   ``<think> search </think><query> Q </query>`` + the real ``<retrieve>`` block for Q (not trained on) +
-   ``<answer> X </answer>``, where X is one of the four drug names drawn uniformly at random
-   (``--answer-form drug``, the default; ``letter``: a random option letter) (the answers carry no
-   knowledge, so accuracy starts at chance; with drug names the skill GRPO has to find is copying the
-   drug word out of the retrieved passage, which a tied-embedding transformer can do with one attention
-   head, instead of mapping a drug to its letter in the option list) and Q is the entity named in the question with probability ``--copy-rate``
-   (copying a name from the question is format, not knowledge), otherwise another entity's name (so the
-   warm-start policy retrieves the right passage only part of the time and GRPO can improve that too).
-   The warm start sees every entity's question (held-out ones too: the format is the same for all), never
-   a fact as a target;
-   Optional extras of the warm start (attempt 7, BENCHMARKS.md): ``--reading-share`` mixes in generic
-   reading practice (:func:`reading_examples`: a passage in the user message about a made-up non-task name
-   with a random drug, answer = that drug; no fact is learnable from it), the stand-in for the reading
-   ability a pretrained language model brings; ``--warm-init`` continues from an earlier warm start;
-   every 100 steps teacher-forced probes on held-out rows are printed and stored (:func:`warm_probes`:
-   probability of copying the entity into the query, of answering the gold drug after the right passage,
-   and of reading the drug in the practice layout). Measured: with ``--copy-rate`` below 1 the query copy
-   is never learned (the warm-start failure of attempts 4-6); with 1.0 a 2-layer model learns it after
-   600-800 steps, a 4-layer one did not within 500;
+   ``<think> search </think><query> Q </query>`` + a ``<retrieve>`` block (not trained on) +
+   ``<answer> X </answer>``. Default (``--warm-passages synthetic``): the block is the KB's passage for Q
+   **with its drug replaced by one drawn at random for this example**, and X is that random drug. So the
+   warm start teaches reading a drug out of a retrieved passage (what a pretrained model brings), but no
+   entity -> drug fact can be learned from it: the answers carry no knowledge, and the real passages are
+   never shown. Q is the entity named in the question (copying a name from the question is format, not
+   knowledge) for the first ``--copy-first`` steps; after them, with probability ``--copy-rate`` (0.05),
+   otherwise the generic word ``--alt-query`` ("treated", which retrieves one fixed passage, the wrong one
+   for all but one entity), at ``--warm-lr-after``. The warm-start policy therefore reads whatever it
+   retrieves but rarely asks for the right passage: accuracy starts near chance, and what GRPO has to
+   learn is to search for the question's entity. The warm start sees every entity's question (held-out
+   ones too: the format is the same for all), never a fact as a target.
+   Measured (BENCHMARKS.md, attempts 4-8): copying the entity into the query emerges only with clean
+   targets (copy rate 1.0: noisy ones keep the model on a uniform-guess plateau), after ~1,000-2,000 steps;
+   reading the drug emerges after ~500-700 steps; once both exist, 300 steps at copy rate 0.05 bring the
+   sampled right-passage rate down to ~8 % while reading stays ~1.0.
+   ``--warm-passages real`` (attempts 1-7): the KB's real passage for Q and a random answer (this teaches
+   the policy to ignore the passage). Other options: ``--reading-share`` mixes in generic reading practice
+   (:func:`reading_examples`, attempt 7); ``--warm-init`` continues from an earlier warm start; every 100
+   steps teacher-forced probes on held-out rows are printed and stored (:func:`warm_probes`: probability of
+   the entity token after ``<query>`` plus a space, and of the gold drug after the entity's real passage:
+   both conditional on the teacher-forced prefix);
 3. GRPO (TRL ``GRPOTrainer`` + ``training.rollout.Rollout`` as ``rollout_func`` with ``force_answer=True``,
    stage-1 rewards format + accuracy; the tied token embeddings frozen unless ``--no-freeze-embeddings``)
    on the training entities only, twice from the same warm start: with
@@ -44,7 +48,8 @@ Writes ``results.json`` (curves, per-step TRL logs, wall and CPU seconds of each
 model (HF layout, safetensors) into ``<out>/model_retrieval/final``, the KB under ``<out>/kb`` and the
 held-out items in ``<out>/heldout.parquet`` for ``benchmarks/eval_learning_check.py``.
 
-Run: ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/learning_check.py --out benchmarks/results/learning_check``
+Run (defaults = attempt 8, BENCHMARKS.md): ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/learning_check.py
+--out benchmarks/results/learning_check``
 """
 
 from __future__ import annotations
@@ -141,18 +146,30 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
     tok = processor.tokenizer
     rng = random.Random(args.seed)
     contexts = encode_prompts(processor, [r["prompt"] for r in rows])
-    examples = []
-    for r, c in zip(rows, contexts, strict=True):
-        for _ in range(4):
-            q = r["entity"] if rng.random() < args.copy_rate else rng.choice([e for e in entities if e != r["entity"]])
-            hits = retriever.search([q], k=args.k, mode=args.search_mode)[0]
-            first = tok("<think> search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
-            block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)["input_ids"]
-            answer = rng.choice(r["options"]) if args.answer_form == "drug" else rng.choice("ABCD")
-            last = tok("<answer> " + answer + " </answer>", add_special_tokens=False)["input_ids"]
-            ids = c.ids + first + block + last + [tok.eos_token_id]
-            labels = [-100] * len(c.ids) + first + [-100] * len(block) + last + [tok.eos_token_id]
-            examples.append((ids, labels))
+
+    def task_examples(copy_rate: float) -> list[tuple[list[int], list[int]]]:
+        out = []
+        for r, c in zip(rows, contexts, strict=True):
+            for _ in range(4):
+                q = r["entity"] if rng.random() < copy_rate else \
+                    args.alt_query or rng.choice([e for e in entities if e != r["entity"]])
+                first = tok("<think> search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
+                hits = retriever.search([q], k=args.k, mode=args.search_mode)[0]
+                if args.warm_passages == "synthetic":  # the KB's passages for q with a random drug: read it
+                    answer = rng.choice(r["options"])
+                    passages = [passage_text(h.title, f"{h.title} is treated with {answer} .") for h in hits]
+                else:  # the KB's real passage for q, and a random answer (attempts 1-7)
+                    passages = [passage_text(h.title, h.text) for h in hits]
+                    answer = rng.choice(r["options"]) if args.answer_form == "drug" else rng.choice("ABCD")
+                block = tok(retrieve_block(passages), add_special_tokens=False)["input_ids"]
+                last = tok("<answer> " + answer + " </answer>", add_special_tokens=False)["input_ids"]
+                ids = c.ids + first + block + last + [tok.eos_token_id]
+                labels = [-100] * len(c.ids) + first + [-100] * len(block) + last + [tok.eos_token_id]
+                out.append((ids, labels))
+        return out
+
+    examples = task_examples(args.copy_rate)
+    first_examples = task_examples(1.0) if args.copy_first else examples
     reading = reading_examples(processor, rows[0]["options"], len(examples) + 64, args)
     examples += reading[64:]
     probes = warm_probes(processor, retriever, rows[-args.heldout:], contexts[-args.heldout:], reading[:64], args)
@@ -168,14 +185,15 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
                 processor.save_pretrained(Path(args.out) / "warm_steps" / str(step))
         if step == args.warm_steps:
             break
-        batch = rng.sample(examples, 16)
+        batch = rng.sample(first_examples if step < args.copy_first else examples, 16)
         ids, mask = pad([i for i, _ in batch], tok.pad_token_id)
         labels, _ = pad([lab for _, lab in batch], -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lr = args.warm_lr if step < args.copy_first or not args.warm_lr_after else args.warm_lr_after
         for group in opt.param_groups:  # linear warm-up over the first 100 steps
-            group["lr"] = args.warm_lr * min(1.0, (step + 1) / 100)
+            group["lr"] = lr * min(1.0, (step + 1) / 100)
         opt.step()
         opt.zero_grad()
         if step % 20 == 0:
@@ -382,15 +400,24 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="benchmarks/results/learning_check")
     p.add_argument("--figure", default="benchmarks/figures/learning_check.png")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--control-steps", type=int, default=0, help="GRPO steps of the control run (0: --steps)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=2)
-    p.add_argument("--warm-steps", type=int, default=300)
+    p.add_argument("--warm-steps", type=int, default=2600)
     p.add_argument("--warm-save-every", type=int, default=0, help="also keep the warm start every N steps (N: multiple of 100)")
     p.add_argument("--warm-init", default="", help="continue the warm start from this folder (same world and tokenizer)")
-    p.add_argument("--warm-lr", type=float, default=3e-3)
-    p.add_argument("--copy-rate", type=float, default=0.6, help="warm start: share of queries naming the entity")
+    p.add_argument("--warm-lr", type=float, default=2e-3)
+    p.add_argument("--copy-rate", type=float, default=0.05, help="warm start: share of queries naming the entity")
+    p.add_argument("--warm-lr-after", type=float, default=1e-3,
+                   help="warm start: learning rate after the --copy-first steps (0: --warm-lr)")
+    p.add_argument("--alt-query", default="treated", help="warm start: the query when it does not name the entity "
+                   "(empty: another entity's name; a word, e.g. 'treated': that word)")
+    p.add_argument("--copy-first", type=int, default=2300,
+                   help="warm start: the first N steps with every query naming the entity (then --copy-rate)")
+    p.add_argument("--warm-passages", default="synthetic", choices=("real", "synthetic"),
+                   help="warm start: the KB's passage for the query with a random answer (real), or the same "
+                        "passage with its drug replaced by a random one that is also the answer (synthetic)")
     p.add_argument("--reading-share", type=float, default=0.0,
                    help="warm start: share of generic reading-practice examples (reading_examples)")
     p.add_argument("--answer-form", default="drug", choices=("drug", "letter"),
@@ -410,7 +437,7 @@ def main() -> None:
     p.add_argument("--entities", type=int, default=296)
     p.add_argument("--heldout", type=int, default=96)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="retrieval,random_retriever")
