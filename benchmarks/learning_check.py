@@ -24,9 +24,9 @@ drug is fixed, and the entity -> drug fact is the only unknown). The facts live 
    learn is to search for the question's entity. The warm start sees every entity's question (held-out
    ones too: the format is the same for all), never a fact as a target.
    Measured (BENCHMARKS.md, attempts 4-8): copying the entity into the query emerges only with clean
-   targets (copy rate 1.0: noisy ones keep the model on a uniform-guess plateau), after ~1,000-2,000 steps;
-   reading the drug emerges after ~500-700 steps; once both exist, 300 steps at copy rate 0.05 bring the
-   sampled right-passage rate down to ~8 % while reading stays ~1.0.
+   targets (copy rate 1.0: noisy ones keep the model on a uniform-guess plateau), after 1,100-1,800 steps
+   in our runs; reading the drug after 300-900 steps; once both exist, 300 steps at copy rate 0.05 bring
+   the sampled right-passage rate down to 3-8 % while reading stays at ~1.0.
    ``--warm-passages real`` (attempts 1-7): the KB's real passage for Q and a random answer (this teaches
    the policy to ignore the passage). Other options: ``--reading-share`` mixes in generic reading practice
    (:func:`reading_examples`, attempt 7); ``--warm-init`` continues from an earlier warm start; every 100
