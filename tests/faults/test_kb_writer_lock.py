@@ -52,8 +52,8 @@ def test_two_writers_of_a_new_table_take_turns(tmp_path):
     (_, end_1, _), (start_2, _, waited_2) = windows
     assert end_1 <= start_2, f"the two writers held the lock at the same time: {windows}"
     assert start_2 - waited_2 < end_1, f"the second writer never had to wait: {windows}"
-    tbl = KBLocation(str(root)).connect().open_table(next(n for n in KBLocation(str(root)).connect().table_names()
-                                                         if n.startswith("t__")))
+    conn = KBLocation(str(root)).connect()
+    tbl = conn.open_table(next(n for n in conn.table_names() if n.startswith("t__")))
     assert tbl.count_rows() == 60
     assert {"run-a", "run-b"} <= set(tbl.tags.list())
 
