@@ -89,18 +89,10 @@ def visible_text(driver: WebDriver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
-def dismiss_welcome(driver: WebDriver) -> None:
-    """Close Dagster's first-visit community dialog if it is shown (a fresh browser profile sees it once)."""
-    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-        if button.is_displayed():
-            button.click()
-
-
 def open_page(driver: WebDriver, url: str, ready_text: str, timeout_s: float = 60) -> None:
     """Open ``url`` and wait until ``ready_text`` is visible on the page."""
     driver.get(url)
     wait_for(lambda: ready_text in visible_text(driver), timeout_s, f"{ready_text!r} on {url}")
-    dismiss_welcome(driver)
 
 
 def asset_url(base_url: str, asset: str, **query: str) -> str:

@@ -32,7 +32,7 @@ from tests.ops.browser import (
     wait_for,
     wait_for_run,
 )
-from tests.ops.ui_server import asset_keys, dagster_ui
+from tests.ops.ui_server import asset_keys, dagster_ui, graphql
 
 # a cell holding a long hash or content id (what the previews put last), possibly cut with an ellipsis
 HASHLIKE_CELL = re.compile(r"^([a-z_]+_)?[0-9a-f]{16,}")
@@ -59,6 +59,8 @@ def test_ui_materializes_a_partition_and_shows_it(tmp_path, monkeypatch, browser
     table = root / "tables" / "text_qa_items" / "pubmedqa.parquet"
 
     with dagster_ui(home, artifacts / "dagster_dev.log") as base_url:
+        # the first-visit community dialog would cover the Materialize dialog; the instance turns it off
+        assert graphql(base_url, "{ shouldShowNux }") == {"shouldShowNux": False}
         # the asset graph: the ingest group's nodes, and every asset of the code location in the catalog
         keys = asset_keys(base_url)
         assert {"text_qa_items", "vqa_items", "kb_text_index"} <= set(keys)

@@ -113,3 +113,13 @@ def test_ui_command_line_entry_point(tmp_path, monkeypatch, capsys):
     assert ui.main(["--print", "--port", "3999"]) == 0
     printed = capsys.readouterr().out
     assert f"MEDRWR_STORAGE_ROOT={tmp_path / 'recorded'} " in printed and printed.rstrip().endswith("-p 3999")
+
+
+def test_local_instance_shows_no_first_visit_dialog(tmp_path):
+    """Dagster's "Join the Dagster community" dialog covers the launch dialog on a browser's first visit; the
+    instance the main command creates turns it off with the documented ``nux: {enabled: false}`` setting."""
+    from dagster import DagsterInstance
+
+    home = ensure_dagster_home()
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.nux_enabled is False
