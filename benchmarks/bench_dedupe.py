@@ -20,9 +20,9 @@ import types
 from pathlib import Path
 
 from assets.knowledge.sources import KB_READERS, deduplicate, jaccard, normalize_text, shingles
-from orchestration.sources import SourceDir
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import TextEmbedder
+from storage.sources import SourceDir
 
 EDIT_SHARES = (0.005, 0.02, 0.05, 0.1, 0.2, 0.5)
 

@@ -28,7 +28,7 @@ from pydicom.pixels import iter_pixels
 
 from assets.echo.dicom import ingest_file
 from assets.echo.synth import SynthOptions, generate
-from orchestration.storage import Storage
+from storage.root import Storage
 
 
 def decode_alone(data: bytes) -> None:

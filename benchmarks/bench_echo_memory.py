@@ -28,8 +28,8 @@ import numpy as np
 CHILD = r"""
 import json, resource, sys, time
 from assets.echo.source import read_echo_source
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
+from storage.sources import SourceDir
+from storage.root import Storage
 import psutil
 base = psutil.Process().memory_info().rss
 t = time.perf_counter()

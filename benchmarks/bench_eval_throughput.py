@@ -32,17 +32,17 @@ import polars as pl
 import torch
 
 from assets.common.images import ImageIngestor
+from assets.common.profiles import SAMPLE_DATA_DIR
 from assets.ingest.text_qa import read_text_qa
 from assets.ingest.vqa import read_vqa
 from assets.knowledge.image_cases import image_cases_from_vqa
 from assets.knowledge.sources import read_kb_source
-from orchestration.profiles import SAMPLE_DATA_DIR
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import ImageEmbedder, TextEmbedder, passage_input
 from retrieval.search import ImageRetriever, Retriever
 from retrieval.store import KBLocation, sync_table, text_table_rows
+from storage.root import Storage
+from storage.sources import SourceDir
 from training.eval_items import benchmark_items
 from training.evaluate import evaluate
 from training.tiny_model import build_tiny_model, load_policy, local_corpus

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from assets.common.images import ImageIngestor
 from assets.ingest.vqa import read_vqa
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
 from quality.contracts import all_refs, check_vqa_items
+from storage.root import Storage
+from storage.sources import SourceDir
 
 
 def _baseline_images(data: Path) -> tuple[int, set[Path]]:

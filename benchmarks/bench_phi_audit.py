@@ -34,9 +34,9 @@ from PIL import Image, PngImagePlugin
 from assets.common.records import quarantine_frame
 from assets.echo.source import EchoReadResult, read_echo_source
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
 from quality.phi import Place, png_text
+from storage.root import Storage
+from storage.sources import SourceDir
 
 SALT = "bench-salt-0123456789abcdef"
 MIX = [SynthOptions(frames=4, size=64, photometric=p, syntax=s) for p, s in

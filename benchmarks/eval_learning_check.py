@@ -37,10 +37,10 @@ from benchmarks.learning_check import SYSTEM
 from retrieval.embedders import TextEmbedder
 from retrieval.search import Retriever
 from retrieval.store import KBLocation
+from storage.provenance import folder_digest
 from training.eval_items import EVAL_ITEM_SCHEMA
 from training.eval_results import MODES
 from training.evaluate import evaluate
-from training.judge import folder_digest
 from training.metrics import Arm, compare, mcq_accuracy
 from training.tiny_model import load_policy
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import polars as pl
 
 from assets.knowledge.sources import read_kb_source
-from orchestration.sources import SourceDir
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, TextEmbedder
 from retrieval.search import Retriever
 from retrieval.store import KBLocation, Retention, passage_texts, sync_table, text_table_rows
+from storage.sources import SourceDir
 
 ALPHAS = (0.5, 0.6, 0.7, 0.8)
 

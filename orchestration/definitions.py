@@ -1,6 +1,6 @@
 """The Dagster code location: every domain's definitions merged, with the resources they share.
 
-Resources are fed by environment variables through ``EnvVar`` where set (:mod:`orchestration.settings`
+Resources are fed by environment variables through ``EnvVar`` where set (:mod:`assets.common.settings`
 lists every variable and its default). :func:`build_defs` builds them from the current environment; the
 module-level ``defs`` is what ``workspace.yaml`` loads.
 """
@@ -10,22 +10,22 @@ from __future__ import annotations
 from dagster import Definitions, PipesSubprocessClient
 
 from assets.benchmark.definitions import defs as benchmark_defs
-from assets.echo.definitions import defs as echo_defs
-from assets.evaluation.definitions import defs as evaluation_defs
-from assets.ingest.definitions import defs as ingest_defs
-from assets.knowledge.definitions import defs as knowledge_defs
-from assets.training.definitions import defs as training_defs
-
-from .io_managers import ParquetTableIOManager
-from .resources import (
+from assets.common.io_managers import ParquetTableIOManager
+from assets.common.resources import (
     DeidResource,
     KnowledgeModelsResource,
     SourcesResource,
     StorageResource,
     TrainingResource,
 )
+from assets.common.settings import env_or, source_overrides
+from assets.echo.definitions import defs as echo_defs
+from assets.evaluation.definitions import defs as evaluation_defs
+from assets.ingest.definitions import defs as ingest_defs
+from assets.knowledge.definitions import defs as knowledge_defs
+from assets.training.definitions import defs as training_defs
+
 from .schedules import SCHEDULES
-from .settings import env_or, source_overrides
 
 
 def build_resources() -> dict:

@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+
+from assets.common.profiles import ENV_PROFILE, get_profile
+from storage.root import default_storage_root
 
 from . import ui
-from .profiles import ENV_PROFILE, get_profile
-from .storage import default_storage_root, project_dir
-
-DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
-
-
-def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME``, defaulting to ``<project>/.medrwr/dagster_home`` with our ``dagster.yaml``."""
-    home = Path(os.environ.get("DAGSTER_HOME") or project_dir() / ".medrwr" / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+from .instance import ensure_dagster_home
 
 
 @dataclass(frozen=True)
@@ -65,7 +53,7 @@ def plan(profile_name: str | None) -> list[Step]:
 
 def register_dynamic_partitions(instance, profile_name: str | None) -> None:
     """Add the profile's echo and KB sources to their dynamic partitions in ``instance`` (idempotent)."""
-    from orchestration.keys import validate_partition_key
+    from storage.keys import validate_partition_key
 
     profile = get_profile(profile_name)
     for partitions_name, keys in (("echo_sources", profile.echo_sources), ("kb_sources", profile.kb_sources)):

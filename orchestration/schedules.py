@@ -10,11 +10,10 @@ every profile, ``smoke`` included: turn them on in the UI (Automation) or with `
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
 
+from assets.common.profiles import get_profile
 from assets.echo.definitions import echo_ingest_job
 from assets.ingest.definitions import text_qa_ingest_job, vqa_ingest_job
 from assets.training.definitions import retrain_job
-
-from .profiles import get_profile
 
 RETRAIN_ASSETS = ("stage1_items", "stage1_checkpoint", "stage2_items", "stage2_checkpoint")
 

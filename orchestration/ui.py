@@ -20,8 +20,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .settings import SETTINGS
-from .storage import ENV_PROJECT_DIR, ENV_ROOT, default_storage_root, project_dir
+from assets.common.settings import SETTINGS
+from storage.root import ENV_PROJECT_DIR, ENV_ROOT, default_storage_root, project_dir
+
+from .instance import ensure_dagster_home
 
 SETTINGS_FILE = "medrwr.env"
 ENV_RESTRICTED_ROOT = "MEDRWR_RESTRICTED_ROOT"
@@ -43,7 +45,7 @@ class SettingsConflict(RuntimeError):
 def carried_settings(environ: Mapping[str, str] | None = None) -> list[str]:
     """Names of the environment variables a run's reads and writes depend on (secrets excluded).
 
-    Every non-secret variable of :data:`orchestration.settings.SETTINGS` that reaches a resource, each
+    Every non-secret variable of :data:`assets.common.settings.SETTINGS` that reaches a resource, each
     ``MEDRWR_SOURCE_<DATASET>`` present in ``environ``, and the non-secret AWS endpoint and region.
     """
     env = os.environ if environ is None else environ
@@ -188,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--print", action="store_true", help="print the command with its settings and exit")
     args = parser.parse_args(argv)
-    from .main import ensure_dagster_home
-
     home = ensure_dagster_home()
     try:
         command, env = launch_spec(home, args.host, args.port)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.profiles import SAMPLE_DATA_DIR
-from orchestration.storage import S3Settings, Storage
+from assets.common.profiles import SAMPLE_DATA_DIR
+from storage.root import S3Settings, Storage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRWR_SHARED_DATA") or REPO.parent / "shared" / "data")

@@ -17,12 +17,12 @@ from dagster import (
 )
 
 from assets.benchmark.assets import ecbench
+from assets.common.io_managers import UnpublishedPartition
 from assets.echo import dicom
 from assets.echo.assets import echo_studies
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
 from orchestration.definitions import build_defs, build_resources
-from orchestration.io_managers import UnpublishedPartition
-from orchestration.storage import Storage
+from storage.root import Storage
 
 
 def _echo_source(folder):

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from orchestration.storage import Storage, image_id_for
+from storage.root import Storage, image_id_for
 
 
 def _roundtrip(st: Storage):

@@ -5,8 +5,8 @@ import threading
 import polars as pl
 import pytest
 
-from orchestration.keys import validate_partition_key
-from orchestration.storage import Storage, UnsafePath
+from storage.keys import validate_partition_key
+from storage.root import Storage, UnsafePath
 
 HOSTILE_KEYS = ["../../up", "/etc/passwd", "a/b", "..", ".", "", "a\\b", "x\x00y", "tab\tkey", "k" * 201]
 

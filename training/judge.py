@@ -12,13 +12,14 @@ judged row. When a judge is configured but cannot be loaded, :func:`load_judge` 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
+
+from storage.provenance import folder_digest
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -45,16 +46,6 @@ class AnswerJudge(Protocol):
         """One verdict per (question, gold, prediction): True when the prediction is judged correct."""
         ...
 
-
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over every file of ``folder`` (relative path and bytes, in sorted order)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 class HFJudge:

@@ -40,12 +40,13 @@ import hashlib
 import io
 import json
 import logging
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+from storage.provenance import git_commit
 
 log = logging.getLogger("training.launch")
 
@@ -91,16 +92,6 @@ def _json_arg(name: str, value: str) -> dict[str, Any]:
         raise SystemExit(f"{name}: expected a JSON object, got {type(out).__name__}")
     return out
 
-
-def git_commit(explicit: str | None = None) -> str:
-    """``explicit``, else ``git rev-parse HEAD`` of this source tree, else ``unknown``."""
-    if explicit:
-        return explicit
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def read_items(uri: str, storage_options: dict[str, Any]):

@@ -22,7 +22,7 @@ from pydantic import Field
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import content_version, table_metadata
 from assets.common.records import quarantine_frame
-from orchestration.resources import StorageResource
+from assets.common.resources import StorageResource
 from quality.contracts import all_refs
 
 from . import ecbench as eb

@@ -1,7 +1,7 @@
 """Gates: compute, check, and only then publish.
 
 An asset computes its table in memory and writes every side file (images, clips, manifests) through a
-:class:`~orchestration.storage.StagedStorage`, so nothing is visible under the published root yet. Its checks
+:class:`~storage.root.StagedStorage`, so nothing is visible under the published root yet. Its checks
 run on what would be published. :func:`publish_or_refuse` then decides:
 
 - every blocking check passed: staged files are promoted, the table is written (atomically), the gate record
@@ -37,7 +37,7 @@ from dagster import (
     PreviewWarning,
 )
 
-from orchestration.storage import StagedStorage, Storage
+from storage.root import StagedStorage, Storage
 
 from .metadata import publish_audit_trail
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
-from orchestration.sources import FileTooLarge, SourceDir, SourceError, UnsafePath
-from orchestration.storage import Storage
+from storage.root import Storage
+from storage.sources import FileTooLarge, SourceDir, SourceError, UnsafePath
 
 _PILLOW_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 

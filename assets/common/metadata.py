@@ -16,8 +16,8 @@ from dagster import (
 )
 
 from assets.common.records import Rejection, reason_counts
-from orchestration.storage import Storage, project_dir
 from quality.contracts import AuditTrail, ContractResult
+from storage.root import Storage, project_dir
 
 
 def table_schema(df: pl.DataFrame) -> TableSchema:
@@ -147,13 +147,6 @@ def publish_audit_trail(store: Storage) -> int:
     return uploaded
 
 
-def git_commit() -> str:
-    """The code version: ``MEDRWR_GIT_COMMIT`` (set in images), else ``git rev-parse HEAD`` of the project
-    (with ``-dirty`` when the work tree has uncommitted changes), else ``unknown``
-    (:func:`orchestration.audit.git_commit`, which the audit command also reports)."""
-    from orchestration.audit import git_commit as commit
-
-    return commit()
 
 
 def check_result(name: str, passed: bool, **metadata: Any) -> AssetCheckResult:

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from orchestration.sources import SourceError  # noqa: F401  (re-exported: readers raise it)
+from storage.sources import SourceError  # noqa: F401  (re-exported: readers raise it)
 
 
 @dataclass(frozen=True)

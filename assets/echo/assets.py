@@ -42,11 +42,11 @@ from assets.common.metadata import (
     table_metadata,
 )
 from assets.common.records import quarantine_frame
-from orchestration.resources import DeidResource, SourcesResource, StorageResource
-from orchestration.sources import SourceDir
-from orchestration.storage import Storage
+from assets.common.resources import DeidResource, SourcesResource, StorageResource
 from quality.contracts import ExpectationOutcome, all_refs, with_volume
 from quality.echo_contracts import check_echo_studies, echo_source_problems
+from storage.root import Storage
+from storage.sources import SourceDir
 
 from .deid import DEV_SALT, SaltError, file_key
 from .keymap import write_key_map

@@ -9,7 +9,7 @@
   (a truncated or mislabelled export), since its owner meant it to be a clip. Other files (manifests,
   notes, thumbnails) are counted, not ingested.
 
-Paths are literal: the listing walks the folder (:meth:`orchestration.sources.SourceDir.files`), no glob.
+Paths are literal: the listing walks the folder (:meth:`storage.sources.SourceDir.files`), no glob.
 Plain library (no Dagster).
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pydicom
 
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")

@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 
 from assets.common.records import Rejection, SourceError
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 VIEWS = ("A4C", "A2C", "PLAX", "PSAX")
 MANIFEST_COLUMNS = {

@@ -31,7 +31,6 @@ from typing import Any
 import polars as pl
 
 from assets.common.records import Rejection, reason_counts
-from orchestration.sources import SourceDir
 from quality.phi import (
     Identifier,
     Matcher,
@@ -41,6 +40,7 @@ from quality.phi import (
     file_name_identifiers,
     outside_region_blank,
 )
+from storage.sources import SourceDir
 
 from . import deid
 from .dicom import ECHO_SCHEMA, GENERATED_COLUMNS, EchoProblem, decode_avi, decode_dicom, scrub, store_outputs

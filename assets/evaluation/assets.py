@@ -31,16 +31,18 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.common.audit import MODEL_ASSETS, lineage_summary
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.metadata import check_result, content_version, git_commit, table_metadata
+from assets.common.metadata import check_result, content_version, table_metadata
 from assets.common.records import quarantine_frame
-from orchestration.resources import (
+from assets.common.resources import (
     KnowledgeModelsResource,
     SourcesResource,
     StorageResource,
     TrainingResource,
 )
-from orchestration.storage import Storage
+from storage.provenance import git_commit
+from storage.root import Storage
 
 from .promotion import arm, decide_promotion
 
@@ -277,14 +279,10 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
 def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) -> dict:
     """The report's Audit section: per checkpoint, its manifest digest and the raw files of its upstream
     chain (counted from the input manifests, not re-hashed), and the command that verifies everything."""
-    from orchestration.audit import MODEL_ASSETS, lineage_summary
-
     try:
         graph = context.repository_def.asset_graph
-    except Exception:  # in-process materialize() sets no repository: the code location's graph
-        from orchestration.definitions import defs
-
-        graph = defs.resolve_asset_graph()
+    except Exception:  # in-process materialize() of a list of assets sets no repository: the job's own graph
+        graph = context.job_def.asset_layer.asset_graph
     return {"command": f"python -m orchestration.audit report:{context.run.run_id}",
             "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited}}
 

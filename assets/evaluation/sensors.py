@@ -17,8 +17,8 @@ from dagster import (
     run_status_sensor,
 )
 
-from orchestration.profiles import get_profile
-from orchestration.settings import sensors_running
+from assets.common.profiles import get_profile
+from assets.common.settings import sensors_running
 
 RETRAIN_TAG = "medrwr/retrain_run"
 

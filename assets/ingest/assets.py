@@ -26,7 +26,7 @@ from assets.common.metadata import (
     table_metadata,
 )
 from assets.common.records import quarantine_frame
-from orchestration.resources import SourcesResource, StorageResource
+from assets.common.resources import SourcesResource, StorageResource
 from quality.contracts import all_refs, check_text_qa_items, check_vqa_items, with_volume
 
 from .text_qa import TEXT_QA_DATASETS, read_text_qa

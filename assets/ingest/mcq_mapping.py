@@ -65,7 +65,7 @@ from typing import Any
 import yaml
 
 from assets.common.records import SourceError
-from orchestration.sources import SourceDir, UnsafePath, normalize_relpath
+from storage.sources import SourceDir, UnsafePath, normalize_relpath
 
 from .vqa import LETTERS, SPLITS, RowProblem, _text, normalize_split, split_from_name
 

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from assets.common.records import ReadResult, Rejection, SourceError
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 from .mcq_mapping import iter_rows, load_mapping
 from .vqa import LETTERS, RowProblem, _collect, _text, dedupe, normalize_split, split_from_name, to_frame

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from assets.common.images import ImageIngestor, ImageProblem
 from assets.common.records import ReadResult, Rejection, SourceError
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 VQA_DATASETS = ("vqa_rad", "slake", "path_vqa", "pmc_vqa", "omnimedvqa", "mmmu_hm", "medxpertqa_mm")
 SPLITS = ("train", "validation", "test")

@@ -36,7 +36,7 @@ from assets.common.metadata import (
     table_metadata,
 )
 from assets.common.records import quarantine_frame
-from orchestration.resources import KnowledgeModelsResource, SourcesResource, StorageResource
+from assets.common.resources import KnowledgeModelsResource, SourcesResource, StorageResource
 from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
 from retrieval.chunking import TokenChunker

@@ -22,7 +22,7 @@ import polars as pl
 
 from assets.common.images import ImageIngestor, ImageProblem
 from assets.common.records import ReadResult, Rejection, SourceError
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 IMAGE_CASE_SCHEMA = {
     "id": pl.Utf8,

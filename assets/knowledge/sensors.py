@@ -8,17 +8,17 @@ exactly once, and a source refreshed less than ``MEDRWR_KB_SENSOR_COOLDOWN_S`` s
 waits, its newest fingerprint pending in the cursor, until the cool-down ends; then it fires once.
 
 Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``
-(:func:`orchestration.settings.sensors_running`); in ``smoke`` turn it on in the UI (Automation).
+(:func:`assets.common.settings.sensors_running`); in ``smoke`` turn it on in the UI (Automation).
 """
 
 import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
+from assets.common.profiles import get_profile
+from assets.common.resources import SourcesResource
+from assets.common.settings import env_seconds, sensors_running
 from assets.common.triggers import decide
-from orchestration.profiles import get_profile
-from orchestration.resources import SourcesResource
-from orchestration.settings import env_seconds, sensors_running
 
 from .assets import kb_source_partitions
 from .watch import discover_sources, fingerprint

@@ -32,8 +32,8 @@ import numpy as np
 import polars as pl
 
 from assets.common.records import ReadResult, Rejection, SourceError
-from orchestration.sources import SourceDir
 from retrieval.chunking import ChunkError, TokenChunker
+from storage.sources import SourceDir
 
 PASSAGE_SCHEMA = {
     "id": pl.Utf8,

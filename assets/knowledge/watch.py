@@ -19,9 +19,9 @@ import os
 import re
 from typing import Any
 
-from orchestration.keys import InvalidPartitionKey, validate_partition_key
-from orchestration.profiles import DATASET_FOLDERS
-from orchestration.sources import SourceDir
+from assets.common.profiles import DATASET_FOLDERS
+from storage.keys import InvalidPartitionKey, validate_partition_key
+from storage.sources import SourceDir
 
 # the files each known source's reader reads (see sources.py); any other source is a MedRAG-style corpus
 SOURCE_PATTERNS: dict[str, tuple[str, ...]] = {

@@ -41,17 +41,18 @@ from dagster import (
 from pydantic import Field
 
 from assets.common.gates import Publication, publish_or_refuse
-from assets.common.metadata import check_result, content_version, git_commit, table_metadata
+from assets.common.metadata import check_result, content_version, table_metadata
 from assets.common.records import quarantine_frame
-from orchestration.resources import (
+from assets.common.resources import (
     KnowledgeModelsResource,
     SourcesResource,
     StorageResource,
     TrainingResource,
 )
-from orchestration.storage import Storage
+from storage.provenance import folder_digest, git_commit
+from storage.root import Storage
 
-from .launching import folder_digest, model_row, stage_command, upload_folder
+from .launching import model_row, stage_command, upload_folder
 
 EVAL_SPLITS = ("validation", "test")
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from orchestration.storage import Storage
+from storage.root import Storage
 
 MODEL_SCHEMA = {
     "role": pl.Utf8,          # base / stage1 / stage2
@@ -44,15 +43,6 @@ def upload_folder(local: str | Path, store: Storage, *parts: str) -> str:
         store.write_bytes(path.read_bytes(), *parts, path.relative_to(root).as_posix())
     return store.uri(*parts)
 
-
-def folder_digest(local: str | Path) -> str:
-    """sha256 over the relative names and contents of every file in ``local`` (a model's identity)."""
-    h = hashlib.sha256()
-    root = Path(local)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
 
 
 def stage_command(*, stage: int, items_uri: str, images_uri: str | None, storage_options: dict[str, Any] | None,

@@ -23,9 +23,9 @@ from dagster import (
     sensor,
 )
 
+from assets.common.profiles import get_profile
+from assets.common.settings import env_seconds, retrain_stages, sensors_running
 from assets.common.triggers import decide, dump_cursor
-from orchestration.profiles import get_profile
-from orchestration.settings import env_seconds, retrain_stages, sensors_running
 
 RETRAIN_JOB = "retrain_job"
 KB_INDEX = AssetKey("kb_text_index")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.profiles import SAMPLE_DATA_DIR
+from assets.common.profiles import SAMPLE_DATA_DIR
 
 DATASETS = ("vqa_rad", "medqa_us", "medmcqa", "pubmedqa", "medquad")
 STAGE = {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
@@ -75,7 +75,7 @@ if __name__ == "__main__":  # timing: python -m tests.audit.chain /tmp/somewhere
     os.environ.update(MEDRWR_PROJECT_DIR=str(base / "project"), MEDRWR_STORAGE_ROOT=str(base / "project" / "storage"),
                       DAGSTER_HOME=str(base / "dagster_home"), HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="false",
                       MEDRWR_DATA_DIR=str(copy_sample_data(base / "data")), MEDRWR_WORK_DIR=str(base / "work"))
-    from orchestration.main import ensure_dagster_home
+    from orchestration.instance import ensure_dagster_home
 
     ensure_dagster_home()
     from dagster import DagsterInstance

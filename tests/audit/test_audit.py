@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
-from orchestration.audit import CHANGED, MISSING, OK, Auditor, audit, main, render
+from assets.common.audit import CHANGED, MISSING, OK, Auditor, audit, render
+from assets.common.resources import KnowledgeModelsResource, SourcesResource
+from orchestration.audit import main
 from orchestration.definitions import build_defs
-from orchestration.main import ensure_dagster_home
-from orchestration.resources import KnowledgeModelsResource, SourcesResource
-from orchestration.storage import Storage
+from orchestration.instance import ensure_dagster_home
+from storage.root import Storage
 from tests.audit.chain import copy_sample_data, materialize_chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,8 +83,8 @@ def test_raw_files_on_s3_are_verified_by_etag(s3_env):
     """Sources on S3: the manifest records the ETag; the audit compares it (ok, CHANGED, MISSING)."""
     import s3fs
 
-    from orchestration.audit import Node
-    from orchestration.storage import S3Settings
+    from assets.common.audit import Node
+    from storage.root import S3Settings
 
     s3 = S3Settings.from_env()
     fs = s3fs.S3FileSystem(**s3.s3fs_kwargs())
@@ -208,11 +209,11 @@ def test_eval_report_cites_the_audit_and_report_target_resolves(tmp_path, capsys
     and raw-file count, it writes reports/<run>/lineage.json, and `audit report:<run>` checks the digests."""
     import polars as pl
 
+    from assets.common.audit import manifest_digest
     from assets.evaluation.assets import eval_report, eval_results
     from assets.knowledge.assets import kb_image_index, kb_text_index
     from assets.training.assets import base_model, stage1_checkpoint, stage2_checkpoint
     from assets.training.launching import model_row
-    from orchestration.audit import manifest_digest
     from orchestration.definitions import build_resources
     from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
 

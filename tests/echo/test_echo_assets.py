@@ -8,7 +8,7 @@ from dagster import DagsterInstance, materialize
 from assets.benchmark.assets import ecbench
 from assets.echo.assets import echo_studies
 from orchestration.definitions import build_resources
-from orchestration.storage import Storage
+from storage.root import Storage
 
 
 def _run(root: str, instance: DagsterInstance):

@@ -14,8 +14,8 @@ from assets.echo import deid
 from assets.echo.dicom import EchoProblem, ingest_file
 from assets.echo.source import read_echo_source
 from assets.echo.synth import TEXT_BAND, SynthOptions, generate
-from orchestration.sources import SourceDir
 from quality.phi import audit, collect_identifiers
+from storage.sources import SourceDir
 
 # Real ultrasound files of pydicom-data: (frames, photometric). None of the first three has
 # SequenceOfUltrasoundRegions; the next two have regions larger than the image.

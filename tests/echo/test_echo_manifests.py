@@ -4,7 +4,7 @@ import pytest
 
 from assets.common.records import SourceError
 from assets.echo.manifests import read_echonet, read_label_manifest, read_mimic_echo
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 
 
 def test_our_layout_types_and_rejects(tmp_path):

@@ -11,8 +11,8 @@ from PIL import Image, PngImagePlugin
 from assets.common.records import quarantine_frame
 from assets.echo.source import read_echo_source
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
-from orchestration.sources import SourceDir
 from quality.phi import Identifier, Place, audit, audit_outputs, audit_places, png_text
+from storage.sources import SourceDir
 
 SALT = "test-salt-0123456789abcdef"
 

@@ -17,8 +17,8 @@ from assets.echo.dicom import EchoProblem, ingest_file
 from assets.echo.keymap import KeyMapLocationError, read_key_map, write_key_map
 from assets.echo.source import read_echo_source
 from assets.echo.synth import SynthOptions, encode_video, generate, video_dicom, write_manifest_csv
-from orchestration.sources import SourceDir
 from quality.echo_contracts import echo_source_problems
+from storage.sources import SourceDir
 
 SALT = "test-salt-0123456789abcdef"
 

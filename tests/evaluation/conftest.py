@@ -9,7 +9,7 @@ import io
 import polars as pl
 import pytest
 
-from orchestration.profiles import SAMPLE_DATA_DIR
+from assets.common.profiles import SAMPLE_DATA_DIR
 
 PASSAGES = [
     ("kb:pneumonia", "Pneumonia", "Pneumonia is an infection of the lung; the chest x-ray shows consolidation."),
@@ -23,7 +23,7 @@ PASSAGES = [
 
 @pytest.fixture(scope="session")
 def eval_storage(tmp_path_factory):
-    from orchestration.storage import Storage
+    from storage.root import Storage
 
     return Storage(root=str(tmp_path_factory.mktemp("eval_storage")))
 
@@ -43,7 +43,7 @@ def vqa_frame(eval_storage) -> pl.DataFrame:
     """Real ``vqa_items`` rows of the bundled SLAKE and VQA-RAD samples (images stored in ``eval_storage``)."""
     from assets.common.images import ImageIngestor
     from assets.ingest.vqa import read_vqa
-    from orchestration.sources import SourceDir
+    from storage.sources import SourceDir
 
     ingest = ImageIngestor(eval_storage)
     frames = [read_vqa(ds, SourceDir(str(SAMPLE_DATA_DIR / ds)), ingest)[0] for ds in ("slake", "vqa_rad")]
@@ -54,7 +54,7 @@ def vqa_frame(eval_storage) -> pl.DataFrame:
 def text_qa_frame() -> pl.DataFrame:
     """Real ``text_qa_items`` rows of the bundled MedQA and PubMedQA samples."""
     from assets.ingest.text_qa import read_text_qa
-    from orchestration.sources import SourceDir
+    from storage.sources import SourceDir
 
     return pl.concat([read_text_qa(ds, SourceDir(str(SAMPLE_DATA_DIR / sub)))[0]
                       for ds, sub in (("medqa", "medqa_us"), ("pubmedqa", "pubmedqa"))])

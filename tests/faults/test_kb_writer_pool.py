@@ -19,7 +19,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 
 from assets.knowledge.assets import kb_passages, kb_text_index
 from orchestration.definitions import build_resources
-from orchestration.storage import Storage
+from storage.root import Storage
 
 REPO = Path(__file__).resolve().parents[2]
 # one run worker: materialize kb_text_index on the instance under DAGSTER_HOME and print the run id

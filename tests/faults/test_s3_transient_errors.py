@@ -8,7 +8,7 @@ import pytest
 from dagster import DagsterInstance
 
 from orchestration.definitions import build_defs
-from orchestration.storage import Storage
+from storage.root import Storage
 from tests.faults.flaky_proxy import FlakyProxy
 
 

@@ -20,9 +20,9 @@ from assets.common.images import DEFAULT_MAX_IMAGE_PIXELS, ImageIngestor, ImageP
 from assets.ingest.text_qa import read_text_qa
 from assets.ingest.vqa import read_vqa
 from assets.knowledge.sources import read_kb_source
-from orchestration.sources import SourceDir, SourceError
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import TextEmbedder
+from storage.sources import SourceDir, SourceError
 
 from .layouts import image_bytes, write_medxpertqa, write_mmmu, write_omnimedvqa, write_path_vqa_parquet
 

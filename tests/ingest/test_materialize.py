@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from orchestration.definitions import build_defs, defs
-from orchestration.storage import Storage
+from storage.root import Storage
 
 
 def _run(job_name, partition, instance=None):

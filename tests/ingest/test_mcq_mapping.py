@@ -12,8 +12,8 @@ from assets.common.records import SourceError
 from assets.ingest.mcq_mapping import answer_letter, load_mapping
 from assets.ingest.text_qa import TEXT_QA_SCHEMA, read_text_qa
 from assets.ingest.vqa import RowProblem, split_from_name
-from orchestration.sources import SourceDir
 from quality.contracts import check_text_qa_items
+from storage.sources import SourceDir
 
 ITEMS = [  # stem, options a..d, letter answer, split
     ("Which vitamin deficiency causes scurvy?", "Vitamin C", "Vitamin D", "Vitamin K", "Vitamin A", "A", "train"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestration.keys import MAX_PARTITION_KEY_BYTES, InvalidPartitionKey, validate_partition_key
+from storage.keys import MAX_PARTITION_KEY_BYTES, InvalidPartitionKey, validate_partition_key
 
 HOSTILE = {
     "../../up": "contains '/'",

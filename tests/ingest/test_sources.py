@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from orchestration.sources import (
+from storage.sources import (
     DEFAULT_MAX_FILE_BYTES,
     FileTooLarge,
     SourceDir,
@@ -236,7 +236,7 @@ def test_iter_csv_ragged_rows_headerless_and_repeated_header(tmp_path):
 def test_s3_source_is_confined_and_literal(s3_env):
     import s3fs
 
-    from orchestration.storage import S3Settings
+    from storage.root import S3Settings
 
     s3 = S3Settings.from_env()
     fs = s3fs.S3FileSystem(**s3.s3fs_kwargs())

@@ -7,8 +7,8 @@ import pytest
 
 from assets.common.records import SourceError
 from assets.ingest.text_qa import TEXT_QA_SCHEMA, read_text_qa
-from orchestration.sources import SourceDir
 from quality.contracts import check_text_qa_items
+from storage.sources import SourceDir
 
 
 def _read(dataset, root):

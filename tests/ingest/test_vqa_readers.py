@@ -10,8 +10,8 @@ import pytest
 from assets.common.images import ImageIngestor
 from assets.common.records import SourceError
 from assets.ingest.vqa import LETTERS, VQA_SCHEMA, read_vqa, read_vqa_rad_miccai19, two_option_form
-from orchestration.sources import SourceDir
 from quality.contracts import all_refs, check_vqa_items
+from storage.sources import SourceDir
 
 from .layouts import (
     write_medxpertqa,

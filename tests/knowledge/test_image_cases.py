@@ -17,8 +17,8 @@ from assets.knowledge.image_cases import (
     exclude_evaluation_images,
     image_cases_from_vqa,
 )
-from orchestration.sources import SourceDir
 from quality.kb import check_image_cases, check_no_evaluation_images
+from storage.sources import SourceDir
 
 
 def item(item_id: str, dataset: str, split: str, ref: str) -> dict:

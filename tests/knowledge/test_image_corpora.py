@@ -7,7 +7,7 @@ from dagster import DagsterInstance
 
 from assets.common.images import ImageIngestor
 from assets.knowledge.image_cases import IMAGE_CASE_SCHEMA, read_pubmedvision, read_roco
-from orchestration.sources import SourceDir
+from storage.sources import SourceDir
 from tests.ingest.layouts import image_bytes
 
 
@@ -58,7 +58,7 @@ def test_roco_reader(tmp_path, storage):
 def test_kb_image_cases_includes_configured_corpora(tmp_path, monkeypatch):
     from assets.knowledge.assets import kb_image_cases
     from orchestration.definitions import build_defs
-    from orchestration.storage import Storage
+    from storage.root import Storage
 
     monkeypatch.setenv("MEDRWR_SOURCE_ROCO", str(write_roco(tmp_path / "roco")))
     defs = build_defs()

@@ -14,8 +14,8 @@ from assets.knowledge.sources import (
     read_kb_source,
     shingles,
 )
-from orchestration.sources import SourceDir
 from retrieval.chunking import TokenChunker, passage_input
+from storage.sources import SourceDir
 
 
 def model_tokens(embedder, title, texts) -> list[int]:

@@ -7,13 +7,13 @@ import shutil
 import pytest
 from dagster import DagsterInstance, materialize
 
+from assets.common.resources import KnowledgeModelsResource
 from assets.ingest.assets import vqa_items
 from assets.knowledge.assets import kb_image_cases, kb_image_index, kb_passages, kb_text_index
 from orchestration.definitions import build_resources
-from orchestration.resources import KnowledgeModelsResource
-from orchestration.storage import Storage
 from retrieval.embedders import ImageEmbedder
 from retrieval.search import ImageRetriever
+from storage.root import Storage
 
 SOURCES = ["pubmedqa", "slake_kg", "medquad", "medmcqa_exp"]
 ASSETS = [vqa_items, kb_passages, kb_text_index, kb_image_cases, kb_image_index]

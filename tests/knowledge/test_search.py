@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 
 from assets.knowledge.sources import passage, passages_frame, read_kb_source
-from orchestration.sources import SourceDir
 from retrieval.embedders import CachedEmbedding, EmbeddingCache
 from retrieval.search import Hit, Retriever, convex_fusion, rrf
 from retrieval.store import passage_texts, sync_table, text_table_rows
+from storage.sources import SourceDir
 
 
 def embed_fn(cached):

@@ -6,10 +6,10 @@ import json
 import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
+from assets.common.resources import SourcesResource
 from assets.common.triggers import decide
 from assets.knowledge import sensors as kb_sensors
 from assets.training import sensors as retrain_sensors
-from orchestration.resources import SourcesResource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,8 +161,8 @@ def test_kb_index_sensor_requests_retraining_once(monkeypatch, clock):
 
 
 def test_evaluation_follows_retraining_then_promotion_once_all_benchmarks_succeeded():
+    from assets.common.profiles import get_profile
     from assets.evaluation.sensors import RETRAIN_TAG, follow_up
-    from orchestration.profiles import get_profile
 
     benchmarks = get_profile("smoke").benchmarks
     evals = follow_up("retrain_job", "r1", {}, set(), "smoke")

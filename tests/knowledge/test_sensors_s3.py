@@ -10,7 +10,7 @@ from dagster import DagsterInstance, build_sensor_context
 from assets.knowledge import sensors as kb_sensors
 from assets.training import sensors as retrain_sensors
 from orchestration.definitions import build_defs
-from orchestration.storage import Storage
+from storage.root import Storage
 
 
 def put(store: Storage, name: str, records: list[dict]) -> None:

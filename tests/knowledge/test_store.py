@@ -12,7 +12,6 @@ from lancedb.index import IvfHnswSq, IvfPq
 from lancedb.table import LanceTable
 
 from assets.knowledge.sources import passage, passages_frame, read_kb_source
-from orchestration.sources import SourceDir
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, TextEmbedder
 from retrieval.search import Retriever
 from retrieval.store import (
@@ -27,6 +26,7 @@ from retrieval.store import (
     text_table_rows,
     unindexed_rows,
 )
+from storage.sources import SourceDir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

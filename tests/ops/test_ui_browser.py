@@ -18,8 +18,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from orchestration import ui
 from orchestration.definitions import build_defs
-from orchestration.main import ensure_dagster_home
-from orchestration.storage import Storage
+from orchestration.instance import ensure_dagster_home
+from storage.root import Storage
 from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
 from tests.ops.browser import (
     launch_partition,

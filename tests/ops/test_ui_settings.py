@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestration import ui
-from orchestration.main import ensure_dagster_home
+from orchestration.instance import ensure_dagster_home
 
 
 def test_run_settings_are_resolved_and_keep_secrets_out(tmp_path, monkeypatch):

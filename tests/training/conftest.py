@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from orchestration.profiles import SAMPLE_DATA_DIR
+from assets.common.profiles import SAMPLE_DATA_DIR
 
 PASSAGES = [
     ("kb:pneumonia", "Pneumonia", "Pneumonia is an infection of the lung; the chest x-ray shows consolidation."),

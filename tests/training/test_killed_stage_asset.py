@@ -13,7 +13,7 @@ from dagster import DagsterInstance, materialize
 from assets.knowledge.assets import kb_text_index
 from assets.training.assets import base_model, stage1_checkpoint, stage1_items
 from orchestration.definitions import build_resources
-from orchestration.storage import Storage
+from storage.root import Storage
 from tests.training.test_launch import stage1_parquet
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestration.profiles import SAMPLE_DATA_DIR
+from assets.common.profiles import SAMPLE_DATA_DIR
 from training.lexicon import Lexicon, LexiconNER, build_lexicon
 from training.protocol import retrieve_block
 from training.rewards import (

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from orchestration.profiles import SAMPLE_DATA_DIR
+from assets.common.profiles import SAMPLE_DATA_DIR
 from tests.training.conftest import mcq_rows
 from tests.training.helpers import ScriptedGenerate
 from training.config import SMOKE_OVERRIDES, StageConfig, stage_config

@@ -1,7 +1,7 @@
 """Dagster resources: deployment settings (where data lives, which models, secrets).
 
 Each field is fed by an environment variable through ``EnvVar`` in :mod:`orchestration.definitions` (see
-:mod:`orchestration.settings` for the list and the defaults), so tests and production differ only there.
+:mod:`assets.common.settings` for the list and the defaults), so tests and production differ only there.
 Run knobs are not here: they are ``Config`` classes on the assets.
 """
 
@@ -17,10 +17,10 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from retrieval.embedders import OFFLINE_IMAGE_ARCH, OFFLINE_TEXT_MODEL, ImageEmbedder, TextEmbedder
+from storage.root import S3Settings, Storage, default_storage_root, project_dir
+from storage.sources import SourceDir
 
 from .profiles import DATASET_FOLDERS, SAMPLE_DATA_DIR
-from .sources import SourceDir
-from .storage import S3Settings, Storage, default_storage_root, project_dir
 
 
 class StorageResource(ConfigurableResource):
@@ -180,7 +180,7 @@ class TrainingResource(ConfigurableResource):
         import yaml
         from dagster_k8s import PipesK8sClient
 
-        spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "trainer-pod.yaml").read_text())
+        spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "trainer-pod.yaml").read_text())
         return PipesK8sClient().run(context=context, image=self.trainer_image, command=command,
                                     namespace=self.k8s_namespace, env=self.child_env(),
                                     base_pod_meta=spec["base_pod_meta"], base_pod_spec=spec["base_pod_spec"])

@@ -2,7 +2,7 @@
 
 ``smoke`` (the embedded default) plans the datasets whose small real samples are bundled in
 ``assets/sample_data``; ``full`` plans every configured dataset of ``$MEDRWR_DATA_DIR``. Where the files are
-read from is the ``sources`` resource's business (:mod:`orchestration.resources`). Plain Python.
+read from is the ``sources`` resource's business (:mod:`assets.common.resources`). Plain Python.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 ENV_PROFILE = "MEDRWR_PROFILE"
 ENV_DATA_DIR = "MEDRWR_DATA_DIR"
 
-SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "sample_data"
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 # Folder name of each dataset inside a data directory (matches the layout of ../shared/data).
 DATASET_FOLDERS = {

@@ -39,7 +39,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.utils import glob_translate
 
-from .storage import S3Settings
+from .root import S3Settings
 
 DEFAULT_MAX_FILE_BYTES = 4 * 1024**3
 """Largest number of bytes one source file may yield (after decompression): 4 GiB."""
