@@ -13,7 +13,8 @@ from pydicom.sequence import Sequence
 from assets.echo import deid
 from assets.echo.dicom import EchoProblem, ingest_file
 from assets.echo.source import read_echo_source
-from assets.echo.synth import TEXT_BAND, SynthOptions, generate
+from assets.echo.synth import SynthOptions, generate
+from assets.echo.synth_frames import TEXT_BAND
 from quality.phi import audit, collect_identifiers
 from storage.sources import SourceDir
 

@@ -16,7 +16,8 @@ from assets.common.records import quarantine_frame
 from assets.echo.dicom import EchoProblem, ingest_file
 from assets.echo.keymap import KeyMapLocationError, read_key_map, write_key_map
 from assets.echo.source import read_echo_source
-from assets.echo.synth import SynthOptions, encode_video, generate, video_dicom, write_manifest_csv
+from assets.echo.synth import SynthOptions, generate, write_manifest_csv
+from assets.echo.synth_video import encode_video, video_dicom
 from quality.echo_contracts import echo_source_problems
 from storage.sources import SourceDir
 

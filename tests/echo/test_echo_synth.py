@@ -7,7 +7,8 @@ import pydicom
 import pytest
 from pydicom.pixels import iter_pixels
 
-from assets.echo.synth import SMOKE_MIX, SUPPORTED, SynthOptions, generate, main, sector_mask
+from assets.echo.synth import SMOKE_MIX, SUPPORTED, SynthOptions, generate, main
+from assets.echo.synth_frames import sector_mask
 
 COMBOS = [
     (syntax, ph, planar)
