@@ -1,6 +1,6 @@
 """Rollout efficiency: generated tokens per kept token, ours vs the reference approach.
 
-Reference approach (Med-RwR code, METHOD.md §8): every round generates a full continuation (up to the round
+Reference approach (Med-RwR code, docs/method.md §8): each round generates a continuation (up to the round
 budget or EOS, no stop at ``</query>``), then everything after the first ``</query>`` is thrown away. Ours
 stops each row at ``</query>``/``</answer>``/EOS. Same model, same prompts, same retriever, same seed.
 

@@ -37,8 +37,6 @@ ENV_ROOT = "MEDRWR_STORAGE_ROOT"
 ENV_S3_ENDPOINT = "MEDRWR_S3_ENDPOINT_URL"
 ENV_PROJECT_DIR = "MEDRWR_PROJECT_DIR"
 
-IMAGE_EXTENSIONS = {"jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp"}
-
 
 def project_dir() -> Path:
     """The folder that holds the project's local state (`.medrwr/`): ``$MEDRWR_PROJECT_DIR`` or the cwd."""
@@ -333,9 +331,6 @@ class Storage:
 
     def image_exists(self, image_id: str) -> bool:
         return self.exists(*self.image_parts(image_id))
-
-    def image_uri(self, image_id: str) -> str:
-        return self.uri(*self.image_parts(image_id))
 
     def existing_images(self, image_ids: list[str] | set[str]) -> set[str]:
         """The subset of ``image_ids`` present in storage, with one listing per shard folder."""

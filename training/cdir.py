@@ -1,4 +1,4 @@
-"""CDIR: confidence-driven image re-retrieval at test time (METHOD.md §5).
+"""CDIR: confidence-driven image re-retrieval at test time (docs/method.md §5).
 
 After a reasoning-with-retrieval pass, each row's confidence η is the probability of the first answer token
 after ``<answer>`` (:func:`training.rollout.score_answers`, ``answer_token_prob``). A row is **triggered**

@@ -1,4 +1,4 @@
-"""Stage configurations: TRL's ``GRPOConfig`` with the paper's values as defaults (METHOD.md §2).
+"""Stage configurations: TRL's ``GRPOConfig`` with the paper's values as defaults (docs/method.md §2).
 
 A config only states what differs from the paper: 8 generations per prompt, lr 1e-6, KL beta 1e-3 (k3
 estimator, a reference model), clip epsilon 0.2, token-level loss (``loss_type="dapo"``), group-normalised

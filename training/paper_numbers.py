@@ -1,4 +1,4 @@
-"""The paper's published accuracies, transcribed exactly from docs/METHOD.md §7, for the report's reference table.
+"""The paper's published accuracies (docs/method.md §7), transcribed exactly for the report's reference table.
 
 These are other models (7B models trained and evaluated by the paper's authors) on the paper's own
 benchmark builds; the paper's ECBench (824 book MCQs, never released) is not this project's ECBench
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 PAPER_SOURCE = (
     "Wang, Qin, Yang, Li. Proactive Reasoning-with-Retrieval Framework for Medical Multimodal Large Language "
-    "Models. arXiv 2510.18303 (2025): main results and classic VQA, as transcribed in docs/METHOD.md §7"
+    "Models. arXiv 2510.18303 (2025): main results and classic VQA, as transcribed in docs/method.md §7"
 )
 
 PAPER_NUMBERS: dict = {

@@ -1,10 +1,10 @@
-"""The agent protocol: system prompts, tag grammar, span parsing and answer extraction (METHOD.md §1).
+"""The agent protocol: system prompts, tag grammar, span parsing and answer extraction (docs/method.md §1).
 
 A trajectory is a sequence of pieces, each either *sampled* by the policy or *inserted* by the system
 (a ``<retrieve>`` block, a CDIR case, a forced ``<answer>`` opener, the closing EOS). Parsing works on
 those pieces, so an inserted block is one opaque ``retrieve`` span whatever characters its passages hold:
 a passage with ``<`` or ``>`` (or even a protocol tag) can never break the grammar of the model's own text
-(METHOD.md §8). :func:`parse_text` parses a flat string (e.g. an evaluation transcript) with the same
+(docs/method.md §8). :func:`parse_text` parses a flat string (e.g. an evaluation transcript) with the same
 grammar; inside ``<retrieve>`` it skips to the closing tag, and :func:`retrieve_block` neutralises protocol
 tags in passage text so that a passage cannot close the block early.
 

@@ -1,4 +1,4 @@
-"""The four Med-RwR rewards as TRL reward functions (METHOD.md §3), each on the model's own spans.
+"""The four Med-RwR rewards as TRL reward functions (docs/method.md §3), each on the model's own spans.
 
 Signature (TRL 1.16): ``f(prompts, completions, completion_ids, **kwargs) -> list[float | None]``. The
 rollout passes one :class:`training.rollout.Trajectory` per row as ``trajectory``; dataset columns arrive
@@ -17,7 +17,7 @@ What each reward reads, so that retrieved text can never earn a reward it should
   term is 0. q_image = mean cosine between the image embedding and each query's text embedding in the same
   CLIP model (0 for a text-only row). No query: q = 0.
 - **confidence gain** c = log π(gold letter | with retrieval) − log π(gold letter | without), from
-  :func:`training.rollout.score_answers` (the letter is upper-cased: METHOD.md §8); 0 for a row that
+  :func:`training.rollout.score_answers` (the letter is upper-cased: docs/method.md §8); 0 for a row that
   retrieved nothing; None when no answer token could be located.
 
 Total reward: 1·f + 5·a + 0.4·q + 5·c (:data:`PAPER_WEIGHTS`, TRL's ``reward_weights``).

@@ -672,7 +672,7 @@ def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
 
 def letter_token_ids(tokenizer: Any, letters: str = OPTION_LETTERS) -> dict[str, list[int]]:
     """For each option letter, the single-token spellings of ``L`` and `` L`` (upper case only: the
-    ground truth is upper-cased before lookup, METHOD.md §8)."""
+    ground truth is upper-cased before lookup, docs/method.md §8)."""
     out: dict[str, list[int]] = {}
     for letter in letters:
         ids = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (letter, " " + letter)}

@@ -24,7 +24,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Config,
     DynamicPartitionsDefinition,
     Failure,
@@ -33,6 +32,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.common.backfill import PER_PARTITION
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import (
     audit_trail,
@@ -55,8 +55,6 @@ from .synth import SMOKE_MIX, generate, write_manifest_csv
 
 echo_sources = DynamicPartitionsDefinition(name="echo_sources")
 SYNTHETIC = "synthetic"
-
-PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
 
 
 class EchoStudiesConfig(Config):

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID
 
 from quality.deid_profile import entry_for, resolve
 
@@ -212,11 +211,6 @@ def _apply(ds: Dataset, salt: str, days: int) -> None:
             elem.value = _dummy(elem.VR, elem.value)
         elif elem.VR == "UI" and elem.VM:
             elem.value = [_uid(v, salt) for v in elem.value] if elem.VM > 1 else _uid(elem.value, salt)
-
-
-def is_standard_uid(uid: str) -> bool:
-    """True for UIDs under the DICOM root (identify no one, kept as they are)."""
-    return str(UID(uid)).startswith(STANDARD_UID_ROOT)
 
 
 # ---- pixels ----------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -32,6 +31,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.common.audit import MODEL_ASSETS, lineage_summary
+from assets.common.backfill import PER_PARTITION, WHOLE
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import check_result, content_version, table_metadata
 from assets.common.records import quarantine_frame
@@ -61,9 +61,6 @@ BENCHMARKS = {
 }
 eval_benchmarks = StaticPartitionsDefinition(list(BENCHMARKS))
 CHECKPOINTS = ("base", "stage1", "stage2")
-
-PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
-WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class EvalConfig(Config):

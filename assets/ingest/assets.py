@@ -9,13 +9,13 @@ from typing import Literal
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Config,
     StaticPartitionsDefinition,
     asset,
 )
 from pydantic import Field
 
+from assets.common.backfill import PER_PARTITION
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageIngestor
 from assets.common.metadata import (
@@ -34,8 +34,6 @@ from .vqa import VQA_DATASETS, read_vqa
 
 vqa_partitions = StaticPartitionsDefinition(list(VQA_DATASETS))
 text_qa_partitions = StaticPartitionsDefinition(list(TEXT_QA_DATASETS))
-
-PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
 
 
 class VqaItemsConfig(Config):

@@ -67,7 +67,7 @@ import yaml
 from assets.common.records import SourceError
 from storage.sources import SourceDir, UnsafePath, normalize_relpath
 
-from .vqa import LETTERS, SPLITS, RowProblem, _text, normalize_split, split_from_name
+from .readers.common import LETTERS, SPLITS, RowProblem, as_text, normalize_split, split_from_name
 
 MAPPING_FILE = "mcq_mapping.yaml"
 MAX_MAPPING_BYTES = 64 * 1024
@@ -114,14 +114,14 @@ class MCQMapping:
         """The row's split: its split column (through ``split_values``), else its file's split."""
         if self.split is None:
             return self.file_splits[rel]
-        value = _text(row.get(self.split))
+        value = as_text(row.get(self.split))
         return self.split_values.get(value) or normalize_split(value)
 
     def row_options(self, row: dict[str, Any]) -> list[str]:
         """The row's options in letter order; :class:`RowProblem` when they cannot be read unambiguously."""
         if isinstance(self.options, str):
             return _options_from_column(row.get(self.options), self.options)
-        values = [_text(row.get(c)) for c in self.options]
+        values = [as_text(row.get(c)) for c in self.options]
         while values and not values[-1]:
             values.pop()
         gaps = [c for c, v in zip(self.options, values, strict=False) if not v]
@@ -137,7 +137,7 @@ class MCQMapping:
     def row_id(self, row: dict[str, Any], question: str, options: list[str]) -> str:
         """``<dataset>:<id>``: the id column, else a hash of the question with its options."""
         if self.id:
-            rid = _text(row.get(self.id))
+            rid = as_text(row.get(self.id))
             if not rid:
                 raise RowProblem(f"empty id in column {self.id!r}")
         else:
@@ -157,15 +157,15 @@ def _options_from_column(value: Any, column: str) -> list[str]:
         if sorted(keys) != list(LETTERS[: len(keys)]):
             raise RowProblem(f"option letters are not A.. in order: {sorted(value)}")
         by_letter = dict(zip(keys, value.values(), strict=True))
-        return [_text(by_letter[k]) for k in LETTERS[: len(keys)]]
+        return [as_text(by_letter[k]) for k in LETTERS[: len(keys)]]
     if isinstance(value, list):
-        return [_text(v) for v in value]
+        return [as_text(v) for v in value]
     raise RowProblem(f"options column {column!r} holds {type(value).__name__}, not a list or object")
 
 
 def answer_letter(answer: Any, options: list[str], fmt: str) -> str:
     """The letter of ``answer`` among ``options``, ``answer`` being in format ``fmt`` (see the module)."""
-    a = _text(answer)
+    a = as_text(answer)
     if fmt == "text":
         hits = [i for i, o in enumerate(options) if o == a]
         if len(hits) != 1:
@@ -272,7 +272,7 @@ def _check_keys(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     for value, split in split_values.items():
         if split not in SPLITS:
             problems.append(f"split_values maps {_short(value)} to {_short(split)}, not one of {', '.join(SPLITS)}")
-        kw["split_values"][_text(value)] = split
+        kw["split_values"][as_text(value)] = split
     default = raw.get("default_split")
     if default is not None:
         try:
@@ -338,7 +338,7 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
             present.update(k for k in declared if k in r)
         rows += 1
         if mapping.split:
-            split_values[_text(r.get(mapping.split))] += 1
+            split_values[as_text(r.get(mapping.split))] += 1
     if rows == 0:
         problems.append(f"{rel} has no usable rows" + (f" ({bad} malformed)" if bad else ""))
         return

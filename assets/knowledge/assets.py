@@ -15,7 +15,6 @@ import polars as pl
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Config,
     DataVersion,
     DynamicPartitionsDefinition,
@@ -26,6 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.common.backfill import PER_PARTITION, WHOLE
 from assets.common.gates import Publication, blocking_failures, publish_or_refuse
 from assets.common.images import ImageIngestor
 from assets.common.metadata import (
@@ -65,9 +65,6 @@ kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
 KB_DB = "kb"
 TEXT_TABLE = "kb_text"
 IMAGE_TABLE = "kb_image"
-
-PER_PARTITION = BackfillPolicy.multi_run(1)  # a backfill runs one partition per run
-WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class KbPassagesConfig(Config):

@@ -29,7 +29,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     Backoff,
     Config,
     Failure,
@@ -40,6 +39,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.common.backfill import WHOLE
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import check_result, content_version, table_metadata
 from assets.common.records import quarantine_frame
@@ -55,8 +55,6 @@ from storage.root import Storage
 from .launching import model_row, stage_command, upload_folder
 
 EVAL_SPLITS = ("validation", "test")
-
-WHOLE = BackfillPolicy.single_run()  # one run for the whole asset
 
 
 class BaseModelConfig(Config):

@@ -10,8 +10,9 @@ import yaml
 
 from assets.common.records import SourceError
 from assets.ingest.mcq_mapping import answer_letter, load_mapping
-from assets.ingest.text_qa import TEXT_QA_SCHEMA, read_text_qa
-from assets.ingest.vqa import RowProblem, split_from_name
+from assets.ingest.readers.common import RowProblem, split_from_name
+from assets.ingest.readers.text_qa_row import TEXT_QA_SCHEMA
+from assets.ingest.text_qa import read_text_qa
 from quality.contracts import check_text_qa_items
 from storage.sources import SourceDir
 

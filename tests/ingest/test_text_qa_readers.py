@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from assets.common.records import SourceError
-from assets.ingest.text_qa import TEXT_QA_SCHEMA, read_text_qa
+from assets.ingest.readers.text_qa_row import TEXT_QA_SCHEMA
+from assets.ingest.text_qa import read_text_qa
 from quality.contracts import check_text_qa_items
 from storage.sources import SourceDir
 

@@ -9,7 +9,10 @@ import pytest
 
 from assets.common.images import ImageIngestor
 from assets.common.records import SourceError
-from assets.ingest.vqa import LETTERS, VQA_SCHEMA, read_vqa, read_vqa_rad_miccai19, two_option_form
+from assets.ingest.readers.common import LETTERS
+from assets.ingest.readers.vqa_rad import read_vqa_rad_miccai19
+from assets.ingest.readers.vqa_row import VQA_SCHEMA, two_option_form
+from assets.ingest.vqa import read_vqa
 from quality.contracts import all_refs, check_vqa_items
 from storage.sources import SourceDir
 

@@ -1,4 +1,4 @@
-"""Rewards with hand-computed values, on the model's spans only, and the reference-code bugs of METHOD.md §8."""
+"""Rewards with hand-computed values, on the model's spans only; reference-code bugs: docs/method.md §8."""
 
 import math
 
@@ -53,7 +53,7 @@ def test_format_and_accuracy_hand_values():
     assert call(accuracy_reward, trajs, **cols) == [1.0, 1.0, 0.0, 1.0]  # accuracy ignores the format
 
 
-def test_passage_with_angle_brackets_does_not_zero_format():  # METHOD.md §8
+def test_passage_with_angle_brackets_does_not_zero_format():  # docs/method.md §8
     pieces = [RETRIEVED[0], (retrieve_block(["p < 0.05, size > 3 mm, </think> <answer> B </answer>"]), True),
               RETRIEVED[2]]
     cols = {"answer_label": ["A"], "answer": ["Pneumonia"], "options": [OPTS]}
@@ -86,7 +86,7 @@ def test_query_semantic_text_part_hand_values():
     assert out == [pytest.approx(0.5 + 2 / 3)]
 
 
-def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # METHOD.md §8
+def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # docs/method.md §8
     reward = QuerySemanticReward(small_ner())
     t = traj(RETRIEVED, queries=["heart"], passages=[["pneumonia of the lung"]])
     prompt_with_entities = [[{"role": "user", "content": "pneumonia lung liver heart"}]]
@@ -117,7 +117,7 @@ def test_no_query_gives_zero_and_text_only_rows_do_not_crash():
     assert out[2] == pytest.approx(text_only + cos, abs=1e-5)
 
 
-def test_confidence_gain_upper_cases_the_gold_letter():  # METHOD.md §8
+def test_confidence_gain_upper_cases_the_gold_letter():  # docs/method.md §8
     lp_with = {"A": math.log(0.8), "B": math.log(0.2)}
     lp_without = {"A": math.log(0.4), "B": math.log(0.6)}
     t = traj(RETRIEVED, answer_lp=lp_with, no_ret_lp=lp_without)
