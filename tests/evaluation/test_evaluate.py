@@ -8,7 +8,7 @@ test samples from the real tiny model with nothing patched.
 import polars as pl
 import pytest
 
-import training.rollout as rollout_module
+import training.rollout.loop as rollout_module  # the loop calls score_answers
 from tests.training.helpers import ScriptedGenerate
 from training.cdir import CdirRollout, apply_cdir
 from training.eval_items import benchmark_items
