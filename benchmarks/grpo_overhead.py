@@ -47,8 +47,8 @@ def run(with_retrieval: bool, args, rows, retriever) -> dict:
                        per_device_train_batch_size=32, gradient_accumulation_steps=1, max_steps=args.steps,
                        save_strategy="no", logging_steps=1, max_completion_length=64, max_new_tokens_per_round=32,
                        max_rounds=2, warmup_ratio=0.0, reward_weights=weights, seed=0)
-    rollout = Rollout(retriever, k=3, max_rounds=2, max_new_tokens=32, max_completion_tokens=64,
-                      search_mode="lexical") if with_retrieval else None
+    rollout = Rollout(retriever, retrieval_k=3, max_rounds=2, max_new_tokens_per_round=32,
+                      max_completion_tokens=64, search_mode="lexical") if with_retrieval else None
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
                           processing_class=processor, rollout_func=rollout)
     trainer.train()

@@ -73,7 +73,7 @@ from retrieval.search import Hit, Retriever  # noqa: E402
 from retrieval.store import KBLocation, sync_table, with_search_text  # noqa: E402
 from training.protocol import answer_matches, build_messages, passage_text, retrieve_block  # noqa: E402
 from training.retrievers import RandomRetriever  # noqa: E402
-from training.rollout import Rollout, encode_prompts  # noqa: E402
+from training.rollout import Rollout, RolloutSettings, encode_prompts  # noqa: E402
 
 READING_SYLLABLES = ["ab", "ed", "ik", "om", "ul", "yr", "es", "an"]  # never in a task entity name
 SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
@@ -278,9 +278,11 @@ def reading_examples(processor, drugs: list[str], n_task: int, args) -> list[tup
 
 
 def make_rollout(retriever, args) -> Rollout:
-    return Rollout(retriever, k=args.k, max_rounds=args.max_rounds, max_new_tokens=args.round_tokens,
-                   max_completion_tokens=args.completion_tokens, search_mode=args.search_mode, force_answer=True,
-                   answer_tokens=args.answer_tokens)
+    return Rollout(retriever, RolloutSettings(retrieval_k=args.k, max_rounds=args.max_rounds,
+                                              max_new_tokens_per_round=args.round_tokens,
+                                              max_completion_tokens=args.completion_tokens,
+                                              search_mode=args.search_mode),
+                   force_answer=True, answer_tokens=args.answer_tokens)
 
 
 def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[str, str]) -> dict:

@@ -16,6 +16,8 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .rollout.settings import RolloutSettings
+
 # GRPOConfig fields that do not change what is trained (where it is written, how often it is logged)
 _NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_steps", "save_steps",
                "save_total_limit", "push_to_hub", "hub_model_id", "overwrite_output_dir", "dataloader_num_workers"}
@@ -74,6 +76,14 @@ class StageConfig(GRPOConfig):
         """sha256 (first 16 hex) of :meth:`hashed_values` as sorted JSON."""
         blob = json.dumps(self.hashed_values(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def rollout_settings(self) -> RolloutSettings:
+        """The rollout budgets of this stage; the one place GRPOConfig's ``max_completion_length`` becomes
+        ``max_completion_tokens`` (unset: 8192, this config's default)."""
+        return RolloutSettings(max_rounds=self.max_rounds, retrieval_k=self.retrieval_k,
+                               max_new_tokens_per_round=self.max_new_tokens_per_round,
+                               max_completion_tokens=self.max_completion_length or 8192,
+                               search_mode=self.search_mode)
 
 
 def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:

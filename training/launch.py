@@ -269,10 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
         reward_funcs, weights = stage_rewards(args.stage, query_reward)
         config.reward_weights = weights
-        rollout = Rollout(retriever, k=config.retrieval_k, max_rounds=config.max_rounds,
-                          max_new_tokens=config.max_new_tokens_per_round,
-                          max_completion_tokens=config.max_completion_length or 8192,
-                          search_mode=config.search_mode, temperature=config.temperature, top_p=config.top_p,
+        rollout = Rollout(retriever, config.rollout_settings(), temperature=config.temperature, top_p=config.top_p,
                           score=args.stage == 2, sync_rounds=PartialState().num_processes > 1)
         lineage = {
             "stage": args.stage, "items_uri": args.items, "items_sha256": _file_sha256(args.items, item_opts),

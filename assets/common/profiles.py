@@ -72,7 +72,8 @@ SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
     "stage1_checkpoint": _SMOKE_STAGE,
     "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
     "stage2_checkpoint": _SMOKE_STAGE,
-    "eval_results": {"max_items": 8, "max_rounds": 2, "max_new_tokens": 16, "max_completion_tokens": 48},
+    "eval_results": {"max_items": 8, "max_rounds": 2, "max_new_tokens_per_round": 16,
+                     "max_completion_tokens": 48},
 }
 
 

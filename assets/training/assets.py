@@ -358,7 +358,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
 
     from retrieval.search import Retriever
     from training.protocol import answer_matches, build_messages
-    from training.rollout import Rollout
+    from training.rollout import Rollout, RolloutSettings
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
@@ -366,7 +366,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
                                        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
         retriever = Retriever(store.kb_location(kb["db"][0]), kb_models.text_embedder(), table=kb["table"][0],
                               version=kb["tag"][0])
-        rollout = Rollout(retriever, max_new_tokens=32, max_completion_tokens=96)
+        rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))
         prompts = []
         for r in items.iter_rows(named=True):
             image = Image.open(io.BytesIO(store.get_image(r["image_ref"]))).convert("RGB")

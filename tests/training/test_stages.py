@@ -41,7 +41,7 @@ def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
     funcs, weights = stage_rewards(stage, query_reward)
     cfg = stage_config(stage, str(tmp_path / "out"), **dict(SMOKE_OVERRIDES, save_strategy="no",
                                                            reward_weights=weights, **overrides))
-    rollout = Rollout(retriever, max_new_tokens=32, score=stage == 2)
+    rollout = Rollout(retriever, max_new_tokens_per_round=32, score=stage == 2)
     return GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
                        processing_class=processor, rollout_func=rollout)
 

@@ -48,8 +48,9 @@ TRL forwards to the reward functions as a keyword argument).
 from .loop import Rollout
 from .prompts import encode_prompts, prompt_images
 from .scoring import _tag_end, answer_position, answer_start, letter_token_ids, score_answers
+from .settings import RolloutSettings
 from .types import Insert, Piece, RolloutResult, RolloutStats, Trajectory
 
-__all__ = ["Insert", "Piece", "Rollout", "RolloutResult", "RolloutStats", "Trajectory", "_tag_end",
+__all__ = ["Insert", "Piece", "Rollout", "RolloutResult", "RolloutSettings", "RolloutStats", "Trajectory", "_tag_end",
            "answer_position", "answer_start", "encode_prompts", "letter_token_ids", "prompt_images",
            "score_answers"]

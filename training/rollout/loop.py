@@ -22,6 +22,7 @@ from ..protocol import (
 from .prompts import encode_prompts
 from .rows import _Row
 from .scoring import answer_start, score_answers
+from .settings import RolloutSettings
 from .types import Insert, RolloutResult, RolloutStats
 
 
@@ -31,10 +32,9 @@ class Rollout:
     Args:
         retriever: object with ``search(queries: list[str], k: int, mode: str) -> list[list[Hit]]``
             (``retrieval.search.Retriever`` pinned to a KB tag in production).
-        k: passages per query (paper: 3).
-        max_rounds: generation rounds per trajectory (paper code: 3); retrieval after rounds 1..max-1.
-        max_new_tokens: token budget of one round; ``max_completion_tokens``: sampled tokens per trajectory.
-        search_mode: passed to ``retriever.search`` as ``mode`` (``dense``/``lexical``/``hybrid``).
+        settings: the budgets and retrieval knobs (:class:`RolloutSettings`; default its defaults); keyword
+            arguments named like its fields (``max_rounds=1``, ``max_new_tokens_per_round=32`` ...) change
+            single fields of it.
         temperature, top_p, do_sample: sampling (TRL's ``temperature``/``top_p`` override them in training).
         score: run :func:`score_answers` after generation (needed by the confidence-gain reward);
             ``score_counterfactual=False`` skips its counterfactual pass (evaluation needs only the confidence).
@@ -48,21 +48,15 @@ class Rollout:
             :mod:`training.vllm_backend`).
     """
 
-    def __init__(self, retriever: Any, *, k: int = 3, max_rounds: int = 3, max_new_tokens: int = 256,
-                 max_completion_tokens: int = 1024, search_mode: str | None = "dense", temperature: float = 1.0,
+    def __init__(self, retriever: Any, settings: RolloutSettings | None = None, *, temperature: float = 1.0,
                  top_p: float = 1.0, do_sample: bool = True, score: bool = False, score_counterfactual: bool = True,
                  want_logprobs: bool = False, sync_rounds: bool = False, force_answer: bool = False,
-                 answer_tokens: int = 8, generator_factory: Any = HFGenerator):
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+                 answer_tokens: int = 8, generator_factory: Any = HFGenerator, **setting_fields: Any):
+        settings = (settings or RolloutSettings()).with_(**setting_fields)
         if answer_tokens < 1:
             raise ValueError(f"answer_tokens must be >= 1, got {answer_tokens}")
         self.retriever = retriever
-        self.k = k
-        self.max_rounds = max_rounds
-        self.max_new_tokens = max_new_tokens
-        self.max_completion_tokens = max_completion_tokens
-        self.search_mode = search_mode
+        self.settings = settings
         self.temperature = temperature
         self.top_p = top_p
         self.do_sample = do_sample
@@ -103,7 +97,7 @@ class Rollout:
                 raise ValueError(f"first_queries has {len(first_queries)} entries for {len(rows)} prompts")
             asking = [(r, q) for r, q in zip(rows, first_queries, strict=True) if q]
             self._retrieve(tokenizer, asking, stats=stats)
-        rounds = (max_rounds or self.max_rounds) if allow_retrieval else 1
+        rounds = (max_rounds or self.settings.max_rounds) if allow_retrieval else 1
         force = self.force_answer if force_answer is None else force_answer
         calls0 = generator.calls
         self._loop(generator, rows, rounds, stats, force=force)
@@ -197,9 +191,10 @@ class Rollout:
         """Up to ``max_rounds`` rounds; each row numbers them after its own ``rounds`` so far."""
         tokenizer = generator.tokenizer
         eos = generator.eos_ids[0]
-        limit = self.max_completion_tokens - (self.answer_tokens if force else 0)
+        total = self.settings.max_completion_tokens
+        limit = total - (self.answer_tokens if force else 0)
         if limit < 1:
-            raise ValueError(f"max_completion_tokens ({self.max_completion_tokens}) must exceed answer_tokens "
+            raise ValueError(f"max_completion_tokens ({total}) must exceed answer_tokens "
                              f"({self.answer_tokens}) with force_answer")
         base = {id(row): row.rounds for row in rows}
         for r in range(1, max_rounds + 1):
@@ -214,7 +209,7 @@ class Rollout:
             budget = max(limit - row.generated for row in active)
             outs = generator.generate(
                 [Context(row.ids, row.vision) for row in active], stop_strings=stops,
-                max_new_tokens=max(1, min(self.max_new_tokens, budget)),
+                max_new_tokens=max(1, min(self.settings.max_new_tokens_per_round, budget)),
                 banned=self._query_ban(tokenizer) if last else (), do_sample=self.do_sample,
                 temperature=self.temperature, top_p=self.top_p, want_logprobs=self.want_logprobs)
             asking: list[tuple[_Row, str]] = []
@@ -283,19 +278,21 @@ class Rollout:
         if not asking:
             return
         queries = [q for _, q in asking]
-        kwargs = {"mode": self.search_mode} if self.search_mode else {}
-        hits = self.retriever.search(queries, k=self.k, **kwargs)
+        mode = self.settings.search_mode
+        kwargs = {"mode": mode} if mode else {}
+        k = self.settings.retrieval_k
+        hits = self.retriever.search(queries, k=k, **kwargs)
         stats.retrieval_calls += 1
         stats.queries += len(queries)
         if len(hits) != len(queries):
             raise RuntimeError(f"retriever returned {len(hits)} result lists for {len(queries)} queries")
         for (row, q), row_hits in zip(asking, hits, strict=True):
-            texts = [passage_text(h.title, h.text) for h in row_hits[: self.k]]
+            texts = [passage_text(h.title, h.text) for h in row_hits[:k]]
             block = retrieve_block(texts)
             row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True, round=row.rounds,
                        kind="retrieve")
             row.queries.append(q)
-            row.passage_ids.append([h.id for h in row_hits[: self.k]])
+            row.passage_ids.append([h.id for h in row_hits[:k]])
             row.passages.append(texts)
 
     def _insert_ids(self, processor: Any, model: Any, ins: Insert) -> tuple[list[int], tuple | None]:
