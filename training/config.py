@@ -86,12 +86,26 @@ class StageConfig(GRPOConfig):
                                search_mode=self.search_mode)
 
 
+SET_BY_LAUNCH = frozenset({"stage", "output_dir"})
+"""Fields :func:`stage_config` sets from the launch arguments (``--stage``, ``--output-dir``), not overrides."""
+
+
+def field_names() -> frozenset[str]:
+    """Every field a stage run can set: ``StageConfig``'s (the agent fields) and ``trl.GRPOConfig``'s."""
+    return frozenset(f.name for f in fields(StageConfig))
+
+
+def check_overrides(overrides: dict[str, Any], where: str = "overrides") -> None:
+    """Refuse names that are not fields of :class:`StageConfig` (with ``trl.GRPOConfig``'s), naming them."""
+    unknown = sorted(set(overrides) - field_names())
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown} in {where}; the valid names are the fields of "
+                         "training.config.StageConfig and trl.GRPOConfig (training.config.field_names())")
+
+
 def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:
     """The stage's config with ``overrides`` (any ``StageConfig``/``GRPOConfig`` field); unknown keys fail."""
-    names = {f.name for f in fields(StageConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown config fields {unknown}; see training.config.StageConfig / trl.GRPOConfig")
+    check_overrides(overrides)
     return StageConfig(stage=stage, output_dir=output_dir, **overrides)
 
 

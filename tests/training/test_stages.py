@@ -115,6 +115,30 @@ def test_stage_config_paper_defaults_and_hash():
         StageConfig(output_dir="/tmp/x", stage=3, use_cpu=True, bf16=False)
 
 
+def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_names():
+    """StageRunConfig (Dagster) is checked against training.config.StageConfig: its typed knobs are trainer
+    fields, trainer_overrides reaches every other one, unknown names are refused with where to look."""
+    from dagster._config import validate_config
+
+    from assets.training.assets import StageRunConfig
+    from training.config import SET_BY_LAUNCH, field_names
+
+    typed = set(StageRunConfig.model_fields) - {"trainer_overrides"}
+    assert typed <= field_names()
+    assert field_names() - SET_BY_LAUNCH - typed  # the rest goes through trainer_overrides
+    out = StageRunConfig(max_steps=2, trainer_overrides={"warmup_ratio": 0.0, "epsilon_high": 0.28}).overrides()
+    assert out["max_steps"] == 2 and out["warmup_ratio"] == 0.0 and out["epsilon_high"] == 0.28
+    assert stage_config(1, "/tmp/x", **out).epsilon_high == 0.28
+    with pytest.raises(ValueError, match=r"\['bogus', 'nope'\].*training.config.StageConfig"):
+        StageRunConfig(trainer_overrides={"nope": 1, "bogus": 2}).overrides()
+    with pytest.raises(ValueError, match="max_steps"):
+        StageRunConfig(max_steps=2, trainer_overrides={"max_steps": 3}).overrides()
+    with pytest.raises(ValueError, match="output_dir"):
+        StageRunConfig(trainer_overrides={"output_dir": "/elsewhere"}).overrides()
+    schema = StageRunConfig.to_config_schema().as_field().config_type
+    assert validate_config(schema, {"trainer_overrides": {"report_to": ["none"], "warmup_ratio": 0.1}}).success
+
+
 @pytest.mark.parametrize("name,stage", [("zero2.yaml", 2), ("zero3.yaml", 3)])
 def test_accelerate_deepspeed_configs_parse(name, stage):
     from accelerate.commands.config.config_args import ClusterConfig
