@@ -16,6 +16,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .rewards import STAGE_REWARDS, stage_weights
 from .rollout.settings import RolloutSettings
 
 # GRPOConfig fields that do not change what is trained (where it is written, how often it is logged)
@@ -26,7 +27,9 @@ _NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_st
 @dataclass
 class StageConfig(GRPOConfig):
     """A GRPO stage of Med-RwR. ``stage``: 1 (text MCQs; format + accuracy) or 2 (multimodal; all four
-    rewards, from the stage-1 checkpoint)."""
+    rewards, from the stage-1 checkpoint). ``reward_weights`` (TRL's own field, in the order of
+    :data:`training.rewards.STAGE_REWARDS`): unset means the paper's for the stage; a list of another length
+    is refused."""
 
     stage: int = field(default=1, metadata={"help": "1 = text-only stage, 2 = multimodal stage."})
     max_rounds: int = field(default=3, metadata={"help": "Generation rounds per trajectory (retrieval after all but the last)."})
@@ -56,6 +59,13 @@ class StageConfig(GRPOConfig):
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        paper = stage_weights(self.stage)
+        if self.reward_weights is None:
+            self.reward_weights = paper
+        elif len(self.reward_weights) != len(paper):
+            raise ValueError(f"reward_weights {list(self.reward_weights)} has {len(self.reward_weights)} weights; stage "
+                             f"{self.stage} has {len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
+                             "leave it unset for the paper's")
         if self.max_rounds < 1 or self.retrieval_k < 1:
             raise ValueError("max_rounds and retrieval_k must be >= 1")
         if self.search_mode not in ("dense", "lexical", "hybrid"):

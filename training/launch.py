@@ -267,8 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
-        reward_funcs, weights = stage_rewards(args.stage, query_reward)
-        config.reward_weights = weights
+        reward_funcs, _ = stage_rewards(args.stage, query_reward)  # weights: config.reward_weights
         rollout = Rollout(retriever, config.rollout_settings(), temperature=config.temperature, top_p=config.top_p,
                           score=args.stage == 2, sync_rounds=PartialState().num_processes > 1)
         lineage = {
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "kb_version": retriever.version, "text_embedder": embedder.model_id,
             "image_embedder": args.image_embedder if args.stage == 2 else None, "lexicon_terms": lexicon_terms,
             "base_model": args.base_model, "config_hash": config.config_hash(), "config": config.hashed_values(),
-            "reward_weights": weights, "git_commit": git_commit(args.git_commit),
+            "reward_weights": config.reward_weights, "git_commit": git_commit(args.git_commit),
             **_json_arg("--lineage", args.lineage),
         }
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,

@@ -200,6 +200,18 @@ accuracy_reward.__name__ = "accuracy"
 confidence_gain_reward.__name__ = "confidence_gain"
 
 
+STAGE_REWARDS: dict[int, tuple[str, ...]] = {1: ("format", "accuracy"),
+                                             2: ("format", "accuracy", "query_semantic", "confidence_gain")}
+"""The rewards of each stage, in the order of TRL's ``reward_funcs`` and ``reward_weights``."""
+
+
+def stage_weights(stage: int) -> list[float]:
+    """The paper's weights of ``stage``'s rewards (the default of ``StageConfig.reward_weights``)."""
+    if stage not in STAGE_REWARDS:
+        raise ValueError(f"unknown stage {stage!r}: expected 1 or 2")
+    return [PAPER_WEIGHTS[name] for name in STAGE_REWARDS[stage]]
+
+
 def stage_rewards(stage: int, query_reward: QuerySemanticReward | None = None) -> tuple[list[Any], list[float]]:
     """Reward functions and weights of a stage: stage 1 = format + accuracy (1, 5); stage 2 = all four
     (1, 5, 0.4, 5), which needs ``query_reward``."""

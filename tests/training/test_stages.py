@@ -115,6 +115,17 @@ def test_stage_config_paper_defaults_and_hash():
         StageConfig(output_dir="/tmp/x", stage=3, use_cpu=True, bf16=False)
 
 
+def test_reward_weights_default_to_the_papers_and_a_conflicting_list_is_refused():
+    """The weights live in GRPOConfig.reward_weights (what TRL reads): the paper's by default, a set value
+    kept (never overwritten), a list that does not fit the stage's rewards refused."""
+    cpu = {"use_cpu": True, "bf16": False}
+    assert stage_config(1, "/tmp/x", **cpu).reward_weights == [1.0, 5.0]
+    assert stage_config(2, "/tmp/x", **cpu).reward_weights == [1.0, 5.0, 0.4, 5.0]
+    assert stage_config(1, "/tmp/x", reward_weights=[2.0, 5.0], **cpu).reward_weights == [2.0, 5.0]
+    with pytest.raises(ValueError, match=r"stage 2 has 4 rewards \['format', 'accuracy', 'query_semantic'"):
+        stage_config(2, "/tmp/x", reward_weights=[1.0, 5.0], **cpu)
+
+
 def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_names():
     """StageRunConfig (Dagster) is checked against training.config.StageConfig: its typed knobs are trainer
     fields, trainer_overrides reaches every other one, unknown names are refused with where to look."""
@@ -128,7 +139,7 @@ def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_nam
     assert field_names() - SET_BY_LAUNCH - typed  # the rest goes through trainer_overrides
     out = StageRunConfig(max_steps=2, trainer_overrides={"warmup_ratio": 0.0, "epsilon_high": 0.28}).overrides()
     assert out["max_steps"] == 2 and out["warmup_ratio"] == 0.0 and out["epsilon_high"] == 0.28
-    assert stage_config(1, "/tmp/x", **out).epsilon_high == 0.28
+    assert stage_config(1, "/tmp/x", **dict(out, use_cpu=True, bf16=False)).epsilon_high == 0.28
     with pytest.raises(ValueError, match=r"\['bogus', 'nope'\].*training.config.StageConfig"):
         StageRunConfig(trainer_overrides={"nope": 1, "bogus": 2}).overrides()
     with pytest.raises(ValueError, match="max_steps"):
