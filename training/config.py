@@ -118,11 +118,3 @@ def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:
     check_overrides(overrides)
     return StageConfig(stage=stage, output_dir=output_dir, **overrides)
 
-
-SMOKE_OVERRIDES: dict[str, Any] = {
-    "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "learning_rate": 1e-3,
-    "num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-    "max_completion_length": 96, "max_new_tokens_per_round": 32, "max_steps": 2, "save_steps": 1,
-    "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
-}
-"""What the smoke profile changes on a 2-core CPU: tiny batches, short rounds, two steps."""

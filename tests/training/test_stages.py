@@ -10,7 +10,8 @@ import yaml
 from assets.common.profiles import SAMPLE_DATA_DIR
 from tests.training.conftest import mcq_rows
 from tests.training.helpers import ScriptedGenerate
-from training.config import SMOKE_OVERRIDES, StageConfig, stage_config
+from training import smoke
+from training.config import StageConfig, stage_config
 from training.retrievers import CountingRetriever
 from training.rewards import QuerySemanticReward, stage_rewards
 from training.rollout import Rollout
@@ -39,7 +40,7 @@ def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
         lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
         query_reward = QuerySemanticReward(LexiconNER(lex), ImageEmbedder())
     funcs, weights = stage_rewards(stage, query_reward)
-    cfg = stage_config(stage, str(tmp_path / "out"), **dict(SMOKE_OVERRIDES, save_strategy="no",
+    cfg = stage_config(stage, str(tmp_path / "out"), **dict(smoke.TRAINER, save_strategy="no",
                                                            reward_weights=weights, **overrides))
     rollout = Rollout(retriever, max_new_tokens_per_round=32, score=stage == 2)
     return GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
@@ -160,3 +161,19 @@ def test_accelerate_deepspeed_configs_parse(name, stage):
     assert raw["mixed_precision"] == "bf16"
     cfg = ClusterConfig.from_yaml_file(str(path))
     assert cfg.deepspeed_config["zero_stage"] == stage and cfg.num_processes == 8
+
+
+def test_smoke_values_live_in_training_smoke_and_name_real_fields():
+    """The smoke profile reads its training and evaluation knobs from training.smoke, and every name there is
+    a field of the config it goes to."""
+    from assets.common.profiles import get_profile
+    from assets.evaluation.assets import EvalConfig
+    from assets.training.assets import StageRunConfig
+    from training.config import field_names
+
+    knobs = get_profile("smoke", environ={}).op_config
+    assert knobs["stage1_checkpoint"] == knobs["stage2_checkpoint"] == smoke.STAGE
+    assert knobs["eval_results"] == smoke.EVAL
+    assert set(smoke.STAGE) <= set(StageRunConfig.model_fields) and set(smoke.EVAL) <= set(EvalConfig.model_fields)
+    for values in (smoke.CPU, smoke.TRAINER, smoke.TINY_STAGE, smoke.STAGE):
+        assert set(values) <= field_names()
