@@ -5,6 +5,7 @@ backend, token in / token out), ``rollout`` (the batched reasoning-with-retrieva
 answer scoring, CDIR continuation), ``retrievers`` (random control, call counter), ``lexicon`` (offline
 UMLS-keyed entity lexicon + Aho-Corasick NER), ``rewards`` (format, accuracy, query semantic, confidence
 gain), ``data`` (stage item selection and leakage proof), ``config`` (stage configs on TRL's GRPOConfig),
+``trainer`` (the one GRPO trainer construction), ``smoke`` (every smoke-size value),
 ``tiny_model`` (smoke-profile model builder, model loader), ``launch`` (the stage entry point), and
 ``vllm_backend`` (optional). No Dagster import here; the launched process reports through ``dagster_pipes``.
 """

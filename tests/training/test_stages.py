@@ -13,8 +13,8 @@ from tests.training.helpers import ScriptedGenerate
 from training import smoke
 from training.config import StageConfig, stage_config
 from training.retrievers import CountingRetriever
-from training.rewards import QuerySemanticReward, stage_rewards
-from training.rollout import Rollout
+from training.rewards import QuerySemanticReward
+from training.trainer import build_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -27,9 +27,7 @@ def mixed_script(call, row, ctx):
 
 
 def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
+    """The stage assets' trainer (training.trainer.build_trainer) on the smoke trainer settings."""
     model, processor = policy
     model.generate = ScriptedGenerate(processor.tokenizer, mixed_script)
     query_reward = None
@@ -39,12 +37,8 @@ def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
 
         lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
         query_reward = QuerySemanticReward(LexiconNER(lex), ImageEmbedder())
-    funcs, weights = stage_rewards(stage, query_reward)
-    cfg = stage_config(stage, str(tmp_path / "out"), **dict(smoke.TRAINER, save_strategy="no",
-                                                           reward_weights=weights, **overrides))
-    rollout = Rollout(retriever, max_new_tokens_per_round=32, score=stage == 2)
-    return GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
-                       processing_class=processor, rollout_func=rollout)
+    cfg = stage_config(stage, str(tmp_path / "out"), **dict(smoke.TRAINER, save_strategy="no", **overrides))
+    return build_trainer(model, processor, cfg, rows, retriever, query_reward=query_reward)
 
 
 @pytest.mark.slow
