@@ -9,13 +9,12 @@ import polars as pl
 import pytest
 
 import training.rollout.loop as rollout_module  # the loop calls score_answers
-from tests.training.helpers import ScriptedGenerate
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
 from training.cdir import CdirRollout, apply_cdir
 from training.eval_items import benchmark_items
 from training.eval_results import EVAL_RESULTS_SCHEMA, MODES, validate_results
 from training.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
 from training.generation import token_ids
-from training.retrievers import CountingRetriever
 from training.rollout import RolloutSettings
 
 from .conftest import PASSAGES

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.training.conftest import mcq_rows
-from tests.training.helpers import ScriptedGenerate
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
 from training.protocol import RETRIEVE_CLOSE, RETRIEVE_OPEN, build_messages
-from training.retrievers import CountingRetriever, RandomRetriever
+from training.retrievers import RandomRetriever
 from training.rollout import Insert, Rollout, answer_position, score_answers
 
 

@@ -9,10 +9,9 @@ import yaml
 
 from assets.common.profiles import SAMPLE_DATA_DIR
 from tests.training.conftest import mcq_rows
-from tests.training.helpers import ScriptedGenerate
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
 from training import smoke
 from training.config import StageConfig, stage_config
-from training.retrievers import CountingRetriever
 from training.rewards import QuerySemanticReward
 from training.trainer import build_trainer
 
