@@ -351,8 +351,8 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
                 print(label, json.dumps(m), flush=True)
 
     # the rollout of the stage assets (cfg.rollout_settings() == make_rollout's settings), forcing answers
-    trainer = build_trainer(model, processor, cfg, train_rows, retriever, callbacks=[Eval()], force_answer=True,
-                            answer_tokens=args.answer_tokens)
+    trainer = build_trainer(model, processor, cfg, train_rows, retriever, callbacks=[Eval()],
+                            force_answer=True, answer_tokens=args.answer_tokens)
     torch.manual_seed(args.seed + 1000)
     m = evaluate(model, processor, retriever, eval_rows, args, drug_of)
     curve.append(dict(m, step=0, **clock.read()))

@@ -63,8 +63,9 @@ class StageConfig(GRPOConfig):
         if self.reward_weights is None:
             self.reward_weights = paper
         elif len(self.reward_weights) != len(paper):
-            raise ValueError(f"reward_weights {list(self.reward_weights)} has {len(self.reward_weights)} weights; stage "
-                             f"{self.stage} has {len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
+            given = list(self.reward_weights)
+            raise ValueError(f"reward_weights {given} has {len(given)} weights; stage {self.stage} has "
+                             f"{len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
                              "leave it unset for the paper's")
         if self.max_rounds < 1 or self.retrieval_k < 1:
             raise ValueError("max_rounds and retrieval_k must be >= 1")
@@ -97,7 +98,8 @@ class StageConfig(GRPOConfig):
 
 
 SET_BY_LAUNCH = frozenset({"stage", "output_dir"})
-"""Fields :func:`stage_config` sets from the launch arguments (``--stage``, ``--output-dir``), not overrides."""
+"""Fields :func:`stage_config` sets from the launch arguments (``--stage``, ``--output-dir``), not
+overrides."""
 
 
 def field_names() -> frozenset[str]:

@@ -237,8 +237,8 @@ def stage_weights(stage: int) -> list[float]:
 
 
 def stage_rewards(stage: int, query_reward: QuerySemanticReward | None = None) -> tuple[list[Any], list[float]]:
-    """Reward functions and paper weights of a stage, from :data:`REWARDS`: stage 1 = format + accuracy (1, 5);
-    stage 2 = all four (1, 5, 0.4, 5), which needs ``query_reward``."""
+    """Reward functions and paper weights of a stage, from :data:`REWARDS`: stage 1 = format + accuracy
+    (1, 5); stage 2 = all four (1, 5, 0.4, 5), which needs ``query_reward``."""
     weights = stage_weights(stage)
     built: dict[str, RewardFn | None] = {"query_semantic": query_reward}
     funcs = []

@@ -5,8 +5,8 @@ tiny trainer runs of the tests. Plain dicts, no heavy import (the code location 
   ``StageRunConfig`` typed knobs): a few GRPO steps of a tiny model on 2 CPU cores.
 - :data:`EVAL`: the smoke profile's knobs of ``eval_results`` (rollout budgets in the
   :class:`training.rollout.RolloutSettings` vocabulary).
-- :data:`TRAINER`: ``StageConfig`` overrides of the in-process trainer tests (``build_trainer``): tiny batches,
-  short rounds, two steps, on CPU.
+- :data:`TRAINER`: ``StageConfig`` overrides of the in-process trainer tests (``build_trainer``): tiny
+  batches, short rounds, two steps, on CPU.
 - :data:`TINY_STAGE`: the smallest launched stage (``python -m training.launch``) of the launch and
   killed-stage tests.
 """
@@ -23,12 +23,13 @@ STAGE: dict[str, Any] = {
     "max_rounds": 2, "max_new_tokens_per_round": 16, "max_completion_length": 48, "save_steps": 1,
 }
 
-EVAL: dict[str, Any] = {"max_items": 8, "max_rounds": 2, "max_new_tokens_per_round": 16, "max_completion_tokens": 48}
+EVAL: dict[str, Any] = {"max_items": 8, "max_rounds": 2, "max_new_tokens_per_round": 16,
+                        "max_completion_tokens": 48}
 
 TRAINER: dict[str, Any] = {
     **CPU, "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 8,
-    "gradient_accumulation_steps": 1, "max_completion_length": 96, "max_new_tokens_per_round": 32, "max_steps": 2,
-    "save_steps": 1, "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
+    "gradient_accumulation_steps": 1, "max_completion_length": 96, "max_new_tokens_per_round": 32,
+    "max_steps": 2, "save_steps": 1, "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
 }
 
 TINY_STAGE: dict[str, Any] = {

@@ -26,11 +26,12 @@ def stage_rollout(config: StageConfig, retriever: Any, **options: Any) -> Rollou
 def build_trainer(model: Any, processor: Any, config: StageConfig, train_dataset: Any, retriever: Any, *,
                   query_reward: QuerySemanticReward | None = None, callbacks: Sequence[Any] | None = None,
                   **rollout_options: Any):
-    """TRL's ``GRPOTrainer`` for ``config``: the stage's reward functions (:func:`training.rewards.stage_rewards`;
-    stage 2 needs ``query_reward``) weighted by ``config.reward_weights``, and :func:`stage_rollout` over
-    ``retriever`` as ``rollout_func``. ``retriever=None``: no rollout_func (TRL's own single-turn generation,
-    the plain-GRPO baseline of ``benchmarks/grpo_overhead.py``). ``train_dataset``: a ``datasets.Dataset`` or
-    a list of row dicts (TRL layout: ``prompt`` plus the reward columns)."""
+    """TRL's ``GRPOTrainer`` for ``config``: the stage's reward functions
+    (:func:`training.rewards.stage_rewards`; stage 2 needs ``query_reward``) weighted by
+    ``config.reward_weights``, and :func:`stage_rollout` over ``retriever`` as ``rollout_func``.
+    ``retriever=None``: no rollout_func (TRL's own single-turn generation, the plain-GRPO baseline of
+    ``benchmarks/grpo_overhead.py``). ``train_dataset``: a ``datasets.Dataset`` or a list of row dicts (TRL
+    layout: ``prompt`` plus the reward columns)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 

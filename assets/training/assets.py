@@ -126,8 +126,8 @@ class StageRunConfig(Config):
         check_overrides(extra, where="StageRunConfig.trainer_overrides")
         clash = sorted(set(extra) & (set(out) | SET_BY_LAUNCH))
         if clash:
-            raise ValueError(f"StageRunConfig.trainer_overrides sets {clash}: set a typed knob by its own field, "
-                             "and the stage and output folder are set by the asset")
+            raise ValueError(f"StageRunConfig.trainer_overrides sets {clash}: set a typed knob by its own "
+                             "field, and the stage and output folder are set by the asset")
         out.update(extra)
         if not torch.cuda.is_available():
             out.update(use_cpu=True, bf16=False, gradient_checkpointing=False)

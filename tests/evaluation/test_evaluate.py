@@ -36,7 +36,8 @@ def run(items, policy, retriever, **kw):
     model, processor = policy
     args = dict(model=model, processor=processor, retriever=retriever, checkpoint="base",
                 checkpoint_version="manifest-test", benchmark="sample_mix", benchmark_version="v-test",
-                kb_tag="run-test", rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2))
+                kb_tag="run-test",
+                rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2))
     return evaluate(items, **{**args, **kw})
 
 

@@ -197,7 +197,8 @@ def test_force_answer_keeps_the_sampled_total_within_max_completion_tokens(polic
         return long if call == 0 else " A </answer>"
 
     model.generate = ScriptedGenerate(tok, script)
-    rollout = Rollout(retriever, max_rounds=1, max_new_tokens_per_round=64, max_completion_tokens=20, force_answer=True,
+    rollout = Rollout(retriever, max_rounds=1, max_new_tokens_per_round=64, max_completion_tokens=20,
+                      force_answer=True,
                       answer_tokens=4, score=True)
     result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(2)])
     assert model.generate.calls[0]["max_new_tokens"] == 16  # 4 reserved for the answer
@@ -253,7 +254,7 @@ def test_continue_with_cuts_before_a_forced_opener(policy, retriever):
 
 
 def test_one_rollout_settings_vocabulary(retriever):
-    """The rollout, the trainer config and the evaluation config speak RolloutSettings, with the old defaults."""
+    """The rollout, the trainer config and the evaluation config speak RolloutSettings (old defaults)."""
     from assets.evaluation.assets import EvalConfig
     from training.config import StageConfig
     from training.rollout import RolloutSettings
@@ -268,5 +269,6 @@ def test_one_rollout_settings_vocabulary(retriever):
                           max_new_tokens_per_round=32, search_mode="lexical").rollout_settings()
     assert trainer == RolloutSettings(max_rounds=3, retrieval_k=3, max_new_tokens_per_round=32,
                                       max_completion_tokens=96, search_mode="lexical")
-    assert StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False).rollout_settings().max_completion_tokens == 8192
+    default = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False).rollout_settings()
+    assert default.max_completion_tokens == 8192
     assert EvalConfig().rollout_settings() == RolloutSettings()

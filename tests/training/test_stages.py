@@ -131,7 +131,8 @@ def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_nam
     typed = set(StageRunConfig.model_fields) - {"trainer_overrides"}
     assert typed <= field_names()
     assert field_names() - SET_BY_LAUNCH - typed  # the rest goes through trainer_overrides
-    out = StageRunConfig(max_steps=2, trainer_overrides={"warmup_ratio": 0.0, "epsilon_high": 0.28}).overrides()
+    extra = {"warmup_ratio": 0.0, "epsilon_high": 0.28}
+    out = StageRunConfig(max_steps=2, trainer_overrides=extra).overrides()
     assert out["max_steps"] == 2 and out["warmup_ratio"] == 0.0 and out["epsilon_high"] == 0.28
     assert stage_config(1, "/tmp/x", **dict(out, use_cpu=True, bf16=False)).epsilon_high == 0.28
     with pytest.raises(ValueError, match=r"\['bogus', 'nope'\].*training.config.StageConfig"):
@@ -141,7 +142,8 @@ def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_nam
     with pytest.raises(ValueError, match="output_dir"):
         StageRunConfig(trainer_overrides={"output_dir": "/elsewhere"}).overrides()
     schema = StageRunConfig.to_config_schema().as_field().config_type
-    assert validate_config(schema, {"trainer_overrides": {"report_to": ["none"], "warmup_ratio": 0.1}}).success
+    run_config = {"trainer_overrides": {"report_to": ["none"], "warmup_ratio": 0.1}}
+    assert validate_config(schema, run_config).success
 
 
 @pytest.mark.parametrize("name,stage", [("zero2.yaml", 2), ("zero3.yaml", 3)])
@@ -167,6 +169,7 @@ def test_smoke_values_live_in_training_smoke_and_name_real_fields():
     knobs = get_profile("smoke", environ={}).op_config
     assert knobs["stage1_checkpoint"] == knobs["stage2_checkpoint"] == smoke.STAGE
     assert knobs["eval_results"] == smoke.EVAL
-    assert set(smoke.STAGE) <= set(StageRunConfig.model_fields) and set(smoke.EVAL) <= set(EvalConfig.model_fields)
+    assert set(smoke.STAGE) <= set(StageRunConfig.model_fields)
+    assert set(smoke.EVAL) <= set(EvalConfig.model_fields)
     for values in (smoke.CPU, smoke.TRAINER, smoke.TINY_STAGE, smoke.STAGE):
         assert set(values) <= field_names()

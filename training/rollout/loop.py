@@ -37,7 +37,8 @@ class Rollout:
             single fields of it.
         temperature, top_p, do_sample: sampling (TRL's ``temperature``/``top_p`` override them in training).
         score: run :func:`score_answers` after generation (needed by the confidence-gain reward);
-            ``score_counterfactual=False`` skips its counterfactual pass (evaluation needs only the confidence).
+            ``score_counterfactual=False`` skips its counterfactual pass (evaluation needs only the
+            confidence).
         want_logprobs: record per-token sampling log-probs (costs a softmax per step).
         sync_rounds: always make ``max_rounds`` generate calls (a 1-token dummy call when no row is
             active; likewise the forced-answer call): ranks of ZeRO-3 / vLLM-server training must make the
@@ -49,8 +50,9 @@ class Rollout:
     """
 
     def __init__(self, retriever: Any, settings: RolloutSettings | None = None, *, temperature: float = 1.0,
-                 top_p: float = 1.0, do_sample: bool = True, score: bool = False, score_counterfactual: bool = True,
-                 want_logprobs: bool = False, sync_rounds: bool = False, force_answer: bool = False,
+                 top_p: float = 1.0, do_sample: bool = True, score: bool = False,
+                 score_counterfactual: bool = True, want_logprobs: bool = False, sync_rounds: bool = False,
+                 force_answer: bool = False,
                  answer_tokens: int = 8, generator_factory: Any = HFGenerator, **setting_fields: Any):
         settings = (settings or RolloutSettings()).with_(**setting_fields)
         if answer_tokens < 1:
@@ -70,18 +72,20 @@ class Rollout:
         self.last_stats: RolloutStats | None = None
 
     # ---- public API -------------------------------------------------------------------------------------
-    def run(self, model: Any, processor: Any, prompts: Sequence[Sequence[dict]], *, allow_retrieval: bool = True,
+    def run(self, model: Any, processor: Any, prompts: Sequence[Sequence[dict]], *,
+            allow_retrieval: bool = True,
             first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
             force_answer: bool | None = None) -> RolloutResult:
         """Roll out conversational ``prompts`` (TRL layout; images as ``{"type": "image", "image": img}``).
 
-        ``allow_retrieval=False``: direct answer (one round, ``<query>`` banned). ``first_queries``: the system
-        retrieves once with these queries (None for a row: no pre-retrieval) before the model writes.
+        ``allow_retrieval=False``: direct answer (one round, ``<query>`` banned). ``first_queries``: the
+        system retrieves once with these queries (None for a row: no pre-retrieval) before the model writes.
         ``force_answer``: overrides the instance's setting for this call.
         """
         contexts = encode_prompts(processor, prompts)
         return self.run_contexts(self.generator_factory(model, processor), contexts,
-                                 allow_retrieval=allow_retrieval, first_queries=first_queries, max_rounds=max_rounds,
+                                 allow_retrieval=allow_retrieval, first_queries=first_queries,
+                                 max_rounds=max_rounds,
                                  model=model, force_answer=force_answer)
 
     def run_contexts(self, generator: Any, contexts: Sequence[Context], *, allow_retrieval: bool = True,
@@ -130,7 +134,8 @@ class Rollout:
             # e.g. training.cdir.Cases, is formatted by its _insert_ids)
             parts = list(ins) if isinstance(ins, (list, tuple)) else [ins]
             if not parts:
-                raise ValueError(f"row {n}: give an Insert, a non-empty sequence of Insert, or None (no continuation)")
+                raise ValueError(f"row {n}: give an Insert, a non-empty sequence of Insert, "
+                                 "or None (no continuation)")
             cut = answer_start(tokenizer, t)
             if cut is None:
                 cut = len(t.completion_ids)
@@ -183,7 +188,8 @@ class Rollout:
     # ---- internals --------------------------------------------------------------------------------------
     def _query_ban(self, tokenizer: Any) -> list[list[int]]:
         """Token sequences that would open a query: ``<query>`` with and without a leading space."""
-        seqs = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (QUERY_OPEN, " " + QUERY_OPEN)}
+        seqs = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"])
+                for s in (QUERY_OPEN, " " + QUERY_OPEN)}
         return [list(s) for s in seqs if s]
 
     def _loop(self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats,
@@ -202,7 +208,8 @@ class Rollout:
             last = r == max_rounds
             if not active:
                 if self.sync_rounds and rows:
-                    generator.generate([Context(rows[0].ids, rows[0].vision)], stop_strings=[], max_new_tokens=1)
+                    generator.generate([Context(rows[0].ids, rows[0].vision)], stop_strings=[],
+                                       max_new_tokens=1)
                     continue
                 break
             stops = [ANSWER_CLOSE] if last else [QUERY_CLOSE, ANSWER_CLOSE]
@@ -252,10 +259,11 @@ class Rollout:
         for row in todo:
             if row.finish == "eos" and row.ids[-1] in eos_ids and not row.pieces[-1].inserted:
                 row.drop_last_token()
-            last_sampled = next((ids for p, ids in zip(reversed(row.pieces), reversed(row.piece_ids), strict=True)
-                                 if not p.inserted), [])
+            last_sampled = next((ids for p, ids in zip(reversed(row.pieces), reversed(row.piece_ids),
+                                                       strict=True) if not p.inserted), [])
             text = tokenizer.decode(last_sampled, skip_special_tokens=False)
-            if ANSWER_OPEN not in text.rsplit(ANSWER_CLOSE, 1)[-1]:  # no answer opened by the model: insert one
+            # no answer opened by the model: insert one
+            if ANSWER_OPEN not in text.rsplit(ANSWER_CLOSE, 1)[-1]:
                 row.append(opener, inserted=True, round=row.rounds, kind="answer")
                 row.forced_answer = True
         outs = generator.generate(
@@ -289,8 +297,8 @@ class Rollout:
         for (row, q), row_hits in zip(asking, hits, strict=True):
             texts = [passage_text(h.title, h.text) for h in row_hits[:k]]
             block = retrieve_block(texts)
-            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True, round=row.rounds,
-                       kind="retrieve")
+            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True,
+                       round=row.rounds, kind="retrieve")
             row.queries.append(q)
             row.passage_ids.append([h.id for h in row_hits[:k]])
             row.passages.append(texts)
@@ -305,7 +313,8 @@ class Rollout:
             return tokenizer(head + tail.lstrip(), add_special_tokens=False)["input_ids"], None
         enc = image_processor(images=[ins.image], return_tensors="pt")
         n = int(enc["image_grid_thw"][0].prod()) // (image_processor.merge_size ** 2)
-        vision_ids = [config.vision_start_token_id] + [config.image_token_id] * n + [config.vision_end_token_id]
+        vision_ids = ([config.vision_start_token_id] + [config.image_token_id] * n
+                      + [config.vision_end_token_id])
         ids = (tokenizer(head, add_special_tokens=False)["input_ids"] + vision_ids
                + tokenizer(tail, add_special_tokens=False)["input_ids"])
         return ids, (enc["pixel_values"], enc["image_grid_thw"])

@@ -39,7 +39,8 @@ def _answer_piece(t: Trajectory) -> Piece | None:
 
 
 def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
-    """Completion index of the first token of the last ``<answer>`` tag (the model's or the system's), or None."""
+    """Completion index of the first token of the last ``<answer>`` tag (the model's or the system's), or
+    None."""
     piece = _answer_piece(t)
     if piece is None:
         return None
