@@ -45,6 +45,7 @@ from storage.root import Storage
 from storage.sources import SourceDir
 from training.eval_items import benchmark_items
 from training.evaluate import evaluate
+from training.rollout import RolloutSettings
 from training.tiny_model import build_tiny_model, load_policy, local_corpus
 
 BENCHMARKS = (("slake", "vqa", "slake", ["test"]), ("vqa_rad", "vqa", "vqa_rad", ["test"]),
@@ -92,8 +93,9 @@ def run_once(env: dict, model, processor, batch_size: int, max_new_tokens: int) 
         res = evaluate(items, model=model, processor=processor, retriever=env["retriever"], checkpoint="tiny",
                        checkpoint_version="bench", benchmark=name, benchmark_version="sample", kb_tag=env["kb_tag"],
                        image_retriever=env["image_retriever"], image_loader=env["image_loader"],
-                       image_index_tag=env["image_tag"], batch_size=batch_size, max_new_tokens=max_new_tokens,
-                       max_rounds=3, search_mode="dense", seed=0)
+                       image_index_tag=env["image_tag"], batch_size=batch_size,
+                       rollout_settings=RolloutSettings(max_rounds=3, max_new_tokens_per_round=max_new_tokens,
+                                                        search_mode="dense"), seed=0)
         per[name] = {"items": items.height, "rows": res.height, "seconds": time.perf_counter() - t0,
                      "cdir_triggered": int(res["cdir_triggered"].sum()),
                      "generated_tokens": int(res["generated_tokens"].sum())}

@@ -42,6 +42,7 @@ from training.eval_items import EVAL_ITEM_SCHEMA
 from training.eval_results import MODES
 from training.evaluate import evaluate
 from training.metrics import Arm, compare, mcq_accuracy
+from training.rollout import RolloutSettings
 from training.tiny_model import load_policy
 
 CLAIMS = (("rwr", "direct"), ("rwr", "random_retriever"))
@@ -110,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_version=folder_digest(checkpoint), benchmark="learning_check",
         benchmark_version=hashlib.sha256(heldout.read_bytes()).hexdigest()[:16], kb_tag=kb_tag, modes=MODES,
         batch_size=args.batch_size,
-        k=run_args.get("k", 3), max_rounds=args.max_rounds or run_args.get("max_rounds", 2),
-        max_new_tokens=run_args.get("round_tokens", 20), max_completion_tokens=run_args.get("completion_tokens", 64),
-        search_mode=args.search_mode or run_args.get("search_mode", "dense"),
+        rollout_settings=RolloutSettings(
+            retrieval_k=run_args.get("k", 3), max_rounds=args.max_rounds or run_args.get("max_rounds", 2),
+            max_new_tokens_per_round=run_args.get("round_tokens", 20),
+            max_completion_tokens=run_args.get("completion_tokens", 64),
+            search_mode=args.search_mode or run_args.get("search_mode", "dense")),
         do_sample=args.sample, seed=args.seed, system_prompt=SYSTEM)
     seconds = time.perf_counter() - t0
     results.write_parquet(out / "eval_results.parquet")

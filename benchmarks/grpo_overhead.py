@@ -32,25 +32,18 @@ from retrieval.store import KBLocation  # noqa: E402
 
 
 def run(with_retrieval: bool, args, rows, retriever) -> dict:
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
     from training.config import stage_config
-    from training.rewards import stage_rewards
-    from training.rollout import Rollout
     from training.tiny_model import load_policy
+    from training.trainer import build_trainer
 
     model, processor = load_policy(args.model)
-    funcs, weights = stage_rewards(1)
     cfg = stage_config(1, f"/tmp/grpo_overhead_{int(with_retrieval)}", use_cpu=True, bf16=False,
                        gradient_checkpointing=False, beta=0.0, learning_rate=1e-4, num_generations=8,
                        per_device_train_batch_size=32, gradient_accumulation_steps=1, max_steps=args.steps,
                        save_strategy="no", logging_steps=1, max_completion_length=64, max_new_tokens_per_round=32,
-                       max_rounds=2, warmup_ratio=0.0, reward_weights=weights, seed=0)
-    rollout = Rollout(retriever, k=3, max_rounds=2, max_new_tokens=32, max_completion_tokens=64,
-                      search_mode="lexical") if with_retrieval else None
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
-                          processing_class=processor, rollout_func=rollout)
+                       max_rounds=2, retrieval_k=3, search_mode="lexical", warmup_ratio=0.0, seed=0)
+    # the stage assets' trainer; without a retriever, TRL's own single-turn generation (the plain baseline)
+    trainer = build_trainer(model, processor, cfg, rows, retriever if with_retrieval else None)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "step_time" in h]
     return {"step_time_s": [h["step_time"] for h in logs],

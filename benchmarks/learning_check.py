@@ -73,7 +73,7 @@ from retrieval.search import Hit, Retriever  # noqa: E402
 from retrieval.store import KBLocation, sync_table, with_search_text  # noqa: E402
 from training.protocol import answer_matches, build_messages, passage_text, retrieve_block  # noqa: E402
 from training.retrievers import RandomRetriever  # noqa: E402
-from training.rollout import Rollout, encode_prompts  # noqa: E402
+from training.rollout import Rollout, RolloutSettings, encode_prompts  # noqa: E402
 
 READING_SYLLABLES = ["ab", "ed", "ik", "om", "ul", "yr", "es", "an"]  # never in a task entity name
 SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
@@ -278,9 +278,11 @@ def reading_examples(processor, drugs: list[str], n_task: int, args) -> list[tup
 
 
 def make_rollout(retriever, args) -> Rollout:
-    return Rollout(retriever, k=args.k, max_rounds=args.max_rounds, max_new_tokens=args.round_tokens,
-                   max_completion_tokens=args.completion_tokens, search_mode=args.search_mode, force_answer=True,
-                   answer_tokens=args.answer_tokens)
+    return Rollout(retriever, RolloutSettings(retrieval_k=args.k, max_rounds=args.max_rounds,
+                                              max_new_tokens_per_round=args.round_tokens,
+                                              max_completion_tokens=args.completion_tokens,
+                                              search_mode=args.search_mode),
+                   force_answer=True, answer_tokens=args.answer_tokens)
 
 
 def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[str, str]) -> dict:
@@ -314,13 +316,11 @@ def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[
 def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, eval_rows, args,
              drug_of: dict[str, str]) -> dict:
     """GRPO from the warm start with ``retriever`` (used for training and for the held-out evaluation)."""
-    from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOTrainer
 
     from training.config import stage_config
-    from training.rewards import stage_rewards
     from training.tiny_model import load_policy
+    from training.trainer import build_trainer
 
     torch.manual_seed(args.seed)
     steps = args.control_steps if label == "random_retriever" and args.control_steps else args.steps
@@ -330,14 +330,13 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
         # every GRPO prompt (the held-out entities) receive into full-size steps, which scrambles exactly the
         # rows the held-out query copy needs; GRPO trains every other parameter
         model.get_input_embeddings().weight.requires_grad_(False)
-    funcs, weights = stage_rewards(1)
     cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
                        learning_rate=args.lr, beta=args.beta, num_generations=args.generations,
                        per_device_train_batch_size=args.generations * args.prompts_per_step,
                        gradient_accumulation_steps=1, max_steps=steps, warmup_ratio=0.0, logging_steps=1,
                        save_strategy="no", max_rounds=args.max_rounds, retrieval_k=args.k,
                        search_mode=args.search_mode, max_new_tokens_per_round=args.round_tokens,
-                       max_completion_length=args.completion_tokens, seed=args.seed, reward_weights=weights,
+                       max_completion_length=args.completion_tokens, seed=args.seed,
                        lr_scheduler_type="constant", scale_rewards="group", dataloader_num_workers=0)
     curve: list[dict] = []
     clock = Clock()
@@ -351,8 +350,9 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
                 curve.append(m)
                 print(label, json.dumps(m), flush=True)
 
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(train_rows),
-                          processing_class=processor, rollout_func=make_rollout(retriever, args), callbacks=[Eval()])
+    # the rollout of the stage assets (cfg.rollout_settings() == make_rollout's settings), forcing answers
+    trainer = build_trainer(model, processor, cfg, train_rows, retriever, callbacks=[Eval()],
+                            force_answer=True, answer_tokens=args.answer_tokens)
     torch.manual_seed(args.seed + 1000)
     m = evaluate(model, processor, retriever, eval_rows, args, drug_of)
     curve.append(dict(m, step=0, **clock.read()))

@@ -69,7 +69,8 @@ class CountingGenerator(HFGenerator):
 def measure(model, processor, retriever, prompts, full: bool, seed: int, max_new_tokens: int) -> dict:
     torch.manual_seed(seed)
     gen = CountingGenerator(model, processor, full_continuation=full)
-    ro = Rollout(retriever, k=3, max_rounds=3, max_new_tokens=max_new_tokens, search_mode="lexical")
+    ro = Rollout(retriever, retrieval_k=3, max_rounds=3, max_new_tokens_per_round=max_new_tokens,
+                 search_mode="lexical")
     res = ro.run_contexts(gen, encode_prompts(processor, prompts))
     in_traj = sum(t.generated_tokens for t in res.trajectories)
     return {"approach": "reference (full continuation, cut)" if full else "ours (stop at </query>)",

@@ -16,6 +16,9 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .rewards import STAGE_REWARDS, stage_weights
+from .rollout.settings import RolloutSettings
+
 # GRPOConfig fields that do not change what is trained (where it is written, how often it is logged)
 _NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_steps", "save_steps",
                "save_total_limit", "push_to_hub", "hub_model_id", "overwrite_output_dir", "dataloader_num_workers"}
@@ -24,7 +27,9 @@ _NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_st
 @dataclass
 class StageConfig(GRPOConfig):
     """A GRPO stage of Med-RwR. ``stage``: 1 (text MCQs; format + accuracy) or 2 (multimodal; all four
-    rewards, from the stage-1 checkpoint)."""
+    rewards, from the stage-1 checkpoint). ``reward_weights`` (TRL's own field, in the order of
+    :data:`training.rewards.STAGE_REWARDS`): unset means the paper's for the stage; a list of another length
+    is refused."""
 
     stage: int = field(default=1, metadata={"help": "1 = text-only stage, 2 = multimodal stage."})
     max_rounds: int = field(default=3, metadata={"help": "Generation rounds per trajectory (retrieval after all but the last)."})
@@ -54,6 +59,14 @@ class StageConfig(GRPOConfig):
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        paper = stage_weights(self.stage)
+        if self.reward_weights is None:
+            self.reward_weights = paper
+        elif len(self.reward_weights) != len(paper):
+            given = list(self.reward_weights)
+            raise ValueError(f"reward_weights {given} has {len(given)} weights; stage {self.stage} has "
+                             f"{len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
+                             "leave it unset for the paper's")
         if self.max_rounds < 1 or self.retrieval_k < 1:
             raise ValueError("max_rounds and retrieval_k must be >= 1")
         if self.search_mode not in ("dense", "lexical", "hybrid"):
@@ -75,20 +88,35 @@ class StageConfig(GRPOConfig):
         blob = json.dumps(self.hashed_values(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def rollout_settings(self) -> RolloutSettings:
+        """The rollout budgets of this stage; the one place GRPOConfig's ``max_completion_length`` becomes
+        ``max_completion_tokens`` (unset: 8192, this config's default)."""
+        return RolloutSettings(max_rounds=self.max_rounds, retrieval_k=self.retrieval_k,
+                               max_new_tokens_per_round=self.max_new_tokens_per_round,
+                               max_completion_tokens=self.max_completion_length or 8192,
+                               search_mode=self.search_mode)
+
+
+SET_BY_LAUNCH = frozenset({"stage", "output_dir"})
+"""Fields :func:`stage_config` sets from the launch arguments (``--stage``, ``--output-dir``), not
+overrides."""
+
+
+def field_names() -> frozenset[str]:
+    """Every field a stage run can set: ``StageConfig``'s (the agent fields) and ``trl.GRPOConfig``'s."""
+    return frozenset(f.name for f in fields(StageConfig))
+
+
+def check_overrides(overrides: dict[str, Any], where: str = "overrides") -> None:
+    """Refuse names that are not fields of :class:`StageConfig` (with ``trl.GRPOConfig``'s), naming them."""
+    unknown = sorted(set(overrides) - field_names())
+    if unknown:
+        raise ValueError(f"unknown config fields {unknown} in {where}; the valid names are the fields of "
+                         "training.config.StageConfig and trl.GRPOConfig (training.config.field_names())")
+
 
 def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:
     """The stage's config with ``overrides`` (any ``StageConfig``/``GRPOConfig`` field); unknown keys fail."""
-    names = {f.name for f in fields(StageConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown config fields {unknown}; see training.config.StageConfig / trl.GRPOConfig")
+    check_overrides(overrides)
     return StageConfig(stage=stage, output_dir=output_dir, **overrides)
 
-
-SMOKE_OVERRIDES: dict[str, Any] = {
-    "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "learning_rate": 1e-3,
-    "num_generations": 4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-    "max_completion_length": 96, "max_new_tokens_per_round": 32, "max_steps": 2, "save_steps": 1,
-    "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
-}
-"""What the smoke profile changes on a 2-core CPU: tiny batches, short rounds, two steps."""

@@ -46,7 +46,7 @@ from .eval_items import check_items
 from .eval_results import MODES, RETRIEVAL_MODES, results_frame, score_predictions, validate_results
 from .generation import HFGenerator
 from .protocol import build_messages, extract_choice
-from .rollout import RolloutResult, Trajectory
+from .rollout import RolloutResult, RolloutSettings, Trajectory
 
 
 class EvaluationError(RuntimeError):
@@ -164,11 +164,7 @@ def evaluate(
     cdir_k: int = DEFAULT_K,
     exclude_image_refs: Sequence[str] = (),
     seed: int = 0,
-    k: int = 3,
-    max_rounds: int = 3,
-    max_new_tokens: int = 256,
-    max_completion_tokens: int = 1024,
-    search_mode: str | None = "dense",
+    rollout_settings: RolloutSettings | None = None,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -185,9 +181,9 @@ def evaluate(
     image index pinned to ``image_index_tag``; ``image_loader(content_id) -> PIL image`` reads item and case
     images. ``random_retriever``: the control's retriever (default :meth:`KBRandomRetriever.like` the real
     one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
-    image of the benchmark). Rollout settings (``k`` passages per query, ``max_rounds``, per-round
-    ``max_new_tokens``, ``max_completion_tokens``, ``search_mode``, sampling) are those of
-    :class:`training.rollout.Rollout`. ``progress(done, total)`` is called after each batch.
+    image of the benchmark). ``rollout_settings``: the budgets (:class:`training.rollout.RolloutSettings`;
+    default its defaults); sampling settings are those of :class:`training.rollout.Rollout`.
+    ``progress(done, total)`` is called after each batch.
 
     Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix property,
     and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
@@ -197,8 +193,7 @@ def evaluate(
     _check_args(items, modes, retriever=retriever, kb_tag=kb_tag, image_retriever=image_retriever,
                 image_loader=image_loader, image_index_tag=image_index_tag, batch_size=batch_size,
                 cdir_lambda=cdir_lambda, cdir_k=cdir_k)
-    settings = dict(k=k, max_rounds=max_rounds, max_new_tokens=max_new_tokens,
-                    max_completion_tokens=max_completion_tokens, search_mode=search_mode, do_sample=do_sample,
+    settings = dict(settings=rollout_settings or RolloutSettings(), do_sample=do_sample,
                     temperature=temperature, top_p=top_p, score=True, generator_factory=generator_factory)
     rollout = CdirRollout(retriever, **settings)
     control = None

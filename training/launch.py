@@ -242,16 +242,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     from accelerate import PartialState
-    from trl import GRPOTrainer
 
     from retrieval.embedders import TextEmbedder
     from retrieval.search import Retriever
     from retrieval.store import KBLocation
 
     from .config import stage_config
-    from .rewards import stage_rewards
-    from .rollout import Rollout
     from .tiny_model import load_policy
+    from .trainer import build_trainer
 
     item_opts = _json_arg("--items-storage-options", args.items_storage_options)
     config = stage_config(args.stage, args.output_dir, **_json_arg("--config", args.config))
@@ -267,25 +265,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
-        reward_funcs, weights = stage_rewards(args.stage, query_reward)
-        config.reward_weights = weights
-        rollout = Rollout(retriever, k=config.retrieval_k, max_rounds=config.max_rounds,
-                          max_new_tokens=config.max_new_tokens_per_round,
-                          max_completion_tokens=config.max_completion_length or 8192,
-                          search_mode=config.search_mode, temperature=config.temperature, top_p=config.top_p,
-                          score=args.stage == 2, sync_rounds=PartialState().num_processes > 1)
         lineage = {
             "stage": args.stage, "items_uri": args.items, "items_sha256": _file_sha256(args.items, item_opts),
             "items_rows": items.height, "kb_uri": args.kb_uri, "kb_table": args.kb_table, "kb_tag": args.kb_tag,
             "kb_version": retriever.version, "text_embedder": embedder.model_id,
             "image_embedder": args.image_embedder if args.stage == 2 else None, "lexicon_terms": lexicon_terms,
             "base_model": args.base_model, "config_hash": config.config_hash(), "config": config.hashed_values(),
-            "reward_weights": weights, "git_commit": git_commit(args.git_commit),
+            "reward_weights": config.reward_weights, "git_commit": git_commit(args.git_commit),
             **_json_arg("--lineage", args.lineage),
         }
-        trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
-                              processing_class=processor, rollout_func=rollout,
-                              callbacks=make_callbacks(lineage, pipes))
+        trainer = build_trainer(model, processor, config, dataset, retriever, query_reward=query_reward,
+                                callbacks=make_callbacks(lineage, pipes))
         resume = last_complete_checkpoint(args.output_dir)
         if resume is not None:
             log.info("resuming from %s", resume)

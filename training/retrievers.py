@@ -2,15 +2,13 @@
 
 :class:`RandomRetriever` is the control of the learning check and of evaluation: it returns ``k`` passages
 drawn at random (seeded) from a fixed pool, whatever the query, so a policy that learns through retrieval
-cannot learn through it. :class:`CountingRetriever` wraps any retriever and records each batched call
-(how many calls, with how many queries), for metrics and tests.
+cannot learn through it.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from retrieval.search import Hit
@@ -29,15 +27,3 @@ class RandomRetriever:
         """``k`` random hits per query (score 0.0); ``mode`` is accepted and ignored."""
         k = min(k, len(self.pool))
         return [[Hit(h.id, 0.0, h.source, h.title, h.text) for h in self.rng.sample(self.pool, k)] for _ in queries]
-
-
-@dataclass
-class CountingRetriever:
-    """Forwards to ``inner.search`` and records the size of each call in ``calls``."""
-
-    inner: Any
-    calls: list[int] = field(default_factory=list)
-
-    def search(self, queries: list[str], k: int = 3, mode: str = "dense", **kwargs: Any) -> list[list[Hit]]:
-        self.calls.append(len(queries))
-        return self.inner.search(queries, k=k, mode=mode, **kwargs)

@@ -20,12 +20,14 @@ What each reward reads, so that retrieved text can never earn a reward it should
   :func:`training.rollout.score_answers` (the letter is upper-cased: docs/method.md §8); 0 for a row that
   retrieved nothing; None when no answer token could be located.
 
-Total reward: 1·f + 5·a + 0.4·q + 5·c (:data:`PAPER_WEIGHTS`, TRL's ``reward_weights``).
+Total reward: 1·f + 5·a + 0.4·q + 5·c (TRL's ``reward_weights``). The registry :data:`REWARDS` holds each
+reward's function, paper weight and stages; adding a reward is its function and one entry there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,8 @@ import numpy as np
 from .lexicon import EntityExtractor
 from .protocol import OPTION_LETTERS, Span, answer_matches, answer_text, is_well_formed, parse_text
 
-PAPER_WEIGHTS = {"format": 1.0, "accuracy": 5.0, "query_semantic": 0.4, "confidence_gain": 5.0}
+RewardFn = Callable[..., list[float | None]]
+"""TRL reward function: ``f(prompts, completions, completion_ids, **kwargs) -> list[float | None]``."""
 
 
 def _completion_text(completion: Any) -> str:
@@ -200,14 +203,50 @@ accuracy_reward.__name__ = "accuracy"
 confidence_gain_reward.__name__ = "confidence_gain"
 
 
+@dataclass(frozen=True)
+class Reward:
+    """A registry entry: the TRL reward function (None for one built per run from run inputs and passed to
+    :func:`stage_rewards` by name, e.g. ``query_semantic``: lexicon NER and image embedder), the paper's
+    weight, and the stages that use it."""
+
+    fn: RewardFn | None
+    weight: float
+    stages: tuple[int, ...]
+
+
+REWARDS: dict[str, Reward] = {
+    "format": Reward(format_reward, 1.0, (1, 2)),
+    "accuracy": Reward(accuracy_reward, 5.0, (1, 2)),
+    "query_semantic": Reward(None, 0.4, (2,)),  # QuerySemanticReward(ner, image_embedder), built per run
+    "confidence_gain": Reward(confidence_gain_reward, 5.0, (2,)),
+}
+"""The reward registry (docs/method.md §3): adding a reward is one entry here and its function. The order is the
+order of TRL's ``reward_funcs`` and ``reward_weights``; the name is TRL's ``rewards/<name>`` metric."""
+
+PAPER_WEIGHTS: dict[str, float] = {name: r.weight for name, r in REWARDS.items()}
+STAGE_REWARDS: dict[int, tuple[str, ...]] = {stage: tuple(n for n, r in REWARDS.items() if stage in r.stages)
+                                             for stage in (1, 2)}
+"""The rewards of each stage, in registry order."""
+
+
+def stage_weights(stage: int) -> list[float]:
+    """The paper's weights of ``stage``'s rewards (the default of ``StageConfig.reward_weights``)."""
+    if stage not in STAGE_REWARDS:
+        raise ValueError(f"unknown stage {stage!r}: expected 1 or 2")
+    return [PAPER_WEIGHTS[name] for name in STAGE_REWARDS[stage]]
+
+
 def stage_rewards(stage: int, query_reward: QuerySemanticReward | None = None) -> tuple[list[Any], list[float]]:
-    """Reward functions and weights of a stage: stage 1 = format + accuracy (1, 5); stage 2 = all four
-    (1, 5, 0.4, 5), which needs ``query_reward``."""
-    if stage == 1:
-        return [format_reward, accuracy_reward], [PAPER_WEIGHTS["format"], PAPER_WEIGHTS["accuracy"]]
-    if stage == 2:
-        if query_reward is None:
-            raise ValueError("stage 2 needs a QuerySemanticReward (lexicon NER and image embedder)")
-        return ([format_reward, accuracy_reward, query_reward, confidence_gain_reward],
-                [PAPER_WEIGHTS[k] for k in ("format", "accuracy", "query_semantic", "confidence_gain")])
-    raise ValueError(f"unknown stage {stage!r}: expected 1 or 2")
+    """Reward functions and paper weights of a stage, from :data:`REWARDS`: stage 1 = format + accuracy
+    (1, 5); stage 2 = all four (1, 5, 0.4, 5), which needs ``query_reward``."""
+    weights = stage_weights(stage)
+    built: dict[str, RewardFn | None] = {"query_semantic": query_reward}
+    funcs = []
+    for name in STAGE_REWARDS[stage]:
+        fn = REWARDS[name].fn or built.get(name)
+        if fn is None:
+            raise ValueError(f"stage {stage} needs the {name} reward built for the run"
+                             + (": a QuerySemanticReward (lexicon NER and image embedder)"
+                                if name == "query_semantic" else ""))
+        funcs.append(fn)
+    return funcs, weights

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training import smoke
+
 ENV_PROFILE = "MEDRWR_PROFILE"
 ENV_DATA_DIR = "MEDRWR_DATA_DIR"
 
@@ -64,15 +66,13 @@ class Profile:
 
 # The smoke profile's run knobs: a tiny model trained for a few GRPO steps on a few items (chance-level scores
 # by construction), so the whole graph runs on 2 CPU cores in minutes.
-_SMOKE_STAGE = {"max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 1, "max_rounds": 2, "max_new_tokens_per_round": 16,
-                "max_completion_length": 48, "save_steps": 1}
+# (the training and evaluation knobs live in training/smoke.py with the tests' tiny runs)
 SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
     "stage1_items": {"limit": 32},
-    "stage1_checkpoint": _SMOKE_STAGE,
+    "stage1_checkpoint": smoke.STAGE,
     "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
-    "stage2_checkpoint": _SMOKE_STAGE,
-    "eval_results": {"max_items": 8, "max_rounds": 2, "max_new_tokens": 16, "max_completion_tokens": 48},
+    "stage2_checkpoint": smoke.STAGE,
+    "eval_results": smoke.EVAL,
 }
 
 

@@ -74,10 +74,19 @@ class EvalConfig(Config):
     cdir_lambda: float = Field(default=0.8, description="CDIR triggers when the answer confidence is below this")
     cdir_k: int = Field(default=1, description="image cases appended by CDIR")
     max_rounds: int = Field(default=3, description="generation rounds (retrieval after all but the last)")
-    max_new_tokens: int = Field(default=256, description="token budget of one round")
+    retrieval_k: int = Field(default=3, description="passages per query")
+    max_new_tokens_per_round: int = Field(default=256, description="token budget of one round")
     max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
+
+    def rollout_settings(self):
+        """The rollout budgets (``training.rollout.RolloutSettings``; the same field names)."""
+        from training.rollout import RolloutSettings
+
+        return RolloutSettings(max_rounds=self.max_rounds, retrieval_k=self.retrieval_k,
+                               max_new_tokens_per_round=self.max_new_tokens_per_round,
+                               max_completion_tokens=self.max_completion_tokens, search_mode=self.search_mode)
 
 
 def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
@@ -175,8 +184,7 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
                 kb_tag=kb_text_index["tag"][0], modes=config.modes, image_retriever=images, image_loader=load_image,
                 image_index_tag=kb_image_index["tag"][0], batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
                 cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
-                max_rounds=config.max_rounds, max_new_tokens=config.max_new_tokens,
-                max_completion_tokens=config.max_completion_tokens, search_mode=config.search_mode))
+                rollout_settings=config.rollout_settings()))
             del model
     results = pl.concat(frames)
     from training.data import leakage

@@ -20,6 +20,7 @@
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -85,8 +86,13 @@ class StageItemsConfig(Config):
     seed: int = Field(default=0, description="shuffle and k-means seed")
 
 
-class StageConfig(Config):
-    """Run knobs of a GRPO stage; unset values keep ``training.config.StageConfig``'s defaults (the paper's)."""
+class StageRunConfig(Config):
+    """Run knobs of a GRPO stage (Dagster's view of the trainer config ``training.config.StageConfig``).
+
+    The typed knobs are the common ones, each named as the trainer config's field; ``trainer_overrides``
+    sets any other ``training.config.StageConfig`` / ``trl.GRPOConfig`` field by name (checked against the
+    trainer config's fields when the stage starts). Unset values keep the trainer config's defaults (the
+    paper's)."""
 
     max_steps: int | None = Field(default=None, description="optimizer steps (None: one epoch)")
     num_generations: int | None = Field(default=None, description="completions per prompt (paper: 8)")
@@ -95,17 +101,32 @@ class StageConfig(Config):
     learning_rate: float | None = Field(default=None, description="peak learning rate (paper: 1e-6)")
     beta: float | None = Field(default=None, description="KL coefficient (paper: 1e-3)")
     max_rounds: int | None = Field(default=None, description="generation rounds (paper code: 3)")
+    retrieval_k: int | None = Field(default=None, description="passages per query (paper: 3)")
     max_new_tokens_per_round: int | None = Field(default=None, description="token budget of one round")
     max_completion_length: int | None = Field(default=None, description="sampled tokens per trajectory")
     save_steps: int | None = Field(default=None, description="checkpoint every n steps (resume granularity)")
     search_mode: str | None = Field(default=None, description="dense, lexical or hybrid")
     seed: int | None = Field(default=None, description="trainer seed")
+    trainer_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="any other training.config.StageConfig / trl.GRPOConfig field by "
+        "name, e.g. {\"warmup_ratio\": 0.0}; unknown names are refused")
 
     def overrides(self) -> dict:
-        """The set knobs, plus CPU settings when no GPU is present (bf16 and gradient checkpointing off)."""
+        """The set knobs and ``trainer_overrides`` (checked against ``training.config.StageConfig``'s fields:
+        an unknown name, a name also set as a typed knob, or ``stage``/``output_dir`` is refused), plus CPU
+        settings when no GPU is present (bf16 and gradient checkpointing off)."""
         import torch
 
-        out = {k: v for k, v in self.model_dump().items() if v is not None}
+        from training.config import SET_BY_LAUNCH, check_overrides
+
+        out = {k: v for k, v in self.model_dump().items() if v is not None and k != "trainer_overrides"}
+        extra = dict(self.trainer_overrides)
+        check_overrides(extra, where="StageRunConfig.trainer_overrides")
+        clash = sorted(set(extra) & (set(out) | SET_BY_LAUNCH))
+        if clash:
+            raise ValueError(f"StageRunConfig.trainer_overrides sets {clash}: set a typed knob by its own "
+                             "field, and the stage and output folder are set by the asset")
+        out.update(extra)
         if not torch.cuda.is_available():
             out.update(use_cpu=True, bf16=False, gradient_checkpointing=False)
         return out
@@ -356,7 +377,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
 
     from retrieval.search import Retriever
     from training.protocol import answer_matches, build_messages
-    from training.rollout import Rollout
+    from training.rollout import Rollout, RolloutSettings
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
@@ -364,7 +385,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
                                        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
         retriever = Retriever(store.kb_location(kb["db"][0]), kb_models.text_embedder(), table=kb["table"][0],
                               version=kb["tag"][0])
-        rollout = Rollout(retriever, max_new_tokens=32, max_completion_tokens=96)
+        rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))
         prompts = []
         for r in items.iter_rows(named=True):
             image = Image.open(io.BytesIO(store.get_image(r["image_ref"]))).convert("RGB")
@@ -380,7 +401,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
 
 
 # ---- GRPO stages -----------------------------------------------------------------------------------------
-def _train(context: AssetExecutionContext, *, stage: int, config: StageConfig, items_table: str,
+def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig, items_table: str,
            parent: pl.DataFrame, kb: pl.DataFrame, storage: StorageResource, sources: SourcesResource,
            kb_models: KnowledgeModelsResource, training: TrainingResource, pipes: PipesSubprocessClient,
            item_versions: dict[str, str]):
@@ -476,7 +497,7 @@ TRAINING_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.LINEAR)
                                 description="the stage ran at least one optimizer step and saved safetensors weights")],
     op_tags={"medrwr/kind": "training"},
 )
-def stage1_checkpoint(context: AssetExecutionContext, config: StageConfig, stage1_items: pl.DataFrame,
+def stage1_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage1_items: pl.DataFrame,
                       base_model: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
                       sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
                       pipes_subprocess_client: PipesSubprocessClient):
@@ -499,7 +520,7 @@ def stage1_checkpoint(context: AssetExecutionContext, config: StageConfig, stage
                                 description="the stage ran at least one optimizer step and saved safetensors weights")],
     op_tags={"medrwr/kind": "training"},
 )
-def stage2_checkpoint(context: AssetExecutionContext, config: StageConfig, stage2_items: pl.DataFrame,
+def stage2_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage2_items: pl.DataFrame,
                       stage1_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
                       sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
                       pipes_subprocess_client: PipesSubprocessClient):

@@ -8,14 +8,14 @@ test samples from the real tiny model with nothing patched.
 import polars as pl
 import pytest
 
-import training.rollout as rollout_module
-from tests.training.helpers import ScriptedGenerate
+import training.rollout.loop as rollout_module  # the loop calls score_answers
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
 from training.cdir import CdirRollout, apply_cdir
 from training.eval_items import benchmark_items
 from training.eval_results import EVAL_RESULTS_SCHEMA, MODES, validate_results
 from training.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
 from training.generation import token_ids
-from training.retrievers import CountingRetriever
+from training.rollout import RolloutSettings
 
 from .conftest import PASSAGES
 
@@ -36,7 +36,8 @@ def run(items, policy, retriever, **kw):
     model, processor = policy
     args = dict(model=model, processor=processor, retriever=retriever, checkpoint="base",
                 checkpoint_version="manifest-test", benchmark="sample_mix", benchmark_version="v-test",
-                kb_tag="run-test", max_new_tokens=24, max_rounds=2)
+                kb_tag="run-test",
+                rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2))
     return evaluate(items, **{**args, **kw})
 
 
@@ -133,7 +134,7 @@ def test_cdir_appends_k_cases_with_their_images(policy, retriever, image_retriev
     model, processor = policy
     items = benchmark_items(vqa_frame, "slake", splits=["test"]).head(2)
     model.generate = ScriptedGenerate(processor.tokenizer, answer_script())
-    ro = CdirRollout(retriever, max_rounds=1, max_new_tokens=24, do_sample=False, score=True)
+    ro = CdirRollout(retriever, max_rounds=1, max_new_tokens_per_round=24, do_sample=False, score=True)
     images = [[image_loader(r) for r in refs] for refs in items["image_refs"]]
     first = ro.run(model, processor, [item_messages(r, im, retrieval=True) for r, im in
                                       zip(items.to_dicts(), images, strict=True)])
@@ -254,7 +255,8 @@ def test_end_to_end_real_tiny_model(policy, retriever, image_retriever, image_lo
     """Nothing patched: the tiny random-weight model samples, the real KB and image index answer."""
     items = sample_items(vqa_frame, text_qa_frame).tail(4)  # VQA-RAD open, SLAKE MCQ, two MedQA MCQs
     res = run(items, policy, retriever, image_retriever=image_retriever, image_loader=image_loader,
-              image_index_tag="run-img-test", batch_size=4, max_new_tokens=8, do_sample=True, seed=1)
+              image_index_tag="run-img-test", batch_size=4, do_sample=True, seed=1,
+              rollout_settings=RolloutSettings(max_new_tokens_per_round=8, max_rounds=2))
     validate_results(res)
     assert res.height == 5 * items.height
     cdir = res.filter(pl.col("mode") == "rwr_cdir")

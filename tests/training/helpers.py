@@ -1,9 +1,12 @@
-"""Test helpers: a scripted ``generate`` (fixed token ids) for bookkeeping tests, and small fixtures' data."""
+"""Test helpers: a scripted ``generate`` (fixed token ids) for bookkeeping tests, a retriever call counter,
+and small fixtures' data."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -36,3 +39,16 @@ class ScriptedGenerate:
         for r, ids in enumerate(new):
             out[r, input_ids.shape[1] : input_ids.shape[1] + len(ids)] = torch.tensor(ids, dtype=torch.long)
         return SimpleNamespace(sequences=out, scores=None)
+
+
+@dataclass
+class CountingRetriever:
+    """Forwards to ``inner.search`` and records the size of each call in ``calls`` (how many batched calls,
+    with how many queries each)."""
+
+    inner: Any
+    calls: list[int] = field(default_factory=list)
+
+    def search(self, queries: list[str], k: int = 3, mode: str = "dense", **kwargs: Any) -> list:
+        self.calls.append(len(queries))
+        return self.inner.search(queries, k=k, mode=mode, **kwargs)

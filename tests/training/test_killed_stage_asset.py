@@ -15,6 +15,7 @@ from assets.training.assets import base_model, stage1_checkpoint, stage1_items
 from orchestration.definitions import build_resources
 from storage.root import Storage
 from tests.training.test_launch import stage1_parquet
+from training import smoke
 
 
 def _publish_inputs(store: Storage, tmp_path: Path, tiny_model_dir: Path, kb) -> None:
@@ -60,9 +61,7 @@ def test_killed_training_step_is_retried_and_resumes(tmp_path, monkeypatch, tiny
     done, killed = threading.Event(), []
     watcher = threading.Thread(target=_kill_first_trainer_after_checkpoint, args=(tmp_path / "work", done, killed))
     watcher.start()
-    config = {"max_steps": MAX_STEPS, "save_steps": 1, "num_generations": 2, "per_device_train_batch_size": 4,
-              "gradient_accumulation_steps": 1, "max_rounds": 2, "max_new_tokens_per_round": 8,
-              "max_completion_length": 24, "seed": 0}
+    config = {**smoke.TINY_STAGE, "max_steps": MAX_STEPS}
     try:
         result = materialize([stage1_checkpoint, stage1_items.to_source_asset(), base_model.to_source_asset(),
                               kb_text_index.to_source_asset()], resources=build_resources(), instance=DagsterInstance.ephemeral(),

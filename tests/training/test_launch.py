@@ -12,6 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from training import smoke
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,10 +33,8 @@ MAX_STEPS = 10
 
 def launch_args(tmp_path, tiny_model_dir, kb, out):
     items = stage1_parquet(tmp_path / "stage1_items.parquet")
-    config = {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "num_generations": 2,
-              "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": MAX_STEPS, "save_steps": 1,
-              "max_new_tokens_per_round": 8, "max_completion_length": 24, "max_rounds": 2, "beta": 0.0,
-              "learning_rate": 1e-3, "warmup_ratio": 0.0, "seed": 0}
+    config = {**smoke.CPU, **smoke.TINY_STAGE, "max_steps": MAX_STEPS, "beta": 0.0, "learning_rate": 1e-3,
+              "warmup_ratio": 0.0}
     return ["--stage", "1", "--items", str(items), "--kb-uri", kb[0], "--kb-tag", kb[1],
             "--base-model", str(tiny_model_dir), "--output-dir", str(out), "--config", json.dumps(config),
             "--lineage", json.dumps({"stage1_items_version": "v-test"}), "--git-commit", "test-commit"]

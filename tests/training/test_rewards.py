@@ -143,6 +143,19 @@ def test_stage_rewards_paper_weights():
         stage_rewards(2)
 
 
+def test_reward_registry_names_weights_and_stages():
+    """One registry: each entry's name is its TRL metric name, the weights and stages derive from it."""
+    from training.rewards import REWARDS, STAGE_REWARDS, stage_weights
+
+    for name, reward in REWARDS.items():
+        assert (reward.fn or QuerySemanticReward(small_ner())).__name__ == name
+    assert PAPER_WEIGHTS == {name: r.weight for name, r in REWARDS.items()}
+    assert STAGE_REWARDS == {1: ("format", "accuracy"), 2: tuple(REWARDS)}
+    assert stage_weights(2) == [1.0, 5.0, 0.4, 5.0]
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_rewards(3)
+
+
 def test_lexicon_from_medquad_and_slake_kg():
     lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
     assert lex.terms["adult acute lymphoblastic leukemia"] == "C0751606"  # MedQuAD focus -> its CUI

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.training.conftest import mcq_rows
-from tests.training.helpers import ScriptedGenerate
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
 from training.protocol import RETRIEVE_CLOSE, RETRIEVE_OPEN, build_messages
-from training.retrievers import CountingRetriever, RandomRetriever
+from training.retrievers import RandomRetriever
 from training.rollout import Insert, Rollout, answer_position, score_answers
 
 
@@ -95,7 +95,7 @@ def test_real_sampling_with_images_keeps_the_prefix_property(policy, retriever, 
     prompts += [r["prompt"] for r in mcq_rows(2)]
     for p, img in zip(prompts[:2], slake_images, strict=True):
         p[1]["content"][0]["image"] = img
-    rollout = Rollout(retriever, max_new_tokens=16, want_logprobs=True, score=True)
+    rollout = Rollout(retriever, max_new_tokens_per_round=16, want_logprobs=True, score=True)
     result = rollout.run(model, processor, prompts)
     assert result.stats.prefix_violations == 0
     image_token = model.config.image_token_id
@@ -197,7 +197,8 @@ def test_force_answer_keeps_the_sampled_total_within_max_completion_tokens(polic
         return long if call == 0 else " A </answer>"
 
     model.generate = ScriptedGenerate(tok, script)
-    rollout = Rollout(retriever, max_rounds=1, max_new_tokens=64, max_completion_tokens=20, force_answer=True,
+    rollout = Rollout(retriever, max_rounds=1, max_new_tokens_per_round=64, max_completion_tokens=20,
+                      force_answer=True,
                       answer_tokens=4, score=True)
     result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(2)])
     assert model.generate.calls[0]["max_new_tokens"] == 16  # 4 reserved for the answer
@@ -250,3 +251,24 @@ def test_continue_with_cuts_before_a_forced_opener(policy, retriever):
     assert new.pieces[len([p for p in forced.pieces if p.start < opener.start])].kind == "case"
     assert new.answer() == "D" and not new.forced_answer and new.prefix_ok
     assert tok.eos_token_id not in new.completion_ids[:-1]
+
+
+def test_one_rollout_settings_vocabulary(retriever):
+    """The rollout, the trainer config and the evaluation config speak RolloutSettings (old defaults)."""
+    from assets.evaluation.assets import EvalConfig
+    from training.config import StageConfig
+    from training.rollout import RolloutSettings
+
+    assert Rollout(retriever).settings == RolloutSettings(3, 3, 256, 1024, "dense")
+    assert Rollout(retriever, max_rounds=1).settings.max_rounds == 1
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        Rollout(retriever, max_new_tokens=8)
+    with pytest.raises(ValueError, match="max_rounds"):
+        RolloutSettings(max_rounds=0)
+    trainer = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False, max_completion_length=96,
+                          max_new_tokens_per_round=32, search_mode="lexical").rollout_settings()
+    assert trainer == RolloutSettings(max_rounds=3, retrieval_k=3, max_new_tokens_per_round=32,
+                                      max_completion_tokens=96, search_mode="lexical")
+    default = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False).rollout_settings()
+    assert default.max_completion_tokens == 8192
+    assert EvalConfig().rollout_settings() == RolloutSettings()

@@ -9,11 +9,11 @@ import yaml
 
 from assets.common.profiles import SAMPLE_DATA_DIR
 from tests.training.conftest import mcq_rows
-from tests.training.helpers import ScriptedGenerate
-from training.config import SMOKE_OVERRIDES, StageConfig, stage_config
-from training.retrievers import CountingRetriever
-from training.rewards import QuerySemanticReward, stage_rewards
-from training.rollout import Rollout
+from tests.training.helpers import CountingRetriever, ScriptedGenerate
+from training import smoke
+from training.config import StageConfig, stage_config
+from training.rewards import QuerySemanticReward
+from training.trainer import build_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -26,9 +26,7 @@ def mixed_script(call, row, ctx):
 
 
 def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
+    """The stage assets' trainer (training.trainer.build_trainer) on the smoke trainer settings."""
     model, processor = policy
     model.generate = ScriptedGenerate(processor.tokenizer, mixed_script)
     query_reward = None
@@ -38,12 +36,8 @@ def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
 
         lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
         query_reward = QuerySemanticReward(LexiconNER(lex), ImageEmbedder())
-    funcs, weights = stage_rewards(stage, query_reward)
-    cfg = stage_config(stage, str(tmp_path / "out"), **dict(SMOKE_OVERRIDES, save_strategy="no",
-                                                           reward_weights=weights, **overrides))
-    rollout = Rollout(retriever, max_new_tokens=32, score=stage == 2)
-    return GRPOTrainer(model=model, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
-                       processing_class=processor, rollout_func=rollout)
+    cfg = stage_config(stage, str(tmp_path / "out"), **dict(smoke.TRAINER, save_strategy="no", **overrides))
+    return build_trainer(model, processor, cfg, rows, retriever, query_reward=query_reward)
 
 
 @pytest.mark.slow
@@ -115,6 +109,43 @@ def test_stage_config_paper_defaults_and_hash():
         StageConfig(output_dir="/tmp/x", stage=3, use_cpu=True, bf16=False)
 
 
+def test_reward_weights_default_to_the_papers_and_a_conflicting_list_is_refused():
+    """The weights live in GRPOConfig.reward_weights (what TRL reads): the paper's by default, a set value
+    kept (never overwritten), a list that does not fit the stage's rewards refused."""
+    cpu = {"use_cpu": True, "bf16": False}
+    assert stage_config(1, "/tmp/x", **cpu).reward_weights == [1.0, 5.0]
+    assert stage_config(2, "/tmp/x", **cpu).reward_weights == [1.0, 5.0, 0.4, 5.0]
+    assert stage_config(1, "/tmp/x", reward_weights=[2.0, 5.0], **cpu).reward_weights == [2.0, 5.0]
+    with pytest.raises(ValueError, match=r"stage 2 has 4 rewards \['format', 'accuracy', 'query_semantic'"):
+        stage_config(2, "/tmp/x", reward_weights=[1.0, 5.0], **cpu)
+
+
+def test_dagster_stage_run_config_sets_any_trainer_field_and_refuses_unknown_names():
+    """StageRunConfig (Dagster) is checked against training.config.StageConfig: its typed knobs are trainer
+    fields, trainer_overrides reaches every other one, unknown names are refused with where to look."""
+    from dagster._config import validate_config
+
+    from assets.training.assets import StageRunConfig
+    from training.config import SET_BY_LAUNCH, field_names
+
+    typed = set(StageRunConfig.model_fields) - {"trainer_overrides"}
+    assert typed <= field_names()
+    assert field_names() - SET_BY_LAUNCH - typed  # the rest goes through trainer_overrides
+    extra = {"warmup_ratio": 0.0, "epsilon_high": 0.28}
+    out = StageRunConfig(max_steps=2, trainer_overrides=extra).overrides()
+    assert out["max_steps"] == 2 and out["warmup_ratio"] == 0.0 and out["epsilon_high"] == 0.28
+    assert stage_config(1, "/tmp/x", **dict(out, use_cpu=True, bf16=False)).epsilon_high == 0.28
+    with pytest.raises(ValueError, match=r"\['bogus', 'nope'\].*training.config.StageConfig"):
+        StageRunConfig(trainer_overrides={"nope": 1, "bogus": 2}).overrides()
+    with pytest.raises(ValueError, match="max_steps"):
+        StageRunConfig(max_steps=2, trainer_overrides={"max_steps": 3}).overrides()
+    with pytest.raises(ValueError, match="output_dir"):
+        StageRunConfig(trainer_overrides={"output_dir": "/elsewhere"}).overrides()
+    schema = StageRunConfig.to_config_schema().as_field().config_type
+    run_config = {"trainer_overrides": {"report_to": ["none"], "warmup_ratio": 0.1}}
+    assert validate_config(schema, run_config).success
+
+
 @pytest.mark.parametrize("name,stage", [("zero2.yaml", 2), ("zero3.yaml", 3)])
 def test_accelerate_deepspeed_configs_parse(name, stage):
     from accelerate.commands.config.config_args import ClusterConfig
@@ -125,3 +156,20 @@ def test_accelerate_deepspeed_configs_parse(name, stage):
     assert raw["mixed_precision"] == "bf16"
     cfg = ClusterConfig.from_yaml_file(str(path))
     assert cfg.deepspeed_config["zero_stage"] == stage and cfg.num_processes == 8
+
+
+def test_smoke_values_live_in_training_smoke_and_name_real_fields():
+    """The smoke profile reads its training and evaluation knobs from training.smoke, and every name there is
+    a field of the config it goes to."""
+    from assets.common.profiles import get_profile
+    from assets.evaluation.assets import EvalConfig
+    from assets.training.assets import StageRunConfig
+    from training.config import field_names
+
+    knobs = get_profile("smoke", environ={}).op_config
+    assert knobs["stage1_checkpoint"] == knobs["stage2_checkpoint"] == smoke.STAGE
+    assert knobs["eval_results"] == smoke.EVAL
+    assert set(smoke.STAGE) <= set(StageRunConfig.model_fields)
+    assert set(smoke.EVAL) <= set(EvalConfig.model_fields)
+    for values in (smoke.CPU, smoke.TRAINER, smoke.TINY_STAGE, smoke.STAGE):
+        assert set(values) <= field_names()

@@ -1,0 +1,38 @@
+"""Every smoke-size value in one place: the smoke profile's run knobs (``assets.common.profiles``) and the
+tiny trainer runs of the tests. Plain dicts, no heavy import (the code location reads them at load time).
+
+- :data:`STAGE`: the smoke profile's knobs of ``stage1_checkpoint`` / ``stage2_checkpoint`` (Dagster
+  ``StageRunConfig`` typed knobs): a few GRPO steps of a tiny model on 2 CPU cores.
+- :data:`EVAL`: the smoke profile's knobs of ``eval_results`` (rollout budgets in the
+  :class:`training.rollout.RolloutSettings` vocabulary).
+- :data:`TRAINER`: ``StageConfig`` overrides of the in-process trainer tests (``build_trainer``): tiny
+  batches, short rounds, two steps, on CPU.
+- :data:`TINY_STAGE`: the smallest launched stage (``python -m training.launch``) of the launch and
+  killed-stage tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CPU: dict[str, Any] = {"use_cpu": True, "bf16": False, "gradient_checkpointing": False}
+"""The trainer settings of a machine without a GPU."""
+
+STAGE: dict[str, Any] = {
+    "max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+    "max_rounds": 2, "max_new_tokens_per_round": 16, "max_completion_length": 48, "save_steps": 1,
+}
+
+EVAL: dict[str, Any] = {"max_items": 8, "max_rounds": 2, "max_new_tokens_per_round": 16,
+                        "max_completion_tokens": 48}
+
+TRAINER: dict[str, Any] = {
+    **CPU, "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1, "max_completion_length": 96, "max_new_tokens_per_round": 32,
+    "max_steps": 2, "save_steps": 1, "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
+}
+
+TINY_STAGE: dict[str, Any] = {
+    "num_generations": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_rounds": 2,
+    "max_new_tokens_per_round": 8, "max_completion_length": 24, "save_steps": 1, "seed": 0,
+}
