@@ -6,5 +6,6 @@ answer scoring, CDIR continuation), ``retrievers`` (random control, call counter
 UMLS-keyed entity lexicon + Aho-Corasick NER), ``rewards`` (format, accuracy, query semantic, confidence
 gain), ``data`` (stage item selection and leakage proof), ``config`` (stage configs on TRL's GRPOConfig),
 ``tiny_model`` (smoke-profile model builder, model loader), ``launch`` (the stage entry point), and
-``vllm_backend`` (optional). No Dagster import here; the launched process reports through ``dagster_pipes``.
+``vllm_backend`` (optional); the evaluation library is the ``training.evaluation`` package. No Dagster import
+here; the launched process reports through ``dagster_pipes``.
 """

@@ -3,9 +3,11 @@
 - ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the split-use decisions reserve
   for evaluation; never an item trained on, checked) answered by each checkpoint (base, stage 1, stage 2) in
   each mode (direct, RwR, RwR + CDIR, training-free RAG, random-retriever control) through the training
-  rollout (:mod:`training.evaluate`), with the text KB and the CDIR image index pinned to their tags.
-- ``eval_report``: Markdown and a self-contained HTML page with plots (:mod:`training.report`), under
-  ``reports/<run id>/`` of the storage root, its Markdown in the materialization metadata and the HTML's path
+  rollout (:mod:`training.evaluation.evaluate`), with the text KB and the CDIR image index pinned to their
+  tags.
+- ``eval_report``: Markdown and a self-contained HTML page with plots (:mod:`training.evaluation.report`),
+  under ``reports/<run id>/`` of the storage root, its Markdown in the materialization metadata and the
+  HTML's path
   as ``report_html``; a lineage header names checkpoint manifests, KB tag and embedder, benchmark versions
   and the code version. In ``smoke`` it says that the scores come from a tiny model and are chance-level.
 """
@@ -143,8 +145,8 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     from PIL import Image
 
     from retrieval.search import ImageRetriever, Retriever
-    from training.eval_items import benchmark_items
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
+    from training.evaluation.items import benchmark_items
 
     benchmark = context.partition_key
     store = storage.get()
@@ -235,7 +237,7 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
                 eval_results: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
                 stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
     """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
-    from training.report import build_report
+    from training.evaluation.report import build_report
 
     store = storage.get()
     versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")

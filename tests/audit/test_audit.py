@@ -191,7 +191,7 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
 @pytest.mark.timeout(300)
 def test_report_has_an_audit_section(tmp_path):
     from tests.evaluation.results_fixtures import lineage, report_results
-    from training.report import build_report
+    from training.evaluation.report import build_report
 
     cited = {**lineage(), "run_id": "r1", "audit": {
         "command": "python -m orchestration.audit report:r1",

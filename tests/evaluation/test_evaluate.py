@@ -10,10 +10,10 @@ import pytest
 
 import training.rollout as rollout_module
 from tests.training.helpers import ScriptedGenerate
-from training.cdir import CdirRollout, apply_cdir
-from training.eval_items import benchmark_items
-from training.eval_results import EVAL_RESULTS_SCHEMA, MODES, validate_results
-from training.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
+from training.evaluation.cdir import CdirRollout, apply_cdir
+from training.evaluation.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
+from training.evaluation.items import benchmark_items
+from training.evaluation.results import EVAL_RESULTS_SCHEMA, MODES, validate_results
 from training.generation import token_ids
 from training.retrievers import CountingRetriever
 

@@ -1,12 +1,13 @@
 """Evaluation: benchmark items through the training rollout in five modes, as ``eval_results`` rows.
 
 :func:`evaluate` answers every item of one benchmark with one checkpoint in each requested mode
-(:data:`training.eval_results.MODES`) and returns a scored, validated ``eval_results`` frame
-(:data:`training.eval_results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
+(:data:`training.evaluation.results.MODES`) and returns a scored, validated ``eval_results`` frame
+(:data:`training.evaluation.results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
 
 - ``direct``: no retrieval (one round, ``<query>`` banned, the direct-answer system prompt);
 - ``rwr``: reasoning with retrieval over the pinned text KB (up to ``max_rounds`` rounds);
-- ``rwr_cdir``: the ``rwr`` pass, then CDIR on the rows whose confidence is below λ (:mod:`training.cdir`).
+- ``rwr_cdir``: the ``rwr`` pass, then CDIR on the rows whose confidence is below λ
+  (:mod:`training.evaluation.cdir`).
   When ``rwr`` is evaluated too, both modes share the same first pass, so ``rwr_cdir − rwr`` measures
   CDIR alone; its latency is the first pass's plus CDIR's;
 - ``rag_control``: training-free RAG: the system retrieves once with the question and inserts the
@@ -41,12 +42,12 @@ import torch
 
 from retrieval.search import Hit
 
+from ..generation import HFGenerator
+from ..protocol import build_messages, extract_choice
+from ..rollout import RolloutResult, Trajectory
 from .cdir import DEFAULT_K, DEFAULT_LAMBDA, CdirRollout, CdirTrace, apply_cdir
-from .eval_items import check_items
-from .eval_results import MODES, RETRIEVAL_MODES, results_frame, score_predictions, validate_results
-from .generation import HFGenerator
-from .protocol import build_messages, extract_choice
-from .rollout import RolloutResult, Trajectory
+from .items import check_items
+from .results import MODES, RETRIEVAL_MODES, results_frame, score_predictions, validate_results
 
 
 class EvaluationError(RuntimeError):
@@ -176,8 +177,8 @@ def evaluate(
     generator_factory: Any = HFGenerator,
     progress: Callable[[int, int], None] | None = None,
 ) -> pl.DataFrame:
-    """Evaluate normalised ``items`` (:func:`training.eval_items.benchmark_items`) in ``modes``; return the
-    scored ``eval_results`` rows, checked with :func:`training.eval_results.validate_results`.
+    """Evaluate normalised ``items`` (:func:`training.evaluation.items.benchmark_items`) in ``modes``; return
+    the scored ``eval_results`` rows, checked with :func:`training.evaluation.results.validate_results`.
 
     ``model``/``processor``: the checkpoint (``training.tiny_model.load_policy``), labelled ``checkpoint`` and
     pinned by ``checkpoint_version`` (its manifest hash). ``retriever``: ``search(queries, k, mode)`` over the
@@ -300,9 +301,9 @@ def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: lis
     ``{row index: (letter, probability)}``; rows that answered themselves are left out."""
     import math
 
-    from .generation import Context, next_token_logprobs, token_ids
-    from .protocol import ANSWER_OPEN
-    from .rollout import letter_token_ids
+    from ..generation import Context, next_token_logprobs, token_ids
+    from ..protocol import ANSWER_OPEN
+    from ..rollout import letter_token_ids
 
     tok = token_ids(processor)
     todo = [i for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True))
