@@ -45,6 +45,7 @@ from assets.common.resources import (
 )
 from storage.provenance import git_commit
 from storage.root import Storage
+from training.evaluation.modes import MODES
 
 from .promotion import arm, decide_promotion
 
@@ -72,8 +73,7 @@ class EvalConfig(Config):
     """Run knobs of ``eval_results`` (one run = one benchmark partition)."""
 
     checkpoints: list[str] = Field(default_factory=lambda: list(CHECKPOINTS), description="base, stage1, stage2")
-    modes: list[str] = Field(default_factory=lambda: ["direct", "rwr", "rwr_cdir", "rag_control", "random_retriever"],
-                             description="direct, rwr, rwr_cdir, rag_control, random_retriever")
+    modes: list[str] = Field(default_factory=lambda: list(MODES), description=", ".join(MODES))
     max_items: int | None = Field(default=None, description="at most this many items (seeded choice; None: all)")
     batch_size: int = Field(default=8, description="items per rollout call")
     cdir_lambda: float = Field(default=0.8, description="CDIR triggers when the answer confidence is below this")

@@ -1,6 +1,6 @@
-"""Evaluation library: benchmark items through the training rollout, scored ``eval_results`` rows, metrics, report.
+"""Evaluation library: benchmark items through the training rollout, scored ``eval_results`` rows, report.
 
-Modules: ``items`` (benchmark items, their schema), ``evaluate``
+Modules: ``items`` (benchmark items, their schema), ``modes`` (the evaluation-mode registry), ``evaluate``
 (items through the rollout in every mode), ``cdir`` (CDIR continuation), ``results`` (the ``eval_results``
 contract: schema, scoring, validation), ``judge`` (optional open-answer judge), ``metrics`` / ``calibration``
 (pure metric functions), ``report`` / ``document`` / ``plots`` (Markdown + HTML report) and

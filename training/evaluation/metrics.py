@@ -30,7 +30,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from .results import CHECKPOINT_ORDER, MODES, PROTOCOLS
+from .modes import DEFAULT_COMPARISONS, MODES
+from .results import CHECKPOINT_ORDER, PROTOCOLS
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
@@ -274,14 +275,15 @@ def paired_difference(
 def default_comparisons(results: pl.DataFrame) -> list[tuple[Arm, Arm]]:
     """The comparisons a report shows, as (A, B) meaning A − B, for arms present in ``results``.
 
-    Within each checkpoint: rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr.
+    Within each checkpoint: rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr (the
+    registry's baselines, :data:`training.evaluation.modes.DEFAULT_COMPARISONS`).
     Within each mode: every later checkpoint minus every earlier one (in :data:`CHECKPOINT_ORDER`).
     """
     present = set(results.select("checkpoint", "mode").unique().iter_rows())
     checkpoints = order_frame(results.select("checkpoint").unique())["checkpoint"].to_list()
     pairs: list[tuple[Arm, Arm]] = []
     for ck in checkpoints:
-        for ma, mb in (("rwr", "direct"), ("rwr", "random_retriever"), ("rwr", "rag_control"), ("rwr_cdir", "rwr")):
+        for ma, mb in DEFAULT_COMPARISONS:
             if (ck, ma) in present and (ck, mb) in present:
                 pairs.append((Arm(ck, ma), Arm(ck, mb)))
     for mode in MODES:

@@ -14,10 +14,10 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .results import MODES
+from .modes import MODES, REGISTRY
 
 DPI = 110
-_MODE_COLOURS = dict(zip(MODES, ("#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"), strict=True))
+_MODE_COLOURS = {name: mode.colour for name, mode in REGISTRY.items()}
 
 
 def _png(fig: Figure) -> bytes:

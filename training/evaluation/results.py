@@ -31,13 +31,9 @@ from typing import Any
 
 import polars as pl
 
-MODES = ("direct", "rwr", "rwr_cdir", "rag_control", "random_retriever")
-"""direct: answer without retrieval; rwr: reasoning-with-retrieval; rwr_cdir: RwR plus confidence-driven
-image re-retrieval; rag_control: training-free RAG (retrieve with the question, then answer);
-random_retriever: RwR whose retriever returns random passages of the same KB."""
+from .modes import MODES, RETRIEVAL_MODES  # the mode registry (training.evaluation.modes)
 
 PROTOCOLS = ("mcq", "open")
-RETRIEVAL_MODES = ("rwr", "rwr_cdir", "rag_control", "random_retriever")
 CHECKPOINT_ORDER = ("base", "stage1", "stage2")
 """Display and comparison order of the usual checkpoint labels; other labels follow, sorted."""
 
