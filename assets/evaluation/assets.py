@@ -83,6 +83,9 @@ class EvalConfig(Config):
     max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
+    judge_model: str | None = Field(default=None, description="optional open-answer judge: a model folder or "
+                                    "a hub id (None: no judge; judge_* columns stay null)")
+    judge_revision: str | None = Field(default=None, description="the judge's pinned 40-hex hub commit")
 
 
 def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
@@ -147,6 +150,7 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     from retrieval.search import ImageRetriever, Retriever
     from training.evaluation.evaluate import evaluate
     from training.evaluation.items import benchmark_items
+    from training.evaluation.judge import load_judge
 
     benchmark = context.partition_key
     store = storage.get()
@@ -168,6 +172,7 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     def load_image(image_id: str):
         return Image.open(io.BytesIO(store.get_image(image_id))).convert("RGB")
 
+    judge = load_judge(config.judge_model, config.judge_revision)  # None unless configured; fails loudly
     benchmark_images = sorted({r for refs in items["image_refs"].to_list() for r in refs})
     frames = []
     with tempfile.TemporaryDirectory(dir=training.work_root() if Path(training.work_root()).exists() else None) as cache:
@@ -181,7 +186,8 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
                 image_index_tag=kb_image_index["tag"][0], batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
                 cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
                 max_rounds=config.max_rounds, max_new_tokens=config.max_new_tokens,
-                max_completion_tokens=config.max_completion_tokens, search_mode=config.search_mode))
+                max_completion_tokens=config.max_completion_tokens, search_mode=config.search_mode,
+                judge=judge))
             del model
     results = pl.concat(frames)
     from training.data import leakage

@@ -47,6 +47,7 @@ from ..protocol import build_messages, extract_choice
 from ..rollout import RolloutResult, Trajectory
 from .cdir import DEFAULT_K, DEFAULT_LAMBDA, CdirRollout, CdirTrace
 from .items import check_items
+from .judge import AnswerJudge, apply_judge
 from .modes import MODES, REGISTRY
 from .results import results_frame, score_predictions, validate_results
 
@@ -170,6 +171,7 @@ def evaluate(
     system_prompt: str | None = None,
     generator_factory: Any = HFGenerator,
     progress: Callable[[int, int], None] | None = None,
+    judge: AnswerJudge | None = None,
 ) -> pl.DataFrame:
     """Evaluate normalised ``items`` (:func:`training.evaluation.items.benchmark_items`) in ``modes``; return
     the scored ``eval_results`` rows, checked with :func:`training.evaluation.results.validate_results`.
@@ -182,7 +184,9 @@ def evaluate(
     one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
     image of the benchmark). Rollout settings (``k`` passages per query, ``max_rounds``, per-round
     ``max_new_tokens``, ``max_completion_tokens``, ``search_mode``, sampling) are those of
-    :class:`training.rollout.Rollout`. ``progress(done, total)`` is called after each batch.
+    :class:`training.rollout.Rollout`. ``progress(done, total)`` is called after each batch. ``judge``: an
+    optional open-answer judge (:func:`training.evaluation.judge.load_judge`) that fills ``judge_model`` and
+    ``judge_correct`` on the open rows; None (the default) leaves them null.
 
     Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix property,
     and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
@@ -218,7 +222,7 @@ def evaluate(
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    return validate_results(score_predictions(results_frame(records)))
+    return validate_results(apply_judge(score_predictions(results_frame(records)), judge))
 
 
 class BatchRun:
