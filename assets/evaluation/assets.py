@@ -190,18 +190,13 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
                 judge=judge))
             del model
     results = pl.concat(frames)
-    from training.data import leakage
+    from training.data import evaluation_leaks
 
     trained = pl.concat([stage1_items.select("item_id", "question", "image_ref"),
                          stage2_items.select("item_id", "question", "image_ref")])
     evaluated = frame.filter(pl.col("item_id").is_in(items["item_id"].to_list()))
-    if "image_refs" not in evaluated.columns:
-        evaluated = evaluated.with_columns(pl.lit([], pl.List(pl.Utf8)).alias("image_refs"))
-    leaks = leakage(trained, evaluated.select("item_id", "question", "image_refs"))
-    with_image = set(trained.filter(pl.col("image_ref").is_not_null())["item_id"].to_list()) | set(
-        evaluated.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
-    leaks = leaks.filter((pl.col("reason") == "image") | ~(pl.col("train_item_id").is_in(list(with_image))
-                                                            | pl.col("eval_item_id").is_in(list(with_image))))
+    refs = ["image_refs"] if "image_refs" in evaluated.columns else []
+    leaks = evaluation_leaks(trained, evaluated.select("item_id", "question", *refs))
     expected = items.height * len(config.checkpoints) * len(config.modes)
     checks = [
         check_result("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,

@@ -3,8 +3,9 @@ the sensor that retrains on a new knowledge-base index."""
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from .assets import base_model, stage1_checkpoint, stage1_items, stage2_checkpoint, stage2_items
+from .assets import base_model, stage1_items, stage2_items
 from .sensors import kb_index_retrain_sensor
+from .stages import stage1_checkpoint, stage2_checkpoint
 
 TRAINING_ASSETS = [base_model, stage1_items, stage1_checkpoint, stage2_items, stage2_checkpoint]
 

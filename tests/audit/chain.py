@@ -35,7 +35,8 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
     from assets.echo.assets import echo_studies
     from assets.ingest.assets import text_qa_items, vqa_items
     from assets.knowledge.assets import kb_passages, kb_text_index
-    from assets.training.assets import base_model, stage1_checkpoint, stage1_items
+    from assets.training.assets import base_model, stage1_items
+    from assets.training.stages import stage1_checkpoint
     from orchestration.definitions import build_resources
 
     every = [vqa_items, text_qa_items, echo_studies, ecbench, kb_passages, kb_text_index, base_model, stage1_items,
