@@ -1,7 +1,8 @@
 """Evaluation group: per-benchmark results of every checkpoint in every mode, and the auditable report.
 
-- ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the split-use decisions reserve
-  for evaluation; never an item trained on, checked) answered by each checkpoint (base, stage 1, stage 2) in
+- ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the ``split_use`` asset, an
+  input, reserves for evaluation; never an item trained on, checked) answered by each checkpoint (base,
+  stage 1, stage 2) in
   each mode (direct, RwR, RwR + CDIR, training-free RAG, random-retriever control) through the training
   rollout (:mod:`training.evaluation.evaluate`), with the text KB and the CDIR image index pinned to their
   tags.
@@ -90,18 +91,22 @@ class EvalConfig(Config):
 
 def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
                     split_use: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use decisions
-    when the benchmark names none). A dataset decided "train" only is never evaluated: that raises."""
+    """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use
+    decisions, :meth:`training.data.SplitUse.evaluated_splits`, when the benchmark names none). A dataset
+    decided "train" only is never evaluated: that raises."""
+    from training.data import SplitUse
+
     table, dataset, splits = BENCHMARKS[benchmark]
     frame = {"vqa_items": vqa, "text_qa_items": text_qa, "ecbench": ecbench}[table]
     if dataset is not None:
         frame = frame.filter(pl.col("dataset") == dataset) if frame.height else frame
-    decision = split_use.filter(pl.col("dataset") == (dataset or benchmark)) if split_use.height else split_use
-    if decision.height and decision["use"][0] == "train":
+    use = SplitUse.from_frame(split_use)
+    if use.trained_only(dataset or benchmark):
+        reason = next(d["reason"] for d in use.decisions if d["dataset"] == (dataset or benchmark))
         raise Failure(f"eval_results[{benchmark}]: the split-use decisions train on {dataset or benchmark} "
-                      f"({decision['reason'][0]}); it is never evaluated. Change no_train_split of stage1_items.")
+                      f"({reason}); it is never evaluated. Change no_train_split of split_use.")
     if splits is None:
-        splits = decision["splits"][0].split("|")[-1].split(",") if decision.height else ["validation", "test"]
+        splits = use.evaluated_splits(dataset or benchmark)
     if frame.is_empty():
         raise Failure(f"eval_results[{benchmark}]: no rows of {table}[{dataset}] are published; materialize it first")
     return frame, splits
@@ -126,7 +131,8 @@ def _manifest_hash(row: pl.DataFrame) -> str:
     kinds={"polars", "parquet"},
     ins={"vqa_items": AssetIn(partition_mapping=AllPartitionMapping()),
          "text_qa_items": AssetIn(partition_mapping=AllPartitionMapping()),
-         "ecbench": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(), "base_model": AssetIn(),
+         "ecbench": AssetIn(), "split_use": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(),
+         "base_model": AssetIn(),
          "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
          "kb_image_index": AssetIn()},
     check_specs=[
@@ -141,7 +147,8 @@ def _manifest_hash(row: pl.DataFrame) -> str:
 )
 def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: StorageResource,
                  kb_models: KnowledgeModelsResource, training: TrainingResource, vqa_items: pl.DataFrame,
-                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, stage1_items: pl.DataFrame,
+                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, split_use: pl.DataFrame,
+                 stage1_items: pl.DataFrame,
                  stage2_items: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
                  stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
     """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one benchmark."""
@@ -154,7 +161,6 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
 
     benchmark = context.partition_key
     store = storage.get()
-    split_use = store.read_table("split_use") if store.exists(*store.table_parts("split_use")) else pl.DataFrame()
     frame, splits = benchmark_frame(benchmark, vqa_items, text_qa_items, ecbench, split_use)
     items = benchmark_items(frame, benchmark, splits=splits)
     if config.max_items and items.height > config.max_items:

@@ -7,7 +7,8 @@
   ``vqa_items`` training questions picked by k-means over image embeddings, then stratified by sampling the
   stage-1 policy). A blocking check proves that no training item is an evaluation item, by normalized question
   text and by image content id; ECBench is never trained on. The split-use decisions (a dataset without a
-  training split is trained on or evaluated on, never both) are published as ``split_use``.
+  training split is trained on or evaluated on, never both) are the ``split_use`` asset, an input of both
+  stage item tables and of ``eval_results``.
 - ``stage1_checkpoint`` / ``stage2_checkpoint``: the two GRPO stages, launched through Pipes, are in
   :mod:`assets.training.stages`; their run knobs (:class:`StageConfig`) are here.
 """
@@ -60,15 +61,20 @@ class BaseModelConfig(Config):
     seed: int = Field(default=0, description="weight initialization seed of the smoke model")
 
 
-class StageItemsConfig(Config):
-    """Run knobs of the stage item tables."""
+class SplitUseConfig(Config):
+    """Run knobs of ``split_use``."""
 
-    datasets: list[str] = Field(default_factory=lambda: ["medqa", "medmcqa"], description="stage-1 datasets")
     no_train_split: dict[str, str] = Field(
         default_factory=lambda: {"medqa": "eval", "medmcqa": "train"},
         description="for a dataset without a training split in this profile: 'train' (all of it trains, never "
                     "evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
                     "MedMCQA its dev set (trained on).")
+
+
+class StageItemsConfig(Config):
+    """Run knobs of the stage item tables."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["medqa", "medmcqa"], description="stage-1 datasets")
     limit: int | None = Field(default=None, description="at most this many items (None: all)")
     n_clusters: int = Field(default=2000, description="stage 2: k-means clusters over training images "
                             "(the paper's 2,000)")
@@ -204,10 +210,38 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
 @asset(
     backfill_policy=WHOLE,
     group_name="training",
+    code_version="split_use.v1",
+    io_manager_key="table_io",
+    kinds={"polars", "parquet"},
+    ins={"text_qa_items": _ALL, "vqa_items": _ALL},
+)
+def split_use(context: AssetExecutionContext, config: SplitUseConfig, storage: StorageResource,
+              text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame):
+    """The split-use decisions: per dataset, the splits trained on and the splits evaluated on (a dataset
+    without a training split is trained on or evaluated on, never both). Read by the stage items and by
+    ``eval_results``."""
+    from training.data import split_use as decide
+
+    try:
+        splits = pl.concat([text_qa_items.select("dataset", "split"), vqa_items.select("dataset", "split")])
+        use = decide(splits, config.no_train_split)
+    except ValueError as e:
+        raise Failure(f"split_use: {e}") from e
+    decisions = use.decisions_frame()
+    pub = Publication("split_use", None, decisions, _no_quarantine("split_use"),
+                      metadata={**table_metadata(decisions, ("use",)),
+                                "decisions": MetadataValue.md(_md(decisions))},
+                      data_version=content_version(decisions))
+    yield from publish_or_refuse(context, storage.get(), pub, [])
+
+
+@asset(
+    backfill_policy=WHOLE,
+    group_name="training",
     code_version="stage1_items.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"text_qa_items": _ALL, "vqa_items": _ALL, "ecbench": AssetIn()},
+    ins={"text_qa_items": _ALL, "vqa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn()},
     check_specs=[
         AssetCheckSpec("stage1_items_not_empty", asset="stage1_items", blocking=True,
                        description="at least one training MCQ"),
@@ -216,36 +250,25 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
     ],
 )
 def stage1_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
-                 text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame, ecbench: pl.DataFrame):
+                 text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame, ecbench: pl.DataFrame,
+                 split_use: pl.DataFrame):
     """Stage-1 text MCQs (training splits of MedQA and MedMCQA, per the split-use decisions)."""
-    from training.data import evaluation_items, split_use
+    from training.data import SplitUse, evaluation_items
     from training.data import stage1_items as select
 
-    use = split_use(pl.concat([text_qa_items.select("dataset", "split"), vqa_items.select("dataset", "split")]),
-                    config.no_train_split)
+    use = SplitUse.from_frame(split_use)
     try:
         items = select(text_qa_items, use, datasets=config.datasets, limit=config.limit, seed=config.seed)
     except ValueError as e:
         raise Failure(f"stage1_items: {e}") from e
     store = storage.get()
-    stage = store.staging(f"{context.run.run_id}-stage1_items")
-    decisions = use.decisions_frame()
-    _stage_table(stage, decisions, "split_use")
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
     checks = [check_result("stage1_items_not_empty", items.height > 0, items=items.height), _leakage_check(items, evaluation)]
     pub = Publication("stage1_items", None, items, _no_quarantine("stage1_items"),
                       metadata={**table_metadata(items, ("dataset", "split")),
-                                "split_use": MetadataValue.md(_md(decisions))},
-                      data_version=content_version(items), stage=stage)
+                                "split_use": MetadataValue.md(_md(split_use))},
+                      data_version=content_version(items))
     yield from publish_or_refuse(context, store, pub, checks)
-
-
-def _stage_table(stage, frame: pl.DataFrame, table: str) -> None:
-    import io
-
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    stage.write_bytes(buf.getvalue(), *Storage.table_parts(table))
 
 
 def _md(frame: pl.DataFrame) -> str:
@@ -260,8 +283,8 @@ def _md(frame: pl.DataFrame) -> str:
     code_version="stage2_items.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"vqa_items": _ALL, "text_qa_items": _ALL, "ecbench": AssetIn(), "stage1_checkpoint": AssetIn(),
-         "kb_text_index": AssetIn()},
+    ins={"vqa_items": _ALL, "text_qa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn(),
+         "stage1_checkpoint": AssetIn(), "kb_text_index": AssetIn()},
     check_specs=[
         AssetCheckSpec("stage2_items_not_empty", asset="stage2_items", blocking=True,
                        description="at least one multimodal training MCQ the stage-1 policy does not always solve"),
@@ -271,15 +294,15 @@ def _md(frame: pl.DataFrame) -> str:
 )
 def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
                  kb_models: KnowledgeModelsResource, vqa_items: pl.DataFrame, text_qa_items: pl.DataFrame,
-                 ecbench: pl.DataFrame, stage1_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame):
+                 ecbench: pl.DataFrame, split_use: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
+                 kb_text_index: pl.DataFrame):
     """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by difficulty."""
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
-    from training.data import difficulty, evaluation_items, split_use
+    from training.data import SplitUse, difficulty, evaluation_items
     from training.data import stage2_items as select
 
     store = storage.get()
-    use = split_use(pl.concat([vqa_items.select("dataset", "split"), text_qa_items.select("dataset", "split")]),
-                    config.no_train_split)
+    use = SplitUse.from_frame(split_use)
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
     eval_refs = sorted({r for refs in evaluation["image_refs"].to_list() for r in (refs or [])})
     train_refs = sorted({r for refs in vqa_items["image_refs"].to_list() for r in (refs or [])} - set(eval_refs))
