@@ -1,4 +1,5 @@
-"""Training group, the two GRPO stages: ``stage1_checkpoint`` and ``stage2_checkpoint``, launched through Pipes.
+"""Training group, the two GRPO stages: ``stage1_checkpoint`` and ``stage2_checkpoint``, launched through
+Pipes.
 
 Each asset computes nothing itself: it launches ``python -m training.launch`` (or ``accelerate launch``)
 through Dagster Pipes (a subprocess locally; a Kubernetes pod with GPU limits when

@@ -37,10 +37,12 @@ def test_decisions_round_trip_and_give_the_evaluated_splits():
 
 def test_eval_results_takes_its_splits_from_the_split_use_input():
     text, empty = _frames()
-    decisions = split_use(text.select("dataset", "split"), {"medqa": "eval", "medmcqa": "train"}).decisions_frame()
+    use = split_use(text.select("dataset", "split"), {"medqa": "eval", "medmcqa": "train"})
+    decisions = use.decisions_frame()
     frame, splits = benchmark_frame("medqa", empty, text, empty, decisions)
     assert splits == ["test"] and frame["item_id"].to_list() == ["q1", "q2"]
     assert benchmark_frame("medqa", empty, text, empty, decisions.clear())[1] == list(EVAL_SPLITS)
-    trained = split_use(text.select("dataset", "split"), {"medqa": "train", "medmcqa": "train"}).decisions_frame()
+    trained = split_use(text.select("dataset", "split"), {"medqa": "train", "medmcqa": "train"})
+    trained = trained.decisions_frame()
     with pytest.raises(Failure, match="never evaluated. Change no_train_split of split_use"):
         benchmark_frame("medqa", empty, text, empty, trained)

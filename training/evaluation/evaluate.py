@@ -1,8 +1,8 @@
 """Evaluation: benchmark items through the training rollout in five modes, as ``eval_results`` rows.
 
 :func:`evaluate` answers every item of one benchmark with one checkpoint in each requested mode
-(the registry :data:`training.evaluation.modes.REGISTRY`) and returns a scored, validated ``eval_results`` frame
-(:data:`training.evaluation.results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
+(the registry :data:`training.evaluation.modes.REGISTRY`) and returns a scored, validated ``eval_results``
+frame (:data:`training.evaluation.results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
 
 - ``direct``: no retrieval (one round, ``<query>`` banned, the direct-answer system prompt);
 - ``rwr``: reasoning with retrieval over the pinned text KB (up to ``max_rounds`` rounds);
@@ -135,8 +135,8 @@ def _check_args(items: pl.DataFrame, modes: Sequence[str], *, retriever: Any, kb
                               "pass image_loader=(content id -> PIL image)")
     for mode in (m for m in modes if REGISTRY[m].image_index):
         if not with_images.is_empty() and (image_retriever is None or not image_index_tag):
-            raise EvaluationError(f"mode {mode} on items with images needs image_retriever= (an ImageRetriever "
-                                  "over the whole image index) and its pinned image_index_tag=")
+            raise EvaluationError(f"mode {mode} on items with images needs image_retriever= (an "
+                                  "ImageRetriever over the whole image index) and its pinned image_index_tag=")
 
 
 def evaluate(
@@ -214,8 +214,9 @@ def evaluate(
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             run = BatchRun(batch, start, model, processor, rollout, control, image_retriever=image_retriever,
-                           image_loader=image_loader, image_index_tag=image_index_tag, cdir_lambda=cdir_lambda,
-                           cdir_k=cdir_k, exclude_image_refs=exclude_image_refs, seed=seed, system=system_prompt)
+                           image_loader=image_loader, image_index_tag=image_index_tag,
+                           cdir_lambda=cdir_lambda, cdir_k=cdir_k, exclude_image_refs=exclude_image_refs,
+                           seed=seed, system=system_prompt)
             records += _evaluate_batch(run, modes, identity, kb_tag=kb_tag)
             if progress is not None:
                 progress(min(start + batch_size, len(rows)), len(rows))
@@ -232,11 +233,12 @@ class BatchRun:
 
     def __init__(self, batch: list[dict], start: int, model: Any, processor: Any, rollout: CdirRollout,
                  control: CdirRollout | None, *, image_retriever: Any, image_loader: Any,
-                 image_index_tag: str | None, cdir_lambda: float, cdir_k: int, exclude_image_refs: Sequence[str],
-                 seed: int, system: str | None):
+                 image_index_tag: str | None, cdir_lambda: float, cdir_k: int,
+                 exclude_image_refs: Sequence[str], seed: int, system: str | None):
         self.batch, self.start, self.model, self.processor = batch, start, model, processor
         self.rollout, self.control, self.seed, self.system = rollout, control, seed, system
-        self.image_retriever, self.image_loader, self.image_index_tag = image_retriever, image_loader, image_index_tag
+        self.image_retriever, self.image_loader = image_retriever, image_loader
+        self.image_index_tag = image_index_tag
         self.cdir_lambda, self.cdir_k, self.exclude_image_refs = cdir_lambda, cdir_k, exclude_image_refs
         self.images = [[image_loader(ref) for ref in row["image_refs"]] for row in batch]
         self.traces: list[CdirTrace] | None = None

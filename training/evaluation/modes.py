@@ -71,8 +71,8 @@ def _rwr_cdir(b) -> Timed:
 def _rag_control(b) -> Timed:
     prompts = b.prompts(retrieval=True)
     questions = [r["question"] for r in b.batch]
-    return b.timed("rag_control", lambda: b.rollout.run(b.model, b.processor, prompts, first_queries=questions,
-                                                        allow_retrieval=False))
+    return b.timed("rag_control", lambda: b.rollout.run(b.model, b.processor, prompts,
+                                                        first_queries=questions, allow_retrieval=False))
 
 
 def _random_retriever(b) -> Timed:
@@ -112,10 +112,11 @@ def _cdir_columns(b, rec: dict, i: int, final: Trajectory) -> None:
 REGISTRY: dict[str, EvalMode] = {m.name: m for m in (
     EvalMode("direct", "answer without retrieval (one round, <query> banned, the direct-answer prompt)",
              _direct, colour="#7f7f7f"),
-    EvalMode("rwr", "reasoning-with-retrieval over the pinned text KB", _rwr, searches_kb=True, colour="#1f77b4",
-             baselines=("direct", "random_retriever", "rag_control")),
+    EvalMode("rwr", "reasoning-with-retrieval over the pinned text KB", _rwr, searches_kb=True,
+             colour="#1f77b4", baselines=("direct", "random_retriever", "rag_control")),
     EvalMode("rwr_cdir", "RwR plus confidence-driven image re-retrieval (CDIR) below λ", _rwr_cdir,
-             searches_kb=True, image_index=True, colour="#2ca02c", baselines=("rwr",), annotate=_cdir_columns),
+             searches_kb=True, image_index=True, colour="#2ca02c", baselines=("rwr",),
+             annotate=_cdir_columns),
     EvalMode("rag_control", "training-free RAG: retrieve with the question, then answer", _rag_control,
              searches_kb=True, colour="#ff7f0e"),
     EvalMode("random_retriever", "RwR whose retriever returns random passages of the same KB",
