@@ -1,4 +1,4 @@
-"""Evaluation throughput: items/s of ``training.evaluate.evaluate`` batched vs one item at a time.
+"""Evaluation throughput: items/s of ``training.evaluation.evaluate.evaluate`` batched vs one item at a time.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/bench_eval_throughput.py [--items 8] [--batch-sizes 1 8 16]
 
@@ -43,8 +43,8 @@ from retrieval.search import ImageRetriever, Retriever
 from retrieval.store import KBLocation, sync_table, text_table_rows
 from storage.root import Storage
 from storage.sources import SourceDir
-from training.eval_items import benchmark_items
-from training.evaluate import evaluate
+from training.evaluation.evaluate import evaluate
+from training.evaluation.items import benchmark_items
 from training.rollout import RolloutSettings
 from training.tiny_model import build_tiny_model, load_policy, local_corpus
 

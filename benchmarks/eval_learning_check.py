@@ -9,17 +9,18 @@ Reads what ``benchmarks/learning_check.py`` leaves in ``--run-dir``: the GRPO-tr
 the run's settings (``results.json["args"]``: rounds, search mode, k, tokens per round and per trajectory). Each can be overridden
 (``--checkpoint``, ``--kb-uri``, ``--kb-tag``, ``--heldout``).
 
-Runs :func:`training.evaluate.evaluate` on the held-out items in the five modes (direct, rwr, rwr_cdir,
-rag_control, random_retriever; the items are text-only, so CDIR never triggers and rwr_cdir equals rwr),
+Runs :func:`training.evaluation.evaluate.evaluate` on the held-out items in the five modes (direct, rwr,
+rwr_cdir, rag_control, random_retriever; the items are text-only, so CDIR never triggers and rwr_cdir equals
+rwr),
 with the learning check's compact system prompt and rollout budget (from its ``results.json``; 20 new
 tokens per round, 64 per trajectory and k = 3 for runs that did not record them), greedy decoding (``--sample`` for temperature-1 sampling, seeded). The random
-retriever draws from the same KB version (``training.evaluate.KBRandomRetriever``).
+retriever draws from the same KB version (``training.evaluation.evaluate.KBRandomRetriever``).
 
 Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode, with a
 95 % percentile-bootstrap interval) and ``comparisons.csv`` / ``comparisons.json`` (paired bootstrap,
 10,000 resamples, of rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr on the same
-items; ``training.metrics.compare``). ``--check`` exits with status 1 unless rwr beats both direct and the
-random-retriever control with intervals that exclude 0.
+items; ``training.evaluation.metrics.compare``). ``--check`` exits with status 1 unless rwr beats both direct
+and the random-retriever control with intervals that exclude 0.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from retrieval.embedders import TextEmbedder
 from retrieval.search import Retriever
 from retrieval.store import KBLocation
 from storage.provenance import folder_digest
-from training.eval_items import EVAL_ITEM_SCHEMA
-from training.eval_results import MODES
-from training.evaluate import evaluate
-from training.metrics import Arm, compare, mcq_accuracy
+from training.evaluation.evaluate import evaluate
+from training.evaluation.items import EVAL_ITEM_SCHEMA
+from training.evaluation.metrics import Arm, compare, mcq_accuracy
+from training.evaluation.results import MODES
 from training.rollout import RolloutSettings
 from training.tiny_model import load_policy
 

@@ -46,7 +46,7 @@ def plan(profile_name: str | None) -> list[Step]:
     steps += [Step("kb_passages_job", source) for source in profile.kb_sources]
     steps += [Step("kb_index_job")]
     steps += [Step("training_job")]
-    steps += [Step("eval_results_job", b) for b in profile.benchmarks]
+    steps += [Step("evaluate_job", b) for b in profile.benchmarks]
     steps += [Step("eval_report_job")]
     return steps
 

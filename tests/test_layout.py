@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestration", "assets", "training", "retrieval", "quality", "storage")
 LIBRARIES = ("storage", "training", "retrieval", "quality")
 DAGSTER_MODULES = {"assets.py", "definitions.py", "checks.py", "config.py", "sensors.py", "schedules.py",
-                   "jobs.py"}
+                   "jobs.py", "stages.py"}  # stages.py: the GRPO stage assets (assets/training)
 
 
 def module_name(path: Path) -> str:

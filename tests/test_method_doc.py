@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.paper_numbers import PAPER_NUMBERS
+from training.evaluation.paper_numbers import PAPER_NUMBERS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "method.md"

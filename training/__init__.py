@@ -7,5 +7,6 @@ UMLS-keyed entity lexicon + Aho-Corasick NER), ``rewards`` (format, accuracy, qu
 gain), ``data`` (stage item selection and leakage proof), ``config`` (stage configs on TRL's GRPOConfig),
 ``trainer`` (the one GRPO trainer construction), ``smoke`` (every smoke-size value),
 ``tiny_model`` (smoke-profile model builder, model loader), ``launch`` (the stage entry point), and
-``vllm_backend`` (optional). No Dagster import here; the launched process reports through ``dagster_pipes``.
+``vllm_backend`` (optional); the evaluation library is the ``training.evaluation`` package. No Dagster import
+here; the launched process reports through ``dagster_pipes``.
 """

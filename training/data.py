@@ -12,6 +12,9 @@
   sample are dropped, the rest labelled ``easy`` (pass rate >= 0.5) or ``hard``.
 - :func:`leakage`: proves no training item is in an evaluation benchmark, by normalised question text and by
   image content id; returns the offending pairs (empty frame = proof). ECBench items are evaluation items.
+  :func:`evaluation_leaks` is the rule both the stage items and the evaluation check apply to those pairs.
+- :func:`evaluation_items`: every item some benchmark may evaluate, per the split-use decisions.
+- :func:`sample_correctness`: samples of the current policy per item, the input of :func:`difficulty`.
 
 Training-item columns (what :func:`training.launch` turns into a TRL dataset): ``item_id``, ``dataset``,
 ``split``, ``question``, ``context``, ``options``, ``answer_label``, ``answer``, ``explanation``,
@@ -26,9 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .protocol import normalize_text
+from .protocol import answer_matches, build_messages, normalize_text
 
 STAGE1_DATASETS = ("medqa", "medmcqa")
+EVAL_SPLITS = ("validation", "test")
+"""The splits evaluated of a dataset the split-use decisions do not know (one with a training split evaluates
+its other splits; one without is evaluated whole or not at all, as decided)."""
 ITEM_COLUMNS = {
     "item_id": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8, "question": pl.Utf8, "context": pl.Utf8,
     "options": pl.List(pl.Utf8), "answer_label": pl.Utf8, "answer": pl.Utf8, "explanation": pl.Utf8,
@@ -47,6 +53,31 @@ class SplitUse:
     def decisions_frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.decisions, schema={"dataset": pl.Utf8, "use": pl.Utf8, "splits": pl.Utf8,
                                                     "reason": pl.Utf8})
+
+    @classmethod
+    def from_frame(cls, decisions: pl.DataFrame) -> SplitUse:
+        """The decisions :meth:`decisions_frame` wrote, read back (an empty frame: nothing decided)."""
+        use = cls()
+        for d in decisions.iter_rows(named=True) if decisions.height else ():
+            use.decisions.append({k: d[k] for k in ("dataset", "use", "splits", "reason")})
+            if d["use"] == "train+eval":
+                use.train[d["dataset"]] = ["train"]
+                use.evaluate[d["dataset"]] = [x for x in d["splits"].split("|", 1)[1].split(",") if x]
+            else:
+                target = use.train if d["use"] == "train" else use.evaluate
+                target[d["dataset"]] = [x for x in d["splits"].split(",") if x]
+        return use
+
+    def trained_only(self, dataset: str) -> bool:
+        """Decided "train": all of it trains, it is never evaluated."""
+        return dataset in self.train and dataset not in self.evaluate
+
+    def evaluated_splits(self, dataset: str) -> list[str]:
+        """The splits of ``dataset`` that may be evaluated: the decided ones, or :data:`EVAL_SPLITS` for a
+        dataset the decisions do not know."""
+        if dataset in self.train or dataset in self.evaluate:
+            return list(self.evaluate.get(dataset, []))
+        return list(EVAL_SPLITS)
 
 
 def split_use(items: pl.DataFrame, no_train_split: Mapping[str, str]) -> SplitUse:
@@ -209,15 +240,73 @@ def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([by_text, by_image]).unique().sort(["train_item_id", "eval_item_id", "reason"])
 
 
+def evaluation_leaks(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
+    """The :func:`leakage` pairs that are leaks: a training item is an evaluation item when it shows the same
+    image (content id), or, for questions without an image, asks the same normalized question. Image
+    questions with a generic text ("Is this an MRI?") about different images are different items: for them
+    the image decides.
+
+    ``train``: ``item_id``, ``question``, ``image_ref``; ``evaluation``: ``item_id``, ``question`` and
+    ``image_refs`` (absent: no images).
+    """
+    if "image_refs" not in evaluation.columns:
+        evaluation = evaluation.with_columns(pl.lit([], pl.List(pl.Utf8)).alias("image_refs"))
+    with_image_train = set(train.filter(pl.col("image_ref").is_not_null())["item_id"].to_list())
+    with_image_eval = set(evaluation.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
+    return leakage(train, evaluation).filter(
+        (pl.col("reason") == "image")
+        | ~(pl.col("train_item_id").is_in(list(with_image_train))
+            | pl.col("eval_item_id").is_in(list(with_image_eval))))
+
+
+def evaluation_items(text_qa: pl.DataFrame, vqa: pl.DataFrame, ecbench: pl.DataFrame,
+                     use: SplitUse) -> pl.DataFrame:
+    """Every item that some benchmark may evaluate: the splits :meth:`SplitUse.evaluated_splits` gives for
+    each dataset (validation/test for a dataset with a training split; everything for a dataset evaluated
+    only; nothing for a dataset trained on only; :data:`EVAL_SPLITS` of a dataset ``use`` does not know),
+    and every ECBench item (never trained on). Columns ``item_id``, ``dataset``, ``question``,
+    ``image_refs``."""
+
+    def pick(frame: pl.DataFrame) -> pl.DataFrame:
+        if frame.is_empty():
+            return frame
+        cond = pl.lit(False)
+        for dataset in frame["dataset"].unique().sort().to_list():
+            splits = use.evaluated_splits(dataset)
+            cond = cond | ((pl.col("dataset") == dataset) & pl.col("split").is_in(splits))
+        return frame.filter(cond)
+
+    frames = []
+    for frame, refs in ((pick(text_qa), pl.lit([], pl.List(pl.Utf8))), (pick(vqa), pl.col("image_refs"))):
+        if frame.height:
+            frames.append(frame.select("item_id", "dataset", "question", refs.alias("image_refs")))
+    if ecbench.height:
+        frames.append(ecbench.select("item_id", pl.lit("ecbench").alias("dataset"), "question", "image_refs"))
+    empty = {"item_id": pl.Utf8, "dataset": pl.Utf8, "question": pl.Utf8, "image_refs": pl.List(pl.Utf8)}
+    return pl.concat(frames) if frames else pl.DataFrame(schema=empty)
+
+
+def mcq_prompt_rows(items: pl.DataFrame, load_image) -> list[dict]:
+    """Stage items with an image as rows in the TRL layout (``prompt`` with the image, ``item_id``,
+    ``answer_label``, ``answer``, ``options``); ``load_image(content id) -> PIL image``."""
+    rows = []
+    for r in items.iter_rows(named=True):
+        messages = build_messages(r["question"], r["options"], has_image=True)
+        messages[1]["content"][0] = {"type": "image", "image": load_image(r["image_ref"])}
+        rows.append({**r, "prompt": messages})
+    return rows
+
+
 def sample_correctness(rollout, model, processor, rows: Sequence[dict], samples: int = 4) -> dict[str, list[bool]]:
     """``samples`` rollouts of the current policy per row (``rows`` in the TRL layout of
-    :func:`training.launch.trl_dataset`: ``prompt``, ``item_id``, ``answer_label``, ``answer``, ``options``):
-    ``item_id -> [correct per sample]``, the input of :func:`difficulty`."""
-    from .protocol import answer_matches
-
-    expanded = [r for r in rows for _ in range(samples)]
-    result = rollout.run(model, processor, [r["prompt"] for r in expanded])
-    out: dict[str, list[bool]] = {}
-    for r, t in zip(expanded, result.trajectories, strict=True):
-        out.setdefault(r["item_id"], []).append(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"]))
-    return out
+    :func:`training.launch.trl_dataset` or :func:`mcq_prompt_rows`: ``prompt``, ``item_id``, ``answer_label``,
+    ``answer``, ``options``): ``item_id -> [correct per sample]``, the input of :func:`difficulty`. One
+    rollout call per sample, over every row."""
+    correct: dict[str, list[bool]] = {r["item_id"]: [] for r in rows}
+    prompts = [r["prompt"] for r in rows]
+    for _ in range(samples):
+        result = rollout.run(model, processor, prompts)
+        for r, t in zip(rows, result.trajectories, strict=True):
+            correct[r["item_id"]].append(bool(answer_matches(t.answer(), r["answer_label"], r["answer"],
+                                                             r["options"])))
+    return correct

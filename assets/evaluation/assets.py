@@ -1,11 +1,14 @@
 """Evaluation group: per-benchmark results of every checkpoint in every mode, and the auditable report.
 
-- ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the split-use decisions reserve
-  for evaluation; never an item trained on, checked) answered by each checkpoint (base, stage 1, stage 2) in
+- ``eval_results[benchmark]``: the benchmark's evaluation items (the splits the ``split_use`` asset, an
+  input, reserves for evaluation; never an item trained on, checked) answered by each checkpoint (base,
+  stage 1, stage 2) in
   each mode (direct, RwR, RwR + CDIR, training-free RAG, random-retriever control) through the training
-  rollout (:mod:`training.evaluate`), with the text KB and the CDIR image index pinned to their tags.
-- ``eval_report``: Markdown and a self-contained HTML page with plots (:mod:`training.report`), under
-  ``reports/<run id>/`` of the storage root, its Markdown in the materialization metadata and the HTML's path
+  rollout (:mod:`training.evaluation.evaluate`), with the text KB and the CDIR image index pinned to their
+  tags.
+- ``eval_report``: Markdown and a self-contained HTML page with plots (:mod:`training.evaluation.report`),
+  under ``reports/<run id>/`` of the storage root, its Markdown in the materialization metadata and the
+  HTML's path
   as ``report_html``; a lineage header names checkpoint manifests, KB tag and embedder, benchmark versions
   and the code version. In ``smoke`` it says that the scores come from a tiny model and are chance-level.
 """
@@ -43,6 +46,7 @@ from assets.common.resources import (
 )
 from storage.provenance import git_commit
 from storage.root import Storage
+from training.evaluation.modes import MODES
 
 from .promotion import arm, decide_promotion
 
@@ -67,8 +71,7 @@ class EvalConfig(Config):
     """Run knobs of ``eval_results`` (one run = one benchmark partition)."""
 
     checkpoints: list[str] = Field(default_factory=lambda: list(CHECKPOINTS), description="base, stage1, stage2")
-    modes: list[str] = Field(default_factory=lambda: ["direct", "rwr", "rwr_cdir", "rag_control", "random_retriever"],
-                             description="direct, rwr, rwr_cdir, rag_control, random_retriever")
+    modes: list[str] = Field(default_factory=lambda: list(MODES), description=", ".join(MODES))
     max_items: int | None = Field(default=None, description="at most this many items (seeded choice; None: all)")
     batch_size: int = Field(default=8, description="items per rollout call")
     cdir_lambda: float = Field(default=0.8, description="CDIR triggers when the answer confidence is below this")
@@ -79,6 +82,9 @@ class EvalConfig(Config):
     max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
+    judge_model: str | None = Field(default=None, description="optional open-answer judge: a model folder or "
+                                    "a hub id (None: no judge; judge_* columns stay null)")
+    judge_revision: str | None = Field(default=None, description="the judge's pinned 40-hex hub commit")
 
     def rollout_settings(self):
         """The rollout budgets (``training.rollout.RolloutSettings``; the same field names)."""
@@ -91,18 +97,22 @@ class EvalConfig(Config):
 
 def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
                     split_use: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use decisions
-    when the benchmark names none). A dataset decided "train" only is never evaluated: that raises."""
+    """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use
+    decisions, :meth:`training.data.SplitUse.evaluated_splits`, when the benchmark names none). A dataset
+    decided "train" only is never evaluated: that raises."""
+    from training.data import SplitUse
+
     table, dataset, splits = BENCHMARKS[benchmark]
     frame = {"vqa_items": vqa, "text_qa_items": text_qa, "ecbench": ecbench}[table]
     if dataset is not None:
         frame = frame.filter(pl.col("dataset") == dataset) if frame.height else frame
-    decision = split_use.filter(pl.col("dataset") == (dataset or benchmark)) if split_use.height else split_use
-    if decision.height and decision["use"][0] == "train":
+    use = SplitUse.from_frame(split_use)
+    if use.trained_only(dataset or benchmark):
+        reason = next(d["reason"] for d in use.decisions if d["dataset"] == (dataset or benchmark))
         raise Failure(f"eval_results[{benchmark}]: the split-use decisions train on {dataset or benchmark} "
-                      f"({decision['reason'][0]}); it is never evaluated. Change no_train_split of stage1_items.")
+                      f"({reason}); it is never evaluated. Change no_train_split of split_use.")
     if splits is None:
-        splits = decision["splits"][0].split("|")[-1].split(",") if decision.height else ["validation", "test"]
+        splits = use.evaluated_splits(dataset or benchmark)
     if frame.is_empty():
         raise Failure(f"eval_results[{benchmark}]: no rows of {table}[{dataset}] are published; materialize it first")
     return frame, splits
@@ -127,7 +137,8 @@ def _manifest_hash(row: pl.DataFrame) -> str:
     kinds={"polars", "parquet"},
     ins={"vqa_items": AssetIn(partition_mapping=AllPartitionMapping()),
          "text_qa_items": AssetIn(partition_mapping=AllPartitionMapping()),
-         "ecbench": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(), "base_model": AssetIn(),
+         "ecbench": AssetIn(), "split_use": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(),
+         "base_model": AssetIn(),
          "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
          "kb_image_index": AssetIn()},
     check_specs=[
@@ -142,19 +153,20 @@ def _manifest_hash(row: pl.DataFrame) -> str:
 )
 def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: StorageResource,
                  kb_models: KnowledgeModelsResource, training: TrainingResource, vqa_items: pl.DataFrame,
-                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, stage1_items: pl.DataFrame,
+                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, split_use: pl.DataFrame,
+                 stage1_items: pl.DataFrame,
                  stage2_items: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
                  stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
     """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one benchmark."""
     from PIL import Image
 
     from retrieval.search import ImageRetriever, Retriever
-    from training.eval_items import benchmark_items
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
+    from training.evaluation.items import benchmark_items
+    from training.evaluation.judge import load_judge
 
     benchmark = context.partition_key
     store = storage.get()
-    split_use = store.read_table("split_use") if store.exists(*store.table_parts("split_use")) else pl.DataFrame()
     frame, splits = benchmark_frame(benchmark, vqa_items, text_qa_items, ecbench, split_use)
     items = benchmark_items(frame, benchmark, splits=splits)
     if config.max_items and items.height > config.max_items:
@@ -172,6 +184,7 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     def load_image(image_id: str):
         return Image.open(io.BytesIO(store.get_image(image_id))).convert("RGB")
 
+    judge = load_judge(config.judge_model, config.judge_revision)  # None unless configured; fails loudly
     benchmark_images = sorted({r for refs in items["image_refs"].to_list() for r in refs})
     frames = []
     with tempfile.TemporaryDirectory(dir=training.work_root() if Path(training.work_root()).exists() else None) as cache:
@@ -184,21 +197,16 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
                 kb_tag=kb_text_index["tag"][0], modes=config.modes, image_retriever=images, image_loader=load_image,
                 image_index_tag=kb_image_index["tag"][0], batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
                 cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
-                rollout_settings=config.rollout_settings()))
+                rollout_settings=config.rollout_settings(), judge=judge))
             del model
     results = pl.concat(frames)
-    from training.data import leakage
+    from training.data import evaluation_leaks
 
     trained = pl.concat([stage1_items.select("item_id", "question", "image_ref"),
                          stage2_items.select("item_id", "question", "image_ref")])
     evaluated = frame.filter(pl.col("item_id").is_in(items["item_id"].to_list()))
-    if "image_refs" not in evaluated.columns:
-        evaluated = evaluated.with_columns(pl.lit([], pl.List(pl.Utf8)).alias("image_refs"))
-    leaks = leakage(trained, evaluated.select("item_id", "question", "image_refs"))
-    with_image = set(trained.filter(pl.col("image_ref").is_not_null())["item_id"].to_list()) | set(
-        evaluated.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
-    leaks = leaks.filter((pl.col("reason") == "image") | ~(pl.col("train_item_id").is_in(list(with_image))
-                                                            | pl.col("eval_item_id").is_in(list(with_image))))
+    refs = ["image_refs"] if "image_refs" in evaluated.columns else []
+    leaks = evaluation_leaks(trained, evaluated.select("item_id", "question", *refs))
     expected = items.height * len(config.checkpoints) * len(config.modes)
     checks = [
         check_result("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,
@@ -240,7 +248,7 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
                 eval_results: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
                 stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
     """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
-    from training.report import build_report
+    from training.evaluation.report import build_report
 
     store = storage.get()
     versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")

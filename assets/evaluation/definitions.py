@@ -6,13 +6,6 @@ from dagster import AssetSelection, Definitions, define_asset_job
 from .assets import eval_benchmarks, eval_report, eval_results, promoted_checkpoint
 from .sensors import make_evaluate_after_retrain_sensor
 
-eval_results_job = define_asset_job(
-    "eval_results_job",
-    selection=AssetSelection.assets(eval_results),
-    partitions_def=eval_benchmarks,
-    description="Evaluate every checkpoint in every mode on one benchmark (partition).",
-    tags={"medrwr/kind": "evaluation"},
-)
 eval_report_job = define_asset_job(
     "eval_report_job",
     selection=AssetSelection.assets(eval_report),
@@ -22,8 +15,9 @@ evaluate_job = define_asset_job(
     "evaluate_job",
     selection=AssetSelection.assets(eval_results),
     partitions_def=eval_benchmarks,
-    description="Re-evaluate one benchmark (partition) after a retraining; requested per benchmark by "
-                "evaluate_after_retrain_sensor.",
+    description="Evaluate every checkpoint in every mode on one benchmark (partition): the main command's "
+                "evaluation step, and the re-evaluation evaluate_after_retrain_sensor requests per benchmark "
+                "after a retraining.",
     tags={"medrwr/kind": "evaluation"},
 )
 promote_job = define_asset_job(
@@ -34,5 +28,5 @@ promote_job = define_asset_job(
 )
 
 defs = Definitions(assets=[eval_results, eval_report, promoted_checkpoint],
-                   jobs=[eval_results_job, eval_report_job, evaluate_job, promote_job],
+                   jobs=[eval_report_job, evaluate_job, promote_job],
                    sensors=[make_evaluate_after_retrain_sensor(evaluate_job, promote_job)])

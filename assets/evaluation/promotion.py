@@ -4,8 +4,9 @@ Plain Python (no Dagster).
 The two checkpoints are compared on the same items: the candidate's ``eval_results`` rows in one mode and the
 rows the promoted checkpoint was promoted with (kept beside its pointer), matched by benchmark, benchmark
 version, protocol and item id. The difference of accuracies (candidate − promoted) gets a paired bootstrap
-interval (:func:`training.metrics.paired_difference`: items resampled jointly); the gate passes when the lower
-bound of that interval is at least ``-margin``: the data rule out a loss larger than ``margin``. Fewer than
+interval (:func:`training.evaluation.metrics.paired_difference`: items resampled jointly); the gate passes
+when the lower bound of that interval is at least ``-margin``: the data rule out a loss larger than
+``margin``. Fewer than
 ``min_items`` shared items are not enough evidence: the gate fails and says so. With no promoted checkpoint
 yet, the first candidate passes (there is nothing to be worse than).
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from training.metrics import paired_difference
+from training.evaluation.metrics import paired_difference
 
 MATCH_KEY = ("benchmark", "benchmark_version", "protocol", "item_id")
 

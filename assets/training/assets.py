@@ -7,13 +7,10 @@
   ``vqa_items`` training questions picked by k-means over image embeddings, then stratified by sampling the
   stage-1 policy). A blocking check proves that no training item is an evaluation item, by normalized question
   text and by image content id; ECBench is never trained on. The split-use decisions (a dataset without a
-  training split is trained on or evaluated on, never both) are published as ``split_use``.
-- ``stage1_checkpoint`` / ``stage2_checkpoint``: the asset computes nothing itself: it launches
-  ``python -m training.launch`` (or ``accelerate launch``) through Dagster Pipes (a subprocess locally; a
-  Kubernetes pod with GPU limits when ``MEDRWR_TRAIN_LAUNCHER=k8s``), streams the trainer's per-step metrics
-  into the run's event log while it trains, shares the ``gpu`` pool, retries a killed stage (which resumes from
-  its last complete checkpoint in the same work folder), and publishes the final model under
-  ``models/<stage>/<run>/`` with its lineage manifest.
+  training split is trained on or evaluated on, never both) are the ``split_use`` asset, an input of both
+  stage item tables and of ``eval_results``.
+- ``stage1_checkpoint`` / ``stage2_checkpoint``: the two GRPO stages, launched through Pipes, are in
+  :mod:`assets.training.stages`; their run knobs (:class:`StageRunConfig`) are here.
 """
 
 
@@ -30,12 +27,9 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    Backoff,
     Config,
     Failure,
     MetadataValue,
-    PipesSubprocessClient,
-    RetryPolicy,
     asset,
 )
 from pydantic import Field
@@ -50,12 +44,10 @@ from assets.common.resources import (
     StorageResource,
     TrainingResource,
 )
-from storage.provenance import folder_digest, git_commit
+from storage.provenance import folder_digest
 from storage.root import Storage
 
-from .launching import model_row, stage_command, upload_folder
-
-EVAL_SPLITS = ("validation", "test")
+from .launching import model_row, upload_folder
 
 
 class BaseModelConfig(Config):
@@ -68,15 +60,20 @@ class BaseModelConfig(Config):
     seed: int = Field(default=0, description="weight initialization seed of the smoke model")
 
 
-class StageItemsConfig(Config):
-    """Run knobs of the stage item tables."""
+class SplitUseConfig(Config):
+    """Run knobs of ``split_use``."""
 
-    datasets: list[str] = Field(default_factory=lambda: ["medqa", "medmcqa"], description="stage-1 datasets")
     no_train_split: dict[str, str] = Field(
         default_factory=lambda: {"medqa": "eval", "medmcqa": "train"},
         description="for a dataset without a training split in this profile: 'train' (all of it trains, never "
                     "evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
                     "MedMCQA its dev set (trained on).")
+
+
+class StageItemsConfig(Config):
+    """Run knobs of the stage item tables."""
+
+    datasets: list[str] = Field(default_factory=lambda: ["medqa", "medmcqa"], description="stage-1 datasets")
     limit: int | None = Field(default=None, description="at most this many items (None: all)")
     n_clusters: int = Field(default=2000, description="stage 2: k-means clusters over training images "
                             "(the paper's 2,000)")
@@ -215,42 +212,11 @@ def _loadable(path: str, store: Storage, cache: str) -> str:
 
 
 # ---- stage items -----------------------------------------------------------------------------------------
-def evaluation_items(text_qa: pl.DataFrame, vqa: pl.DataFrame, ecbench: pl.DataFrame, use) -> pl.DataFrame:
-    """Every item that some benchmark may evaluate: the evaluation splits ``use`` decided for each dataset
-    (validation/test for a dataset with a training split; everything for a dataset evaluated only; nothing for
-    a dataset trained on only), validation/test of datasets ``use`` does not know, and every ECBench item
-    (never trained on)."""
-    decided = set(use.train) | set(use.evaluate)
-
-    def pick(frame: pl.DataFrame) -> pl.DataFrame:
-        if frame.is_empty():
-            return frame
-        cond = ~pl.col("dataset").is_in(list(decided)) & pl.col("split").is_in(list(EVAL_SPLITS))
-        for dataset, splits in use.evaluate.items():
-            cond = cond | ((pl.col("dataset") == dataset) & pl.col("split").is_in(splits))
-        return frame.filter(cond)
-
-    frames = []
-    for frame, refs in ((pick(text_qa), pl.lit([], pl.List(pl.Utf8))), (pick(vqa), pl.col("image_refs"))):
-        if frame.height:
-            frames.append(frame.select("item_id", "dataset", "question", refs.alias("image_refs")))
-    if ecbench.height:
-        frames.append(ecbench.select("item_id", pl.lit("ecbench").alias("dataset"), "question", "image_refs"))
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"item_id": pl.Utf8, "dataset": pl.Utf8,
-                                                                 "question": pl.Utf8, "image_refs": pl.List(pl.Utf8)})
-
-
 def _leakage_check(items: pl.DataFrame, evaluation: pl.DataFrame) -> AssetCheckResult:
-    """A training item is an evaluation item when it shows the same image (content id), or, for questions
-    without an image, asks the same normalized question. Image questions with a generic text ("Is this an
-    MRI?") about different images are different items: for them the image decides."""
-    from training.data import leakage
+    """No training item is an evaluation item (:func:`training.data.evaluation_leaks`)."""
+    from training.data import evaluation_leaks
 
-    with_image_train = set(items.filter(pl.col("image_ref").is_not_null())["item_id"].to_list())
-    with_image_eval = set(evaluation.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
-    leaks = leakage(items, evaluation).filter(
-        (pl.col("reason") == "image")
-        | ~(pl.col("train_item_id").is_in(list(with_image_train)) | pl.col("eval_item_id").is_in(list(with_image_eval))))
+    leaks = evaluation_leaks(items, evaluation)
     return check_result("no_evaluation_items", leaks.height == 0, leaks=leaks.height,
                   evaluation_items=evaluation.height,
                   examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})"
@@ -263,10 +229,38 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
 @asset(
     backfill_policy=WHOLE,
     group_name="training",
+    code_version="split_use.v1",
+    io_manager_key="table_io",
+    kinds={"polars", "parquet"},
+    ins={"text_qa_items": _ALL, "vqa_items": _ALL},
+)
+def split_use(context: AssetExecutionContext, config: SplitUseConfig, storage: StorageResource,
+              text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame):
+    """The split-use decisions: per dataset, the splits trained on and the splits evaluated on (a dataset
+    without a training split is trained on or evaluated on, never both). Read by the stage items and by
+    ``eval_results``."""
+    from training.data import split_use as decide
+
+    try:
+        splits = pl.concat([text_qa_items.select("dataset", "split"), vqa_items.select("dataset", "split")])
+        use = decide(splits, config.no_train_split)
+    except ValueError as e:
+        raise Failure(f"split_use: {e}") from e
+    decisions = use.decisions_frame()
+    pub = Publication("split_use", None, decisions, _no_quarantine("split_use"),
+                      metadata={**table_metadata(decisions, ("use",)),
+                                "decisions": MetadataValue.md(_md(decisions))},
+                      data_version=content_version(decisions))
+    yield from publish_or_refuse(context, storage.get(), pub, [])
+
+
+@asset(
+    backfill_policy=WHOLE,
+    group_name="training",
     code_version="stage1_items.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"text_qa_items": _ALL, "vqa_items": _ALL, "ecbench": AssetIn()},
+    ins={"text_qa_items": _ALL, "vqa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn()},
     check_specs=[
         AssetCheckSpec("stage1_items_not_empty", asset="stage1_items", blocking=True,
                        description="at least one training MCQ"),
@@ -275,36 +269,25 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
     ],
 )
 def stage1_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
-                 text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame, ecbench: pl.DataFrame):
+                 text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame, ecbench: pl.DataFrame,
+                 split_use: pl.DataFrame):
     """Stage-1 text MCQs (training splits of MedQA and MedMCQA, per the split-use decisions)."""
-    from training.data import split_use
+    from training.data import SplitUse, evaluation_items
     from training.data import stage1_items as select
 
-    use = split_use(pl.concat([text_qa_items.select("dataset", "split"), vqa_items.select("dataset", "split")]),
-                    config.no_train_split)
+    use = SplitUse.from_frame(split_use)
     try:
         items = select(text_qa_items, use, datasets=config.datasets, limit=config.limit, seed=config.seed)
     except ValueError as e:
         raise Failure(f"stage1_items: {e}") from e
     store = storage.get()
-    stage = store.staging(f"{context.run.run_id}-stage1_items")
-    decisions = use.decisions_frame()
-    _stage_table(stage, decisions, "split_use")
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
     checks = [check_result("stage1_items_not_empty", items.height > 0, items=items.height), _leakage_check(items, evaluation)]
     pub = Publication("stage1_items", None, items, _no_quarantine("stage1_items"),
                       metadata={**table_metadata(items, ("dataset", "split")),
-                                "split_use": MetadataValue.md(_md(decisions))},
-                      data_version=content_version(items), stage=stage)
+                                "split_use": MetadataValue.md(_md(split_use))},
+                      data_version=content_version(items))
     yield from publish_or_refuse(context, store, pub, checks)
-
-
-def _stage_table(stage, frame: pl.DataFrame, table: str) -> None:
-    import io
-
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    stage.write_bytes(buf.getvalue(), *Storage.table_parts(table))
 
 
 def _md(frame: pl.DataFrame) -> str:
@@ -319,8 +302,8 @@ def _md(frame: pl.DataFrame) -> str:
     code_version="stage2_items.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"vqa_items": _ALL, "text_qa_items": _ALL, "ecbench": AssetIn(), "stage1_checkpoint": AssetIn(),
-         "kb_text_index": AssetIn()},
+    ins={"vqa_items": _ALL, "text_qa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn(),
+         "stage1_checkpoint": AssetIn(), "kb_text_index": AssetIn()},
     check_specs=[
         AssetCheckSpec("stage2_items_not_empty", asset="stage2_items", blocking=True,
                        description="at least one multimodal training MCQ the stage-1 policy does not always solve"),
@@ -330,15 +313,15 @@ def _md(frame: pl.DataFrame) -> str:
 )
 def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
                  kb_models: KnowledgeModelsResource, vqa_items: pl.DataFrame, text_qa_items: pl.DataFrame,
-                 ecbench: pl.DataFrame, stage1_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame):
+                 ecbench: pl.DataFrame, split_use: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
+                 kb_text_index: pl.DataFrame):
     """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by difficulty."""
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
-    from training.data import difficulty, split_use
+    from training.data import SplitUse, difficulty, evaluation_items
     from training.data import stage2_items as select
 
     store = storage.get()
-    use = split_use(pl.concat([vqa_items.select("dataset", "split"), text_qa_items.select("dataset", "split")]),
-                    config.no_train_split)
+    use = SplitUse.from_frame(split_use)
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
     eval_refs = sorted({r for refs in evaluation["image_refs"].to_list() for r in (refs or [])})
     train_refs = sorted({r for refs in vqa_items["image_refs"].to_list() for r in (refs or [])} - set(eval_refs))
@@ -376,7 +359,7 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
     from PIL import Image
 
     from retrieval.search import Retriever
-    from training.protocol import answer_matches, build_messages
+    from training.data import mcq_prompt_rows, sample_correctness
     from training.rollout import Rollout, RolloutSettings
     from training.tiny_model import load_policy
 
@@ -386,145 +369,5 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
         retriever = Retriever(store.kb_location(kb["db"][0]), kb_models.text_embedder(), table=kb["table"][0],
                               version=kb["tag"][0])
         rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))
-        prompts = []
-        for r in items.iter_rows(named=True):
-            image = Image.open(io.BytesIO(store.get_image(r["image_ref"]))).convert("RGB")
-            messages = build_messages(r["question"], r["options"], has_image=True)
-            messages[1]["content"][0] = {"type": "image", "image": image}
-            prompts.append(messages)
-        correct: dict[str, list[bool]] = {i: [] for i in items["item_id"].to_list()}
-        for _ in range(samples):
-            result = rollout.run(model, processor, prompts)
-            for r, t in zip(items.iter_rows(named=True), result.trajectories, strict=True):
-                correct[r["item_id"]].append(bool(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"])))
-    return correct
-
-
-# ---- GRPO stages -----------------------------------------------------------------------------------------
-def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig, items_table: str,
-           parent: pl.DataFrame, kb: pl.DataFrame, storage: StorageResource, sources: SourcesResource,
-           kb_models: KnowledgeModelsResource, training: TrainingResource, pipes: PipesSubprocessClient,
-           item_versions: dict[str, str]):
-    """Launch one stage through Pipes, then publish its final model (pointer table + folder under the root)."""
-    store = storage.get()
-    role = f"stage{stage}"
-    # one work folder per run family: a retried (killed) stage finds its checkpoints and resumes
-    run_key = context.run.tags.get("dagster/root_run_id") or context.run.run_id
-    work = Path(training.work_root()) / role / run_key
-    work.mkdir(parents=True, exist_ok=True)
-    s3_opts = store.s3.s3fs_kwargs() if store.is_s3 else None
-    medquad = slake_kg = None
-    if stage == 2:
-        medquad = _local_copy(sources.source("medquad"), "medquad_qa.jsonl.gz", work / "lexicon")
-        slake_kg = str(Path(_local_copy(sources.source("slake"), "KG_mvqa-kg/en_disease.csv", work / "lexicon")).parent)
-        for name in ("en_organ.csv", "en_organ_rel.csv"):
-            _local_copy(sources.source("slake"), f"KG_mvqa-kg/{name}", work / "lexicon")
-    lineage = {"items_table": items_table, "item_data_versions": item_versions, "dagster_run_id": context.run.run_id,
-               "parent_model": parent["path"][0], "parent_weights_sha256": parent["weights_sha256"][0],
-               "kb_embedder": kb["embedder"][0]}
-    command = stage_command(
-        stage=stage, items_uri=store.uri(*store.table_parts(items_table)), images_uri=store.uri("images"),
-        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb["db"][0]), kb_storage_options=store.lancedb_storage_options(),
-        kb_table=kb["table"][0], kb_tag=kb["tag"][0], text_embedder=kb_models.text_model,
-        image_embedder=kb_models.image_model, base_model=parent["path"][0], model_cache=str(work / "model_cache"),
-        output_dir=str(work / "out"), overrides=config.overrides(), lineage=lineage, git_commit=git_commit(),
-        medquad=medquad, slake_kg=slake_kg, accelerate_config=training.accelerate_config)
-    context.log.info(f"{role}: launching {' '.join(command[:4])} ... (work folder {work})")
-    invocation = training.launch(context, command, pipes)
-    results = invocation.get_results()
-    reported = results[0].metadata if results else {}
-    steps = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "metrics" in m]
-    final = work / "out" / "final"
-    manifest_file = final / "medrwr_lineage.json"
-    if not manifest_file.exists():
-        raise Failure(f"{role}: the trainer exited without a final model at {final}; see the run's logs")
-    manifest = json.loads(manifest_file.read_text())
-    stage_store = store.staging(f"{context.run.run_id}-{role}")
-    path = upload_folder(final, stage_store, "models", role, context.run.run_id)
-    row = model_row(role, parent["path"][0], path, manifest.get("weights_sha256"), manifest)
-    steps_ok = int(manifest.get("global_step") or 0) > 0
-    checks = [check_result(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
-                     global_step=int(manifest.get("global_step") or 0), resumed_from=str(manifest.get("resumed_from")))]
-    pub = Publication(f"{role}_checkpoint", None, row, _no_quarantine(f"{role}_checkpoint"),
-                      metadata={**{k: v for k, v in reported.items() if k != "path"},
-                                "path": path, "global_step": int(manifest.get("global_step") or 0),
-                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb["tag"][0],
-                                "lineage": MetadataValue.json(manifest), "work_folder": str(work),
-                                "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
-                                **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()}},
-                      data_version=manifest.get("weights_sha256") or manifest.get("config_hash"), stage=stage_store)
-    yield from publish_or_refuse(context, store, pub, checks)
-
-
-METRICS_SHOWN = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "rollout/query_rate",
-                 "rollout/retrieval_calls", "rollout/rounds", "rollout/prefix_violations", "kl", "entropy",
-                 "clip_ratio/region_mean", "frac_reward_zero_std", "train/step_time_s", "train/tokens_per_s")
-
-
-def _metrics_table(steps: list[dict]) -> str:
-    """The per-step metrics the trainer streamed through Pipes, as a Markdown table."""
-    if not steps:
-        return "no step metrics were reported"
-    cols = [c for c in METRICS_SHOWN if any(c in s["metrics"] for s in steps)]
-    lines = ["| step | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for s in steps:
-        lines.append(f"| {s['step']} | " + " | ".join(f"{s['metrics'].get(c, float('nan')):.4g}" for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _local_copy(src, rel: str, folder: Path) -> str:
-    """A local copy of one source file (the lexicon builder reads local files)."""
-    target = folder / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        target.write_bytes(src.read_bytes(rel))
-    return str(target)
-
-
-TRAINING_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.LINEAR)
-
-
-@asset(
-    backfill_policy=WHOLE,
-    group_name="training",
-    code_version="stage1_checkpoint.v1",
-    io_manager_key="table_io",
-    pool="gpu",
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch", "trl"},
-    ins={"stage1_items": AssetIn(), "base_model": AssetIn(), "kb_text_index": AssetIn()},
-    check_specs=[AssetCheckSpec("stage1_trained", asset="stage1_checkpoint", blocking=True,
-                                description="the stage ran at least one optimizer step and saved safetensors weights")],
-    op_tags={"medrwr/kind": "training"},
-)
-def stage1_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage1_items: pl.DataFrame,
-                      base_model: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
-                      sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
-                      pipes_subprocess_client: PipesSubprocessClient):
-    """GRPO stage 1 (accuracy + format rewards) on the text MCQs, from the base model."""
-    yield from _train(context, stage=1, config=config, items_table="stage1_items", parent=base_model, kb=kb_text_index,
-                      storage=storage, sources=sources, kb_models=kb_models, training=training,
-                      pipes=pipes_subprocess_client, item_versions={"stage1_items": content_version(stage1_items)})
-
-
-@asset(
-    backfill_policy=WHOLE,
-    group_name="training",
-    code_version="stage2_checkpoint.v1",
-    io_manager_key="table_io",
-    pool="gpu",
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch", "trl"},
-    ins={"stage2_items": AssetIn(), "stage1_checkpoint": AssetIn(), "kb_text_index": AssetIn()},
-    check_specs=[AssetCheckSpec("stage2_trained", asset="stage2_checkpoint", blocking=True,
-                                description="the stage ran at least one optimizer step and saved safetensors weights")],
-    op_tags={"medrwr/kind": "training"},
-)
-def stage2_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage2_items: pl.DataFrame,
-                      stage1_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
-                      sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
-                      pipes_subprocess_client: PipesSubprocessClient):
-    """GRPO stage 2 (all four rewards) on the multimodal MCQs, from the stage-1 checkpoint."""
-    yield from _train(context, stage=2, config=config, items_table="stage2_items", parent=stage1_checkpoint,
-                      kb=kb_text_index, storage=storage, sources=sources, kb_models=kb_models, training=training,
-                      pipes=pipes_subprocess_client, item_versions={"stage2_items": content_version(stage2_items)})
+        rows = mcq_prompt_rows(items, lambda ref: Image.open(io.BytesIO(store.get_image(ref))).convert("RGB"))
+        return sample_correctness(rollout, model, processor, rows, samples)

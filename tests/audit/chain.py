@@ -1,5 +1,6 @@
 """The smallest real graph that ends in a checkpoint, materialized in-process: raw sample files (a tmp copy)
--> vqa_items[vqa_rad], text_qa_items[medqa, medmcqa], echo_studies[synthetic] -> ecbench -> stage1_items;
+-> vqa_items[vqa_rad], text_qa_items[medqa, medmcqa] (-> split_use), echo_studies[synthetic] -> ecbench
+-> stage1_items;
 kb_passages[pubmedqa] -> kb_text_index; base_model (tiny); -> stage1_checkpoint (one GRPO step).
 
 Used by tests/audit/test_audit.py; runnable as a script to time it: ``python -m tests.audit.chain <tmp>``."""
@@ -35,11 +36,12 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
     from assets.echo.assets import echo_studies
     from assets.ingest.assets import text_qa_items, vqa_items
     from assets.knowledge.assets import kb_passages, kb_text_index
-    from assets.training.assets import base_model, stage1_checkpoint, stage1_items
+    from assets.training.assets import base_model, split_use, stage1_items
+    from assets.training.stages import stage1_checkpoint
     from orchestration.definitions import build_resources
 
-    every = [vqa_items, text_qa_items, echo_studies, ecbench, kb_passages, kb_text_index, base_model, stage1_items,
-             stage1_checkpoint]
+    every = [vqa_items, text_qa_items, echo_studies, ecbench, kb_passages, kb_text_index, base_model,
+             split_use, stage1_items, stage1_checkpoint]
     instance.add_dynamic_partitions("echo_sources", ["synthetic"])
     instance.add_dynamic_partitions("kb_sources", ["pubmedqa"])
     steps = [
@@ -51,6 +53,7 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
         ("kb_passages", kb_passages, "pubmedqa", {"max_records": 20}),
         ("kb_text_index", kb_text_index, None, None),
         ("base_model", base_model, None, None),
+        ("split_use", split_use, None, None),
         ("stage1_items", stage1_items, None, {"limit": 4}),
         ("stage1_checkpoint", stage1_checkpoint, None, STAGE),
     ]

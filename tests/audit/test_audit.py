@@ -191,7 +191,7 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
 @pytest.mark.timeout(300)
 def test_report_has_an_audit_section(tmp_path):
     from tests.evaluation.results_fixtures import lineage, report_results
-    from training.report import build_report
+    from training.evaluation.report import build_report
 
     cited = {**lineage(), "run_id": "r1", "audit": {
         "command": "python -m orchestration.audit report:r1",
@@ -212,8 +212,9 @@ def test_eval_report_cites_the_audit_and_report_target_resolves(tmp_path, capsys
     from assets.common.audit import manifest_digest
     from assets.evaluation.assets import eval_report, eval_results
     from assets.knowledge.assets import kb_image_index, kb_text_index
-    from assets.training.assets import base_model, stage1_checkpoint, stage2_checkpoint
+    from assets.training.assets import base_model
     from assets.training.launching import model_row
+    from assets.training.stages import stage1_checkpoint, stage2_checkpoint
     from orchestration.definitions import build_resources
     from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
 

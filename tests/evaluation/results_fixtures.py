@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from training.eval_results import results_frame, score_predictions
+from training.evaluation.results import results_frame, score_predictions
 
 KB_TAG = "run-kb-1"
 IMAGE_TAG = "run-img-1"

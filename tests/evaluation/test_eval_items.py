@@ -5,7 +5,7 @@ import pytest
 
 from assets.benchmark import ecbench as eb
 from assets.echo.dicom import ECHO_SCHEMA
-from training.eval_items import EVAL_ITEM_SCHEMA, BenchmarkItemsError, benchmark_items, check_items
+from training.evaluation.items import EVAL_ITEM_SCHEMA, BenchmarkItemsError, benchmark_items, check_items
 
 
 def test_vqa_items_get_mcq_or_open_protocol(vqa_frame):

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from tests.evaluation.results_fixtures import arm, row, scored
-from training.eval_results import (
+from training.evaluation.results import (
     EVAL_RESULTS_SCHEMA,
     EvalResultsError,
     exact_match,

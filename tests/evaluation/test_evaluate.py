@@ -10,10 +10,10 @@ import pytest
 
 import training.rollout.loop as rollout_module  # the loop calls score_answers
 from tests.training.helpers import CountingRetriever, ScriptedGenerate
-from training.cdir import CdirRollout, apply_cdir
-from training.eval_items import benchmark_items
-from training.eval_results import EVAL_RESULTS_SCHEMA, MODES, validate_results
-from training.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
+from training.evaluation.cdir import CdirRollout, apply_cdir
+from training.evaluation.evaluate import EvaluationError, KBRandomRetriever, evaluate, item_messages
+from training.evaluation.items import benchmark_items
+from training.evaluation.results import EVAL_RESULTS_SCHEMA, MODES, validate_results
 from training.generation import token_ids
 from training.rollout import RolloutSettings
 
@@ -235,6 +235,34 @@ def test_random_retriever_offsets_on_a_multi_fragment_table(tmp_path):
     hits = KBRandomRetriever(tbl, seed=0).search(["q"] * 30, k=4)
     assert all(x.text == x.id for h in hits for x in h)
     assert {x.id for h in hits for x in h} == {f"a{i}" for i in (0, 2, 3, 4)} | {f"b{i}" for i in range(5)}
+
+
+class _EchoJudge:
+    """A stub judge: an answer is right when it equals the reference, case aside."""
+
+    judge_id = "stub-judge@sha256:0"
+
+    def judge(self, questions, golds, predictions):
+        return [g.lower() == p.lower() for g, p in zip(golds, predictions, strict=True)]
+
+
+def test_judge_fills_the_judge_columns_of_open_rows_only(policy, retriever, image_loader, vqa_frame,
+                                                         text_qa_frame):
+    model, processor = policy
+    items = sample_items(vqa_frame, text_qa_frame)
+    model.generate = ScriptedGenerate(processor.tokenizer, lambda call, row, ctx: "<answer> A </answer>")
+    plain = run(items, policy, retriever, modes=("direct",), image_loader=image_loader)
+    assert plain["judge_model"].null_count() == plain.height
+    assert plain["judge_correct"].null_count() == plain.height
+    judged = run(items, policy, retriever, modes=("direct",), image_loader=image_loader, judge=_EchoJudge())
+    validate_results(judged)
+    is_open = judged["protocol"] == "open"
+    assert is_open.any() and (~is_open).any()
+    assert judged.filter(is_open)["judge_model"].to_list() == [_EchoJudge.judge_id] * int(is_open.sum())
+    assert judged.filter(is_open)["judge_correct"].null_count() == 0
+    assert judged.filter(~is_open)["judge_model"].null_count() == int((~is_open).sum())
+    assert judged.drop("judge_model", "judge_correct", "latency_s").equals(
+        plain.drop("judge_model", "judge_correct", "latency_s"))
 
 
 def test_arguments_are_checked(policy, retriever, vqa_frame, image_loader):

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from tests.evaluation.results_fixtures import row, scored
-from training.eval_results import validate_results
-from training.judge import JudgeUnavailableError, apply_judge, folder_digest, load_judge
-from training.metrics import open_scores
+from training.evaluation.judge import JudgeUnavailableError, apply_judge, folder_digest, load_judge
+from training.evaluation.metrics import open_scores
+from training.evaluation.results import validate_results
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,23 @@ import polars as pl
 import pytest
 
 from tests.evaluation.results_fixtures import arm, row, scored
-from training.metrics import (
+from training.evaluation.calibration import (
+    calibration_table,
+    expected_calibration_error,
+    reliability_bins,
+    reliability_of,
+)
+from training.evaluation.metrics import (
     NOT_GIVEN,
     Arm,
     MismatchedItemsError,
     bootstrap_ci,
-    calibration_table,
     cdir_summary,
     compare,
     default_comparisons,
-    expected_calibration_error,
     mcq_accuracy,
     open_scores,
     paired_difference,
-    reliability_bins,
-    reliability_of,
     retrieval_use,
 )
 

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from tests.evaluation.results_fixtures import arm, lineage, report_results, scored
-from training.eval_results import EvalResultsError
-from training.metrics import MismatchedItemsError
-from training.paper_numbers import PAPER_NUMBERS
-from training.report import REFERENCE_HEADING, SMOKE_STATEMENT, LineageError, build_report
+from training.evaluation.metrics import MismatchedItemsError
+from training.evaluation.paper_numbers import PAPER_NUMBERS
+from training.evaluation.report import REFERENCE_HEADING, SMOKE_STATEMENT, LineageError, build_report
+from training.evaluation.results import EvalResultsError
 
 EXPECTED_PLOTS = {"accuracy_mcq", "accuracy_open", "paired_mcq", "paired_open", "reliability_mcq",
                   "reliability_open", "cdir_trigger"}

@@ -121,8 +121,8 @@ def test_main_job_smoke(tmp_path, capsys):
     assert "Outputs:" in out and "dagster dev -w workspace.yaml" in out
     instance = DagsterInstance.get()
     for asset in ("vqa_items", "text_qa_items", "echo_studies", "ecbench", "kb_passages", "kb_text_index",
-                  "kb_image_index", "base_model", "stage1_items", "stage1_checkpoint", "stage2_items",
-                  "stage2_checkpoint", "eval_results", "eval_report"):
+                  "kb_image_index", "base_model", "split_use", "stage1_items", "stage1_checkpoint",
+                  "stage2_items", "stage2_checkpoint", "eval_results", "eval_report"):
         assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
     # both GRPO stages ran through Pipes and streamed their per-step metrics into the run while training
     for stage in ("stage1_checkpoint", "stage2_checkpoint"):

@@ -104,7 +104,7 @@ def test_sample_correctness_feeds_difficulty(policy, retriever):
 
     model, processor = policy
     model.generate = ScriptedGenerate(processor.tokenizer,
-                                      lambda c, r, ctx: "<think> t </think><answer> " + "AB"[r % 2] + " </answer>")
+                                      lambda c, r, ctx: f"<think> t </think><answer> {'AB'[c % 2]} </answer>")
     rows = mcq_rows(2)
     correct = sample_correctness(Rollout(retriever), model, processor, rows, samples=2)
     assert correct == {"item0": [True, False], "item1": [True, False]}

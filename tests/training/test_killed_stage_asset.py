@@ -11,7 +11,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from assets.knowledge.assets import kb_text_index
-from assets.training.assets import base_model, stage1_checkpoint, stage1_items
+from assets.training.assets import base_model, stage1_items
+from assets.training.stages import stage1_checkpoint
 from orchestration.definitions import build_resources
 from storage.root import Storage
 from tests.training.test_launch import stage1_parquet

@@ -131,7 +131,7 @@ class Rollout:
             if ins is None:
                 continue
             # a list/tuple holds several inserts; anything else is one insert (a subclass's own insert type,
-            # e.g. training.cdir.Cases, is formatted by its _insert_ids)
+            # e.g. training.evaluation.cdir.Cases, is formatted by its _insert_ids)
             parts = list(ins) if isinstance(ins, (list, tuple)) else [ins]
             if not parts:
                 raise ValueError(f"row {n}: give an Insert, a non-empty sequence of Insert, "

@@ -1,6 +1,6 @@
 """An optional judge model for open answers, pinned by id and recorded with every verdict.
 
-Exact match and token recall (``training.eval_results``) are always computed. A judge adds a verdict per
+Exact match and token recall (``training.evaluation.results``) are always computed. A judge adds a verdict per
 open answer: a causal language model is asked whether the candidate answer means the same as the
 reference answer, and says yes when its next-token probability of "yes" exceeds that of "no".
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .rollout import Insert, Rollout, RolloutResult
+from ..rollout import Insert, Rollout, RolloutResult
 
 DEFAULT_LAMBDA = 0.8
 """λ of the paper (its released code used 0.9)."""

@@ -1,7 +1,7 @@
 """The evaluation report's figures as PNG bytes, drawn with matplotlib's Agg canvas (no display, no pyplot).
 
-Each function takes a metrics frame (``training.metrics``) and returns the PNG; the report writes it to a
-file and embeds it in the HTML. Figures are built on :class:`matplotlib.figure.Figure` directly, so no
+Each function takes a metrics frame (``training.evaluation.metrics``) and returns the PNG; the report writes
+it to a file and embeds it in the HTML. Figures are built on :class:`matplotlib.figure.Figure` directly, so no
 global pyplot state is shared between calls or threads.
 """
 
@@ -14,10 +14,10 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from training.eval_results import MODES
+from .modes import MODES, REGISTRY
 
 DPI = 110
-_MODE_COLOURS = dict(zip(MODES, ("#7f7f7f", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"), strict=True))
+_MODE_COLOURS = {name: mode.colour for name, mode in REGISTRY.items()}
 
 
 def _png(fig: Figure) -> bytes:

@@ -4,8 +4,8 @@ One row is one benchmark item answered by one checkpoint in one mode under one p
 fills what the model did (prediction, confidence, queries, passages, CDIR trace, tokens, latency);
 :func:`score_predictions` fills what follows from the prediction and the gold answer (``correct``,
 ``token_recall``, ``correct_before_cdir``); :func:`validate_results` refuses a frame that breaks the
-contract, naming the row and the fix. Metrics (``training.metrics``) and the report
-(``training.report``) read only this table.
+contract, naming the row and the fix. Metrics (``training.evaluation.metrics``) and the report
+(``training.evaluation.report``) read only this table.
 
 Protocols never mix:
 
@@ -14,7 +14,7 @@ Protocols never mix:
 - ``open``: the full-set protocol with open answers. ``prediction`` and ``gold`` are answer texts;
   ``correct`` is exact match after :func:`normalize_answer`, ``token_recall`` the share of the gold
   answer's tokens found in the prediction. An optional judge model adds ``judge_correct`` and names
-  itself in ``judge_model`` (``training.judge``).
+  itself in ``judge_model`` (``training.evaluation.judge``).
 
 A missing prediction (the model gave no parseable answer) is kept as a row with ``prediction`` null and
 ``correct`` false: nothing is dropped from the denominator. Its ``confidence`` is null and it is left out
@@ -31,13 +31,9 @@ from typing import Any
 
 import polars as pl
 
-MODES = ("direct", "rwr", "rwr_cdir", "rag_control", "random_retriever")
-"""direct: answer without retrieval; rwr: reasoning-with-retrieval; rwr_cdir: RwR plus confidence-driven
-image re-retrieval; rag_control: training-free RAG (retrieve with the question, then answer);
-random_retriever: RwR whose retriever returns random passages of the same KB."""
+from .modes import MODES, RETRIEVAL_MODES  # the mode registry (training.evaluation.modes)
 
 PROTOCOLS = ("mcq", "open")
-RETRIEVAL_MODES = ("rwr", "rwr_cdir", "rag_control", "random_retriever")
 CHECKPOINT_ORDER = ("base", "stage1", "stage2")
 """Display and comparison order of the usual checkpoint labels; other labels follow, sorted."""
 
@@ -115,7 +111,7 @@ def results_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
         unknown = sorted(set(rec) - set(EVAL_RESULTS_SCHEMA))
         if unknown:
             raise EvalResultsError(f"record {i}: unknown fields {unknown}; the schema is EVAL_RESULTS_SCHEMA "
-                                   "in training/eval_results.py")
+                                   "in training/evaluation/results.py")
         missing = [c for c in REQUIRED_COLUMNS if rec.get(c) is None]
         if missing:
             raise EvalResultsError(f"record {i} (item {rec.get('item_id')!r}): missing {missing}")

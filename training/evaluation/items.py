@@ -1,8 +1,8 @@
 """Benchmark items for evaluation: one normalised frame from the repository's item tables.
 
 :func:`benchmark_items` takes the rows of one of the repository's item tables and returns the columns
-:func:`training.evaluate.evaluate` reads (:data:`EVAL_ITEM_SCHEMA`), one row per item. The source table is
-recognised by its columns:
+:func:`training.evaluation.evaluate.evaluate` reads (:data:`EVAL_ITEM_SCHEMA`), one row per item. The source
+table is recognised by its columns:
 
 - ``vqa_items`` (``dataset``, ``image_refs``, ``answer_type`` ...): rows of ``dataset == benchmark``; SLAKE's
   English subset through ``language`` (rows whose ``language`` differs are not part of the benchmark);
@@ -17,7 +17,7 @@ Protocol per item, never mixed in one row:
 - ``mcq``: the item has options and a gold letter (or an answer text equal to exactly one option): ``gold``
   is the letter, ``n_options`` the number of options;
 - ``open``: the item has no options (open questions, and closed ones that are not yes/no): ``gold`` is the
-  answer text, scored by exact match and token recall (:mod:`training.eval_results`).
+  answer text, scored by exact match and token recall (:mod:`training.evaluation.results`).
 
 An item that fits neither (options but no resolvable gold letter, more options than letters, an open
 answer with no tokens, no question) raises :class:`BenchmarkItemsError` naming the items: the item tables'
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from .eval_results import LETTERS, normalize_answer
-from .protocol import extract_choice
+from ..protocol import extract_choice
+from .results import LETTERS, normalize_answer
 
 EVAL_ITEM_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.Utf8,

@@ -1,7 +1,8 @@
 """The evaluation report: Markdown and a self-contained HTML page with PNG plots, from ``eval_results``.
 
-:func:`build_report` validates the results and the lineage, computes every table with ``training.metrics``
-and writes into ``out_dir``: ``report.md`` (plots linked as files), ``report.html`` (plots embedded as
+:func:`build_report` validates the results and the lineage, computes every table with
+``training.evaluation.metrics`` and writes into ``out_dir``: ``report.md`` (plots linked as files),
+``report.html`` (plots embedded as
 base64 ``data:`` URIs, no external resource) and one PNG per plot. Sections, in order: smoke warning (in
 smoke mode), lineage, MCQ-protocol accuracy, open-protocol scores, paired differences, calibration, CDIR,
 retrieval use, and the paper's published numbers as a separate reference (different models, never in a
@@ -10,20 +11,19 @@ table with ours).
 
 from __future__ import annotations
 
-import base64
-import html
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from training import metrics as m
-from training import report_plots as plots
-from training.eval_results import validate_results
-from training.paper_numbers import PAPER_NUMBERS
+from . import calibration as cal
+from . import metrics as m
+from . import plots
+from .document import Doc, Plot, render_html, render_markdown
+from .paper_numbers import PAPER_NUMBERS
+from .results import validate_results
 
 REQUIRED_LINEAGE = ("checkpoint_manifests", "kb_tag", "embedder", "benchmark_versions", "code_version")
 """Lineage keys :func:`build_report` needs. ``checkpoint_manifests`` maps each checkpoint label to its manifest
@@ -44,121 +44,6 @@ class LineageError(ValueError):
     """The lineage dict is incomplete or disagrees with the results it describes."""
 
 
-# ---- a tiny document model rendered twice ---------------------------------------------------------
-@dataclass
-class _Heading:
-    level: int
-    text: str
-
-
-@dataclass
-class _Para:
-    text: str
-    kind: str = "text"  # text | warning | note
-
-
-@dataclass
-class _Table:
-    columns: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class _Plot:
-    name: str
-    png: bytes
-    caption: str
-
-
-@dataclass
-class _Doc:
-    blocks: list = field(default_factory=list)
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(_Heading(level, text))
-
-    def p(self, text: str, kind: str = "text") -> None:
-        self.blocks.append(_Para(text, kind))
-
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.blocks.append(_Table(list(columns), [[_cell(v) for v in r] for r in rows]))
-
-    def plot(self, name: str, png: bytes, caption: str) -> None:
-        self.blocks.append(_Plot(name, png, caption))
-
-
-def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _markdown(doc: _Doc) -> str:
-    out: list[str] = []
-    for b in doc.blocks:
-        if isinstance(b, _Heading):
-            out.append(f"{'#' * b.level} {b.text}")
-        elif isinstance(b, _Para):
-            out.append({"warning": f"> **⚠ {b.text}**", "note": f"> {b.text}"}.get(b.kind, b.text))
-        elif isinstance(b, _Table):
-            out.append("| " + " | ".join(_md_escape(c) for c in b.columns) + " |")
-            out.append("|" + "---|" * len(b.columns))
-            out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in b.rows]
-        else:
-            out.append(f"![{b.caption}]({b.name}.png)\n\n*{b.caption}*")
-        out.append("")
-    return "\n".join(out)
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.2em;font-size:0.85em}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}th{background:#f2f2f2}
-.warning{border:3px solid #c00;background:#fee;color:#900;font-weight:bold;font-size:1.15em;padding:0.8em}
-.note{border-left:4px solid #888;background:#f6f6f6;padding:0.5em 0.8em}
-.reference{border:2px dashed #888;background:#fafafa;padding:0 1em 1em;margin-top:2em}
-figure{margin:0.5em 0 1.5em}img{max-width:100%}figcaption{font-size:0.85em;color:#555}
-"""
-
-
-def _html(doc: _Doc, title: str) -> str:
-    e = html.escape
-    out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    in_reference = False
-    for b in doc.blocks:
-        if isinstance(b, _Heading):
-            if b.level <= 2 and in_reference:
-                out.append("</section>")
-                in_reference = False
-            if b.text == REFERENCE_HEADING:
-                out.append('<section class="reference">')
-                in_reference = True
-            out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
-        elif isinstance(b, _Para):
-            cls = f' class="{b.kind}"' if b.kind != "text" else ""
-            out.append(f"<p{cls}>{e(b.text)}</p>")
-        elif isinstance(b, _Table):
-            head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        else:
-            data = base64.b64encode(b.png).decode("ascii")
-            out.append(f'<figure><img alt="{e(b.caption)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{e(b.caption)}</figcaption></figure>")
-    if in_reference:
-        out.append("</section>")
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-# ---- lineage --------------------------------------------------------------------------------------
 def _distinct(results: pl.DataFrame, col: str) -> set:
     return set(results[col].drop_nulls().unique().to_list())
 
@@ -172,7 +57,8 @@ def check_lineage(results: pl.DataFrame, lineage: Mapping[str, Any]) -> None:
     """
     missing = [k for k in REQUIRED_LINEAGE if not lineage.get(k)]
     if missing:
-        raise LineageError(f"lineage lacks {missing}; pass {list(REQUIRED_LINEAGE)} (see training/report.py)")
+        raise LineageError(f"lineage lacks {missing}; pass {list(REQUIRED_LINEAGE)} "
+                           "(see training/evaluation/report.py)")
     for key in ("checkpoint_manifests", "benchmark_versions"):
         if not isinstance(lineage[key], Mapping):
             raise LineageError(f"lineage[{key!r}] must map each name to its manifest/version, got {lineage[key]!r}")
@@ -212,7 +98,7 @@ def _lineage_rows(results: pl.DataFrame, lineage: Mapping[str, Any]) -> list[lis
     return rows
 
 
-def _audit_section(doc: _Doc, audit: Mapping[str, Any]) -> None:
+def _audit_section(doc: Doc, audit: Mapping[str, Any]) -> None:
     """Per checkpoint: its lineage-manifest digest and the raw files its upstream chain read; and the command
     that re-verifies the chain (raw-file hashes, KB tag, items, weights)."""
     doc.h(2, "Audit")
@@ -266,7 +152,8 @@ class ReportOutput:
     comparisons: pl.DataFrame
 
 
-def _accuracy_section(doc: _Doc, results: pl.DataFrame, protocol: str, boot: dict, level: float) -> pl.DataFrame:
+def _accuracy_section(doc: Doc, results: pl.DataFrame, protocol: str, boot: dict,
+                      level: float) -> pl.DataFrame:
     doc.h(2, f"Accuracy — {PROTOCOL_TITLES[protocol]}")
     rows = results.filter(pl.col("protocol") == protocol)
     scorer = m.mcq_accuracy if protocol == "mcq" else m.open_scores
@@ -297,7 +184,7 @@ def _accuracy_section(doc: _Doc, results: pl.DataFrame, protocol: str, boot: dic
     return overall
 
 
-def _comparison_section(doc: _Doc, results: pl.DataFrame, boot: dict, level: float) -> pl.DataFrame:
+def _comparison_section(doc: Doc, results: pl.DataFrame, boot: dict, level: float) -> pl.DataFrame:
     doc.h(2, "Paired differences (same items, paired bootstrap)")
     doc.p("A − B in percentage points on the items both arms answered, resampled jointly; an arm pair whose item "
           "sets differ is refused. Modes within a checkpoint, then checkpoints within a mode.")
@@ -323,17 +210,17 @@ def _comparison_section(doc: _Doc, results: pl.DataFrame, boot: dict, level: flo
     return pl.concat(frames)
 
 
-def _calibration_section(doc: _Doc, results: pl.DataFrame, n_bins: int) -> None:
+def _calibration_section(doc: Doc, results: pl.DataFrame, n_bins: int) -> None:
     doc.h(2, "Calibration")
     doc.p(f"Confidence η = probability of the first answer token. ECE over {n_bins} equal-width bins "
           f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): Σ (n_bin / N) · |accuracy − mean η|. "
           "Items without a confidence are counted, not used.")
     for protocol in m.PROTOCOLS:
-        table = m.calibration_table(results, protocol=protocol, n_bins=n_bins)
+        table = cal.calibration_table(results, protocol=protocol, n_bins=n_bins)
         if table.is_empty():
             continue
         doc.h(3, PROTOCOL_TITLES[protocol])
-        bins = m.reliability_bins(results, protocol=protocol, n_bins=n_bins)
+        bins = cal.reliability_bins(results, protocol=protocol, n_bins=n_bins)
         if bins["n"].sum():
             doc.plot(f"reliability_{protocol}", plots.reliability_plot(bins, title=PROTOCOL_TITLES[protocol]),
                      f"Reliability diagram ({protocol}), pooled over benchmarks")
@@ -342,7 +229,7 @@ def _calibration_section(doc: _Doc, results: pl.DataFrame, n_bins: int) -> None:
                     r["mean_confidence"], _pct(r["accuracy"]), r["ece"]] for r in table.iter_rows(named=True)])
 
 
-def _cdir_section(doc: _Doc, results: pl.DataFrame) -> None:
+def _cdir_section(doc: Doc, results: pl.DataFrame) -> None:
     doc.h(2, "CDIR: confidence-driven image re-retrieval")
     table = m.cdir_summary(results)
     if table.is_empty():
@@ -360,7 +247,7 @@ def _cdir_section(doc: _Doc, results: pl.DataFrame) -> None:
                 r["confidence_change_mean"], r["n_answer_changed"]] for r in table.iter_rows(named=True)])
 
 
-def _retrieval_section(doc: _Doc, results: pl.DataFrame) -> None:
+def _retrieval_section(doc: Doc, results: pl.DataFrame) -> None:
     doc.h(2, "Retrieval use")
     table = m.retrieval_use(results)
     doc.table(["benchmark", "checkpoint", "mode", "protocol", "n", "queries / item", "items with a query %",
@@ -370,7 +257,7 @@ def _retrieval_section(doc: _Doc, results: pl.DataFrame) -> None:
                 r["generated_tokens_mean"], r["latency_s_mean"]] for r in table.iter_rows(named=True)])
 
 
-def _reference_section(doc: _Doc, reference: Mapping[str, Any]) -> None:
+def _reference_section(doc: Doc, reference: Mapping[str, Any]) -> None:
     doc.h(2, REFERENCE_HEADING)
     doc.p("These numbers were published for other models on the paper's own benchmark builds. They are shown for "
           "orientation only and must not be read against the scores above.", "warning")
@@ -392,7 +279,7 @@ def build_report(
     n_resamples: int = m.DEFAULT_RESAMPLES,
     seed: int = m.DEFAULT_SEED,
     confidence_level: float = m.DEFAULT_LEVEL,
-    n_bins: int = m.DEFAULT_BINS,
+    n_bins: int = cal.DEFAULT_BINS,
 ) -> ReportOutput:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir`` (a local folder, created).
 
@@ -405,7 +292,7 @@ def build_report(
     validate_results(results)
     check_lineage(results, lineage)
     boot = {"n_resamples": n_resamples, "seed": seed, "confidence_level": confidence_level}
-    doc = _Doc()
+    doc = Doc()
     doc.h(1, "Med-RwR evaluation report")
     if smoke:
         doc.p(SMOKE_STATEMENT, "warning")
@@ -429,12 +316,13 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = {}
     for b in doc.blocks:
-        if isinstance(b, _Plot):
+        if isinstance(b, Plot):
             plot_paths[b.name] = out / f"{b.name}.png"
             plot_paths[b.name].write_bytes(b.png)
-    markdown = _markdown(doc)
+    markdown = render_markdown(doc)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(markdown, encoding="utf-8")
-    html_path.write_text(_html(doc, "Med-RwR evaluation report"), encoding="utf-8")
+    page = render_html(doc, "Med-RwR evaluation report", boxed=REFERENCE_HEADING)
+    html_path.write_text(page, encoding="utf-8")
     return ReportOutput(markdown_path=md_path, html_path=html_path, plot_paths=plot_paths, markdown=markdown,
                         mcq_accuracy=mcq, open_scores=open_, comparisons=comparisons)

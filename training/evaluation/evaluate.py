@@ -1,12 +1,13 @@
 """Evaluation: benchmark items through the training rollout in five modes, as ``eval_results`` rows.
 
 :func:`evaluate` answers every item of one benchmark with one checkpoint in each requested mode
-(:data:`training.eval_results.MODES`) and returns a scored, validated ``eval_results`` frame
-(:data:`training.eval_results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
+(the registry :data:`training.evaluation.modes.REGISTRY`) and returns a scored, validated ``eval_results``
+frame (:data:`training.evaluation.results.EVAL_RESULTS_SCHEMA`), one row per (item, mode):
 
 - ``direct``: no retrieval (one round, ``<query>`` banned, the direct-answer system prompt);
 - ``rwr``: reasoning with retrieval over the pinned text KB (up to ``max_rounds`` rounds);
-- ``rwr_cdir``: the ``rwr`` pass, then CDIR on the rows whose confidence is below λ (:mod:`training.cdir`).
+- ``rwr_cdir``: the ``rwr`` pass, then CDIR on the rows whose confidence is below λ
+  (:mod:`training.evaluation.cdir`).
   When ``rwr`` is evaluated too, both modes share the same first pass, so ``rwr_cdir − rwr`` measures
   CDIR alone; its latency is the first pass's plus CDIR's;
 - ``rag_control``: training-free RAG: the system retrieves once with the question and inserts the
@@ -41,12 +42,14 @@ import torch
 
 from retrieval.search import Hit
 
-from .cdir import DEFAULT_K, DEFAULT_LAMBDA, CdirRollout, CdirTrace, apply_cdir
-from .eval_items import check_items
-from .eval_results import MODES, RETRIEVAL_MODES, results_frame, score_predictions, validate_results
-from .generation import HFGenerator
-from .protocol import build_messages, extract_choice
-from .rollout import RolloutResult, RolloutSettings, Trajectory
+from ..generation import HFGenerator
+from ..protocol import build_messages, extract_choice
+from ..rollout import RolloutResult, RolloutSettings, Trajectory
+from .cdir import DEFAULT_K, DEFAULT_LAMBDA, CdirRollout, CdirTrace
+from .items import check_items
+from .judge import AnswerJudge, apply_judge
+from .modes import MODES, REGISTRY
+from .results import results_frame, score_predictions, validate_results
 
 
 class EvaluationError(RuntimeError):
@@ -109,14 +112,6 @@ def _prediction(answer: str | None, row: dict) -> str | None:
     return (answer.strip() or None) if answer is not None else None
 
 
-def _sampled_after_last_case(t: Trajectory) -> int:
-    """Tokens the policy sampled after the last CDIR case block of ``t`` (its regeneration)."""
-    last = max((i for i, p in enumerate(t.pieces) if p.kind == "case"), default=None)
-    if last is None:
-        return 0
-    return sum(p.end - p.start for p in t.pieces[last + 1 :] if not p.inserted)
-
-
 def _mode_seed(seed: int, mode: str, batch_start: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{mode}/{batch_start}".encode()).digest()[:4], "big")
 
@@ -131,16 +126,17 @@ def _check_args(items: pl.DataFrame, modes: Sequence[str], *, retriever: Any, kb
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= cdir_lambda <= 1.0 or cdir_k < 1:
         raise EvaluationError(f"cdir_lambda must be in [0, 1] and cdir_k >= 1 (got {cdir_lambda}, {cdir_k})")
-    retrieval = [m for m in modes if m in RETRIEVAL_MODES]
+    retrieval = [m for m in modes if REGISTRY[m].searches_kb]
     if retrieval and (retriever is None or not kb_tag):
         raise EvaluationError(f"modes {retrieval} search the text KB: pass retriever= and its pinned kb_tag=")
     with_images = items.filter(pl.col("image_refs").list.len() > 0)
     if not with_images.is_empty() and image_loader is None:
         raise EvaluationError(f"{with_images.height} item(s) have images (e.g. {with_images['item_id'][0]}): "
                               "pass image_loader=(content id -> PIL image)")
-    if "rwr_cdir" in modes and not with_images.is_empty() and (image_retriever is None or not image_index_tag):
-        raise EvaluationError("mode rwr_cdir on items with images needs image_retriever= (an ImageRetriever over "
-                              "the whole image index) and its pinned image_index_tag=")
+    for mode in (m for m in modes if REGISTRY[m].image_index):
+        if not with_images.is_empty() and (image_retriever is None or not image_index_tag):
+            raise EvaluationError(f"mode {mode} on items with images needs image_retriever= (an "
+                                  "ImageRetriever over the whole image index) and its pinned image_index_tag=")
 
 
 def evaluate(
@@ -171,9 +167,10 @@ def evaluate(
     system_prompt: str | None = None,
     generator_factory: Any = HFGenerator,
     progress: Callable[[int, int], None] | None = None,
+    judge: AnswerJudge | None = None,
 ) -> pl.DataFrame:
-    """Evaluate normalised ``items`` (:func:`training.eval_items.benchmark_items`) in ``modes``; return the
-    scored ``eval_results`` rows, checked with :func:`training.eval_results.validate_results`.
+    """Evaluate normalised ``items`` (:func:`training.evaluation.items.benchmark_items`) in ``modes``; return
+    the scored ``eval_results`` rows, checked with :func:`training.evaluation.results.validate_results`.
 
     ``model``/``processor``: the checkpoint (``training.tiny_model.load_policy``), labelled ``checkpoint`` and
     pinned by ``checkpoint_version`` (its manifest hash). ``retriever``: ``search(queries, k, mode)`` over the
@@ -183,7 +180,9 @@ def evaluate(
     one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
     image of the benchmark). ``rollout_settings``: the budgets (:class:`training.rollout.RolloutSettings`;
     default its defaults); sampling settings are those of :class:`training.rollout.Rollout`.
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. ``judge``: an optional open-answer judge
+    (:func:`training.evaluation.judge.load_judge`) that fills ``judge_model`` and ``judge_correct`` on the open
+    rows; None (the default) leaves them null.
 
     Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix property,
     and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
@@ -197,7 +196,7 @@ def evaluate(
                     temperature=temperature, top_p=top_p, score=True, generator_factory=generator_factory)
     rollout = CdirRollout(retriever, **settings)
     control = None
-    if "random_retriever" in modes:
+    if any(REGISTRY[m].random_kb for m in modes):
         control = CdirRollout(random_retriever or KBRandomRetriever.like(retriever, seed), **settings)
     identity = {"benchmark": benchmark, "benchmark_version": benchmark_version, "checkpoint": checkpoint,
                 "checkpoint_version": checkpoint_version}
@@ -209,80 +208,86 @@ def evaluate(
     try:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            records += _evaluate_batch(batch, start, modes, model, processor, rollout, control, identity,
-                                       kb_tag=kb_tag, image_retriever=image_retriever, image_loader=image_loader,
-                                       image_index_tag=image_index_tag, cdir_lambda=cdir_lambda, cdir_k=cdir_k,
-                                       exclude_image_refs=exclude_image_refs, seed=seed, system=system_prompt)
+            run = BatchRun(batch, start, model, processor, rollout, control, image_retriever=image_retriever,
+                           image_loader=image_loader, image_index_tag=image_index_tag,
+                           cdir_lambda=cdir_lambda, cdir_k=cdir_k, exclude_image_refs=exclude_image_refs,
+                           seed=seed, system=system_prompt)
+            records += _evaluate_batch(run, modes, identity, kb_tag=kb_tag)
             if progress is not None:
                 progress(min(start + batch_size, len(rows)), len(rows))
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    return validate_results(score_predictions(results_frame(records)))
+    return validate_results(apply_judge(score_predictions(results_frame(records)), judge))
 
 
-def _timed(fn: Callable[[], RolloutResult], seed: int) -> tuple[RolloutResult, float]:
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t0
+class BatchRun:
+    """One batch answered in every requested mode: what a mode's ``run`` (:mod:`training.evaluation.modes`)
+    reads (the batch, its images and prompts, the rollouts, the CDIR settings) and the passes already made
+    (``run(name)``, each mode at most once per batch; forced choices per pass, memoized)."""
+
+    def __init__(self, batch: list[dict], start: int, model: Any, processor: Any, rollout: CdirRollout,
+                 control: CdirRollout | None, *, image_retriever: Any, image_loader: Any,
+                 image_index_tag: str | None, cdir_lambda: float, cdir_k: int,
+                 exclude_image_refs: Sequence[str], seed: int, system: str | None):
+        self.batch, self.start, self.model, self.processor = batch, start, model, processor
+        self.rollout, self.control, self.seed, self.system = rollout, control, seed, system
+        self.image_retriever, self.image_loader = image_retriever, image_loader
+        self.image_index_tag = image_index_tag
+        self.cdir_lambda, self.cdir_k, self.exclude_image_refs = cdir_lambda, cdir_k, exclude_image_refs
+        self.images = [[image_loader(ref) for ref in row["image_refs"]] for row in batch]
+        self.traces: list[CdirTrace] | None = None
+        self.prediction = _prediction
+        self._prompts: dict[bool, list] = {}
+        self._runs: dict[str, tuple[RolloutResult, float]] = {}
+        self._forced: dict[int, dict[int, tuple[str, float]]] = {}
+
+    def prompts(self, *, retrieval: bool) -> list:
+        if retrieval not in self._prompts:
+            self._prompts[retrieval] = [item_messages(r, im, retrieval=retrieval, system=self.system)
+                                        for r, im in zip(self.batch, self.images, strict=True)]
+        return self._prompts[retrieval]
+
+    def seed_for(self, mode: str) -> int:
+        return _mode_seed(self.seed, mode, self.start)
+
+    def timed(self, mode: str, fn: Callable[[], RolloutResult]) -> tuple[RolloutResult, float]:
+        torch.manual_seed(self.seed_for(mode))
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
+
+    def run(self, mode: str) -> tuple[RolloutResult, float]:
+        if mode not in self._runs:
+            self._runs[mode] = REGISTRY[mode].run(self)
+        return self._runs[mode]
+
+    def forced(self, result: RolloutResult) -> dict[int, tuple[str, float]]:
+        if id(result) not in self._forced:
+            self._forced[id(result)] = forced_choices(self.model, self.processor, result, self.batch)
+        return self._forced[id(result)]
 
 
-def _evaluate_batch(batch: list[dict], start: int, modes: tuple[str, ...], model: Any, processor: Any,
-                    rollout: CdirRollout, control: CdirRollout | None, identity: dict, *, kb_tag: str | None,
-                    image_retriever: Any, image_loader: Any, image_index_tag: str | None, cdir_lambda: float,
-                    cdir_k: int, exclude_image_refs: Sequence[str], seed: int, system: str | None) -> list[dict]:
-    images = [[image_loader(ref) for ref in row["image_refs"]] for row in batch]
-    with_retrieval = [item_messages(r, im, retrieval=True, system=system) for r, im in zip(batch, images, strict=True)]
-    runs: dict[str, tuple[RolloutResult, float]] = {}
-    if "direct" in modes:
-        direct = [item_messages(r, im, retrieval=False, system=system) for r, im in zip(batch, images, strict=True)]
-        runs["direct"] = _timed(lambda: rollout.run(model, processor, direct, allow_retrieval=False),
-                                _mode_seed(seed, "direct", start))
-    if "rwr" in modes or "rwr_cdir" in modes:
-        runs["rwr"] = _timed(lambda: rollout.run(model, processor, with_retrieval), _mode_seed(seed, "rwr", start))
-    traces: list[CdirTrace] | None = None
-    if "rwr_cdir" in modes:
-        first, first_s = runs["rwr"]
-        torch.manual_seed(_mode_seed(seed, "rwr_cdir", start))
-        cdir = apply_cdir(rollout, model, processor, first, query_images=[im[0] if im else None for im in images],
-                          item_image_refs=[r["image_refs"] for r in batch], image_retriever=image_retriever,
-                          image_loader=image_loader, cdir_lambda=cdir_lambda, k=cdir_k,
-                          exclude_refs=exclude_image_refs)
-        runs["rwr_cdir"] = (cdir.result, first_s + cdir.seconds)
-        traces = cdir.traces
-    if "rag_control" in modes:
-        questions = [r["question"] for r in batch]
-        runs["rag_control"] = _timed(lambda: rollout.run(model, processor, with_retrieval, first_queries=questions,
-                                                         allow_retrieval=False), _mode_seed(seed, "rag_control", start))
-    if "random_retriever" in modes:
-        runs["random_retriever"] = _timed(lambda: control.run(model, processor, with_retrieval),
-                                          _mode_seed(seed, "random_retriever", start))
+def _evaluate_batch(b: BatchRun, modes: tuple[str, ...], identity: dict, *, kb_tag: str | None) -> list[dict]:
+    for mode in REGISTRY:  # registry order, whatever the order of ``modes``
+        if mode in modes:
+            b.run(mode)
     records = []
-    forced_cache: dict[int, dict[int, tuple[str, float]]] = {}
     for mode in modes:
-        result, seconds = runs[mode]
-        if id(result) not in forced_cache:
-            forced_cache[id(result)] = forced_choices(model, processor, result, batch)
-        forced = forced_cache[id(result)]
-        broken = [batch[i]["item_id"] for i, t in enumerate(result.trajectories) if not t.prefix_ok]
+        result, seconds = b.run(mode)
+        forced = b.forced(result)
+        broken = [b.batch[i]["item_id"] for i, t in enumerate(result.trajectories) if not t.prefix_ok]
         if broken:
             raise EvaluationError(f"mode {mode}: trajectories of items {broken} break the prefix property (the ids "
                                   "fed to the model differ from the ids generated); this is a rollout bug")
-        for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True)):
-            rec = _record(row, t, mode, identity, latency=seconds / len(batch),
-                          kb_tag=kb_tag if mode in RETRIEVAL_MODES else None)
+        annotate = REGISTRY[mode].annotate
+        for i, (row, t) in enumerate(zip(b.batch, result.trajectories, strict=True)):
+            rec = _record(row, t, mode, identity, latency=seconds / len(b.batch),
+                          kb_tag=kb_tag if REGISTRY[mode].searches_kb else None)
             if i in forced:
                 rec.update(prediction=forced[i][0], confidence=forced[i][1], answer_forced=True)
-            if mode == "rwr_cdir":
-                _add_cdir(rec, row, traces[i], runs["rwr"][0].trajectories[i], t, cdir_lambda, image_index_tag)
-                first = runs["rwr"][0]
-                if id(first) not in forced_cache:
-                    forced_cache[id(first)] = forced_choices(model, processor, first, batch)
-                if not traces[i].triggered:
-                    rec.update(prediction_before_cdir=rec["prediction"], confidence_before_cdir=rec["confidence"])
-                elif i in forced_cache[id(first)]:
-                    rec["prediction_before_cdir"] = forced_cache[id(first)][i][0]
+            if annotate is not None:
+                annotate(b, rec, i, t)
             records.append(rec)
     return records
 
@@ -295,9 +300,9 @@ def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: lis
     ``{row index: (letter, probability)}``; rows that answered themselves are left out."""
     import math
 
-    from .generation import Context, next_token_logprobs, token_ids
-    from .protocol import ANSWER_OPEN
-    from .rollout import letter_token_ids
+    from ..generation import Context, next_token_logprobs, token_ids
+    from ..protocol import ANSWER_OPEN
+    from ..rollout import letter_token_ids
 
     tok = token_ids(processor)
     todo = [i for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True))
@@ -337,18 +342,3 @@ def _record(row: dict, t: Trajectory, mode: str, identity: dict, *, latency: flo
         "queries": list(t.queries), "retrieved_ids": [pid for ids in t.passage_ids for pid in ids],
         "n_rounds": t.rounds, "generated_tokens": t.generated_tokens, "latency_s": latency, "kb_tag": kb_tag,
     }
-
-
-def _add_cdir(rec: dict, row: dict, trace: CdirTrace, first: Trajectory, final: Trajectory, cdir_lambda: float,
-              image_index_tag: str | None) -> None:
-    """CDIR fields of an rwr_cdir record. A triggered row took one more round than its first pass and sampled
-    its first pass's tokens plus the regeneration's (the first answer, cut off, still cost compute)."""
-    rec.update(cdir_lambda=cdir_lambda, cdir_triggered=trace.triggered, cdir_case_ids=list(trace.case_ids),
-               prediction_before_cdir=_prediction(first.answer(), row), confidence_before_cdir=trace.confidence_before,
-               image_index_tag=image_index_tag)
-    if trace.triggered:
-        rec.update(n_rounds=first.rounds + 1,
-                   generated_tokens=first.generated_tokens + _sampled_after_last_case(final))
-
-
-__all__ = ["EvaluationError", "KBRandomRetriever", "evaluate", "item_messages"]
