@@ -4,7 +4,7 @@ table version or tag.
 ``Retriever.search(queries, k, mode)`` answers a whole batch in one call: one embedding batch and one
 vectorized LanceDB query for the dense part, one full-text query per question for the lexical part (over
 ``search_text``: title and text, what the dense side embeds), and a fusion of both for hybrid. A retriever
-opens ``<table>__<embedder fingerprint>`` (:func:`retrieval.store.open_embedder_table`), so it can never
+opens ``<table>__<embedder fingerprint>`` (:func:`retrieval.kb.naming.open_embedder_table`), so it can never
 search vectors of another embedder; with ``version=`` (a number or a tag such as ``run-<id>``) it keeps
 reading that version while the KB keeps changing. Every hit carries ``source_ref`` and ``native_id`` so a
 result traces back to its source record. In-process, no HTTP. No Dagster import.
@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .store import KBLocation, apply_search_params, load_search_params, open_embedder_table
+from .kb.connection import KBLocation
+from .kb.index_choice import apply_search_params, load_search_params
+from .kb.naming import open_embedder_table
 
 RRF_K = 60
 HYBRID_ALPHA = 0.6

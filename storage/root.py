@@ -361,8 +361,8 @@ class Storage:
         return self.uri("lancedb", name)
 
     def kb_location(self, name: str = "kb"):
-        """The LanceDB database ``lancedb/<name>`` as a plain :class:`retrieval.store.KBLocation`."""
-        from retrieval.store import KBLocation
+        """The LanceDB database ``lancedb/<name>`` as a plain :class:`retrieval.kb.connection.KBLocation`."""
+        from retrieval.kb.connection import KBLocation
 
         return KBLocation(self.lancedb_uri(name), self.lancedb_storage_options())
 

@@ -6,7 +6,7 @@ Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this mo
 table version, the checks run on it, and only then is it tagged ``run-<run id>`` (readers for training and
 evaluation are pinned to tags); when a check fails the table is restored to its previous version, untagged.
 The LanceDB writers share the ``kb_writer`` pool and, for a local KB, its writer file lock
-(:func:`retrieval.store.writer_lock`): one writer at a time.
+(:func:`retrieval.kb.connection.writer_lock`): one writer at a time.
 """
 
 import json
@@ -41,16 +41,12 @@ from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
-from retrieval.store import (
-    IndexPolicy,
-    embedder_table,
-    identity_fingerprint,
-    restore_version,
-    sync_table,
-    tag_version,
-    text_table_rows,
-    writer_lock,
-)
+from retrieval.kb.connection import writer_lock
+from retrieval.kb.index_choice import IndexPolicy
+from retrieval.kb.naming import embedder_table, identity_fingerprint
+from retrieval.kb.rows import text_table_rows
+from retrieval.kb.sync import sync_table
+from retrieval.kb.tags import restore_version, tag_version
 
 from .image_cases import (
     EXTERNAL_IMAGE_CORPORA,
