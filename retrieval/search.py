@@ -22,6 +22,7 @@ import numpy as np
 from .kb.connection import KBLocation
 from .kb.index_choice import apply_search_params, load_search_params
 from .kb.naming import open_embedder_table
+from .pointers import KbPointer
 
 RRF_K = 60
 HYBRID_ALPHA = 0.6
@@ -100,6 +101,15 @@ class Retriever:
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
         self._set_fusion(fusion, alpha)
+
+    @classmethod
+    def from_pointer(cls, pointer: KbPointer, location: KBLocation, embedder: Any, fusion: str = "convex",
+                     alpha: float = HYBRID_ALPHA) -> Retriever:
+        """A retriever pinned to the tag a published KB pointer names, over ``location`` (the reader's view of
+        the pointer's database, e.g. ``Storage.kb_location(pointer.db)``). Refuses
+        (:class:`retrieval.pointers.EmbedderMismatch`) an embedder other than the one that built the index."""
+        pointer.check_embedder(embedder.identity())
+        return cls(location, embedder, table=pointer.table, version=pointer.tag, fusion=fusion, alpha=alpha)
 
     @classmethod
     def from_table(cls, tbl, embedder: Any, params: dict[str, Any] | None = None, fusion: str = "convex",
@@ -245,6 +255,12 @@ class ImageRetriever:
                  version: int | str | None = None):
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
+
+    @classmethod
+    def from_pointer(cls, pointer: KbPointer, location: KBLocation, embedder: Any) -> ImageRetriever:
+        """An image retriever pinned to a published KB pointer's tag (see :meth:`Retriever.from_pointer`)."""
+        pointer.check_embedder(embedder.identity())
+        return cls(location, embedder, table=pointer.table, version=pointer.tag)
 
     @property
     def version(self) -> int:

@@ -47,6 +47,7 @@ from retrieval.kb.naming import embedder_table, identity_fingerprint
 from retrieval.kb.rows import text_table_rows
 from retrieval.kb.sync import sync_table
 from retrieval.kb.tags import restore_version, tag_version
+from retrieval.pointers import KbPointer
 
 from .image_cases import (
     EXTERNAL_IMAGE_CORPORA,
@@ -108,14 +109,15 @@ def _index_metadata(report, embedder_meta: dict) -> dict:
     }
 
 
-def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict) -> pl.DataFrame:
-    """The one-row table an index asset publishes: which LanceDB table (``table``: the base name readers
-    open for their embedder, ``physical_table``: ``<base>__<embedder fingerprint>``), version and tag readers
-    pin to, and the embedder that built it (training and evaluation load it through the IO manager)."""
-    return pl.DataFrame([{"db": KB_DB, "table": base_table, "physical_table": report.table, "tag": tag,
-                          "version": int(report.version), "uri": store.lancedb_uri(KB_DB),
-                          "embedder_fingerprint": report.embedder_fingerprint,
-                          "embedder": json.dumps(embedder_meta, sort_keys=True)}])
+def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict) -> KbPointer:
+    """What an index asset publishes (:class:`retrieval.pointers.KbPointer`, one row): which LanceDB table
+    (``table``: the base name readers open for their embedder, ``physical_table``: ``<base>__<embedder
+    fingerprint>``), version and tag readers pin to, and the embedder that built it (training and evaluation
+    load it through the IO manager)."""
+    return KbPointer(db=KB_DB, table=base_table, physical_table=report.table, tag=tag,
+                     version=int(report.version), uri=store.lancedb_uri(KB_DB),
+                     embedder_fingerprint=report.embedder_fingerprint,
+                     embedder_json=json.dumps(embedder_meta, sort_keys=True))
 
 
 def _previous_version(location, base_table: str, identity: dict) -> int | None:
@@ -142,7 +144,7 @@ def _publish_index(context: AssetExecutionContext, location, base_table: str, pr
                                   f"{report.version}; it was not tagged and the table was restored to "
                                   f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
-    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta), asset_name)
+    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta).to_row(), asset_name)
     store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
     yield MaterializeResult(
         metadata={**metadata, "lancedb_tag": tag},

@@ -49,6 +49,8 @@ from assets.common.resources import (
     StorageResource,
     TrainingResource,
 )
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.provenance import folder_digest, git_commit
 from storage.root import Storage
 
@@ -145,12 +147,13 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, storage:
                         manifest["weights_sha256"], manifest)
     else:
         row = model_row("base", ref, ref, None, {"model_ref": ref})
-    answered, detail = _answers_an_mcq(row["path"][0], stage, training)
+    model = ModelPointer.from_row(row)
+    answered, detail = _answers_an_mcq(model.path, stage, training)
     pub = Publication("base_model", None, row, _no_quarantine("base_model"),
-                      metadata={"model_ref": row["model_ref"][0], "path": row["path"][0],
-                                "weights_sha256": row["weights_sha256"][0] or "", "random_weights": ref is None,
-                                "manifest": MetadataValue.json(json.loads(row["manifest"][0]))},
-                      data_version=row["weights_sha256"][0] or content_version(row), stage=stage)
+                      metadata={"model_ref": model.model_ref, "path": model.path,
+                                "weights_sha256": model.weights_sha256 or "", "random_weights": ref is None,
+                                "manifest": MetadataValue.json(model.manifest)},
+                      data_version=model.weights_sha256 or content_version(row), stage=stage)
     yield from publish_or_refuse(context, store, pub, [check_result("base_model_answers", answered, **detail)])
 
 
@@ -344,7 +347,8 @@ def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, stora
                       metadata={**table_metadata(stratified, ("dataset", "difficulty")),
                                 "clusters": min(config.n_clusters, len(train_refs)),
                                 "training_images": len(train_refs), "evaluation_images_excluded": len(eval_refs),
-                                "policy": stage1_checkpoint["path"][0], "policy_samples": config.policy_samples},
+                                "policy": ModelPointer.from_row(stage1_checkpoint).path,
+                                "policy_samples": config.policy_samples},
                       data_version=content_version(stratified))
     yield from publish_or_refuse(context, store, pub, checks)
 
@@ -362,10 +366,10 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
-        model, processor = load_policy(checkpoint["path"][0], cache_dir=cache,
+        model, processor = load_policy(ModelPointer.from_row(checkpoint).path, cache_dir=cache,
                                        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
-        retriever = Retriever(store.kb_location(kb["db"][0]), kb_models.text_embedder(), table=kb["table"][0],
-                              version=kb["tag"][0])
+        pointer = KbPointer.from_row(kb)
+        retriever = Retriever.from_pointer(pointer, store.kb_location(pointer.db), kb_models.text_embedder())
         rollout = Rollout(retriever, max_new_tokens=32, max_completion_tokens=96)
         prompts = []
         for r in items.iter_rows(named=True):
@@ -400,14 +404,17 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageConfig, i
         slake_kg = str(Path(_local_copy(sources.source("slake"), "KG_mvqa-kg/en_disease.csv", work / "lexicon")).parent)
         for name in ("en_organ.csv", "en_organ_rel.csv"):
             _local_copy(sources.source("slake"), f"KG_mvqa-kg/{name}", work / "lexicon")
+    parent_model, kb_pointer = ModelPointer.from_row(parent), KbPointer.from_row(kb)
     lineage = {"items_table": items_table, "item_data_versions": item_versions, "dagster_run_id": context.run.run_id,
-               "parent_model": parent["path"][0], "parent_weights_sha256": parent["weights_sha256"][0],
-               "kb_embedder": kb["embedder"][0]}
+               "parent_model": parent_model.path, "parent_weights_sha256": parent_model.weights_sha256,
+               "kb_embedder": kb_pointer.embedder_json}
     command = stage_command(
         stage=stage, items_uri=store.uri(*store.table_parts(items_table)), images_uri=store.uri("images"),
-        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb["db"][0]), kb_storage_options=store.lancedb_storage_options(),
-        kb_table=kb["table"][0], kb_tag=kb["tag"][0], text_embedder=kb_models.text_model,
-        image_embedder=kb_models.image_model, base_model=parent["path"][0], model_cache=str(work / "model_cache"),
+        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb_pointer.db),
+        kb_storage_options=store.lancedb_storage_options(),
+        kb_table=kb_pointer.table, kb_tag=kb_pointer.tag, text_embedder=kb_models.text_model,
+        image_embedder=kb_models.image_model, base_model=parent_model.path,
+        model_cache=str(work / "model_cache"),
         output_dir=str(work / "out"), overrides=config.overrides(), lineage=lineage, git_commit=git_commit(),
         medquad=medquad, slake_kg=slake_kg, accelerate_config=training.accelerate_config)
     context.log.info(f"{role}: launching {' '.join(command[:4])} ... (work folder {work})")
@@ -422,14 +429,14 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageConfig, i
     manifest = json.loads(manifest_file.read_text())
     stage_store = store.staging(f"{context.run.run_id}-{role}")
     path = upload_folder(final, stage_store, "models", role, context.run.run_id)
-    row = model_row(role, parent["path"][0], path, manifest.get("weights_sha256"), manifest)
+    row = model_row(role, parent_model.path, path, manifest.get("weights_sha256"), manifest)
     steps_ok = int(manifest.get("global_step") or 0) > 0
     checks = [check_result(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
                      global_step=int(manifest.get("global_step") or 0), resumed_from=str(manifest.get("resumed_from")))]
     pub = Publication(f"{role}_checkpoint", None, row, _no_quarantine(f"{role}_checkpoint"),
                       metadata={**{k: v for k, v in reported.items() if k != "path"},
                                 "path": path, "global_step": int(manifest.get("global_step") or 0),
-                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb["tag"][0],
+                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb_pointer.tag,
                                 "lineage": MetadataValue.json(manifest), "work_folder": str(work),
                                 "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
                                 **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()}},

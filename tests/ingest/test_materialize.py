@@ -9,6 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from orchestration.definitions import build_defs, defs
+from storage.pointers import ModelPointer
 from storage.root import Storage
 
 
@@ -131,8 +132,8 @@ def test_main_job_smoke(tmp_path, capsys):
         run_id = instance.get_latest_materialization_event(AssetKey(stage)).run_id
         logs = [e.user_message for e in instance.all_logs(run_id)]
         assert any(m.startswith("step 1:") for m in logs) and any(m.startswith("step 2:") for m in logs)
-    stage2 = Storage().read_table("stage2_checkpoint")
-    assert json.loads(stage2["manifest"][0])["kb_tag"].startswith("run-")
+    stage2 = ModelPointer.from_row(Storage().read_table("stage2_checkpoint"))
+    assert stage2.manifest["kb_tag"].startswith("run-")
     # every benchmark of the profile evaluated for every checkpoint and mode; the report names its lineage
     for benchmark in ("vqa_rad", "slake", "medqa", "pubmedqa", "ecbench"):
         results = Storage().read_table("eval_results", benchmark)
