@@ -4,7 +4,8 @@ A pointer names which LanceDB table readers open (``table``: the base name, open
 ``physical_table``: ``<base>__<embedder fingerprint>``), the version and tag they pin to, where the database
 was (``uri``) and the embedder that built it (``embedder_fingerprint`` and its metadata as JSON). Consumers
 build it with :meth:`KbPointer.from_row` instead of unpacking columns by hand, and
-:meth:`KbPointer.check_embedder` refuses an embedder other than the one that built the table. No Dagster import.
+:meth:`KbPointer.check_embedder` refuses an embedder other than the one that built the table. No Dagster
+import.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class KbPointer:
         """The one-row pointer table (columns :data:`KB_POINTER_COLUMNS`)."""
         return pl.DataFrame([{"db": self.db, "table": self.table, "physical_table": self.physical_table,
                               "tag": self.tag, "version": self.version, "uri": self.uri,
-                              "embedder_fingerprint": self.embedder_fingerprint, "embedder": self.embedder_json}])
+                              "embedder_fingerprint": self.embedder_fingerprint,
+                              "embedder": self.embedder_json}])
 
     @property
     def embedder(self) -> dict[str, Any]:
@@ -74,5 +76,5 @@ class KbPointer:
             built = self.embedder.get("model_id", "?")
             raise EmbedderMismatch(
                 f"{self.table} tag {self.tag!r} was built by embedder {built} (fingerprint "
-                f"{self.embedder_fingerprint}); the reader's embedder {identity.get('model_id')} has fingerprint "
-                f"{got}. Load the embedder that built the index, or rebuild the index with this one.")
+                f"{self.embedder_fingerprint}); the reader's embedder {identity.get('model_id')} has "
+                f"fingerprint {got}. Load the embedder that built the index, or rebuild the index with this one.")
