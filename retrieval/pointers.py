@@ -77,4 +77,5 @@ class KbPointer:
             raise EmbedderMismatch(
                 f"{self.table} tag {self.tag!r} was built by embedder {built} (fingerprint "
                 f"{self.embedder_fingerprint}); the reader's embedder {identity.get('model_id')} has "
-                f"fingerprint {got}. Load the embedder that built the index, or rebuild the index with this one.")
+                f"fingerprint {got}. Load the embedder that built the index, or rebuild the index with this "
+                "one.")
