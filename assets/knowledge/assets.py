@@ -1,6 +1,6 @@
 """Knowledge group: KB passages per source, the LanceDB text index, image cases and the image index.
 
-Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this module, the store and search in
+Assets are thin: readers in ``sources/`` and ``image_cases.py`` beside this module, the store and search in
 ``retrieval/``, checks in ``quality/kb.py``. Table assets publish only after their gates pass
 (:mod:`assets.common.gates`). For the LanceDB indexes the publication is the version tag: a sync writes a new
 table version, the checks run on it, and only then is it tagged ``run-<run id>`` (readers for training and
