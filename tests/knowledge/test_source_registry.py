@@ -18,7 +18,7 @@ def test_an_unregistered_source_is_read_as_a_medrag_corpus(tmp_path, chunker):
 
     from storage.sources import SourceDir
 
-    (tmp_path / "part.jsonl").write_text(json.dumps({"id": "a1", "title": "Cardiology",
-                                                     "content": "Beta blockers lower the resting heart rate."}))
+    record = {"id": "a1", "title": "Cardiology", "content": "Beta blockers lower the resting heart rate."}
+    (tmp_path / "part.jsonl").write_text(json.dumps(record))
     frame, result = sources.read_kb_source("newcorpus", SourceDir(str(tmp_path)), chunker)
     assert frame["id"].to_list() == ["newcorpus:a1#0"] and not result.rejected

@@ -42,10 +42,10 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 class NearDuplicateIndex:
     """Near-duplicate lookup: datasketch MinHash-LSH at Jaccard ``threshold`` over 5-word shingles,
     candidates confirmed on the exact shingle sets (so no pair under the threshold is ever dropped). The LSH
-    weights favour recall, since false candidates cost only a set comparison: at 0.9 and 128 permutations datasketch picks
-    9 bands x 14 rows, which makes a pair a candidate with probability 0.90 at Jaccard 0.9 and 0.998 at 0.95
-    (its default weights pick 5 x 25: 0.31 and 0.80). Insert and query are O(bands) per row: the cost of a
-    corpus is linear in its size, plus the confirmed candidates."""
+    weights favour recall, since false candidates cost only a set comparison: at 0.9 and 128 permutations
+    datasketch picks 9 bands x 14 rows, which makes a pair a candidate with probability 0.90 at Jaccard 0.9
+    and 0.998 at 0.95 (its default weights pick 5 x 25: 0.31 and 0.80). Insert and query are O(bands) per
+    row: the cost of a corpus is linear in its size, plus the confirmed candidates."""
 
     def __init__(self, threshold: float = NEAR_DUPLICATE_JACCARD, num_perm: int = 128, seed: int = 7):
         from datasketch import MinHash, MinHashLSH
