@@ -142,4 +142,4 @@ def test_main_job_smoke(tmp_path, capsys):
     report = instance.get_latest_materialization_event(AssetKey("eval_report")).asset_materialization.metadata
     html = Path(report["report_html"].value).read_text()
     assert "SMOKE RUN" in report["report"].value and html.count("data:image/png;base64,") >= 4
-    assert report["lineage"].value["kb_tag"] == json.loads(stage2["manifest"][0])["kb_tag"]
+    assert report["lineage"].value["kb_tag"] == stage2.manifest["kb_tag"]
