@@ -73,8 +73,9 @@ def check_text_index(tbl, embedder: Any, dim: int, sample: int = 50, min_self_re
     index covers every row, and a sample of passages retrieves itself at rank 1 from its own text (ties with an
     identical vector count as hits)."""
     from retrieval.embedders import passage_input
+    from retrieval.kb.naming import table_embedder
+    from retrieval.kb.rows import read_columns, table_vectors
     from retrieval.search import Retriever
-    from retrieval.store import read_columns, table_embedder, table_vectors
 
     rows = tbl.count_rows()
     data = tbl.search().select(["id", "vector"]).limit(None).to_arrow()
@@ -103,7 +104,7 @@ def check_text_index(tbl, embedder: Any, dim: int, sample: int = 50, min_self_re
 def check_image_index(tbl, dim: int, image_exists: Any) -> ContractResult:
     """The ``kb_image`` table: vectors sane and every ``image_ref`` resolvable in storage."""
     data = tbl.search().select(["id", "image_ref", "vector"]).limit(None).to_arrow()
-    from retrieval.store import table_vectors
+    from retrieval.kb.rows import table_vectors
 
     outcomes = check_vectors(data["id"].to_pylist(), table_vectors(data), dim)
     refs = data["image_ref"].to_pylist()

@@ -4,7 +4,7 @@ table version or tag.
 ``Retriever.search(queries, k, mode)`` answers a whole batch in one call: one embedding batch and one
 vectorized LanceDB query for the dense part, one full-text query per question for the lexical part (over
 ``search_text``: title and text, what the dense side embeds), and a fusion of both for hybrid. A retriever
-opens ``<table>__<embedder fingerprint>`` (:func:`retrieval.store.open_embedder_table`), so it can never
+opens ``<table>__<embedder fingerprint>`` (:func:`retrieval.kb.naming.open_embedder_table`), so it can never
 search vectors of another embedder; with ``version=`` (a number or a tag such as ``run-<id>``) it keeps
 reading that version while the KB keeps changing. Every hit carries ``source_ref`` and ``native_id`` so a
 result traces back to its source record. In-process, no HTTP. No Dagster import.
@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .store import KBLocation, apply_search_params, load_search_params, open_embedder_table
+from .kb.connection import KBLocation
+from .kb.index_choice import apply_search_params, load_search_params
+from .kb.naming import open_embedder_table
+from .pointers import KbPointer
 
 RRF_K = 60
 HYBRID_ALPHA = 0.6
@@ -98,6 +101,15 @@ class Retriever:
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
         self._set_fusion(fusion, alpha)
+
+    @classmethod
+    def from_pointer(cls, pointer: KbPointer, location: KBLocation, embedder: Any, fusion: str = "convex",
+                     alpha: float = HYBRID_ALPHA) -> Retriever:
+        """A retriever pinned to the tag a published KB pointer names, over ``location`` (the reader's view of
+        the pointer's database, e.g. ``Storage.kb_location(pointer.db)``). Refuses
+        (:class:`retrieval.pointers.EmbedderMismatch`) an embedder other than the one that built the index."""
+        pointer.check_embedder(embedder.identity())
+        return cls(location, embedder, table=pointer.table, version=pointer.tag, fusion=fusion, alpha=alpha)
 
     @classmethod
     def from_table(cls, tbl, embedder: Any, params: dict[str, Any] | None = None, fusion: str = "convex",
@@ -243,6 +255,12 @@ class ImageRetriever:
                  version: int | str | None = None):
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
+
+    @classmethod
+    def from_pointer(cls, pointer: KbPointer, location: KBLocation, embedder: Any) -> ImageRetriever:
+        """An image retriever pinned to a published KB pointer's tag (see :meth:`Retriever.from_pointer`)."""
+        pointer.check_embedder(embedder.identity())
+        return cls(location, embedder, table=pointer.table, version=pointer.tag)
 
     @property
     def version(self) -> int:

@@ -33,6 +33,9 @@ from typing import Any
 import fsspec
 import polars as pl
 
+from .errors import UnsafePath
+from .layout import IMAGES, image_key
+
 ENV_ROOT = "MEDRWR_STORAGE_ROOT"
 ENV_S3_ENDPOINT = "MEDRWR_S3_ENDPOINT_URL"
 ENV_PROJECT_DIR = "MEDRWR_PROJECT_DIR"
@@ -113,10 +116,6 @@ def image_id_for(data: bytes, ext: str) -> str:
     return f"{hashlib.sha256(data).hexdigest()}.{ext}"
 
 
-class UnsafePath(ValueError):
-    """A path part that would leave the storage root (``..``, absolute, a backslash, a control character)."""
-
-
 def safe_parts(parts: tuple[str, ...]) -> list[str]:
     """Every segment of ``parts`` (split on ``/``) checked: never empty, ``.``, ``..``, absolute, a backslash
     or a control character. A partition key or a file name from a source can therefore never write outside
@@ -124,11 +123,11 @@ def safe_parts(parts: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for part in parts:
         if not isinstance(part, str) or not part:
-            raise UnsafePath(f"empty path part in {parts!r}")
+            raise UnsafePath(message=f"empty path part in {parts!r}")
         for seg in part.split("/"):
             if seg in ("", ".", "..") or "\\" in seg or any(ord(c) < 32 or ord(c) == 127 for c in seg):
-                raise UnsafePath(f"unsafe path part {part!r} in {parts!r}: relative segments, absolute paths, "
-                                 "backslashes and control characters are refused")
+                raise UnsafePath(message=f"unsafe path part {part!r} in {parts!r}: relative segments, "
+                                 "absolute paths, backslashes and control characters are refused")
             out.append(seg)
     return out
 
@@ -318,7 +317,7 @@ class Storage:
     # ---- content-addressed images ---------------------------------------------------------------
     @staticmethod
     def image_parts(image_id: str) -> tuple[str, str, str]:
-        return ("images", image_id[:2], image_id)
+        return (IMAGES, *image_key(image_id))
 
     def put_image(self, data: bytes, ext: str) -> str:
         """Store image bytes once under their content id and return the id (an intact copy is not rewritten)."""
@@ -336,10 +335,10 @@ class Storage:
         """The subset of ``image_ids`` present in storage, with one listing per shard folder."""
         wanted: dict[str, set[str]] = {}
         for image_id in image_ids:
-            wanted.setdefault(image_id[:2], set()).add(image_id)
+            wanted.setdefault(image_key(image_id)[0], set()).add(image_id)
         present: set[str] = set()
         for shard, ids in wanted.items():
-            present |= ids & set(self.list("images", shard))
+            present |= ids & set(self.list(IMAGES, shard))
         return present
 
     # ---- staging ------------------------------------------------------------------------------
@@ -356,8 +355,8 @@ class Storage:
         return self.uri("lancedb", name)
 
     def kb_location(self, name: str = "kb"):
-        """The LanceDB database ``lancedb/<name>`` as a plain :class:`retrieval.store.KBLocation`."""
-        from retrieval.store import KBLocation
+        """The LanceDB database ``lancedb/<name>`` as a plain :class:`retrieval.kb.connection.KBLocation`."""
+        from retrieval.kb.connection import KBLocation
 
         return KBLocation(self.lancedb_uri(name), self.lancedb_storage_options())
 

@@ -39,6 +39,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.utils import glob_translate
 
+from .errors import SourceError, UnsafePath
 from .root import S3Settings
 
 DEFAULT_MAX_FILE_BYTES = 4 * 1024**3
@@ -53,18 +54,6 @@ _HOME = re.compile(r"^~([^/]*/|$)")  # ~, ~/x, ~user/x (a file named ~$draft.csv
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAGIC = re.compile(r"[*?\[]")
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
-
-
-class SourceError(Exception):
-    """A whole source file is unusable. The message names the file, the problem and the fix."""
-
-    def __init__(self, path: str, problem: str, fix: str):
-        self.path, self.problem, self.fix = path, problem, fix
-        super().__init__(f"{path}: {problem}. {fix}")
-
-
-class UnsafePath(SourceError):
-    """A path that could leave the source folder or is not a plain relative name; it is never opened."""
 
 
 class FileTooLarge(SourceError):

@@ -91,3 +91,33 @@ def test_restricted_staging_root_is_outside_the_published_root(tmp_path):
     staged.put_image(b"\x89PNG\r\n\x1a\nabc", "png")
     assert not (tmp_path / "published").exists()
     assert list((tmp_path / "restricted").rglob("*.png"))
+
+
+def test_one_unsafe_path_class_for_the_root_and_source_folders(storage, tmp_path):
+    import pickle
+
+    from storage import sources
+
+    assert sources.UnsafePath is UnsafePath and issubclass(UnsafePath, sources.SourceError | ValueError)
+    with pytest.raises(sources.SourceError, match="unsafe path part '..'"):
+        storage.write_bytes(b"x", "..", "x")
+    with pytest.raises(ValueError, match="unsafe path"):
+        sources.SourceDir(str(tmp_path)).path("../x")
+    err = UnsafePath(message="empty path part in ('',)")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_the_launcher_reads_images_where_the_root_wrote_them(storage):
+    import io
+
+    from PIL import Image
+
+    from storage.layout import IMAGES, image_key
+    from training.launch import ImageStore
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buf, format="PNG")
+    image_id = storage.put_image(buf.getvalue(), "png")
+    assert storage.image_parts(image_id) == (IMAGES, *image_key(image_id))
+    assert storage.image_parts(image_id) == ("images", image_id[:2], image_id)
+    assert ImageStore(storage.uri(IMAGES)).load(image_id).getpixel((0, 0)) == (200, 10, 10)

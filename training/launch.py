@@ -46,6 +46,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from storage.layout import image_key
 from storage.provenance import git_commit
 
 log = logging.getLogger("training.launch")
@@ -111,7 +112,8 @@ def read_items(uri: str, storage_options: dict[str, Any]):
 
 
 class ImageStore:
-    """Reads content-addressed images ``<uri>/<id[:2]>/<id>`` (local or any fsspec URL) as PIL images."""
+    """Reads content-addressed images ``<uri>/<id[:2]>/<id>`` (:func:`storage.layout.image_key`; local or any
+    fsspec URL) as PIL images."""
 
     def __init__(self, uri: str, storage_options: dict[str, Any] | None = None):
         import fsspec
@@ -121,7 +123,7 @@ class ImageStore:
     def load(self, image_id: str):
         from PIL import Image
 
-        path = f"{self.root.rstrip('/')}/{image_id[:2]}/{image_id}"
+        path = "/".join([self.root.rstrip("/"), *image_key(image_id)])
         if not self.fs.exists(path):
             raise FileNotFoundError(f"image {image_id} not found at {path}; was the item table built from this storage?")
         return Image.open(io.BytesIO(self.fs.cat_file(path))).convert("RGB")

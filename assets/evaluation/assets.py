@@ -44,6 +44,8 @@ from assets.common.resources import (
     StorageResource,
     TrainingResource,
 )
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.provenance import git_commit
 from storage.root import Storage
 from training.evaluation.modes import MODES
@@ -121,11 +123,12 @@ def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ec
 def _model(row: pl.DataFrame, store: Storage, cache: str):
     from training.tiny_model import load_policy
 
-    return load_policy(row["path"][0], cache_dir=cache, storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
+    return load_policy(ModelPointer.from_row(row).path, cache_dir=cache,
+                       storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
 
 
 def _manifest_hash(row: pl.DataFrame) -> str:
-    return hashlib.sha256(row["manifest"][0].encode()).hexdigest()[:16]
+    return hashlib.sha256(ModelPointer.from_row(row).manifest_json.encode()).hexdigest()[:16]
 
 
 @asset(
@@ -176,10 +179,9 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     unknown = sorted(set(config.checkpoints) - set(models))
     if unknown:
         raise Failure(f"eval_results: unknown checkpoints {unknown}; use {list(models)}")
-    text = Retriever(store.kb_location(kb_text_index["db"][0]), kb_models.text_embedder(),
-                     table=kb_text_index["table"][0], version=kb_text_index["tag"][0])
-    images = ImageRetriever(store.kb_location(kb_image_index["db"][0]), kb_models.image_embedder(),
-                            table=kb_image_index["table"][0], version=kb_image_index["tag"][0])
+    kb_text, kb_image = KbPointer.from_row(kb_text_index), KbPointer.from_row(kb_image_index)
+    text = Retriever.from_pointer(kb_text, store.kb_location(kb_text.db), kb_models.text_embedder())
+    images = ImageRetriever.from_pointer(kb_image, store.kb_location(kb_image.db), kb_models.image_embedder())
 
     def load_image(image_id: str):
         return Image.open(io.BytesIO(store.get_image(image_id))).convert("RGB")
@@ -194,8 +196,8 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
             frames.append(evaluate(
                 items, model=model, processor=processor, retriever=text, checkpoint=label,
                 checkpoint_version=_manifest_hash(models[label]), benchmark=benchmark, benchmark_version=version,
-                kb_tag=kb_text_index["tag"][0], modes=config.modes, image_retriever=images, image_loader=load_image,
-                image_index_tag=kb_image_index["tag"][0], batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
+                kb_tag=kb_text.tag, modes=config.modes, image_retriever=images, image_loader=load_image,
+                image_index_tag=kb_image.tag, batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
                 cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
                 rollout_settings=config.rollout_settings(), judge=judge))
             del model
@@ -219,7 +221,7 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     pub = Publication("eval_results", benchmark, results, quarantine_frame([], "eval_results", benchmark),
                       metadata={**table_metadata(results, ("checkpoint", "mode")), "benchmark_version": version,
                                 "splits": MetadataValue.json(splits), "items": items.height,
-                                "kb_tag": kb_text_index["tag"][0], "image_index_tag": kb_image_index["tag"][0],
+                                "kb_tag": kb_text.tag, "image_index_tag": kb_image.tag,
                                 "accuracy_by_checkpoint_and_mode": MetadataValue.md(_md(summary)),
                                 "items_per_s": float(results.height / max(1e-9, results["latency_s"].sum()))},
                       data_version=content_version(results))
@@ -253,13 +255,15 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
     store = storage.get()
     versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")
     manifests = {"base": base_model, "stage1": stage1_checkpoint, "stage2": stage2_checkpoint}
+    kb_text, kb_image = KbPointer.from_row(kb_text_index), KbPointer.from_row(kb_image_index)
     lineage = {
-        "checkpoint_manifests": {k: f"{v['path'][0]} (manifest {_manifest_hash(v)})" for k, v in manifests.items()
+        "checkpoint_manifests": {k: f"{ModelPointer.from_row(v).path} (manifest {_manifest_hash(v)})"
+                                 for k, v in manifests.items()
                                  if k in set(eval_results["checkpoint"].to_list())},
-        "kb_tag": kb_text_index["tag"][0],
-        "embedder": json.loads(kb_text_index["embedder"][0]).get("model_id", kb_text_index["embedder"][0]),
-        "image_index_tag": kb_image_index["tag"][0],
-        "image_embedder": json.loads(kb_image_index["embedder"][0]).get("model_id", ""),
+        "kb_tag": kb_text.tag,
+        "embedder": kb_text.embedder.get("model_id", kb_text.embedder_json),
+        "image_index_tag": kb_image.tag,
+        "image_embedder": kb_image.embedder.get("model_id", ""),
         "benchmark_versions": dict(versions.iter_rows()),
         "code_version": git_commit(), "profile": sources.profile, "run_id": context.run.run_id,
     }
@@ -348,7 +352,7 @@ def promoted_checkpoint(context: AssetExecutionContext, config: PromotionConfig,
     evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
     checks = [check_result("promotion_no_worse", decision.passed, **evidence)]
     pub = Publication("promoted_checkpoint", None, row, quarantine_frame([], "promoted_checkpoint", None),
-                      metadata={"checkpoint_version": version, "path": row["path"][0],
+                      metadata={"checkpoint_version": version, "path": ModelPointer.from_row(row).path,
                                 "decision": decision.reason, "evidence": MetadataValue.json(decision.as_metadata())},
                       data_version=version, stage=stage, withdraw_previous=False)
     yield from publish_or_refuse(context, store, pub, checks)

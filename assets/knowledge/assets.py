@@ -1,15 +1,17 @@
 """Knowledge group: KB passages per source, the LanceDB text index, image cases and the image index.
 
-Assets are thin: readers in ``sources.py`` and ``image_cases.py`` beside this module, the store and search in
+Assets are thin: readers in ``sources/`` and ``image_cases.py`` beside this module, the store and search in
 ``retrieval/``, checks in ``quality/kb.py``. Table assets publish only after their gates pass
 (:mod:`assets.common.gates`). For the LanceDB indexes the publication is the version tag: a sync writes a new
 table version, the checks run on it, and only then is it tagged ``run-<run id>`` (readers for training and
 evaluation are pinned to tags); when a check fails the table is restored to its previous version, untagged.
 The LanceDB writers share the ``kb_writer`` pool and, for a local KB, its writer file lock
-(:func:`retrieval.store.writer_lock`): one writer at a time.
+(:func:`retrieval.kb.connection.writer_lock`): one writer at a time.
 """
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -41,16 +43,13 @@ from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
-from retrieval.store import (
-    IndexPolicy,
-    embedder_table,
-    identity_fingerprint,
-    restore_version,
-    sync_table,
-    tag_version,
-    text_table_rows,
-    writer_lock,
-)
+from retrieval.kb.connection import writer_lock
+from retrieval.kb.index_choice import IndexPolicy
+from retrieval.kb.naming import embedder_table, identity_fingerprint
+from retrieval.kb.rows import TEXT_FTS_COLUMN, text_table_rows
+from retrieval.kb.sync import sync_table
+from retrieval.kb.tags import restore_version, tag_version
+from retrieval.pointers import KbPointer
 
 from .image_cases import (
     EXTERNAL_IMAGE_CORPORA,
@@ -109,14 +108,15 @@ def _index_metadata(report, embedder_meta: dict) -> dict:
     }
 
 
-def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict) -> pl.DataFrame:
-    """The one-row table an index asset publishes: which LanceDB table (``table``: the base name readers
-    open for their embedder, ``physical_table``: ``<base>__<embedder fingerprint>``), version and tag readers
-    pin to, and the embedder that built it (training and evaluation load it through the IO manager)."""
-    return pl.DataFrame([{"db": KB_DB, "table": base_table, "physical_table": report.table, "tag": tag,
-                          "version": int(report.version), "uri": store.lancedb_uri(KB_DB),
-                          "embedder_fingerprint": report.embedder_fingerprint,
-                          "embedder": json.dumps(embedder_meta, sort_keys=True)}])
+def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict) -> KbPointer:
+    """What an index asset publishes (:class:`retrieval.pointers.KbPointer`, one row): which LanceDB table
+    (``table``: the base name readers open for their embedder, ``physical_table``: ``<base>__<embedder
+    fingerprint>``), version and tag readers pin to, and the embedder that built it (training and evaluation
+    load it through the IO manager)."""
+    return KbPointer(db=KB_DB, table=base_table, physical_table=report.table, tag=tag,
+                     version=int(report.version), uri=store.lancedb_uri(KB_DB),
+                     embedder_fingerprint=report.embedder_fingerprint,
+                     embedder_json=json.dumps(embedder_meta, sort_keys=True))
 
 
 def _previous_version(location, base_table: str, identity: dict) -> int | None:
@@ -143,13 +143,36 @@ def _publish_index(context: AssetExecutionContext, location, base_table: str, pr
                                   f"{report.version}; it was not tagged and the table was restored to "
                                   f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
-    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta), asset_name)
+    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta).to_row(), asset_name)
     store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
     yield MaterializeResult(
         metadata={**metadata, "lancedb_tag": tag},
         data_version=DataVersion(f"v{report.version}-{report.embedder_fingerprint}"),
         check_results=checks,
     )
+
+
+def _sync_and_publish(context: AssetExecutionContext, config: KbIndexConfig, store, asset_name: str,
+                      base_table: str, frame: pl.DataFrame, embedder, cached: CachedEmbedding, embed,
+                      check: Callable[[Any], Any], extra_metadata: dict, fts_column: str = TEXT_FTS_COLUMN):
+    """Under the KB writer lock (sync, checks and tag: one writer at a time): note the embedder's table
+    version, sync ``frame`` into it, record the embedding-cache stats, run ``check(table)`` as the blocking
+    ``<asset>_quality`` check, then publish or roll back (:func:`_publish_index`). ``extra_metadata`` is added
+    after the index metadata and ``lancedb_uri``."""
+    location = store.kb_location(KB_DB)
+    identity = embedder.identity()
+    with writer_lock(location, log=context.log.info):
+        previous = _previous_version(location, base_table, identity)
+        report = sync_table(location, base_table, frame, embed, identity, fts_column=fts_column,
+                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
+                                                     min_recall=config.min_recall))
+        report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
+        tbl = location.connect().open_table(report.table)
+        checks = [contract_check(f"{asset_name}_quality", check(tbl))]
+        meta = embedder.metadata()
+        yield from _publish_index(context, location, base_table, previous, report, checks, {
+            **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB), **extra_metadata},
+            meta, (store, asset_name))
 
 
 @asset(
@@ -205,7 +228,6 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     """LanceDB table ``kb_text`` synced to every registered kb_passages partition: only new or changed
     passages are embedded, removed ones deleted; a version that passes its checks is tagged ``run-<run id>``."""
     store = storage.get()
-    location = store.kb_location(KB_DB)
     embedder = kb_models.text_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
@@ -214,19 +236,9 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
-    identity = embedder.identity()
-    with writer_lock(location, log=context.log.info):  # sync, checks and tag: one writer at a time
-        previous = _previous_version(location, TEXT_TABLE, identity)
-        report = sync_table(location, TEXT_TABLE, frame, embed, identity,
-                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
-                                                     min_recall=config.min_recall))
-        report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-        tbl = location.connect().open_table(report.table)
-        checks = [contract_check("kb_text_index_quality", check_text_index(tbl, embedder, embedder.dim))]
-        meta = embedder.metadata()
-        yield from _publish_index(context, location, TEXT_TABLE, previous, report, checks, {
-            **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB),
-            "count_by_source": MetadataValue.json(counts(frame, "source"))}, meta, (store, "kb_text_index"))
+    yield from _sync_and_publish(context, config, store, "kb_text_index", TEXT_TABLE, frame, embedder,
+                                 cached, embed, lambda tbl: check_text_index(tbl, embedder, embedder.dim),
+                                 {"count_by_source": MetadataValue.json(counts(frame, "source"))})
 
 
 @asset(
@@ -287,7 +299,6 @@ def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_ima
     """LanceDB table ``kb_image`` of image-case embeddings for CDIR, synced incrementally; tagged when its
     checks pass."""
     store = storage.get()
-    location = store.kb_location(KB_DB)
     embedder = kb_models.image_embedder()
     cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
                                                       store.lancedb_storage_options()))
@@ -296,17 +307,7 @@ def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_ima
     def embed(rows: pl.DataFrame):
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
-    identity = embedder.identity()
-    with writer_lock(location, log=context.log.info):  # sync, checks and tag: one writer at a time
-        previous = _previous_version(location, IMAGE_TABLE, identity)
-        report = sync_table(location, IMAGE_TABLE, frame, embed, identity, fts_column="description",
-                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
-                                                     min_recall=config.min_recall))
-        report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
-        tbl = location.connect().open_table(report.table)
-        checks = [contract_check("kb_image_index_quality",
-                                 check_image_index(tbl, embedder.dim, store.existing_images))]
-        meta = embedder.metadata()
-        yield from _publish_index(context, location, IMAGE_TABLE, previous, report, checks,
-                                  {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB)}, meta,
-                                  (store, "kb_image_index"))
+    yield from _sync_and_publish(context, config, store, "kb_image_index", IMAGE_TABLE, frame, embedder,
+                                 cached, embed,
+                                 lambda tbl: check_image_index(tbl, embedder.dim, store.existing_images),
+                                 {}, fts_column="description")

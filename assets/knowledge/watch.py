@@ -1,7 +1,7 @@
 """What the KB-sources sensor watches: each source's files and their fingerprint, and new source folders.
 Plain Python (no Dagster).
 
-- :func:`source_files` lists the files a source's reader reads (``sources.py``), so a change anywhere else in a
+- :func:`source_files` lists the files a source's reader reads (``sources/``), so a change anywhere else in a
   shared dataset folder (SLAKE images beside its knowledge graph) does not trigger a KB refresh.
 - :func:`fingerprint` is a digest over those files' relative paths, sizes and content ids: sha256 locally (cached
   per path, size and mtime while the process lives, so an unchanged file is not re-read every tick), the ETag
@@ -23,14 +23,11 @@ from assets.common.profiles import DATASET_FOLDERS
 from storage.keys import InvalidPartitionKey, validate_partition_key
 from storage.sources import SourceDir
 
-# the files each known source's reader reads (see sources.py); any other source is a MedRAG-style corpus
-SOURCE_PATTERNS: dict[str, tuple[str, ...]] = {
-    "medquad": (r"medquad_qa\.jsonl(\.gz)?",),
-    "pubmedqa": (r"ori_pqal\.json",),
-    "slake_kg": (r"KG_mvqa-kg/en_[^/]*\.csv",),
-    "medmcqa_exp": (r"train\.json", r"dev\.json"),
-}
-CORPUS_PATTERNS: tuple[str, ...] = (r"(.*/)?[^/]*\.jsonl", r"(.*/)?[^/]*\.jsonl\.gz", r"(.*/)?[^/]*\.parquet")
+from .sources import CORPUS_PATTERNS, REGISTRY
+
+# the files each registered source's reader reads (sources/: each KbSource's patterns); any other source is a
+# MedRAG-style corpus (CORPUS_PATTERNS)
+SOURCE_PATTERNS: dict[str, tuple[str, ...]] = {name: s.patterns for name, s in REGISTRY.items()}
 # folders under the data root that are datasets, never new KB corpora
 RESERVED_FOLDERS = frozenset(DATASET_FOLDERS.values()) | {"echo"}
 

@@ -14,7 +14,6 @@
 """
 
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ from assets.common.resources import (
     StorageResource,
     TrainingResource,
 )
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.provenance import folder_digest
 from storage.root import Storage
 
@@ -161,12 +162,13 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, storage:
                         manifest["weights_sha256"], manifest)
     else:
         row = model_row("base", ref, ref, None, {"model_ref": ref})
-    answered, detail = _answers_an_mcq(row["path"][0], stage, training)
+    model = ModelPointer.from_row(row)
+    answered, detail = _answers_an_mcq(model.path, stage, training)
     pub = Publication("base_model", None, row, _no_quarantine("base_model"),
-                      metadata={"model_ref": row["model_ref"][0], "path": row["path"][0],
-                                "weights_sha256": row["weights_sha256"][0] or "", "random_weights": ref is None,
-                                "manifest": MetadataValue.json(json.loads(row["manifest"][0]))},
-                      data_version=row["weights_sha256"][0] or content_version(row), stage=stage)
+                      metadata={"model_ref": model.model_ref, "path": model.path,
+                                "weights_sha256": model.weights_sha256 or "", "random_weights": ref is None,
+                                "manifest": MetadataValue.json(model.manifest)},
+                      data_version=model.weights_sha256 or content_version(row), stage=stage)
     yield from publish_or_refuse(context, store, pub, [check_result("base_model_answers", answered, **detail)])
 
 
@@ -346,7 +348,8 @@ def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, stora
                       metadata={**table_metadata(stratified, ("dataset", "difficulty")),
                                 "clusters": min(config.n_clusters, len(train_refs)),
                                 "training_images": len(train_refs), "evaluation_images_excluded": len(eval_refs),
-                                "policy": stage1_checkpoint["path"][0], "policy_samples": config.policy_samples},
+                                "policy": ModelPointer.from_row(stage1_checkpoint).path,
+                                "policy_samples": config.policy_samples},
                       data_version=content_version(stratified))
     yield from publish_or_refuse(context, store, pub, checks)
 
@@ -364,10 +367,10 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
-        model, processor = load_policy(checkpoint["path"][0], cache_dir=cache,
+        model, processor = load_policy(ModelPointer.from_row(checkpoint).path, cache_dir=cache,
                                        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
-        retriever = Retriever(store.kb_location(kb["db"][0]), kb_models.text_embedder(), table=kb["table"][0],
-                              version=kb["tag"][0])
+        pointer = KbPointer.from_row(kb)
+        retriever = Retriever.from_pointer(pointer, store.kb_location(pointer.db), kb_models.text_embedder())
         rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))
         rows = mcq_prompt_rows(items, lambda ref: Image.open(io.BytesIO(store.get_image(ref))).convert("RGB"))
         return sample_correctness(rollout, model, processor, rows, samples)

@@ -4,7 +4,8 @@
   plain values: where the stage items, images, knowledge base and base model are, and the run knobs.
 - :func:`upload_folder` copies a model folder (safetensors, tokenizer, lineage manifest) under the storage root,
   so checkpoints live where every other output lives (local or S3).
-- :func:`model_row` is the one-row table a model asset publishes: what downstream stages and evaluation load.
+- :func:`model_row` is the one-row table a model asset publishes (:class:`storage.pointers.ModelPointer`):
+  what downstream stages and evaluation load.
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ from typing import Any
 
 import polars as pl
 
+from storage.pointers import MODEL_SCHEMA, ModelPointer
 from storage.root import Storage
 
-MODEL_SCHEMA = {
-    "role": pl.Utf8,          # base / stage1 / stage2
-    "model_ref": pl.Utf8,     # what it was made from (hub id, tiny builder, parent checkpoint)
-    "path": pl.Utf8,          # loadable location: storage URI of the folder, or a hub id / local path
-    "weights_sha256": pl.Utf8,
-    "manifest": pl.Utf8,      # the lineage manifest (JSON)
-}
+__all__ = ["MODEL_SCHEMA", "model_row", "stage_command", "upload_folder"]
 
 
 def model_row(role: str, model_ref: str, path: str, weights_sha256: str | None, manifest: dict[str, Any]) -> pl.DataFrame:
     """The published pointer to a model: one row of :data:`MODEL_SCHEMA`."""
-    return pl.DataFrame([{"role": role, "model_ref": model_ref, "path": path, "weights_sha256": weights_sha256,
-                          "manifest": json.dumps(manifest, sort_keys=True, default=str)}], schema=MODEL_SCHEMA)
+    return ModelPointer.of(role, model_ref, path, weights_sha256, manifest).to_row()
 
 
 def upload_folder(local: str | Path, store: Storage, *parts: str) -> str:

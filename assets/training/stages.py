@@ -34,6 +34,8 @@ from assets.common.resources import (
     StorageResource,
     TrainingResource,
 )
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.provenance import git_commit
 
 from .assets import StageRunConfig, _no_quarantine
@@ -59,14 +61,17 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig
         slake_kg = str(Path(_local_copy(sources.source("slake"), "KG_mvqa-kg/en_disease.csv", work / "lexicon")).parent)
         for name in ("en_organ.csv", "en_organ_rel.csv"):
             _local_copy(sources.source("slake"), f"KG_mvqa-kg/{name}", work / "lexicon")
+    parent_model, kb_pointer = ModelPointer.from_row(parent), KbPointer.from_row(kb)
     lineage = {"items_table": items_table, "item_data_versions": item_versions, "dagster_run_id": context.run.run_id,
-               "parent_model": parent["path"][0], "parent_weights_sha256": parent["weights_sha256"][0],
-               "kb_embedder": kb["embedder"][0]}
+               "parent_model": parent_model.path, "parent_weights_sha256": parent_model.weights_sha256,
+               "kb_embedder": kb_pointer.embedder_json}
     command = stage_command(
         stage=stage, items_uri=store.uri(*store.table_parts(items_table)), images_uri=store.uri("images"),
-        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb["db"][0]), kb_storage_options=store.lancedb_storage_options(),
-        kb_table=kb["table"][0], kb_tag=kb["tag"][0], text_embedder=kb_models.text_model,
-        image_embedder=kb_models.image_model, base_model=parent["path"][0], model_cache=str(work / "model_cache"),
+        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb_pointer.db),
+        kb_storage_options=store.lancedb_storage_options(),
+        kb_table=kb_pointer.table, kb_tag=kb_pointer.tag, text_embedder=kb_models.text_model,
+        image_embedder=kb_models.image_model, base_model=parent_model.path,
+        model_cache=str(work / "model_cache"),
         output_dir=str(work / "out"), overrides=config.overrides(), lineage=lineage, git_commit=git_commit(),
         medquad=medquad, slake_kg=slake_kg, accelerate_config=training.accelerate_config)
     context.log.info(f"{role}: launching {' '.join(command[:4])} ... (work folder {work})")
@@ -81,14 +86,14 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig
     manifest = json.loads(manifest_file.read_text())
     stage_store = store.staging(f"{context.run.run_id}-{role}")
     path = upload_folder(final, stage_store, "models", role, context.run.run_id)
-    row = model_row(role, parent["path"][0], path, manifest.get("weights_sha256"), manifest)
+    row = model_row(role, parent_model.path, path, manifest.get("weights_sha256"), manifest)
     steps_ok = int(manifest.get("global_step") or 0) > 0
     checks = [check_result(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
                      global_step=int(manifest.get("global_step") or 0), resumed_from=str(manifest.get("resumed_from")))]
     pub = Publication(f"{role}_checkpoint", None, row, _no_quarantine(f"{role}_checkpoint"),
                       metadata={**{k: v for k, v in reported.items() if k != "path"},
                                 "path": path, "global_step": int(manifest.get("global_step") or 0),
-                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb["tag"][0],
+                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb_pointer.tag,
                                 "lineage": MetadataValue.json(manifest), "work_folder": str(work),
                                 "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
                                 **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()}},

@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 
 from assets.evaluation.promotion import decide_promotion
+from storage.pointers import ModelPointer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,4 +104,5 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     third = _publish_candidate(storage, "c", better)
     assert promote().success
     pointer = storage.read_table("promoted_checkpoint")
-    assert pointer["checkpoint_version"][0] == third and pointer["path"][0] == "/models/stage2/c"
+    assert pointer["checkpoint_version"][0] == third
+    assert ModelPointer.from_row(pointer).path == "/models/stage2/c"

@@ -19,6 +19,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 
 from assets.knowledge.assets import kb_passages, kb_text_index
 from orchestration.definitions import build_resources
+from retrieval.pointers import KbPointer
 from storage.root import Storage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
     assert max(run_starts) < min(_step_end(instance, r, "kb_text_index") for r in run_ids)
     assert instance.event_log_storage.get_concurrency_info("kb_writer").slot_count == 1
 
-    pointer = Storage().read_table("kb_text_index")
-    tbl = Storage().kb_location().connect().open_table(pointer["physical_table"][0])
+    pointer = KbPointer.from_row(Storage().read_table("kb_text_index"))
+    tbl = Storage().kb_location().connect().open_table(pointer.physical_table)
     tags = set(tbl.tags.list())
     assert {f"run-{r}" for r in run_ids} <= tags

@@ -8,6 +8,7 @@ import pytest
 from dagster import DagsterInstance
 
 from orchestration.definitions import build_defs
+from retrieval.pointers import KbPointer
 from storage.root import Storage
 from tests.faults.flaky_proxy import FlakyProxy
 
@@ -47,6 +48,6 @@ def test_ingest_and_kb_survive_injected_s3_errors(moto_server, monkeypatch):
     assert vqa.height > 0 and direct.existing_images(refs) == refs
     passages = direct.read_table("kb_passages", "pubmedqa")
     assert passages["native_id"].n_unique() == 40  # every one of the 40 records read, chunked to fit the embedder
-    pointer = direct.read_table("kb_text_index")
-    tbl = direct.kb_location().connect().open_table(pointer["physical_table"][0])
-    assert tbl.count_rows() == passages.height and pointer["tag"][0] in tbl.tags.list()
+    pointer = KbPointer.from_row(direct.read_table("kb_text_index"))
+    tbl = direct.kb_location().connect().open_table(pointer.physical_table)
+    assert tbl.count_rows() == passages.height and pointer.tag in tbl.tags.list()

@@ -9,6 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from orchestration.definitions import build_defs, defs
+from storage.pointers import ModelPointer
 from storage.root import Storage
 
 
@@ -131,8 +132,8 @@ def test_main_job_smoke(tmp_path, capsys):
         run_id = instance.get_latest_materialization_event(AssetKey(stage)).run_id
         logs = [e.user_message for e in instance.all_logs(run_id)]
         assert any(m.startswith("step 1:") for m in logs) and any(m.startswith("step 2:") for m in logs)
-    stage2 = Storage().read_table("stage2_checkpoint")
-    assert json.loads(stage2["manifest"][0])["kb_tag"].startswith("run-")
+    stage2 = ModelPointer.from_row(Storage().read_table("stage2_checkpoint"))
+    assert stage2.manifest["kb_tag"].startswith("run-")
     # every benchmark of the profile evaluated for every checkpoint and mode; the report names its lineage
     for benchmark in ("vqa_rad", "slake", "medqa", "pubmedqa", "ecbench"):
         results = Storage().read_table("eval_results", benchmark)
@@ -141,4 +142,4 @@ def test_main_job_smoke(tmp_path, capsys):
     report = instance.get_latest_materialization_event(AssetKey("eval_report")).asset_materialization.metadata
     html = Path(report["report_html"].value).read_text()
     assert "SMOKE RUN" in report["report"].value and html.count("data:image/png;base64,") >= 4
-    assert report["lineage"].value["kb_tag"] == json.loads(stage2["manifest"][0])["kb_tag"]
+    assert report["lineage"].value["kb_tag"] == stage2.manifest["kb_tag"]

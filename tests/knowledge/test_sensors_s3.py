@@ -10,6 +10,7 @@ from dagster import DagsterInstance, build_sensor_context
 from assets.knowledge import sensors as kb_sensors
 from assets.training import sensors as retrain_sensors
 from orchestration.definitions import build_defs
+from retrieval.pointers import KbPointer
 from storage.root import Storage
 
 
@@ -39,7 +40,7 @@ def test_new_s3_kb_file_refreshes_its_source_then_requests_retraining(s3_env, mo
         result = job.execute_in_process(instance=instance, partition_key=request.partition_key,
                                         run_config=request.run_config, tags=request.tags)
         assert result.success
-        return Storage(root=s3_env).read_table("kb_text_index")["tag"][0]
+        return KbPointer.from_row(Storage(root=s3_env).read_table("kb_text_index")).tag
 
     first = kb_tick(None)  # the new folder on S3 becomes a partition and is refreshed
     assert list(first.dynamic_partitions_requests[0].partition_keys) == ["mycorpus"]

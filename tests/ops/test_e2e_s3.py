@@ -16,6 +16,8 @@ from dagster import AssetKey, DagsterInstance, build_sensor_context
 from assets.knowledge import sensors as kb_sensors
 from assets.training import sensors as retrain_sensors
 from orchestration.definitions import build_defs
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.root import Storage
 
 
@@ -38,8 +40,8 @@ def test_smoke_graph_on_s3_then_a_new_kb_file_requests_retraining(s3_env, tmp_pa
     assert html_uri.startswith(s3_env + "/reports/")
     html = store.read_bytes(*html_uri[len(s3_env) + 1:].split("/")).decode()
     assert html.count("data:image/png;base64,") >= 4
-    stage2 = store.read_table("stage2_checkpoint")
-    assert stage2["path"][0].startswith(s3_env) and json.loads(stage2["manifest"][0])["kb_tag"].startswith("run-")
+    stage2 = ModelPointer.from_row(store.read_table("stage2_checkpoint"))
+    assert stage2.path.startswith(s3_env) and stage2.manifest["kb_tag"].startswith("run-")
     local = Path(tmp_path / "project" / "storage")
     assert not (local / "tables").exists(), "a table was written to the local storage folder"
 
@@ -57,11 +59,11 @@ def test_smoke_graph_on_s3_then_a_new_kb_file_requests_retraining(s3_env, tmp_pa
     assert "newcorpus" in list(tick.dynamic_partitions_requests[0].partition_keys)
     instance.add_dynamic_partitions("kb_sources", ["newcorpus"])
     [request] = [r for r in tick.run_requests if r.partition_key == "newcorpus"]
-    before = store.read_table("kb_text_index")["tag"][0]
+    before = KbPointer.from_row(store.read_table("kb_text_index")).tag
     result = defs.resolve_job_def("kb_refresh_job").execute_in_process(
         instance=instance, partition_key=request.partition_key, run_config=request.run_config, tags=request.tags)
     assert result.success
-    after = store.read_table("kb_text_index")["tag"][0]
+    after = KbPointer.from_row(store.read_table("kb_text_index")).tag
     assert after != before
     retrain = retrain_sensors.kb_index_retrain_sensor(build_sensor_context(instance=instance, cursor=index_cursor))
     [r] = retrain.run_requests

@@ -14,6 +14,7 @@ from assets.knowledge.assets import kb_text_index
 from assets.training.assets import base_model, stage1_items
 from assets.training.stages import stage1_checkpoint
 from orchestration.definitions import build_resources
+from storage.pointers import ModelPointer
 from storage.root import Storage
 from tests.training.test_launch import stage1_parquet
 from training import smoke
@@ -77,7 +78,7 @@ def test_killed_training_step_is_retried_and_resumes(tmp_path, monkeypatch, tiny
     [mat] = result.asset_materializations_for_node("stage1_checkpoint")
     lineage = mat.metadata["lineage"].value
     assert lineage["global_step"] == MAX_STEPS and "checkpoint-" in (lineage["resumed_from"] or "")
-    row = store.read_table("stage1_checkpoint")
-    assert store.exists(*row["path"][0][len(store.root) + 1:].split("/"), "model.safetensors")
+    path = ModelPointer.from_row(store.read_table("stage1_checkpoint")).path
+    assert store.exists(*path[len(store.root) + 1:].split("/"), "model.safetensors")
     # metrics of every step came back through Pipes while the trainer ran
     assert f"| {MAX_STEPS} |" in mat.metadata["metrics_by_step"].value
