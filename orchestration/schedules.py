@@ -13,9 +13,7 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext
 from assets.common.profiles import get_profile
 from assets.echo.definitions import echo_ingest_job
 from assets.ingest.definitions import text_qa_ingest_job, vqa_ingest_job
-from assets.training.definitions import retrain_job
-
-RETRAIN_ASSETS = ("stage1_items", "stage1_checkpoint", "stage2_items", "stage2_checkpoint")
+from assets.training.definitions import RETRAIN_ASSETS, retrain_job
 
 
 @schedule(job=retrain_job, cron_schedule="0 3 * * 0", execution_timezone="UTC",

@@ -4,7 +4,7 @@ the sensor that retrains on a new knowledge-base index."""
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from .assets import base_model, split_use, stage1_items, stage2_items
-from .sensors import kb_index_retrain_sensor
+from .sensors import STAGES, kb_index_retrain_sensor
 from .stages import stage1_checkpoint, stage2_checkpoint
 
 TRAINING_ASSETS = [base_model, split_use, stage1_items, stage1_checkpoint, stage2_items, stage2_checkpoint]
@@ -25,5 +25,7 @@ retrain_job = define_asset_job(
                 "requests evaluate_job per benchmark, and promote_job once every benchmark is evaluated.",
     tags={"medrwr/kind": "training"},
 )
+
+RETRAIN_ASSETS = STAGES["all"]  # what a full retraining materializes (sensor and weekly schedule)
 
 defs = Definitions(assets=TRAINING_ASSETS, jobs=[training_job, retrain_job], sensors=[kb_index_retrain_sensor])

@@ -31,7 +31,7 @@ RETRAIN_JOB = "retrain_job"
 KB_INDEX = AssetKey("kb_text_index")
 STAGES = {
     "stage2": ("stage2_items", "stage2_checkpoint"),
-    "all": ("stage1_items", "stage1_checkpoint", "stage2_items", "stage2_checkpoint"),
+    "all": ("split_use", "stage1_items", "stage1_checkpoint", "stage2_items", "stage2_checkpoint"),
 }
 DEFAULT_COOLDOWN_S = 6 * 3600.0
 
