@@ -9,6 +9,8 @@ tiny trainer runs of the tests. Plain dicts, no heavy import (the code location 
   batches, short rounds, two steps, on CPU.
 - :data:`TINY_STAGE`: the smallest launched stage (``python -m training.launch``) of the launch and
   killed-stage tests.
+- :data:`ONE_STEP_STAGE`: the one-step ``stage1_checkpoint`` knobs of the audit chain test
+  (``tests/audit/chain.py``).
 """
 
 from __future__ import annotations
@@ -35,4 +37,9 @@ TRAINER: dict[str, Any] = {
 TINY_STAGE: dict[str, Any] = {
     "num_generations": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_rounds": 2,
     "max_new_tokens_per_round": 8, "max_completion_length": 24, "save_steps": 1, "seed": 0,
+}
+
+ONE_STEP_STAGE: dict[str, Any] = {
+    "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+    "max_rounds": 1, "max_new_tokens_per_round": 8, "max_completion_length": 16, "save_steps": 1, "seed": 0,
 }

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from assets.common.profiles import SAMPLE_DATA_DIR
+from training import smoke
 
 DATASETS = ("vqa_rad", "medqa_us", "medmcqa", "pubmedqa", "medquad")
-STAGE = {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-         "max_rounds": 1, "max_new_tokens_per_round": 8, "max_completion_length": 16, "save_steps": 1, "seed": 0}
+STAGE = smoke.ONE_STEP_STAGE
 
 
 def copy_sample_data(dest: Path) -> Path:
