@@ -31,7 +31,6 @@ from .chunking import passage_input  # noqa: F401  (re-exported: what a passage 
 
 OFFLINE_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_IMAGE_ARCH = "ViT-S-32"
-BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
 
 def default_text_model() -> str:

@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-TAGS = ("think", "query", "retrieve", "answer")
 QUERY_OPEN, QUERY_CLOSE = "<query>", "</query>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 RETRIEVE_OPEN, RETRIEVE_CLOSE = "<retrieve>", "</retrieve>"

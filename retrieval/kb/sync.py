@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,9 +52,6 @@ class SyncReport:
     pruned: dict[str, Any] = field(default_factory=dict)
     index: dict[str, Any] = field(default_factory=dict)
     recall_at_10: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 def sync_table(location: KBLocation, table: str, frame: pl.DataFrame,
                embed: Callable[[pl.DataFrame], np.ndarray],

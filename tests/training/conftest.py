@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import polars as pl
 import pytest
@@ -89,7 +88,3 @@ def mcq_rows(n: int, image=None) -> list[dict]:
             row["image"] = image
         rows.append(row)
     return rows
-
-
-def dump(obj) -> str:
-    return json.dumps(obj)

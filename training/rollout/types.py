@@ -67,10 +67,6 @@ class Trajectory:
         """True when any passages were inserted (by a model query or a RAG pre-retrieval)."""
         return any(p.kind == "retrieve" for p in self.pieces)
 
-    def sampled_text(self) -> str:
-        """The policy's own text (sampled pieces only), in order."""
-        return "".join(p.text for p in self.pieces if not p.inserted)
-
 
 @dataclass
 class RolloutStats:
