@@ -38,14 +38,21 @@ def edited(row: dict, share: float, rng: random.Random, vocab: list[str], n: int
     words = row["text"].split()
     for i in rng.sample(range(len(words)), max(1, round(share * len(words)))):
         words[i] = rng.choice(vocab)
-    return {**row, "id": f"copy:{n}#0", "text": " ".join(words), "source_ref": f"copy of {row['id']}",
-            "_original": row["id"], "_share": share}
+    return {
+        **row,
+        "id": f"copy:{n}#0",
+        "text": " ".join(words),
+        "source_ref": f"copy of {row['id']}",
+        "_original": row["id"],
+        "_share": share,
+    }
 
 
 def old_deduplicate():
     """The implementation this benchmark replaced, loaded from git history."""
-    src = subprocess.run(["git", "show", "005ece4:assets/knowledge/sources.py"], capture_output=True, text=True,
-                         check=True).stdout
+    src = subprocess.run(
+        ["git", "show", "005ece4:assets/knowledge/sources.py"], capture_output=True, text=True, check=True
+    ).stdout
     module = types.ModuleType("old_sources")
     exec(compile(src, "old_sources.py", "exec"), module.__dict__)  # noqa: S102  (our own file, from git)
     return module.deduplicate
@@ -73,9 +80,14 @@ def main() -> None:
         t0 = time.perf_counter()
         kept, rejected = deduplicate(rows[:n])
         seconds = time.perf_counter() - t0
-        line = {"rows": n, "seconds": round(seconds, 2), "us_per_row": round(1e6 * seconds / n, 1),
-                "kept": len(kept), "exact": sum(r.reason.startswith("exact") for r in rejected),
-                "near": sum(r.reason.startswith("near") for r in rejected)}
+        line = {
+            "rows": n,
+            "seconds": round(seconds, 2),
+            "us_per_row": round(1e6 * seconds / n, 1),
+            "kept": len(kept),
+            "exact": sum(r.reason.startswith("exact") for r in rejected),
+            "near": sum(r.reason.startswith("near") for r in rejected),
+        }
         if old is not None and n <= 16000:
             t0 = time.perf_counter()
             old_kept, _ = old(rows[:n])
@@ -89,14 +101,23 @@ def main() -> None:
     for r in rows:
         if "_original" not in r or r["_original"] in removed:
             continue  # only copies whose original was kept can be judged
-        j = jaccard(shingles(normalize_text(r["text"]).split()),
-                    shingles(normalize_text(by_id[r["_original"]]["text"]).split()))
+        j = jaccard(
+            shingles(normalize_text(r["text"]).split()),
+            shingles(normalize_text(by_id[r["_original"]]["text"]).split()),
+        )
         key = ">=0.95" if j >= 0.95 else "0.90-0.95" if j >= 0.9 else "0.80-0.90" if j >= 0.8 else "<0.80"
         buckets.setdefault(key, [0, 0])
         buckets[key][0] += 1
         buckets[key][1] += r["id"] in removed
-    print(json.dumps({k: {"copies": v[0], "removed": v[1], "share": round(v[1] / max(1, v[0]), 4)}
-                      for k, v in sorted(buckets.items())}), flush=True)
+    print(
+        json.dumps(
+            {
+                k: {"copies": v[0], "removed": v[1], "share": round(v[1] / max(1, v[0]), 4)}
+                for k, v in sorted(buckets.items())
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     sets = {
         "color3d_jpeg_baseline.dcm (120 fr, 640x480, YBR JPEG)": [real],
         f"generated MONOCHROME2 explicit LE ({a.clips} clips x 32 fr, 128x128)": list(
-            generate(a.clips, 4, 0, SynthOptions(frames=32))[0].values()),
+            generate(a.clips, 4, 0, SynthOptions(frames=32))[0].values()
+        ),
         f"generated YBR_FULL_422 JPEG ({a.clips} clips x 32 fr, 128x128)": list(
-            generate(a.clips, 4, 0, SynthOptions(frames=32, photometric="YBR_FULL_422", syntax="jpeg_baseline"))[0].values()),
+            generate(
+                a.clips, 4, 0, SynthOptions(frames=32, photometric="YBR_FULL_422", syntax="jpeg_baseline")
+            )[0].values()
+        ),
     }
     store = Storage(root=tempfile.mkdtemp(prefix="bench_echo_"))
     counter = iter(range(10**9))
@@ -75,15 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     def ingest(data: bytes) -> None:
         ingest_file(data, f"f_{next(counter)}", store, "bench", "bench-salt-0123456789abcdef")
 
-    out = [f"Python {platform.python_version()}, {platform.machine()}, best of {a.repeat}", "",
-           "| files | MB | decode alone s | ingest s | ratio | ingest clips/s | ingest MB/s | decode peak MiB | ingest peak MiB |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"Python {platform.python_version()}, {platform.machine()}, best of {a.repeat}",
+        "",
+        "| files | MB | decode alone s | ingest s | ratio | ingest clips/s | ingest MB/s | decode peak MiB | ingest peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, files in sets.items():
         mb = sum(len(d) for d in files) / 2**20
         t_dec = timed(decode_alone, files, a.repeat)
         t_ing = timed(ingest, files, a.repeat)
-        out.append(f"| {label} | {mb:.1f} | {t_dec:.3f} | {t_ing:.3f} | {t_ing / t_dec:.2f}x | {len(files) / t_ing:.1f} "
-                   f"| {mb / t_ing:.1f} | {peak_mb(decode_alone, files[0]):.1f} | {peak_mb(ingest, files[0]):.1f} |")
+        out.append(
+            f"| {label} | {mb:.1f} | {t_dec:.3f} | {t_ing:.3f} | {t_ing / t_dec:.2f}x | {len(files) / t_ing:.1f} "
+            f"| {mb / t_ing:.1f} | {peak_mb(decode_alone, files[0]):.1f} | {peak_mb(ingest, files[0]):.1f} |"
+        )
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

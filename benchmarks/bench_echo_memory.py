@@ -48,8 +48,13 @@ def write_clip(path: Path, frames: int, rows: int, cols: int) -> int:
     from assets.echo.synth import SynthOptions, build_dataset, encode, fake_patients
 
     rng = np.random.default_rng(0)
-    ds = build_dataset(np.zeros((2, 64, 64, 3), np.uint8), fake_patients(1, rng)[0],
-                       SynthOptions(frames=2, size=64, photometric="RGB"), rng, 0)
+    ds = build_dataset(
+        np.zeros((2, 64, 64, 3), np.uint8),
+        fake_patients(1, rng)[0],
+        SynthOptions(frames=2, size=64, photometric="RGB"),
+        rng,
+        0,
+    )
     ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
     ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.PlanarConfiguration = "RGB", 3, 0
     region = ds.SequenceOfUltrasoundRegions[0]
@@ -82,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         size = write_clip(src / "long_clip.dcm", a.frames, a.rows, a.cols)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD, str(src), str(store)], capture_output=True, text=True,
-                             env=env, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(src), str(store)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
         if out.returncode:
             sys.stderr.write(out.stderr)
             return 1

@@ -59,7 +59,9 @@ def baseline_copy(data: Path) -> int:
 def rematerialize(data: Path, root: str) -> int:
     """A second materialization into a root that already holds every image (no image writes)."""
     store = Storage(root=root)
-    return sum(read_vqa(ds, SourceDir(str(data / ds)), ImageIngestor(store))[0].height for ds in ("vqa_rad", "slake"))
+    return sum(
+        read_vqa(ds, SourceDir(str(data / ds)), ImageIngestor(store))[0].height for ds in ("vqa_rad", "slake")
+    )
 
 
 def pipeline(data: Path, contract: bool) -> int:
@@ -91,11 +93,13 @@ def main() -> None:
     results = {}
     warm_root = tempfile.mkdtemp()
     rematerialize(data, warm_root)
-    for name, fn, extra in (("baseline (JSON + image bytes)", baseline, ()),
-                            ("baseline + writing each image once", baseline_copy, ()),
-                            ("pipeline: readers + image store (fresh root)", pipeline, (False,)),
-                            ("pipeline: readers + image store + GX contract (fresh root)", pipeline, (True,)),
-                            ("pipeline: re-materialization (images already stored)", rematerialize, (warm_root,))):
+    for name, fn, extra in (
+        ("baseline (JSON + image bytes)", baseline, ()),
+        ("baseline + writing each image once", baseline_copy, ()),
+        ("pipeline: readers + image store (fresh root)", pipeline, (False,)),
+        ("pipeline: readers + image store + GX contract (fresh root)", pipeline, (True,)),
+        ("pipeline: re-materialization (images already stored)", rematerialize, (warm_root,)),
+    ):
         runs = [timed(fn, data, *extra) for _ in range(args.repeats)]
         results[name] = (statistics.median(t for t, _ in runs), runs[0][1])
     shutil.rmtree(warm_root)

@@ -39,8 +39,15 @@ from storage.root import Storage
 from storage.sources import SourceDir
 
 SALT = "bench-salt-0123456789abcdef"
-MIX = [SynthOptions(frames=4, size=64, photometric=p, syntax=s) for p, s in
-       (("MONOCHROME2", "explicit_le"), ("RGB", "explicit_le"), ("YBR_FULL", "rle"), ("MONOCHROME2", "implicit_le"))]
+MIX = [
+    SynthOptions(frames=4, size=64, photometric=p, syntax=s)
+    for p, s in (
+        ("MONOCHROME2", "explicit_le"),
+        ("RGB", "explicit_le"),
+        ("YBR_FULL", "rle"),
+        ("MONOCHROME2", "implicit_le"),
+    )
+]
 
 
 def subset(result: EchoReadResult, keys: set[str]) -> EchoReadResult:
@@ -49,19 +56,37 @@ def subset(result: EchoReadResult, keys: set[str]) -> EchoReadResult:
         frame=result.frame.filter(pl.col("file_key").is_in(sorted(keys))),
         rejected=[r for r in result.rejected if r.item_id in keys],
         identifiers_by_file={k: v for k, v in result.identifiers_by_file.items() if k in keys},
-        places=[p for p in result.places if p.file_key in keys], blank_violations=[],
-        key_map={k: v for k, v in result.key_map.items() if k in keys}, source=result.source,
-        source_fingerprint=result.source_fingerprint, salt_fingerprint=result.salt_fingerprint,
-        accept_full_frame=result.accept_full_frame, layout=result.layout, files_seen=len(keys),
-        dicom_candidates=len(keys), video_candidates=0, dicomdirs=0)
+        places=[p for p in result.places if p.file_key in keys],
+        blank_violations=[],
+        key_map={k: v for k, v in result.key_map.items() if k in keys},
+        source=result.source,
+        source_fingerprint=result.source_fingerprint,
+        salt_fingerprint=result.salt_fingerprint,
+        accept_full_frame=result.accept_full_frame,
+        layout=result.layout,
+        files_seen=len(keys),
+        dicom_candidates=len(keys),
+        video_candidates=0,
+        dicomdirs=0,
+    )
 
 
 def pooled_regex_audit(result: EchoReadResult) -> tuple[float, int]:
     """The replaced audit: all identifiers pooled, one regex each, over every string output (generated
     columns included), substrings from 6 characters, whole tokens below."""
     ids = {i for ids in result.identifiers_by_file.values() for i in ids if len(i.value) >= 3}
-    patterns = [(i.attribute, re.compile(re.escape(i.value) if len(i.value) >= 6 else
-                                         rf"(?<![0-9A-Za-z]){re.escape(i.value)}(?![0-9A-Za-z])", re.I)) for i in ids]
+    patterns = [
+        (
+            i.attribute,
+            re.compile(
+                re.escape(i.value)
+                if len(i.value) >= 6
+                else rf"(?<![0-9A-Za-z]){re.escape(i.value)}(?![0-9A-Za-z])",
+                re.I,
+            ),
+        )
+        for i in ids
+    ]
     texts = [p.text for p in result.places]
     for col, dtype in result.frame.schema.items():
         if dtype == pl.Utf8:
@@ -87,15 +112,30 @@ def planted(result: EchoReadResult, rng: random.Random, per_place: int = 20) -> 
         return not res.passed
 
     places = {
-        "table cell": lambda k: caught(result.audit(quarantine, metadata, table=result.frame.with_columns(
-            pl.when(pl.col("file_key") == k).then(pl.lit("seen by " + value(k, "PatientName")))
-            .otherwise(pl.col("findings")).alias("findings")))),
-        "PNG chunk": lambda k: _with_place(result, Place("png chunks of planted", _png_with(value(k, "StudyDate")), k),
-                                           quarantine, metadata),
-        "file name": lambda k: _with_place(result, Place("stored file name", f"images/ab/{result.key_map[k]}.png", k),
-                                           quarantine, metadata),
-        "quarantine": lambda k: caught(result.audit(pl.concat([quarantine, _qrow(k, value(k, "PatientID"))]), metadata)),
-        "metadata": lambda k: caught(result.audit(quarantine, {**metadata, "source": "/data/" + value(k, "PatientName")})),
+        "table cell": lambda k: caught(
+            result.audit(
+                quarantine,
+                metadata,
+                table=result.frame.with_columns(
+                    pl.when(pl.col("file_key") == k)
+                    .then(pl.lit("seen by " + value(k, "PatientName")))
+                    .otherwise(pl.col("findings"))
+                    .alias("findings")
+                ),
+            )
+        ),
+        "PNG chunk": lambda k: _with_place(
+            result, Place("png chunks of planted", _png_with(value(k, "StudyDate")), k), quarantine, metadata
+        ),
+        "file name": lambda k: _with_place(
+            result, Place("stored file name", f"images/ab/{result.key_map[k]}.png", k), quarantine, metadata
+        ),
+        "quarantine": lambda k: caught(
+            result.audit(pl.concat([quarantine, _qrow(k, value(k, "PatientID"))]), metadata)
+        ),
+        "metadata": lambda k: caught(
+            result.audit(quarantine, {**metadata, "source": "/data/" + value(k, "PatientName")})
+        ),
     }
     for name, plant in places.items():
         sample = rng.sample(keys, min(per_place, len(keys)))
@@ -122,8 +162,9 @@ def _with_place(result: EchoReadResult, place: Place, quarantine, metadata) -> b
 def _qrow(key: str, mrn: str) -> pl.DataFrame:
     from assets.common.records import Rejection
 
-    return quarantine_frame([Rejection(key, key, "bad manifest row: planted", {"patient_id": mrn}, key)],
-                            "echo_studies", "bench")
+    return quarantine_frame(
+        [Rejection(key, key, "bad manifest row: planted", {"patient_id": mrn}, key)], "echo_studies", "bench"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", type=int, default=400)
     p.add_argument("--baseline-clips", type=int, default=100)
     a = p.parse_args(argv)
-    lines = [f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
-             f"load average at start {os.getloadavg()[0]:.2f}", ""]
+    lines = [
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        "",
+    ]
     with tempfile.TemporaryDirectory(prefix="bench_phi_") as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
@@ -144,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         (src / "labels.csv").write_bytes(write_manifest_csv(rows))
         t_gen = time.perf_counter() - t
         t = time.perf_counter()
-        result = read_echo_source(SourceDir(str(src)), Storage(root=str(Path(tmp) / "store")), "bench", salt=SALT)
+        result = read_echo_source(
+            SourceDir(str(src)), Storage(root=str(Path(tmp) / "store")), "bench", salt=SALT
+        )
         t_ingest = time.perf_counter() - t
-    lines += [f"{a.clips} clips generated in {t_gen:.1f} s, ingested in {t_ingest:.1f} s "
-              f"({result.frame.height} rows, {len(result.rejected)} quarantined)", "",
-              "| clips | identifiers | places | audit s | false positives |", "|---|---|---|---|---|"]
+    lines += [
+        f"{a.clips} clips generated in {t_gen:.1f} s, ingested in {t_ingest:.1f} s "
+        f"({result.frame.height} rows, {len(result.rejected)} quarantined)",
+        "",
+        "| clips | identifiers | places | audit s | false positives |",
+        "|---|---|---|---|---|",
+    ]
     keys = result.frame["file_key"].to_list()
     sizes = sorted({n for n in (250, 500, a.clips) if n <= len(keys)})
     for n in sizes:
@@ -156,15 +206,20 @@ def main(argv: list[str] | None = None) -> int:
         quarantine = quarantine_frame(part.rejected, "echo_studies", "bench")
         t = time.perf_counter()
         res = part.audit(quarantine, part.metadata())
-        lines.append(f"| {n} | {res.identifiers} | {res.places_searched} | {time.perf_counter() - t:.2f} "
-                     f"| {len(res.leaks)} |")
+        lines.append(
+            f"| {n} | {res.identifiers} | {res.places_searched} | {time.perf_counter() - t:.2f} "
+            f"| {len(res.leaks)} |"
+        )
     lines += ["", "| planted leak in | caught / planted |", "|---|---|"]
     for place, (c, n) in planted(result, random.Random(11)).items():
         lines.append(f"| {place} | {c} / {n} |")
     base = subset(result, set(keys[: a.baseline_clips]))
     t_base, fp_base = pooled_regex_audit(base)
-    lines += ["", f"Replaced pooled-regex audit on {a.baseline_clips} clips: {t_base:.2f} s, {fp_base} false positives.",
-              f"Load average at end {os.getloadavg()[0]:.2f}."]
+    lines += [
+        "",
+        f"Replaced pooled-regex audit on {a.baseline_clips} clips: {t_base:.2f} s, {fp_base} false positives.",
+        f"Load average at end {os.getloadavg()[0]:.2f}.",
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

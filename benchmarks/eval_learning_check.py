@@ -58,17 +58,28 @@ def heldout_items(path: Path) -> pl.DataFrame:
     raw = pl.read_parquet(path)
     missing = {"item_id", "options", "answer_label"} - set(raw.columns)
     if missing or ("question" not in raw.columns and "entity" not in raw.columns):
-        raise SystemExit(f"{path}: missing columns {sorted(missing) or ['question or entity']}; expected the "
-                         "heldout.parquet written by benchmarks/learning_check.py")
+        raise SystemExit(
+            f"{path}: missing columns {sorted(missing) or ['question or entity']}; expected the "
+            "heldout.parquet written by benchmarks/learning_check.py"
+        )
     if raw.is_empty():
         raise SystemExit(f"{path}: no held-out items")
-    question = pl.col("question") if "question" in raw.columns else pl.format("Which drug treats {} ?", "entity")
+    question = (
+        pl.col("question") if "question" in raw.columns else pl.format("Which drug treats {} ?", "entity")
+    )
     return raw.select(
-        pl.col("item_id"), question.alias("question"), pl.lit(None, pl.Utf8).alias("context"), pl.col("options"),
-        pl.col("answer_label").str.to_uppercase().alias("gold"), pl.lit("mcq").alias("protocol"),
-        pl.lit("closed").alias("answer_type"), pl.lit("synthetic_drug").alias("question_type"),
-        pl.lit(None, pl.Utf8).alias("modality"), pl.lit(None, pl.Utf8).alias("organ"),
-        pl.lit([], pl.List(pl.Utf8)).alias("image_refs"), pl.col("options").list.len().cast(pl.Int32).alias("n_options"),
+        pl.col("item_id"),
+        question.alias("question"),
+        pl.lit(None, pl.Utf8).alias("context"),
+        pl.col("options"),
+        pl.col("answer_label").str.to_uppercase().alias("gold"),
+        pl.lit("mcq").alias("protocol"),
+        pl.lit("closed").alias("answer_type"),
+        pl.lit("synthetic_drug").alias("question_type"),
+        pl.lit(None, pl.Utf8).alias("modality"),
+        pl.lit(None, pl.Utf8).alias("organ"),
+        pl.lit([], pl.List(pl.Utf8)).alias("image_refs"),
+        pl.col("options").list.len().cast(pl.Int32).alias("n_options"),
     ).cast(EVAL_ITEM_SCHEMA)
 
 
@@ -83,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default <run-dir>/eval)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-rounds", type=int, help="default: the learning check's --max-rounds (2)")
-    p.add_argument("--search-mode", choices=("dense", "lexical", "hybrid"), help="default: the learning check's")
+    p.add_argument(
+        "--search-mode", choices=("dense", "lexical", "hybrid"), help="default: the learning check's"
+    )
     p.add_argument("--sample", action="store_true", help="temperature-1 sampling instead of greedy decoding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resamples", type=int, default=10_000)
-    p.add_argument("--check", action="store_true", help="exit 1 unless rwr beats direct and the random retriever")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 unless rwr beats direct and the random retriever"
+    )
     args = p.parse_args(argv)
 
     run = Path(args.run_dir)
@@ -95,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     run_args = settings.get("args", {})
     checkpoint = Path(args.checkpoint or run / "model_retrieval" / "final")
     if not (checkpoint / "config.json").exists():
-        raise SystemExit(f"{checkpoint}: no model folder (config.json); run benchmarks/learning_check.py first or "
-                         "pass --checkpoint")
+        raise SystemExit(
+            f"{checkpoint}: no model folder (config.json); run benchmarks/learning_check.py first or "
+            "pass --checkpoint"
+        )
     kb_uri = args.kb_uri or str(run / "kb")
     kb_tag = args.kb_tag or settings.get("kb_tag", "run-learning-check")
     heldout = Path(args.heldout or run / "heldout.parquet")
@@ -108,16 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     retriever = Retriever(KBLocation(kb_uri), TextEmbedder(), version=kb_tag)
     t0 = time.perf_counter()
     results = evaluate(
-        items, model=model, processor=processor, retriever=retriever, checkpoint=args.label,
-        checkpoint_version=folder_digest(checkpoint), benchmark="learning_check",
-        benchmark_version=hashlib.sha256(heldout.read_bytes()).hexdigest()[:16], kb_tag=kb_tag, modes=MODES,
+        items,
+        model=model,
+        processor=processor,
+        retriever=retriever,
+        checkpoint=args.label,
+        checkpoint_version=folder_digest(checkpoint),
+        benchmark="learning_check",
+        benchmark_version=hashlib.sha256(heldout.read_bytes()).hexdigest()[:16],
+        kb_tag=kb_tag,
+        modes=MODES,
         batch_size=args.batch_size,
         rollout_settings=RolloutSettings(
-            retrieval_k=run_args.get("k", 3), max_rounds=args.max_rounds or run_args.get("max_rounds", 2),
+            retrieval_k=run_args.get("k", 3),
+            max_rounds=args.max_rounds or run_args.get("max_rounds", 2),
             max_new_tokens_per_round=run_args.get("round_tokens", 20),
             max_completion_tokens=run_args.get("completion_tokens", 64),
-            search_mode=args.search_mode or run_args.get("search_mode", "dense")),
-        do_sample=args.sample, seed=args.seed, system_prompt=SYSTEM)
+            search_mode=args.search_mode or run_args.get("search_mode", "dense"),
+        ),
+        do_sample=args.sample,
+        seed=args.seed,
+        system_prompt=SYSTEM,
+    )
     seconds = time.perf_counter() - t0
     results.write_parquet(out / "eval_results.parquet")
     accuracy = mcq_accuracy(results, n_resamples=args.resamples, seed=args.seed)
@@ -125,24 +154,39 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(Arm(args.label, a), Arm(args.label, b)) for a, b in COMPARISONS]
     comparisons = compare(results, pairs, protocol="mcq", n_resamples=args.resamples, seed=args.seed)
     comparisons.write_csv(out / "comparisons.csv")
-    claims = {f"{a} - {b}": bool(comparisons.filter((pl.col("a") == f"{args.label}/{a}")
-                                                    & (pl.col("b") == f"{args.label}/{b}"))
-                                 .select((pl.col("difference") > 0) & pl.col("excludes_zero")).item())
-              for a, b in CLAIMS}
-    summary = {"checkpoint": str(checkpoint), "kb_uri": kb_uri, "kb_tag": kb_tag, "items": items.height,
-               "seconds": seconds, "decoding": "sampled (T=1)" if args.sample else "greedy",
-               "accuracy": accuracy.select("mode", "n", "accuracy", "ci_low", "ci_high").to_dicts(),
-               "comparisons": comparisons.to_dicts(), "claims_met": claims}
+    claims = {
+        f"{a} - {b}": bool(
+            comparisons.filter((pl.col("a") == f"{args.label}/{a}") & (pl.col("b") == f"{args.label}/{b}"))
+            .select((pl.col("difference") > 0) & pl.col("excludes_zero"))
+            .item()
+        )
+        for a, b in CLAIMS
+    }
+    summary = {
+        "checkpoint": str(checkpoint),
+        "kb_uri": kb_uri,
+        "kb_tag": kb_tag,
+        "items": items.height,
+        "seconds": seconds,
+        "decoding": "sampled (T=1)" if args.sample else "greedy",
+        "accuracy": accuracy.select("mode", "n", "accuracy", "ci_low", "ci_high").to_dicts(),
+        "comparisons": comparisons.to_dicts(),
+        "claims_met": claims,
+    }
     (out / "comparisons.json").write_text(json.dumps(summary, indent=2))
 
     print(f"{items.height} held-out items, 5 modes, {seconds:.0f} s ({summary['decoding']} decoding)\n")
     print("| mode | n | accuracy % | 95 % interval |\n|---|---|---|---|")
     for r in accuracy.iter_rows(named=True):
-        print(f"| {r['mode']} | {r['n']} | {100 * r['accuracy']:.1f} | {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} |")
+        print(
+            f"| {r['mode']} | {r['n']} | {100 * r['accuracy']:.1f} | {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} |"
+        )
     print("\n| A − B | n | difference (points) | paired 95 % interval | excludes 0 |\n|---|---|---|---|---|")
     for r in comparisons.iter_rows(named=True):
-        print(f"| {r['a'].split('/')[-1]} − {r['b'].split('/')[-1]} | {r['n']} | {100 * r['difference']:+.1f} | "
-              f"{100 * r['ci_low']:+.1f} – {100 * r['ci_high']:+.1f} | {'yes' if r['excludes_zero'] else 'no'} |")
+        print(
+            f"| {r['a'].split('/')[-1]} − {r['b'].split('/')[-1]} | {r['n']} | {100 * r['difference']:+.1f} | "
+            f"{100 * r['ci_low']:+.1f} – {100 * r['ci_high']:+.1f} | {'yes' if r['excludes_zero'] else 'no'} |"
+        )
     print(f"\nclaims (difference > 0, interval excludes 0): {claims}")
     return 1 if args.check and not all(claims.values()) else 0
 

@@ -37,17 +37,36 @@ def run(with_retrieval: bool, args, rows, retriever) -> dict:
     from training.trainer import build_trainer
 
     model, processor = load_policy(args.model)
-    cfg = stage_config(1, f"/tmp/grpo_overhead_{int(with_retrieval)}", use_cpu=True, bf16=False,
-                       gradient_checkpointing=False, beta=0.0, learning_rate=1e-4, num_generations=8,
-                       per_device_train_batch_size=32, gradient_accumulation_steps=1, max_steps=args.steps,
-                       save_strategy="no", logging_steps=1, max_completion_length=64, max_new_tokens_per_round=32,
-                       max_rounds=2, retrieval_k=3, search_mode="lexical", warmup_ratio=0.0, seed=0)
+    cfg = stage_config(
+        1,
+        f"/tmp/grpo_overhead_{int(with_retrieval)}",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        beta=0.0,
+        learning_rate=1e-4,
+        num_generations=8,
+        per_device_train_batch_size=32,
+        gradient_accumulation_steps=1,
+        max_steps=args.steps,
+        save_strategy="no",
+        logging_steps=1,
+        max_completion_length=64,
+        max_new_tokens_per_round=32,
+        max_rounds=2,
+        retrieval_k=3,
+        search_mode="lexical",
+        warmup_ratio=0.0,
+        seed=0,
+    )
     # the stage assets' trainer; without a retriever, TRL's own single-turn generation (the plain baseline)
     trainer = build_trainer(model, processor, cfg, rows, retriever if with_retrieval else None)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "step_time" in h]
-    return {"step_time_s": [h["step_time"] for h in logs],
-            "completion_tokens_mean": [h["completions/mean_length"] for h in logs]}
+    return {
+        "step_time_s": [h["step_time"] for h in logs],
+        "completion_tokens_mean": [h["completions/mean_length"] for h in logs],
+    }
 
 
 def main() -> None:
@@ -69,12 +88,24 @@ def main() -> None:
         runs["retrieval"].append(run(True, args, rows, retriever))
     med = {k: statistics.median(t for r in v for t in r["step_time_s"][1:]) for k, v in runs.items()}
     toks = {k: statistics.mean(t for r in v for t in r["completion_tokens_mean"]) for k, v in runs.items()}
-    summary = {"median_step_time_s": med, "ratio_retrieval_over_plain": med["retrieval"] / med["plain"],
-               "mean_completion_tokens": toks, "runs": runs, "args": vars(args)}
+    summary = {
+        "median_step_time_s": med,
+        "ratio_retrieval_over_plain": med["retrieval"] / med["plain"],
+        "mean_completion_tokens": toks,
+        "runs": runs,
+        "args": vars(args),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("median_step_time_s", "ratio_retrieval_over_plain",
-                                               "mean_completion_tokens")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("median_step_time_s", "ratio_retrieval_over_plain", "mean_completion_tokens")
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def build_kb(data: Path, out: str, cache: str, medquad_records: int, embedder: T
         "pubmedqa": read_kb_source("pubmedqa", SourceDir(str(data / "pubmedqa")), chunker)[0],
         "medmcqa_exp": read_kb_source("medmcqa_exp", SourceDir(str(data / "medmcqa")), chunker)[0],
         "slake_kg": read_kb_source("slake_kg", SourceDir(str(data / "slake")), chunker)[0],
-        "medquad": read_kb_source("medquad", SourceDir(str(data / "medquad")), chunker, limit=medquad_records)[0],
+        "medquad": read_kb_source(
+            "medquad", SourceDir(str(data / "medquad")), chunker, limit=medquad_records
+        )[0],
     }
     passages = pl.concat(list(frames.values()))
     cached = CachedEmbedding(embedder, EmbeddingCache(cache))
@@ -47,9 +49,15 @@ def build_kb(data: Path, out: str, cache: str, medquad_records: int, embedder: T
         cached.embed(texts[start : start + 1000])
         print(f"embedded {min(start + 1000, len(texts))}/{len(texts)}", flush=True)
     t0 = time.perf_counter()
-    report = sync_table(KBLocation(out), "kb_text", text_table_rows(passages),
-                        lambda rows: cached.embed(passage_texts(rows)), embedder.identity(), run_id="bench",
-                        retention=Retention(keep_tags=1))
+    report = sync_table(
+        KBLocation(out),
+        "kb_text",
+        text_table_rows(passages),
+        lambda rows: cached.embed(passage_texts(rows)),
+        embedder.identity(),
+        run_id="bench",
+        retention=Retention(keep_tags=1),
+    )
     return passages, report, time.perf_counter() - t0, cached.stats
 
 
@@ -58,9 +66,14 @@ def benchmarks(data: Path, passages: pl.DataFrame) -> dict[str, list[tuple[str, 
     pq = json.loads((data / "pubmedqa" / "ori_pqal.json").read_text())
     in_kb = set(zip(passages["source"], passages["native_id"], strict=True))
     out = {"pubmedqa": [(pq[p]["QUESTION"], {("pubmedqa", p)}) for p in pq if ("pubmedqa", p) in in_kb]}
-    mcq = [json.loads(line) for line in (data / "medmcqa" / "dev.json").read_text().splitlines() if line.strip()]
-    out["medmcqa"] = [(r["question"], {("medmcqa_exp", str(r["id"]))}) for r in mcq
-                      if ("medmcqa_exp", str(r["id"])) in in_kb]
+    mcq = [
+        json.loads(line) for line in (data / "medmcqa" / "dev.json").read_text().splitlines() if line.strip()
+    ]
+    out["medmcqa"] = [
+        (r["question"], {("medmcqa_exp", str(r["id"]))})
+        for r in mcq
+        if ("medmcqa_exp", str(r["id"])) in in_kb
+    ]
     mq = passages.filter(pl.col("source") == "medquad").group_by("title").agg(pl.col("native_id").unique())
     out["medquad"] = [(t, {("medquad", n) for n in ids}) for t, ids in mq.sort("title").iter_rows()]
     return out
@@ -86,11 +99,22 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.data)
     embedder = TextEmbedder()
-    passages, report, build_s, stats = build_kb(data, args.out, args.cache or args.out + "_cache",
-                                                args.medquad_records, embedder)
-    print(json.dumps({"kb_rows": report.rows, "table": report.table, "build_s": round(build_s, 1),
-                      "embedded": stats.embedded, "reused": stats.reused,
-                      "by_source": dict(passages.group_by("source").len().sort("source").iter_rows())}), flush=True)
+    passages, report, build_s, stats = build_kb(
+        data, args.out, args.cache or args.out + "_cache", args.medquad_records, embedder
+    )
+    print(
+        json.dumps(
+            {
+                "kb_rows": report.rows,
+                "table": report.table,
+                "build_s": round(build_s, 1),
+                "embedded": stats.embedded,
+                "reused": stats.reused,
+                "by_source": dict(passages.group_by("source").len().sort("source").iter_rows()),
+            }
+        ),
+        flush=True,
+    )
     suites = benchmarks(data, passages)
     results: dict[str, dict] = {}
     for name, items in suites.items():
@@ -106,12 +130,18 @@ def main() -> None:
         t0 = time.perf_counter()
         runs["lexical"] = base.search(questions, k=depth, mode="lexical")
         lexical_s = time.perf_counter() - t0
-        runs["hybrid rrf"] = Retriever(KBLocation(args.out), embedder, version="run-bench", fusion="rrf").search(
-            questions, k=depth, mode="hybrid")
+        runs["hybrid rrf"] = Retriever(
+            KBLocation(args.out), embedder, version="run-bench", fusion="rrf"
+        ).search(questions, k=depth, mode="hybrid")
         for a in ALPHAS:
-            runs[f"hybrid convex a={a}"] = Retriever(KBLocation(args.out), embedder, version="run-bench",
-                                                     alpha=a).search(questions, k=depth, mode="hybrid")
-        results[name] = {"questions": len(items), "dense_s": round(dense_s, 2), "lexical_s": round(lexical_s, 2)}
+            runs[f"hybrid convex a={a}"] = Retriever(
+                KBLocation(args.out), embedder, version="run-bench", alpha=a
+            ).search(questions, k=depth, mode="hybrid")
+        results[name] = {
+            "questions": len(items),
+            "dense_s": round(dense_s, 2),
+            "lexical_s": round(lexical_s, 2),
+        }
         for half, sl in halves.items():
             results[name][half] = {mode: recall(hits[sl], gold[sl]) for mode, hits in runs.items()}
         print(json.dumps({name: results[name]}), flush=True)
@@ -122,13 +152,26 @@ def main() -> None:
         for res in results.values():
             tune = res["tune"]
             for key in ("recall@1", "recall@5"):
-                worst.append(tune[f"hybrid convex a={a}"][key] - max(tune["dense"][key], tune["lexical"][key]))
+                worst.append(
+                    tune[f"hybrid convex a={a}"][key] - max(tune["dense"][key], tune["lexical"][key])
+                )
         margins[a] = round(min(worst), 4)
     chosen = max(margins, key=lambda a: (margins[a], -abs(a - 0.5)))
     print(json.dumps({"alpha_worst_margin_on_tune": margins, "chosen_alpha": chosen}), flush=True)
-    print(json.dumps({"eval_half": {n: {m: r["eval"][m] for m in ("dense", "lexical", "hybrid rrf",
-                                                                   f"hybrid convex a={chosen}")}
-                                    for n, r in results.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "eval_half": {
+                    n: {
+                        m: r["eval"][m]
+                        for m in ("dense", "lexical", "hybrid rrf", f"hybrid convex a={chosen}")
+                    }
+                    for n, r in results.items()
+                }
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ K = 10
 
 def real_vectors(kb: str, embedder: TextEmbedder) -> np.ndarray:
     tbl = KBLocation(kb).connect().open_table(embedder_table("kb_text", embedder.fingerprint()))
-    data = tbl.search().where("source IN ('medquad', 'pubmedqa', 'medmcqa_exp')").select(["vector"]) \
-        .limit(None).to_arrow()
+    data = (
+        tbl.search()
+        .where("source IN ('medquad', 'pubmedqa', 'medmcqa_exp')")
+        .select(["vector"])
+        .limit(None)
+        .to_arrow()
+    )
     return table_vectors(data)
 
 
@@ -100,8 +105,17 @@ def main() -> None:
     qs = embedder.embed_queries(questions(Path(args.data)))
     tune, evaluate = qs[0::2], qs[1::2]
     exact = numpy_topk(base, evaluate)
-    print(json.dumps({"real_vectors": len(real), "rows": len(base), "queries_tune": len(tune),
-                      "queries_eval": len(evaluate)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "real_vectors": len(real),
+                "rows": len(base),
+                "queries_tune": len(tune),
+                "queries_eval": len(evaluate),
+            }
+        ),
+        flush=True,
+    )
     results = []
 
     def report(name: str, fn, ids_fn=None) -> None:
@@ -110,8 +124,9 @@ def main() -> None:
             row[f"b{batch}_p50_ms"], row[f"b{batch}_p95_ms"] = latency(fn, evaluate, batch, reps)
         if ids_fn is not None:
             got = ids_fn(evaluate)
-            row["recall@10"] = round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(got, exact,
-                                                                                            strict=True)])), 4)
+            row["recall@10"] = round(
+                float(np.mean([len(set(a) & set(b)) / K for a, b in zip(got, exact, strict=True)])), 4
+            )
         results.append(row)
         print(json.dumps(row), flush=True)
 
@@ -133,7 +148,9 @@ def main() -> None:
         print(json.dumps({"faiss": "not installed (pip install faiss-cpu)"}), flush=True)
 
     ids = [f"v:{i}#0" for i in range(len(base))]
-    frame = pl.DataFrame({"id": ids, "source": ["bench"] * len(ids), "content_hash": [str(i) for i in range(len(ids))]})
+    frame = pl.DataFrame(
+        {"id": ids, "source": ["bench"] * len(ids), "content_hash": [str(i) for i in range(len(ids))]}
+    )
     identity = {**embedder.identity(), "note": "kb_speed vectors"}
     loc = KBLocation(args.out)
     policy = IndexPolicy(min_rows=50_000, min_recall=args.min_recall)
@@ -142,24 +159,49 @@ def main() -> None:
         return base[[int(i[2:-2]) for i in rows["id"]]]
 
     t0 = time.perf_counter()
-    first = sync_table(loc, "speed", frame, embed, identity, run_id="1", fts_column=None, index_policy=policy,
-                       recall_queries=tune)
-    print(json.dumps({"first_sync_s": round(time.perf_counter() - t0, 1), "chosen": {
-        k: v for k, v in first.index.items() if k != "trials"}, "trials": first.index.get("trials")}), flush=True)
+    first = sync_table(
+        loc,
+        "speed",
+        frame,
+        embed,
+        identity,
+        run_id="1",
+        fts_column=None,
+        index_policy=policy,
+        recall_queries=tune,
+    )
+    print(
+        json.dumps(
+            {
+                "first_sync_s": round(time.perf_counter() - t0, 1),
+                "chosen": {k: v for k, v in first.index.items() if k != "trials"},
+                "trials": first.index.get("trials"),
+            }
+        ),
+        flush=True,
+    )
     tbl = loc.connect().open_table(first.table)
-    params = {k: v for k, v in first.index.items() if k in ("index", "num_partitions", "num_sub_vectors", "nprobes",
-                                                             "ef", "refine_factor")}
+    params = {
+        k: v
+        for k, v in first.index.items()
+        if k in ("index", "num_partitions", "num_sub_vectors", "nprobes", "ef", "refine_factor")
+    }
 
     def lance(p):
         def fn(q):
             res = apply_search_params(tbl.search(q), p).limit(K).select(["id", "_distance"]).to_arrow()
-            qi = res["query_index"].to_numpy() if "query_index" in res.column_names else np.zeros(len(res), int)
+            qi = (
+                res["query_index"].to_numpy()
+                if "query_index" in res.column_names
+                else np.zeros(len(res), int)
+            )
             rid = np.array([int(i[2:-2]) for i in res["id"].to_pylist()])
             out = np.full((len(q), K), -1)
             for i in range(len(q)):
                 got = rid[qi == i][:K]
                 out[i, : len(got)] = got
             return out
+
         return fn
 
     report("lancedb flat", lance({"index": "flat"}), lance({"index": "flat"}))
@@ -168,16 +210,48 @@ def main() -> None:
         noisy = base[np.random.default_rng(1).choice(len(base), 200, replace=False)]
         noisy = noisy + np.random.default_rng(2).normal(0, 0.02, noisy.shape).astype(np.float32)
         noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-        print(json.dumps({"chosen_recall_estimated_on_noisy_row_copies": round(measure_recall(tbl, noisy, params)[0], 4),
-                          "chosen_recall_on_real_questions": results[-1]["recall@10"]}), flush=True)
-    changed = frame.with_columns(pl.when(pl.col("id") == "v:0#0").then(pl.lit("changed")).otherwise(
-        pl.col("content_hash")).alias("content_hash"))
+        print(
+            json.dumps(
+                {
+                    "chosen_recall_estimated_on_noisy_row_copies": round(
+                        measure_recall(tbl, noisy, params)[0], 4
+                    ),
+                    "chosen_recall_on_real_questions": results[-1]["recall@10"],
+                }
+            ),
+            flush=True,
+        )
+    changed = frame.with_columns(
+        pl.when(pl.col("id") == "v:0#0")
+        .then(pl.lit("changed"))
+        .otherwise(pl.col("content_hash"))
+        .alias("content_hash")
+    )
     t0 = time.perf_counter()
-    second = sync_table(loc, "speed", changed, embed, identity, run_id="2", fts_column=None, index_policy=policy,
-                        recall_queries=tune)
-    print(json.dumps({"one_row_sync_s": round(time.perf_counter() - t0, 1), "trialled": second.index.get("trialled"),
-                      "reason": second.index.get("reason"), "recall@10_tune": second.recall_at_10,
-                      "maintenance": second.maintenance, "pruned": second.pruned}), flush=True)
+    second = sync_table(
+        loc,
+        "speed",
+        changed,
+        embed,
+        identity,
+        run_id="2",
+        fts_column=None,
+        index_policy=policy,
+        recall_queries=tune,
+    )
+    print(
+        json.dumps(
+            {
+                "one_row_sync_s": round(time.perf_counter() - t0, 1),
+                "trialled": second.index.get("trialled"),
+                "reason": second.index.get("reason"),
+                "recall@10_tune": second.recall_at_10,
+                "maintenance": second.maintenance,
+                "pruned": second.pruned,
+            }
+        ),
+        flush=True,
+    )
     print(json.dumps(results, indent=0))
 
 

@@ -76,12 +76,31 @@ from training.retrievers import RandomRetriever  # noqa: E402
 from training.rollout import Rollout, RolloutSettings, encode_prompts  # noqa: E402
 
 READING_SYLLABLES = ["ab", "ed", "ik", "om", "ul", "yr", "es", "an"]  # never in a task entity name
-SYLLABLES = ["ka", "zo", "ri", "vat", "mel", "dun", "pex", "lor", "qui", "tas", "bre", "nol", "sav", "gim", "fen", "hu"]
+SYLLABLES = [
+    "ka",
+    "zo",
+    "ri",
+    "vat",
+    "mel",
+    "dun",
+    "pex",
+    "lor",
+    "qui",
+    "tas",
+    "bre",
+    "nol",
+    "sav",
+    "gim",
+    "fen",
+    "hu",
+]
 KB_TAG = "run-learning-check"
 # a compact system prompt with the same protocol: the synthetic task needs no medical framing, and a
 # 30-token prompt instead of 150 keeps the run short on 2 shared CPU cores
-SYSTEM = ("Think inside <think> </think>. To search, write <query> words </query>; results come inside "
-          "<retrieve> </retrieve>. Give the answer inside <answer> </answer>.")
+SYSTEM = (
+    "Think inside <think> </think>. To search, write <query> words </query>; results come inside "
+    "<retrieve> </retrieve>. Give the answer inside <answer> </answer>."
+)
 
 
 class Clock:
@@ -91,7 +110,10 @@ class Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def read(self) -> dict[str, float]:
-        return {"wall_s": round(time.perf_counter() - self.wall, 1), "cpu_s": round(time.process_time() - self.cpu, 1)}
+        return {
+            "wall_s": round(time.perf_counter() - self.wall, 1),
+            "cpu_s": round(time.process_time() - self.cpu, 1),
+        }
 
 
 def make_world(seed: int, n_entities: int, n_drugs: int, n_heldout: int):
@@ -116,31 +138,52 @@ def item(entity: str, facts: dict, drugs: list[str]) -> dict:
     """One MCQ in the TRL layout; the options are ``drugs`` in their fixed order."""
     gold = facts[entity]
     question = f"Which drug treats {entity} ?"
-    return {"prompt": build_messages(question, drugs, system=SYSTEM), "question": question,
-            "answer_label": "ABCD"[drugs.index(gold)], "answer": gold, "options": list(drugs), "explanation": None,
-            "item_id": entity, "entity": entity}
+    return {
+        "prompt": build_messages(question, drugs, system=SYSTEM),
+        "question": question,
+        "answer_label": "ABCD"[drugs.index(gold)],
+        "answer": gold,
+        "options": list(drugs),
+        "explanation": None,
+        "item_id": entity,
+        "entity": entity,
+    }
 
 
 def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
     """The real LanceDB KB (MiniLM vectors + full-text index), tagged :data:`KB_TAG`; and its passages."""
-    frame = pl.DataFrame({
-        "id": [f"kb:{e}" for e in facts], "source": ["synthetic"] * len(facts), "title": list(facts),
-        "text": [f"{e} is treated with {d} ." for e, d in facts.items()],
-    })
-    frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]]))
+    frame = pl.DataFrame(
+        {
+            "id": [f"kb:{e}" for e in facts],
+            "source": ["synthetic"] * len(facts),
+            "title": list(facts),
+            "text": [f"{e} is treated with {d} ." for e, d in facts.items()],
+        }
+    )
+    frame = frame.with_columns(
+        pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]])
+    )
     shutil.rmtree(root, ignore_errors=True)  # deterministic and cheap: rebuilt on every run
     embedder = TextEmbedder()
     location = KBLocation(str(root))
-    report = sync_table(location, "kb_text", with_search_text(frame),
-                        lambda rows: embedder.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]),
-                        embedder.identity(), run_id="learning-check")
+    report = sync_table(
+        location,
+        "kb_text",
+        with_search_text(frame),
+        lambda rows: embedder.embed(
+            [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]
+        ),
+        embedder.identity(),
+        run_id="learning-check",
+    )
     assert report.tag == KB_TAG, report.tag
     pool = [Hit(r["id"], 0.0, r["source"], r["title"], r["text"]) for r in frame.iter_rows(named=True)]
     return Retriever(location, embedder, version=report.tag), pool
 
 
-def warm_start(model, processor, retriever, rows: list[dict], entities: list[str], args,
-               trace: list[dict]) -> list[float]:
+def warm_start(
+    model, processor, retriever, rows: list[dict], entities: list[str], args, trace: list[dict]
+) -> list[float]:
     """Supervised format-only warm start (module docstring): loss on the policy's own tokens only. Appends
     the :func:`probe` figures every 100 steps to ``trace``."""
     tok = processor.tokenizer
@@ -151,9 +194,14 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
         out = []
         for r, c in zip(rows, contexts, strict=True):
             for _ in range(4):
-                q = r["entity"] if rng.random() < copy_rate else \
-                    args.alt_query or rng.choice([e for e in entities if e != r["entity"]])
-                first = tok("<think> search </think><query> " + q + " </query>", add_special_tokens=False)["input_ids"]
+                q = (
+                    r["entity"]
+                    if rng.random() < copy_rate
+                    else args.alt_query or rng.choice([e for e in entities if e != r["entity"]])
+                )
+                first = tok("<think> search </think><query> " + q + " </query>", add_special_tokens=False)[
+                    "input_ids"
+                ]
                 hits = retriever.search([q], k=args.k, mode=args.search_mode)[0]
                 if args.warm_passages == "synthetic":  # the KB's passages for q with a random drug: read it
                     answer = rng.choice(r["options"])
@@ -172,7 +220,9 @@ def warm_start(model, processor, retriever, rows: list[dict], entities: list[str
     first_examples = task_examples(1.0) if args.copy_first else examples
     reading = reading_examples(processor, rows[0]["options"], len(examples) + 64, args)
     examples += reading[64:]
-    probes = warm_probes(processor, retriever, rows[-args.heldout:], contexts[-args.heldout:], reading[:64], args)
+    probes = warm_probes(
+        processor, retriever, rows[-args.heldout :], contexts[-args.heldout :], reading[:64], args
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.warm_lr)
     model.train()
     losses = []
@@ -213,7 +263,9 @@ def warm_probes(processor, retriever, rows: list[dict], contexts, reading, args)
         q = tok("<think> search </think><query> " + r["entity"], add_special_tokens=False)["input_ids"]
         query.append((c.ids + q[:-1], q[-1]))
         hits = retriever.search([r["entity"]], k=args.k, mode=args.search_mode)[0]
-        block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)["input_ids"]
+        block = tok(retrieve_block([passage_text(h.title, h.text) for h in hits]), add_special_tokens=False)[
+            "input_ids"
+        ]
         a = tok("<answer> " + r["answer"], add_special_tokens=False)["input_ids"]
         answer.append((c.ids + q + rest + block + a[:-1], a[-1]))
     read = []
@@ -268,21 +320,34 @@ def reading_examples(processor, drugs: list[str], n_task: int, args) -> list[tup
     n = int(round(n_task * share / (1 - share)))
     names = ["".join(rng.choice(READING_SYLLABLES) for _ in range(3)) for _ in range(n)]
     picks = [rng.choice(drugs) for _ in range(n)]
-    prompts = [build_messages("Which drug does the passage name ?", drugs, context=f"{x} is treated with {d} .",
-                              system=SYSTEM) for x, d in zip(names, picks, strict=True)]
+    prompts = [
+        build_messages(
+            "Which drug does the passage name ?", drugs, context=f"{x} is treated with {d} .", system=SYSTEM
+        )
+        for x, d in zip(names, picks, strict=True)
+    ]
     out = []
     for c, d in zip(encode_prompts(processor, prompts), picks, strict=True):
-        target = tok("<think> read </think><answer> " + d + " </answer>", add_special_tokens=False)["input_ids"]
+        target = tok("<think> read </think><answer> " + d + " </answer>", add_special_tokens=False)[
+            "input_ids"
+        ]
         out.append((c.ids + target + [tok.eos_token_id], [-100] * len(c.ids) + target + [tok.eos_token_id]))
     return out
 
 
 def make_rollout(retriever, args) -> Rollout:
-    return Rollout(retriever, RolloutSettings(retrieval_k=args.k, max_rounds=args.max_rounds,
-                                              max_new_tokens_per_round=args.round_tokens,
-                                              max_completion_tokens=args.completion_tokens,
-                                              search_mode=args.search_mode),
-                   force_answer=True, answer_tokens=args.answer_tokens)
+    return Rollout(
+        retriever,
+        RolloutSettings(
+            retrieval_k=args.k,
+            max_rounds=args.max_rounds,
+            max_new_tokens_per_round=args.round_tokens,
+            max_completion_tokens=args.completion_tokens,
+            search_mode=args.search_mode,
+        ),
+        force_answer=True,
+        answer_tokens=args.answer_tokens,
+    )
 
 
 def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[str, str]) -> dict:
@@ -308,13 +373,28 @@ def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[
             shown = drug_of.get(t.passage_ids[-1][-1])
             copied += shown is not None and answer_matches(t.answer(), None, shown, None)
     n = len(rows)
-    return {"accuracy": acc / n, "query_rate": queried / n, "right_passage_rate": right / n,
-            "copy_rate": copied / n, "accuracy_given_right_passage": right_acc / right if right else None,
-            "forced_answer_rate": forced / n, "prefix_violations": res.stats.prefix_violations, "n": n}
+    return {
+        "accuracy": acc / n,
+        "query_rate": queried / n,
+        "right_passage_rate": right / n,
+        "copy_rate": copied / n,
+        "accuracy_given_right_passage": right_acc / right if right else None,
+        "forced_answer_rate": forced / n,
+        "prefix_violations": res.stats.prefix_violations,
+        "n": n,
+    }
 
 
-def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, eval_rows, args,
-             drug_of: dict[str, str]) -> dict:
+def run_grpo(
+    label: str,
+    start_dir: Path,
+    out_dir: Path,
+    retriever,
+    train_rows,
+    eval_rows,
+    args,
+    drug_of: dict[str, str],
+) -> dict:
     """GRPO from the warm start with ``retriever`` (used for training and for the held-out evaluation)."""
     from transformers import TrainerCallback
 
@@ -330,14 +410,31 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
         # every GRPO prompt (the held-out entities) receive into full-size steps, which scrambles exactly the
         # rows the held-out query copy needs; GRPO trains every other parameter
         model.get_input_embeddings().weight.requires_grad_(False)
-    cfg = stage_config(1, str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                       learning_rate=args.lr, beta=args.beta, num_generations=args.generations,
-                       per_device_train_batch_size=args.generations * args.prompts_per_step,
-                       gradient_accumulation_steps=1, max_steps=steps, warmup_ratio=0.0, logging_steps=1,
-                       save_strategy="no", max_rounds=args.max_rounds, retrieval_k=args.k,
-                       search_mode=args.search_mode, max_new_tokens_per_round=args.round_tokens,
-                       max_completion_length=args.completion_tokens, seed=args.seed,
-                       lr_scheduler_type="constant", scale_rewards="group", dataloader_num_workers=0)
+    cfg = stage_config(
+        1,
+        str(out_dir),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        learning_rate=args.lr,
+        beta=args.beta,
+        num_generations=args.generations,
+        per_device_train_batch_size=args.generations * args.prompts_per_step,
+        gradient_accumulation_steps=1,
+        max_steps=steps,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        max_rounds=args.max_rounds,
+        retrieval_k=args.k,
+        search_mode=args.search_mode,
+        max_new_tokens_per_round=args.round_tokens,
+        max_completion_length=args.completion_tokens,
+        seed=args.seed,
+        lr_scheduler_type="constant",
+        scale_rewards="group",
+        dataloader_num_workers=0,
+    )
     curve: list[dict] = []
     clock = Clock()
 
@@ -351,8 +448,16 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
                 print(label, json.dumps(m), flush=True)
 
     # the rollout of the stage assets (cfg.rollout_settings() == make_rollout's settings), forcing answers
-    trainer = build_trainer(model, processor, cfg, train_rows, retriever, callbacks=[Eval()],
-                            force_answer=True, answer_tokens=args.answer_tokens)
+    trainer = build_trainer(
+        model,
+        processor,
+        cfg,
+        train_rows,
+        retriever,
+        callbacks=[Eval()],
+        force_answer=True,
+        answer_tokens=args.answer_tokens,
+    )
     torch.manual_seed(args.seed + 1000)
     m = evaluate(model, processor, retriever, eval_rows, args, drug_of)
     curve.append(dict(m, step=0, **clock.read()))
@@ -361,8 +466,19 @@ def run_grpo(label: str, start_dir: Path, out_dir: Path, retriever, train_rows, 
     trainer.train()
     trainer.save_model(str(out_dir / "final"))
     processor.save_pretrained(str(out_dir / "final"))
-    keys = ("step", "reward", "reward_std", "frac_reward_zero_std", "rewards/accuracy/mean", "rewards/format/mean",
-            "rollout/query_rate", "rollout/answered", "rollout/prefix_violations", "entropy", "grad_norm")
+    keys = (
+        "step",
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "rewards/accuracy/mean",
+        "rewards/format/mean",
+        "rollout/query_rate",
+        "rollout/answered",
+        "rollout/prefix_violations",
+        "entropy",
+        "grad_norm",
+    )
     log = [{k: h[k] for k in keys if k in h} for h in trainer.state.log_history if "reward" in h]
     return {"curve": curve, "train_log": log, "time": clock.read()}
 
@@ -378,16 +494,26 @@ def plot(results: dict, path: Path) -> None:
         curve = results["runs"][label]["curve"]
         steps = [c["step"] for c in curve]
         axes[0].plot(steps, [100 * c["accuracy"] for c in curve], style, label=label.replace("_", " "))
-        axes[1].plot(steps, [100 * c["right_passage_rate"] for c in curve], style, label=label.replace("_", " "))
-        axes[2].plot(steps, [100 * c.get("copy_rate", 0.0) for c in curve], style, label=label.replace("_", " "))
+        axes[1].plot(
+            steps, [100 * c["right_passage_rate"] for c in curve], style, label=label.replace("_", " ")
+        )
+        axes[2].plot(
+            steps, [100 * c.get("copy_rate", 0.0) for c in curve], style, label=label.replace("_", " ")
+        )
     chance = 100 * results["chance"]
     axes[0].axhline(chance, color="grey", lw=1, ls=":", label=f"chance ({chance:.0f} %)")
     axes[0].axhline(2 * chance, color="green", lw=1, ls=":", label="2x chance")
     n = results["runs"]["retrieval"]["curve"][0]["n"]
     axes[0].set(title=f"held-out accuracy (sampled, n = {n})", xlabel="GRPO step", ylabel="%", ylim=(0, 100))
-    axes[1].set(title="held-out: query retrieved the right passage", xlabel="GRPO step", ylabel="%", ylim=(0, 100))
-    axes[2].set(title="held-out: answer names the retrieved passage's drug", xlabel="GRPO step", ylabel="%",
-                ylim=(0, 100))
+    axes[1].set(
+        title="held-out: query retrieved the right passage", xlabel="GRPO step", ylabel="%", ylim=(0, 100)
+    )
+    axes[2].set(
+        title="held-out: answer names the retrieved passage's drug",
+        xlabel="GRPO step",
+        ylabel="%",
+        ylim=(0, 100),
+    )
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -405,26 +531,63 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=2)
     p.add_argument("--warm-steps", type=int, default=2600)
-    p.add_argument("--warm-save-every", type=int, default=0, help="also keep the warm start every N steps (N: multiple of 100)")
-    p.add_argument("--warm-init", default="", help="continue the warm start from this folder (same world and tokenizer)")
+    p.add_argument(
+        "--warm-save-every",
+        type=int,
+        default=0,
+        help="also keep the warm start every N steps (N: multiple of 100)",
+    )
+    p.add_argument(
+        "--warm-init", default="", help="continue the warm start from this folder (same world and tokenizer)"
+    )
     p.add_argument("--warm-lr", type=float, default=2e-3)
-    p.add_argument("--copy-rate", type=float, default=0.05, help="warm start: share of queries naming the entity")
-    p.add_argument("--warm-lr-after", type=float, default=1e-3,
-                   help="warm start: learning rate after the --copy-first steps (0: --warm-lr)")
-    p.add_argument("--alt-query", default="treated", help="warm start: the query when it does not name the entity "
-                   "(empty: another entity's name; a word, e.g. 'treated': that word)")
-    p.add_argument("--copy-first", type=int, default=2300,
-                   help="warm start: the first N steps with every query naming the entity (then --copy-rate)")
-    p.add_argument("--warm-passages", default="synthetic", choices=("real", "synthetic"),
-                   help="warm start: the KB's passage for the query with a random answer (real), or the same "
-                        "passage with its drug replaced by a random one that is also the answer (synthetic)")
-    p.add_argument("--reading-share", type=float, default=0.0,
-                   help="warm start: share of generic reading-practice examples (reading_examples)")
-    p.add_argument("--answer-form", default="drug", choices=("drug", "letter"),
-                   help="warm start: answers are random drug names (copyable from the passage) or random letters")
+    p.add_argument(
+        "--copy-rate", type=float, default=0.05, help="warm start: share of queries naming the entity"
+    )
+    p.add_argument(
+        "--warm-lr-after",
+        type=float,
+        default=1e-3,
+        help="warm start: learning rate after the --copy-first steps (0: --warm-lr)",
+    )
+    p.add_argument(
+        "--alt-query",
+        default="treated",
+        help="warm start: the query when it does not name the entity "
+        "(empty: another entity's name; a word, e.g. 'treated': that word)",
+    )
+    p.add_argument(
+        "--copy-first",
+        type=int,
+        default=2300,
+        help="warm start: the first N steps with every query naming the entity (then --copy-rate)",
+    )
+    p.add_argument(
+        "--warm-passages",
+        default="synthetic",
+        choices=("real", "synthetic"),
+        help="warm start: the KB's passage for the query with a random answer (real), or the same "
+        "passage with its drug replaced by a random one that is also the answer (synthetic)",
+    )
+    p.add_argument(
+        "--reading-share",
+        type=float,
+        default=0.0,
+        help="warm start: share of generic reading-practice examples (reading_examples)",
+    )
+    p.add_argument(
+        "--answer-form",
+        default="drug",
+        choices=("drug", "letter"),
+        help="warm start: answers are random drug names (copyable from the passage) or random letters",
+    )
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True,
-                   help="GRPO leaves the (tied) token embeddings as the warm start left them")
+    p.add_argument(
+        "--freeze-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="GRPO leaves the (tied) token embeddings as the warm start left them",
+    )
     p.add_argument("--beta", type=float, default=1e-3, help="KL coefficient (the paper: 1e-3)")
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--prompts-per-step", type=int, default=8)
@@ -441,8 +604,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="retrieval,random_retriever")
-    p.add_argument("--reuse-warm-start", action="store_true",
-                   help="reuse <out>/warm_start (and its KB) from an earlier run instead of rebuilding")
+    p.add_argument(
+        "--reuse-warm-start",
+        action="store_true",
+        help="reuse <out>/warm_start (and its KB) from an earlier run instead of rebuilding",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -451,7 +617,9 @@ def main() -> None:
     train_ents, heldout_ents, drugs, facts = make_world(args.seed, args.entities, 4, args.heldout)
     train_rows = [item(e, facts, drugs) for e in train_ents]
     eval_rows = [item(e, facts, drugs) for e in heldout_ents]
-    pl.DataFrame([{k: v for k, v in r.items() if k != "prompt"} for r in eval_rows]).write_parquet(out / "heldout.parquet")
+    pl.DataFrame([{k: v for k, v in r.items() if k != "prompt"} for r in eval_rows]).write_parquet(
+        out / "heldout.parquet"
+    )
     from training.tiny_model import build_tiny_model, load_policy, local_corpus
 
     retriever, pool = build_kb(out / "kb", facts)
@@ -464,11 +632,20 @@ def main() -> None:
         corpus = [f"{e} is treated with {d} . Which drug treats {e} ?" for e, d in facts.items()]
         corpus += local_corpus(Path("assets/sample_data"), max_texts=1500)
         base = out / "base"
-        build_tiny_model(base, corpus, vocab_size=3000, extra_tokens=[*facts, *drugs], hidden_size=args.hidden,
-                         layers=args.layers, seed=args.seed)
+        build_tiny_model(
+            base,
+            corpus,
+            vocab_size=3000,
+            extra_tokens=[*facts, *drugs],
+            hidden_size=args.hidden,
+            layers=args.layers,
+            seed=args.seed,
+        )
         model, processor = load_policy(args.warm_init or str(base))
         torch.manual_seed(args.seed)
-        losses = warm_start(model, processor, retriever, train_rows + eval_rows, list(facts), args, warm_trace)
+        losses = warm_start(
+            model, processor, retriever, train_rows + eval_rows, list(facts), args, warm_trace
+        )
         model.save_pretrained(warm, safe_serialization=True)
         processor.save_pretrained(warm)
     warm_time = warm_clock.read()
@@ -476,16 +653,28 @@ def main() -> None:
     runs = {}
     wanted = args.runs.split(",")
     if "retrieval" in wanted:
-        runs["retrieval"] = run_grpo("retrieval", warm, out / "model_retrieval", retriever, train_rows, eval_rows, args,
-                                     drug_of)
+        runs["retrieval"] = run_grpo(
+            "retrieval", warm, out / "model_retrieval", retriever, train_rows, eval_rows, args, drug_of
+        )
     if "random_retriever" in wanted:
         control = RandomRetriever(pool, seed=args.seed)
-        runs["random_retriever"] = run_grpo("random_retriever", warm, out / "model_random", control, train_rows,
-                                            eval_rows, args, drug_of)
-    results = {"args": vars(args), "chance": 0.25, "drugs": drugs, "warm_start_loss": losses, "warm_start_probes": warm_trace,
-               "warm_start_time": warm_time, "total_time": total.read(), "load_average": os.getloadavg(),
-               "runs": runs, "model_dir": str(out / "model_retrieval" / "final"), "kb_uri": str(out / "kb"),
-               "kb_tag": KB_TAG}
+        runs["random_retriever"] = run_grpo(
+            "random_retriever", warm, out / "model_random", control, train_rows, eval_rows, args, drug_of
+        )
+    results = {
+        "args": vars(args),
+        "chance": 0.25,
+        "drugs": drugs,
+        "warm_start_loss": losses,
+        "warm_start_probes": warm_trace,
+        "warm_start_time": warm_time,
+        "total_time": total.read(),
+        "load_average": os.getloadavg(),
+        "runs": runs,
+        "model_dir": str(out / "model_retrieval" / "final"),
+        "kb_uri": str(out / "kb"),
+        "kb_tag": KB_TAG,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     if len(runs) == 2:
         plot(results, out / "learning_check.png")

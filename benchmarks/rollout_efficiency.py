@@ -69,16 +69,23 @@ class CountingGenerator(HFGenerator):
 def measure(model, processor, retriever, prompts, full: bool, seed: int, max_new_tokens: int) -> dict:
     torch.manual_seed(seed)
     gen = CountingGenerator(model, processor, full_continuation=full)
-    ro = Rollout(retriever, retrieval_k=3, max_rounds=3, max_new_tokens_per_round=max_new_tokens,
-                 search_mode="lexical")
+    ro = Rollout(
+        retriever, retrieval_k=3, max_rounds=3, max_new_tokens_per_round=max_new_tokens, search_mode="lexical"
+    )
     res = ro.run_contexts(gen, encode_prompts(processor, prompts))
     in_traj = sum(t.generated_tokens for t in res.trajectories)
-    return {"approach": "reference (full continuation, cut)" if full else "ours (stop at </query>)",
-            "rows": len(prompts), "sampled_tokens": gen.sampled, "kept_tokens": in_traj,
-            "decode_slots": gen.slots, "generated_per_kept": gen.sampled / max(in_traj, 1),
-            "slots_per_kept": gen.slots / max(in_traj, 1), "generate_calls": res.stats.generate_calls,
-            "query_rate": res.stats.metrics(res.trajectories)["rollout/query_rate"],
-            "prefix_violations": res.stats.prefix_violations}
+    return {
+        "approach": "reference (full continuation, cut)" if full else "ours (stop at </query>)",
+        "rows": len(prompts),
+        "sampled_tokens": gen.sampled,
+        "kept_tokens": in_traj,
+        "decode_slots": gen.slots,
+        "generated_per_kept": gen.sampled / max(in_traj, 1),
+        "slots_per_kept": gen.slots / max(in_traj, 1),
+        "generate_calls": res.stats.generate_calls,
+        "query_rate": res.stats.metrics(res.trajectories)["rollout/query_rate"],
+        "prefix_violations": res.stats.prefix_violations,
+    }
 
 
 def main() -> None:
@@ -99,11 +106,19 @@ def main() -> None:
     rng = random.Random(5)
     ents = [held[i % len(held)] for i in range(args.rows)]
     prompts = [item(e, facts, drugs, rng)["prompt"] for e in ents]
-    results = [measure(model, processor, retriever, prompts, full, 0, args.max_new_tokens) for full in (False, True)]
+    results = [
+        measure(model, processor, retriever, prompts, full, 0, args.max_new_tokens) for full in (False, True)
+    ]
     ours, ref = results
-    summary = {"model": args.model, "rows": args.rows, "round_budget_tokens": args.max_new_tokens, "results": results,
-               "ours_generated_per_kept": ours["generated_per_kept"], "reference_generated_per_kept": ref["generated_per_kept"],
-               "reference_over_ours_sampled": ref["sampled_tokens"] / max(ours["sampled_tokens"], 1)}
+    summary = {
+        "model": args.model,
+        "rows": args.rows,
+        "round_budget_tokens": args.max_new_tokens,
+        "results": results,
+        "ours_generated_per_kept": ours["generated_per_kept"],
+        "reference_generated_per_kept": ref["generated_per_kept"],
+        "reference_over_ours_sampled": ref["sampled_tokens"] / max(ours["sampled_tokens"], 1),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

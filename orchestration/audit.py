@@ -41,23 +41,43 @@ def _resources(root: str | None):
     from assets.common.settings import source_overrides
 
     endpoint = os.environ.get("MEDRWR_S3_ENDPOINT_URL")
-    store = StorageResource(root=root or os.environ.get("MEDRWR_STORAGE_ROOT"), s3_endpoint_url=endpoint).get()
-    sources = SourcesResource(profile=os.environ.get("MEDRWR_PROFILE") or "smoke",
-                              data_dir=os.environ.get("MEDRWR_DATA_DIR"), overrides=source_overrides(),
-                              s3_endpoint_url=endpoint)
+    store = StorageResource(
+        root=root or os.environ.get("MEDRWR_STORAGE_ROOT"), s3_endpoint_url=endpoint
+    ).get()
+    sources = SourcesResource(
+        profile=os.environ.get("MEDRWR_PROFILE") or "smoke",
+        data_dir=os.environ.get("MEDRWR_DATA_DIR"),
+        overrides=source_overrides(),
+        s3_endpoint_url=endpoint,
+    )
     return store, sources
 
 
 def main(argv: list[str] | None = None, instance=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestration.audit", description=__doc__.splitlines()[0])
-    parser.add_argument("target", help="checkpoint:<base|stage1|stage2> or report:<run id or path of the report>")
-    parser.add_argument("--profile", default=None, help="smoke or full (where the raw sources are read from); "
-                        "overrides MEDRWR_PROFILE")
-    parser.add_argument("--root", default=None, help="storage root (default: MEDRWR_STORAGE_ROOT or the project's)")
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestration.audit", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "target", help="checkpoint:<base|stage1|stage2> or report:<run id or path of the report>"
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="smoke or full (where the raw sources are read from); overrides MEDRWR_PROFILE",
+    )
+    parser.add_argument(
+        "--root", default=None, help="storage root (default: MEDRWR_STORAGE_ROOT or the project's)"
+    )
     parser.add_argument("--json", action="store_true", help="the tree and the verdicts as JSON")
-    parser.add_argument("--weights", action="store_true", help="also re-hash model weights (slow for large models)")
-    parser.add_argument("--no-instance", action="store_true", help="ignore the Dagster instance (published versions)")
-    parser.add_argument("--max-files", type=int, default=None, help="raw files listed per table (problems first)")
+    parser.add_argument(
+        "--weights", action="store_true", help="also re-hash model weights (slow for large models)"
+    )
+    parser.add_argument(
+        "--no-instance", action="store_true", help="ignore the Dagster instance (published versions)"
+    )
+    parser.add_argument(
+        "--max-files", type=int, default=None, help="raw files listed per table (problems first)"
+    )
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["MEDRWR_PROFILE"] = args.profile
@@ -71,8 +91,11 @@ def main(argv: list[str] | None = None, instance=None) -> int:
     except TargetNotFound as e:
         print(f"audit: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str) if args.json
-          else render(result, args.max_files))
+    print(
+        json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str)
+        if args.json
+        else render(result, args.max_files)
+    )
     return 0 if result.ok else 1
 
 

@@ -30,23 +30,37 @@ from .schedules import SCHEDULES
 
 def build_resources() -> dict:
     """The resources of the code location, from the environment (``EnvVar`` where a variable is set)."""
-    storage = StorageResource(root=env_or("MEDRWR_STORAGE_ROOT"), s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL"))
+    storage = StorageResource(
+        root=env_or("MEDRWR_STORAGE_ROOT"), s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL")
+    )
     return {
         "storage": storage,
-        "sources": SourcesResource(profile=env_or("MEDRWR_PROFILE", "smoke"), data_dir=env_or("MEDRWR_DATA_DIR"),
-                                   overrides=source_overrides(), s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL")),
-        "deid": DeidResource(salt=env_or("MEDRWR_DEID_SALT"), restricted_root=env_or("MEDRWR_RESTRICTED_ROOT")),
+        "sources": SourcesResource(
+            profile=env_or("MEDRWR_PROFILE", "smoke"),
+            data_dir=env_or("MEDRWR_DATA_DIR"),
+            overrides=source_overrides(),
+            s3_endpoint_url=env_or("MEDRWR_S3_ENDPOINT_URL"),
+        ),
+        "deid": DeidResource(
+            salt=env_or("MEDRWR_DEID_SALT"), restricted_root=env_or("MEDRWR_RESTRICTED_ROOT")
+        ),
         "table_io": ParquetTableIOManager(storage=storage),
         "kb_models": KnowledgeModelsResource(
-            text_model=env_or("MEDRWR_TEXT_EMBEDDER", KnowledgeModelsResource.model_fields["text_model"].default),
-            image_model=env_or("MEDRWR_IMAGE_EMBEDDER", KnowledgeModelsResource.model_fields["image_model"].default),
+            text_model=env_or(
+                "MEDRWR_TEXT_EMBEDDER", KnowledgeModelsResource.model_fields["text_model"].default
+            ),
+            image_model=env_or(
+                "MEDRWR_IMAGE_EMBEDDER", KnowledgeModelsResource.model_fields["image_model"].default
+            ),
             device=env_or("MEDRWR_DEVICE"),
         ),
         "training": TrainingResource(
             base_model=env_or("MEDRWR_BASE_MODEL", TrainingResource.model_fields["base_model"].default),
             launcher=env_or("MEDRWR_TRAIN_LAUNCHER", "subprocess"),
-            accelerate_config=env_or("MEDRWR_ACCELERATE_CONFIG"), work_dir=env_or("MEDRWR_WORK_DIR"),
-            trainer_image=env_or("MEDRWR_TRAINER_IMAGE"), k8s_namespace=env_or("MEDRWR_K8S_NAMESPACE", "medrwr"),
+            accelerate_config=env_or("MEDRWR_ACCELERATE_CONFIG"),
+            work_dir=env_or("MEDRWR_WORK_DIR"),
+            trainer_image=env_or("MEDRWR_TRAINER_IMAGE"),
+            k8s_namespace=env_or("MEDRWR_K8S_NAMESPACE", "medrwr"),
         ),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }
@@ -54,9 +68,15 @@ def build_resources() -> dict:
 
 def build_defs() -> Definitions:
     """Every domain's definitions (assets, jobs, sensors) merged with the schedules and :func:`build_resources`."""
-    return Definitions.merge(ingest_defs, echo_defs, benchmark_defs, knowledge_defs, training_defs,
-                             evaluation_defs,
-                             Definitions(schedules=SCHEDULES, resources=build_resources()))
+    return Definitions.merge(
+        ingest_defs,
+        echo_defs,
+        benchmark_defs,
+        knowledge_defs,
+        training_defs,
+        evaluation_defs,
+        Definitions(schedules=SCHEDULES, resources=build_resources()),
+    )
 
 
 defs = build_defs()

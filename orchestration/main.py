@@ -57,7 +57,9 @@ def register_dynamic_partitions(instance, profile_name: str | None) -> None:
 
     profile = get_profile(profile_name)
     for partitions_name, keys in (("echo_sources", profile.echo_sources), ("kb_sources", profile.kb_sources)):
-        new_keys = [validate_partition_key(k) for k in keys if not instance.has_dynamic_partition(partitions_name, k)]
+        new_keys = [
+            validate_partition_key(k) for k in keys if not instance.has_dynamic_partition(partitions_name, k)
+        ]
         if new_keys:
             instance.add_dynamic_partitions(partitions_name, new_keys)
 
@@ -80,11 +82,16 @@ def run(profile_name: str | None = None) -> int:
     home = ensure_dagster_home()
     if profile_name:  # the flag wins: plan and data reads come from the same profile
         if os.environ.get(ENV_PROFILE) not in (None, "", profile_name):
-            print(f"note: --profile {profile_name} overrides {ENV_PROFILE}={os.environ[ENV_PROFILE]}", file=sys.stderr)
+            print(
+                f"note: --profile {profile_name} overrides {ENV_PROFILE}={os.environ[ENV_PROFILE]}",
+                file=sys.stderr,
+            )
         os.environ[ENV_PROFILE] = profile_name
     profile = get_profile(profile_name)
     settings = ui.run_settings(profile.name)
-    ui.record_run_settings(home, settings)  # `make ui` starts the UI with these, so it writes where these runs did
+    ui.record_run_settings(
+        home, settings
+    )  # `make ui` starts the UI with these, so it writes where these runs did
     from dagster import DagsterInstance
 
     from .definitions import build_defs
@@ -106,11 +113,17 @@ def run(profile_name: str | None = None) -> int:
             continue
         print(f"==> {step.label}", flush=True)
         result = job.execute_in_process(
-            instance=instance, partition_key=step.partition, raise_on_error=False,
+            instance=instance,
+            partition_key=step.partition,
+            raise_on_error=False,
             tags={"medrwr/profile": profile.name, "medrwr/main": "1"},
             # the console shows warnings and errors; the full event log is in the instance (the UI)
-            run_config={**profile.run_config(step.job, [k.to_user_string() for k in job.asset_layer.selected_asset_keys]),
-                        "loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config={
+                **profile.run_config(
+                    step.job, [k.to_user_string() for k in job.asset_layer.selected_asset_keys]
+                ),
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+            },
         )
         print(f"    {'ok' if result.success else 'FAILED'} (run {result.run_id})", flush=True)
         if not result.success:

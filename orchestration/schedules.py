@@ -16,25 +16,44 @@ from assets.ingest.definitions import text_qa_ingest_job, vqa_ingest_job
 from assets.training.definitions import RETRAIN_ASSETS, retrain_job
 
 
-@schedule(job=retrain_job, cron_schedule="0 3 * * 0", execution_timezone="UTC",
-          default_status=DefaultScheduleStatus.STOPPED,
-          description="Weekly retraining (stage 1 -> stage 2); STOPPED by default.")
+@schedule(
+    job=retrain_job,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Weekly retraining (stage 1 -> stage 2); STOPPED by default.",
+)
 def weekly_retrain_schedule(context: ScheduleEvaluationContext):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return RunRequest(run_key=f"weekly_retrain:{day}", run_config=get_profile().run_config("retrain_job", RETRAIN_ASSETS),
-                      tags={"medrwr/trigger": "weekly_retrain_schedule"})
+    return RunRequest(
+        run_key=f"weekly_retrain:{day}",
+        run_config=get_profile().run_config("retrain_job", RETRAIN_ASSETS),
+        tags={"medrwr/trigger": "weekly_retrain_schedule"},
+    )
 
 
 def _nightly(job, partitions: str, asset: str):
-    @schedule(name=f"nightly_{job.name.removesuffix('_job')}_schedule", job=job, cron_schedule="0 1 * * *",
-              execution_timezone="UTC", default_status=DefaultScheduleStatus.STOPPED,
-              description=f"Nightly {asset} ingest, one run per partition the profile plans; STOPPED by default.")
+    @schedule(
+        name=f"nightly_{job.name.removesuffix('_job')}_schedule",
+        job=job,
+        cron_schedule="0 1 * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"Nightly {asset} ingest, one run per partition the profile plans; STOPPED by default.",
+    )
     def nightly(context: ScheduleEvaluationContext):
         profile = get_profile()
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
         cfg = profile.run_config(job.name, [asset])
-        return [RunRequest(run_key=f"{job.name}:{day}:{key}", partition_key=key, run_config=cfg,
-                           tags={"medrwr/trigger": "nightly_ingest"}) for key in getattr(profile, partitions)]
+        return [
+            RunRequest(
+                run_key=f"{job.name}:{day}:{key}",
+                partition_key=key,
+                run_config=cfg,
+                tags={"medrwr/trigger": "nightly_ingest"},
+            )
+            for key in getattr(profile, partitions)
+        ]
 
     return nightly
 

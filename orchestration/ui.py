@@ -32,8 +32,15 @@ SECRET_SETTINGS = frozenset({"MEDRWR_DEID_SALT"})
 # non-secret AWS settings that decide which S3 endpoint and region a run talks to
 AWS_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 # settings of the main command only: they never change what a run launched from the UI reads or writes
-MAIN_ONLY = frozenset({"MEDRWR_LOG_LEVEL", "MEDRWR_VQA_DATASETS", "MEDRWR_TEXT_QA_DATASETS",
-                       "MEDRWR_ECHO_SOURCES", "MEDRWR_KB_SOURCES"})
+MAIN_ONLY = frozenset(
+    {
+        "MEDRWR_LOG_LEVEL",
+        "MEDRWR_VQA_DATASETS",
+        "MEDRWR_TEXT_QA_DATASETS",
+        "MEDRWR_ECHO_SOURCES",
+        "MEDRWR_KB_SOURCES",
+    }
+)
 REPO_DIR = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_DIR / "workspace.yaml"
 
@@ -49,8 +56,14 @@ def carried_settings(environ: Mapping[str, str] | None = None) -> list[str]:
     ``MEDRWR_SOURCE_<DATASET>`` present in ``environ``, and the non-secret AWS endpoint and region.
     """
     env = os.environ if environ is None else environ
-    names = [s.env for s in SETTINGS if "<" not in s.env and s.env != "DAGSTER_HOME"
-             and s.env not in SECRET_SETTINGS and s.env not in MAIN_ONLY]
+    names = [
+        s.env
+        for s in SETTINGS
+        if "<" not in s.env
+        and s.env != "DAGSTER_HOME"
+        and s.env not in SECRET_SETTINGS
+        and s.env not in MAIN_ONLY
+    ]
     names += sorted(k for k in env if k.startswith("MEDRWR_SOURCE_"))
     return names + [k for k in AWS_SETTINGS if k not in names]
 
@@ -76,7 +89,9 @@ def run_settings(profile: str | None = None) -> dict[str, str]:
     settings = {
         ENV_PROJECT_DIR: str(project_dir()),
         ENV_ROOT: _absolute(default_storage_root()),
-        ENV_RESTRICTED_ROOT: _absolute(env.get(ENV_RESTRICTED_ROOT) or str(project_dir() / ".medrwr" / "restricted")),
+        ENV_RESTRICTED_ROOT: _absolute(
+            env.get(ENV_RESTRICTED_ROOT) or str(project_dir() / ".medrwr" / "restricted")
+        ),
         ENV_PROFILE: profile or env.get(ENV_PROFILE) or "smoke",
     }
     for name in carried_settings(env):
@@ -93,7 +108,9 @@ def record_run_settings(home: str | Path, settings: Mapping[str, str]) -> Path:
     path = Path(home) / SETTINGS_FILE
     text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(settings.items()))
     tmp = path.with_suffix(".env.tmp")
-    tmp.write_text("# run settings of the last main command in this Dagster instance (orchestration/ui.py)\n" + text)
+    tmp.write_text(
+        "# run settings of the last main command in this Dagster instance (orchestration/ui.py)\n" + text
+    )
     tmp.replace(path)
     return path
 
@@ -110,13 +127,17 @@ def load_run_settings(home: str | Path) -> dict[str, str] | None:
         name, sep, raw = line.partition("=")
         words = shlex.split(raw) if sep else []
         if not sep or not name.isidentifier() or len(words) > 1:
-            raise ValueError(f"{path}:{number}: expected NAME=value, got {line!r}; delete the file and rerun "
-                             "the main command to record it again")
+            raise ValueError(
+                f"{path}:{number}: expected NAME=value, got {line!r}; delete the file and rerun "
+                "the main command to record it again"
+            )
         settings[name] = words[0] if words else ""
     return settings
 
 
-def ui_environment(home: str | Path, recorded: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+def ui_environment(
+    home: str | Path, recorded: Mapping[str, str], environ: Mapping[str, str]
+) -> dict[str, str]:
     """The environment for ``dagster dev``: ``environ`` with every carried setting replaced by ``recorded``.
 
     Raises :class:`SettingsConflict` naming each setting that ``environ`` sets to a value other than the
@@ -135,9 +156,11 @@ def ui_environment(home: str | Path, recorded: Mapping[str, str], environ: Mappi
             conflicts.append(f"  {name}: {shell!r} in this shell, but the runs in {home} used {was}")
     if conflicts:
         raise SettingsConflict(
-            "the UI would write to other places than the runs it shows:\n" + "\n".join(conflicts)
+            "the UI would write to other places than the runs it shows:\n"
+            + "\n".join(conflicts)
             + "\nunset these variables (the UI then uses the recorded values), or point DAGSTER_HOME at another "
-              "instance for runs with these settings")
+            "instance for runs with these settings"
+        )
     env = {k: v for k, v in environ.items() if k not in names}
     env.update(recorded)
     env["DAGSTER_HOME"] = str(home)
@@ -153,8 +176,9 @@ def ui_command(host: str = "127.0.0.1", port: int = 3000) -> list[str]:
     return [str(dagster), "dev", "-w", WORKSPACE.name, "-h", host, "-p", str(port)]
 
 
-def launch_spec(home: str | Path, host: str = "127.0.0.1", port: int = 3000,
-                environ: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def launch_spec(
+    home: str | Path, host: str = "127.0.0.1", port: int = 3000, environ: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The command and environment that start the UI for the instance at ``home`` (run it in :data:`REPO_DIR`).
 
     Uses the settings recorded there by the main command; when none are recorded yet, records those of the
@@ -168,11 +192,15 @@ def launch_spec(home: str | Path, host: str = "127.0.0.1", port: int = 3000,
     return ui_command(host, port), ui_environment(home, recorded, env)
 
 
-def command_line(home: str | Path, settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 3000) -> str:
+def command_line(
+    home: str | Path, settings: Mapping[str, str], host: str = "127.0.0.1", port: int = 3000
+) -> str:
     """The UI command as one shell line with its settings, for people to copy (it works from any folder)."""
     assignments = [f"DAGSTER_HOME={shlex.quote(str(home))}"]
     assignments += [f"{k}={shlex.quote(v)}" for k, v in sorted(settings.items())]
-    return " ".join([f"cd {shlex.quote(str(REPO_DIR))} &&"] + assignments + [shlex.join(ui_command(host, port))])
+    return " ".join(
+        [f"cd {shlex.quote(str(REPO_DIR))} &&"] + assignments + [shlex.join(ui_command(host, port))]
+    )
 
 
 def ui_hint(home: str | Path, settings: Mapping[str, str]) -> str:
@@ -180,7 +208,9 @@ def ui_hint(home: str | Path, settings: Mapping[str, str]) -> str:
     lines = [f"make ui   (= {command_line(home, settings)})  -> http://127.0.0.1:3000"]
     for name in sorted(SECRET_SETTINGS | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}):
         if os.environ.get(name):
-            lines.append(f"                {name} is set here and not recorded (a secret): export it in the UI's shell too")
+            lines.append(
+                f"                {name} is set here and not recorded (a secret): export it in the UI's shell too"
+            )
     return "\n".join(lines)
 
 
@@ -200,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(command_line(home, recorded, args.host, args.port))
         return 0
-    print(f"UI for {home} with {ENV_ROOT}={recorded.get(ENV_ROOT)} -> http://{args.host}:{args.port}", flush=True)
+    print(
+        f"UI for {home} with {ENV_ROOT}={recorded.get(ENV_ROOT)} -> http://{args.host}:{args.port}",
+        flush=True,
+    )
     os.chdir(REPO_DIR)
     os.execve(command[0], command, env)
     return 0  # not reached: execve replaces this process

@@ -74,7 +74,10 @@ class AuditTrail:
 
     def backend(self, sub: str) -> dict[str, Any]:
         """A GX store backend config for ``<uri>/<sub>``."""
-        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": f"{self.uri.rstrip('/')}/{sub}"}
+        return {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": f"{self.uri.rstrip('/')}/{sub}",
+        }
 
     def docs_index(self) -> str:
         return f"{self.uri.rstrip('/')}/data_docs/index.html"
@@ -93,12 +96,21 @@ def _context(trail: AuditTrail | None = None):
     if trail is None:
         context = gx.get_context(mode="ephemeral")
     else:
-        config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
-        config.stores["validation_results_store"] = {"class_name": "ValidationResultsStore",
-                                                     "store_backend": trail.backend("validations")}
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+        )
+        config.stores["validation_results_store"] = {
+            "class_name": "ValidationResultsStore",
+            "store_backend": trail.backend("validations"),
+        }
         config.validation_results_store_name = "validation_results_store"
-        config.data_docs_sites = {"audit": {"class_name": "SiteBuilder", "store_backend": trail.backend("data_docs"),
-                                            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}}
+        config.data_docs_sites = {
+            "audit": {
+                "class_name": "SiteBuilder",
+                "store_backend": trail.backend("data_docs"),
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        }
         context = gx.get_context(project_config=config, mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
@@ -113,13 +125,20 @@ def _suite(context, suite_name: str, rules: list):
     import great_expectations as gx
 
     meta = {"version": SUITE_VERSIONS.get(suite_name, "1"), "defined_in": "quality/contracts.py"}
-    return context.suites.add_or_update(gx.ExpectationSuite(name=versioned_suite_name(suite_name),
-                                                            expectations=rules, meta=meta))
+    return context.suites.add_or_update(
+        gx.ExpectationSuite(name=versioned_suite_name(suite_name), expectations=rules, meta=meta)
+    )
 
 
-def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], list],
-             min_rows: int = 1, trail: AuditTrail | None = None, batch: str = "batch",
-             run_name: str | None = None) -> ContractResult:
+def validate(
+    suite_name: str,
+    frame: pl.DataFrame,
+    expectations: Callable[[], list],
+    min_rows: int = 1,
+    trail: AuditTrail | None = None,
+    batch: str = "batch",
+    run_name: str | None = None,
+) -> ContractResult:
     """Validate ``frame`` (polars) against the expectations built by ``expectations()``, plus a row-count
     expectation (at least ``min_rows`` rows kept: a table that kept nothing must not pass its contract).
 
@@ -131,7 +150,9 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
     import great_expectations.expectations as gxe
 
     context = _context(trail)
-    suite = _suite(context, suite_name, [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), *expectations()])
+    suite = _suite(
+        context, suite_name, [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows), *expectations()]
+    )
     try:
         source = context.data_sources.get(suite_name)
     except (KeyError, ValueError, gx.exceptions.DataContextError):
@@ -149,12 +170,20 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
         else:
             name = f"{suite_name}:{batch}"
             definition = context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-                name=name, validation_definitions=[definition], result_format="SUMMARY",
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
-            run = checkpoint.run(batch_parameters={"dataframe": frame.to_pandas()},
-                                 run_id=gx.RunIdentifier(run_name=run_name or "adhoc"))
+                gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
+            )
+            checkpoint = context.checkpoints.add_or_update(
+                gx.Checkpoint(
+                    name=name,
+                    validation_definitions=[definition],
+                    result_format="SUMMARY",
+                    actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                )
+            )
+            run = checkpoint.run(
+                batch_parameters={"dataframe": frame.to_pandas()},
+                run_id=gx.RunIdentifier(run_name=run_name or "adhoc"),
+            )
             [result] = run.run_results.values()
             results = result.results
             docs = trail.docs_index()
@@ -174,8 +203,9 @@ def validate(suite_name: str, frame: pl.DataFrame, expectations: Callable[[], li
     return ContractResult(suite=suite_name, rows=frame.height, outcomes=outcomes, docs=docs)
 
 
-def with_volume(result: ContractResult, kept: int, quarantined: int,
-                max_quarantine_share: float) -> ContractResult:
+def with_volume(
+    result: ContractResult, kept: int, quarantined: int, max_quarantine_share: float
+) -> ContractResult:
     """``result`` plus the volume rule: the share of source rows quarantined is at most
     ``max_quarantine_share`` (a mapping error or a wrong source that rejects most rows must not pass).
 
@@ -185,10 +215,20 @@ def with_volume(result: ContractResult, kept: int, quarantined: int,
     share = quarantined / total if total else 0.0
     ok = share <= max_quarantine_share
     outcomes = [
-        ExpectationOutcome("rows_kept>=1", None, kept >= 1, 0 if kept else 1,
-                           [] if kept else [f"0 rows kept, {quarantined} quarantined"]),
-        ExpectationOutcome(f"quarantined_share<={max_quarantine_share:g} (got {share:.3f})", None, ok,
-                           0 if ok else quarantined, [] if ok else [f"{quarantined} of {total} rows"]),
+        ExpectationOutcome(
+            "rows_kept>=1",
+            None,
+            kept >= 1,
+            0 if kept else 1,
+            [] if kept else [f"0 rows kept, {quarantined} quarantined"],
+        ),
+        ExpectationOutcome(
+            f"quarantined_share<={max_quarantine_share:g} (got {share:.3f})",
+            None,
+            ok,
+            0 if ok else quarantined,
+            [] if ok else [f"{quarantined} of {total} rows"],
+        ),
     ]
     return ContractResult(result.suite, result.rows, [*result.outcomes, *outcomes], result.docs)
 

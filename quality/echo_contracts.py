@@ -40,12 +40,23 @@ def check_echo_studies(frame: pl.DataFrame, existing_images: set[str], **trail: 
         ]
 
     scalar = frame.select(
-        "clip_id", "patient_key", "file_key", "salt_fingerprint", "n_frames", "frame_rate_hz", "view", "ef_percent",
-        "clip_ref"
+        "clip_id",
+        "patient_key",
+        "file_key",
+        "salt_fingerprint",
+        "n_frames",
+        "frame_rate_hz",
+        "view",
+        "ef_percent",
+        "clip_ref",
     ).with_columns(
         refs_resolvable(frame["keyframe_refs"], existing_images),
-        ((frame["sector_x0"] >= 0) & (frame["sector_y0"] >= 0) & (frame["sector_x1"] < frame["cols"])
-         & (frame["sector_y1"] < frame["rows"])).alias("_sector_inside"),
+        (
+            (frame["sector_x0"] >= 0)
+            & (frame["sector_y0"] >= 0)
+            & (frame["sector_x1"] < frame["cols"])
+            & (frame["sector_y1"] < frame["rows"])
+        ).alias("_sector_inside"),
     )
     return validate("echo_studies", scalar, expectations, **trail)
 
@@ -56,10 +67,14 @@ def echo_source_problems(files_seen: int, candidates: int, rows: int, quarantine
     :class:`assets.echo.source.EchoReadResult` (``files_seen``, ``candidates``, ``frame.height``,
     ``len(rejected)``)."""
     if candidates == 0:
-        return [f"no clip found: 0 DICOM or AVI files among {files_seen} files (clips are found by content: the "
-                "DICM marker after a 128-byte preamble, DICOMDIR references, RIFF/AVI); check the folder "
-                "configured for this source"]
+        return [
+            f"no clip found: 0 DICOM or AVI files among {files_seen} files (clips are found by content: the "
+            "DICM marker after a 128-byte preamble, DICOMDIR references, RIFF/AVI); check the folder "
+            "configured for this source"
+        ]
     if rows == 0:
-        return [f"no clip kept: all {candidates} clips of this source were quarantined ({quarantined} quarantine "
-                "records); read the quarantine table's reasons"]
+        return [
+            f"no clip kept: all {candidates} clips of this source were quarantined ({quarantined} quarantine "
+            "records); read the quarantine table's reasons"
+        ]
     return []

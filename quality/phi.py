@@ -135,7 +135,11 @@ def collect_identifiers(ds: Dataset, where: str = "") -> set[Identifier]:
             for item in elem.value or []:
                 found |= collect_identifiers(item, f"{where}{name}>")
             continue
-        if elem.tag.is_private_creator or elem.value is None or elem.VR in ("OB", "OW", "UN", "OF", "OD", "OL"):
+        if (
+            elem.tag.is_private_creator
+            or elem.value is None
+            or elem.VR in ("OB", "OW", "UN", "OF", "OD", "OL")
+        ):
             continue
         private = elem.tag.is_private and elem.VR in TEXT_VRS | {"CS"}
         listed = elem.VR in TEXT_VRS and entry_for(elem.tag) is not None
@@ -205,7 +209,9 @@ def table_strings(df: pl.DataFrame, table: str, skip: Collection[str] = ()) -> l
     return [(p.where, p.text) for p in frame_places(df, table, None, skip)]
 
 
-def frame_places(df: pl.DataFrame, name: str, key_column: str | None, skip: Collection[str] = ()) -> list[Place]:
+def frame_places(
+    df: pl.DataFrame, name: str, key_column: str | None, skip: Collection[str] = ()
+) -> list[Place]:
     """Places for every string cell of ``df``, each tied to the file named by its ``key_column`` value."""
     if df.height == 0:
         return []
@@ -216,10 +222,16 @@ def frame_places(df: pl.DataFrame, name: str, key_column: str | None, skip: Coll
             continue
         where = f"table {name}.{col}"
         if dtype == pl.Utf8:
-            places += [Place(where, v, k) for v, k in zip(df[col].to_list(), keys, strict=True) if v is not None]
+            places += [
+                Place(where, v, k) for v, k in zip(df[col].to_list(), keys, strict=True) if v is not None
+            ]
         elif isinstance(dtype, pl.List) and dtype.inner == pl.Utf8:
-            places += [Place(where, x, k) for lst, k in zip(df[col].to_list(), keys, strict=True)
-                       for x in (lst or []) if x is not None]
+            places += [
+                Place(where, x, k)
+                for lst, k in zip(df[col].to_list(), keys, strict=True)
+                for x in (lst or [])
+                if x is not None
+            ]
     return places
 
 

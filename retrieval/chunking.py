@@ -72,7 +72,9 @@ class TokenChunker:
             raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text")
 
     @classmethod
-    def for_embedder(cls, embedder: Any, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> TokenChunker:
+    def for_embedder(
+        cls, embedder: Any, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS
+    ) -> TokenChunker:
         """The chunker matching a :class:`~retrieval.embedders.TextEmbedder` (its tokenizer and limit)."""
         return cls(embedder.tokenizer, embedder.max_seq_length, min_words, max_words, embedder.model_id)
 
@@ -80,8 +82,13 @@ class TokenChunker:
         """What determines the chunks: the tokenizer, the limit and the word target (for metadata)."""
         spec = self._fast.to_str() if self._fast is not None else repr(self.tokenizer)
         digest = hashlib.sha256(spec.encode()).hexdigest()
-        return {"model_id": self.model_id, "tokenizer_sha256": digest[:16], "max_seq_length": self.max_seq_length,
-                "min_words": self.min_words, "max_words": self.max_words}
+        return {
+            "model_id": self.model_id,
+            "tokenizer_sha256": digest[:16],
+            "max_seq_length": self.max_seq_length,
+            "min_words": self.min_words,
+            "max_words": self.max_words,
+        }
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text without special tokens."""
@@ -128,16 +135,21 @@ class TokenChunker:
             if _tokens(prev) + _tokens(last) <= budget:  # merge a short tail when it fits
                 groups[-2:] = [prev + last]
             else:  # else move whole sentences from the previous chunk while both stay near the target
-                while (len(prev) > 1 and _words(last) < self.min_words
-                       and _words(prev) - len(prev[-1][0]) >= self.min_words
-                       and _tokens(last) + prev[-1][1] <= budget):
+                while (
+                    len(prev) > 1
+                    and _words(last) < self.min_words
+                    and _words(prev) - len(prev[-1][0]) >= self.min_words
+                    and _tokens(last) + prev[-1][1] <= budget
+                ):
                     last.insert(0, prev.pop())
         chunks = [([w for words, _ in group for w in words], _tokens(group)) for group in groups]
         texts = [" ".join(words) for words, _ in chunks]
         sizes = self.count([passage_input(title, t) for t in texts])
         out: list[str] = []
         for (words, _), text, size in zip(chunks, texts, sizes, strict=True):
-            out.extend([text] if size + self.special_tokens <= self.max_seq_length else self._verified(words, title))
+            out.extend(
+                [text] if size + self.special_tokens <= self.max_seq_length else self._verified(words, title)
+            )
         return out
 
     def _split_long(self, words: list[str], tokens: int, budget: int) -> list[tuple[list[str], int]]:

@@ -94,8 +94,15 @@ class TextEmbedder:
     :meth:`retrieval.chunking.TokenChunker.for_embedder` so nothing is truncated).
     """
 
-    def __init__(self, model_id: str | None = None, device: str | None = None, batch_size: int = 64,
-                 query_prefix: str = "", max_seq_length: int | None = 256, dtype: str | None = None):
+    def __init__(
+        self,
+        model_id: str | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+        query_prefix: str = "",
+        max_seq_length: int | None = 256,
+        dtype: str | None = None,
+    ):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -111,8 +118,11 @@ class TextEmbedder:
             self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
         if self.dtype != "float32":
             self.model.to(getattr(torch, self.dtype))
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self._identity: dict[str, Any] | None = None
 
     @property
@@ -128,9 +138,14 @@ class TextEmbedder:
         """Model id, weights sha256, dimension, max sequence length, dtype, pooling: what fixes the vectors."""
         if self._identity is None:
             self._identity = {
-                "kind": "text", "model_id": self.model_id, "weights_sha256": weights_sha256(self.model)[:32],
-                "dim": self.dim, "max_seq_length": self.max_seq_length, "dtype": self.dtype,
-                "modules": hashlib.sha256(repr(self.model).encode()).hexdigest()[:16], "normalized": True,
+                "kind": "text",
+                "model_id": self.model_id,
+                "weights_sha256": weights_sha256(self.model)[:32],
+                "dim": self.dim,
+                "max_seq_length": self.max_seq_length,
+                "dtype": self.dtype,
+                "modules": hashlib.sha256(repr(self.model).encode()).hexdigest()[:16],
+                "normalized": True,
             }
         return self._identity
 
@@ -141,8 +156,13 @@ class TextEmbedder:
         """``(len(texts), dim)`` float32, L2-normalized."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        v = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=False)
+        v = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(v, dtype=np.float32)
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
@@ -150,16 +170,28 @@ class TextEmbedder:
         return self.embed([self.query_prefix + q for q in queries])
 
     def metadata(self) -> dict[str, Any]:
-        return {**self.identity(), "fingerprint": self.fingerprint(), "device": self.device,
-                "query_prefix": self.query_prefix, "random_weights": False}
+        return {
+            **self.identity(),
+            "fingerprint": self.fingerprint(),
+            "device": self.device,
+            "query_prefix": self.query_prefix,
+            "random_weights": False,
+        }
 
 
 class ImageEmbedder:
     """An open_clip image encoder. ``model_id`` is an ``hf-hub:`` id, an open_clip architecture name
     (random weights unless ``pretrained`` is given) or ``arch:pretrained``."""
 
-    def __init__(self, model_id: str = OFFLINE_IMAGE_ARCH, pretrained: str | None = None,
-                 device: str | None = None, batch_size: int = 32, seed: int = 0, dtype: str | None = None):
+    def __init__(
+        self,
+        model_id: str = OFFLINE_IMAGE_ARCH,
+        pretrained: str | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        dtype: str | None = None,
+    ):
         import open_clip
         import torch
 
@@ -212,8 +244,9 @@ class ImageEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not hasattr(self, "_tokenizer"):
-            self._tokenizer = open_clip.get_tokenizer(self.model_id.split(":", 1)[0]
-                                                      if not self.model_id.startswith("hf-hub:") else self.model_id)
+            self._tokenizer = open_clip.get_tokenizer(
+                self.model_id.split(":", 1)[0] if not self.model_id.startswith("hf-hub:") else self.model_id
+            )
         out = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
@@ -225,9 +258,14 @@ class ImageEmbedder:
         """Model id, pretrained tag, weights sha256 (seeded random weights included), dim, image size, dtype."""
         if self._identity is None:
             self._identity = {
-                "kind": "image", "model_id": self.model_id, "pretrained": self.pretrained,
-                "weights_sha256": weights_sha256(self.model.visual)[:32], "dim": self.dim,
-                "image_size": list(self._image_size()), "dtype": self.dtype, "normalized": True,
+                "kind": "image",
+                "model_id": self.model_id,
+                "pretrained": self.pretrained,
+                "weights_sha256": weights_sha256(self.model.visual)[:32],
+                "dim": self.dim,
+                "image_size": list(self._image_size()),
+                "dtype": self.dtype,
+                "normalized": True,
             }
         return self._identity
 
@@ -235,8 +273,12 @@ class ImageEmbedder:
         return fingerprint(self.identity())
 
     def metadata(self) -> dict[str, Any]:
-        return {**self.identity(), "fingerprint": self.fingerprint(), "device": self.device,
-                "random_weights": self.random_weights}
+        return {
+            **self.identity(),
+            "fingerprint": self.fingerprint(),
+            "device": self.device,
+            "random_weights": self.random_weights,
+        }
 
 
 @dataclass
@@ -276,7 +318,13 @@ class EmbeddingCache:
         for start in range(0, len(unique), 2000):
             chunk = unique[start : start + 2000]
             quoted = ",".join(f"'{k}'" for k in chunk)
-            res = tbl.search().where(f"key IN ({quoted})").select(["key", "vector"]).limit(len(chunk)).to_arrow()
+            res = (
+                tbl.search()
+                .where(f"key IN ({quoted})")
+                .select(["key", "vector"])
+                .limit(len(chunk))
+                .to_arrow()
+            )
             vecs = res["vector"].combine_chunks()
             flat = vecs.flatten().to_numpy(zero_copy_only=False).reshape(len(res), -1) if len(res) else []
             for k, v in zip(res["key"].to_pylist(), flat, strict=True):
@@ -288,10 +336,14 @@ class EmbeddingCache:
         if not keys:
             return
         dim = vectors.shape[1]
-        table = pa.table({
-            "key": pa.array(keys, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
-        })
+        table = pa.table(
+            {
+                "key": pa.array(keys, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.astype(np.float32).ravel()), dim
+                ),
+            }
+        )
         db = self._db()
         name = self.table_name(model_id)
         if name not in db.table_names():

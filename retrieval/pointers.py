@@ -18,8 +18,16 @@ import polars as pl
 
 from .kb.naming import EmbedderTableMissing, identity_fingerprint
 
-KB_POINTER_COLUMNS = ("db", "table", "physical_table", "tag", "version", "uri", "embedder_fingerprint",
-                      "embedder")
+KB_POINTER_COLUMNS = (
+    "db",
+    "table",
+    "physical_table",
+    "tag",
+    "version",
+    "uri",
+    "embedder_fingerprint",
+    "embedder",
+)
 
 
 class EmbedderMismatch(EmbedderTableMissing):
@@ -50,16 +58,33 @@ class KbPointer:
         if missing := [c for c in ("db", "table", "tag") if row.get(c) is None]:
             raise ValueError(f"KB pointer without {missing}: columns {frame.columns}")
         version = row.get("version")
-        return cls(db=row["db"], table=row["table"], tag=row["tag"], physical_table=row.get("physical_table"),
-                   version=None if version is None else int(version), uri=row.get("uri"),
-                   embedder_fingerprint=row.get("embedder_fingerprint"), embedder_json=row.get("embedder"))
+        return cls(
+            db=row["db"],
+            table=row["table"],
+            tag=row["tag"],
+            physical_table=row.get("physical_table"),
+            version=None if version is None else int(version),
+            uri=row.get("uri"),
+            embedder_fingerprint=row.get("embedder_fingerprint"),
+            embedder_json=row.get("embedder"),
+        )
 
     def to_row(self) -> pl.DataFrame:
         """The one-row pointer table (columns :data:`KB_POINTER_COLUMNS`)."""
-        return pl.DataFrame([{"db": self.db, "table": self.table, "physical_table": self.physical_table,
-                              "tag": self.tag, "version": self.version, "uri": self.uri,
-                              "embedder_fingerprint": self.embedder_fingerprint,
-                              "embedder": self.embedder_json}])
+        return pl.DataFrame(
+            [
+                {
+                    "db": self.db,
+                    "table": self.table,
+                    "physical_table": self.physical_table,
+                    "tag": self.tag,
+                    "version": self.version,
+                    "uri": self.uri,
+                    "embedder_fingerprint": self.embedder_fingerprint,
+                    "embedder": self.embedder_json,
+                }
+            ]
+        )
 
     @property
     def embedder(self) -> dict[str, Any]:
@@ -78,4 +103,5 @@ class KbPointer:
                 f"{self.table} tag {self.tag!r} was built by embedder {built} (fingerprint "
                 f"{self.embedder_fingerprint}); the reader's embedder {identity.get('model_id')} has "
                 f"fingerprint {got}. Load the embedder that built the index, or rebuild the index with this "
-                "one.")
+                "one."
+            )

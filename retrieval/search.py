@@ -57,7 +57,9 @@ class _Pinned:
         self.columns = set(tbl.schema.names)
 
     @classmethod
-    def open(cls, location: KBLocation, table: str, identity: dict[str, Any], version: int | str | None) -> _Pinned:
+    def open(
+        cls, location: KBLocation, table: str, identity: dict[str, Any], version: int | str | None
+    ) -> _Pinned:
         conn = location.connect()
         tbl = open_embedder_table(conn, table, identity)
         if version is not None:
@@ -82,8 +84,15 @@ HIT_COLUMNS = ["id", "source", "title", "text", "native_id", "source_ref"]
 
 
 def _hit(row: dict[str, Any], score: float) -> Hit:
-    return Hit(row["id"], score, row.get("source"), row.get("title"), row.get("text"), row.get("native_id"),
-               row.get("source_ref"))
+    return Hit(
+        row["id"],
+        score,
+        row.get("source"),
+        row.get("title"),
+        row.get("text"),
+        row.get("native_id"),
+        row.get("source_ref"),
+    )
 
 
 class Retriever:
@@ -96,15 +105,28 @@ class Retriever:
     reciprocal-rank fusion (worse than dense at recall@1 on MedQuAD).
     """
 
-    def __init__(self, location: KBLocation, embedder: Any, table: str = "kb_text",
-                 version: int | str | None = None, fusion: str = "convex", alpha: float = HYBRID_ALPHA):
+    def __init__(
+        self,
+        location: KBLocation,
+        embedder: Any,
+        table: str = "kb_text",
+        version: int | str | None = None,
+        fusion: str = "convex",
+        alpha: float = HYBRID_ALPHA,
+    ):
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
         self._set_fusion(fusion, alpha)
 
     @classmethod
-    def from_pointer(cls, pointer: KbPointer, location: KBLocation, embedder: Any, fusion: str = "convex",
-                     alpha: float = HYBRID_ALPHA) -> Retriever:
+    def from_pointer(
+        cls,
+        pointer: KbPointer,
+        location: KBLocation,
+        embedder: Any,
+        fusion: str = "convex",
+        alpha: float = HYBRID_ALPHA,
+    ) -> Retriever:
         """A retriever pinned to the tag a published KB pointer names, over ``location`` (the reader's view of
         the pointer's database, e.g. ``Storage.kb_location(pointer.db)``). Refuses
         (:class:`retrieval.pointers.EmbedderMismatch`) an embedder other than the one that built the index."""
@@ -112,8 +134,14 @@ class Retriever:
         return cls(location, embedder, table=pointer.table, version=pointer.tag, fusion=fusion, alpha=alpha)
 
     @classmethod
-    def from_table(cls, tbl, embedder: Any, params: dict[str, Any] | None = None, fusion: str = "convex",
-                   alpha: float = HYBRID_ALPHA) -> Retriever:
+    def from_table(
+        cls,
+        tbl,
+        embedder: Any,
+        params: dict[str, Any] | None = None,
+        fusion: str = "convex",
+        alpha: float = HYBRID_ALPHA,
+    ) -> Retriever:
         """A retriever over an already-open table object (e.g. the version a writer just produced)."""
         retriever = cls.__new__(cls)
         retriever.embedder = embedder
@@ -134,8 +162,9 @@ class Retriever:
     def table(self) -> str:
         return self.pinned.tbl.name
 
-    def search(self, queries: list[str], k: int = 3, mode: str = "dense",
-               sources: Sequence[str] | None = None) -> list[list[Hit]]:
+    def search(
+        self, queries: list[str], k: int = 3, mode: str = "dense", sources: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
         """Top-``k`` hits per query. ``mode``: ``dense``, ``lexical`` (full text over title + text) or
         ``hybrid`` (fusion of both, each fetching ``max(3k, 20)`` candidates). ``sources`` restricts to those
         source partitions."""
@@ -147,7 +176,9 @@ class Retriever:
         depth = k if mode != "hybrid" else max(3 * k, 20)
         vectors = self._embed(queries) if mode != "lexical" else None
         dense = self._dense(vectors, depth, where) if vectors is not None else None
-        lexical = self._lexical(queries, depth, where, with_vectors=mode == "hybrid") if mode != "dense" else None
+        lexical = (
+            self._lexical(queries, depth, where, with_vectors=mode == "hybrid") if mode != "dense" else None
+        )
         if mode == "dense":
             return [hits[:k] for hits in dense]
         if mode == "lexical":
@@ -161,8 +192,11 @@ class Retriever:
         return out
 
     def _embed(self, queries: list[str]) -> np.ndarray:
-        vectors = self.embedder.embed_queries(queries) if hasattr(self.embedder, "embed_queries") \
+        vectors = (
+            self.embedder.embed_queries(queries)
+            if hasattr(self.embedder, "embed_queries")
             else self.embedder.embed(queries)
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def _dense(self, vectors: np.ndarray, k: int, where: str | None) -> list[list[Hit]]:
@@ -175,12 +209,19 @@ class Retriever:
         if not text or not ids:
             return {}
         cond = f"id IN ({_sql_list(ids)})" + (f" AND {where}" if where else "")
-        rows = self.pinned.tbl.search(text, query_type="fts").where(cond, prefilter=True).limit(len(ids)) \
-            .select(["id", "_score"]).to_arrow().to_pylist()
+        rows = (
+            self.pinned.tbl.search(text, query_type="fts")
+            .where(cond, prefilter=True)
+            .limit(len(ids))
+            .select(["id", "_score"])
+            .to_arrow()
+            .to_pylist()
+        )
         return {r["id"]: float(r["_score"]) for r in rows}
 
-    def _lexical(self, queries: list[str], k: int, where: str | None,
-                 with_vectors: bool = False) -> list[list[tuple[Hit, np.ndarray | None]]]:
+    def _lexical(
+        self, queries: list[str], k: int, where: str | None, with_vectors: bool = False
+    ) -> list[list[tuple[Hit, np.ndarray | None]]]:
         columns = [*self.pinned.present(HIT_COLUMNS), *(["vector"] if with_vectors else []), "_score"]
         out = []
         for q in queries:
@@ -192,8 +233,15 @@ class Retriever:
             if where:
                 query = query.where(where, prefilter=True)
             rows = query.limit(k).select(columns).to_arrow().to_pylist()
-            out.append([(_hit(r, float(r["_score"])),
-                         np.asarray(r["vector"], dtype=np.float32) if with_vectors else None) for r in rows])
+            out.append(
+                [
+                    (
+                        _hit(r, float(r["_score"])),
+                        np.asarray(r["vector"], dtype=np.float32) if with_vectors else None,
+                    )
+                    for r in rows
+                ]
+            )
         return out
 
 
@@ -209,8 +257,14 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, c: int = RRF_K) -> list[Hit]:
     return [replace(first[i], score=scores[i]) for i in best]
 
 
-def convex_fusion(dense: Sequence[Hit], lexical: Sequence[tuple[Hit, np.ndarray | None]], query: np.ndarray,
-                  k: int, alpha: float = HYBRID_ALPHA, dense_bm25: dict[str, float] | None = None) -> list[Hit]:
+def convex_fusion(
+    dense: Sequence[Hit],
+    lexical: Sequence[tuple[Hit, np.ndarray | None]],
+    query: np.ndarray,
+    k: int,
+    alpha: float = HYBRID_ALPHA,
+    dense_bm25: dict[str, float] | None = None,
+) -> list[Hit]:
     """``alpha * cosine' + (1 - alpha) * bm25'`` over the union of candidates: cosine' is min-max normalized
     over the candidates (a lexical-only candidate's cosine computed from its vector), bm25' is BM25 / the best
     BM25 among the candidates (a dense-only candidate's BM25 from ``dense_bm25``, 0 when it matches no term).
@@ -251,8 +305,9 @@ class ImageRetriever:
     """Nearest image cases (CDIR) in the ``kb_image`` table built by ``embedder``, pinned like
     :class:`Retriever`."""
 
-    def __init__(self, location: KBLocation, embedder: Any, table: str = "kb_image",
-                 version: int | str | None = None):
+    def __init__(
+        self, location: KBLocation, embedder: Any, table: str = "kb_image", version: int | str | None = None
+    ):
         self.embedder = embedder
         self.pinned = _Pinned.open(location, table, embedder.identity(), version)
 
@@ -266,13 +321,30 @@ class ImageRetriever:
     def version(self) -> int:
         return self.pinned.version
 
-    def search_images(self, images: list[bytes], k: int = 1, exclude_refs: Sequence[str] = ()) -> list[list[ImageHit]]:
+    def search_images(
+        self, images: list[bytes], k: int = 1, exclude_refs: Sequence[str] = ()
+    ) -> list[list[ImageHit]]:
         """Top-``k`` cases per query image (bytes), one embedding batch and one vectorized query;
         ``exclude_refs`` drops cases with those image ids (a query image must not retrieve itself)."""
         if not images:
             return []
         where = f"image_ref NOT IN ({_sql_list(exclude_refs)})" if exclude_refs else None
         vectors = self.embedder.embed(images)
-        rows = self.pinned.dense(vectors, k, where, ["id", "source", "image_ref", "description", "modality", "organ"])
-        return [[ImageHit(r["id"], 1.0 - float(r["_distance"]), r["image_ref"], r["description"], r["modality"],
-                          r["organ"], r.get("source")) for r in hits] for hits in rows]
+        rows = self.pinned.dense(
+            vectors, k, where, ["id", "source", "image_ref", "description", "modality", "organ"]
+        )
+        return [
+            [
+                ImageHit(
+                    r["id"],
+                    1.0 - float(r["_distance"]),
+                    r["image_ref"],
+                    r["description"],
+                    r["modality"],
+                    r["organ"],
+                    r.get("source"),
+                )
+                for r in hits
+            ]
+            for hits in rows
+        ]

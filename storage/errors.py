@@ -20,8 +20,14 @@ class UnsafePath(SourceError, ValueError):
     source refusal is ``UnsafePath(path, problem, fix)``; a storage-root refusal ``UnsafePath(message=...)``.
     """
 
-    def __init__(self, path: str | None = None, problem: str | None = None, fix: str | None = None, *,
-                 message: str | None = None):
+    def __init__(
+        self,
+        path: str | None = None,
+        problem: str | None = None,
+        fix: str | None = None,
+        *,
+        message: str | None = None,
+    ):
         if problem is None:  # the one-message form (also what unpickling passes: the message)
             text = message if message is not None else str(path)
             self.path, self.problem, self.fix = None, text, None

@@ -14,11 +14,11 @@ from typing import Any
 import polars as pl
 
 MODEL_SCHEMA = {
-    "role": pl.Utf8,          # base / stage1 / stage2
-    "model_ref": pl.Utf8,     # what it was made from (hub id, tiny builder, parent checkpoint)
-    "path": pl.Utf8,          # loadable location: storage URI of the folder, or a hub id / local path
+    "role": pl.Utf8,  # base / stage1 / stage2
+    "model_ref": pl.Utf8,  # what it was made from (hub id, tiny builder, parent checkpoint)
+    "path": pl.Utf8,  # loadable location: storage URI of the folder, or a hub id / local path
     "weights_sha256": pl.Utf8,
-    "manifest": pl.Utf8,      # the lineage manifest (JSON)
+    "manifest": pl.Utf8,  # the lineage manifest (JSON)
 }
 
 
@@ -34,8 +34,9 @@ class ModelPointer:
     manifest_json: str
 
     @classmethod
-    def of(cls, role: str, model_ref: str, path: str, weights_sha256: str | None,
-           manifest: dict[str, Any]) -> ModelPointer:
+    def of(
+        cls, role: str, model_ref: str, path: str, weights_sha256: str | None, manifest: dict[str, Any]
+    ) -> ModelPointer:
         """A pointer with ``manifest`` serialized the way it is published (sorted JSON)."""
         return cls(role, model_ref, path, weights_sha256, json.dumps(manifest, sort_keys=True, default=str))
 
@@ -49,9 +50,18 @@ class ModelPointer:
 
     def to_row(self) -> pl.DataFrame:
         """The one-row table of :data:`MODEL_SCHEMA`."""
-        return pl.DataFrame([{"role": self.role, "model_ref": self.model_ref, "path": self.path,
-                              "weights_sha256": self.weights_sha256, "manifest": self.manifest_json}],
-                            schema=MODEL_SCHEMA)
+        return pl.DataFrame(
+            [
+                {
+                    "role": self.role,
+                    "model_ref": self.model_ref,
+                    "path": self.path,
+                    "weights_sha256": self.weights_sha256,
+                    "manifest": self.manifest_json,
+                }
+            ],
+            schema=MODEL_SCHEMA,
+        )
 
     @property
     def manifest(self) -> dict[str, Any]:

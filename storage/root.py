@@ -79,8 +79,10 @@ class S3Settings:
         if self.endpoint_url:
             client["endpoint_url"] = self.endpoint_url
         # transient errors (503 SlowDown, throttling, dropped connections) are retried with backoff
-        kw: dict[str, Any] = {"client_kwargs": client,
-                              "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}}
+        kw: dict[str, Any] = {
+            "client_kwargs": client,
+            "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}},
+        }
         if self.access_key_id:
             kw["key"] = self.access_key_id
             kw["secret"] = self.secret_access_key
@@ -126,8 +128,10 @@ def safe_parts(parts: tuple[str, ...]) -> list[str]:
             raise UnsafePath(message=f"empty path part in {parts!r}")
         for seg in part.split("/"):
             if seg in ("", ".", "..") or "\\" in seg or any(ord(c) < 32 or ord(c) == 127 for c in seg):
-                raise UnsafePath(message=f"unsafe path part {part!r} in {parts!r}: relative segments, "
-                                 "absolute paths, backslashes and control characters are refused")
+                raise UnsafePath(
+                    message=f"unsafe path part {part!r} in {parts!r}: relative segments, "
+                    "absolute paths, backslashes and control characters are refused"
+                )
             out.append(seg)
     return out
 
@@ -244,7 +248,7 @@ class Storage:
         if not self.fs.exists(base):
             return []
         stripped = self.fs._strip_protocol(base).rstrip("/") + "/"
-        return sorted(p[len(stripped):] for p in self.fs.find(base) if p.startswith(stripped))
+        return sorted(p[len(stripped) :] for p in self.fs.find(base) if p.startswith(stripped))
 
     def delete(self, *parts: str) -> None:
         path = self.uri(*parts)
@@ -290,7 +294,9 @@ class Storage:
 
     def write_gate_record(self, table: str, partition: str | None, record: dict[str, Any]) -> str:
         """The outcome of the latest gate of ``table``/``partition`` (check names, pass/fail, run id)."""
-        return self.write_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), *self.gate_parts(table, partition))
+        return self.write_bytes(
+            json.dumps(record, indent=1, sort_keys=True).encode(), *self.gate_parts(table, partition)
+        )
 
     def read_gate_record(self, table: str, partition: str | None = None) -> dict[str, Any] | None:
         parts = self.gate_parts(table, partition)
@@ -310,9 +316,7 @@ class Storage:
         return self.write_bytes(buf.getvalue(), "quarantine", table, f"{_key(partition)}.parquet")
 
     def read_quarantine(self, table: str, partition: str | None = None) -> pl.DataFrame:
-        return pl.read_parquet(
-            io.BytesIO(self.read_bytes("quarantine", table, f"{_key(partition)}.parquet"))
-        )
+        return pl.read_parquet(io.BytesIO(self.read_bytes("quarantine", table, f"{_key(partition)}.parquet")))
 
     # ---- content-addressed images ---------------------------------------------------------------
     @staticmethod
@@ -347,8 +351,12 @@ class Storage:
         ``staging_root`` names another place, e.g. a restricted folder for patient data) until
         :meth:`StagedStorage.promote`; reads see staged files first, then published ones."""
         area = staging_root or self.uri("_staging")
-        return StagedStorage(root=self.root, s3=self.s3, base=self,
-                             area=Storage(root=posixpath.join(area, *safe_parts((token,))), s3=self.s3))
+        return StagedStorage(
+            root=self.root,
+            s3=self.s3,
+            base=self,
+            area=Storage(root=posixpath.join(area, *safe_parts((token,))), s3=self.s3),
+        )
 
     # ---- LanceDB ------------------------------------------------------------------------------
     def lancedb_uri(self, name: str = "kb") -> str:

@@ -62,8 +62,11 @@ class FileTooLarge(SourceError):
     def __init__(self, path: str, limit: int, decompressed: bool = False):
         self.limit = limit
         what = "decompresses to more than" if decompressed else "is larger than"
-        super().__init__(path, f"{what} the cap of {limit:,} bytes",
-                         "check the file (a decompression bomb?) or raise the source's max_file_bytes")
+        super().__init__(
+            path,
+            f"{what} the cap of {limit:,} bytes",
+            "check the file (a decompression bomb?) or raise the source's max_file_bytes",
+        )
 
 
 def normalize_relpath(rel: str) -> str:
@@ -95,7 +98,9 @@ def normalize_relpath(rel: str) -> str:
             problem = "leaves the source folder (..)"
         else:
             return "" if norm == "." else norm
-    raise UnsafePath(repr(rel), f"unsafe path: {problem}", "names in a source must be relative paths inside its folder")
+    raise UnsafePath(
+        repr(rel), f"unsafe path: {problem}", "names in a source must be relative paths inside its folder"
+    )
 
 
 class _Capped(io.RawIOBase):
@@ -178,8 +183,11 @@ class SourceDir:
             return full
         real = os.path.realpath(full)
         if os.path.commonpath([self._real_root, real]) != self._real_root:
-            raise UnsafePath(full, "unsafe path: a symbolic link leads outside the source folder",
-                             "copy the files into the source folder or point the source at their real folder")
+            raise UnsafePath(
+                full,
+                "unsafe path: a symbolic link leads outside the source folder",
+                "copy the files into the source folder or point the source at their real folder",
+            )
         return real
 
     def exists(self, rel: str) -> bool:
@@ -189,7 +197,9 @@ class SourceDir:
         """Path of ``rel``; raise a :class:`SourceError` naming the file when it is missing."""
         p = self.path(rel)
         if not self.exists(rel):
-            raise SourceError(p, f"{what} not found", f"check the source folder configured for this dataset ({self.root})")
+            raise SourceError(
+                p, f"{what} not found", f"check the source folder configured for this dataset ({self.root})"
+            )
         return p
 
     # ---- listing --------------------------------------------------------------------------------------
@@ -248,11 +258,16 @@ class SourceDir:
         raises :class:`FileTooLarge` past ``max_file_bytes``."""
         path = self.path(rel)
         gz = rel.endswith(".gz")
-        with self.open(rel) as raw, gzip.GzipFile(fileobj=raw, mode="rb") if gz else nullcontext(raw) as inner:
+        with (
+            self.open(rel) as raw,
+            gzip.GzipFile(fileobj=raw, mode="rb") if gz else nullcontext(raw) as inner,
+        ):
             try:
                 yield io.BufferedReader(_Capped(inner, self.max_file_bytes, path, gz), buffer_size=1 << 20)
             except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-                raise SourceError(path, f"corrupt gzip stream ({e})", "re-download or re-compress the file") from e
+                raise SourceError(
+                    path, f"corrupt gzip stream ({e})", "re-download or re-compress the file"
+                ) from e
 
     def read_bytes(self, rel: str, max_bytes: int | None = None) -> bytes:
         """The file's raw bytes (no decompression); :class:`FileTooLarge` above ``max_bytes``
@@ -289,8 +304,12 @@ class SourceDir:
                 "fix the file or restore it from the dataset's release",
             ) from e
         except (RecursionError, ValueError) as e:
-            problem = "JSON nested too deeply to parse" if isinstance(e, RecursionError) else f"malformed JSON: {e}"
-            raise SourceError(self.path(rel), problem, "fix the file or restore it from the dataset's release") from e
+            problem = (
+                "JSON nested too deeply to parse" if isinstance(e, RecursionError) else f"malformed JSON: {e}"
+            )
+            raise SourceError(
+                self.path(rel), problem, "fix the file or restore it from the dataset's release"
+            ) from e
 
     def iter_jsonl(self, rel: str, what: str = "JSON-lines file") -> Iterator[tuple[int, Any, str | None]]:
         """``(line_no, object, None)`` per non-blank line holding a JSON object, else ``(line_no, raw, reason)``.
@@ -316,7 +335,11 @@ class SourceDir:
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield line_no, line.decode("utf-8", "replace"), f"not UTF-8 text: {e.reason} at byte {e.start}"
+                    yield (
+                        line_no,
+                        line.decode("utf-8", "replace"),
+                        f"not UTF-8 text: {e.reason} at byte {e.start}",
+                    )
                     continue
                 value, err = _json_value(text)
                 if err:
@@ -339,12 +362,18 @@ class SourceDir:
             try:
                 header = list(columns) if columns else next(reader, None)
                 if not header:
-                    raise SourceError(path, "CSV file is empty or has no header row",
-                                      "add the header row (or declare the columns)")
+                    raise SourceError(
+                        path,
+                        "CSV file is empty or has no header row",
+                        "add the header row (or declare the columns)",
+                    )
                 repeated = sorted({c for c in header if header.count(c) > 1})
                 if repeated:
-                    raise SourceError(path, f"column names repeated in the header: {repeated}",
-                                      "give every column a distinct name")
+                    raise SourceError(
+                        path,
+                        f"column names repeated in the header: {repeated}",
+                        "give every column a distinct name",
+                    )
                 while True:
                     line_no = reader.line_num + 1
                     fields = next(reader, None)
@@ -357,7 +386,9 @@ class SourceDir:
                     else:
                         yield line_no, dict(zip(header, fields, strict=True)), None
             except csv.Error as e:
-                raise SourceError(path, f"malformed CSV at line {reader.line_num}: {e}", "fix the quoting") from e
+                raise SourceError(
+                    path, f"malformed CSV at line {reader.line_num}: {e}", "fix the quoting"
+                ) from e
             except UnicodeDecodeError as e:
                 raise SourceError(path, f"not UTF-8 text ({e})", "re-export the file as UTF-8") from e
 

@@ -39,7 +39,10 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
-    for key in [k for k in os.environ if k.startswith("MEDRWR_SOURCE_")] + ["MEDRWR_PROFILE", "MEDRWR_DATA_DIR"]:
+    for key in [k for k in os.environ if k.startswith("MEDRWR_SOURCE_")] + [
+        "MEDRWR_PROFILE",
+        "MEDRWR_DATA_DIR",
+    ]:
         monkeypatch.delenv(key, raising=False)
     (tmp_path / "dagster_home").mkdir()
 

@@ -23,7 +23,9 @@ def graph_snapshot() -> dict:
         assets[spec.key.to_user_string()] = {
             "group": spec.group_name,
             "deps": sorted(d.asset_key.to_user_string() for d in spec.deps),
-            "partitions": (getattr(pdef, "name", None) or sorted(pdef.get_partition_keys())) if pdef else None,
+            "partitions": (getattr(pdef, "name", None) or sorted(pdef.get_partition_keys()))
+            if pdef
+            else None,
             "code_version": spec.code_version,
         }
     graph = defs.resolve_asset_graph()
@@ -51,7 +53,12 @@ def test_graph_matches_snapshot():
 
 def test_definitions_validate_cli():
     dagster = Path(sys.executable).with_name("dagster")
-    out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "All code locations passed validation" in out.stdout + out.stderr

@@ -52,15 +52,24 @@ def _leak_into_png_chunks(monkeypatch, name: str, mrn: str):
 
 
 def _events_text(instance: DagsterInstance) -> str:
-    records = instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION))
-    records += instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
+    records = instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION)
+    )
+    records += instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    )
     records += instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.STEP_FAILURE))
     return "\n".join(str(r.event_log_entry) for r in records)
 
 
 def _materialize_echo(instance, key):
-    return materialize([echo_studies], partition_key=key, resources=build_resources(), instance=instance,
-                       raise_on_error=False)
+    return materialize(
+        [echo_studies],
+        partition_key=key,
+        resources=build_resources(),
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 @pytest.mark.slow
@@ -98,8 +107,12 @@ def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_p
         assert name not in text and mrn not in text
 
         # downstream work refuses the partition instead of reading stale or leaky data
-        downstream = materialize([echo_studies.to_source_asset(), ecbench], resources=build_resources(),
-                                 instance=instance, raise_on_error=False)
+        downstream = materialize(
+            [echo_studies.to_source_asset(), ecbench],
+            resources=build_resources(),
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not downstream.success
         assert not storage.exists(*storage.table_parts("ecbench"))
         [failure] = [e for e in downstream.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -114,10 +127,16 @@ def test_fully_quarantined_partition_fails_its_contract(tmp_path, monkeypatch, s
     (folder / "items.csv").write_text("q,a,b,ans\nWhat?,x,y,Z\nWhy?,x,y,Q\n")
     (folder / "mcq_mapping.yaml").write_text(
         "files: [items.csv]\nquestion: q\noptions: [a, b]\nanswer: ans\nlicense: CC0-1.0\nsplit: null\n"
-        "default_split: test\n")
+        "default_split: test\n"
+    )
     monkeypatch.setenv("MEDRWR_SOURCE_MCQ_CUSTOM", str(folder))
-    result = build_defs().resolve_job_def("text_qa_ingest_job").execute_in_process(
-        partition_key="mcq_custom", instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = (
+        build_defs()
+        .resolve_job_def("text_qa_ingest_job")
+        .execute_in_process(
+            partition_key="mcq_custom", instance=DagsterInstance.ephemeral(), raise_on_error=False
+        )
+    )
     assert not result.success
     [check] = result.get_asset_check_evaluations()
     failed = json.dumps(check.metadata["failed"].value)
@@ -131,16 +150,20 @@ def test_checks_are_partitioned(tmp_path, monkeypatch, sample_data):
     """One failed partition is recorded against that partition only; the others keep their result."""
     folder = tmp_path / "pubmedqa"
     folder.mkdir()
-    (folder / "ori_pqal.json").write_text(json.dumps({
-        "1": {"QUESTION": "Q?", "CONTEXTS": ["c"], "final_decision": "perhaps"}}))
+    (folder / "ori_pqal.json").write_text(
+        json.dumps({"1": {"QUESTION": "Q?", "CONTEXTS": ["c"], "final_decision": "perhaps"}})
+    )
     monkeypatch.setenv("MEDRWR_SOURCE_PUBMEDQA", str(folder))
     defs = build_defs()
     with DagsterInstance.ephemeral() as instance:
         job = defs.resolve_job_def("text_qa_ingest_job")
         assert job.execute_in_process(partition_key="medqa", instance=instance).success
-        assert not job.execute_in_process(partition_key="pubmedqa", instance=instance, raise_on_error=False).success
+        assert not job.execute_in_process(
+            partition_key="pubmedqa", instance=instance, raise_on_error=False
+        ).success
         history = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey("text_qa_items"), "text_qa_items_contract"), limit=10)
+            AssetCheckKey(AssetKey("text_qa_items"), "text_qa_items_contract"), limit=10
+        )
         by_partition = {r.partition: r.status.value for r in history}
         assert by_partition == {"medqa": "SUCCEEDED", "pubmedqa": "FAILED"}
 

@@ -25,8 +25,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestration", "assets", "training", "retrieval", "quality", "storage")
 LIBRARIES = ("storage", "training", "retrieval", "quality")
-DAGSTER_MODULES = {"assets.py", "definitions.py", "checks.py", "config.py", "sensors.py", "schedules.py",
-                   "jobs.py", "stages.py"}  # stages.py: the GRPO stage assets (assets/training)
+DAGSTER_MODULES = {
+    "assets.py",
+    "definitions.py",
+    "checks.py",
+    "config.py",
+    "sensors.py",
+    "schedules.py",
+    "jobs.py",
+    "stages.py",
+}  # stages.py: the GRPO stage assets (assets/training)
 
 
 def module_name(path: Path) -> str:
@@ -47,7 +55,7 @@ def imports(path: Path) -> set[str]:
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)]
+                base = package[: len(package) - (node.level - 1)]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
@@ -69,7 +77,9 @@ def project_graph() -> dict[str, set[str]]:
             name = name.rpartition(".")[0]
         return name or None
 
-    return {name: {r for m in imports(path) if (r := resolve(m)) and r != name} for name, path in modules.items()}
+    return {
+        name: {r for m in imports(path) if (r := resolve(m)) and r != name} for name, path in modules.items()
+    }
 
 
 def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -118,14 +128,20 @@ def test_libraries_take_plain_values():
         for path in python_files(lib):
             for mod in imports(path):
                 top = mod.split(".")[0]
-                if top in ("dagster", "orchestration", "assets") or (top == "dagster_pipes" and lib != "training"):
+                if top in ("dagster", "orchestration", "assets") or (
+                    top == "dagster_pipes" and lib != "training"
+                ):
                     bad.append(f"{path.relative_to(REPO)} imports {mod}")
     assert not bad, bad
 
 
 def test_assets_never_import_the_apex():
-    bad = [f"{path.relative_to(REPO)} imports {mod}" for path in python_files("assets") for mod in imports(path)
-           if mod.split(".")[0] == "orchestration"]
+    bad = [
+        f"{path.relative_to(REPO)} imports {mod}"
+        for path in python_files("assets")
+        for mod in imports(path)
+        if mod.split(".")[0] == "orchestration"
+    ]
     assert not bad, bad
 
 

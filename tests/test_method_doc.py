@@ -10,7 +10,17 @@ from training.evaluation.paper_numbers import PAPER_NUMBERS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "method.md"
-FOLDERS = ("assets", "benchmarks", "orchestration", "quality", "retrieval", "storage", "tests", "tools", "training")
+FOLDERS = (
+    "assets",
+    "benchmarks",
+    "orchestration",
+    "quality",
+    "retrieval",
+    "storage",
+    "tests",
+    "tools",
+    "training",
+)
 
 
 def _sections() -> dict[int, str]:
@@ -25,8 +35,11 @@ def _python_files():
 
 def test_citations_name_existing_sections():
     sections = _sections()
-    cited = {(p.relative_to(REPO).as_posix(), int(n))
-             for p in _python_files() for n in re.findall(r"docs/method\.md §(\d+)", p.read_text())}
+    cited = {
+        (p.relative_to(REPO).as_posix(), int(n))
+        for p in _python_files()
+        for n in re.findall(r"docs/method\.md §(\d+)", p.read_text())
+    }
     assert cited, "no citation of docs/method.md found"
     assert {c for c in cited if c[1] not in sections} == set()
 
@@ -36,8 +49,11 @@ def test_nothing_cites_the_notes_outside_the_repository():
 
 
 def test_paper_numbers_agree_with_section_7():
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in _sections()[7].splitlines() if line.startswith("|") and not line.startswith("|---")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in _sections()[7].splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
     tables: list[dict] = []
     for row in rows:
         if row[0] == "model":

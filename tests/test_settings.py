@@ -20,8 +20,7 @@ def test_every_variable_in_code_is_a_listed_setting():
     found = set()
     for folder in ("orchestration", "assets", "retrieval", "quality", "training", "storage"):
         for path in (REPO / folder).rglob("*.py"):
-            found |= {m for m in re.findall(r"MEDRWR_[A-Z0-9_]+", path.read_text())
-                      if not m.endswith("_")}
+            found |= {m for m in re.findall(r"MEDRWR_[A-Z0-9_]+", path.read_text()) if not m.endswith("_")}
     not_settings = {"MEDRWR_SYNTH"}  # the synthetic DICOM files' ImplementationVersionName, not a variable
     unlisted = {v for v in found if v not in listed | not_settings and not v.startswith("MEDRWR_SOURCE_")}
     assert not unlisted, f"variables read but not listed in assets/common/settings.py: {sorted(unlisted)}"
@@ -31,8 +30,11 @@ def test_libraries_and_readers_do_not_read_the_environment():
     offenders = []
     pure = [p for folder in ("retrieval", "quality", "training") for p in (REPO / folder).rglob("*.py")]
     # assets/common/ is where the code location reads its settings (settings, resources, profiles, the audit)
-    pure += [p for p in (REPO / "assets").rglob("*.py")
-             if p.name not in ("assets.py", "definitions.py") and "common" not in p.parts]
+    pure += [
+        p
+        for p in (REPO / "assets").rglob("*.py")
+        if p.name not in ("assets.py", "definitions.py") and "common" not in p.parts
+    ]
     for path in pure:
         text = path.read_text()
         if re.search(r"os\.environ|os\.getenv", text):

@@ -30,8 +30,10 @@ def test_paths_cannot_leave_the_root(storage, parts):
 def test_concurrent_reader_never_sees_a_torn_table(storage):
     """A reader polling a partition while a writer rewrites it 200 times never reads a partial file
     (before: 22,031 of 25,063 reads failed with 'A Parquet file must contain a header and footer')."""
-    frames = [pl.DataFrame({"id": list(range(i, i + 20_000)), "text": [f"row {j}" for j in range(20_000)]})
-              for i in range(2)]
+    frames = [
+        pl.DataFrame({"id": list(range(i, i + 20_000)), "text": [f"row {j}" for j in range(20_000)]})
+        for i in range(2)
+    ]
     storage.write_table(frames[0], "t", "p")
     errors, reads, done = [], [0], threading.Event()
 

@@ -28,7 +28,9 @@ def test_webserver_serves_asset_graph(tmp_path):
     webserver = Path(sys.executable).with_name("dagster-webserver")
     proc = subprocess.Popen(
         [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -43,8 +45,11 @@ def test_webserver_serves_asset_graph(tmp_path):
                 time.sleep(1)
         body = None
         while body is None or not body["data"]["assetNodes"]:  # the code location loads after start-up
-            req = urllib.request.Request(url + "/graphql", data=json.dumps({"query": QUERY}).encode(),
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url + "/graphql",
+                data=json.dumps({"query": QUERY}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             body = json.loads(urllib.request.urlopen(req, timeout=30).read())
             assert "errors" not in body, body
             if time.time() > deadline:

@@ -92,12 +92,18 @@ def main(data_dir: str) -> None:
     vqa_rad(src / "vqa_rad")
     slake(src / "slake")
     pubmedqa(src / "pubmedqa")
-    head_lines(src / "medqa_us" / "phrases_no_exclude_test.jsonl", OUT / "medqa_us" / "phrases_no_exclude_test.jsonl", 200)
+    head_lines(
+        src / "medqa_us" / "phrases_no_exclude_test.jsonl",
+        OUT / "medqa_us" / "phrases_no_exclude_test.jsonl",
+        200,
+    )
     head_lines(src / "medmcqa" / "dev.json", OUT / "medmcqa" / "dev.json", 300)
     head_lines(src / "medquad" / "medquad_qa.jsonl.gz", OUT / "medquad" / "medquad_qa.jsonl.gz", 1500)
-    for ds, names in {"medqa_us": ("LICENSE.medqa.txt", "PROVENANCE.md"),
-                      "medmcqa": ("LICENSE.medmcqa.md", "PROVENANCE.md"),
-                      "medquad": ("LICENSE.medquad.txt", "PROVENANCE.md", "readme.medquad.txt")}.items():
+    for ds, names in {
+        "medqa_us": ("LICENSE.medqa.txt", "PROVENANCE.md"),
+        "medmcqa": ("LICENSE.medmcqa.md", "PROVENANCE.md"),
+        "medquad": ("LICENSE.medquad.txt", "PROVENANCE.md", "readme.medquad.txt"),
+    }.items():
         for name in names:
             _copy(src / ds / name, OUT / ds / name)
     _copy(src / "README.md", OUT / "DATA_README.md")

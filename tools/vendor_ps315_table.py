@@ -23,8 +23,15 @@ import sys
 from pathlib import Path
 
 CATEGORIES = {  # dicom-anonymizer list -> Table E.1-1 Basic Profile action
-    "D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D", "X_Z_TAGS": "X/Z",
-    "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*",
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_D_TAGS": "X/D",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
 }
 ENTRY = re.compile(r"\(\s*((?:0x[0-9A-Fa-f]{4}\s*,?\s*){2,4})\)\s*,\s*#\s*([^\n]+)")
 OUT = Path("quality/data/ps315_table_e1_1.csv")
@@ -53,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"tag": tag_text(t), "name": names.get(tuple(t), ""), "action": action})
     rows.sort(key=lambda r: r["tag"])
     with OUT.open("w", newline="") as f:
-        f.write(f"# DICOM PS3.15 Table E.1-1 Basic Profile actions, from dicom-anonymizer {a.release} "
-                "(Kitware, BSD-3-Clause); see ps315_table_e1_1.LICENSE\n")
+        f.write(
+            f"# DICOM PS3.15 Table E.1-1 Basic Profile actions, from dicom-anonymizer {a.release} "
+            "(Kitware, BSD-3-Clause); see ps315_table_e1_1.LICENSE\n"
+        )
         w = csv.DictWriter(f, fieldnames=["tag", "name", "action"])
         w.writeheader()
         w.writerows(rows)

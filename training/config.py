@@ -20,8 +20,19 @@ from .rewards import STAGE_REWARDS, stage_weights
 from .rollout.settings import RolloutSettings
 
 # GRPOConfig fields that do not change what is trained (where it is written, how often it is logged)
-_NOT_HASHED = {"output_dir", "logging_dir", "run_name", "report_to", "logging_steps", "save_steps",
-               "save_total_limit", "push_to_hub", "hub_model_id", "overwrite_output_dir", "dataloader_num_workers"}
+_NOT_HASHED = {
+    "output_dir",
+    "logging_dir",
+    "run_name",
+    "report_to",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "push_to_hub",
+    "hub_model_id",
+    "overwrite_output_dir",
+    "dataloader_num_workers",
+}
 
 
 @dataclass
@@ -32,10 +43,14 @@ class StageConfig(GRPOConfig):
     is refused."""
 
     stage: int = field(default=1, metadata={"help": "1 = text-only stage, 2 = multimodal stage."})
-    max_rounds: int = field(default=3, metadata={"help": "Generation rounds per trajectory (retrieval after all but the last)."})
+    max_rounds: int = field(
+        default=3, metadata={"help": "Generation rounds per trajectory (retrieval after all but the last)."}
+    )
     retrieval_k: int = field(default=3, metadata={"help": "Passages per query."})
     search_mode: str = field(default="dense", metadata={"help": "Retriever mode: dense, lexical or hybrid."})
-    max_new_tokens_per_round: int = field(default=1024, metadata={"help": "Token budget of one generation round."})
+    max_new_tokens_per_round: int = field(
+        default=1024, metadata={"help": "Token budget of one generation round."}
+    )
     # the paper's values (TRL's own defaults differ)
     num_generations: int | None = field(default=8, metadata={"help": "Completions per prompt."})
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate."})
@@ -45,13 +60,19 @@ class StageConfig(GRPOConfig):
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     scale_rewards: str = field(default="group", metadata={"help": "(r - mean) / (std + 1e-4) per group."})
-    max_completion_length: int | None = field(default=8192, metadata={"help": "Sampled tokens per trajectory."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Completions per device step (4 prompts x 8)."})
+    max_completion_length: int | None = field(
+        default=8192, metadata={"help": "Sampled tokens per trajectory."}
+    )
+    per_device_train_batch_size: int = field(
+        default=32, metadata={"help": "Completions per device step (4 prompts x 8)."}
+    )
     gradient_accumulation_steps: int = field(default=2, metadata={"help": "Gradient accumulation."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the stage items."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Linear warm-up fraction."})
     bf16: bool | None = field(default=True, metadata={"help": "bf16 mixed precision (set False on CPU)."})
-    logging_steps: float = field(default=1, metadata={"help": "Log (and report through Pipes) every n steps."})
+    logging_steps: float = field(
+        default=1, metadata={"help": "Log (and report through Pipes) every n steps."}
+    )
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoint by steps."})
     save_steps: float = field(default=50, metadata={"help": "Checkpoint every n steps (resume granularity)."})
     report_to: Any = field(default="none", metadata={"help": "Loggers besides Pipes."})
@@ -64,9 +85,11 @@ class StageConfig(GRPOConfig):
             self.reward_weights = paper
         elif len(self.reward_weights) != len(paper):
             given = list(self.reward_weights)
-            raise ValueError(f"reward_weights {given} has {len(given)} weights; stage {self.stage} has "
-                             f"{len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
-                             "leave it unset for the paper's")
+            raise ValueError(
+                f"reward_weights {given} has {len(given)} weights; stage {self.stage} has "
+                f"{len(paper)} rewards {list(STAGE_REWARDS[self.stage])} (paper: {paper}); "
+                "leave it unset for the paper's"
+            )
         if self.max_rounds < 1 or self.retrieval_k < 1:
             raise ValueError("max_rounds and retrieval_k must be >= 1")
         if self.search_mode not in ("dense", "lexical", "hybrid"):
@@ -80,7 +103,11 @@ class StageConfig(GRPOConfig):
             if f.name in _NOT_HASHED or f.name.startswith("_"):
                 continue
             value = getattr(self, f.name)
-            out[f.name] = value if isinstance(value, str | int | float | bool | type(None) | list | dict) else str(value)
+            out[f.name] = (
+                value
+                if isinstance(value, str | int | float | bool | type(None) | list | dict)
+                else str(value)
+            )
         return out
 
     def config_hash(self) -> str:
@@ -91,10 +118,13 @@ class StageConfig(GRPOConfig):
     def rollout_settings(self) -> RolloutSettings:
         """The rollout budgets of this stage; the one place GRPOConfig's ``max_completion_length`` becomes
         ``max_completion_tokens`` (unset: 8192, this config's default)."""
-        return RolloutSettings(max_rounds=self.max_rounds, retrieval_k=self.retrieval_k,
-                               max_new_tokens_per_round=self.max_new_tokens_per_round,
-                               max_completion_tokens=self.max_completion_length or 8192,
-                               search_mode=self.search_mode)
+        return RolloutSettings(
+            max_rounds=self.max_rounds,
+            retrieval_k=self.retrieval_k,
+            max_new_tokens_per_round=self.max_new_tokens_per_round,
+            max_completion_tokens=self.max_completion_length or 8192,
+            search_mode=self.search_mode,
+        )
 
 
 SET_BY_LAUNCH = frozenset({"stage", "output_dir"})
@@ -111,12 +141,13 @@ def check_overrides(overrides: dict[str, Any], where: str = "overrides") -> None
     """Refuse names that are not fields of :class:`StageConfig` (with ``trl.GRPOConfig``'s), naming them."""
     unknown = sorted(set(overrides) - field_names())
     if unknown:
-        raise ValueError(f"unknown config fields {unknown} in {where}; the valid names are the fields of "
-                         "training.config.StageConfig and trl.GRPOConfig (training.config.field_names())")
+        raise ValueError(
+            f"unknown config fields {unknown} in {where}; the valid names are the fields of "
+            "training.config.StageConfig and trl.GRPOConfig (training.config.field_names())"
+        )
 
 
 def stage_config(stage: int, output_dir: str, **overrides: Any) -> StageConfig:
     """The stage's config with ``overrides`` (any ``StageConfig``/``GRPOConfig`` field); unknown keys fail."""
     check_overrides(overrides)
     return StageConfig(stage=stage, output_dir=output_dir, **overrides)
-

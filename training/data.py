@@ -36,9 +36,17 @@ EVAL_SPLITS = ("validation", "test")
 """The splits evaluated of a dataset the split-use decisions do not know (one with a training split evaluates
 its other splits; one without is evaluated whole or not at all, as decided)."""
 ITEM_COLUMNS = {
-    "item_id": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8, "question": pl.Utf8, "context": pl.Utf8,
-    "options": pl.List(pl.Utf8), "answer_label": pl.Utf8, "answer": pl.Utf8, "explanation": pl.Utf8,
-    "image_ref": pl.Utf8, "difficulty": pl.Utf8,
+    "item_id": pl.Utf8,
+    "dataset": pl.Utf8,
+    "split": pl.Utf8,
+    "question": pl.Utf8,
+    "context": pl.Utf8,
+    "options": pl.List(pl.Utf8),
+    "answer_label": pl.Utf8,
+    "answer": pl.Utf8,
+    "explanation": pl.Utf8,
+    "image_ref": pl.Utf8,
+    "difficulty": pl.Utf8,
 }
 
 
@@ -51,8 +59,9 @@ class SplitUse:
     decisions: list[dict[str, str]] = field(default_factory=list)
 
     def decisions_frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.decisions, schema={"dataset": pl.Utf8, "use": pl.Utf8, "splits": pl.Utf8,
-                                                    "reason": pl.Utf8})
+        return pl.DataFrame(
+            self.decisions, schema={"dataset": pl.Utf8, "use": pl.Utf8, "splits": pl.Utf8, "reason": pl.Utf8}
+        )
 
     @classmethod
     def from_frame(cls, decisions: pl.DataFrame) -> SplitUse:
@@ -95,8 +104,14 @@ def split_use(items: pl.DataFrame, no_train_split: Mapping[str, str]) -> SplitUs
             others = [s for s in ds_splits if s != "train"]
             use.train[dataset] = ["train"]
             use.evaluate[dataset] = others
-            use.decisions.append({"dataset": dataset, "use": "train+eval", "splits": "train|" + ",".join(others),
-                                  "reason": "has a training split: train on it, evaluate on the others"})
+            use.decisions.append(
+                {
+                    "dataset": dataset,
+                    "use": "train+eval",
+                    "splits": "train|" + ",".join(others),
+                    "reason": "has a training split: train on it, evaluate on the others",
+                }
+            )
             continue
         choice = no_train_split.get(dataset)
         if choice not in ("train", "eval"):
@@ -104,12 +119,19 @@ def split_use(items: pl.DataFrame, no_train_split: Mapping[str, str]) -> SplitUs
             continue
         target = use.train if choice == "train" else use.evaluate
         target[dataset] = list(ds_splits)
-        use.decisions.append({"dataset": dataset, "use": choice, "splits": ",".join(ds_splits),
-                              "reason": f"no training split in this profile: {choice} only, never both"})
+        use.decisions.append(
+            {
+                "dataset": dataset,
+                "use": choice,
+                "splits": ",".join(ds_splits),
+                "reason": f"no training split in this profile: {choice} only, never both",
+            }
+        )
     if missing:
         raise ValueError(
             f"datasets without a 'train' split and no choice: {missing}; set no_train_split[dataset] to "
-            "'train' or 'eval' (the choice is recorded, and the dataset is then never used the other way)")
+            "'train' or 'eval' (the choice is recorded, and the dataset is then never used the other way)"
+        )
     return use
 
 
@@ -125,25 +147,39 @@ def _select_train(items: pl.DataFrame, use: SplitUse, datasets: Sequence[str] | 
 
 def _as_items(frame: pl.DataFrame, image_ref: pl.Expr) -> pl.DataFrame:
     cols = {
-        "item_id": pl.col("item_id"), "dataset": pl.col("dataset"), "split": pl.col("split"),
+        "item_id": pl.col("item_id"),
+        "dataset": pl.col("dataset"),
+        "split": pl.col("split"),
         "question": pl.col("question"),
         "context": pl.col("context") if "context" in frame.columns else pl.lit(None, pl.Utf8),
-        "options": pl.col("options"), "answer_label": pl.col("answer_label"), "answer": pl.col("answer"),
+        "options": pl.col("options"),
+        "answer_label": pl.col("answer_label"),
+        "answer": pl.col("answer"),
         "explanation": pl.col("explanation") if "explanation" in frame.columns else pl.lit(None, pl.Utf8),
-        "image_ref": image_ref, "difficulty": pl.lit(None, pl.Utf8),
+        "image_ref": image_ref,
+        "difficulty": pl.lit(None, pl.Utf8),
     }
     return frame.select([e.cast(ITEM_COLUMNS[k]).alias(k) for k, e in cols.items()])
 
 
-def stage1_items(text_qa: pl.DataFrame, use: SplitUse, *, datasets: Sequence[str] = STAGE1_DATASETS,
-                 limit: int | None = None, seed: int = 0) -> pl.DataFrame:
+def stage1_items(
+    text_qa: pl.DataFrame,
+    use: SplitUse,
+    *,
+    datasets: Sequence[str] = STAGE1_DATASETS,
+    limit: int | None = None,
+    seed: int = 0,
+) -> pl.DataFrame:
     """Text MCQs of ``datasets`` from their training splits (per ``use``), in a seeded shuffled order,
     at most ``limit``. Raises when nothing is selected (silent success with 0 rows is a failure)."""
-    train = _select_train(text_qa, use, datasets).filter(pl.col("answer_label").is_not_null()
-                                                        & (pl.col("options").list.len() >= 2))
+    train = _select_train(text_qa, use, datasets).filter(
+        pl.col("answer_label").is_not_null() & (pl.col("options").list.len() >= 2)
+    )
     if train.height == 0:
-        raise ValueError(f"stage1_items: no training MCQs in {list(datasets)} with the split use "
-                         f"{use.train}; choose 'train' for a dataset without a training split")
+        raise ValueError(
+            f"stage1_items: no training MCQs in {list(datasets)} with the split use "
+            f"{use.train}; choose 'train' for a dataset without a training split"
+        )
     out = _as_items(train, pl.lit(None, pl.Utf8)).sample(fraction=1.0, shuffle=True, seed=seed)
     return out.head(limit) if limit else out
 
@@ -167,9 +203,17 @@ def kmeans_nearest(vectors: np.ndarray, n_clusters: int, per_cluster: int = 1, s
     return sorted(chosen)
 
 
-def stage2_items(vqa: pl.DataFrame, use: SplitUse, image_vectors: pl.DataFrame, *, n_clusters: int,
-                 per_cluster: int = 1, questions_per_image: int = 1, exclude_image_refs: Sequence[str] = (),
-                 seed: int = 0) -> pl.DataFrame:
+def stage2_items(
+    vqa: pl.DataFrame,
+    use: SplitUse,
+    image_vectors: pl.DataFrame,
+    *,
+    n_clusters: int,
+    per_cluster: int = 1,
+    questions_per_image: int = 1,
+    exclude_image_refs: Sequence[str] = (),
+    seed: int = 0,
+) -> pl.DataFrame:
     """Closed multimodal MCQs from training splits, selected by k-means over image embeddings.
 
     ``image_vectors``: columns ``image_ref``, ``vector`` (list of floats), one row per image.
@@ -177,36 +221,56 @@ def stage2_items(vqa: pl.DataFrame, use: SplitUse, image_vectors: pl.DataFrame, 
     Per chosen image, up to ``questions_per_image`` of its questions (seeded order).
     """
     train = _select_train(vqa, use, None).filter(
-        (pl.col("answer_type") == "closed") & pl.col("answer_label").is_not_null()
-        & (pl.col("options").list.len() >= 2) & (pl.col("image_refs").list.len() >= 1))
+        (pl.col("answer_type") == "closed")
+        & pl.col("answer_label").is_not_null()
+        & (pl.col("options").list.len() >= 2)
+        & (pl.col("image_refs").list.len() >= 1)
+    )
     train = train.with_columns(pl.col("image_refs").list.first().alias("image_ref"))
     train = train.filter(~pl.col("image_ref").is_in(list(exclude_image_refs)))
-    images = train.select("image_ref").unique().sort("image_ref").join(image_vectors, on="image_ref", how="left")
+    images = (
+        train.select("image_ref").unique().sort("image_ref").join(image_vectors, on="image_ref", how="left")
+    )
     without = images.filter(pl.col("vector").is_null())
     if without.height:
-        raise ValueError(f"stage2_items: {without.height} training images have no embedding, e.g. "
-                         f"{without['image_ref'][0]}; embed every training image first")
+        raise ValueError(
+            f"stage2_items: {without.height} training images have no embedding, e.g. "
+            f"{without['image_ref'][0]}; embed every training image first"
+        )
     if images.height == 0:
-        raise ValueError("stage2_items: no closed multimodal training questions with options after exclusions")
+        raise ValueError(
+            "stage2_items: no closed multimodal training questions with options after exclusions"
+        )
     vectors = np.asarray(images["vector"].to_list(), dtype=np.float32)
     picked = images[kmeans_nearest(vectors, n_clusters, per_cluster, seed)]["image_ref"].to_list()
-    chosen = (train.filter(pl.col("image_ref").is_in(picked))
-              .sample(fraction=1.0, shuffle=True, seed=seed)
-              .with_columns(pl.int_range(pl.len()).over("image_ref").alias("_n"))
-              .filter(pl.col("_n") < questions_per_image).sort("item_id"))
+    chosen = (
+        train.filter(pl.col("image_ref").is_in(picked))
+        .sample(fraction=1.0, shuffle=True, seed=seed)
+        .with_columns(pl.int_range(pl.len()).over("image_ref").alias("_n"))
+        .filter(pl.col("_n") < questions_per_image)
+        .sort("item_id")
+    )
     return _as_items(chosen, pl.col("image_ref"))
 
 
-def difficulty(items: pl.DataFrame, correct: Mapping[str, Sequence[bool]], easy_at: float = 0.5) -> pl.DataFrame:
+def difficulty(
+    items: pl.DataFrame, correct: Mapping[str, Sequence[bool]], easy_at: float = 0.5
+) -> pl.DataFrame:
     """Drop items the policy solved in every sample; label the rest ``easy`` (pass rate >= ``easy_at``) or
     ``hard``. ``correct[item_id]``: one bool per policy sample; every item must have samples."""
     missing = [i for i in items["item_id"].to_list() if not correct.get(i)]
     if missing:
         raise ValueError(f"difficulty: no policy samples for {len(missing)} items, e.g. {missing[:3]}")
-    rate = pl.DataFrame({"item_id": list(correct), "pass_rate": [float(np.mean(v)) for v in correct.values()]})
+    rate = pl.DataFrame(
+        {"item_id": list(correct), "pass_rate": [float(np.mean(v)) for v in correct.values()]}
+    )
     out = items.drop("difficulty").join(rate, on="item_id", how="left").filter(pl.col("pass_rate") < 1.0)
     return out.with_columns(
-        pl.when(pl.col("pass_rate") >= easy_at).then(pl.lit("easy")).otherwise(pl.lit("hard")).alias("difficulty"))
+        pl.when(pl.col("pass_rate") >= easy_at)
+        .then(pl.lit("easy"))
+        .otherwise(pl.lit("hard"))
+        .alias("difficulty")
+    )
 
 
 def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
@@ -216,6 +280,7 @@ def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
     ``dataset``, ``question`` and ``image_refs`` (or ``image_ref``). Returns columns ``train_item_id``,
     ``eval_item_id``, ``eval_dataset``, ``reason`` (``question_text`` or ``image``); empty means no leak.
     """
+
     def refs(frame: pl.DataFrame) -> pl.Expr:
         if "image_refs" in frame.columns:
             return pl.col("image_refs")
@@ -228,15 +293,24 @@ def leakage(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFrame:
 
     dataset = pl.col("dataset") if "dataset" in evaluation.columns else pl.lit(None, pl.Utf8)
     t = train.select(pl.col("item_id").alias("train_item_id"), refs(train).alias("refs")).with_columns(
-        norm(train).alias("q"))
-    e = evaluation.select(pl.col("item_id").alias("eval_item_id"), dataset.alias("eval_dataset"),
-                          refs(evaluation).alias("refs")).with_columns(norm(evaluation).alias("q"))
-    by_text = (t.filter(pl.col("q") != "").join(e, on="q").select("train_item_id", "eval_item_id", "eval_dataset")
-               .with_columns(pl.lit("question_text").alias("reason")))
+        norm(train).alias("q")
+    )
+    e = evaluation.select(
+        pl.col("item_id").alias("eval_item_id"), dataset.alias("eval_dataset"), refs(evaluation).alias("refs")
+    ).with_columns(norm(evaluation).alias("q"))
+    by_text = (
+        t.filter(pl.col("q") != "")
+        .join(e, on="q")
+        .select("train_item_id", "eval_item_id", "eval_dataset")
+        .with_columns(pl.lit("question_text").alias("reason"))
+    )
     te = t.explode("refs").drop_nulls("refs")
     ee = e.explode("refs").drop_nulls("refs")
-    by_image = (te.join(ee, on="refs").select("train_item_id", "eval_item_id", "eval_dataset")
-                .with_columns(pl.lit("image").alias("reason")))
+    by_image = (
+        te.join(ee, on="refs")
+        .select("train_item_id", "eval_item_id", "eval_dataset")
+        .with_columns(pl.lit("image").alias("reason"))
+    )
     return pl.concat([by_text, by_image]).unique().sort(["train_item_id", "eval_item_id", "reason"])
 
 
@@ -255,12 +329,16 @@ def evaluation_leaks(train: pl.DataFrame, evaluation: pl.DataFrame) -> pl.DataFr
     with_image_eval = set(evaluation.filter(pl.col("image_refs").list.len() > 0)["item_id"].to_list())
     return leakage(train, evaluation).filter(
         (pl.col("reason") == "image")
-        | ~(pl.col("train_item_id").is_in(list(with_image_train))
-            | pl.col("eval_item_id").is_in(list(with_image_eval))))
+        | ~(
+            pl.col("train_item_id").is_in(list(with_image_train))
+            | pl.col("eval_item_id").is_in(list(with_image_eval))
+        )
+    )
 
 
-def evaluation_items(text_qa: pl.DataFrame, vqa: pl.DataFrame, ecbench: pl.DataFrame,
-                     use: SplitUse) -> pl.DataFrame:
+def evaluation_items(
+    text_qa: pl.DataFrame, vqa: pl.DataFrame, ecbench: pl.DataFrame, use: SplitUse
+) -> pl.DataFrame:
     """Every item that some benchmark may evaluate: the splits :meth:`SplitUse.evaluated_splits` gives for
     each dataset (validation/test for a dataset with a training split; everything for a dataset evaluated
     only; nothing for a dataset trained on only; :data:`EVAL_SPLITS` of a dataset ``use`` does not know),
@@ -297,7 +375,9 @@ def mcq_prompt_rows(items: pl.DataFrame, load_image) -> list[dict]:
     return rows
 
 
-def sample_correctness(rollout, model, processor, rows: Sequence[dict], samples: int = 4) -> dict[str, list[bool]]:
+def sample_correctness(
+    rollout, model, processor, rows: Sequence[dict], samples: int = 4
+) -> dict[str, list[bool]]:
     """``samples`` rollouts of the current policy per row (``rows`` in the TRL layout of
     :func:`training.launch.trl_dataset` or :func:`mcq_prompt_rows`: ``prompt``, ``item_id``, ``answer_label``,
     ``answer``, ``options``): ``item_id -> [correct per sample]``, the input of :func:`difficulty`. One
@@ -307,6 +387,7 @@ def sample_correctness(rollout, model, processor, rows: Sequence[dict], samples:
     for _ in range(samples):
         result = rollout.run(model, processor, prompts)
         for r, t in zip(rows, result.trajectories, strict=True):
-            correct[r["item_id"]].append(bool(answer_matches(t.answer(), r["answer_label"], r["answer"],
-                                                             r["options"])))
+            correct[r["item_id"]].append(
+                bool(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"]))
+            )
     return correct

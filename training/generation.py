@@ -43,7 +43,9 @@ class Vision:
         """This row's images plus one more (appended after the existing ones, as in the token order)."""
         if self.pixel_values is None:
             return Vision(pixel_values, image_grid_thw)
-        return Vision(torch.cat([self.pixel_values, pixel_values]), torch.cat([self.image_grid_thw, image_grid_thw]))
+        return Vision(
+            torch.cat([self.pixel_values, pixel_values]), torch.cat([self.image_grid_thw, image_grid_thw])
+        )
 
 
 @dataclass
@@ -70,16 +72,17 @@ def token_ids(processor_or_tokenizer: Any) -> Any:
     return getattr(processor_or_tokenizer, "tokenizer", processor_or_tokenizer)
 
 
-def batch_inputs(contexts: Sequence[Context], pad_id: int, image_token_id: int | None,
-                 device: torch.device | str) -> dict[str, torch.Tensor]:
+def batch_inputs(
+    contexts: Sequence[Context], pad_id: int, image_token_id: int | None, device: torch.device | str
+) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids``/``attention_mask`` and, when any row has images, the concatenated
     ``pixel_values``/``image_grid_thw`` and ``mm_token_type_ids``."""
     width = max(len(c.ids) for c in contexts)
     ids = torch.full((len(contexts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(contexts), width), dtype=torch.long)
     for i, c in enumerate(contexts):
-        ids[i, width - len(c.ids):] = torch.tensor(c.ids, dtype=torch.long)
-        mask[i, width - len(c.ids):] = 1
+        ids[i, width - len(c.ids) :] = torch.tensor(c.ids, dtype=torch.long)
+        mask[i, width - len(c.ids) :] = 1
     out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
     with_images = [c.vision for c in contexts if c.vision.n_images]
     if with_images:
@@ -109,8 +112,14 @@ class HFGenerator:
         self.image_token_id = getattr(config, "image_token_id", None)
         # vision placeholders are written by the processor, never sampled: a sampled <|image_pad|> would
         # break the image-token count of every later forward pass
-        self.never_sample = [i for i in (getattr(config, k, None) for k in (
-            "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")) if i is not None]
+        self.never_sample = [
+            i
+            for i in (
+                getattr(config, k, None)
+                for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+            )
+            if i is not None
+        ]
         if self.tokenizer.pad_token_id not in self.eos_ids:
             self.never_sample.append(self.tokenizer.pad_token_id)
         self.calls = 0
@@ -120,9 +129,19 @@ class HFGenerator:
         return [eos] if isinstance(eos, int) else list(eos)
 
     @torch.no_grad()
-    def generate(self, contexts: Sequence[Context], *, stop_strings: Sequence[str], max_new_tokens: int,
-                 banned: Sequence[Sequence[int]] = (), do_sample: bool = True, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int | None = None, want_logprobs: bool = False) -> list[Generated]:
+    def generate(
+        self,
+        contexts: Sequence[Context],
+        *,
+        stop_strings: Sequence[str],
+        max_new_tokens: int,
+        banned: Sequence[Sequence[int]] = (),
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        want_logprobs: bool = False,
+    ) -> list[Generated]:
         """One ``generate`` call for all ``contexts``; returns one :class:`Generated` per context."""
         self.calls += 1
         device = next(self.model.parameters()).device
@@ -131,8 +150,12 @@ class HFGenerator:
         # the pad token is never a legitimate sample inside a turn; banning it makes trailing pads unambiguous
         bad = [list(b) for b in banned] + [[i] for i in self.never_sample]
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids, bad_words_ids=bad or None, return_dict_in_generate=True,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            bad_words_ids=bad or None,
+            return_dict_in_generate=True,
             output_scores=want_logprobs,
         )
         if stop_strings:
@@ -170,7 +193,9 @@ class HFGenerator:
 
 
 @torch.no_grad()
-def next_token_logprobs(model: Any, contexts: Sequence[Context], pad_id: int, batch_size: int = 16) -> torch.Tensor:
+def next_token_logprobs(
+    model: Any, contexts: Sequence[Context], pad_id: int, batch_size: int = 16
+) -> torch.Tensor:
     """``(len(contexts), vocab)`` log-probabilities of the token that would follow each context: one
     batched forward pass per ``batch_size`` rows (left padding, so the last position is the next token)."""
     image_token_id = getattr(model.config, "image_token_id", None)

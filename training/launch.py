@@ -53,10 +53,26 @@ log = logging.getLogger("training.launch")
 
 LINEAGE_FILE = "medrwr_lineage.json"
 REPORTED_METRICS = (
-    "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "loss", "grad_norm", "learning_rate",
-    "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean", "completions/mean_length",
-    "rollout/query_rate", "rollout/retrieval_calls", "rollout/rounds", "rollout/prefix_violations",
-    "rollout/answered", "rollout/tokens_per_s", "train/step_time_s", "train/tokens_per_s",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "entropy",
+    "loss",
+    "grad_norm",
+    "learning_rate",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "completions/mean_length",
+    "rollout/query_rate",
+    "rollout/retrieval_calls",
+    "rollout/rounds",
+    "rollout/prefix_violations",
+    "rollout/answered",
+    "rollout/tokens_per_s",
+    "train/step_time_s",
+    "train/tokens_per_s",
 )
 
 
@@ -88,11 +104,12 @@ def _json_arg(name: str, value: str) -> dict[str, Any]:
     try:
         out = json.loads(value)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"{name}: not valid JSON ({e}); pass a JSON object such as '{{\"max_steps\": 2}}'") from e
+        raise SystemExit(
+            f"{name}: not valid JSON ({e}); pass a JSON object such as '{{\"max_steps\": 2}}'"
+        ) from e
     if not isinstance(out, dict):
         raise SystemExit(f"{name}: expected a JSON object, got {type(out).__name__}")
     return out
-
 
 
 def read_items(uri: str, storage_options: dict[str, Any]):
@@ -125,7 +142,9 @@ class ImageStore:
 
         path = "/".join([self.root.rstrip("/"), *image_key(image_id)])
         if not self.fs.exists(path):
-            raise FileNotFoundError(f"image {image_id} not found at {path}; was the item table built from this storage?")
+            raise FileNotFoundError(
+                f"image {image_id} not found at {path}; was the item table built from this storage?"
+            )
         return Image.open(io.BytesIO(self.fs.cat_file(path))).convert("RGB")
 
 
@@ -142,10 +161,16 @@ def trl_dataset(items, images: ImageStore | None):
         raise SystemExit("items reference images: pass --images-uri (the Storage images folder)")
     for r in items.iter_rows(named=True):
         img = images.load(r["image_ref"]) if has_images and r.get("image_ref") else None
-        row = {"prompt": build_messages(r["question"], r["options"], has_image=img is not None,
-                                        context=r.get("context")),
-               "item_id": r["item_id"], "answer_label": r["answer_label"], "answer": r.get("answer"),
-               "options": list(r["options"]), "explanation": r.get("explanation")}
+        row = {
+            "prompt": build_messages(
+                r["question"], r["options"], has_image=img is not None, context=r.get("context")
+            ),
+            "item_id": r["item_id"],
+            "answer_label": r["answer_label"],
+            "answer": r.get("answer"),
+            "options": list(r["options"]),
+            "explanation": r.get("explanation"),
+        }
         if has_images:
             row["image"] = img
         rows.append(row)
@@ -157,7 +182,11 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     root = Path(output_dir)
     if not root.is_dir():
         return None
-    done = [d for d in root.glob("checkpoint-*") if (d / "trainer_state.json").exists() and (d / LINEAGE_FILE).exists()]
+    done = [
+        d
+        for d in root.glob("checkpoint-*")
+        if (d / "trainer_state.json").exists() and (d / LINEAGE_FILE).exists()
+    ]
     return max(done, key=lambda d: int(d.name.split("-")[-1])) if done else None
 
 
@@ -194,9 +223,14 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero or not logs or "train_runtime" in logs:
                 return  # the end-of-training summary is not a training step
-            logs = dict(logs, **{"train/step_time_s": self.step_time, "train/tokens_per_s": self.tokens_per_s})
-            metrics = {k: float(v) for k, v in logs.items()
-                       if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))}
+            logs = dict(
+                logs, **{"train/step_time_s": self.step_time, "train/tokens_per_s": self.tokens_per_s}
+            )
+            metrics = {
+                k: float(v)
+                for k, v in logs.items()
+                if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))
+            }
             payload = {"step": state.global_step, "time": time.time(), "metrics": metrics}
             if pipes is not None:
                 pipes.report_custom_message(payload)
@@ -208,8 +242,9 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
             if state.is_world_process_zero:
                 ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if ckpt.is_dir():
-                    (ckpt / LINEAGE_FILE).write_text(json.dumps(dict(lineage, global_step=state.global_step),
-                                                                indent=2, sort_keys=True))
+                    (ckpt / LINEAGE_FILE).write_text(
+                        json.dumps(dict(lineage, global_step=state.global_step), indent=2, sort_keys=True)
+                    )
 
     return [LineageAndMetrics()]
 
@@ -260,44 +295,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         items = read_items(args.items, item_opts)
         images = ImageStore(args.images_uri, item_opts) if args.images_uri else None
         dataset = trl_dataset(items, images)
-        model, processor = load_policy(args.base_model, cache_dir=args.model_cache,
-                                       storage_options=item_opts, dtype="auto")
+        model, processor = load_policy(
+            args.base_model, cache_dir=args.model_cache, storage_options=item_opts, dtype="auto"
+        )
         location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
         tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
         lineage = {
-            "stage": args.stage, "items_uri": args.items, "items_sha256": _file_sha256(args.items, item_opts),
-            "items_rows": items.height, "kb_uri": args.kb_uri, "kb_table": args.kb_table, "kb_tag": args.kb_tag,
-            "kb_version": retriever.version, "text_embedder": embedder.model_id,
-            "image_embedder": args.image_embedder if args.stage == 2 else None, "lexicon_terms": lexicon_terms,
-            "base_model": args.base_model, "config_hash": config.config_hash(), "config": config.hashed_values(),
-            "reward_weights": config.reward_weights, "git_commit": git_commit(args.git_commit),
+            "stage": args.stage,
+            "items_uri": args.items,
+            "items_sha256": _file_sha256(args.items, item_opts),
+            "items_rows": items.height,
+            "kb_uri": args.kb_uri,
+            "kb_table": args.kb_table,
+            "kb_tag": args.kb_tag,
+            "kb_version": retriever.version,
+            "text_embedder": embedder.model_id,
+            "image_embedder": args.image_embedder if args.stage == 2 else None,
+            "lexicon_terms": lexicon_terms,
+            "base_model": args.base_model,
+            "config_hash": config.config_hash(),
+            "config": config.hashed_values(),
+            "reward_weights": config.reward_weights,
+            "git_commit": git_commit(args.git_commit),
             **_json_arg("--lineage", args.lineage),
         }
-        trainer = build_trainer(model, processor, config, dataset, retriever, query_reward=query_reward,
-                                callbacks=make_callbacks(lineage, pipes))
+        trainer = build_trainer(
+            model,
+            processor,
+            config,
+            dataset,
+            retriever,
+            query_reward=query_reward,
+            callbacks=make_callbacks(lineage, pipes),
+        )
         resume = last_complete_checkpoint(args.output_dir)
         if resume is not None:
             log.info("resuming from %s", resume)
         started = time.time()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         final = Path(args.output_dir) / "final"
-        manifest = dict(lineage, global_step=trainer.state.global_step, resumed_from=str(resume) if resume else None,
-                        train_seconds=time.time() - started, train_loss=result.training_loss)
+        manifest = dict(
+            lineage,
+            global_step=trainer.state.global_step,
+            resumed_from=str(resume) if resume else None,
+            train_seconds=time.time() - started,
+            train_loss=result.training_loss,
+        )
         if trainer.accelerator.is_main_process:
             trainer.save_model(str(final))
             processor.save_pretrained(str(final))
             weights_file = final / "model.safetensors"
-            manifest["weights_sha256"] = (hashlib.sha256(weights_file.read_bytes()).hexdigest()
-                                          if weights_file.exists() else None)
+            manifest["weights_sha256"] = (
+                hashlib.sha256(weights_file.read_bytes()).hexdigest() if weights_file.exists() else None
+            )
             (final / LINEAGE_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             if pipes is not None:
-                meta = {k: v for k, v in manifest.items() if isinstance(v, str | int | float) and k != "config"}
+                meta = {
+                    k: v for k, v in manifest.items() if isinstance(v, str | int | float) and k != "config"
+                }
                 meta["path"] = str(final)
                 pipes.report_asset_materialization(
-                    metadata=meta, data_version=manifest.get("weights_sha256") or manifest["config_hash"])
+                    metadata=meta, data_version=manifest.get("weights_sha256") or manifest["config_hash"]
+                )
     return manifest
 
 

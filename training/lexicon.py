@@ -72,7 +72,9 @@ def _kg_rows(path: Path) -> Iterable[list[str]]:
         reader = csv.reader(fh, delimiter="#")
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{path}: empty knowledge-graph file; expected a '#'-separated header and triples")
+            raise ValueError(
+                f"{path}: empty knowledge-graph file; expected a '#'-separated header and triples"
+            )
         for n, row in enumerate(reader, start=2):
             if len(row) < 3:
                 raise ValueError(f"{path} line {n}: expected 'entity#attribute#value', got {row!r}")
@@ -135,7 +137,9 @@ class LexiconNER:
             return []
         found = []
         for last, (length, concept) in self.automaton.iter(norm):
-            start = last - length - 1  # ``last`` is the padded key's trailing space; offsets in the normalised text
+            start = (
+                last - length - 1
+            )  # ``last`` is the padded key's trailing space; offsets in the normalised text
             found.append((start, start + length, concept))
         found.sort(key=lambda s: (s[0], -(s[1] - s[0])))
         chosen, last_end = [], -1

@@ -27,8 +27,16 @@ QUERY_OPEN, QUERY_CLOSE = "<query>", "</query>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 RETRIEVE_OPEN, RETRIEVE_CLOSE = "<retrieve>", "</retrieve>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-PROTOCOL_TOKENS = (THINK_OPEN, THINK_CLOSE, QUERY_OPEN, QUERY_CLOSE, RETRIEVE_OPEN, RETRIEVE_CLOSE,
-                   ANSWER_OPEN, ANSWER_CLOSE)
+PROTOCOL_TOKENS = (
+    THINK_OPEN,
+    THINK_CLOSE,
+    QUERY_OPEN,
+    QUERY_CLOSE,
+    RETRIEVE_OPEN,
+    RETRIEVE_CLOSE,
+    ANSWER_OPEN,
+    ANSWER_CLOSE,
+)
 OPTION_LETTERS = "ABCDEFGHIJ"
 
 _IMAGE_SENTENCES = (
@@ -67,16 +75,28 @@ def format_question(question: str, options: Sequence[str] | None = None, context
     return "\n".join(parts)
 
 
-def build_messages(question: str, options: Sequence[str] | None = None, *, has_image: bool = False,
-                   context: str | None = None, retrieval: bool = True, system: str | None = None) -> list[dict]:
+def build_messages(
+    question: str,
+    options: Sequence[str] | None = None,
+    *,
+    has_image: bool = False,
+    context: str | None = None,
+    retrieval: bool = True,
+    system: str | None = None,
+) -> list[dict]:
     """Conversational prompt in the layout TRL expects (system + user), content as typed lists. An image row
     gets an ``{"type": "image"}`` placeholder first in the user content; TRL (or the caller) fills in the image.
     ``system`` replaces :func:`system_prompt` (e.g. a compact prompt for a synthetic benchmark)."""
     text = format_question(question, options, context)
     user = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": text}]
     # typed content everywhere: one Arrow schema for text-only and image rows of the same dataset
-    return [{"role": "system", "content": [{"type": "text", "text": system or system_prompt(has_image, retrieval)}]},
-            {"role": "user", "content": user}]
+    return [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": system or system_prompt(has_image, retrieval)}],
+        },
+        {"role": "user", "content": user},
+    ]
 
 
 _TAG_IN_PASSAGE = re.compile(r"</?(?:think|query|retrieve|answer)>", re.IGNORECASE)
@@ -250,8 +270,9 @@ def extract_choice(answer: str | None, options: Sequence[str] | None) -> str | N
     return hits[0] if len(hits) == 1 else None
 
 
-def answer_matches(answer: str | None, gold_label: str | None, gold_text: str | None,
-                   options: Sequence[str] | None) -> bool:
+def answer_matches(
+    answer: str | None, gold_label: str | None, gold_text: str | None, options: Sequence[str] | None
+) -> bool:
     """Accuracy: the extracted letter equals ``gold_label`` (case-insensitive) for an MCQ; for a
     free-text item, normalized answer text equals normalized ``gold_text``."""
     if answer is None:

@@ -26,4 +26,7 @@ class RandomRetriever:
     def search(self, queries: list[str], k: int = 3, mode: str = "dense", **_: Any) -> list[list[Hit]]:
         """``k`` random hits per query (score 0.0); ``mode`` is accepted and ignored."""
         k = min(k, len(self.pool))
-        return [[Hit(h.id, 0.0, h.source, h.title, h.text) for h in self.rng.sample(self.pool, k)] for _ in queries]
+        return [
+            [Hit(h.id, 0.0, h.source, h.title, h.text) for h in self.rng.sample(self.pool, k)]
+            for _ in queries
+        ]

@@ -62,8 +62,12 @@ def _correct(spans: list[Span], label: Any, gold: Any, options: Any) -> bool:
     return answer_matches(answer_text(spans), label, gold, options)
 
 
-def format_reward(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any] | None = None,
-                  **kwargs: Any) -> list[float | None]:
+def format_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    completion_ids: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
     """f: 1.0 for a well-formed completion, plus 1.0 when it queried and answered correctly."""
     n = len(completions)
     traj = kwargs.get("trajectory")
@@ -79,8 +83,12 @@ def format_reward(prompts: Sequence[Any], completions: Sequence[Any], completion
     return out
 
 
-def accuracy_reward(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any] | None = None,
-                    **kwargs: Any) -> list[float | None]:
+def accuracy_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    completion_ids: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
     """a: 1.0 when the model's final answer names the gold option (or equals the gold free text)."""
     n = len(completions)
     traj = kwargs.get("trajectory")
@@ -140,12 +148,18 @@ class QuerySemanticReward:
             at += n
         return out
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
-                 completion_ids: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
         n = len(completions)
         traj = kwargs.get("trajectory")
-        labels, golds, options, expl = (_column(kwargs, c, n)
-                                        for c in ("answer_label", "answer", "options", "explanation"))
+        labels, golds, options, expl = (
+            _column(kwargs, c, n) for c in ("answer_label", "answer", "options", "explanation")
+        )
         images = [_first_image(x) for x in _column(kwargs, "image", n)]
         queries, passages = [], []
         for i in range(n):
@@ -173,14 +187,20 @@ def _first_image(value: Any) -> Any:
     return value
 
 
-def confidence_gain_reward(prompts: Sequence[Any], completions: Sequence[Any],
-                           completion_ids: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
+def confidence_gain_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    completion_ids: Sequence[Any] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
     """c = log π(gold | with retrieval) − log π(gold | without), gold letter upper-cased; 0.0 for a row
     that retrieved nothing; None for a row whose answer token could not be located or has no gold letter."""
     n = len(completions)
     traj = kwargs.get("trajectory")
     if traj is None:
-        raise ValueError("confidence_gain_reward needs the rollout's 'trajectory' column (scored with score=True)")
+        raise ValueError(
+            "confidence_gain_reward needs the rollout's 'trajectory' column (scored with score=True)"
+        )
     labels = _column(kwargs, "answer_label", n)
     out: list[float | None] = []
     for t, label in zip(traj, labels, strict=True):
@@ -190,8 +210,10 @@ def confidence_gain_reward(prompts: Sequence[Any], completions: Sequence[Any],
         elif t.answer_logprobs is None or gold not in t.answer_logprobs:
             out.append(None)
         elif t.answer_logprobs_no_retrieval is None:
-            raise ValueError("confidence_gain_reward: trajectory scored without the counterfactual pass; build the "
-                             "Rollout with score=True and score_counterfactual=True")
+            raise ValueError(
+                "confidence_gain_reward: trajectory scored without the counterfactual pass; build the "
+                "Rollout with score=True and score_counterfactual=True"
+            )
         else:
             with_r, without = t.answer_logprobs[gold], t.answer_logprobs_no_retrieval[gold]
             out.append(float(with_r - without) if np.isfinite(with_r) and np.isfinite(without) else None)
@@ -224,8 +246,9 @@ REWARDS: dict[str, Reward] = {
 order of TRL's ``reward_funcs`` and ``reward_weights``; the name is TRL's ``rewards/<name>`` metric."""
 
 PAPER_WEIGHTS: dict[str, float] = {name: r.weight for name, r in REWARDS.items()}
-STAGE_REWARDS: dict[int, tuple[str, ...]] = {stage: tuple(n for n, r in REWARDS.items() if stage in r.stages)
-                                             for stage in (1, 2)}
+STAGE_REWARDS: dict[int, tuple[str, ...]] = {
+    stage: tuple(n for n, r in REWARDS.items() if stage in r.stages) for stage in (1, 2)
+}
 """The rewards of each stage, in registry order."""
 
 
@@ -236,7 +259,9 @@ def stage_weights(stage: int) -> list[float]:
     return [PAPER_WEIGHTS[name] for name in STAGE_REWARDS[stage]]
 
 
-def stage_rewards(stage: int, query_reward: QuerySemanticReward | None = None) -> tuple[list[Any], list[float]]:
+def stage_rewards(
+    stage: int, query_reward: QuerySemanticReward | None = None
+) -> tuple[list[Any], list[float]]:
     """Reward functions and paper weights of a stage, from :data:`REWARDS`: stage 1 = format + accuracy
     (1, 5); stage 2 = all four (1, 5, 0.4, 5), which needs ``query_reward``."""
     weights = stage_weights(stage)
@@ -245,8 +270,13 @@ def stage_rewards(stage: int, query_reward: QuerySemanticReward | None = None) -
     for name in STAGE_REWARDS[stage]:
         fn = REWARDS[name].fn or built.get(name)
         if fn is None:
-            raise ValueError(f"stage {stage} needs the {name} reward built for the run"
-                             + (": a QuerySemanticReward (lexicon NER and image embedder)"
-                                if name == "query_semantic" else ""))
+            raise ValueError(
+                f"stage {stage} needs the {name} reward built for the run"
+                + (
+                    ": a QuerySemanticReward (lexicon NER and image embedder)"
+                    if name == "query_semantic"
+                    else ""
+                )
+            )
         funcs.append(fn)
     return funcs, weights

@@ -21,25 +21,57 @@ CPU: dict[str, Any] = {"use_cpu": True, "bf16": False, "gradient_checkpointing":
 """The trainer settings of a machine without a GPU."""
 
 STAGE: dict[str, Any] = {
-    "max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-    "max_rounds": 2, "max_new_tokens_per_round": 16, "max_completion_length": 48, "save_steps": 1,
+    "max_steps": 2,
+    "num_generations": 2,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_rounds": 2,
+    "max_new_tokens_per_round": 16,
+    "max_completion_length": 48,
+    "save_steps": 1,
 }
 
-EVAL: dict[str, Any] = {"max_items": 8, "max_rounds": 2, "max_new_tokens_per_round": 16,
-                        "max_completion_tokens": 48}
+EVAL: dict[str, Any] = {
+    "max_items": 8,
+    "max_rounds": 2,
+    "max_new_tokens_per_round": 16,
+    "max_completion_tokens": 48,
+}
 
 TRAINER: dict[str, Any] = {
-    **CPU, "learning_rate": 1e-3, "num_generations": 4, "per_device_train_batch_size": 8,
-    "gradient_accumulation_steps": 1, "max_completion_length": 96, "max_new_tokens_per_round": 32,
-    "max_steps": 2, "save_steps": 1, "warmup_ratio": 0.0, "dataloader_num_workers": 0, "seed": 0,
+    **CPU,
+    "learning_rate": 1e-3,
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "max_completion_length": 96,
+    "max_new_tokens_per_round": 32,
+    "max_steps": 2,
+    "save_steps": 1,
+    "warmup_ratio": 0.0,
+    "dataloader_num_workers": 0,
+    "seed": 0,
 }
 
 TINY_STAGE: dict[str, Any] = {
-    "num_generations": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "max_rounds": 2,
-    "max_new_tokens_per_round": 8, "max_completion_length": 24, "save_steps": 1, "seed": 0,
+    "num_generations": 2,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_rounds": 2,
+    "max_new_tokens_per_round": 8,
+    "max_completion_length": 24,
+    "save_steps": 1,
+    "seed": 0,
 }
 
 ONE_STEP_STAGE: dict[str, Any] = {
-    "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-    "max_rounds": 1, "max_new_tokens_per_round": 8, "max_completion_length": 16, "save_steps": 1, "seed": 0,
+    "max_steps": 1,
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_rounds": 1,
+    "max_new_tokens_per_round": 8,
+    "max_completion_length": 16,
+    "save_steps": 1,
+    "seed": 0,
 }

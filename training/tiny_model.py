@@ -25,9 +25,20 @@ from .protocol import PROTOCOL_TOKENS
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 
 # Qwen2-VL's chat template (system default, string or typed content, image/video placeholders).
@@ -61,22 +72,43 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, extra_tokens: 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(QWEN_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in (*PROTOCOL_TOKENS, *extra_tokens)])
+    tok.add_tokens(
+        [AddedToken(t, normalized=False, special=False) for t in (*PROTOCOL_TOKENS, *extra_tokens)]
+    )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token=None, padding_side="left", model_max_length=32768,
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        padding_side="left",
+        model_max_length=32768,
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def tiny_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                vision_hidden_size: int = 32, vision_depth: int = 1):
+def tiny_config(
+    tokenizer,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    vision_hidden_size: int = 32,
+    vision_depth: int = 1,
+):
     """A ``Qwen2_5_VLConfig`` of the given (small) sizes whose token ids match ``tokenizer``."""
     from transformers import Qwen2_5_VLConfig
 
@@ -85,22 +117,39 @@ def tiny_config(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 
     mrope = [half - 2 * (half // 3), half // 3, half // 3]  # sums to head_dim / 2, as Qwen requires
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     text_config = {
-        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": heads,
-        "max_position_embeddings": 4096, "tie_word_embeddings": True,
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
         "rope_parameters": {"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
-        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
     vision_config = {
-        "depth": vision_depth, "hidden_size": vision_hidden_size, "intermediate_size": 2 * vision_hidden_size,
-        "num_heads": 2, "out_hidden_size": hidden_size, "fullatt_block_indexes": [vision_depth - 1],
-        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+        "depth": vision_depth,
+        "hidden_size": vision_hidden_size,
+        "intermediate_size": 2 * vision_hidden_size,
+        "num_heads": 2,
+        "out_hidden_size": hidden_size,
+        "fullatt_block_indexes": [vision_depth - 1],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,
     }
     return Qwen2_5_VLConfig(
-        text_config=text_config, vision_config=vision_config, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True,
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
     )
 
 
@@ -110,13 +159,23 @@ def make_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 *
 
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
-        tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
     )
 
 
-def build_tiny_model(out_dir: str | Path, corpus: Iterable[str], *, vocab_size: int = 4096,
-                     extra_tokens: Iterable[str] = (), hidden_size: int = 64, layers: int = 2,
-                     heads: int = 4, seed: int = 0) -> dict[str, Any]:
+def build_tiny_model(
+    out_dir: str | Path,
+    corpus: Iterable[str],
+    *,
+    vocab_size: int = 4096,
+    extra_tokens: Iterable[str] = (),
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Train a tokenizer on ``corpus``, build a random-weight tiny Qwen2.5-VL, and save both (safetensors)
     with the processor into ``out_dir`` in the Hugging Face layout. Returns a manifest (also written as
     ``medrwr_model.json``): sizes, parameter count, seed and a sha256 of the weights file."""
@@ -127,7 +186,9 @@ def build_tiny_model(out_dir: str | Path, corpus: Iterable[str], *, vocab_size: 
     out.mkdir(parents=True, exist_ok=True)
     texts = [t for t in corpus if t and t.strip()]
     if not texts:
-        raise ValueError("build_tiny_model: the corpus is empty; pass the local text the tokenizer is trained on")
+        raise ValueError(
+            "build_tiny_model: the corpus is empty; pass the local text the tokenizer is trained on"
+        )
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size, extra_tokens=extra_tokens)
     config = tiny_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads)
     torch.manual_seed(seed)
@@ -138,8 +199,14 @@ def build_tiny_model(out_dir: str | Path, corpus: Iterable[str], *, vocab_size: 
     make_processor(tokenizer).save_pretrained(out)
     weights = out / "model.safetensors"
     manifest = {
-        "kind": "tiny-qwen2.5-vl", "random_weights": True, "seed": seed, "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size, "layers": layers, "heads": heads, "corpus_texts": len(texts),
+        "kind": "tiny-qwen2.5-vl",
+        "random_weights": True,
+        "seed": seed,
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "layers": layers,
+        "heads": heads,
+        "corpus_texts": len(texts),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
@@ -147,8 +214,9 @@ def build_tiny_model(out_dir: str | Path, corpus: Iterable[str], *, vocab_size: 
     return manifest
 
 
-def resolve_model_path(ref: str, cache_dir: str | Path | None = None,
-                       storage_options: dict[str, Any] | None = None) -> str:
+def resolve_model_path(
+    ref: str, cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None
+) -> str:
     """A path or hub id ``from_pretrained`` can read: ``s3://`` (or any fsspec URL) is copied once into
     ``cache_dir/<sha of the URL>``; a local folder or a hub id is returned unchanged."""
     if "://" not in ref:
@@ -163,7 +231,9 @@ def resolve_model_path(ref: str, cache_dir: str | Path | None = None,
         fs, root = fsspec.core.url_to_fs(ref, **(storage_options or {}))
         files = [f for f in fs.find(root) if not f.endswith("/")]
         if not any(f.endswith("config.json") for f in files):
-            raise FileNotFoundError(f"model {ref!r}: no config.json under it; expected a Hugging Face model folder")
+            raise FileNotFoundError(
+                f"model {ref!r}: no config.json under it; expected a Hugging Face model folder"
+            )
         for f in files:
             target = local / Path(f).relative_to(root.rstrip("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +242,14 @@ def resolve_model_path(ref: str, cache_dir: str | Path | None = None,
     return str(local)
 
 
-def load_policy(ref: str, *, cache_dir: str | Path | None = None, storage_options: dict[str, Any] | None = None,
-                dtype: str = "auto", device: str | None = None):
+def load_policy(
+    ref: str,
+    *,
+    cache_dir: str | Path | None = None,
+    storage_options: dict[str, Any] | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+):
     """``(model, processor)`` from a hub id, a local folder or an ``s3://`` prefix (see
     :func:`resolve_model_path`). The processor's tokenizer pads on the left (generation)."""
     import torch
@@ -212,11 +288,16 @@ def local_corpus(data_dir: str | Path, max_texts: int = 4000) -> list[str]:
     if medmcqa.exists():
         for line in medmcqa.read_text().splitlines():
             r = json.loads(line)
-            texts.append(" ".join(str(r.get(k) or "") for k in ("question", "opa", "opb", "opc", "opd", "exp")))
+            texts.append(
+                " ".join(str(r.get(k) or "") for k in ("question", "opa", "opb", "opc", "opd", "exp"))
+            )
             if len(texts) >= max_texts:
                 break
     slake = root / "slake" / "train.json"
     if slake.exists():
-        texts.extend(r["question"] + " " + str(r["answer"]) for r in json.loads(slake.read_text())
-                     if r.get("q_lang") == "en")
+        texts.extend(
+            r["question"] + " " + str(r["answer"])
+            for r in json.loads(slake.read_text())
+            if r.get("q_lang") == "en"
+        )
     return texts[:max_texts]

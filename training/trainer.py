@@ -18,14 +18,26 @@ def stage_rollout(config: StageConfig, retriever: Any, **options: Any) -> Rollou
     :class:`~training.rollout.Rollout` arguments (``force_answer=True`` ...)."""
     from accelerate import PartialState
 
-    defaults = {"temperature": config.temperature, "top_p": config.top_p, "score": config.stage == 2,
-                "sync_rounds": PartialState().num_processes > 1}
+    defaults = {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "score": config.stage == 2,
+        "sync_rounds": PartialState().num_processes > 1,
+    }
     return Rollout(retriever, config.rollout_settings(), **{**defaults, **options})
 
 
-def build_trainer(model: Any, processor: Any, config: StageConfig, train_dataset: Any, retriever: Any, *,
-                  query_reward: QuerySemanticReward | None = None, callbacks: Sequence[Any] | None = None,
-                  **rollout_options: Any):
+def build_trainer(
+    model: Any,
+    processor: Any,
+    config: StageConfig,
+    train_dataset: Any,
+    retriever: Any,
+    *,
+    query_reward: QuerySemanticReward | None = None,
+    callbacks: Sequence[Any] | None = None,
+    **rollout_options: Any,
+):
     """TRL's ``GRPOTrainer`` for ``config``: the stage's reward functions
     (:func:`training.rewards.stage_rewards`; stage 2 needs ``query_reward``) weighted by
     ``config.reward_weights``, and :func:`stage_rollout` over ``retriever`` as ``rollout_func``.
@@ -39,6 +51,12 @@ def build_trainer(model: Any, processor: Any, config: StageConfig, train_dataset
     if isinstance(train_dataset, list):
         train_dataset = Dataset.from_list(train_dataset)
     rollout = stage_rollout(config, retriever, **rollout_options) if retriever is not None else None
-    return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_dataset,
-                       processing_class=processor, rollout_func=rollout,
-                       callbacks=list(callbacks) if callbacks else None)
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        rollout_func=rollout,
+        callbacks=list(callbacks) if callbacks else None,
+    )

@@ -37,16 +37,32 @@ class VLLMGenerator:
         """A ``generator_factory`` for :class:`training.rollout.Rollout` that ignores the HF model."""
         return lambda _model, processor: cls(llm, processor)
 
-    def generate(self, contexts: Sequence[Context], *, stop_strings: Sequence[str], max_new_tokens: int,
-                 banned: Sequence[Sequence[int]] = (), do_sample: bool = True, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int | None = None, want_logprobs: bool = False) -> list[Generated]:
+    def generate(
+        self,
+        contexts: Sequence[Context],
+        *,
+        stop_strings: Sequence[str],
+        max_new_tokens: int,
+        banned: Sequence[Sequence[int]] = (),
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        want_logprobs: bool = False,
+    ) -> list[Generated]:
         from vllm import SamplingParams
 
         self.calls += 1
         params = SamplingParams(
-            max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0, top_p=top_p,
-            top_k=top_k or -1, stop=list(stop_strings), include_stop_str_in_output=True,
-            bad_words=[self.tokenizer.decode(b) for b in banned] or None, logprobs=0 if want_logprobs else None)
+            max_tokens=max_new_tokens,
+            temperature=temperature if do_sample else 0.0,
+            top_p=top_p,
+            top_k=top_k or -1,
+            stop=list(stop_strings),
+            include_stop_str_in_output=True,
+            bad_words=[self.tokenizer.decode(b) for b in banned] or None,
+            logprobs=0 if want_logprobs else None,
+        )
         requests = []
         for c in contexts:
             req: dict[str, Any] = {"prompt_token_ids": list(c.ids)}
@@ -65,7 +81,10 @@ class VLLMGenerator:
                 finish = "eos"
             else:
                 finish = "length"
-            lps = ([next(iter(d.values())).logprob if d else 0.0 for d in comp.logprobs]
-                   if want_logprobs and comp.logprobs else [0.0] * len(ids))
+            lps = (
+                [next(iter(d.values())).logprob if d else 0.0 for d in comp.logprobs]
+                if want_logprobs and comp.logprobs
+                else [0.0] * len(ids)
+            )
             results.append(Generated(ids, lps, finish, prefix_ok=list(o.prompt_token_ids) == list(c.ids)))
         return results

@@ -35,9 +35,12 @@ class EcbenchConfig(Config):
 
 
 def _check(name: str, passed: bool, **metadata) -> AssetCheckResult:
-    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
-                                      for k, v in metadata.items()})
+    return AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in metadata.items()},
+    )
 
 
 @asset(
@@ -47,23 +50,45 @@ def _check(name: str, passed: bool, **metadata) -> AssetCheckResult:
     kinds={"polars", "parquet"},
     ins={"echo_studies": AssetIn(partition_mapping=AllPartitionMapping())},
     check_specs=[
-        AssetCheckSpec("ecbench_not_empty", asset="ecbench", blocking=True,
-                       description="at least one item per question type that the studies can support"),
-        AssetCheckSpec("ecbench_balanced_answers", asset="ecbench", blocking=True,
-                       description="answer letters differ by at most one per question type"),
-        AssetCheckSpec("ecbench_patient_splits", asset="ecbench", blocking=True,
-                       description="no patient appears in two splits"),
-        AssetCheckSpec("ecbench_image_refs", asset="ecbench", blocking=True,
-                       description="every item has keyframe images and every one resolves in storage"),
-        AssetCheckSpec("ecbench_no_duplicates", asset="ecbench", blocking=True,
-                       description="no repeated item id and no repeated (question, options, images)"),
+        AssetCheckSpec(
+            "ecbench_not_empty",
+            asset="ecbench",
+            blocking=True,
+            description="at least one item per question type that the studies can support",
+        ),
+        AssetCheckSpec(
+            "ecbench_balanced_answers",
+            asset="ecbench",
+            blocking=True,
+            description="answer letters differ by at most one per question type",
+        ),
+        AssetCheckSpec(
+            "ecbench_patient_splits",
+            asset="ecbench",
+            blocking=True,
+            description="no patient appears in two splits",
+        ),
+        AssetCheckSpec(
+            "ecbench_image_refs",
+            asset="ecbench",
+            blocking=True,
+            description="every item has keyframe images and every one resolves in storage",
+        ),
+        AssetCheckSpec(
+            "ecbench_no_duplicates",
+            asset="ecbench",
+            blocking=True,
+            description="no repeated item id and no repeated (question, options, images)",
+        ),
     ],
 )
 def ecbench(context: AssetExecutionContext, config: EcbenchConfig, storage: StorageResource, echo_studies):
     """4-option echo MCQs (EF category, LV dilation, wall thickness, view), versioned by content hash."""
     store = storage.get()
     items = eb.build_items(echo_studies, seed=config.seed)
-    manifest = eb.manifest(items, config.seed, content_version(echo_studies) if echo_studies.height else "empty")
+    manifest = eb.manifest(
+        items, config.seed, content_version(echo_studies) if echo_studies.height else "empty"
+    )
     version = manifest["version"]
     stage = store.staging(f"{context.run.run_id}-ecbench")
     stage.write_bytes(eb.manifest_json(manifest), "benchmarks", "ecbench", version, "manifest.json")
@@ -82,7 +107,10 @@ def ecbench(context: AssetExecutionContext, config: EcbenchConfig, storage: Stor
         _check("ecbench_no_duplicates", not dups, duplicate_items=dups[:20]),
     ]
     pub = Publication(
-        "ecbench", None, items, quarantine_frame([], "ecbench", None),
+        "ecbench",
+        None,
+        items,
+        quarantine_frame([], "ecbench", None),
         metadata={
             **table_metadata(items, ("question_type", "split", "answer_label")),
             "version": version,
@@ -90,6 +118,7 @@ def ecbench(context: AssetExecutionContext, config: EcbenchConfig, storage: Stor
             "counts_by_type_and_split": MetadataValue.json(eb._counts(items, "question_type", "split")),
             "guideline": eb.GUIDELINE,
         },
-        data_version=version, stage=stage,
+        data_version=version,
+        stage=stage,
     )
     yield from publish_or_refuse(context, store, pub, checks)

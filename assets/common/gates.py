@@ -76,8 +76,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publication,
-                      checks: list[AssetCheckResult]) -> Iterator[MaterializeResult | AssetCheckResult]:
+def publish_or_refuse(
+    context: AssetExecutionContext, store: Storage, pub: Publication, checks: list[AssetCheckResult]
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Publish ``pub`` when every blocking check in ``checks`` passed; otherwise publish nothing and fail.
 
     Yields the events of the asset's compute function (use ``yield from``).
@@ -85,35 +86,60 @@ def publish_or_refuse(context: AssetExecutionContext, store: Storage, pub: Publi
     label = f"{pub.table}[{pub.partition}]" if pub.partition else pub.table
     run_id = context.run.run_id
     publish_audit_trail(store)  # validation results are kept whatever the outcome
-    quarantine_uri = (pub.quarantine_store or store).write_quarantine(pub.quarantine, pub.table, pub.partition)
+    quarantine_uri = (pub.quarantine_store or store).write_quarantine(
+        pub.quarantine, pub.table, pub.partition
+    )
     failed = blocking_failures(checks)
     if failed:
         if pub.stage is not None:
             pub.stage.discard()
         withdrawn = store.unpublish_table(pub.table, pub.partition) if pub.withdraw_previous else False
         names = [c.check_name for c in failed]
-        store.write_gate_record(pub.table, pub.partition, {
-            "status": "failed", "run_id": run_id, "at": _now(), "failed_checks": names,
-            "withdrew_previous_version": withdrawn, "rows_quarantined": pub.quarantine.height,
-        })
+        store.write_gate_record(
+            pub.table,
+            pub.partition,
+            {
+                "status": "failed",
+                "run_id": run_id,
+                "at": _now(),
+                "failed_checks": names,
+                "withdrew_previous_version": withdrawn,
+                "rows_quarantined": pub.quarantine.height,
+            },
+        )
         yield from checks
         raise Failure(
-            description=(f"{label}: blocking check(s) {', '.join(names)} failed, so nothing was published"
-                         + (" and the previously published version was withdrawn" if withdrawn else "")
-                         + f". {pub.quarantine.height} rejected rows are in the quarantine table "
-                         "(quarantine/" + f"{pub.table}). See the check results for what failed and fix the source "
-                         "or the configuration, then materialize the partition again."),
+            description=(
+                f"{label}: blocking check(s) {', '.join(names)} failed, so nothing was published"
+                + (" and the previously published version was withdrawn" if withdrawn else "")
+                + f". {pub.quarantine.height} rejected rows are in the quarantine table "
+                "(quarantine/" + f"{pub.table}). See the check results for what failed and fix the source "
+                "or the configuration, then materialize the partition again."
+            ),
             metadata={"failed_checks": MetadataValue.json(names), "withdrew_previous_version": withdrawn},
         )
     promoted = pub.stage.promote() if pub.stage is not None else 0
     lineage = _write_input_manifest(store, pub, run_id) if pub.inputs is not None else {}
     uri = store.write_table(pub.frame, pub.table, pub.partition)
-    store.write_gate_record(pub.table, pub.partition, {
-        "status": "passed", "run_id": run_id, "at": _now(), "checks": [c.check_name for c in checks],
-        "rows": pub.frame.height, "rows_quarantined": pub.quarantine.height,
-    })
-    metadata = {**pub.metadata, **lineage, "path": uri, "quarantine_path": quarantine_uri,
-                "files_published": promoted}
+    store.write_gate_record(
+        pub.table,
+        pub.partition,
+        {
+            "status": "passed",
+            "run_id": run_id,
+            "at": _now(),
+            "checks": [c.check_name for c in checks],
+            "rows": pub.frame.height,
+            "rows_quarantined": pub.quarantine.height,
+        },
+    )
+    metadata = {
+        **pub.metadata,
+        **lineage,
+        "path": uri,
+        "quarantine_path": quarantine_uri,
+        "files_published": promoted,
+    }
     yield MaterializeResult(
         metadata=metadata,
         data_version=DataVersion(pub.data_version) if pub.data_version else None,
@@ -129,8 +155,11 @@ def manifest_parts(table: str, partition: str | None, run_id: str) -> tuple[str,
 def _write_input_manifest(store: Storage, pub: Publication, run_id: str) -> dict[str, Any]:
     """Write the input manifest (every raw file read: path key, size, sha256 or S3 ETag) and return the
     metadata that points to it."""
-    body = json.dumps({"table": pub.table, "partition": pub.partition, "run_id": run_id, "files": pub.inputs},
-                      indent=1, sort_keys=True).encode()
+    body = json.dumps(
+        {"table": pub.table, "partition": pub.partition, "run_id": run_id, "files": pub.inputs},
+        indent=1,
+        sort_keys=True,
+    ).encode()
     uri = store.write_bytes(body, *manifest_parts(pub.table, pub.partition, run_id))
     return {
         "input_manifest": MetadataValue.path(uri),

@@ -64,14 +64,18 @@ def check_image(
     if not data:
         raise ImageProblem(f"undecodable image: {name} is empty")
     if len(data) > max_bytes:
-        raise ImageProblem(f"image file too large: {name} is {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
+        raise ImageProblem(
+            f"image file too large: {name} is {len(data):,} bytes, over the limit of {max_bytes:,} bytes"
+        )
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format or ""
             width, height = im.size
             if width * height > max_pixels:
-                raise ImageProblem(f"image too large: {name} is {width}x{height} = {width * height:,} pixels, "
-                                   f"over the limit of {max_pixels:,} pixels")
+                raise ImageProblem(
+                    f"image too large: {name} is {width}x{height} = {width * height:,} pixels, "
+                    f"over the limit of {max_pixels:,} pixels"
+                )
             if full:
                 if fmt == "JPEG":
                     im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
@@ -81,8 +85,10 @@ def check_image(
     except Image.DecompressionBombError as e:  # above Pillow's own hard limit: refused inside Image.open
         found = _PILLOW_PIXELS.search(str(e))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageProblem(f"image too large: {name} is {size}, over the limit of {max_pixels:,} pixels "
-                           f"(refused by Pillow's decompression-bomb guard)") from e
+        raise ImageProblem(
+            f"image too large: {name} is {size}, over the limit of {max_pixels:,} pixels "
+            f"(refused by Pillow's decompression-bomb guard)"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageProblem(f"undecodable image: {name} ({type(e).__name__}: {e})") from e
     if fmt not in FORMAT_EXT:
@@ -133,7 +139,9 @@ class ImageIngestor:
         except ImageProblem as e:
             return e
         except UnsafePath as e:
-            return ImageProblem(f"unsafe image path: {rel!r} ({e.problem.removeprefix('unsafe path: ')}); not read")
+            return ImageProblem(
+                f"unsafe image path: {rel!r} ({e.problem.removeprefix('unsafe path: ')}); not read"
+            )
         except FileTooLarge as e:
             return ImageProblem(f"image file too large: {e.path} is over the limit of {e.limit:,} bytes")
         except FileNotFoundError:

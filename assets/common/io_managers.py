@@ -54,15 +54,20 @@ class ParquetTableIOManager(ConfigurableIOManager):
         if missing and (dynamic or len(keys) == 1):
             raise UnpublishedPartition(
                 f"{name}: partition(s) {missing} have no published data. "
-                + ("They are registered sources: materialize them, or remove the partitions you no longer "
-                   "want (Dagster UI > asset > partitions) before running downstream work."
-                   if dynamic else "Materialize it first.")
+                + (
+                    "They are registered sources: materialize them, or remove the partitions you no longer "
+                    "want (Dagster UI > asset > partitions) before running downstream work."
+                    if dynamic
+                    else "Materialize it first."
+                )
             )
         if missing:
             context.log.warning(f"{name}: partitions never materialized, not read: {missing}")
         frames = [storage.read_table(name, k) for k in keys if k in present]
         if not frames:
-            raise UnpublishedPartition(f"{name}: none of the partitions {keys} is published; materialize them first")
+            raise UnpublishedPartition(
+                f"{name}: none of the partitions {keys} is published; materialize them first"
+            )
         context.log.info(f"{name}: read partitions {sorted(k for k in keys if k in present)}")
         return pl.concat(frames, how="diagonal_relaxed")
 

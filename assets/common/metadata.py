@@ -30,9 +30,10 @@ _HASHLIKE = re.compile(r"^[0-9a-f]{16,}(\.[a-z0-9]+)?$|^[a-z_]+_[0-9a-f]{16,}$|^
 def readable_order(df: pl.DataFrame) -> list[str]:
     """Columns in preview order: readable ones first, then those whose values are long hashes or
     content ids (``image_refs``, ``content_hash``, ``clip_ref``...), so questions stay readable."""
+
     def hashlike(col: str) -> bool:
         for v in df[col].head(5).to_list():
-            for x in (v if isinstance(v, list) else [v]):
+            for x in v if isinstance(v, list) else [v]:
                 if isinstance(x, str) and _HASHLIKE.match(x):
                     return True
         return False
@@ -109,9 +110,6 @@ def contract_check(check_name: str, result: ContractResult) -> AssetCheckResult:
     )
 
 
-
-
-
 def audit_trail(store: Storage, context, table: str, partition: str | None) -> dict[str, Any]:
     """Keyword arguments that keep a contract's validation in the storage root's GX audit trail
     (``quality/validations`` and ``quality/data_docs``), named by table, partition and Dagster run.
@@ -119,8 +117,11 @@ def audit_trail(store: Storage, context, table: str, partition: str | None) -> d
     GX 1.x keeps its stores on a filesystem; for an S3 root the trail is a local mirror
     (``<project>/.medrwr/gx/<root hash>``) filled from ``<root>/quality`` first, and
     :func:`publish_audit_trail` uploads what the validation added."""
-    return {"trail": AuditTrail(_trail_dir(store)), "batch": f"{table}-{partition or 'all'}",
-            "run_name": context.run.run_id}
+    return {
+        "trail": AuditTrail(_trail_dir(store)),
+        "batch": f"{table}-{partition or 'all'}",
+        "run_name": context.run.run_id,
+    }
 
 
 def _trail_dir(store: Storage) -> str:
@@ -147,10 +148,11 @@ def publish_audit_trail(store: Storage) -> int:
     return uploaded
 
 
-
-
 def check_result(name: str, passed: bool, **metadata: Any) -> AssetCheckResult:
     """An ERROR-severity check result with ``metadata`` (lists and dicts as JSON metadata)."""
-    return AssetCheckResult(check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                            metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v
-                                      for k, v in metadata.items()})
+    return AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={k: MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in metadata.items()},
+    )

@@ -76,7 +76,6 @@ SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-
 def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     return tuple(x for x in environ.get(name, default).split(",") if x)
 
@@ -96,7 +95,9 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
         )
     if name == "full":
         if not env.get(ENV_DATA_DIR):
-            raise ValueError(f"profile 'full' needs {ENV_DATA_DIR} (a folder or s3:// prefix with one folder per dataset)")
+            raise ValueError(
+                f"profile 'full' needs {ENV_DATA_DIR} (a folder or s3:// prefix with one folder per dataset)"
+            )
         return Profile(
             name="full",
             vqa_datasets=_csv(env, "MEDRWR_VQA_DATASETS", "vqa_rad,slake"),

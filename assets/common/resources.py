@@ -26,10 +26,15 @@ from .profiles import DATASET_FOLDERS, SAMPLE_DATA_DIR
 class StorageResource(ConfigurableResource):
     """The one published storage root: a local folder or ``s3://bucket/prefix``."""
 
-    root: str | None = Field(default=None, description="local folder or s3://bucket/prefix "
-                             "(MEDRWR_STORAGE_ROOT); unset: <project>/.medrwr/storage")
-    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint for non-AWS stores "
-                                        "(MEDRWR_S3_ENDPOINT_URL); credentials from AWS_*")
+    root: str | None = Field(
+        default=None,
+        description="local folder or s3://bucket/prefix "
+        "(MEDRWR_STORAGE_ROOT); unset: <project>/.medrwr/storage",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 API endpoint for non-AWS stores (MEDRWR_S3_ENDPOINT_URL); credentials from AWS_*",
+    )
 
     def get(self) -> Storage:
         s3 = S3Settings.from_env()
@@ -42,10 +47,14 @@ class SourcesResource(ConfigurableResource):
     """Where the released dataset files are read from: a profile's data folder, or one override per dataset."""
 
     profile: str = Field(default="smoke", description="smoke (bundled samples) or full (MEDRWR_PROFILE)")
-    data_dir: str | None = Field(default=None, description="folder or s3:// prefix with one folder per dataset "
-                                 "(MEDRWR_DATA_DIR); unset: the bundled samples (smoke only)")
-    overrides: dict[str, str] = Field(default_factory=dict, description="dataset -> folder or s3:// URI "
-                                      "(MEDRWR_SOURCE_<DATASET>)")
+    data_dir: str | None = Field(
+        default=None,
+        description="folder or s3:// prefix with one folder per dataset "
+        "(MEDRWR_DATA_DIR); unset: the bundled samples (smoke only)",
+    )
+    overrides: dict[str, str] = Field(
+        default_factory=dict, description="dataset -> folder or s3:// URI (MEDRWR_SOURCE_<DATASET>)"
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint of the raw sources")
 
     def data_root(self) -> str:
@@ -53,8 +62,10 @@ class SourcesResource(ConfigurableResource):
             return self.data_dir
         if self.profile == "smoke":
             return str(SAMPLE_DATA_DIR)
-        raise ValueError(f"profile {self.profile!r} needs MEDRWR_DATA_DIR (a folder or s3:// prefix with one "
-                         "folder per dataset in its released layout)")
+        raise ValueError(
+            f"profile {self.profile!r} needs MEDRWR_DATA_DIR (a folder or s3:// prefix with one "
+            "folder per dataset in its released layout)"
+        )
 
     def source_uri(self, dataset: str) -> str:
         """Folder of ``dataset``: its override, else ``<data dir>/<dataset folder>``."""
@@ -90,18 +101,27 @@ class DeidResource(ConfigurableResource):
     """Patient-data settings: the de-identification salt (a secret) and the restricted location outside the
     published root (key-to-path maps, staging of patient data, generated raw sources)."""
 
-    salt: str | None = Field(default=None, description="HMAC salt (MEDRWR_DEID_SALT); required for every "
-                             "non-synthetic echo source")
-    restricted_root: str | None = Field(default=None, description="restricted folder or s3:// prefix "
-                                        "(MEDRWR_RESTRICTED_ROOT); unset: <project>/.medrwr/restricted")
+    salt: str | None = Field(
+        default=None, description="HMAC salt (MEDRWR_DEID_SALT); required for every non-synthetic echo source"
+    )
+    restricted_root: str | None = Field(
+        default=None,
+        description="restricted folder or s3:// prefix "
+        "(MEDRWR_RESTRICTED_ROOT); unset: <project>/.medrwr/restricted",
+    )
 
     def restricted(self, storage: Storage) -> Storage:
         """The restricted location as a :class:`Storage` (same S3 settings as the published root)."""
         root = self.restricted_root or str(project_dir() / ".medrwr" / "restricted")
-        if not root.startswith("s3://") and Path(root).resolve().is_relative_to(Path(storage.root)) \
-                and not storage.is_s3:
-            raise ValueError(f"the restricted root {root} lies inside the published storage root {storage.root}; "
-                             "set MEDRWR_RESTRICTED_ROOT to a folder outside it")
+        if (
+            not root.startswith("s3://")
+            and Path(root).resolve().is_relative_to(Path(storage.root))
+            and not storage.is_s3
+        ):
+            raise ValueError(
+                f"the restricted root {root} lies inside the published storage root {storage.root}; "
+                "set MEDRWR_RESTRICTED_ROOT to a folder outside it"
+            )
         return Storage(root=root, s3=storage.s3)
 
     def salt_fingerprint(self) -> str | None:
@@ -126,10 +146,12 @@ class KnowledgeModelsResource(ConfigurableResource):
     production sets ``MEDRWR_TEXT_EMBEDDER=BAAI/bge-m3`` (or a path) and
     ``MEDRWR_IMAGE_EMBEDDER=hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``."""
 
-    text_model: str = Field(default=OFFLINE_TEXT_MODEL, description="sentence-transformers hub id or path "
-                            "(MEDRWR_TEXT_EMBEDDER)")
-    image_model: str = Field(default=OFFLINE_IMAGE_ARCH, description="open_clip architecture or hf-hub: id "
-                             "(MEDRWR_IMAGE_EMBEDDER)")
+    text_model: str = Field(
+        default=OFFLINE_TEXT_MODEL, description="sentence-transformers hub id or path (MEDRWR_TEXT_EMBEDDER)"
+    )
+    image_model: str = Field(
+        default=OFFLINE_IMAGE_ARCH, description="open_clip architecture or hf-hub: id (MEDRWR_IMAGE_EMBEDDER)"
+    )
     device: str | None = Field(default=None, description="cuda / cpu; auto when unset (MEDRWR_DEVICE)")
     batch_size: int = Field(default=64, description="text embedding batch size")
 
@@ -145,15 +167,26 @@ class TrainingResource(ConfigurableResource):
     on Kubernetes through ``PipesK8sClient``), the accelerate config, and the work folder that holds checkpoints
     between a killed run and its retry (on Kubernetes: a volume mounted in the run pod and the trainer pod)."""
 
-    base_model: str = Field(default="Qwen/Qwen2.5-VL-7B-Instruct", description="production base policy: hub id, "
-                            "local folder or s3:// prefix (MEDRWR_BASE_MODEL); smoke builds a tiny model")
+    base_model: str = Field(
+        default="Qwen/Qwen2.5-VL-7B-Instruct",
+        description="production base policy: hub id, "
+        "local folder or s3:// prefix (MEDRWR_BASE_MODEL); smoke builds a tiny model",
+    )
     launcher: str = Field(default="subprocess", description="subprocess or k8s (MEDRWR_TRAIN_LAUNCHER)")
-    accelerate_config: str | None = Field(default=None, description="accelerate YAML, e.g. "
-                                          "training/accelerate/zero2.yaml (MEDRWR_ACCELERATE_CONFIG); unset: plain python")
-    work_dir: str | None = Field(default=None, description="checkpoint work folder (MEDRWR_WORK_DIR); unset: "
-                                 "<project>/.medrwr/work")
-    trainer_image: str | None = Field(default=None, description="trainer image for k8s (MEDRWR_TRAINER_IMAGE)")
-    k8s_namespace: str = Field(default="medrwr", description="namespace of trainer pods (MEDRWR_K8S_NAMESPACE)")
+    accelerate_config: str | None = Field(
+        default=None,
+        description="accelerate YAML, e.g. "
+        "training/accelerate/zero2.yaml (MEDRWR_ACCELERATE_CONFIG); unset: plain python",
+    )
+    work_dir: str | None = Field(
+        default=None, description="checkpoint work folder (MEDRWR_WORK_DIR); unset: <project>/.medrwr/work"
+    )
+    trainer_image: str | None = Field(
+        default=None, description="trainer image for k8s (MEDRWR_TRAINER_IMAGE)"
+    )
+    k8s_namespace: str = Field(
+        default="medrwr", description="namespace of trainer pods (MEDRWR_K8S_NAMESPACE)"
+    )
 
     def work_root(self) -> str:
         return self.work_dir or str(project_dir() / ".medrwr" / "work")
@@ -176,11 +209,21 @@ class TrainingResource(ConfigurableResource):
         if self.launcher != "k8s":
             raise ValueError(f"MEDRWR_TRAIN_LAUNCHER={self.launcher!r}: use 'subprocess' or 'k8s'")
         if not self.trainer_image:
-            raise ValueError("MEDRWR_TRAIN_LAUNCHER=k8s needs MEDRWR_TRAINER_IMAGE (deploy/Dockerfile.trainer)")
+            raise ValueError(
+                "MEDRWR_TRAIN_LAUNCHER=k8s needs MEDRWR_TRAINER_IMAGE (deploy/Dockerfile.trainer)"
+            )
         import yaml
         from dagster_k8s import PipesK8sClient
 
-        spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "trainer-pod.yaml").read_text())
-        return PipesK8sClient().run(context=context, image=self.trainer_image, command=command,
-                                    namespace=self.k8s_namespace, env=self.child_env(),
-                                    base_pod_meta=spec["base_pod_meta"], base_pod_spec=spec["base_pod_spec"])
+        spec = yaml.safe_load(
+            (Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "trainer-pod.yaml").read_text()
+        )
+        return PipesK8sClient().run(
+            context=context,
+            image=self.trainer_image,
+            command=command,
+            namespace=self.k8s_namespace,
+            env=self.child_env(),
+            base_pod_meta=spec["base_pod_meta"],
+            base_pod_spec=spec["base_pod_spec"],
+        )

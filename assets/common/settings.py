@@ -26,58 +26,177 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("MEDRWR_STORAGE_ROOT", "resource `storage.root`", "`<project>/.medrwr/storage`",
-            "published storage root: a local folder or `s3://bucket/prefix`"),
-    Setting("MEDRWR_S3_ENDPOINT_URL", "resource `storage.s3_endpoint_url`", "AWS",
-            "S3 API endpoint for non-AWS object stores (MinIO, moto); credentials from `AWS_*`"),
-    Setting("MEDRWR_RESTRICTED_ROOT", "resource `deid.restricted_root`", "`<project>/.medrwr/restricted`",
-            "restricted location outside the published root: key-to-path maps, staging of patient data, "
-            "generated synthetic raw sources"),
-    Setting("MEDRWR_DEID_SALT", "resource `deid.salt` (secret)", "unset: only the synthetic source runs",
-            "HMAC salt for patient keys, date shifts and UID remapping; required for every non-synthetic echo source"),
-    Setting("MEDRWR_PROFILE", "resource `sources.profile`, main command", "`smoke`",
-            "`smoke` (bundled samples) or `full` (`MEDRWR_DATA_DIR`); `--profile` of the main command wins"),
-    Setting("MEDRWR_DATA_DIR", "resource `sources.data_dir`", "bundled `assets/sample_data` (smoke)",
-            "folder or `s3://` prefix with one folder per dataset in its released layout (required by `full`)"),
-    Setting("MEDRWR_SOURCE_<DATASET>", "resource `sources.overrides`", "`<data dir>/<dataset folder>`",
-            "one dataset's folder elsewhere, e.g. `MEDRWR_SOURCE_PATH_VQA`, `MEDRWR_SOURCE_ECHO_SITEA`, "
-            "`MEDRWR_SOURCE_PUBMEDVISION`"),
-    Setting("MEDRWR_TEXT_EMBEDDER", "resource `kb_models.text_model`", "`sentence-transformers/all-MiniLM-L6-v2` (bundled)",
-            "text embedder: hub id or path (production `BAAI/bge-m3` or `ncbi/MedCPT-Query-Encoder`)"),
-    Setting("MEDRWR_IMAGE_EMBEDDER", "resource `kb_models.image_model`", "`ViT-S-32` (random weights, offline)",
-            "open_clip image embedder (production BiomedCLIP `hf-hub:` id)"),
-    Setting("MEDRWR_DEVICE", "resource `kb_models.device`", "auto (`cuda` when available)", "device for embedders"),
-    Setting("MEDRWR_BASE_MODEL", "resource `training.base_model`", "`Qwen/Qwen2.5-VL-7B-Instruct` (`full`)",
-            "base policy: hub id, local folder or `s3://` prefix; `smoke` builds a tiny model instead"),
-    Setting("MEDRWR_TRAIN_LAUNCHER", "resource `training.launcher`", "`subprocess`",
-            "`subprocess` (Pipes, local) or `k8s` (Pipes, a GPU pod from `deploy/k8s/trainer-pod.yaml`)"),
-    Setting("MEDRWR_ACCELERATE_CONFIG", "resource `training.accelerate_config`", "unset (plain `python`)",
-            "`accelerate launch` config, e.g. `training/accelerate/zero2.yaml` (DeepSpeed ZeRO-2)"),
-    Setting("MEDRWR_WORK_DIR", "resource `training.work_dir`", "`<project>/.medrwr/work`",
-            "checkpoints of running stages (a killed stage resumes from here); a shared volume on Kubernetes"),
-    Setting("MEDRWR_TRAINER_IMAGE", "resource `training.trainer_image`", "unset", "trainer image for `k8s` launches"),
-    Setting("MEDRWR_K8S_NAMESPACE", "resource `training.k8s_namespace`", "`medrwr`", "namespace of trainer pods"),
-    Setting("MEDRWR_GIT_COMMIT", "lineage", "`git rev-parse HEAD`", "code version recorded in manifests (set it in images)"),
-    Setting("MEDRWR_VQA_DATASETS", "main command (`full`)", "`vqa_rad,slake`", "VQA partitions the `full` main command materializes"),
-    Setting("MEDRWR_TEXT_QA_DATASETS", "main command (`full`)", "`medqa,medmcqa,pubmedqa`",
-            "text-QA partitions the `full` main command materializes"),
-    Setting("MEDRWR_ECHO_SOURCES", "main command (`full`)", "`synthetic`", "echo sources (dynamic partitions) of the `full` main command"),
-    Setting("MEDRWR_KB_SOURCES", "main command (`full`)", "`medquad,pubmedqa,slake_kg,medmcqa_exp`",
-            "KB sources (dynamic partitions) of the `full` main command"),
-    Setting("MEDRWR_BENCHMARKS", "main command (`full`)", "`vqa_rad,slake,medqa,pubmedqa,ecbench`",
-            "benchmarks (partitions of `eval_results`) of the `full` main command"),
-    Setting("MEDRWR_KB_SENSOR_COOLDOWN_S", "sensor `kb_sources_sensor`", "`3600`",
-            "seconds after a KB source's refresh run before another is requested for it (changes seen meanwhile "
-            "wait in the cursor and fire once)"),
-    Setting("MEDRWR_RETRAIN_STAGES", "sensor `kb_index_retrain_sensor`", "`stage2`",
-            "what a new `kb_text_index` retrains: `stage2` (stage 2 only) or `all` (stage 1 and stage 2)"),
-    Setting("MEDRWR_RETRAIN_COOLDOWN_S", "sensor `kb_index_retrain_sensor`", "`21600`",
-            "seconds after a retraining request before another (new indexes meanwhile fire once afterwards)"),
-    Setting("MEDRWR_SENSORS_RUNNING", "sensors' default status", "`0` in `smoke`, `1` in `full`",
-            "`1`: the KB sensors start RUNNING when the code location loads; `0`: STOPPED (turn on in the UI)"),
-    Setting("MEDRWR_LOG_LEVEL", "main command", "`WARNING`", "console log level of the main command (the event log keeps all)"),
-    Setting("MEDRWR_PROJECT_DIR", "main command, defaults", "current directory", "where `.medrwr/` (storage, Dagster home) is created"),
-    Setting("DAGSTER_HOME", "Dagster instance", "`<project>/.medrwr/dagster_home`", "Dagster instance (runs, event log, schedules)"),
+    Setting(
+        "MEDRWR_STORAGE_ROOT",
+        "resource `storage.root`",
+        "`<project>/.medrwr/storage`",
+        "published storage root: a local folder or `s3://bucket/prefix`",
+    ),
+    Setting(
+        "MEDRWR_S3_ENDPOINT_URL",
+        "resource `storage.s3_endpoint_url`",
+        "AWS",
+        "S3 API endpoint for non-AWS object stores (MinIO, moto); credentials from `AWS_*`",
+    ),
+    Setting(
+        "MEDRWR_RESTRICTED_ROOT",
+        "resource `deid.restricted_root`",
+        "`<project>/.medrwr/restricted`",
+        "restricted location outside the published root: key-to-path maps, staging of patient data, "
+        "generated synthetic raw sources",
+    ),
+    Setting(
+        "MEDRWR_DEID_SALT",
+        "resource `deid.salt` (secret)",
+        "unset: only the synthetic source runs",
+        "HMAC salt for patient keys, date shifts and UID remapping; required for every non-synthetic echo source",
+    ),
+    Setting(
+        "MEDRWR_PROFILE",
+        "resource `sources.profile`, main command",
+        "`smoke`",
+        "`smoke` (bundled samples) or `full` (`MEDRWR_DATA_DIR`); `--profile` of the main command wins",
+    ),
+    Setting(
+        "MEDRWR_DATA_DIR",
+        "resource `sources.data_dir`",
+        "bundled `assets/sample_data` (smoke)",
+        "folder or `s3://` prefix with one folder per dataset in its released layout (required by `full`)",
+    ),
+    Setting(
+        "MEDRWR_SOURCE_<DATASET>",
+        "resource `sources.overrides`",
+        "`<data dir>/<dataset folder>`",
+        "one dataset's folder elsewhere, e.g. `MEDRWR_SOURCE_PATH_VQA`, `MEDRWR_SOURCE_ECHO_SITEA`, "
+        "`MEDRWR_SOURCE_PUBMEDVISION`",
+    ),
+    Setting(
+        "MEDRWR_TEXT_EMBEDDER",
+        "resource `kb_models.text_model`",
+        "`sentence-transformers/all-MiniLM-L6-v2` (bundled)",
+        "text embedder: hub id or path (production `BAAI/bge-m3` or `ncbi/MedCPT-Query-Encoder`)",
+    ),
+    Setting(
+        "MEDRWR_IMAGE_EMBEDDER",
+        "resource `kb_models.image_model`",
+        "`ViT-S-32` (random weights, offline)",
+        "open_clip image embedder (production BiomedCLIP `hf-hub:` id)",
+    ),
+    Setting(
+        "MEDRWR_DEVICE", "resource `kb_models.device`", "auto (`cuda` when available)", "device for embedders"
+    ),
+    Setting(
+        "MEDRWR_BASE_MODEL",
+        "resource `training.base_model`",
+        "`Qwen/Qwen2.5-VL-7B-Instruct` (`full`)",
+        "base policy: hub id, local folder or `s3://` prefix; `smoke` builds a tiny model instead",
+    ),
+    Setting(
+        "MEDRWR_TRAIN_LAUNCHER",
+        "resource `training.launcher`",
+        "`subprocess`",
+        "`subprocess` (Pipes, local) or `k8s` (Pipes, a GPU pod from `deploy/k8s/trainer-pod.yaml`)",
+    ),
+    Setting(
+        "MEDRWR_ACCELERATE_CONFIG",
+        "resource `training.accelerate_config`",
+        "unset (plain `python`)",
+        "`accelerate launch` config, e.g. `training/accelerate/zero2.yaml` (DeepSpeed ZeRO-2)",
+    ),
+    Setting(
+        "MEDRWR_WORK_DIR",
+        "resource `training.work_dir`",
+        "`<project>/.medrwr/work`",
+        "checkpoints of running stages (a killed stage resumes from here); a shared volume on Kubernetes",
+    ),
+    Setting(
+        "MEDRWR_TRAINER_IMAGE",
+        "resource `training.trainer_image`",
+        "unset",
+        "trainer image for `k8s` launches",
+    ),
+    Setting(
+        "MEDRWR_K8S_NAMESPACE", "resource `training.k8s_namespace`", "`medrwr`", "namespace of trainer pods"
+    ),
+    Setting(
+        "MEDRWR_GIT_COMMIT",
+        "lineage",
+        "`git rev-parse HEAD`",
+        "code version recorded in manifests (set it in images)",
+    ),
+    Setting(
+        "MEDRWR_VQA_DATASETS",
+        "main command (`full`)",
+        "`vqa_rad,slake`",
+        "VQA partitions the `full` main command materializes",
+    ),
+    Setting(
+        "MEDRWR_TEXT_QA_DATASETS",
+        "main command (`full`)",
+        "`medqa,medmcqa,pubmedqa`",
+        "text-QA partitions the `full` main command materializes",
+    ),
+    Setting(
+        "MEDRWR_ECHO_SOURCES",
+        "main command (`full`)",
+        "`synthetic`",
+        "echo sources (dynamic partitions) of the `full` main command",
+    ),
+    Setting(
+        "MEDRWR_KB_SOURCES",
+        "main command (`full`)",
+        "`medquad,pubmedqa,slake_kg,medmcqa_exp`",
+        "KB sources (dynamic partitions) of the `full` main command",
+    ),
+    Setting(
+        "MEDRWR_BENCHMARKS",
+        "main command (`full`)",
+        "`vqa_rad,slake,medqa,pubmedqa,ecbench`",
+        "benchmarks (partitions of `eval_results`) of the `full` main command",
+    ),
+    Setting(
+        "MEDRWR_KB_SENSOR_COOLDOWN_S",
+        "sensor `kb_sources_sensor`",
+        "`3600`",
+        "seconds after a KB source's refresh run before another is requested for it (changes seen meanwhile "
+        "wait in the cursor and fire once)",
+    ),
+    Setting(
+        "MEDRWR_RETRAIN_STAGES",
+        "sensor `kb_index_retrain_sensor`",
+        "`stage2`",
+        "what a new `kb_text_index` retrains: `stage2` (stage 2 only) or `all` (stage 1 and stage 2)",
+    ),
+    Setting(
+        "MEDRWR_RETRAIN_COOLDOWN_S",
+        "sensor `kb_index_retrain_sensor`",
+        "`21600`",
+        "seconds after a retraining request before another (new indexes meanwhile fire once afterwards)",
+    ),
+    Setting(
+        "MEDRWR_SENSORS_RUNNING",
+        "sensors' default status",
+        "`0` in `smoke`, `1` in `full`",
+        "`1`: the KB sensors start RUNNING when the code location loads; `0`: STOPPED (turn on in the UI)",
+    ),
+    Setting(
+        "MEDRWR_LOG_LEVEL",
+        "main command",
+        "`WARNING`",
+        "console log level of the main command (the event log keeps all)",
+    ),
+    Setting(
+        "MEDRWR_PROJECT_DIR",
+        "main command, defaults",
+        "current directory",
+        "where `.medrwr/` (storage, Dagster home) is created",
+    ),
+    Setting(
+        "DAGSTER_HOME",
+        "Dagster instance",
+        "`<project>/.medrwr/dagster_home`",
+        "Dagster instance (runs, event log, schedules)",
+    ),
 )
 
 
@@ -90,7 +209,7 @@ def source_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
     """``{dataset: uri}`` from every ``MEDRWR_SOURCE_<DATASET>`` variable (dataset lower-cased)."""
     env = os.environ if environ is None else environ
     prefix = "MEDRWR_SOURCE_"
-    return {k[len(prefix):].lower(): v for k, v in sorted(env.items()) if k.startswith(prefix) and v}
+    return {k[len(prefix) :].lower(): v for k, v in sorted(env.items()) if k.startswith(prefix) and v}
 
 
 def sensors_running(environ: dict[str, str] | None = None) -> bool:

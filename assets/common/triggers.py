@@ -29,7 +29,11 @@ def load_cursor(cursor: str | None) -> dict[str, dict[str, Any]]:
         data = json.loads(cursor)
     except json.JSONDecodeError:
         return {}
-    if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION or not isinstance(data.get("keys"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("v") != CURSOR_VERSION
+        or not isinstance(data.get("keys"), dict)
+    ):
         return {}
     return {str(k): dict(v) for k, v in data["keys"].items() if isinstance(v, dict)}
 

@@ -62,10 +62,14 @@ class EchoStudiesConfig(Config):
 
     synthetic_clips: int = Field(default=8, description="clips generated for the synthetic source")
     synthetic_seed: int = Field(default=0, description="seed of the synthetic source")
-    accept_full_frame: bool = Field(default=False, description="accept files without ultrasound regions as "
-                                    "full-frame images (only for a source known to have no burned-in text)")
-    max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
-                                        "files quarantined")
+    accept_full_frame: bool = Field(
+        default=False,
+        description="accept files without ultrasound regions as "
+        "full-frame images (only for a source known to have no burned-in text)",
+    )
+    max_quarantine_share: float = Field(
+        default=0.2, description="the contract fails above this share of files quarantined"
+    )
 
 
 def synthetic_source(restricted: Storage, n_clips: int, seed: int) -> SourceDir:
@@ -86,17 +90,32 @@ def synthetic_source(restricted: Storage, n_clips: int, seed: int) -> SourceDir:
     io_manager_key="table_io",
     kinds={"polars", "parquet", "dicom"},
     check_specs=[
-        AssetCheckSpec("echo_studies_no_phi", asset="echo_studies", blocking=True, partitions_def=echo_sources,
-                       description="no identifying value read from the inputs appears in the table, the quarantine, "
-                                   "the metadata, PNG chunks or stored file names; every keyframe is blank outside "
-                                   "the ultrasound region"),
-        AssetCheckSpec("echo_studies_contract", asset="echo_studies", blocking=True, partitions_def=echo_sources,
-                       description="GX suite: rows kept, quarantined share bounded, unique clip ids, patient key, "
-                                   "frames, frame rate, view, EF range, sector inside the image, keyframes resolvable"),
+        AssetCheckSpec(
+            "echo_studies_no_phi",
+            asset="echo_studies",
+            blocking=True,
+            partitions_def=echo_sources,
+            description="no identifying value read from the inputs appears in the table, the quarantine, "
+            "the metadata, PNG chunks or stored file names; every keyframe is blank outside "
+            "the ultrasound region",
+        ),
+        AssetCheckSpec(
+            "echo_studies_contract",
+            asset="echo_studies",
+            blocking=True,
+            partitions_def=echo_sources,
+            description="GX suite: rows kept, quarantined share bounded, unique clip ids, patient key, "
+            "frames, frame rate, view, EF range, sector inside the image, keyframes resolvable",
+        ),
     ],
 )
-def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, storage: StorageResource,
-                 sources: SourcesResource, deid: DeidResource):
+def echo_studies(
+    context: AssetExecutionContext,
+    config: EchoStudiesConfig,
+    storage: StorageResource,
+    sources: SourcesResource,
+    deid: DeidResource,
+):
     """De-identified echo clips of one source: metadata, labels, keyframe PNGs and a compact clip."""
     key = context.partition_key
     store = storage.get()
@@ -107,18 +126,27 @@ def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, stor
         salt = deid.salt or DEV_SALT
     else:
         if not deid.salt:
-            raise Failure(f"echo_studies[{key}]: refusing to process a non-synthetic source without a "
-                          "de-identification salt. Set MEDRWR_DEID_SALT (a secret) and run again.")
+            raise Failure(
+                f"echo_studies[{key}]: refusing to process a non-synthetic source without a "
+                "de-identification salt. Set MEDRWR_DEID_SALT (a secret) and run again."
+            )
         src, salt = sources.echo_source(key), deid.salt
     stage = store.staging(f"{context.run.run_id}-echo_studies-{key}", staging_root=restricted.uri("staging"))
     try:
-        result = read_echo_source(src, stage, key, salt=salt, synthetic=synthetic,
-                                  accept_full_frame=config.accept_full_frame)
+        result = read_echo_source(
+            src, stage, key, salt=salt, synthetic=synthetic, accept_full_frame=config.accept_full_frame
+        )
     except SaltError as e:
         stage.discard()
         raise Failure(f"echo_studies[{key}]: {e}") from e
-    write_key_map(result.key_map, restricted.uri("keymaps"), source=key, salt_fingerprint=result.salt_fingerprint,
-                  published_root=store.root, storage_options=restricted.s3.s3fs_kwargs() if restricted.is_s3 else None)
+    write_key_map(
+        result.key_map,
+        restricted.uri("keymaps"),
+        source=key,
+        salt_fingerprint=result.salt_fingerprint,
+        published_root=store.root,
+        storage_options=restricted.s3.s3fs_kwargs() if restricted.is_s3 else None,
+    )
     df = result.frame
     quarantine = quarantine_frame(result.rejected, "echo_studies", key)
     metadata = {
@@ -129,17 +157,47 @@ def echo_studies(context: AssetExecutionContext, config: EchoStudiesConfig, stor
     }
     phi = result.audit(quarantine, metadata)
     phi_check = AssetCheckResult(
-        check_name="echo_studies_no_phi", passed=phi.passed, severity=AssetCheckSeverity.ERROR,
-        metadata={"identifiers_checked": phi.identifiers, "places_searched": phi.places_searched,
-                  "leaks": MetadataValue.json([f"{a} in {w}" for a, w in phi.leaks[:50]])},
+        check_name="echo_studies_no_phi",
+        passed=phi.passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "identifiers_checked": phi.identifiers,
+            "places_searched": phi.places_searched,
+            "leaks": MetadataValue.json([f"{a} in {w}" for a, w in phi.leaks[:50]]),
+        },
     )
-    contract = with_volume(check_echo_studies(df, stage.existing_images(all_refs(df["keyframe_refs"])),
-                                              **audit_trail(store, context, "echo_studies", key)),
-                           df.height, len(result.rejected), config.max_quarantine_share)
+    contract = with_volume(
+        check_echo_studies(
+            df,
+            stage.existing_images(all_refs(df["keyframe_refs"])),
+            **audit_trail(store, context, "echo_studies", key),
+        ),
+        df.height,
+        len(result.rejected),
+        config.max_quarantine_share,
+    )
     problems = echo_source_problems(result.files_seen, result.candidates, df.height, len(result.rejected))
-    contract = type(contract)(contract.suite, contract.rows, [*contract.outcomes, *[
-        ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems]], contract.docs)
+    contract = type(contract)(
+        contract.suite,
+        contract.rows,
+        [
+            *contract.outcomes,
+            *[ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems],
+        ],
+        contract.docs,
+    )
     inputs = src.input_manifest(key=lambda rel: file_key(salt, key, rel))  # pseudonymous path keys
-    pub = Publication("echo_studies", key, df, quarantine, metadata=metadata, data_version=content_version(df),
-                      stage=stage, quarantine_store=store if phi.passed else restricted, inputs=inputs)
-    yield from publish_or_refuse(context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)])
+    pub = Publication(
+        "echo_studies",
+        key,
+        df,
+        quarantine,
+        metadata=metadata,
+        data_version=content_version(df),
+        stage=stage,
+        quarantine_store=store if phi.passed else restricted,
+        inputs=inputs,
+    )
+    yield from publish_or_refuse(
+        context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)]
+    )

@@ -74,14 +74,20 @@ def check_salt(salt: str | None, synthetic: bool) -> str:
     if synthetic:
         return salt or DEV_SALT
     if not salt:
-        raise SaltError("no de-identification salt given for a non-synthetic source: pass the site's secret "
-                        "salt (a deployment secret, e.g. from an EnvVar-fed resource); nothing was read")
+        raise SaltError(
+            "no de-identification salt given for a non-synthetic source: pass the site's secret "
+            "salt (a deployment secret, e.g. from an EnvVar-fed resource); nothing was read"
+        )
     if salt == DEV_SALT:
-        raise SaltError("the published development salt cannot protect real data: pass the site's secret salt; "
-                        "nothing was read")
+        raise SaltError(
+            "the published development salt cannot protect real data: pass the site's secret salt; "
+            "nothing was read"
+        )
     if len(salt) < MIN_SALT_LEN:
-        raise SaltError(f"the de-identification salt is shorter than {MIN_SALT_LEN} characters and could be "
-                        "guessed: use a long random secret; nothing was read")
+        raise SaltError(
+            f"the de-identification salt is shorter than {MIN_SALT_LEN} characters and could be "
+            "guessed: use a long random secret; nothing was read"
+        )
     return salt
 
 
@@ -253,34 +259,50 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or "absent"
     if not boxes:
         if burned == "YES":
-            raise RegionProblem("burned-in text cannot be removed: BurnedInAnnotation=YES but no "
-                                "SequenceOfUltrasoundRegions locates the imaging area; blank it at the source")
+            raise RegionProblem(
+                "burned-in text cannot be removed: BurnedInAnnotation=YES but no "
+                "SequenceOfUltrasoundRegions locates the imaging area; blank it at the source"
+            )
         if not accept_full_frame:
-            raise RegionProblem(f"no ultrasound regions: the file has no usable SequenceOfUltrasoundRegions "
-                                f"(BurnedInAnnotation={burned}), so burned-in names and dates cannot be located; "
-                                "configure accept_full_frame=True for this source only if its frames carry no "
-                                "burned-in text")
+            raise RegionProblem(
+                f"no ultrasound regions: the file has no usable SequenceOfUltrasoundRegions "
+                f"(BurnedInAnnotation={burned}), so burned-in names and dates cannot be located; "
+                "configure accept_full_frame=True for this source only if its frames carry no "
+                "burned-in text"
+            )
         mask = np.ones((rows, cols), dtype=bool)
         return Regions(mask, (0, 0, cols - 1, rows - 1), "full frame (accepted for this source)")
     if any(x0 < 0 or y0 < 0 for x0, y0, _, _ in boxes):
-        raise RegionProblem("ultrasound region outside the image: a region starts at a negative coordinate; "
-                            "fix the export's SequenceOfUltrasoundRegions")
+        raise RegionProblem(
+            "ultrasound region outside the image: a region starts at a negative coordinate; "
+            "fix the export's SequenceOfUltrasoundRegions"
+        )
     w0, h0 = max(b[2] for b in boxes) + 1, max(b[3] for b in boxes) + 1
     scale, sector_from = 1.0, "SequenceOfUltrasoundRegions"
     if w0 > cols or h0 > rows:
         sx, sy = cols / w0, rows / h0
         if abs(sx * w0 - sy * w0) > 1 or abs(sx * h0 - sy * h0) > 1:
-            raise RegionProblem(f"ultrasound region larger than the image: the regions reach {w0}x{h0} pixels but "
-                                f"the image is {cols}x{rows}, and no single scale maps one onto the other; "
-                                "re-export with regions in image coordinates")
+            raise RegionProblem(
+                f"ultrasound region larger than the image: the regions reach {w0}x{h0} pixels but "
+                f"the image is {cols}x{rows}, and no single scale maps one onto the other; "
+                "re-export with regions in image coordinates"
+            )
         scale, sector_from = min(sx, sy), "SequenceOfUltrasoundRegions rescaled"
-        boxes = [(math.ceil(x0 * scale), math.ceil(y0 * scale),
-                  min(cols - 1, math.floor((x1 + 1) * scale) - 1), min(rows - 1, math.floor((y1 + 1) * scale) - 1))
-                 for x0, y0, x1, y1 in boxes]
+        boxes = [
+            (
+                math.ceil(x0 * scale),
+                math.ceil(y0 * scale),
+                min(cols - 1, math.floor((x1 + 1) * scale) - 1),
+                min(rows - 1, math.floor((y1 + 1) * scale) - 1),
+            )
+            for x0, y0, x1, y1 in boxes
+        ]
         boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
         if not boxes:
-            raise RegionProblem("ultrasound region larger than the image: the rescaled regions are empty; "
-                                "re-export with regions in image coordinates")
+            raise RegionProblem(
+                "ultrasound region larger than the image: the rescaled regions are empty; "
+                "re-export with regions in image coordinates"
+            )
     mask = region_mask(boxes, rows, cols)
     ys, xs = np.nonzero(mask)
     return Regions(mask, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), sector_from, scale)

@@ -50,27 +50,79 @@ N_EVEN_KEYFRAMES = 3
 SYNTH_IMPLEMENTATION = "MEDRWR_SYNTH"
 
 ECHO_SCHEMA = {
-    "clip_id": pl.Utf8, "file_key": pl.Utf8, "source": pl.Utf8, "salt_fingerprint": pl.Utf8,
-    "patient_key": pl.Utf8, "study_key": pl.Utf8, "series_key": pl.Utf8, "sop_key": pl.Utf8,
-    "study_date_shifted": pl.Utf8, "manufacturer": pl.Utf8,
-    "model": pl.Utf8, "sop_class": pl.Utf8, "transfer_syntax": pl.Utf8, "photometric": pl.Utf8,
-    "n_frames": pl.Int64, "rows": pl.Int64, "cols": pl.Int64, "frame_rate_hz": pl.Float64,
-    "frame_rate_from": pl.Utf8, "spacing_x_mm": pl.Float64, "spacing_y_mm": pl.Float64,
-    "sector_x0": pl.Int64, "sector_y0": pl.Int64, "sector_x1": pl.Int64, "sector_y1": pl.Int64,
-    "sector_from": pl.Utf8, "burned_in_annotation": pl.Utf8, "view": pl.Utf8, "ef_percent": pl.Float64,
-    "edv_ml": pl.Float64, "esv_ml": pl.Float64, "lvidd_mm": pl.Float64, "ivsd_mm": pl.Float64,
-    "lvpwd_mm": pl.Float64, "findings": pl.Utf8, "sex": pl.Utf8, "ed_frame": pl.Int64, "es_frame": pl.Int64,
-    "keyframe_policy": pl.Utf8, "keyframe_indices": pl.List(pl.Int64), "keyframe_refs": pl.List(pl.Utf8),
-    "clip_ref": pl.Utf8, "clip_shape": pl.List(pl.Int64), "deid_method": pl.Utf8,
+    "clip_id": pl.Utf8,
+    "file_key": pl.Utf8,
+    "source": pl.Utf8,
+    "salt_fingerprint": pl.Utf8,
+    "patient_key": pl.Utf8,
+    "study_key": pl.Utf8,
+    "series_key": pl.Utf8,
+    "sop_key": pl.Utf8,
+    "study_date_shifted": pl.Utf8,
+    "manufacturer": pl.Utf8,
+    "model": pl.Utf8,
+    "sop_class": pl.Utf8,
+    "transfer_syntax": pl.Utf8,
+    "photometric": pl.Utf8,
+    "n_frames": pl.Int64,
+    "rows": pl.Int64,
+    "cols": pl.Int64,
+    "frame_rate_hz": pl.Float64,
+    "frame_rate_from": pl.Utf8,
+    "spacing_x_mm": pl.Float64,
+    "spacing_y_mm": pl.Float64,
+    "sector_x0": pl.Int64,
+    "sector_y0": pl.Int64,
+    "sector_x1": pl.Int64,
+    "sector_y1": pl.Int64,
+    "sector_from": pl.Utf8,
+    "burned_in_annotation": pl.Utf8,
+    "view": pl.Utf8,
+    "ef_percent": pl.Float64,
+    "edv_ml": pl.Float64,
+    "esv_ml": pl.Float64,
+    "lvidd_mm": pl.Float64,
+    "ivsd_mm": pl.Float64,
+    "lvpwd_mm": pl.Float64,
+    "findings": pl.Utf8,
+    "sex": pl.Utf8,
+    "ed_frame": pl.Int64,
+    "es_frame": pl.Int64,
+    "keyframe_policy": pl.Utf8,
+    "keyframe_indices": pl.List(pl.Int64),
+    "keyframe_refs": pl.List(pl.Utf8),
+    "clip_ref": pl.Utf8,
+    "clip_shape": pl.List(pl.Int64),
+    "deid_method": pl.Utf8,
 }
 # Columns whose values the pipeline makes itself (keys, hashes, remapped UIDs, shifted dates): the PHI
 # audit does not search them (they can only hold what the pipeline derived, never an input value).
-GENERATED_COLUMNS = frozenset({
-    "clip_id", "file_key", "salt_fingerprint", "patient_key", "study_key", "series_key", "sop_key",
-    "study_date_shifted", "keyframe_refs", "clip_ref",
-})
-LABEL_COLUMNS = ("ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm", "findings", "sex",
-                 "ed_frame", "es_frame")
+GENERATED_COLUMNS = frozenset(
+    {
+        "clip_id",
+        "file_key",
+        "salt_fingerprint",
+        "patient_key",
+        "study_key",
+        "series_key",
+        "sop_key",
+        "study_date_shifted",
+        "keyframe_refs",
+        "clip_ref",
+    }
+)
+LABEL_COLUMNS = (
+    "ef_percent",
+    "edv_ml",
+    "esv_ml",
+    "lvidd_mm",
+    "ivsd_mm",
+    "lvpwd_mm",
+    "findings",
+    "sex",
+    "ed_frame",
+    "es_frame",
+)
 
 
 @dataclass
@@ -141,11 +193,16 @@ def _keep_frames(frames, n: int, key_idx: list[int], regions: deid.Regions, conv
                 if i in key_set:
                     keyframes[i] = frame
                 if i in clip_set:
-                    small[i] = np.asarray(Image.fromarray(frame[y0 : y1 + 1, x0 : x1 + 1])
-                                          .resize((CLIP_SIZE, CLIP_SIZE), Image.BILINEAR))
+                    small[i] = np.asarray(
+                        Image.fromarray(frame[y0 : y1 + 1, x0 : x1 + 1]).resize(
+                            (CLIP_SIZE, CLIP_SIZE), Image.BILINEAR
+                        )
+                    )
     except Exception as e:  # any decoder failure is a property of the file: quarantine it
-        raise EchoProblem(f"corrupt or truncated file: frame {decoded} does not decode ({type(e).__name__}: "
-                          f"{scrub(str(e))}); re-export or re-transfer it") from e
+        raise EchoProblem(
+            f"corrupt or truncated file: frame {decoded} does not decode ({type(e).__name__}: "
+            f"{scrub(str(e))}); re-export or re-transfer it"
+        ) from e
     if decoded != n:
         raise EchoProblem(f"frame-count mismatch: NumberOfFrames={n} but {decoded} frames decoded")
     return _Kept(keyframes, np.stack([small[i] for i in clip_idx]), decoded)
@@ -185,17 +242,28 @@ def _label_fields(labels: dict | None) -> dict[str, Any]:
     return {"view": labels.get("view") or "unknown", **{k: labels.get(k) for k in LABEL_COLUMNS}}
 
 
-def _finish(out: EchoOutput, kept: _Kept, key_idx: list[int], policy: str, regions: deid.Regions) -> EchoOutput:
+def _finish(
+    out: EchoOutput, kept: _Kept, key_idx: list[int], policy: str, regions: deid.Regions
+) -> EchoOutput:
     x0, y0, x1, y1 = regions.box
     out.keyframes = kept.keyframes
     out.pngs = {i: png_bytes(kept.keyframes[i]) for i in key_idx}
     out.clip = kept.clip
     out.region_mask = regions.mask
-    out.row.update({
-        "sector_x0": x0, "sector_y0": y0, "sector_x1": x1, "sector_y1": y1, "sector_from": regions.sector_from,
-        "keyframe_policy": policy, "keyframe_indices": key_idx, "keyframe_refs": [], "clip_ref": None,
-        "clip_shape": list(kept.clip.shape),
-    })
+    out.row.update(
+        {
+            "sector_x0": x0,
+            "sector_y0": y0,
+            "sector_x1": x1,
+            "sector_y1": y1,
+            "sector_from": regions.sector_from,
+            "keyframe_policy": policy,
+            "keyframe_indices": key_idx,
+            "keyframe_refs": [],
+            "clip_ref": None,
+            "clip_shape": list(kept.clip.shape),
+        }
+    )
     return out
 
 
@@ -218,8 +286,15 @@ def quiet_pydicom() -> Iterator[None]:
 
 
 def decode_dicom(
-    f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None = None, *,
-    accept_full_frame: bool = False, synthetic_only: bool = False,
+    f: BinaryIO,
+    size: int,
+    file_key: str,
+    source: str,
+    salt: str,
+    labels: dict | None = None,
+    *,
+    accept_full_frame: bool = False,
+    synthetic_only: bool = False,
 ) -> EchoOutput:
     """One DICOM file object (``size`` bytes) into an :class:`EchoOutput`, or :class:`EchoProblem`.
 
@@ -231,14 +306,22 @@ def decode_dicom(
 
 
 def _decode_dicom(
-    f: BinaryIO, size: int, file_key: str, source: str, salt: str, labels: dict | None,
-    accept_full_frame: bool, synthetic_only: bool,
+    f: BinaryIO,
+    size: int,
+    file_key: str,
+    source: str,
+    salt: str,
+    labels: dict | None,
+    accept_full_frame: bool,
+    synthetic_only: bool,
 ) -> EchoOutput:
     ds, pixels = read_header(f, size)
     n, is_video = validate(ds, pixels)
     if synthetic_only and str(ds.file_meta.get("ImplementationVersionName", "")) != SYNTH_IMPLEMENTATION:
-        raise EchoProblem("not a synthetic file: this source is read with the development salt, which may only "
-                          "protect generated clips; give real data its own source and salt")
+        raise EchoProblem(
+            "not a synthetic file: this source is read with the development salt, which may only "
+            "protect generated clips; give real data its own source and salt"
+        )
     try:
         identifiers = collect_identifiers(ds)
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -249,8 +332,9 @@ def _decode_dicom(
     except deid.RegionProblem as e:
         raise EchoProblem(str(e)) from e
     except Exception as e:
-        raise EchoProblem(f"corrupt header: SequenceOfUltrasoundRegions unreadable ({type(e).__name__}); "
-                          "re-export the file") from e
+        raise EchoProblem(
+            f"corrupt header: SequenceOfUltrasoundRegions unreadable ({type(e).__name__}); re-export the file"
+        ) from e
     key_idx, policy = keyframe_plan(n, labels)
     if is_video:
         stream = video.dicom_video_stream(f, pixels.value_offset)
@@ -269,15 +353,21 @@ def _decode_dicom(
     photometric = "RGB" if is_video else str(ds.get("PhotometricInterpretation", ""))
     sop_class = str(ds.get("SOPClassUID", ""))
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or None
-    patient = deid.patient_key(deid.source_patient_id(ds, (labels or {}).get("patient_id") or file_key), salt, source)
+    patient = deid.patient_key(
+        deid.source_patient_id(ds, (labels or {}).get("patient_id") or file_key), salt, source
+    )
     try:
         deid.deidentify(ds, salt, patient)
     except Exception as e:
-        raise EchoProblem(f"corrupt header: de-identification failed ({type(e).__name__}); re-export the file") from e
+        raise EchoProblem(
+            f"corrupt header: de-identification failed ({type(e).__name__}); re-export the file"
+        ) from e
     sop_key = str(ds.get("SOPInstanceUID", "")) or None
     row = {
         "clip_id": "clip_" + hashlib.sha256((sop_key or file_key).encode()).hexdigest()[:16],
-        "file_key": file_key, "source": source, "salt_fingerprint": deid.salt_fingerprint(salt),
+        "file_key": file_key,
+        "source": source,
+        "salt_fingerprint": deid.salt_fingerprint(salt),
         "patient_key": patient,
         "study_key": str(ds.get("StudyInstanceUID", "")) or None,
         "series_key": str(ds.get("SeriesInstanceUID", "")) or None,
@@ -285,31 +375,50 @@ def _decode_dicom(
         "study_date_shifted": str(ds.get("StudyDate", "")) or None,
         "manufacturer": str(ds.get("Manufacturer", "")) or None,
         "model": str(ds.get("ManufacturerModelName", "")) or None,
-        "sop_class": sop_class, "transfer_syntax": ts.name, "photometric": photometric,
-        "n_frames": n, "rows": rows, "cols": cols, "frame_rate_hz": frame_rate, "frame_rate_from": rate_from,
-        "spacing_x_mm": sx, "spacing_y_mm": sy, "burned_in_annotation": burned,
-        **_label_fields(labels), "deid_method": deid.METHOD,
+        "sop_class": sop_class,
+        "transfer_syntax": ts.name,
+        "photometric": photometric,
+        "n_frames": n,
+        "rows": rows,
+        "cols": cols,
+        "frame_rate_hz": frame_rate,
+        "frame_rate_from": rate_from,
+        "spacing_x_mm": sx,
+        "spacing_y_mm": sy,
+        "burned_in_annotation": burned,
+        **_label_fields(labels),
+        "deid_method": deid.METHOD,
     }
     out = EchoOutput(row=row, identifiers=identifiers, sop_uid=sop_uid)
     return _finish(out, kept, key_idx, policy, regions)
 
 
 def decode_avi(
-    f: BinaryIO, file_key: str, source: str, salt: str, labels: dict | None = None, *, accept_full_frame: bool = False,
+    f: BinaryIO,
+    file_key: str,
+    source: str,
+    salt: str,
+    labels: dict | None = None,
+    *,
+    accept_full_frame: bool = False,
 ) -> EchoOutput:
     """One AVI clip (EchoNet-Dynamic) decoded with PyAV. AVIs carry no ultrasound regions, so they are
     refused unless the source accepts full frames; their container text tags count as identifiers."""
     if not accept_full_frame:
-        raise EchoProblem("no ultrasound regions: an AVI clip carries no SequenceOfUltrasoundRegions, so burned-in "
-                          "text cannot be located; configure accept_full_frame=True for this source only if its "
-                          "frames carry no burned-in text (EchoNet-Dynamic's are de-identified)")
+        raise EchoProblem(
+            "no ultrasound regions: an AVI clip carries no SequenceOfUltrasoundRegions, so burned-in "
+            "text cannot be located; configure accept_full_frame=True for this source only if its "
+            "frames carry no burned-in text (EchoNet-Dynamic's are de-identified)"
+        )
     try:
         info = video.probe(f)
         f.seek(0)
         n = info.frames or sum(1 for _ in video.iter_video_frames(f))  # decoded frames are counted below too
     except Exception as e:
-        raise EchoProblem(f"corrupt or truncated file: the AVI does not decode ({type(e).__name__}: "
-                          f"{scrub(str(e))}); re-export or re-transfer it") from e
+        raise EchoProblem(
+            f"corrupt or truncated file: the AVI does not decode ({type(e).__name__}: "
+            f"{scrub(str(e))}); re-export or re-transfer it"
+        ) from e
     if n < 1:
         raise EchoProblem("frame-count mismatch: the AVI holds no frame")
     rows, cols = info.size
@@ -321,14 +430,29 @@ def decode_avi(
     patient = deid.patient_key((labels or {}).get("patient_id") or file_key, salt, source)
     row = {
         "clip_id": "clip_" + hashlib.sha256(file_key.encode()).hexdigest()[:16],
-        "file_key": file_key, "source": source, "salt_fingerprint": deid.salt_fingerprint(salt),
-        "patient_key": patient, "study_key": None, "series_key": None, "sop_key": None,
-        "study_date_shifted": None, "manufacturer": None, "model": None, "sop_class": None,
-        "transfer_syntax": f"AVI ({info.codec})", "photometric": "RGB",
-        "n_frames": n, "rows": rows, "cols": cols,
-        "frame_rate_hz": info.frame_rate_hz, "frame_rate_from": "AVI stream rate" if info.frame_rate_hz else None,
-        "spacing_x_mm": None, "spacing_y_mm": None, "burned_in_annotation": None,
-        **_label_fields(labels), "deid_method": "AVI: pixels kept whole (full frame accepted for this source)",
+        "file_key": file_key,
+        "source": source,
+        "salt_fingerprint": deid.salt_fingerprint(salt),
+        "patient_key": patient,
+        "study_key": None,
+        "series_key": None,
+        "sop_key": None,
+        "study_date_shifted": None,
+        "manufacturer": None,
+        "model": None,
+        "sop_class": None,
+        "transfer_syntax": f"AVI ({info.codec})",
+        "photometric": "RGB",
+        "n_frames": n,
+        "rows": rows,
+        "cols": cols,
+        "frame_rate_hz": info.frame_rate_hz,
+        "frame_rate_from": "AVI stream rate" if info.frame_rate_hz else None,
+        "spacing_x_mm": None,
+        "spacing_y_mm": None,
+        "burned_in_annotation": None,
+        **_label_fields(labels),
+        "deid_method": "AVI: pixels kept whole (full frame accepted for this source)",
     }
     out = EchoOutput(row=row, identifiers=identifiers, sop_uid=None)
     return _finish(out, kept, key_idx, policy, regions)
@@ -359,7 +483,13 @@ def store_outputs(out: EchoOutput, storage) -> list[tuple[str, str]]:
 
 
 def ingest_file(
-    src: BinaryIO | str | bytes, file_key: str, storage, source: str, salt: str, labels: dict | None = None, *,
+    src: BinaryIO | str | bytes,
+    file_key: str,
+    storage,
+    source: str,
+    salt: str,
+    labels: dict | None = None,
+    *,
     accept_full_frame: bool = False,
 ) -> EchoOutput:
     """Decode one DICOM file (a path, a binary file object or bytes) and store its outputs."""
@@ -367,7 +497,9 @@ def ingest_file(
         src = io.BytesIO(src)
     if isinstance(src, str):
         with open(src, "rb") as f:
-            return ingest_file(f, file_key, storage, source, salt, labels, accept_full_frame=accept_full_frame)
+            return ingest_file(
+                f, file_key, storage, source, salt, labels, accept_full_frame=accept_full_frame
+            )
     src.seek(0, io.SEEK_END)
     size = src.tell()
     src.seek(0)

@@ -44,7 +44,12 @@ def key_map_uri(location: str, source: str) -> str:
 
 
 def write_key_map(
-    key_map: dict[str, str], location: str, *, source: str, salt_fingerprint: str, published_root: str,
+    key_map: dict[str, str],
+    location: str,
+    *,
+    source: str,
+    salt_fingerprint: str,
+    published_root: str,
     storage_options: dict | None = None,
 ) -> str:
     """Write ``key_map`` (file key -> path relative to the source root) for ``source``; returns its URI.
@@ -53,12 +58,16 @@ def write_key_map(
     ``published_root`` (the storage root whose content is published).
     """
     if not location:
-        raise KeyMapLocationError("no restricted location for the file-key map: name a folder or URI outside the "
-                                  "published storage root, with the access rules of the raw data")
+        raise KeyMapLocationError(
+            "no restricted location for the file-key map: name a folder or URI outside the "
+            "published storage root, with the access rules of the raw data"
+        )
     target = key_map_uri(location, source)
     if _inside(target, _norm(published_root)):
-        raise KeyMapLocationError("the file-key map location is inside the published storage root: choose a "
-                                  "restricted folder or bucket outside it")
+        raise KeyMapLocationError(
+            "the file-key map location is inside the published storage root: choose a "
+            "restricted folder or bucket outside it"
+        )
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["file_key", "relative_path", "source", "salt_fingerprint"])

@@ -67,8 +67,18 @@ def _num(value: Any, cast: type, col: str) -> Any:
 
 # Columns of a manifest row that identify no one: the only ones a rejection keeps (a manifest may hold an
 # MRN in any column, and clip_file, study_id, patient_id and findings may name a patient).
-SAFE_COLUMNS = ("view", "ef_percent", "edv_ml", "esv_ml", "lvidd_mm", "ivsd_mm", "lvpwd_mm", "ed_frame",
-                "es_frame", "sex")
+SAFE_COLUMNS = (
+    "view",
+    "ef_percent",
+    "edv_ml",
+    "esv_ml",
+    "lvidd_mm",
+    "ivsd_mm",
+    "lvpwd_mm",
+    "ed_frame",
+    "es_frame",
+    "sex",
+)
 
 
 def safe_fields(row: dict) -> dict:
@@ -102,8 +112,14 @@ def normalize_rows(rows: list[dict], source_file: str) -> tuple[pl.DataFrame, li
                 raise ValueError("ef_percent outside 0-100")
             good.append(out)
         except (TypeError, ValueError) as e:
-            bad.append(Rejection(source_file, str(i + 2), f"bad manifest row: {e}; fix the row or remove it",
-                                 safe_fields(row)))
+            bad.append(
+                Rejection(
+                    source_file,
+                    str(i + 2),
+                    f"bad manifest row: {e}; fix the row or remove it",
+                    safe_fields(row),
+                )
+            )
     return pl.DataFrame(good, schema=MANIFEST_COLUMNS), bad
 
 
@@ -118,8 +134,11 @@ def read_label_manifest(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
             df, bad = normalize_rows(rows, name)
             lines = [i + 2 for i, dup in enumerate(df["clip_file"].is_duplicated().to_list()) if dup]
             if lines:
-                raise SourceError(name, f"clip_file repeated on data rows {lines[:10]} (counting good rows only)",
-                                  "give each clip one manifest row")
+                raise SourceError(
+                    name,
+                    f"clip_file repeated on data rows {lines[:10]} (counting good rows only)",
+                    "give each clip one manifest row",
+                )
             return df, bad
     return pl.DataFrame(schema=MANIFEST_COLUMNS), []
 
@@ -136,16 +155,22 @@ def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
     """
     path = "FileList.csv"  # errors name the file, never the source folder (its name may identify)
     if not src.exists(path):
-        raise SourceError(path, "EchoNet-Dynamic FileList.csv not found", "check the folder configured for this source")
+        raise SourceError(
+            path, "EchoNet-Dynamic FileList.csv not found", "check the folder configured for this source"
+        )
     rows = list(csv.DictReader(io.StringIO(src.read_text("FileList.csv"))))
     need = {"FileName", "EF", "ESV", "EDV", "NumberOfFrames"}
     if rows and not need <= set(rows[0]):
-        raise SourceError(path, f"missing columns {sorted(need - set(rows[0]))}", "use the released FileList.csv")
+        raise SourceError(
+            path, f"missing columns {sorted(need - set(rows[0]))}", "use the released FileList.csv"
+        )
     frames: dict[str, dict[int, float]] = {}
     if src.exists("VolumeTracings.csv"):
         for t in csv.DictReader(io.StringIO(src.read_text("VolumeTracings.csv"))):
             try:
-                chord = ((float(t["X1"]) - float(t["X2"])) ** 2 + (float(t["Y1"]) - float(t["Y2"])) ** 2) ** 0.5
+                chord = (
+                    (float(t["X1"]) - float(t["X2"])) ** 2 + (float(t["Y1"]) - float(t["Y2"])) ** 2
+                ) ** 0.5
                 key = t["FileName"].removesuffix(".avi")
                 per = frames.setdefault(key, {})
                 per[int(t["Frame"])] = per.get(int(t["Frame"]), 0.0) + chord
@@ -157,22 +182,37 @@ def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
         traced = frames.get(name, {})
         ed = max(traced, key=traced.get) if len(traced) >= 2 else None
         es = min(traced, key=traced.get) if len(traced) >= 2 else None
-        out.append({
-            "clip_file": f"Videos/{name}.avi", "view": "A4C", "ef_percent": r.get("EF"), "edv_ml": r.get("EDV"),
-            "esv_ml": r.get("ESV"), "ed_frame": ed, "es_frame": es, "patient_id": name,
-            "findings": f"EchoNet-Dynamic split {r.get('Split', '')}".strip(),
-        })
+        out.append(
+            {
+                "clip_file": f"Videos/{name}.avi",
+                "view": "A4C",
+                "ef_percent": r.get("EF"),
+                "edv_ml": r.get("EDV"),
+                "esv_ml": r.get("ESV"),
+                "ed_frame": ed,
+                "es_frame": es,
+                "patient_id": name,
+                "findings": f"EchoNet-Dynamic split {r.get('Split', '')}".strip(),
+            }
+        )
     return normalize_rows(out, "FileList.csv")
 
 
 # ---- MIMIC-IV-ECHO ----------------------------------------------------------------------------------
 MIMIC_MEASUREMENTS = {  # measurement names in a long-format measurements CSV -> our columns
-    "lvef": "ef_percent", "ef": "ef_percent", "lvedv": "edv_ml", "lvesv": "esv_ml",
-    "lvidd": "lvidd_mm", "ivsd": "ivsd_mm", "lvpwd": "lvpwd_mm",
+    "lvef": "ef_percent",
+    "ef": "ef_percent",
+    "lvedv": "edv_ml",
+    "lvesv": "esv_ml",
+    "lvidd": "lvidd_mm",
+    "ivsd": "ivsd_mm",
+    "lvpwd": "lvpwd_mm",
 }
 
 
-def read_mimic_echo(src: SourceDir, measurements: str | None = "measurements.csv") -> tuple[pl.DataFrame, list[Rejection]]:
+def read_mimic_echo(
+    src: SourceDir, measurements: str | None = "measurements.csv"
+) -> tuple[pl.DataFrame, list[Rejection]]:
     """MIMIC-IV-ECHO's ``echo-record-list.csv`` (subject_id, study_id, acquisition_datetime,
     dicom_filepath) joined with optional long-format structured measurements
     (``study_id, measurement, value, unit``; names in :data:`MIMIC_MEASUREMENTS`, cm converted to mm).
@@ -182,12 +222,17 @@ def read_mimic_echo(src: SourceDir, measurements: str | None = "measurements.csv
     """
     path = "echo-record-list.csv"  # errors name the file, never the source folder (its name may identify)
     if not src.exists(path):
-        raise SourceError(path, "MIMIC-IV-ECHO echo-record-list.csv not found",
-                          "check the folder configured for this source")
+        raise SourceError(
+            path,
+            "MIMIC-IV-ECHO echo-record-list.csv not found",
+            "check the folder configured for this source",
+        )
     records = list(csv.DictReader(io.StringIO(src.read_text("echo-record-list.csv"))))
     need = {"subject_id", "study_id", "dicom_filepath"}
     if records and not need <= set(records[0]):
-        raise SourceError(path, f"missing columns {sorted(need - set(records[0]))}", "use the released record list")
+        raise SourceError(
+            path, f"missing columns {sorted(need - set(records[0]))}", "use the released record list"
+        )
     by_study: dict[str, dict[str, float]] = {}
     bad: list[Rejection] = []
     if measurements and src.exists(measurements):
@@ -198,13 +243,26 @@ def read_mimic_echo(src: SourceDir, measurements: str | None = "measurements.csv
             try:
                 value = float(m["value"])
             except (KeyError, TypeError, ValueError):
-                bad.append(Rejection(measurements, str(i + 2), "bad measurement value: not a number",
-                                     {"measurement": m.get("measurement"), "unit": m.get("unit")}))
+                bad.append(
+                    Rejection(
+                        measurements,
+                        str(i + 2),
+                        "bad measurement value: not a number",
+                        {"measurement": m.get("measurement"), "unit": m.get("unit")},
+                    )
+                )
                 continue
             if col.endswith("_mm") and str(m.get("unit", "")).strip().lower() == "cm":
                 value *= 10
             by_study.setdefault(str(m["study_id"]), {})[col] = value
-    rows = [{"clip_file": r["dicom_filepath"], "study_id": r["study_id"], "patient_id": r["subject_id"],
-             **by_study.get(str(r["study_id"]), {})} for r in records]
+    rows = [
+        {
+            "clip_file": r["dicom_filepath"],
+            "study_id": r["study_id"],
+            "patient_id": r["subject_id"],
+            **by_study.get(str(r["study_id"]), {}),
+        }
+        for r in records
+    ]
     df, more = normalize_rows(rows, "echo-record-list.csv")
     return df, bad + more

@@ -55,7 +55,10 @@ from .manifests import (
 
 TABLE = "echo_studies"
 LAYOUTS = ("auto", "ours", "echonet", "mimic")
-_LAYOUT_FILES = {"echonet": ("FileList.csv", "VolumeTracings.csv"), "mimic": ("echo-record-list.csv", "measurements.csv")}
+_LAYOUT_FILES = {
+    "echonet": ("FileList.csv", "VolumeTracings.csv"),
+    "mimic": ("echo-record-list.csv", "measurements.csv"),
+}
 
 
 @dataclass
@@ -103,20 +106,32 @@ class EchoReadResult:
             "patients": df["patient_key"].n_unique() if df.height else 0,
         }
 
-    def audit(self, quarantine: pl.DataFrame | None = None, metadata: dict[str, Any] | None = None,
-              table: pl.DataFrame | None = None) -> PhiAuditResult:
+    def audit(
+        self,
+        quarantine: pl.DataFrame | None = None,
+        metadata: dict[str, Any] | None = None,
+        table: pl.DataFrame | None = None,
+    ) -> PhiAuditResult:
         """The PHI audit of everything to be published: ``table`` (default: :attr:`frame`), the quarantine
         frame and the metadata dict the asset will write, the PNG chunks and stored file names; pixels
         outside the regions are reported as leaks too."""
         result = audit_outputs(
-            self.identifiers_by_file, table=self.frame if table is None else table, table_name=TABLE,
-            key_column="file_key", generated_columns=GENERATED_COLUMNS, quarantine=quarantine,
-            metadata=metadata, places=self.places)
+            self.identifiers_by_file,
+            table=self.frame if table is None else table,
+            table_name=TABLE,
+            key_column="file_key",
+            generated_columns=GENERATED_COLUMNS,
+            quarantine=quarantine,
+            metadata=metadata,
+            places=self.places,
+        )
         result.leaks += [("pixels outside the ultrasound region", v) for v in self.blank_violations]
         return result
 
 
-def read_manifest(src: SourceDir, layout: str = "auto") -> tuple[pl.DataFrame, list[Rejection], set[str], str]:
+def read_manifest(
+    src: SourceDir, layout: str = "auto"
+) -> tuple[pl.DataFrame, list[Rejection], set[str], str]:
     """The source's labels in our layout, the rejected manifest rows, the manifest files' names and the
     layout read.
 
@@ -126,8 +141,15 @@ def read_manifest(src: SourceDir, layout: str = "auto") -> tuple[pl.DataFrame, l
     if layout not in LAYOUTS:
         raise ValueError(f"unknown manifest layout {layout!r}: use one of {LAYOUTS}")
     if layout == "auto":
-        layout = ("ours" if any(src.exists(n) for n in MANIFEST_NAMES) else "echonet" if src.exists("FileList.csv")
-                  else "mimic" if src.exists("echo-record-list.csv") else "ours")
+        layout = (
+            "ours"
+            if any(src.exists(n) for n in MANIFEST_NAMES)
+            else "echonet"
+            if src.exists("FileList.csv")
+            else "mimic"
+            if src.exists("echo-record-list.csv")
+            else "ours"
+        )
     if layout == "echonet":
         df, bad = read_echonet(src)
     elif layout == "mimic":
@@ -147,8 +169,14 @@ def _manifest_identifiers(labels: dict | None) -> set[Identifier]:
 
 
 def read_echo_source(
-    src: SourceDir, storage, source: str, *, salt: str | None, synthetic: bool = False,
-    accept_full_frame: bool = False, layout: str = "auto",
+    src: SourceDir,
+    storage,
+    source: str,
+    *,
+    salt: str | None,
+    synthetic: bool = False,
+    accept_full_frame: bool = False,
+    layout: str = "auto",
 ) -> EchoReadResult:
     """Every clip under ``src`` (found by content, recursively, DICOMDIR trees included), joined with
     its label manifest, into ``echo_studies`` rows; keyframes and clips written through ``storage``.
@@ -194,61 +222,104 @@ def read_echo_source(
                 else:
                     size = f.seek(0, 2)
                     f.seek(0)
-                    out = decode_dicom(f, size, key, source, salt, labels, accept_full_frame=accept_full_frame,
-                                       synthetic_only=synthetic_only)
+                    out = decode_dicom(
+                        f,
+                        size,
+                        key,
+                        source,
+                        salt,
+                        labels,
+                        accept_full_frame=accept_full_frame,
+                        synthetic_only=synthetic_only,
+                    )
         except EchoProblem as e:
             reject(key, str(e), kind=kind)
             continue
         except Exception as e:  # any other failure reading one file is that file's problem
-            reject(key, f"unreadable file: {type(e).__name__}: {scrub(str(e), rel, src.root)}; re-export or "
-                        "re-transfer it", kind=kind)
+            reject(
+                key,
+                f"unreadable file: {type(e).__name__}: {scrub(str(e), rel, src.root)}; re-export or "
+                "re-transfer it",
+                kind=kind,
+            )
             continue
         identifiers |= out.identifiers
         findings = out.row.get("findings")
         leaked = sorted(Matcher(identifiers).find(findings)) if findings else []
         if leaked:
-            reject(key, f"identifier in findings: the manifest's findings for this clip name {', '.join(leaked)} of "
-                        "the same patient; remove it from the findings", kind=kind)
+            reject(
+                key,
+                f"identifier in findings: the manifest's findings for this clip name {', '.join(leaked)} of "
+                "the same patient; remove it from the findings",
+                kind=kind,
+            )
             continue
         if out.sop_uid and out.sop_uid in ingested_sops:
-            reject(key, f"duplicate SOP instance: repeats the SOPInstanceUID of {ingested_sops[out.sop_uid]}, "
-                        "already ingested (the same image, perhaps re-encoded); keep one copy", kind=kind)
+            reject(
+                key,
+                f"duplicate SOP instance: repeats the SOPInstanceUID of {ingested_sops[out.sop_uid]}, "
+                "already ingested (the same image, perhaps re-encoded); keep one copy",
+                kind=kind,
+            )
             continue
         stored = store_outputs(out, storage)
         if out.sop_uid:
             ingested_sops[out.sop_uid] = key
         places += [Place(where, text, key) for where, text in stored]
         rows.append(out.row)
-        violations += [f"{out.row['clip_id']} frame {i}" for i, fr in out.keyframes.items()
-                       if not outside_region_blank(fr, out.region_mask)]
+        violations += [
+            f"{out.row['clip_id']} frame {i}"
+            for i, fr in out.keyframes.items()
+            if not outside_region_blank(fr, out.region_mask)
+        ]
 
     for rel in found.not_dicom:
         key = key_of(rel)
         identifiers_by_file[key] = file_name_identifiers(rel) | _manifest_identifiers(labels_by_file.get(rel))
-        reject(key, "not DICOM: the file is named like DICOM but has no DICM marker after a 128-byte preamble "
-                    "(truncated, or not a DICOM Part 10 export); re-export it", kind="unknown")
+        reject(
+            key,
+            "not DICOM: the file is named like DICOM but has no DICM marker after a 128-byte preamble "
+            "(truncated, or not a DICOM Part 10 export); re-export it",
+            kind="unknown",
+        )
     for rel in found.missing_referenced:
         key = key_of(rel)
         identifiers_by_file[key] = file_name_identifiers(rel)
-        reject(key, "missing file: a DICOMDIR references a file that is not in the source; re-copy the whole "
-                    "DICOMDIR tree", kind="dicomdir reference")
+        reject(
+            key,
+            "missing file: a DICOMDIR references a file that is not in the source; re-copy the whole "
+            "DICOMDIR tree",
+            kind="dicomdir reference",
+        )
     seen = set(found.dicom) | set(found.videos) | set(found.not_dicom)
     for rel in sorted(set(labels_by_file) - seen):
         key = key_of(rel)
         identifiers_by_file[key] = file_name_identifiers(rel) | _manifest_identifiers(labels_by_file[rel])
-        reason = ("manifest row without a clip: the file it names is in the source but is neither DICOM nor AVI by "
-                  "content" if rel in found.other else "manifest row without a file: no such file in the source")
+        reason = (
+            "manifest row without a clip: the file it names is in the source but is neither DICOM nor AVI by "
+            "content"
+            if rel in found.other
+            else "manifest row without a file: no such file in the source"
+        )
         reject(key, reason, **safe_fields(labels_by_file[rel]))
     for r in manifest_rejected:  # manifest rows that did not parse: named by their line, never their file
         rejected.append(Rejection(r.source_file, r.row, r.reason, r.raw, None))
 
     frame = pl.DataFrame(rows, schema=ECHO_SCHEMA).sort("clip_id")
     return EchoReadResult(
-        frame=frame, rejected=rejected, identifiers_by_file=identifiers_by_file, places=places,
-        blank_violations=violations, key_map=key_map, source=source,
-        source_fingerprint=deid.source_fingerprint(salt, source, src.root), salt_fingerprint=fp,
-        accept_full_frame=accept_full_frame, layout=layout, files_seen=found.files_seen,
-        dicom_candidates=len(found.dicom), video_candidates=len(found.videos), dicomdirs=len(found.dicomdirs),
+        frame=frame,
+        rejected=rejected,
+        identifiers_by_file=identifiers_by_file,
+        places=places,
+        blank_violations=violations,
+        key_map=key_map,
+        source=source,
+        source_fingerprint=deid.source_fingerprint(salt, source, src.root),
+        salt_fingerprint=fp,
+        accept_full_frame=accept_full_frame,
+        layout=layout,
+        files_seen=found.files_seen,
+        dicom_candidates=len(found.dicom),
+        video_candidates=len(found.videos),
+        dicomdirs=len(found.dicomdirs),
     )
-
-

@@ -189,7 +189,9 @@ def build_dataset(
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient.patient_id, str(clip_no), "series"])
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[patient.patient_id, str(clip_no), "for"])
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = f"{int(rng.integers(8, 18)):02d}{int(rng.integers(0, 60)):02d}00"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = (
+        f"{int(rng.integers(8, 18)):02d}{int(rng.integers(0, 60)):02d}00"
+    )
     ds.AccessionNumber = f"ACC{int(rng.integers(1_000_000, 9_999_999))}"
     ds.Modality = "US"
     ds.Manufacturer = "MedRwR Synthetic"
@@ -262,12 +264,17 @@ def encode(ds: Dataset) -> bytes:
     """The dataset as DICOM Part 10 bytes in its file meta's transfer syntax."""
     buf = io.BytesIO()
     ts = ds.file_meta.TransferSyntaxUID
-    ds.save_as(buf, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian, enforce_file_format=True)
+    ds.save_as(
+        buf, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian, enforce_file_format=True
+    )
     return buf.getvalue()
 
 
 def generate(
-    n_clips: int = 8, n_patients: int = 4, seed: int = 0, options: SynthOptions | list[SynthOptions] | None = None
+    n_clips: int = 8,
+    n_patients: int = 4,
+    seed: int = 0,
+    options: SynthOptions | list[SynthOptions] | None = None,
 ) -> tuple[dict[str, bytes], list[dict]]:
     """``({relative file name: DICOM bytes}, manifest rows)`` for ``n_clips`` clips of ``n_patients``.
 
@@ -311,8 +318,13 @@ def write_manifest_csv(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_dataset(out_dir: str | Path, n_clips: int = 8, n_patients: int = 4, seed: int = 0,
-                  options: SynthOptions | list[SynthOptions] | None = None) -> Path:
+def write_dataset(
+    out_dir: str | Path,
+    n_clips: int = 8,
+    n_patients: int = 4,
+    seed: int = 0,
+    options: SynthOptions | list[SynthOptions] | None = None,
+) -> Path:
     """Write the clips and ``labels.csv`` into a local folder; returns the manifest path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +350,9 @@ SMOKE_MIX = [
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point ``medrwr-synth-echo``."""
-    p = argparse.ArgumentParser(description="Write synthetic multi-frame ultrasound DICOM clips and labels.csv")
+    p = argparse.ArgumentParser(
+        description="Write synthetic multi-frame ultrasound DICOM clips and labels.csv"
+    )
     p.add_argument("out_dir")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--patients", type=int, default=4)
@@ -350,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--planar", type=int, default=0, choices=(0, 1))
     a = p.parse_args(argv)
     try:
-        opts = SynthOptions(frames=a.frames, size=a.size, photometric=a.photometric, syntax=a.syntax, planar=a.planar)
+        opts = SynthOptions(
+            frames=a.frames, size=a.size, photometric=a.photometric, syntax=a.syntax, planar=a.planar
+        )
     except ValueError as e:
         p.error(str(e))
     manifest = write_dataset(a.out_dir, a.clips, a.patients, a.seed, opts)

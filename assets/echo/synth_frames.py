@@ -16,6 +16,7 @@ class FrameOptions(Protocol):
     frames: int
     size: int
 
+
 TEXT_BAND = 14  # pixel rows above and below the sector where scanners burn in text
 
 
@@ -34,7 +35,9 @@ def sector_box(size: int) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
-def render_frames(labels: dict, opts: FrameOptions, rng: np.random.Generator, burned_text: str) -> tuple[np.ndarray, int, int]:
+def render_frames(
+    labels: dict, opts: FrameOptions, rng: np.random.Generator, burned_text: str
+) -> tuple[np.ndarray, int, int]:
     """RGB uint8 frames ``(frames, size, size, 3)``; returns them with the ED and ES frame indices."""
     n, s = opts.frames, opts.size
     mask = sector_mask(s)

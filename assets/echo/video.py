@@ -55,7 +55,9 @@ def probe(src: BinaryIO | bytes) -> VideoInfo:
         rate = float(stream.average_rate) if stream.average_rate else None
         tags = {f"container.{k}": str(v) for k, v in container.metadata.items()}
         tags |= {f"stream.{k}": str(v) for k, v in stream.metadata.items()}
-        return VideoInfo(stream.codec_context.name, rate, (stream.height, stream.width), int(stream.frames or 0), tags)
+        return VideoInfo(
+            stream.codec_context.name, rate, (stream.height, stream.width), int(stream.frames or 0), tags
+        )
 
 
 def iter_video_frames(src: BinaryIO | bytes) -> Iterator[np.ndarray]:

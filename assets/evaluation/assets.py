@@ -72,11 +72,17 @@ CHECKPOINTS = ("base", "stage1", "stage2")
 class EvalConfig(Config):
     """Run knobs of ``eval_results`` (one run = one benchmark partition)."""
 
-    checkpoints: list[str] = Field(default_factory=lambda: list(CHECKPOINTS), description="base, stage1, stage2")
+    checkpoints: list[str] = Field(
+        default_factory=lambda: list(CHECKPOINTS), description="base, stage1, stage2"
+    )
     modes: list[str] = Field(default_factory=lambda: list(MODES), description=", ".join(MODES))
-    max_items: int | None = Field(default=None, description="at most this many items (seeded choice; None: all)")
+    max_items: int | None = Field(
+        default=None, description="at most this many items (seeded choice; None: all)"
+    )
     batch_size: int = Field(default=8, description="items per rollout call")
-    cdir_lambda: float = Field(default=0.8, description="CDIR triggers when the answer confidence is below this")
+    cdir_lambda: float = Field(
+        default=0.8, description="CDIR triggers when the answer confidence is below this"
+    )
     cdir_k: int = Field(default=1, description="image cases appended by CDIR")
     max_rounds: int = Field(default=3, description="generation rounds (retrieval after all but the last)")
     retrieval_k: int = Field(default=3, description="passages per query")
@@ -84,21 +90,29 @@ class EvalConfig(Config):
     max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
-    judge_model: str | None = Field(default=None, description="optional open-answer judge: a model folder or "
-                                    "a hub id (None: no judge; judge_* columns stay null)")
+    judge_model: str | None = Field(
+        default=None,
+        description="optional open-answer judge: a model folder or "
+        "a hub id (None: no judge; judge_* columns stay null)",
+    )
     judge_revision: str | None = Field(default=None, description="the judge's pinned 40-hex hub commit")
 
     def rollout_settings(self):
         """The rollout budgets (``training.rollout.RolloutSettings``; the same field names)."""
         from training.rollout import RolloutSettings
 
-        return RolloutSettings(max_rounds=self.max_rounds, retrieval_k=self.retrieval_k,
-                               max_new_tokens_per_round=self.max_new_tokens_per_round,
-                               max_completion_tokens=self.max_completion_tokens, search_mode=self.search_mode)
+        return RolloutSettings(
+            max_rounds=self.max_rounds,
+            retrieval_k=self.retrieval_k,
+            max_new_tokens_per_round=self.max_new_tokens_per_round,
+            max_completion_tokens=self.max_completion_tokens,
+            search_mode=self.search_mode,
+        )
 
 
-def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame,
-                    split_use: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+def benchmark_frame(
+    benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ecbench: pl.DataFrame, split_use: pl.DataFrame
+) -> tuple[pl.DataFrame, list[str]]:
     """The rows of ``benchmark``'s source table and the splits it is evaluated on (from the split-use
     decisions, :meth:`training.data.SplitUse.evaluated_splits`, when the benchmark names none). A dataset
     decided "train" only is never evaluated: that raises."""
@@ -111,20 +125,27 @@ def benchmark_frame(benchmark: str, vqa: pl.DataFrame, text_qa: pl.DataFrame, ec
     use = SplitUse.from_frame(split_use)
     if use.trained_only(dataset or benchmark):
         reason = next(d["reason"] for d in use.decisions if d["dataset"] == (dataset or benchmark))
-        raise Failure(f"eval_results[{benchmark}]: the split-use decisions train on {dataset or benchmark} "
-                      f"({reason}); it is never evaluated. Change no_train_split of split_use.")
+        raise Failure(
+            f"eval_results[{benchmark}]: the split-use decisions train on {dataset or benchmark} "
+            f"({reason}); it is never evaluated. Change no_train_split of split_use."
+        )
     if splits is None:
         splits = use.evaluated_splits(dataset or benchmark)
     if frame.is_empty():
-        raise Failure(f"eval_results[{benchmark}]: no rows of {table}[{dataset}] are published; materialize it first")
+        raise Failure(
+            f"eval_results[{benchmark}]: no rows of {table}[{dataset}] are published; materialize it first"
+        )
     return frame, splits
 
 
 def _model(row: pl.DataFrame, store: Storage, cache: str):
     from training.tiny_model import load_policy
 
-    return load_policy(ModelPointer.from_row(row).path, cache_dir=cache,
-                       storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
+    return load_policy(
+        ModelPointer.from_row(row).path,
+        cache_dir=cache,
+        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None,
+    )
 
 
 def _manifest_hash(row: pl.DataFrame) -> str:
@@ -138,28 +159,57 @@ def _manifest_hash(row: pl.DataFrame) -> str:
     code_version="eval_results.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"vqa_items": AssetIn(partition_mapping=AllPartitionMapping()),
-         "text_qa_items": AssetIn(partition_mapping=AllPartitionMapping()),
-         "ecbench": AssetIn(), "split_use": AssetIn(), "stage1_items": AssetIn(), "stage2_items": AssetIn(),
-         "base_model": AssetIn(),
-         "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
-         "kb_image_index": AssetIn()},
+    ins={
+        "vqa_items": AssetIn(partition_mapping=AllPartitionMapping()),
+        "text_qa_items": AssetIn(partition_mapping=AllPartitionMapping()),
+        "ecbench": AssetIn(),
+        "split_use": AssetIn(),
+        "stage1_items": AssetIn(),
+        "stage2_items": AssetIn(),
+        "base_model": AssetIn(),
+        "stage1_checkpoint": AssetIn(),
+        "stage2_checkpoint": AssetIn(),
+        "kb_text_index": AssetIn(),
+        "kb_image_index": AssetIn(),
+    },
     check_specs=[
-        AssetCheckSpec("eval_items_not_trained_on", asset="eval_results", blocking=True, partitions_def=eval_benchmarks,
-                       description="no evaluated item is a training item (normalized question text, image id)"),
-        AssetCheckSpec("eval_results_complete", asset="eval_results", blocking=True, partitions_def=eval_benchmarks,
-                       description="one row per item, checkpoint and mode; KB and image index pinned; "
-                                   "no rollout broke the prefix property"),
+        AssetCheckSpec(
+            "eval_items_not_trained_on",
+            asset="eval_results",
+            blocking=True,
+            partitions_def=eval_benchmarks,
+            description="no evaluated item is a training item (normalized question text, image id)",
+        ),
+        AssetCheckSpec(
+            "eval_results_complete",
+            asset="eval_results",
+            blocking=True,
+            partitions_def=eval_benchmarks,
+            description="one row per item, checkpoint and mode; KB and image index pinned; "
+            "no rollout broke the prefix property",
+        ),
     ],
     pool="gpu",
     op_tags={"medrwr/kind": "evaluation"},
 )
-def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: StorageResource,
-                 kb_models: KnowledgeModelsResource, training: TrainingResource, vqa_items: pl.DataFrame,
-                 text_qa_items: pl.DataFrame, ecbench: pl.DataFrame, split_use: pl.DataFrame,
-                 stage1_items: pl.DataFrame,
-                 stage2_items: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
-                 stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
+def eval_results(
+    context: AssetExecutionContext,
+    config: EvalConfig,
+    storage: StorageResource,
+    kb_models: KnowledgeModelsResource,
+    training: TrainingResource,
+    vqa_items: pl.DataFrame,
+    text_qa_items: pl.DataFrame,
+    ecbench: pl.DataFrame,
+    split_use: pl.DataFrame,
+    stage1_items: pl.DataFrame,
+    stage2_items: pl.DataFrame,
+    base_model: pl.DataFrame,
+    stage1_checkpoint: pl.DataFrame,
+    stage2_checkpoint: pl.DataFrame,
+    kb_text_index: pl.DataFrame,
+    kb_image_index: pl.DataFrame,
+):
     """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one benchmark."""
     from PIL import Image
 
@@ -189,42 +239,91 @@ def eval_results(context: AssetExecutionContext, config: EvalConfig, storage: St
     judge = load_judge(config.judge_model, config.judge_revision)  # None unless configured; fails loudly
     benchmark_images = sorted({r for refs in items["image_refs"].to_list() for r in refs})
     frames = []
-    with tempfile.TemporaryDirectory(dir=training.work_root() if Path(training.work_root()).exists() else None) as cache:
+    with tempfile.TemporaryDirectory(
+        dir=training.work_root() if Path(training.work_root()).exists() else None
+    ) as cache:
         for label in config.checkpoints:
             model, processor = _model(models[label], store, cache)
-            context.log.info(f"eval_results[{benchmark}]: {label} on {items.height} items, modes {config.modes}")
-            frames.append(evaluate(
-                items, model=model, processor=processor, retriever=text, checkpoint=label,
-                checkpoint_version=_manifest_hash(models[label]), benchmark=benchmark, benchmark_version=version,
-                kb_tag=kb_text.tag, modes=config.modes, image_retriever=images, image_loader=load_image,
-                image_index_tag=kb_image.tag, batch_size=config.batch_size, cdir_lambda=config.cdir_lambda,
-                cdir_k=config.cdir_k, exclude_image_refs=benchmark_images, seed=config.seed,
-                rollout_settings=config.rollout_settings(), judge=judge))
+            context.log.info(
+                f"eval_results[{benchmark}]: {label} on {items.height} items, modes {config.modes}"
+            )
+            frames.append(
+                evaluate(
+                    items,
+                    model=model,
+                    processor=processor,
+                    retriever=text,
+                    checkpoint=label,
+                    checkpoint_version=_manifest_hash(models[label]),
+                    benchmark=benchmark,
+                    benchmark_version=version,
+                    kb_tag=kb_text.tag,
+                    modes=config.modes,
+                    image_retriever=images,
+                    image_loader=load_image,
+                    image_index_tag=kb_image.tag,
+                    batch_size=config.batch_size,
+                    cdir_lambda=config.cdir_lambda,
+                    cdir_k=config.cdir_k,
+                    exclude_image_refs=benchmark_images,
+                    seed=config.seed,
+                    rollout_settings=config.rollout_settings(),
+                    judge=judge,
+                )
+            )
             del model
     results = pl.concat(frames)
     from training.data import evaluation_leaks
 
-    trained = pl.concat([stage1_items.select("item_id", "question", "image_ref"),
-                         stage2_items.select("item_id", "question", "image_ref")])
+    trained = pl.concat(
+        [
+            stage1_items.select("item_id", "question", "image_ref"),
+            stage2_items.select("item_id", "question", "image_ref"),
+        ]
+    )
     evaluated = frame.filter(pl.col("item_id").is_in(items["item_id"].to_list()))
     refs = ["image_refs"] if "image_refs" in evaluated.columns else []
     leaks = evaluation_leaks(trained, evaluated.select("item_id", "question", *refs))
     expected = items.height * len(config.checkpoints) * len(config.modes)
     checks = [
-        check_result("eval_items_not_trained_on", leaks.height == 0, leaks=leaks.height,
-               examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})" for r in leaks.head(10).iter_rows(named=True)]),
-        check_result("eval_results_complete", results.height == expected and results["kb_tag"].drop_nulls().n_unique() <= 1,
-               rows=results.height, expected=expected),
+        check_result(
+            "eval_items_not_trained_on",
+            leaks.height == 0,
+            leaks=leaks.height,
+            examples=[
+                f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})"
+                for r in leaks.head(10).iter_rows(named=True)
+            ],
+        ),
+        check_result(
+            "eval_results_complete",
+            results.height == expected and results["kb_tag"].drop_nulls().n_unique() <= 1,
+            rows=results.height,
+            expected=expected,
+        ),
     ]
-    summary = (results.group_by("checkpoint", "mode").agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
-               .sort("checkpoint", "mode"))
-    pub = Publication("eval_results", benchmark, results, quarantine_frame([], "eval_results", benchmark),
-                      metadata={**table_metadata(results, ("checkpoint", "mode")), "benchmark_version": version,
-                                "splits": MetadataValue.json(splits), "items": items.height,
-                                "kb_tag": kb_text.tag, "image_index_tag": kb_image.tag,
-                                "accuracy_by_checkpoint_and_mode": MetadataValue.md(_md(summary)),
-                                "items_per_s": float(results.height / max(1e-9, results["latency_s"].sum()))},
-                      data_version=content_version(results))
+    summary = (
+        results.group_by("checkpoint", "mode")
+        .agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n"))
+        .sort("checkpoint", "mode")
+    )
+    pub = Publication(
+        "eval_results",
+        benchmark,
+        results,
+        quarantine_frame([], "eval_results", benchmark),
+        metadata={
+            **table_metadata(results, ("checkpoint", "mode")),
+            "benchmark_version": version,
+            "splits": MetadataValue.json(splits),
+            "items": items.height,
+            "kb_tag": kb_text.tag,
+            "image_index_tag": kb_image.tag,
+            "accuracy_by_checkpoint_and_mode": MetadataValue.md(_md(summary)),
+            "items_per_s": float(results.height / max(1e-9, results["latency_s"].sum())),
+        },
+        data_version=content_version(results),
+    )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
@@ -240,15 +339,34 @@ def _md(frame: pl.DataFrame) -> str:
     code_version="eval_report.v2",
     io_manager_key="table_io",
     kinds={"html", "markdown"},
-    ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "base_model": AssetIn(),
-         "stage1_checkpoint": AssetIn(), "stage2_checkpoint": AssetIn(), "kb_text_index": AssetIn(),
-         "kb_image_index": AssetIn()},
-    check_specs=[AssetCheckSpec("eval_report_written", asset="eval_report", blocking=True,
-                                description="report.md and a self-contained report.html with every plot embedded")],
+    ins={
+        "eval_results": AssetIn(partition_mapping=AllPartitionMapping()),
+        "base_model": AssetIn(),
+        "stage1_checkpoint": AssetIn(),
+        "stage2_checkpoint": AssetIn(),
+        "kb_text_index": AssetIn(),
+        "kb_image_index": AssetIn(),
+    },
+    check_specs=[
+        AssetCheckSpec(
+            "eval_report_written",
+            asset="eval_report",
+            blocking=True,
+            description="report.md and a self-contained report.html with every plot embedded",
+        )
+    ],
 )
-def eval_report(context: AssetExecutionContext, storage: StorageResource, sources: SourcesResource,
-                eval_results: pl.DataFrame, base_model: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
-                stage2_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, kb_image_index: pl.DataFrame):
+def eval_report(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    sources: SourcesResource,
+    eval_results: pl.DataFrame,
+    base_model: pl.DataFrame,
+    stage1_checkpoint: pl.DataFrame,
+    stage2_checkpoint: pl.DataFrame,
+    kb_text_index: pl.DataFrame,
+    kb_image_index: pl.DataFrame,
+):
     """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
     from training.evaluation.report import build_report
 
@@ -257,15 +375,19 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
     manifests = {"base": base_model, "stage1": stage1_checkpoint, "stage2": stage2_checkpoint}
     kb_text, kb_image = KbPointer.from_row(kb_text_index), KbPointer.from_row(kb_image_index)
     lineage = {
-        "checkpoint_manifests": {k: f"{ModelPointer.from_row(v).path} (manifest {_manifest_hash(v)})"
-                                 for k, v in manifests.items()
-                                 if k in set(eval_results["checkpoint"].to_list())},
+        "checkpoint_manifests": {
+            k: f"{ModelPointer.from_row(v).path} (manifest {_manifest_hash(v)})"
+            for k, v in manifests.items()
+            if k in set(eval_results["checkpoint"].to_list())
+        },
         "kb_tag": kb_text.tag,
         "embedder": kb_text.embedder.get("model_id", kb_text.embedder_json),
         "image_index_tag": kb_image.tag,
         "image_embedder": kb_image.embedder.get("model_id", ""),
         "benchmark_versions": dict(versions.iter_rows()),
-        "code_version": git_commit(), "profile": sources.profile, "run_id": context.run.run_id,
+        "code_version": git_commit(),
+        "profile": sources.profile,
+        "run_id": context.run.run_id,
     }
     lineage["audit"] = _audit_summary(context, store, lineage["checkpoint_manifests"])
     stage = store.staging(f"{context.run.run_id}-eval_report")
@@ -273,23 +395,52 @@ def eval_report(context: AssetExecutionContext, storage: StorageResource, source
         out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke")
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         for path in files:
-            stage.write_bytes(path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix())
+            stage.write_bytes(
+                path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix()
+            )
         # what `python -m orchestration.audit report:<run id>` starts from when the Dagster instance is gone
-        stage.write_bytes(json.dumps(lineage, indent=1, sort_keys=True).encode(), "reports", context.run.run_id,
-                          "lineage.json")
+        stage.write_bytes(
+            json.dumps(lineage, indent=1, sort_keys=True).encode(),
+            "reports",
+            context.run.run_id,
+            "lineage.json",
+        )
         html = Path(out.html_path).read_text()
     html_uri = store.uri("reports", context.run.run_id, "report.html")
     embedded = html.count("data:image/png;base64,")
-    row = pl.DataFrame([{"report_html": html_uri, "report_md": store.uri("reports", context.run.run_id, "report.md"),
-                         "html_sha256": hashlib.sha256(html.encode()).hexdigest(), "plots": len(out.plot_paths),
-                         "lineage": json.dumps(lineage, sort_keys=True)}])
-    checks = [check_result("eval_report_written", embedded >= len(out.plot_paths) > 0
-                     and 'src="http' not in html and 'href="http' not in html,
-                     plots=len(out.plot_paths), embedded_images=embedded)]
-    pub = Publication("eval_report", None, row, quarantine_frame([], "eval_report", None),
-                      metadata={"report": MetadataValue.md(out.markdown), "report_html": MetadataValue.path(html_uri),
-                                "lineage": MetadataValue.json(lineage), "rows_reported": eval_results.height},
-                      data_version=row["html_sha256"][0], stage=stage)
+    row = pl.DataFrame(
+        [
+            {
+                "report_html": html_uri,
+                "report_md": store.uri("reports", context.run.run_id, "report.md"),
+                "html_sha256": hashlib.sha256(html.encode()).hexdigest(),
+                "plots": len(out.plot_paths),
+                "lineage": json.dumps(lineage, sort_keys=True),
+            }
+        ]
+    )
+    checks = [
+        check_result(
+            "eval_report_written",
+            embedded >= len(out.plot_paths) > 0 and 'src="http' not in html and 'href="http' not in html,
+            plots=len(out.plot_paths),
+            embedded_images=embedded,
+        )
+    ]
+    pub = Publication(
+        "eval_report",
+        None,
+        row,
+        quarantine_frame([], "eval_report", None),
+        metadata={
+            "report": MetadataValue.md(out.markdown),
+            "report_html": MetadataValue.path(html_uri),
+            "lineage": MetadataValue.json(lineage),
+            "rows_reported": eval_results.height,
+        },
+        data_version=row["html_sha256"][0],
+        stage=stage,
+    )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
@@ -300,16 +451,20 @@ def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) 
         graph = context.repository_def.asset_graph
     except Exception:  # in-process materialize() of a list of assets sets no repository: the job's own graph
         graph = context.job_def.asset_layer.asset_graph
-    return {"command": f"python -m orchestration.audit report:{context.run.run_id}",
-            "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited}}
+    return {
+        "command": f"python -m orchestration.audit report:{context.run.run_id}",
+        "checkpoints": {role: lineage_summary(store, graph, MODEL_ASSETS[role]) for role in cited},
+    }
 
 
 class PromotionConfig(Config):
     """Run knobs of the promotion gate."""
 
     mode: str = Field(default="rwr", description="the evaluation mode the checkpoints are compared in")
-    margin: float = Field(default=0.02, description="promote when the CI's lower bound of (new - promoted) "
-                          "accuracy is at least -margin")
+    margin: float = Field(
+        default=0.02,
+        description="promote when the CI's lower bound of (new - promoted) accuracy is at least -margin",
+    )
     confidence_level: float = Field(default=0.95, description="paired bootstrap interval level")
     n_resamples: int = Field(default=10_000, description="bootstrap resamples")
     seed: int = Field(default=0, description="bootstrap seed")
@@ -326,33 +481,66 @@ PROMOTED_RESULTS = "promoted_checkpoint_results"
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "stage2_checkpoint": AssetIn()},
-    check_specs=[AssetCheckSpec("promotion_no_worse", asset="promoted_checkpoint", blocking=True,
-                                description="paired bootstrap on the same items: the lower bound of the CI of "
-                                            "(new - promoted) accuracy is at least -margin")],
+    check_specs=[
+        AssetCheckSpec(
+            "promotion_no_worse",
+            asset="promoted_checkpoint",
+            blocking=True,
+            description="paired bootstrap on the same items: the lower bound of the CI of "
+            "(new - promoted) accuracy is at least -margin",
+        )
+    ],
 )
-def promoted_checkpoint(context: AssetExecutionContext, config: PromotionConfig, storage: StorageResource,
-                        eval_results: pl.DataFrame, stage2_checkpoint: pl.DataFrame):
+def promoted_checkpoint(
+    context: AssetExecutionContext,
+    config: PromotionConfig,
+    storage: StorageResource,
+    eval_results: pl.DataFrame,
+    stage2_checkpoint: pl.DataFrame,
+):
     """The checkpoint serving uses: the stage-2 checkpoint, promoted only when its gate passes. A refused
     candidate leaves the promoted pointer (and the results it was promoted with) as they were."""
     store = storage.get()
     version = _manifest_hash(stage2_checkpoint)
     candidate = arm(eval_results, "stage2", config.mode).filter(pl.col("checkpoint_version") == version)
-    promoted = store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None
-    decision = decide_promotion(candidate, promoted, margin=config.margin, confidence_level=config.confidence_level,
-                                n_resamples=config.n_resamples, seed=config.seed, min_items=config.min_items)
+    promoted = (
+        store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None
+    )
+    decision = decide_promotion(
+        candidate,
+        promoted,
+        margin=config.margin,
+        confidence_level=config.confidence_level,
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+        min_items=config.min_items,
+    )
     context.log.info(f"promotion of stage2 {version}: {decision.reason}")
     stage = store.staging(f"{context.run.run_id}-promoted_checkpoint")
     buf = io.BytesIO()
     candidate.write_parquet(buf)
     stage.write_bytes(buf.getvalue(), *Storage.table_parts(PROMOTED_RESULTS))
-    row = stage2_checkpoint.with_columns(pl.lit(version).alias("checkpoint_version"),
-                                         pl.lit(context.run.run_id).alias("promoted_by_run"),
-                                         pl.lit(config.mode).alias("mode"),
-                                         pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"))
+    row = stage2_checkpoint.with_columns(
+        pl.lit(version).alias("checkpoint_version"),
+        pl.lit(context.run.run_id).alias("promoted_by_run"),
+        pl.lit(config.mode).alias("mode"),
+        pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"),
+    )
     evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
     checks = [check_result("promotion_no_worse", decision.passed, **evidence)]
-    pub = Publication("promoted_checkpoint", None, row, quarantine_frame([], "promoted_checkpoint", None),
-                      metadata={"checkpoint_version": version, "path": ModelPointer.from_row(row).path,
-                                "decision": decision.reason, "evidence": MetadataValue.json(decision.as_metadata())},
-                      data_version=version, stage=stage, withdraw_previous=False)
+    pub = Publication(
+        "promoted_checkpoint",
+        None,
+        row,
+        quarantine_frame([], "promoted_checkpoint", None),
+        metadata={
+            "checkpoint_version": version,
+            "path": ModelPointer.from_row(row).path,
+            "decision": decision.reason,
+            "evidence": MetadataValue.json(decision.as_metadata()),
+        },
+        data_version=version,
+        stage=stage,
+        withdraw_previous=False,
+    )
     yield from publish_or_refuse(context, store, pub, checks)

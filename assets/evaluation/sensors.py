@@ -23,20 +23,37 @@ from assets.common.settings import sensors_running
 RETRAIN_TAG = "medrwr/retrain_run"
 
 
-def follow_up(job_name: str, run_id: str, tags: dict[str, str], succeeded_benchmarks: set[str],
-              profile_name: str | None = None) -> list[RunRequest]:
+def follow_up(
+    job_name: str,
+    run_id: str,
+    tags: dict[str, str],
+    succeeded_benchmarks: set[str],
+    profile_name: str | None = None,
+) -> list[RunRequest]:
     """The runs that follow a successful run of ``job_name`` (plain function of the run's facts)."""
     profile = get_profile(profile_name)
     if job_name == "retrain_job":
         cfg = profile.run_config("evaluate_job", ["eval_results"])
-        return [RunRequest(run_key=f"evaluate:{run_id}:{b}", job_name="evaluate_job", partition_key=b,
-                           run_config=cfg, tags={RETRAIN_TAG: run_id, "medrwr/trigger": "evaluate_after_retrain"})
-                for b in profile.benchmarks]
+        return [
+            RunRequest(
+                run_key=f"evaluate:{run_id}:{b}",
+                job_name="evaluate_job",
+                partition_key=b,
+                run_config=cfg,
+                tags={RETRAIN_TAG: run_id, "medrwr/trigger": "evaluate_after_retrain"},
+            )
+            for b in profile.benchmarks
+        ]
     family = tags.get(RETRAIN_TAG)
     if job_name == "evaluate_job" and family and set(profile.benchmarks) <= succeeded_benchmarks:
-        return [RunRequest(run_key=f"promote:{family}", job_name="promote_job",
-                           run_config=profile.run_config("promote_job", ["eval_report", "promoted_checkpoint"]),
-                           tags={RETRAIN_TAG: family, "medrwr/trigger": "evaluate_after_retrain"})]
+        return [
+            RunRequest(
+                run_key=f"promote:{family}",
+                job_name="promote_job",
+                run_config=profile.run_config("promote_job", ["eval_report", "promoted_checkpoint"]),
+                tags={RETRAIN_TAG: family, "medrwr/trigger": "evaluate_after_retrain"},
+            )
+        ]
     return []
 
 
@@ -55,8 +72,11 @@ def make_evaluate_after_retrain_sensor(evaluate_job, promote_job):
         succeeded: set[str] = set()
         family = run.tags.get(RETRAIN_TAG)
         if run.job_name == "evaluate_job" and family:
-            runs = context.instance.get_runs(RunsFilter(job_name="evaluate_job", tags={RETRAIN_TAG: family},
-                                                        statuses=[DagsterRunStatus.SUCCESS]))
+            runs = context.instance.get_runs(
+                RunsFilter(
+                    job_name="evaluate_job", tags={RETRAIN_TAG: family}, statuses=[DagsterRunStatus.SUCCESS]
+                )
+            )
             succeeded = {r.tags.get("dagster/partition") for r in runs} - {None}
         requests = follow_up(run.job_name, run.run_id, dict(run.tags), succeeded)
         return requests or SkipReason(f"nothing follows {run.job_name} run {run.run_id}")

@@ -98,7 +98,9 @@ class MCQMapping:
     split_values: dict[str, str] = field(default_factory=dict)
     default_split: str | None = None
     columns: tuple[str, ...] | None = None
-    file_splits: dict[str, str] = field(default_factory=dict)  # file -> split, for files without a split column
+    file_splits: dict[str, str] = field(
+        default_factory=dict
+    )  # file -> split, for files without a split column
 
     def declared_columns(self) -> dict[str, str]:
         """``{column: role}`` of every column the mapping reads."""
@@ -126,8 +128,10 @@ class MCQMapping:
             values.pop()
         gaps = [c for c, v in zip(self.options, values, strict=False) if not v]
         if gaps:
-            raise RowProblem(f"empty option column {gaps[0]!r} before a filled one "
-                             f"(the answer letters would shift); options {values}")
+            raise RowProblem(
+                f"empty option column {gaps[0]!r} before a filled one "
+                f"(the answer letters would shift); options {values}"
+            )
         return values
 
     def row_label(self, row: dict[str, Any], options: list[str]) -> str:
@@ -169,8 +173,11 @@ def answer_letter(answer: Any, options: list[str], fmt: str) -> str:
     if fmt == "text":
         hits = [i for i, o in enumerate(options) if o == a]
         if len(hits) != 1:
-            raise RowProblem(f"answer not among the options: {a!r}" if not hits
-                             else f"answer matches {len(hits)} options: {a!r}")
+            raise RowProblem(
+                f"answer not among the options: {a!r}"
+                if not hits
+                else f"answer matches {len(hits)} options: {a!r}"
+            )
         return LETTERS[hits[0]]
     if fmt == "letter":
         label = a.strip("().: ").upper()
@@ -203,7 +210,9 @@ def _closest(word: str, choices: tuple[str, ...]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _column_list(value: Any, key: str, problems: list[str], lo: int = 1, hi: int = 1000) -> tuple[str, ...] | None:
+def _column_list(
+    value: Any, key: str, problems: list[str], lo: int = 1, hi: int = 1000
+) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
         problems.append(f"{key} must be a list of column names (got {_short(value)})")
         return None
@@ -225,8 +234,11 @@ def _parse(src: SourceDir) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise SourceError(path, f"invalid YAML ({e})", "fix the syntax of mcq_mapping.yaml") from e
     if not isinstance(raw, dict):
-        raise SourceError(path, f"expected a mapping of keys, found {type(raw).__name__}",
-                          f"declare {', '.join(REQUIRED)} as in the docstring of assets/ingest/mcq_mapping.py")
+        raise SourceError(
+            path,
+            f"expected a mapping of keys, found {type(raw).__name__}",
+            f"declare {', '.join(REQUIRED)} as in the docstring of assets/ingest/mcq_mapping.py",
+        )
     return raw
 
 
@@ -237,8 +249,10 @@ def _check_keys(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
             problems.append(f"unknown key {_short(key)}{_closest(str(key)[:100], KEYS)}")
     for key in REQUIRED:
         if raw.get(key) in (None, "", []):
-            problems.append(f"missing required key {key!r}" + (" (the items' licence, e.g. CC-BY-4.0)"
-                                                              if key == "license" else ""))
+            problems.append(
+                f"missing required key {key!r}"
+                + (" (the items' licence, e.g. CC-BY-4.0)" if key == "license" else "")
+            )
     kw: dict[str, Any] = {}
     for key in ("license", "question", "answer", *OPTIONAL_COLUMNS):
         value = raw.get(key)
@@ -248,8 +262,10 @@ def _check_keys(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
             kw[key] = value
     fmt = raw.get("answer_format", "letter")
     if fmt not in ANSWER_FORMATS:
-        problems.append(f"answer_format {_short(fmt)} is not one of {', '.join(ANSWER_FORMATS)}"
-                        f"{_closest(str(fmt)[:100], ANSWER_FORMATS)}")
+        problems.append(
+            f"answer_format {_short(fmt)} is not one of {', '.join(ANSWER_FORMATS)}"
+            f"{_closest(str(fmt)[:100], ANSWER_FORMATS)}"
+        )
     kw["answer_format"] = fmt
     dataset = raw.get("dataset", "mcq_custom")
     if not isinstance(dataset, str) or not _DATASET.match(dataset):
@@ -271,15 +287,19 @@ def _check_keys(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     kw["split_values"] = {}
     for value, split in split_values.items():
         if split not in SPLITS:
-            problems.append(f"split_values maps {_short(value)} to {_short(split)}, not one of {', '.join(SPLITS)}")
+            problems.append(
+                f"split_values maps {_short(value)} to {_short(split)}, not one of {', '.join(SPLITS)}"
+            )
         kw["split_values"][as_text(value)] = split
     default = raw.get("default_split")
     if default is not None:
         try:
             kw["default_split"] = normalize_split(default)
         except RowProblem:
-            problems.append(f"default_split {_short(default)} is not one of {', '.join(SPLITS)} or an alias "
-                            f"(training, dev, val, valid, validate)")
+            problems.append(
+                f"default_split {_short(default)} is not one of {', '.join(SPLITS)} or an alias "
+                f"(training, dev, val, valid, validate)"
+            )
     kw["files"] = _check_files(raw.get("files"), problems)
     return kw
 
@@ -330,8 +350,10 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
             bad += 1
             continue
         if rows == 0 and mapping.columns and list(r.values()) == list(mapping.columns):
-            problems.append(f"{rel} starts with a header row although columns: is declared (remove columns: "
-                            f"for files with a header)")
+            problems.append(
+                f"{rel} starts with a header row although columns: is declared (remove columns: "
+                f"for files with a header)"
+            )
         if rows == 0 and is_delimited(rel):
             present.update(r.keys())
         elif not is_delimited(rel):
@@ -345,8 +367,10 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
     missing = [c for c in declared if not present[c]]
     if missing:
         where = "header" if is_delimited(rel) else "records"
-        problems.append(f"{rel}: declared column(s) absent from the file's {where}: "
-                        + ", ".join(f"{c!r} ({declared[c]})" for c in missing))
+        problems.append(
+            f"{rel}: declared column(s) absent from the file's {where}: "
+            + ", ".join(f"{c!r} ({declared[c]})" for c in missing)
+        )
     unknown = {}
     for value, n in split_values.items():
         if value not in mapping.split_values:
@@ -356,8 +380,10 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
                 unknown[value] = n
     if unknown:
         shown = ", ".join(f"{v!r} ({n} rows)" for v, n in sorted(unknown.items(), key=lambda x: -x[1])[:5])
-        problems.append(f"{rel}: split column {mapping.split!r} holds values that are not splits: {shown}; "
-                        f"map them with split_values (e.g. {{holdout: test}}) or correct the column")
+        problems.append(
+            f"{rel}: split column {mapping.split!r} holds values that are not splits: {shown}; "
+            f"map them with split_values (e.g. {{holdout: test}}) or correct the column"
+        )
 
 
 def load_mapping(src: SourceDir) -> MCQMapping:
@@ -375,8 +401,10 @@ def load_mapping(src: SourceDir) -> MCQMapping:
         for rel in files:
             split = split_from_name(rel) or kw.get("default_split")
             if split is None:
-                problems.append(f"cannot tell the split of {rel}: declare a split column, name the file "
-                                f"*train*/*dev*/*test*, or set default_split")
+                problems.append(
+                    f"cannot tell the split of {rel}: declare a split column, name the file "
+                    f"*train*/*dev*/*test*, or set default_split"
+                )
             else:
                 file_splits[rel] = split
     for rel in files:
@@ -393,6 +421,9 @@ def load_mapping(src: SourceDir) -> MCQMapping:
             except SourceError as e:
                 problems.append(f"{rel}: {e.problem}")
     if problems:
-        raise SourceError(path, "invalid MCQ mapping: " + "; ".join(problems),
-                          "fix mcq_mapping.yaml (keys documented in assets/ingest/mcq_mapping.py) or the files")
+        raise SourceError(
+            path,
+            "invalid MCQ mapping: " + "; ".join(problems),
+            "fix mcq_mapping.yaml (keys documented in assets/ingest/mcq_mapping.py) or the files",
+        )
     return mapping

@@ -69,10 +69,13 @@ IMAGE_TABLE = "kb_image"
 class KbPassagesConfig(Config):
     """Run knobs of ``kb_passages``."""
 
-    max_records: int | None = Field(default=None, description="source records read (None: all); the smoke "
-                                    "profile reads 120 per source")
-    max_quarantine_share: float = Field(default=0.5, description="the contract fails above this share of "
-                                        "passages quarantined (duplicates included)")
+    max_records: int | None = Field(
+        default=None, description="source records read (None: all); the smoke profile reads 120 per source"
+    )
+    max_quarantine_share: float = Field(
+        default=0.5,
+        description="the contract fails above this share of passages quarantined (duplicates included)",
+    )
 
 
 class KbIndexConfig(Config):
@@ -85,10 +88,14 @@ class KbIndexConfig(Config):
 class KbImageCasesConfig(Config):
     """Run knobs of ``kb_image_cases``."""
 
-    external_corpora: list[str] = Field(default_factory=list, description="production image-text corpora to "
-                                        f"add, each read from its source folder: {sorted(EXTERNAL_IMAGE_CORPORA)}")
-    max_quarantine_share: float = Field(default=0.2, description="the contract fails above this share of "
-                                        "cases quarantined")
+    external_corpora: list[str] = Field(
+        default_factory=list,
+        description="production image-text corpora to "
+        f"add, each read from its source folder: {sorted(EXTERNAL_IMAGE_CORPORA)}",
+    )
+    max_quarantine_share: float = Field(
+        default=0.2, description="the contract fails above this share of cases quarantined"
+    )
 
 
 def _index_metadata(report, embedder_meta: dict) -> dict:
@@ -113,10 +120,16 @@ def index_pointer(store, base_table: str, report, tag: str, embedder_meta: dict)
     (``table``: the base name readers open for their embedder, ``physical_table``: ``<base>__<embedder
     fingerprint>``), version and tag readers pin to, and the embedder that built it (training and evaluation
     load it through the IO manager)."""
-    return KbPointer(db=KB_DB, table=base_table, physical_table=report.table, tag=tag,
-                     version=int(report.version), uri=store.lancedb_uri(KB_DB),
-                     embedder_fingerprint=report.embedder_fingerprint,
-                     embedder_json=json.dumps(embedder_meta, sort_keys=True))
+    return KbPointer(
+        db=KB_DB,
+        table=base_table,
+        physical_table=report.table,
+        tag=tag,
+        version=int(report.version),
+        uri=store.lancedb_uri(KB_DB),
+        embedder_fingerprint=report.embedder_fingerprint,
+        embedder_json=json.dumps(embedder_meta, sort_keys=True),
+    )
 
 
 def _previous_version(location, base_table: str, identity: dict) -> int | None:
@@ -126,8 +139,17 @@ def _previous_version(location, base_table: str, identity: dict) -> int | None:
     return conn.open_table(name).version if name in conn.table_names() else None
 
 
-def _publish_index(context: AssetExecutionContext, location, base_table: str, previous: int | None, report,
-                   checks, metadata: dict, embedder_meta: dict, pointer: tuple):
+def _publish_index(
+    context: AssetExecutionContext,
+    location,
+    base_table: str,
+    previous: int | None,
+    report,
+    checks,
+    metadata: dict,
+    embedder_meta: dict,
+    pointer: tuple,
+):
     """Tag the synced version when every blocking check passed (and publish the pointer table); otherwise
     restore ``previous`` and fail."""
     failed = blocking_failures(checks)
@@ -136,12 +158,21 @@ def _publish_index(context: AssetExecutionContext, location, base_table: str, pr
     if failed:
         restored = restore_version(location, table, previous)
         store.unpublish_table(asset_name)  # downstream never reads an index whose latest gate failed
-        store.write_gate_record(asset_name, None, {"status": "failed", "run_id": context.run.run_id,
-                                                   "failed_checks": [c.check_name for c in failed]})
+        store.write_gate_record(
+            asset_name,
+            None,
+            {
+                "status": "failed",
+                "run_id": context.run.run_id,
+                "failed_checks": [c.check_name for c in failed],
+            },
+        )
         yield from checks
-        raise Failure(description=f"{table}: blocking check(s) {[c.check_name for c in failed]} failed on version "
-                                  f"{report.version}; it was not tagged and the table was restored to "
-                                  f"{'version ' + str(previous) if restored else 'nothing (it was new)'}.")
+        raise Failure(
+            description=f"{table}: blocking check(s) {[c.check_name for c in failed]} failed on version "
+            f"{report.version}; it was not tagged and the table was restored to "
+            f"{'version ' + str(previous) if restored else 'nothing (it was new)'}."
+        )
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
     store.write_table(index_pointer(store, base_table, report, tag, embedder_meta).to_row(), asset_name)
     store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
@@ -152,9 +183,20 @@ def _publish_index(context: AssetExecutionContext, location, base_table: str, pr
     )
 
 
-def _sync_and_publish(context: AssetExecutionContext, config: KbIndexConfig, store, asset_name: str,
-                      base_table: str, frame: pl.DataFrame, embedder, cached: CachedEmbedding, embed,
-                      check: Callable[[Any], Any], extra_metadata: dict, fts_column: str = TEXT_FTS_COLUMN):
+def _sync_and_publish(
+    context: AssetExecutionContext,
+    config: KbIndexConfig,
+    store,
+    asset_name: str,
+    base_table: str,
+    frame: pl.DataFrame,
+    embedder,
+    cached: CachedEmbedding,
+    embed,
+    check: Callable[[Any], Any],
+    extra_metadata: dict,
+    fts_column: str = TEXT_FTS_COLUMN,
+):
     """Under the KB writer lock (sync, checks and tag: one writer at a time): note the embedder's table
     version, sync ``frame`` into it, record the embedding-cache stats, run ``check(table)`` as the blocking
     ``<asset>_quality`` check, then publish or roll back (:func:`_publish_index`). ``extra_metadata`` is added
@@ -163,16 +205,30 @@ def _sync_and_publish(context: AssetExecutionContext, config: KbIndexConfig, sto
     identity = embedder.identity()
     with writer_lock(location, log=context.log.info):
         previous = _previous_version(location, base_table, identity)
-        report = sync_table(location, base_table, frame, embed, identity, fts_column=fts_column,
-                            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows,
-                                                     min_recall=config.min_recall))
+        report = sync_table(
+            location,
+            base_table,
+            frame,
+            embed,
+            identity,
+            fts_column=fts_column,
+            index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall),
+        )
         report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
         tbl = location.connect().open_table(report.table)
         checks = [contract_check(f"{asset_name}_quality", check(tbl))]
         meta = embedder.metadata()
-        yield from _publish_index(context, location, base_table, previous, report, checks, {
-            **_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB), **extra_metadata},
-            meta, (store, asset_name))
+        yield from _publish_index(
+            context,
+            location,
+            base_table,
+            previous,
+            report,
+            checks,
+            {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB), **extra_metadata},
+            meta,
+            (store, asset_name),
+        )
 
 
 @asset(
@@ -182,13 +238,24 @@ def _sync_and_publish(context: AssetExecutionContext, config: KbIndexConfig, sto
     code_version="kb_passages.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    check_specs=[AssetCheckSpec("kb_passages_contract", asset="kb_passages", blocking=True,
-                                partitions_def=kb_source_partitions,
-                                description="rows kept, quarantined share bounded, ids unique and stable-shaped, "
-                                            "text non-empty, content hash set")],
+    check_specs=[
+        AssetCheckSpec(
+            "kb_passages_contract",
+            asset="kb_passages",
+            blocking=True,
+            partitions_def=kb_source_partitions,
+            description="rows kept, quarantined share bounded, ids unique and stable-shaped, "
+            "text non-empty, content hash set",
+        )
+    ],
 )
-def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storage: StorageResource,
-                sources: SourcesResource, kb_models: KnowledgeModelsResource):
+def kb_passages(
+    context: AssetExecutionContext,
+    config: KbPassagesConfig,
+    storage: StorageResource,
+    sources: SourcesResource,
+    kb_models: KnowledgeModelsResource,
+):
     """Passages of one KB source, chunked to fit the text embedder's tokenizer, stable ids, duplicates
     quarantined."""
     source = context.partition_key
@@ -198,7 +265,10 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
     store = storage.get()
     contract = with_volume(check_passages(df), df.height, len(result.rejected), config.max_quarantine_share)
     pub = Publication(
-        "kb_passages", source, df, quarantine_frame(result.rejected, "kb_passages", source),
+        "kb_passages",
+        source,
+        df,
+        quarantine_frame(result.rejected, "kb_passages", source),
         metadata={
             **table_metadata(df),
             **quarantine_metadata(result.rejected),
@@ -207,7 +277,8 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
             "chunker": MetadataValue.json(chunker.identity()),
             "words_per_passage_mean": float(df["text"].str.split(" ").list.len().mean() or 0),
         },
-        data_version=content_version(df), inputs=src.input_manifest(),
+        data_version=content_version(df),
+        inputs=src.input_manifest(),
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("kb_passages_contract", contract)])
 
@@ -219,26 +290,48 @@ def kb_passages(context: AssetExecutionContext, config: KbPassagesConfig, storag
     pool="kb_writer",
     io_manager_key="table_io",
     kinds={"lancedb"},
-    check_specs=[AssetCheckSpec("kb_text_index_quality", asset="kb_text_index", blocking=True,
-                                description="vector dim and unit norm, no NaN, FTS covers every row, "
-                                            "self-retrieval@1 on a sample")],
+    check_specs=[
+        AssetCheckSpec(
+            "kb_text_index_quality",
+            asset="kb_text_index",
+            blocking=True,
+            description="vector dim and unit norm, no NaN, FTS covers every row, "
+            "self-retrieval@1 on a sample",
+        )
+    ],
 )
-def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_passages: pl.DataFrame,
-                  storage: StorageResource, kb_models: KnowledgeModelsResource):
+def kb_text_index(
+    context: AssetExecutionContext,
+    config: KbIndexConfig,
+    kb_passages: pl.DataFrame,
+    storage: StorageResource,
+    kb_models: KnowledgeModelsResource,
+):
     """LanceDB table ``kb_text`` synced to every registered kb_passages partition: only new or changed
     passages are embedded, removed ones deleted; a version that passes its checks is tagged ``run-<run id>``."""
     store = storage.get()
     embedder = kb_models.text_embedder()
-    cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
-                                                      store.lancedb_storage_options()))
+    cached = CachedEmbedding(
+        embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"), store.lancedb_storage_options())
+    )
     frame = text_table_rows(kb_passages)
 
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
-    yield from _sync_and_publish(context, config, store, "kb_text_index", TEXT_TABLE, frame, embedder,
-                                 cached, embed, lambda tbl: check_text_index(tbl, embedder, embedder.dim),
-                                 {"count_by_source": MetadataValue.json(counts(frame, "source"))})
+    yield from _sync_and_publish(
+        context,
+        config,
+        store,
+        "kb_text_index",
+        TEXT_TABLE,
+        frame,
+        embedder,
+        cached,
+        embed,
+        lambda tbl: check_text_index(tbl, embedder, embedder.dim),
+        {"count_by_source": MetadataValue.json(counts(frame, "source"))},
+    )
 
 
 @asset(
@@ -247,12 +340,23 @@ def kb_text_index(context: AssetExecutionContext, config: KbIndexConfig, kb_pass
     code_version="kb_image_cases.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    check_specs=[AssetCheckSpec("kb_image_cases_contract", asset="kb_image_cases", blocking=True,
-                                description="rows kept, quarantined share bounded, one case per image, "
-                                            "descriptions non-empty, images resolvable")],
+    check_specs=[
+        AssetCheckSpec(
+            "kb_image_cases_contract",
+            asset="kb_image_cases",
+            blocking=True,
+            description="rows kept, quarantined share bounded, one case per image, "
+            "descriptions non-empty, images resolvable",
+        )
+    ],
 )
-def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, vqa_items: pl.DataFrame,
-                   storage: StorageResource, sources: SourcesResource):
+def kb_image_cases(
+    context: AssetExecutionContext,
+    config: KbImageCasesConfig,
+    vqa_items: pl.DataFrame,
+    storage: StorageResource,
+    sources: SourcesResource,
+):
     """SLAKE and VQA-RAD training images as cases (modality, organ, detection boxes, QA-derived text), plus
     the production corpora PubMedVision and ROCO when ``external_corpora`` names them."""
     slake = sources.source("slake")
@@ -265,7 +369,9 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
     inputs = [{**e, "path_key": f"slake/{e['path_key']}"} for e in slake.input_manifest()]
     for name in config.external_corpora:
         if name not in EXTERNAL_IMAGE_CORPORA:
-            raise Failure(f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}")
+            raise Failure(
+                f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}"
+            )
         corpus = sources.source(name)
         extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](corpus, images)
         extra, excluded = exclude_evaluation_images(extra, evaluation_refs)
@@ -273,13 +379,25 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
         inputs += [{**e, "path_key": f"{name}/{e['path_key']}"} for e in corpus.input_manifest()]
         df = pl.concat([df, extra])
         result.rejected.extend(extra_result.rejected)
-    contract = with_volume(check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list())), evaluation_refs),
-                           df.height, len(result.rejected), config.max_quarantine_share)
+    contract = with_volume(
+        check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list())), evaluation_refs),
+        df.height,
+        len(result.rejected),
+        config.max_quarantine_share,
+    )
     pub = Publication(
-        "kb_image_cases", None, df, quarantine_frame(result.rejected, "kb_image_cases", None),
-        metadata={**table_metadata(df, ("source", "modality")), **quarantine_metadata(result.rejected),
-                  "with_boxes": int((df["boxes"] != "[]").sum())},
-        data_version=content_version(df), stage=stage, inputs=inputs,
+        "kb_image_cases",
+        None,
+        df,
+        quarantine_frame(result.rejected, "kb_image_cases", None),
+        metadata={
+            **table_metadata(df, ("source", "modality")),
+            **quarantine_metadata(result.rejected),
+            "with_boxes": int((df["boxes"] != "[]").sum()),
+        },
+        data_version=content_version(df),
+        stage=stage,
+        inputs=inputs,
     )
     yield from publish_or_refuse(context, store, pub, [contract_check("kb_image_cases_contract", contract)])
 
@@ -291,23 +409,45 @@ def kb_image_cases(context: AssetExecutionContext, config: KbImageCasesConfig, v
     pool="kb_writer",
     io_manager_key="table_io",
     kinds={"lancedb"},
-    check_specs=[AssetCheckSpec("kb_image_index_quality", asset="kb_image_index", blocking=True,
-                                description="vector dim and unit norm, no NaN, image refs resolvable")],
+    check_specs=[
+        AssetCheckSpec(
+            "kb_image_index_quality",
+            asset="kb_image_index",
+            blocking=True,
+            description="vector dim and unit norm, no NaN, image refs resolvable",
+        )
+    ],
 )
-def kb_image_index(context: AssetExecutionContext, config: KbIndexConfig, kb_image_cases: pl.DataFrame,
-                   storage: StorageResource, kb_models: KnowledgeModelsResource):
+def kb_image_index(
+    context: AssetExecutionContext,
+    config: KbIndexConfig,
+    kb_image_cases: pl.DataFrame,
+    storage: StorageResource,
+    kb_models: KnowledgeModelsResource,
+):
     """LanceDB table ``kb_image`` of image-case embeddings for CDIR, synced incrementally; tagged when its
     checks pass."""
     store = storage.get()
     embedder = kb_models.image_embedder()
-    cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"),
-                                                      store.lancedb_storage_options()))
+    cached = CachedEmbedding(
+        embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"), store.lancedb_storage_options())
+    )
     frame = kb_image_cases.drop("item_ids")
 
     def embed(rows: pl.DataFrame):
         return cached.embed([store.get_image(ref) for ref in rows["image_ref"]])
 
-    yield from _sync_and_publish(context, config, store, "kb_image_index", IMAGE_TABLE, frame, embedder,
-                                 cached, embed,
-                                 lambda tbl: check_image_index(tbl, embedder.dim, store.existing_images),
-                                 {}, fts_column="description")
+    yield from _sync_and_publish(
+        context,
+        config,
+        store,
+        "kb_image_index",
+        IMAGE_TABLE,
+        frame,
+        embedder,
+        cached,
+        embed,
+        lambda tbl: check_image_index(tbl, embedder.dim, store.existing_images),
+        {},
+        fts_column="description",
+    )

@@ -22,9 +22,12 @@ kb_refresh_job = define_asset_job(
     selection=AssetSelection.assets("kb_passages", "kb_text_index"),
     partitions_def=kb_source_partitions,
     description="Refresh one KB source (partition) into kb_passages, then sync and re-tag the text index. The "
-                "image index does not read text sources; kb_index_job syncs it.",
+    "image index does not read text sources; kb_index_job syncs it.",
     tags={"medrwr/kind": "kb_refresh"},
 )
 
-defs = Definitions(assets=[kb_passages, kb_text_index, kb_image_cases, kb_image_index],
-                   jobs=[kb_passages_job, kb_index_job, kb_refresh_job], sensors=[kb_sources_sensor])
+defs = Definitions(
+    assets=[kb_passages, kb_text_index, kb_image_cases, kb_image_index],
+    jobs=[kb_passages_job, kb_index_job, kb_refresh_job],
+    sensors=[kb_sources_sensor],
+)

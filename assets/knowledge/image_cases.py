@@ -56,8 +56,9 @@ def slake_detections(src: SourceDir) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def describe(modality: str | None, organ: str | None, labels: list[str], qa: list[tuple[str, str]],
-             max_qa: int = 6) -> str:
+def describe(
+    modality: str | None, organ: str | None, labels: list[str], qa: list[tuple[str, str]], max_qa: int = 6
+) -> str:
     """A short case description from modality, organ, detected structures and QA pairs."""
     head = " of the ".join(x for x in (modality, organ) if x) or "Medical image"
     parts = [head + "."]
@@ -94,11 +95,18 @@ def slake_release_evaluation_images(src: SourceDir) -> dict[str, str]:
     for name, split in (("validate.json", "validation"), ("test.json", "test")):
         if not src.exists(name):
             continue
-        names = sorted({str(r.get("img_name", "")) for r in src.load_json(name, "SLAKE split file")
-                        if isinstance(r, dict) and r.get("img_name")})
+        names = sorted(
+            {
+                str(r.get("img_name", ""))
+                for r in src.load_json(name, "SLAKE split file")
+                if isinstance(r, dict) and r.get("img_name")
+            }
+        )
         for img in names:
             if src.exists(f"imgs/{img}"):
-                out.setdefault(hashlib.sha256(src.read_bytes(f"imgs/{img}")).hexdigest(), f"slake/{split} (release)")
+                out.setdefault(
+                    hashlib.sha256(src.read_bytes(f"imgs/{img}")).hexdigest(), f"slake/{split} (release)"
+                )
     return out
 
 
@@ -110,21 +118,37 @@ def evaluation_images(items: pl.DataFrame, slake_src: SourceDir | None = None) -
     return out
 
 
-def exclude_evaluation_images(cases: pl.DataFrame, evaluation: dict[str, str],
-                              ) -> tuple[pl.DataFrame, list[Rejection]]:
+def exclude_evaluation_images(
+    cases: pl.DataFrame,
+    evaluation: dict[str, str],
+) -> tuple[pl.DataFrame, list[Rejection]]:
     """``cases`` without the rows whose image (content hash) is an evaluation image; one rejection each."""
-    keys = cases["image_ref"].map_elements(content_key, return_dtype=pl.Utf8) if cases.height else \
-        pl.Series([], dtype=pl.Utf8)
+    keys = (
+        cases["image_ref"].map_elements(content_key, return_dtype=pl.Utf8)
+        if cases.height
+        else pl.Series([], dtype=pl.Utf8)
+    )
     mask = keys.is_in(list(evaluation))
-    rejected = [Rejection(f"{r['source']} image case", r["id"], "evaluation image: the same image (content id) is "
-                          f"in {evaluation[content_key(r['image_ref'])]} items", r, r["id"])
-                for r in cases.filter(mask).iter_rows(named=True)]
+    rejected = [
+        Rejection(
+            f"{r['source']} image case",
+            r["id"],
+            "evaluation image: the same image (content id) is "
+            f"in {evaluation[content_key(r['image_ref'])]} items",
+            r,
+            r["id"],
+        )
+        for r in cases.filter(mask).iter_rows(named=True)
+    ]
     return cases.filter(~mask), rejected
 
 
-def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None,
-                         datasets: tuple[str, ...] = ("slake", "vqa_rad"),
-                         evaluation_refs: dict[str, str] | None = None) -> tuple[pl.DataFrame, ReadResult]:
+def image_cases_from_vqa(
+    items: pl.DataFrame,
+    slake_src: SourceDir | None = None,
+    datasets: tuple[str, ...] = ("slake", "vqa_rad"),
+    evaluation_refs: dict[str, str] | None = None,
+) -> tuple[pl.DataFrame, ReadResult]:
     """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image), leaving out every
     evaluation image (:func:`evaluation_images`: validation/test rows of *any* dataset in ``items``, SLAKE's
     release splits in every language when ``slake_src`` is given), or exactly ``evaluation_refs`` (content hash
@@ -137,47 +161,80 @@ def image_cases_from_vqa(items: pl.DataFrame, slake_src: SourceDir | None = None
     for row in train.iter_rows(named=True):
         refs = row["image_refs"] or []
         if len(refs) != 1:
-            result.rejected.append(Rejection(row["source_ref"], row["item_id"],
-                                             f"expected one image, got {len(refs)}", row, row["item_id"]))
+            result.rejected.append(
+                Rejection(
+                    row["source_ref"],
+                    row["item_id"],
+                    f"expected one image, got {len(refs)}",
+                    row,
+                    row["item_id"],
+                )
+            )
             continue
         groups.setdefault((row["dataset"], refs[0]), []).append(row)
     for (dataset, ref), rows in groups.items():
-        boxes = [b for r in rows[:1] for b in detections.get(r["source_ref"], [])] if dataset == "slake" else []
+        boxes = (
+            [b for r in rows[:1] for b in detections.get(r["source_ref"], [])] if dataset == "slake" else []
+        )
         modality = next((r["modality"] for r in rows if r["modality"]), None)
         organ = next((r["organ"] for r in rows if r["organ"]), None)
-        text = describe(modality, organ, [b["label"] for b in boxes], [(r["question"], r["answer"]) for r in rows])
+        text = describe(
+            modality, organ, [b["label"] for b in boxes], [(r["question"], r["answer"]) for r in rows]
+        )
         boxes_json = json.dumps(boxes, sort_keys=True)
-        result.rows.append({
-            "id": f"{dataset}:{ref}", "source": dataset, "image_ref": ref, "modality": modality, "organ": organ,
-            "boxes": boxes_json, "description": text, "item_ids": sorted(r["item_id"] for r in rows),
-            "content_hash": hashlib.sha256(f"{ref}\n{text}\n{boxes_json}".encode()).hexdigest(),
-        })
+        result.rows.append(
+            {
+                "id": f"{dataset}:{ref}",
+                "source": dataset,
+                "image_ref": ref,
+                "modality": modality,
+                "organ": organ,
+                "boxes": boxes_json,
+                "description": text,
+                "item_ids": sorted(r["item_id"] for r in rows),
+                "content_hash": hashlib.sha256(f"{ref}\n{text}\n{boxes_json}".encode()).hexdigest(),
+            }
+        )
     cases, rejected = exclude_evaluation_images(pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), excluded)
     result.rows = cases.to_dicts()
     result.rejected.extend(rejected)
     return cases, result
 
 
-def _case(source: str, native_id: str, ref: str, modality: str | None, organ: str | None, text: str) -> dict[str, Any]:
+def _case(
+    source: str, native_id: str, ref: str, modality: str | None, organ: str | None, text: str
+) -> dict[str, Any]:
     return {
-        "id": f"{source}:{native_id}", "source": source, "image_ref": ref, "modality": modality or None,
-        "organ": organ or None, "boxes": "[]", "description": text, "item_ids": [],
+        "id": f"{source}:{native_id}",
+        "source": source,
+        "image_ref": ref,
+        "modality": modality or None,
+        "organ": organ or None,
+        "boxes": "[]",
+        "description": text,
+        "item_ids": [],
         "content_hash": hashlib.sha256(f"{ref}\n{text}".encode()).hexdigest(),
     }
 
 
-def read_pubmedvision(src: SourceDir, images: ImageIngestor, max_records: int | None = None) -> tuple[pl.DataFrame, ReadResult]:
+def read_pubmedvision(
+    src: SourceDir, images: ImageIngestor, max_records: int | None = None
+) -> tuple[pl.DataFrame, ReadResult]:
     """PubMedVision JSON files (``PubMedVision_*.json`` at the root): ``id``, ``image`` (a path or a list of
     paths relative to the root), ``conversations`` (the first ``gpt`` turn is the description),
     ``modality``, ``body_part``. Records with several images give one case per image."""
     files = src.glob("*.json")
     if not files:
-        raise SourceError(src.root, "no PubMedVision *.json file found", "point the source at the PubMedVision folder")
+        raise SourceError(
+            src.root, "no PubMedVision *.json file found", "point the source at the PubMedVision folder"
+        )
     result = ReadResult()
     for rel in files:
         records = src.load_json(rel, "PubMedVision file")
         if not isinstance(records, list):
-            raise SourceError(src.path(rel), "expected a JSON list of records", "use the released PubMedVision JSON")
+            raise SourceError(
+                src.path(rel), "expected a JSON list of records", "use the released PubMedVision JSON"
+            )
         for i, rec in enumerate(records[:max_records] if max_records else records):
             try:
                 paths = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
@@ -186,8 +243,16 @@ def read_pubmedvision(src: SourceDir, images: ImageIngestor, max_records: int | 
                     raise ValueError("empty description")
                 for j, path in enumerate(paths):
                     ref = images.from_source(src, str(path))
-                    result.rows.append(_case("pubmedvision", f"{rec['id']}#{j}", ref, rec.get("modality"),
-                                             rec.get("body_part"), text))
+                    result.rows.append(
+                        _case(
+                            "pubmedvision",
+                            f"{rec['id']}#{j}",
+                            ref,
+                            rec.get("modality"),
+                            rec.get("body_part"),
+                            text,
+                        )
+                    )
             except ImageProblem as e:
                 result.rejected.append(Rejection(src.path(rel), str(i), str(e), rec))
             except (KeyError, TypeError, StopIteration, ValueError) as e:
@@ -195,12 +260,16 @@ def read_pubmedvision(src: SourceDir, images: ImageIngestor, max_records: int | 
     return pl.DataFrame(result.rows, schema=IMAGE_CASE_SCHEMA), result
 
 
-def read_roco(src: SourceDir, images: ImageIngestor, max_records: int | None = None) -> tuple[pl.DataFrame, ReadResult]:
+def read_roco(
+    src: SourceDir, images: ImageIngestor, max_records: int | None = None
+) -> tuple[pl.DataFrame, ReadResult]:
     """ROCO: ``data/<split>/<radiology|non-radiology>/captions.txt`` (``ROCO_id<TAB>caption``) with the
     images in ``images/<ROCO_id>.jpg`` beside each captions file."""
     files = src.glob("data/*/*/captions.txt")
     if not files:
-        raise SourceError(src.root, "no data/<split>/<subset>/captions.txt found", "point the source at the ROCO folder")
+        raise SourceError(
+            src.root, "no data/<split>/<subset>/captions.txt found", "point the source at the ROCO folder"
+        )
     result = ReadResult()
     for rel in files:
         folder = rel.rsplit("/", 1)[0]
@@ -209,7 +278,9 @@ def read_roco(src: SourceDir, images: ImageIngestor, max_records: int | None = N
         for line_no, line in enumerate(lines[:max_records] if max_records else lines, start=1):
             roco_id, _, caption = line.partition("\t")
             if not caption.strip():
-                result.rejected.append(Rejection(src.path(rel), f"line {line_no}", "empty caption or no tab", line))
+                result.rejected.append(
+                    Rejection(src.path(rel), f"line {line_no}", "empty caption or no tab", line)
+                )
                 continue
             try:
                 ref = images.from_source(src, f"{folder}/images/{roco_id.strip()}.jpg")

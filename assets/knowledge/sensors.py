@@ -37,7 +37,9 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     registered = set(context.instance.get_dynamic_partitions(kb_source_partitions.name))
     try:
         data_root = sources.data_root_dir()
-    except ValueError:  # full without a data dir: only the registered sources (and their overrides) are watched
+    except (
+        ValueError
+    ):  # full without a data dir: only the registered sources (and their overrides) are watched
         data_root = None
     new = [k for k in (discover_sources(data_root) if data_root else []) if k not in registered]
     observed, counts = {}, {}
@@ -45,13 +47,24 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
         fp, files = fingerprint(key, sources.source(key))
         if files:
             observed[key], counts[key] = fp, files
-    decision = decide(context.cursor, observed, now(), env_seconds("MEDRWR_KB_SENSOR_COOLDOWN_S", DEFAULT_COOLDOWN_S))
+    decision = decide(
+        context.cursor, observed, now(), env_seconds("MEDRWR_KB_SENSOR_COOLDOWN_S", DEFAULT_COOLDOWN_S)
+    )
     run_config = get_profile(sources.profile).run_config(KB_REFRESH_JOB, KB_REFRESH_ASSETS)
     at = int(now())
-    requests = [RunRequest(run_key=f"kb_refresh:{key}:{fp[:16]}:{at}", partition_key=key, run_config=run_config,
-                           tags={"medrwr/trigger": "kb_sources_sensor", "medrwr/kb_source_fingerprint": fp[:16],
-                                 "medrwr/kb_source_files": str(counts[key])})
-                for key, fp in decision.fire.items()]
+    requests = [
+        RunRequest(
+            run_key=f"kb_refresh:{key}:{fp[:16]}:{at}",
+            partition_key=key,
+            run_config=run_config,
+            tags={
+                "medrwr/trigger": "kb_sources_sensor",
+                "medrwr/kb_source_fingerprint": fp[:16],
+                "medrwr/kb_source_files": str(counts[key]),
+            },
+        )
+        for key, fp in decision.fire.items()
+    ]
     for key, wait in decision.pending.items():
         context.log.info(f"kb source {key} changed during its cool-down; refresh requested in {wait:.0f}s")
     partitions = [kb_source_partitions.build_add_request(new)] if new else []
@@ -59,10 +72,17 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
         context.log.info(f"new KB source folders registered as kb_sources partitions: {new}")
     skip = None
     if not requests:
-        skip = SkipReason(f"{len(decision.pending)} source(s) pending their cool-down" if decision.pending
-                          else f"no KB source changed ({len(observed)} watched)")
-    return SensorResult(run_requests=requests, cursor=decision.cursor, dynamic_partitions_requests=partitions,
-                        skip_reason=skip)
+        skip = SkipReason(
+            f"{len(decision.pending)} source(s) pending their cool-down"
+            if decision.pending
+            else f"no KB source changed ({len(observed)} watched)"
+        )
+    return SensorResult(
+        run_requests=requests,
+        cursor=decision.cursor,
+        dynamic_partitions_requests=partitions,
+        skip_reason=skip,
+    )
 
 
 @sensor(
@@ -70,7 +90,7 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING if sensors_running() else DefaultSensorStatus.STOPPED,
     description="New or changed KB source files (local or s3://) -> one kb_refresh_job run per changed source; "
-                "new corpus folders become kb_sources partitions; cool-down MEDRWR_KB_SENSOR_COOLDOWN_S.",
+    "new corpus folders become kb_sources partitions; cool-down MEDRWR_KB_SENSOR_COOLDOWN_S.",
 )
 def kb_sources_sensor(context: SensorEvaluationContext, sources: SourcesResource):
     return evaluate_kb_sources(context, sources)

@@ -47,7 +47,7 @@ def _listing(src: SourceDir) -> dict[str, dict[str, Any]]:
     if not fs.exists(base):
         return {}
     found = fs.find(base, detail=True)
-    return {p[len(base) + 1:]: info for p, info in found.items() if p.startswith(base + "/")}
+    return {p[len(base) + 1 :]: info for p, info in found.items() if p.startswith(base + "/")}
 
 
 def source_files(source: str, src: SourceDir) -> dict[str, dict[str, Any]]:

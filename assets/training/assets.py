@@ -13,7 +13,6 @@
   :mod:`assets.training.stages`; their run knobs (:class:`StageRunConfig`) are here.
 """
 
-
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,11 @@ from .launching import model_row, upload_folder
 class BaseModelConfig(Config):
     """Run knobs of ``base_model``."""
 
-    model_ref: str | None = Field(default=None, description="hub id, local folder or s3:// prefix; unset: a tiny "
-                                  "model built locally in smoke, MEDRWR_BASE_MODEL otherwise")
+    model_ref: str | None = Field(
+        default=None,
+        description="hub id, local folder or s3:// prefix; unset: a tiny "
+        "model built locally in smoke, MEDRWR_BASE_MODEL otherwise",
+    )
     tiny_hidden_size: int = Field(default=64, description="hidden size of the smoke model")
     tiny_layers: int = Field(default=2, description="layers of the smoke model")
     seed: int = Field(default=0, description="weight initialization seed of the smoke model")
@@ -67,8 +69,9 @@ class SplitUseConfig(Config):
     no_train_split: dict[str, str] = Field(
         default_factory=lambda: {"medqa": "eval", "medmcqa": "train"},
         description="for a dataset without a training split in this profile: 'train' (all of it trains, never "
-                    "evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
-                    "MedMCQA its dev set (trained on).")
+        "evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
+        "MedMCQA its dev set (trained on).",
+    )
 
 
 class StageItemsConfig(Config):
@@ -76,11 +79,15 @@ class StageItemsConfig(Config):
 
     datasets: list[str] = Field(default_factory=lambda: ["medqa", "medmcqa"], description="stage-1 datasets")
     limit: int | None = Field(default=None, description="at most this many items (None: all)")
-    n_clusters: int = Field(default=2000, description="stage 2: k-means clusters over training images "
-                            "(the paper's 2,000)")
+    n_clusters: int = Field(
+        default=2000, description="stage 2: k-means clusters over training images (the paper's 2,000)"
+    )
     per_cluster: int = Field(default=1, description="stage 2: images kept per cluster")
-    policy_samples: int = Field(default=4, description="stage 2: samples of the stage-1 policy per item for the "
-                                "difficulty split (items it always solves are dropped)")
+    policy_samples: int = Field(
+        default=4,
+        description="stage 2: samples of the stage-1 policy per item for the "
+        "difficulty split (items it always solves are dropped)",
+    )
     seed: int = Field(default=0, description="shuffle and k-means seed")
 
 
@@ -106,8 +113,10 @@ class StageRunConfig(Config):
     search_mode: str | None = Field(default=None, description="dense, lexical or hybrid")
     seed: int | None = Field(default=None, description="trainer seed")
     trainer_overrides: dict[str, Any] = Field(
-        default_factory=dict, description="any other training.config.StageConfig / trl.GRPOConfig field by "
-        "name, e.g. {\"warmup_ratio\": 0.0}; unknown names are refused")
+        default_factory=dict,
+        description="any other training.config.StageConfig / trl.GRPOConfig field by "
+        'name, e.g. {"warmup_ratio": 0.0}; unknown names are refused',
+    )
 
     def overrides(self) -> dict:
         """The set knobs and ``trainer_overrides`` (checked against ``training.config.StageConfig``'s fields:
@@ -122,8 +131,10 @@ class StageRunConfig(Config):
         check_overrides(extra, where="StageRunConfig.trainer_overrides")
         clash = sorted(set(extra) & (set(out) | SET_BY_LAUNCH))
         if clash:
-            raise ValueError(f"StageRunConfig.trainer_overrides sets {clash}: set a typed knob by its own "
-                             "field, and the stage and output folder are set by the asset")
+            raise ValueError(
+                f"StageRunConfig.trainer_overrides sets {clash}: set a typed knob by its own "
+                "field, and the stage and output folder are set by the asset"
+            )
         out.update(extra)
         if not torch.cuda.is_available():
             out.update(use_cpu=True, bf16=False, gradient_checkpointing=False)
@@ -141,11 +152,22 @@ def _no_quarantine(table: str) -> pl.DataFrame:
     code_version="base_model.v1",
     io_manager_key="table_io",
     kinds={"pytorch", "huggingface"},
-    check_specs=[AssetCheckSpec("base_model_answers", asset="base_model", blocking=True,
-                                description="the model loads and, forced after <answer>, names one option letter")],
+    check_specs=[
+        AssetCheckSpec(
+            "base_model_answers",
+            asset="base_model",
+            blocking=True,
+            description="the model loads and, forced after <answer>, names one option letter",
+        )
+    ],
 )
-def base_model(context: AssetExecutionContext, config: BaseModelConfig, storage: StorageResource,
-               sources: SourcesResource, training: TrainingResource):
+def base_model(
+    context: AssetExecutionContext,
+    config: BaseModelConfig,
+    storage: StorageResource,
+    sources: SourcesResource,
+    training: TrainingResource,
+):
     """The policy every stage starts from (a pointer table: where the model is, its weights hash, manifest)."""
     from training.tiny_model import build_tiny_model, local_corpus
 
@@ -154,22 +176,44 @@ def base_model(context: AssetExecutionContext, config: BaseModelConfig, storage:
     stage = store.staging(f"{context.run.run_id}-base_model")
     if ref is None:
         with tempfile.TemporaryDirectory() as tmp:
-            manifest = build_tiny_model(tmp, local_corpus(sources.data_root()), hidden_size=config.tiny_hidden_size,
-                                        layers=config.tiny_layers, seed=config.seed)
+            manifest = build_tiny_model(
+                tmp,
+                local_corpus(sources.data_root()),
+                hidden_size=config.tiny_hidden_size,
+                layers=config.tiny_layers,
+                seed=config.seed,
+            )
             digest = folder_digest(tmp)[:16]
             path = upload_folder(tmp, stage, "models", "base", f"tiny-{digest}")
-        row = model_row("base", "tiny-qwen2.5-vl (built from the bundled corpus)", path,
-                        manifest["weights_sha256"], manifest)
+        row = model_row(
+            "base",
+            "tiny-qwen2.5-vl (built from the bundled corpus)",
+            path,
+            manifest["weights_sha256"],
+            manifest,
+        )
     else:
         row = model_row("base", ref, ref, None, {"model_ref": ref})
     model = ModelPointer.from_row(row)
     answered, detail = _answers_an_mcq(model.path, stage, training)
-    pub = Publication("base_model", None, row, _no_quarantine("base_model"),
-                      metadata={"model_ref": model.model_ref, "path": model.path,
-                                "weights_sha256": model.weights_sha256 or "", "random_weights": ref is None,
-                                "manifest": MetadataValue.json(model.manifest)},
-                      data_version=model.weights_sha256 or content_version(row), stage=stage)
-    yield from publish_or_refuse(context, store, pub, [check_result("base_model_answers", answered, **detail)])
+    pub = Publication(
+        "base_model",
+        None,
+        row,
+        _no_quarantine("base_model"),
+        metadata={
+            "model_ref": model.model_ref,
+            "path": model.path,
+            "weights_sha256": model.weights_sha256 or "",
+            "random_weights": ref is None,
+            "manifest": MetadataValue.json(model.manifest),
+        },
+        data_version=model.weights_sha256 or content_version(row),
+        stage=stage,
+    )
+    yield from publish_or_refuse(
+        context, store, pub, [check_result("base_model_answers", answered, **detail)]
+    )
 
 
 def _answers_an_mcq(path: str, store: Storage, training: TrainingResource) -> tuple[bool, dict]:
@@ -183,10 +227,20 @@ def _answers_an_mcq(path: str, store: Storage, training: TrainingResource) -> tu
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
-        model, processor = load_policy(_loadable(path, store, cache), cache_dir=cache,
-                                       storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
-        [ctx] = encode_prompts(processor, [build_messages("Which vitamin deficiency causes scurvy?",
-                                                          ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin K"])])
+        model, processor = load_policy(
+            _loadable(path, store, cache),
+            cache_dir=cache,
+            storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None,
+        )
+        [ctx] = encode_prompts(
+            processor,
+            [
+                build_messages(
+                    "Which vitamin deficiency causes scurvy?",
+                    ["Vitamin A", "Vitamin C", "Vitamin D", "Vitamin K"],
+                )
+            ],
+        )
         tok = token_ids(processor.tokenizer)
         forced = Context(ctx.ids + tok(ANSWER_OPEN, add_special_tokens=False)["input_ids"], ctx.vision)
         with torch.no_grad():
@@ -195,8 +249,10 @@ def _answers_an_mcq(path: str, store: Storage, training: TrainingResource) -> tu
         scores = {L: float(torch.logsumexp(logprobs[ids], 0)) for L, ids in letters.items() if ids}
         best = max(scores, key=scores.get) if scores else None
         return bool(best) and all(np.isfinite(list(scores.values()))), {
-            "forced_answer": best or "", "letters_with_tokens": sorted(scores),
-            "parameters": int(sum(p.numel() for p in model.parameters()))}
+            "forced_answer": best or "",
+            "letters_with_tokens": sorted(scores),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        }
 
 
 def _loadable(path: str, store: Storage, cache: str) -> str:
@@ -204,7 +260,7 @@ def _loadable(path: str, store: Storage, cache: str) -> str:
     staging area through the staged view."""
     if not path.startswith(store.root) or not hasattr(store, "area"):
         return path
-    rel = path[len(store.root):].strip("/")
+    rel = path[len(store.root) :].strip("/")
     local = Path(cache) / "staged"
     for f in store.area.find(rel):
         target = local / f
@@ -219,10 +275,16 @@ def _leakage_check(items: pl.DataFrame, evaluation: pl.DataFrame) -> AssetCheckR
     from training.data import evaluation_leaks
 
     leaks = evaluation_leaks(items, evaluation)
-    return check_result("no_evaluation_items", leaks.height == 0, leaks=leaks.height,
-                  evaluation_items=evaluation.height,
-                  examples=[f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})"
-                            for r in leaks.head(10).iter_rows(named=True)])
+    return check_result(
+        "no_evaluation_items",
+        leaks.height == 0,
+        leaks=leaks.height,
+        evaluation_items=evaluation.height,
+        examples=[
+            f"{r['train_item_id']} ~ {r['eval_item_id']} ({r['reason']})"
+            for r in leaks.head(10).iter_rows(named=True)
+        ],
+    )
 
 
 _ALL = AssetIn(partition_mapping=AllPartitionMapping())
@@ -236,8 +298,13 @@ _ALL = AssetIn(partition_mapping=AllPartitionMapping())
     kinds={"polars", "parquet"},
     ins={"text_qa_items": _ALL, "vqa_items": _ALL},
 )
-def split_use(context: AssetExecutionContext, config: SplitUseConfig, storage: StorageResource,
-              text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame):
+def split_use(
+    context: AssetExecutionContext,
+    config: SplitUseConfig,
+    storage: StorageResource,
+    text_qa_items: pl.DataFrame,
+    vqa_items: pl.DataFrame,
+):
     """The split-use decisions: per dataset, the splits trained on and the splits evaluated on (a dataset
     without a training split is trained on or evaluated on, never both). Read by the stage items and by
     ``eval_results``."""
@@ -249,10 +316,14 @@ def split_use(context: AssetExecutionContext, config: SplitUseConfig, storage: S
     except ValueError as e:
         raise Failure(f"split_use: {e}") from e
     decisions = use.decisions_frame()
-    pub = Publication("split_use", None, decisions, _no_quarantine("split_use"),
-                      metadata={**table_metadata(decisions, ("use",)),
-                                "decisions": MetadataValue.md(_md(decisions))},
-                      data_version=content_version(decisions))
+    pub = Publication(
+        "split_use",
+        None,
+        decisions,
+        _no_quarantine("split_use"),
+        metadata={**table_metadata(decisions, ("use",)), "decisions": MetadataValue.md(_md(decisions))},
+        data_version=content_version(decisions),
+    )
     yield from publish_or_refuse(context, storage.get(), pub, [])
 
 
@@ -264,15 +335,29 @@ def split_use(context: AssetExecutionContext, config: SplitUseConfig, storage: S
     kinds={"polars", "parquet"},
     ins={"text_qa_items": _ALL, "vqa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn()},
     check_specs=[
-        AssetCheckSpec("stage1_items_not_empty", asset="stage1_items", blocking=True,
-                       description="at least one training MCQ"),
-        AssetCheckSpec("no_evaluation_items", asset="stage1_items", blocking=True,
-                       description="no training item is an evaluation item (normalized question text, image id)"),
+        AssetCheckSpec(
+            "stage1_items_not_empty",
+            asset="stage1_items",
+            blocking=True,
+            description="at least one training MCQ",
+        ),
+        AssetCheckSpec(
+            "no_evaluation_items",
+            asset="stage1_items",
+            blocking=True,
+            description="no training item is an evaluation item (normalized question text, image id)",
+        ),
     ],
 )
-def stage1_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
-                 text_qa_items: pl.DataFrame, vqa_items: pl.DataFrame, ecbench: pl.DataFrame,
-                 split_use: pl.DataFrame):
+def stage1_items(
+    context: AssetExecutionContext,
+    config: StageItemsConfig,
+    storage: StorageResource,
+    text_qa_items: pl.DataFrame,
+    vqa_items: pl.DataFrame,
+    ecbench: pl.DataFrame,
+    split_use: pl.DataFrame,
+):
     """Stage-1 text MCQs (training splits of MedQA and MedMCQA, per the split-use decisions)."""
     from training.data import SplitUse, evaluation_items
     from training.data import stage1_items as select
@@ -284,11 +369,21 @@ def stage1_items(context: AssetExecutionContext, config: StageItemsConfig, stora
         raise Failure(f"stage1_items: {e}") from e
     store = storage.get()
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
-    checks = [check_result("stage1_items_not_empty", items.height > 0, items=items.height), _leakage_check(items, evaluation)]
-    pub = Publication("stage1_items", None, items, _no_quarantine("stage1_items"),
-                      metadata={**table_metadata(items, ("dataset", "split")),
-                                "split_use": MetadataValue.md(_md(split_use))},
-                      data_version=content_version(items))
+    checks = [
+        check_result("stage1_items_not_empty", items.height > 0, items=items.height),
+        _leakage_check(items, evaluation),
+    ]
+    pub = Publication(
+        "stage1_items",
+        None,
+        items,
+        _no_quarantine("stage1_items"),
+        metadata={
+            **table_metadata(items, ("dataset", "split")),
+            "split_use": MetadataValue.md(_md(split_use)),
+        },
+        data_version=content_version(items),
+    )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
@@ -304,19 +399,41 @@ def _md(frame: pl.DataFrame) -> str:
     code_version="stage2_items.v1",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"vqa_items": _ALL, "text_qa_items": _ALL, "ecbench": AssetIn(), "split_use": AssetIn(),
-         "stage1_checkpoint": AssetIn(), "kb_text_index": AssetIn()},
+    ins={
+        "vqa_items": _ALL,
+        "text_qa_items": _ALL,
+        "ecbench": AssetIn(),
+        "split_use": AssetIn(),
+        "stage1_checkpoint": AssetIn(),
+        "kb_text_index": AssetIn(),
+    },
     check_specs=[
-        AssetCheckSpec("stage2_items_not_empty", asset="stage2_items", blocking=True,
-                       description="at least one multimodal training MCQ the stage-1 policy does not always solve"),
-        AssetCheckSpec("no_evaluation_items", asset="stage2_items", blocking=True,
-                       description="no training item is an evaluation item (normalized question text, image id)"),
+        AssetCheckSpec(
+            "stage2_items_not_empty",
+            asset="stage2_items",
+            blocking=True,
+            description="at least one multimodal training MCQ the stage-1 policy does not always solve",
+        ),
+        AssetCheckSpec(
+            "no_evaluation_items",
+            asset="stage2_items",
+            blocking=True,
+            description="no training item is an evaluation item (normalized question text, image id)",
+        ),
     ],
 )
-def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, storage: StorageResource,
-                 kb_models: KnowledgeModelsResource, vqa_items: pl.DataFrame, text_qa_items: pl.DataFrame,
-                 ecbench: pl.DataFrame, split_use: pl.DataFrame, stage1_checkpoint: pl.DataFrame,
-                 kb_text_index: pl.DataFrame):
+def stage2_items(
+    context: AssetExecutionContext,
+    config: StageItemsConfig,
+    storage: StorageResource,
+    kb_models: KnowledgeModelsResource,
+    vqa_items: pl.DataFrame,
+    text_qa_items: pl.DataFrame,
+    ecbench: pl.DataFrame,
+    split_use: pl.DataFrame,
+    stage1_checkpoint: pl.DataFrame,
+    kb_text_index: pl.DataFrame,
+):
     """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by difficulty."""
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
     from training.data import SplitUse, difficulty, evaluation_items
@@ -326,36 +443,73 @@ def stage2_items(context: AssetExecutionContext, config: StageItemsConfig, stora
     use = SplitUse.from_frame(split_use)
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
     eval_refs = sorted({r for refs in evaluation["image_refs"].to_list() for r in (refs or [])})
-    train_refs = sorted({r for refs in vqa_items["image_refs"].to_list() for r in (refs or [])} - set(eval_refs))
+    train_refs = sorted(
+        {r for refs in vqa_items["image_refs"].to_list() for r in (refs or [])} - set(eval_refs)
+    )
     embedder = kb_models.image_embedder()
-    cached = CachedEmbedding(embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"), store.lancedb_storage_options()))
-    vectors = cached.embed([store.get_image(r) for r in train_refs]) if train_refs else np.zeros((0, embedder.dim))
-    image_vectors = pl.DataFrame({"image_ref": train_refs, "vector": [v.tolist() for v in vectors]},
-                                 schema={"image_ref": pl.Utf8, "vector": pl.List(pl.Float32)})
+    cached = CachedEmbedding(
+        embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"), store.lancedb_storage_options())
+    )
+    vectors = (
+        cached.embed([store.get_image(r) for r in train_refs]) if train_refs else np.zeros((0, embedder.dim))
+    )
+    image_vectors = pl.DataFrame(
+        {"image_ref": train_refs, "vector": [v.tolist() for v in vectors]},
+        schema={"image_ref": pl.Utf8, "vector": pl.List(pl.Float32)},
+    )
     try:
-        items = select(vqa_items, use, image_vectors, n_clusters=config.n_clusters, per_cluster=config.per_cluster,
-                       exclude_image_refs=eval_refs, seed=config.seed)
+        items = select(
+            vqa_items,
+            use,
+            image_vectors,
+            n_clusters=config.n_clusters,
+            per_cluster=config.per_cluster,
+            exclude_image_refs=eval_refs,
+            seed=config.seed,
+        )
     except ValueError as e:
         raise Failure(f"stage2_items: {e}") from e
     if config.limit:
         items = items.head(config.limit)
-    correct = _policy_samples(items, stage1_checkpoint, kb_text_index, store, kb_models, config.policy_samples)
+    correct = _policy_samples(
+        items, stage1_checkpoint, kb_text_index, store, kb_models, config.policy_samples
+    )
     stratified = difficulty(items, correct)
-    checks = [check_result("stage2_items_not_empty", stratified.height > 0, items=stratified.height,
-                     always_solved_dropped=items.height - stratified.height),
-              _leakage_check(stratified, evaluation)]
-    pub = Publication("stage2_items", None, stratified, _no_quarantine("stage2_items"),
-                      metadata={**table_metadata(stratified, ("dataset", "difficulty")),
-                                "clusters": min(config.n_clusters, len(train_refs)),
-                                "training_images": len(train_refs), "evaluation_images_excluded": len(eval_refs),
-                                "policy": ModelPointer.from_row(stage1_checkpoint).path,
-                                "policy_samples": config.policy_samples},
-                      data_version=content_version(stratified))
+    checks = [
+        check_result(
+            "stage2_items_not_empty",
+            stratified.height > 0,
+            items=stratified.height,
+            always_solved_dropped=items.height - stratified.height,
+        ),
+        _leakage_check(stratified, evaluation),
+    ]
+    pub = Publication(
+        "stage2_items",
+        None,
+        stratified,
+        _no_quarantine("stage2_items"),
+        metadata={
+            **table_metadata(stratified, ("dataset", "difficulty")),
+            "clusters": min(config.n_clusters, len(train_refs)),
+            "training_images": len(train_refs),
+            "evaluation_images_excluded": len(eval_refs),
+            "policy": ModelPointer.from_row(stage1_checkpoint).path,
+            "policy_samples": config.policy_samples,
+        },
+        data_version=content_version(stratified),
+    )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
-def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFrame, store: Storage,
-                    kb_models: KnowledgeModelsResource, samples: int) -> dict[str, list[bool]]:
+def _policy_samples(
+    items: pl.DataFrame,
+    checkpoint: pl.DataFrame,
+    kb: pl.DataFrame,
+    store: Storage,
+    kb_models: KnowledgeModelsResource,
+    samples: int,
+) -> dict[str, list[bool]]:
     """``{item_id: [correct per sample]}`` from ``samples`` rollouts of the stage-1 policy, with retrieval."""
     import io
 
@@ -367,8 +521,11 @@ def _policy_samples(items: pl.DataFrame, checkpoint: pl.DataFrame, kb: pl.DataFr
     from training.tiny_model import load_policy
 
     with tempfile.TemporaryDirectory() as cache:
-        model, processor = load_policy(ModelPointer.from_row(checkpoint).path, cache_dir=cache,
-                                       storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None)
+        model, processor = load_policy(
+            ModelPointer.from_row(checkpoint).path,
+            cache_dir=cache,
+            storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None,
+        )
         pointer = KbPointer.from_row(kb)
         retriever = Retriever.from_pointer(pointer, store.kb_location(pointer.db), kb_models.text_embedder())
         rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))

@@ -23,7 +23,9 @@ from storage.root import Storage
 __all__ = ["MODEL_SCHEMA", "model_row", "stage_command", "upload_folder"]
 
 
-def model_row(role: str, model_ref: str, path: str, weights_sha256: str | None, manifest: dict[str, Any]) -> pl.DataFrame:
+def model_row(
+    role: str, model_ref: str, path: str, weights_sha256: str | None, manifest: dict[str, Any]
+) -> pl.DataFrame:
     """The published pointer to a model: one row of :data:`MODEL_SCHEMA`."""
     return ModelPointer.of(role, model_ref, path, weights_sha256, manifest).to_row()
 
@@ -39,24 +41,72 @@ def upload_folder(local: str | Path, store: Storage, *parts: str) -> str:
     return store.uri(*parts)
 
 
-
-def stage_command(*, stage: int, items_uri: str, images_uri: str | None, storage_options: dict[str, Any] | None,
-                  kb_uri: str, kb_storage_options: dict[str, Any] | None, kb_table: str, kb_tag: str,
-                  text_embedder: str, image_embedder: str, base_model: str, model_cache: str, output_dir: str,
-                  overrides: dict[str, Any], lineage: dict[str, Any], git_commit: str | None,
-                  medquad: str | None = None, slake_kg: str | None = None,
-                  accelerate_config: str | None = None, python: str = sys.executable) -> list[str]:
+def stage_command(
+    *,
+    stage: int,
+    items_uri: str,
+    images_uri: str | None,
+    storage_options: dict[str, Any] | None,
+    kb_uri: str,
+    kb_storage_options: dict[str, Any] | None,
+    kb_table: str,
+    kb_tag: str,
+    text_embedder: str,
+    image_embedder: str,
+    base_model: str,
+    model_cache: str,
+    output_dir: str,
+    overrides: dict[str, Any],
+    lineage: dict[str, Any],
+    git_commit: str | None,
+    medquad: str | None = None,
+    slake_kg: str | None = None,
+    accelerate_config: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
     """The command that runs one GRPO stage (see :mod:`training.launch` for every argument)."""
-    head = [python, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "-m", "training.launch"] \
-        if accelerate_config else [python, "-m", "training.launch"]
+    head = (
+        [
+            python,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            accelerate_config,
+            "-m",
+            "training.launch",
+        ]
+        if accelerate_config
+        else [python, "-m", "training.launch"]
+    )
     cmd = head + [
-        "--stage", str(stage), "--items", items_uri,
-        "--items-storage-options", json.dumps(storage_options or {}),
-        "--kb-uri", kb_uri, "--kb-storage-options", json.dumps(kb_storage_options or {}),
-        "--kb-table", kb_table, "--kb-tag", kb_tag,
-        "--text-embedder", text_embedder, "--image-embedder", image_embedder,
-        "--base-model", base_model, "--model-cache", model_cache, "--output-dir", output_dir,
-        "--config", json.dumps(overrides, sort_keys=True), "--lineage", json.dumps(lineage, sort_keys=True, default=str),
+        "--stage",
+        str(stage),
+        "--items",
+        items_uri,
+        "--items-storage-options",
+        json.dumps(storage_options or {}),
+        "--kb-uri",
+        kb_uri,
+        "--kb-storage-options",
+        json.dumps(kb_storage_options or {}),
+        "--kb-table",
+        kb_table,
+        "--kb-tag",
+        kb_tag,
+        "--text-embedder",
+        text_embedder,
+        "--image-embedder",
+        image_embedder,
+        "--base-model",
+        base_model,
+        "--model-cache",
+        model_cache,
+        "--output-dir",
+        output_dir,
+        "--config",
+        json.dumps(overrides, sort_keys=True),
+        "--lineage",
+        json.dumps(lineage, sort_keys=True, default=str),
     ]
     if images_uri:
         cmd += ["--images-uri", images_uri]

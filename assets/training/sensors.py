@@ -52,9 +52,15 @@ def evaluate_kb_index(context: SensorEvaluationContext) -> SensorResult:
     observed = {KB_INDEX.to_user_string(): str(latest.storage_id)} if latest else {}
     if context.cursor is None:  # first tick: the current index is the baseline, not a change
         baseline = {k: {"fired": v, "at": None, "seen": v} for k, v in observed.items()}
-        return SensorResult(cursor=dump_cursor(baseline), skip_reason=SkipReason(
-            f"baseline recorded: kb_text_index materialization {observed or 'none yet'}"))
-    decision = decide(context.cursor, observed, now(), env_seconds("MEDRWR_RETRAIN_COOLDOWN_S", DEFAULT_COOLDOWN_S))
+        return SensorResult(
+            cursor=dump_cursor(baseline),
+            skip_reason=SkipReason(
+                f"baseline recorded: kb_text_index materialization {observed or 'none yet'}"
+            ),
+        )
+    decision = decide(
+        context.cursor, observed, now(), env_seconds("MEDRWR_RETRAIN_COOLDOWN_S", DEFAULT_COOLDOWN_S)
+    )
     if not decision.fire:
         wait = decision.pending.get(KB_INDEX.to_user_string())
         reason = f"new kb_text_index waits {wait:.0f}s for the cool-down" if wait else "no new kb_text_index"
@@ -66,8 +72,12 @@ def evaluate_kb_index(context: SensorEvaluationContext) -> SensorResult:
         run_key=f"retrain:kb_text_index:{latest.storage_id}",
         asset_selection=[AssetKey(a) for a in assets],
         run_config=get_profile().run_config(RETRAIN_JOB, assets),
-        tags={"medrwr/trigger": "kb_index_retrain_sensor", "medrwr/kb_tag": str(tag),
-              "medrwr/kb_materialization": str(latest.storage_id), "medrwr/retrain_stages": ",".join(assets)},
+        tags={
+            "medrwr/trigger": "kb_index_retrain_sensor",
+            "medrwr/kb_tag": str(tag),
+            "medrwr/kb_materialization": str(latest.storage_id),
+            "medrwr/retrain_stages": ",".join(assets),
+        },
     )
     return SensorResult(run_requests=[request], cursor=decision.cursor)
 
@@ -77,7 +87,7 @@ def evaluate_kb_index(context: SensorEvaluationContext) -> SensorResult:
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING if sensors_running() else DefaultSensorStatus.STOPPED,
     description="A new kb_text_index materialization -> one retrain_job run (MEDRWR_RETRAIN_STAGES: stage2 or "
-                "all), at most one per MEDRWR_RETRAIN_COOLDOWN_S; evaluation follows a successful retraining.",
+    "all), at most one per MEDRWR_RETRAIN_COOLDOWN_S; evaluation follows a successful retraining.",
 )
 def kb_index_retrain_sensor(context: SensorEvaluationContext):
     return evaluate_kb_index(context)

@@ -43,10 +43,21 @@ from .launching import model_row, stage_command, upload_folder
 
 
 # ---- GRPO stages -----------------------------------------------------------------------------------------
-def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig, items_table: str,
-           parent: pl.DataFrame, kb: pl.DataFrame, storage: StorageResource, sources: SourcesResource,
-           kb_models: KnowledgeModelsResource, training: TrainingResource, pipes: PipesSubprocessClient,
-           item_versions: dict[str, str]):
+def _train(
+    context: AssetExecutionContext,
+    *,
+    stage: int,
+    config: StageRunConfig,
+    items_table: str,
+    parent: pl.DataFrame,
+    kb: pl.DataFrame,
+    storage: StorageResource,
+    sources: SourcesResource,
+    kb_models: KnowledgeModelsResource,
+    training: TrainingResource,
+    pipes: PipesSubprocessClient,
+    item_versions: dict[str, str],
+):
     """Launch one stage through Pipes, then publish its final model (pointer table + folder under the root)."""
     store = storage.get()
     role = f"stage{stage}"
@@ -58,22 +69,41 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig
     medquad = slake_kg = None
     if stage == 2:
         medquad = _local_copy(sources.source("medquad"), "medquad_qa.jsonl.gz", work / "lexicon")
-        slake_kg = str(Path(_local_copy(sources.source("slake"), "KG_mvqa-kg/en_disease.csv", work / "lexicon")).parent)
+        slake_kg = str(
+            Path(_local_copy(sources.source("slake"), "KG_mvqa-kg/en_disease.csv", work / "lexicon")).parent
+        )
         for name in ("en_organ.csv", "en_organ_rel.csv"):
             _local_copy(sources.source("slake"), f"KG_mvqa-kg/{name}", work / "lexicon")
     parent_model, kb_pointer = ModelPointer.from_row(parent), KbPointer.from_row(kb)
-    lineage = {"items_table": items_table, "item_data_versions": item_versions, "dagster_run_id": context.run.run_id,
-               "parent_model": parent_model.path, "parent_weights_sha256": parent_model.weights_sha256,
-               "kb_embedder": kb_pointer.embedder_json}
+    lineage = {
+        "items_table": items_table,
+        "item_data_versions": item_versions,
+        "dagster_run_id": context.run.run_id,
+        "parent_model": parent_model.path,
+        "parent_weights_sha256": parent_model.weights_sha256,
+        "kb_embedder": kb_pointer.embedder_json,
+    }
     command = stage_command(
-        stage=stage, items_uri=store.uri(*store.table_parts(items_table)), images_uri=store.uri("images"),
-        storage_options=s3_opts, kb_uri=store.lancedb_uri(kb_pointer.db),
+        stage=stage,
+        items_uri=store.uri(*store.table_parts(items_table)),
+        images_uri=store.uri("images"),
+        storage_options=s3_opts,
+        kb_uri=store.lancedb_uri(kb_pointer.db),
         kb_storage_options=store.lancedb_storage_options(),
-        kb_table=kb_pointer.table, kb_tag=kb_pointer.tag, text_embedder=kb_models.text_model,
-        image_embedder=kb_models.image_model, base_model=parent_model.path,
+        kb_table=kb_pointer.table,
+        kb_tag=kb_pointer.tag,
+        text_embedder=kb_models.text_model,
+        image_embedder=kb_models.image_model,
+        base_model=parent_model.path,
         model_cache=str(work / "model_cache"),
-        output_dir=str(work / "out"), overrides=config.overrides(), lineage=lineage, git_commit=git_commit(),
-        medquad=medquad, slake_kg=slake_kg, accelerate_config=training.accelerate_config)
+        output_dir=str(work / "out"),
+        overrides=config.overrides(),
+        lineage=lineage,
+        git_commit=git_commit(),
+        medquad=medquad,
+        slake_kg=slake_kg,
+        accelerate_config=training.accelerate_config,
+    )
     context.log.info(f"{role}: launching {' '.join(command[:4])} ... (work folder {work})")
     invocation = training.launch(context, command, pipes)
     results = invocation.get_results()
@@ -88,22 +118,51 @@ def _train(context: AssetExecutionContext, *, stage: int, config: StageRunConfig
     path = upload_folder(final, stage_store, "models", role, context.run.run_id)
     row = model_row(role, parent_model.path, path, manifest.get("weights_sha256"), manifest)
     steps_ok = int(manifest.get("global_step") or 0) > 0
-    checks = [check_result(f"{role}_trained", steps_ok and bool(manifest.get("weights_sha256")),
-                     global_step=int(manifest.get("global_step") or 0), resumed_from=str(manifest.get("resumed_from")))]
-    pub = Publication(f"{role}_checkpoint", None, row, _no_quarantine(f"{role}_checkpoint"),
-                      metadata={**{k: v for k, v in reported.items() if k != "path"},
-                                "path": path, "global_step": int(manifest.get("global_step") or 0),
-                                "config_hash": manifest.get("config_hash", ""), "kb_tag": kb_pointer.tag,
-                                "lineage": MetadataValue.json(manifest), "work_folder": str(work),
-                                "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
-                                **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()}},
-                      data_version=manifest.get("weights_sha256") or manifest.get("config_hash"), stage=stage_store)
+    checks = [
+        check_result(
+            f"{role}_trained",
+            steps_ok and bool(manifest.get("weights_sha256")),
+            global_step=int(manifest.get("global_step") or 0),
+            resumed_from=str(manifest.get("resumed_from")),
+        )
+    ]
+    pub = Publication(
+        f"{role}_checkpoint",
+        None,
+        row,
+        _no_quarantine(f"{role}_checkpoint"),
+        metadata={
+            **{k: v for k, v in reported.items() if k != "path"},
+            "path": path,
+            "global_step": int(manifest.get("global_step") or 0),
+            "config_hash": manifest.get("config_hash", ""),
+            "kb_tag": kb_pointer.tag,
+            "lineage": MetadataValue.json(manifest),
+            "work_folder": str(work),
+            "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
+            **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()},
+        },
+        data_version=manifest.get("weights_sha256") or manifest.get("config_hash"),
+        stage=stage_store,
+    )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
-METRICS_SHOWN = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "rollout/query_rate",
-                 "rollout/retrieval_calls", "rollout/rounds", "rollout/prefix_violations", "kl", "entropy",
-                 "clip_ratio/region_mean", "frac_reward_zero_std", "train/step_time_s", "train/tokens_per_s")
+METRICS_SHOWN = (
+    "reward",
+    "rewards/accuracy/mean",
+    "rewards/format/mean",
+    "rollout/query_rate",
+    "rollout/retrieval_calls",
+    "rollout/rounds",
+    "rollout/prefix_violations",
+    "kl",
+    "entropy",
+    "clip_ratio/region_mean",
+    "frac_reward_zero_std",
+    "train/step_time_s",
+    "train/tokens_per_s",
+)
 
 
 def _metrics_table(steps: list[dict]) -> str:
@@ -113,7 +172,9 @@ def _metrics_table(steps: list[dict]) -> str:
     cols = [c for c in METRICS_SHOWN if any(c in s["metrics"] for s in steps)]
     lines = ["| step | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for s in steps:
-        lines.append(f"| {s['step']} | " + " | ".join(f"{s['metrics'].get(c, float('nan')):.4g}" for c in cols) + " |")
+        lines.append(
+            f"| {s['step']} | " + " | ".join(f"{s['metrics'].get(c, float('nan')):.4g}" for c in cols) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -138,18 +199,43 @@ TRAINING_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.LINEAR)
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch", "trl"},
     ins={"stage1_items": AssetIn(), "base_model": AssetIn(), "kb_text_index": AssetIn()},
-    check_specs=[AssetCheckSpec("stage1_trained", asset="stage1_checkpoint", blocking=True,
-                                description="the stage ran at least one optimizer step and saved safetensors weights")],
+    check_specs=[
+        AssetCheckSpec(
+            "stage1_trained",
+            asset="stage1_checkpoint",
+            blocking=True,
+            description="the stage ran at least one optimizer step and saved safetensors weights",
+        )
+    ],
     op_tags={"medrwr/kind": "training"},
 )
-def stage1_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage1_items: pl.DataFrame,
-                      base_model: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
-                      sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
-                      pipes_subprocess_client: PipesSubprocessClient):
+def stage1_checkpoint(
+    context: AssetExecutionContext,
+    config: StageRunConfig,
+    stage1_items: pl.DataFrame,
+    base_model: pl.DataFrame,
+    kb_text_index: pl.DataFrame,
+    storage: StorageResource,
+    sources: SourcesResource,
+    kb_models: KnowledgeModelsResource,
+    training: TrainingResource,
+    pipes_subprocess_client: PipesSubprocessClient,
+):
     """GRPO stage 1 (accuracy + format rewards) on the text MCQs, from the base model."""
-    yield from _train(context, stage=1, config=config, items_table="stage1_items", parent=base_model, kb=kb_text_index,
-                      storage=storage, sources=sources, kb_models=kb_models, training=training,
-                      pipes=pipes_subprocess_client, item_versions={"stage1_items": content_version(stage1_items)})
+    yield from _train(
+        context,
+        stage=1,
+        config=config,
+        items_table="stage1_items",
+        parent=base_model,
+        kb=kb_text_index,
+        storage=storage,
+        sources=sources,
+        kb_models=kb_models,
+        training=training,
+        pipes=pipes_subprocess_client,
+        item_versions={"stage1_items": content_version(stage1_items)},
+    )
 
 
 @asset(
@@ -161,15 +247,40 @@ def stage1_checkpoint(context: AssetExecutionContext, config: StageRunConfig, st
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch", "trl"},
     ins={"stage2_items": AssetIn(), "stage1_checkpoint": AssetIn(), "kb_text_index": AssetIn()},
-    check_specs=[AssetCheckSpec("stage2_trained", asset="stage2_checkpoint", blocking=True,
-                                description="the stage ran at least one optimizer step and saved safetensors weights")],
+    check_specs=[
+        AssetCheckSpec(
+            "stage2_trained",
+            asset="stage2_checkpoint",
+            blocking=True,
+            description="the stage ran at least one optimizer step and saved safetensors weights",
+        )
+    ],
     op_tags={"medrwr/kind": "training"},
 )
-def stage2_checkpoint(context: AssetExecutionContext, config: StageRunConfig, stage2_items: pl.DataFrame,
-                      stage1_checkpoint: pl.DataFrame, kb_text_index: pl.DataFrame, storage: StorageResource,
-                      sources: SourcesResource, kb_models: KnowledgeModelsResource, training: TrainingResource,
-                      pipes_subprocess_client: PipesSubprocessClient):
+def stage2_checkpoint(
+    context: AssetExecutionContext,
+    config: StageRunConfig,
+    stage2_items: pl.DataFrame,
+    stage1_checkpoint: pl.DataFrame,
+    kb_text_index: pl.DataFrame,
+    storage: StorageResource,
+    sources: SourcesResource,
+    kb_models: KnowledgeModelsResource,
+    training: TrainingResource,
+    pipes_subprocess_client: PipesSubprocessClient,
+):
     """GRPO stage 2 (all four rewards) on the multimodal MCQs, from the stage-1 checkpoint."""
-    yield from _train(context, stage=2, config=config, items_table="stage2_items", parent=stage1_checkpoint,
-                      kb=kb_text_index, storage=storage, sources=sources, kb_models=kb_models, training=training,
-                      pipes=pipes_subprocess_client, item_versions={"stage2_items": content_version(stage2_items)})
+    yield from _train(
+        context,
+        stage=2,
+        config=config,
+        items_table="stage2_items",
+        parent=stage1_checkpoint,
+        kb=kb_text_index,
+        storage=storage,
+        sources=sources,
+        kb_models=kb_models,
+        training=training,
+        pipes=pipes_subprocess_client,
+        item_versions={"stage2_items": content_version(stage2_items)},
+    )

@@ -30,6 +30,7 @@ class KBLocation:
 
         return lancedb.connect(self.uri, storage_options=self.storage_options)
 
+
 def local_root(location: KBLocation) -> Path | None:
     """The folder of a local database (``None`` for an object-store URI such as ``s3://``)."""
     uri = location.uri
@@ -39,8 +40,9 @@ def local_root(location: KBLocation) -> Path | None:
 
 
 @contextmanager
-def writer_lock(location: KBLocation, timeout_s: float = 3600.0,
-                log: Callable[[str], None] | None = None) -> Iterator[Path | None]:
+def writer_lock(
+    location: KBLocation, timeout_s: float = 3600.0, log: Callable[[str], None] | None = None
+) -> Iterator[Path | None]:
     """Hold the database's writer lock (a ``filelock`` OS lock on ``<db>/.kb_writer.lock``) for the block.
 
     Local databases only: for an object-store URI nothing is locked here (``None`` is yielded) and the
@@ -61,9 +63,11 @@ def writer_lock(location: KBLocation, timeout_s: float = 3600.0,
     try:
         lock.acquire()
     except Timeout as exc:
-        raise TimeoutError(f"{path}: another writer of this knowledge base has held its lock for over "
-                           f"{timeout_s:.0f} s; find that run (lsof {path}) and let it finish or stop it, "
-                           "then retry") from exc
+        raise TimeoutError(
+            f"{path}: another writer of this knowledge base has held its lock for over "
+            f"{timeout_s:.0f} s; find that run (lsof {path}) and let it finish or stop it, "
+            "then retry"
+        ) from exc
     held_from = time.time()
     try:
         yield path
@@ -71,8 +75,11 @@ def writer_lock(location: KBLocation, timeout_s: float = 3600.0,
         held_to = time.time()
         lock.release()
         if log is not None:
-            log(f"kb writer lock {path} held from {held_from:.6f} to {held_to:.6f} "
-                f"(waited {held_from - asked:.3f} s)")
+            log(
+                f"kb writer lock {path} held from {held_from:.6f} to {held_to:.6f} "
+                f"(waited {held_from - asked:.3f} s)"
+            )
+
 
 def connect(location: KBLocation):
     """A LanceDB connection to ``location`` (local or S3)."""

@@ -37,15 +37,18 @@ class IndexPolicy:
     regrow: float = 0.2
     max_queries: int = 1000
 
+
 def save_search_params(conn, table: str, version: int, params: dict[str, Any]) -> None:
     """Record the search parameters of ``table`` valid from ``version`` on (in ``_search_params``)."""
-    row = pa.table({"table": [table], "version": [int(version)],
-                    "params": [json.dumps(params, sort_keys=True)]})
+    row = pa.table(
+        {"table": [table], "version": [int(version)], "params": [json.dumps(params, sort_keys=True)]}
+    )
     if PARAMS_TABLE not in conn.table_names():
         conn.create_table(PARAMS_TABLE, row)
         return
-    conn.open_table(PARAMS_TABLE).merge_insert(["table", "version"]).when_matched_update_all() \
-        .when_not_matched_insert_all().execute(row)
+    conn.open_table(PARAMS_TABLE).merge_insert(
+        ["table", "version"]
+    ).when_matched_update_all().when_not_matched_insert_all().execute(row)
 
 
 def load_search_params(conn, table: str, version: int | None) -> dict[str, Any]:
@@ -53,12 +56,14 @@ def load_search_params(conn, table: str, version: int | None) -> dict[str, Any]:
     if PARAMS_TABLE not in conn.table_names():
         return {"index": "flat"}
     safe = table.replace("'", "''")
-    rows = conn.open_table(PARAMS_TABLE).search().where(f"table = '{safe}'").limit(None) \
-        .to_arrow().to_pylist()
+    rows = (
+        conn.open_table(PARAMS_TABLE).search().where(f"table = '{safe}'").limit(None).to_arrow().to_pylist()
+    )
     eligible = [r for r in rows if version is None or r["version"] <= version]
     if not eligible:
         return {"index": "flat"}
     return json.loads(max(eligible, key=lambda r: r["version"])["params"])
+
 
 def apply_search_params(query, params: dict[str, Any]):
     """Set ``nprobes``/``ef``/``refine_factor`` on a LanceDB vector query (flat: bypass any index)."""
@@ -83,8 +88,9 @@ def _topk_ids(tbl, queries: np.ndarray, k: int, params: dict[str, Any]) -> list[
     return out
 
 
-def measure_recall(tbl, queries: np.ndarray, params: dict[str, Any], k: int = 10,
-                   exact: list[list[str]] | None = None) -> tuple[float, float, float]:
+def measure_recall(
+    tbl, queries: np.ndarray, params: dict[str, Any], k: int = 10, exact: list[list[str]] | None = None
+) -> tuple[float, float, float]:
     """``(recall@k against exact search, its standard error over the queries, seconds for the batch)`` of
     ``params`` on ``queries``."""
     exact = exact or _topk_ids(tbl, queries, k, {"index": "flat"})
@@ -111,10 +117,14 @@ def index_candidates(rows: int, dim: int) -> list[tuple[dict[str, Any], list[dic
     pq_parts = max(4, min(int(rows**0.5), rows // 256))  # sqrt(rows), at least 256 rows a partition
     pq_probes = sorted({max(1, math.ceil(pq_parts * f)) for f in (0.02, 0.05, 0.1)})
     return [
-        ({"index": "IVF_HNSW_SQ", "num_partitions": hnsw_parts},
-         [{"nprobes": p, "ef": ef} for p in probes for ef in (64, 128)]),
-        ({"index": "IVF_PQ", "num_partitions": pq_parts, "num_sub_vectors": _sub_vectors(dim)},
-         [{"nprobes": p, "refine_factor": rf} for p in pq_probes for rf in (10, 20)]),
+        (
+            {"index": "IVF_HNSW_SQ", "num_partitions": hnsw_parts},
+            [{"nprobes": p, "ef": ef} for p in probes for ef in (64, 128)],
+        ),
+        (
+            {"index": "IVF_PQ", "num_partitions": pq_parts, "num_sub_vectors": _sub_vectors(dim)},
+            [{"nprobes": p, "refine_factor": rf} for p in pq_probes for rf in (10, 20)],
+        ),
     ]
 
 
@@ -124,8 +134,11 @@ def _build(tbl, config: dict[str, Any]) -> None:
     if config["index"] == "IVF_HNSW_SQ":
         cfg = IvfHnswSq(distance_type=DISTANCE, num_partitions=config["num_partitions"])
     else:
-        cfg = IvfPq(distance_type=DISTANCE, num_partitions=config["num_partitions"],
-                    num_sub_vectors=config["num_sub_vectors"])
+        cfg = IvfPq(
+            distance_type=DISTANCE,
+            num_partitions=config["num_partitions"],
+            num_sub_vectors=config["num_sub_vectors"],
+        )
     tbl.create_index("vector", config=cfg, replace=True)
 
 
@@ -133,9 +146,13 @@ def _has_vector_index(tbl) -> bool:
     return any(ix.name == VECTOR_INDEX for ix in tbl.list_indices())
 
 
-def choose_vector_index(tbl, queries: np.ndarray, min_recall: float = 0.95, k: int = 10,
-                        candidates: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
-                        ) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+def choose_vector_index(
+    tbl,
+    queries: np.ndarray,
+    min_recall: float = 0.95,
+    k: int = 10,
+    candidates: list[tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
+) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
     """Build each candidate index once, measure recall@k and batch time against exact search on ``queries``
     (real held-out question vectors, not copies of rows), and keep the fastest configuration whose recall is
     at least ``min_recall`` with 95 % confidence (mean minus 1.96 standard errors over the queries: the
@@ -162,8 +179,15 @@ def choose_vector_index(tbl, queries: np.ndarray, min_recall: float = 0.95, k: i
             params = {**config, **search}
             recall, stderr, seconds = measure_recall(tbl, queries, params, k, exact)
             lower = recall - Z_95 * stderr
-            trials.append({**params, "recall": round(recall, 4), "recall_lower_95": round(lower, 4),
-                           "seconds": round(seconds, 4), "build_s": build_s})
+            trials.append(
+                {
+                    **params,
+                    "recall": round(recall, 4),
+                    "recall_lower_95": round(lower, 4),
+                    "seconds": round(seconds, 4),
+                    "build_s": build_s,
+                }
+            )
             if lower >= min_recall and (best is None or seconds < best[2]):
                 best = (params, recall, seconds, tbl.version)
     if best is None:
@@ -175,18 +199,25 @@ def choose_vector_index(tbl, queries: np.ndarray, min_recall: float = 0.95, k: i
     return best[0], best[1], trials
 
 
-def apply_index_policy(tbl, rows: int, params: dict[str, Any], queries: np.ndarray | None,
-                  policy: IndexPolicy) -> tuple[dict[str, Any], float | None, dict[str, Any]]:
+def apply_index_policy(
+    tbl, rows: int, params: dict[str, Any], queries: np.ndarray | None, policy: IndexPolicy
+) -> tuple[dict[str, Any], float | None, dict[str, Any]]:
     """Apply :class:`IndexPolicy`: returns ``(params to save, recall@k or None, report)``."""
     if rows < policy.min_rows:
         if _has_vector_index(tbl):
             tbl.drop_index(VECTOR_INDEX)
-        return {"index": "flat"}, 1.0, {"index": "flat",
-                                        "reason": f"{rows} rows < {policy.min_rows}: exact search"}
+        return (
+            {"index": "flat"},
+            1.0,
+            {"index": "flat", "reason": f"{rows} rows < {policy.min_rows}: exact search"},
+        )
     if queries is None or not len(queries):
         recall = 1.0 if params.get("index", "flat") == "flat" else None
-        return params, recall, {**params,
-                                "reason": "no held-out queries supplied: index kept, recall not measured"}
+        return (
+            params,
+            recall,
+            {**params, "reason": "no held-out queries supplied: index kept, recall not measured"},
+        )
     queries = np.asarray(queries, dtype=np.float32)[: policy.max_queries]
     last_rows = int(params.get("trial_rows") or 0)
     reason = None

@@ -16,6 +16,7 @@ EMBEDDER_KEY = b"medrwr.embedder"
 class EmbedderTableMissing(LookupError):
     """No table of a KB was built with the asked-for embedder."""
 
+
 def embedder_table(base: str, fingerprint: str) -> str:
     """Physical table name of KB ``base`` built by the embedder with ``fingerprint``."""
     return f"{base}__{fingerprint}"
@@ -35,8 +36,11 @@ def table_embedder(tbl) -> dict[str, Any] | None:
 
 def embedder_tables(conn, base: str) -> dict[str, dict[str, Any] | None]:
     """``{physical name: embedder identity}`` of every table built for KB ``base``."""
-    return {name: table_embedder(conn.open_table(name)) for name in conn.table_names()
-            if name.startswith(f"{base}__")}
+    return {
+        name: table_embedder(conn.open_table(name))
+        for name in conn.table_names()
+        if name.startswith(f"{base}__")
+    }
 
 
 def open_embedder_table(conn, base: str, identity: dict[str, Any]):
@@ -50,12 +54,14 @@ def open_embedder_table(conn, base: str, identity: dict[str, Any]):
             f"no {base!r} table for embedder {_describe(identity)} (would be {name!r}). "
             f"Tables built: {listing}. Build the KB with this embedder (materialize the index asset) "
             f"or open it "
-            f"with the embedder that built one of those tables.")
+            f"with the embedder that built one of those tables."
+        )
     tbl = conn.open_table(name)
     recorded = table_embedder(tbl)
     if recorded != identity:
-        raise EmbedderTableMissing(f"table {name!r} records embedder {_describe(recorded)}, "
-                                   f"not {_describe(identity)}")
+        raise EmbedderTableMissing(
+            f"table {name!r} records embedder {_describe(recorded)}, not {_describe(identity)}"
+        )
     return tbl
 
 

@@ -46,7 +46,9 @@ def with_search_text(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(
         pl.when(title.is_not_null() & (title != ""))
         .then(pl.concat_str([title, pl.lit(". "), pl.col("text")]))
-        .otherwise(pl.col("text")).alias(TEXT_FTS_COLUMN))
+        .otherwise(pl.col("text"))
+        .alias(TEXT_FTS_COLUMN)
+    )
 
 
 def text_table_rows(passages: pl.DataFrame) -> pl.DataFrame:

@@ -53,11 +53,20 @@ class SyncReport:
     index: dict[str, Any] = field(default_factory=dict)
     recall_at_10: float | None = None
 
-def sync_table(location: KBLocation, table: str, frame: pl.DataFrame,
-               embed: Callable[[pl.DataFrame], np.ndarray],
-               embedder: dict[str, Any], run_id: str | None = None, sources: Sequence[str] | None = None,
-               fts_column: str | None = TEXT_FTS_COLUMN, index_policy: IndexPolicy | None = None,
-               recall_queries: np.ndarray | None = None, retention: Retention | None = None) -> SyncReport:
+
+def sync_table(
+    location: KBLocation,
+    table: str,
+    frame: pl.DataFrame,
+    embed: Callable[[pl.DataFrame], np.ndarray],
+    embedder: dict[str, Any],
+    run_id: str | None = None,
+    sources: Sequence[str] | None = None,
+    fts_column: str | None = TEXT_FTS_COLUMN,
+    index_policy: IndexPolicy | None = None,
+    recall_queries: np.ndarray | None = None,
+    retention: Retention | None = None,
+) -> SyncReport:
     """Make the rows of ``sources`` in KB ``table`` (for the embedder ``embedder``, an identity dict) equal to
     ``frame`` (``id``, ``source``, ``content_hash`` and payload columns).
 
@@ -81,14 +90,25 @@ def sync_table(location: KBLocation, table: str, frame: pl.DataFrame,
     conn = location.connect()
     tbl = open_embedder_table(conn, table, embedder) if name in conn.table_names() else None
     where = f"source IN ({sql_list(scope)})"
-    current = read_columns(tbl, ["id", "content_hash"], where) if tbl is not None else \
-        pl.DataFrame(schema={"id": pl.Utf8, "content_hash": pl.Utf8})
+    current = (
+        read_columns(tbl, ["id", "content_hash"], where)
+        if tbl is not None
+        else pl.DataFrame(schema={"id": pl.Utf8, "content_hash": pl.Utf8})
+    )
     joined = frame.join(current.rename({"content_hash": "_old_hash"}), on="id", how="left")
     changed = joined.filter(pl.col("_old_hash").is_null() | (pl.col("_old_hash") != pl.col("content_hash")))
-    report = SyncReport(table=name, base_table=table, embedder_fingerprint=fp, rows=0, version=0, tag=None,
-                        sources=scope, inserted=int(changed["_old_hash"].is_null().sum()),
-                        updated=int(changed["_old_hash"].is_not_null().sum()),
-                        unchanged=frame.height - changed.height)
+    report = SyncReport(
+        table=name,
+        base_table=table,
+        embedder_fingerprint=fp,
+        rows=0,
+        version=0,
+        tag=None,
+        sources=scope,
+        inserted=int(changed["_old_hash"].is_null().sum()),
+        updated=int(changed["_old_hash"].is_not_null().sum()),
+        unchanged=frame.height - changed.height,
+    )
     removed = current.filter(~pl.col("id").is_in(frame["id"].implode()))["id"].to_list()
     report.deleted = len(removed)
     changed = changed.drop("_old_hash")
@@ -96,8 +116,9 @@ def sync_table(location: KBLocation, table: str, frame: pl.DataFrame,
     if changed.height:
         vectors = np.asarray(embed(changed), dtype=np.float32)
         if vectors.shape != (changed.height, embedder["dim"]):
-            raise ValueError(f"{table}: embed returned {vectors.shape}, "
-                             f"expected ({changed.height}, {embedder['dim']})")
+            raise ValueError(
+                f"{table}: embed returned {vectors.shape}, expected ({changed.height}, {embedder['dim']})"
+            )
         data = changed.to_arrow().append_column("vector", vectors_column(vectors))
         if tbl is None:
             data = data.replace_schema_metadata({EMBEDDER_KEY: json.dumps(embedder, sort_keys=True)})
@@ -113,8 +134,9 @@ def sync_table(location: KBLocation, table: str, frame: pl.DataFrame,
     report.rows = tbl.count_rows()
     if not report.rows:
         raise ValueError(f"{table}: the sync left the table empty")
-    params, recall, report.index = apply_index_policy(tbl, report.rows, load_search_params(conn, name, None),
-                                                 recall_queries, policy)
+    params, recall, report.index = apply_index_policy(
+        tbl, report.rows, load_search_params(conn, name, None), recall_queries, policy
+    )
     report.recall_at_10 = None if recall is None else round(recall, 4)
     report.version = tbl.version
     save_search_params(conn, name, report.version, params)

@@ -32,6 +32,7 @@ class Retention:
     pinned_tags: frozenset[str] = frozenset()
     cleanup_older_than: timedelta = timedelta(days=7)
 
+
 def prune_versions(tbl, retention: Retention) -> dict[str, Any]:
     """Delete expired ``run-`` tags (all but the newest ``keep_tags`` and the pinned ones), then remove
     untagged versions older than ``cleanup_older_than`` (Lance cleanup, tagged versions skipped)."""
@@ -41,11 +42,17 @@ def prune_versions(tbl, retention: Retention) -> dict[str, Any]:
     expired = [n for n in managed if n not in keep and n not in retention.pinned_tags]
     for name in expired:
         tbl.tags.delete(name)
-    stats = tbl.to_lance().cleanup_old_versions(older_than=retention.cleanup_older_than,
-                                                error_if_tagged_old_versions=False)
-    return {"tags_deleted": expired, "tags_kept": sorted(set(tags) - set(expired)),
-            "pinned_missing": sorted(set(retention.pinned_tags) - set(tags)),
-            "versions_removed": int(stats.old_versions), "bytes_removed": int(stats.bytes_removed)}
+    stats = tbl.to_lance().cleanup_old_versions(
+        older_than=retention.cleanup_older_than, error_if_tagged_old_versions=False
+    )
+    return {
+        "tags_deleted": expired,
+        "tags_kept": sorted(set(tags) - set(expired)),
+        "pinned_missing": sorted(set(retention.pinned_tags) - set(tags)),
+        "versions_removed": int(stats.old_versions),
+        "bytes_removed": int(stats.bytes_removed),
+    }
+
 
 def tag_version(location: KBLocation, table: str, tag: str, version: int) -> str:
     """Tag ``version`` of ``table`` as ``tag`` (idempotent): the tag is what readers pin to."""

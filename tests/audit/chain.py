@@ -40,8 +40,18 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
     from assets.training.stages import stage1_checkpoint
     from orchestration.definitions import build_resources
 
-    every = [vqa_items, text_qa_items, echo_studies, ecbench, kb_passages, kb_text_index, base_model,
-             split_use, stage1_items, stage1_checkpoint]
+    every = [
+        vqa_items,
+        text_qa_items,
+        echo_studies,
+        ecbench,
+        kb_passages,
+        kb_text_index,
+        base_model,
+        split_use,
+        stage1_items,
+        stage1_checkpoint,
+    ]
     instance.add_dynamic_partitions("echo_sources", ["synthetic"])
     instance.add_dynamic_partitions("kb_sources", ["pubmedqa"])
     steps = [
@@ -60,9 +70,15 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
     times: dict[str, float] = {}
     for name, asset, partition, config in steps:
         started = time.time()
-        result = materialize(every, selection=[asset], partition_key=partition, instance=instance,
-                             resources=build_resources(), raise_on_error=False,
-                             run_config={"ops": {name: {"config": config}}} if config else None)
+        result = materialize(
+            every,
+            selection=[asset],
+            partition_key=partition,
+            instance=instance,
+            resources=build_resources(),
+            raise_on_error=False,
+            run_config={"ops": {name: {"config": config}}} if config else None,
+        )
         label = f"{name}[{partition}]" if partition else name
         times[label] = round(time.time() - started, 1)
         log(f"{label}: {'ok' if result.success else 'FAILED'} in {times[label]}s")
@@ -75,9 +91,15 @@ def materialize_chain(instance, log=print) -> dict[str, float]:
 if __name__ == "__main__":  # timing: python -m tests.audit.chain /tmp/somewhere
     base = Path(sys.argv[1])
     base.mkdir(parents=True, exist_ok=True)
-    os.environ.update(MEDRWR_PROJECT_DIR=str(base / "project"), MEDRWR_STORAGE_ROOT=str(base / "project" / "storage"),
-                      DAGSTER_HOME=str(base / "dagster_home"), HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="false",
-                      MEDRWR_DATA_DIR=str(copy_sample_data(base / "data")), MEDRWR_WORK_DIR=str(base / "work"))
+    os.environ.update(
+        MEDRWR_PROJECT_DIR=str(base / "project"),
+        MEDRWR_STORAGE_ROOT=str(base / "project" / "storage"),
+        DAGSTER_HOME=str(base / "dagster_home"),
+        HF_HUB_OFFLINE="1",
+        GX_ANALYTICS_ENABLED="false",
+        MEDRWR_DATA_DIR=str(copy_sample_data(base / "data")),
+        MEDRWR_WORK_DIR=str(base / "work"),
+    )
     from orchestration.instance import ensure_dagster_home
 
     ensure_dagster_home()

@@ -55,14 +55,20 @@ def test_root_table_raw_files_verified_then_changed(tmp_path, monkeypatch):
     from orchestration.definitions import build_resources
 
     instance = DagsterInstance.ephemeral()
-    assert materialize([text_qa_items], partition_key="medqa", instance=instance, resources=build_resources()).success
+    assert materialize(
+        [text_qa_items], partition_key="medqa", instance=instance, resources=build_resources()
+    ).success
     graph = build_defs().resolve_asset_graph()
     store = Storage()
     [record] = Auditor(store, _sources(), instance, graph)._records("text_qa_items", "medqa")
 
     node = Auditor(store, _sources(), instance, graph).node("text_qa_items", "medqa", record)
     check = _raw(node, str(raw))
-    assert (check.status, check.recorded["sha256"], check.recorded["size"]) == (OK, _sha256(raw), raw.stat().st_size)
+    assert (check.status, check.recorded["sha256"], check.recorded["size"]) == (
+        OK,
+        _sha256(raw),
+        raw.stat().st_size,
+    )
     assert [c.status for c in node.checks if c.kind == "input manifest"] == [OK]
     assert node.code_version == "text_qa_items.v2" and node.data_version
 
@@ -89,7 +95,12 @@ def test_raw_files_on_s3_are_verified_by_etag(s3_env):
     s3 = S3Settings.from_env()
     fs = s3fs.S3FileSystem(**s3.s3fs_kwargs())
     bucket = s3_env.removeprefix("s3://").split("/")[0]
-    fs.pipe({f"{bucket}/raw/medqa_us/test.jsonl": b'{"q": 1}\n', f"{bucket}/raw/medqa_us/dev.jsonl": b'{"q": 2}\n'})
+    fs.pipe(
+        {
+            f"{bucket}/raw/medqa_us/test.jsonl": b'{"q": 1}\n',
+            f"{bucket}/raw/medqa_us/dev.jsonl": b'{"q": 2}\n',
+        }
+    )
     sources = SourcesResource(profile="full", data_dir=f"s3://{bucket}/raw", s3_endpoint_url=s3.endpoint_url)
     src = sources.source("medqa")
     for rel in ("test.jsonl", "dev.jsonl"):
@@ -129,16 +140,26 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     result = audit("checkpoint:stage1", store, _sources(), instance, graph)
     assert result.ok, render(result)
     nodes = _nodes(result)
-    assert {"stage1_checkpoint", "stage1_items", "base_model", "kb_text_index", "kb_passages[pubmedqa]",
-            "text_qa_items[medqa]", "text_qa_items[medmcqa]", "vqa_items[vqa_rad]", "ecbench",
-            "echo_studies[synthetic]"} <= set(nodes)
+    assert {
+        "stage1_checkpoint",
+        "stage1_items",
+        "base_model",
+        "kb_text_index",
+        "kb_passages[pubmedqa]",
+        "text_qa_items[medqa]",
+        "text_qa_items[medmcqa]",
+        "vqa_items[vqa_rad]",
+        "ecbench",
+        "echo_studies[synthetic]",
+    } <= set(nodes)
     # down to raw file hashes (path key and sha256 computed here)
     medqa = data / "medqa_us" / "phrases_no_exclude_test.jsonl"
     check = _raw(nodes["text_qa_items[medqa]"], str(medqa))
     assert check.status == OK and check.recorded == {"size": medqa.stat().st_size, "sha256": _sha256(medqa)}
     manifest = json.loads(Path(nodes["text_qa_items[medqa]"].facts["input_manifest"]).read_text())
-    assert manifest["files"] == [{"path_key": "phrases_no_exclude_test.jsonl", "size": medqa.stat().st_size,
-                                  "sha256": _sha256(medqa)}]
+    assert manifest["files"] == [
+        {"path_key": "phrases_no_exclude_test.jsonl", "size": medqa.stat().st_size, "sha256": _sha256(medqa)}
+    ]
     # the KB tag (still in LanceDB at its version) and the embedder
     kb, pointer = nodes["kb_text_index"], store.read_table("kb_text_index").row(0, named=True)
     assert kb.facts["kb_tag"] == pointer["tag"] == result.root.facts["kb_tag"]
@@ -149,11 +170,20 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     root = result.root
     assert root.facts["git_commit"] and root.facts["git_commit"] != "unknown"
     assert root.facts["config_hash"] and root.facts["run_config"]["max_steps"] == 1
-    assert root.code_version == "stage1_checkpoint.v1" and nodes["stage1_items"].code_version == "stage1_items.v1"
-    assert {c.kind: c.status for c in root.checks} == {"items file": OK, "weights": OK, "items data version": OK,
-                                                        "kb tag used": OK}
+    assert (
+        root.code_version == "stage1_checkpoint.v1"
+        and nodes["stage1_items"].code_version == "stage1_items.v1"
+    )
+    assert {c.kind: c.status for c in root.checks} == {
+        "items file": OK,
+        "weights": OK,
+        "items data version": OK,
+        "kb tag used": OK,
+    }
     echo = [c for c in nodes["echo_studies[synthetic]"].checks if c.kind == "raw file"]
-    assert sum(c.status == OK for c in echo) >= len(echo) - 1  # through the restricted key map (labels.csv is not in it)
+    assert (
+        sum(c.status == OK for c in echo) >= len(echo) - 1
+    )  # through the restricted key map (labels.csv is not in it)
 
     capsys.readouterr()
     assert main(["checkpoint:stage1", "--json"]) == 0
@@ -162,9 +192,20 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
 
     # a report whose Dagster record is gone: its lineage file, cited manifest digest checked
     run = "report-run-1"
-    store.write_bytes(json.dumps({"run_id": run, "kb_tag": pointer["tag"], "checkpoint_manifests": {
-        "stage1": f"{root.facts['path']} (manifest {root.facts['manifest_digest']})"}}).encode(),
-        "reports", run, "lineage.json")
+    store.write_bytes(
+        json.dumps(
+            {
+                "run_id": run,
+                "kb_tag": pointer["tag"],
+                "checkpoint_manifests": {
+                    "stage1": f"{root.facts['path']} (manifest {root.facts['manifest_digest']})"
+                },
+            }
+        ).encode(),
+        "reports",
+        run,
+        "lineage.json",
+    )
     report = audit(f"report:{store.uri('reports', run, 'report.md')}", store, _sources(), None, graph)
     assert report.ok and [c.status for c in report.root.checks if c.kind == "manifest digest"] == [OK]
     assert "text_qa_items[medqa]" in _nodes(report)
@@ -174,8 +215,23 @@ def test_audit_of_a_materialized_checkpoint(tmp_path, monkeypatch, capsys):
     medmcqa.write_bytes(medmcqa.read_bytes().replace(b"a", b"b", 1))
     changed = audit("checkpoint:stage1", store, _sources(), instance, graph)
     assert [(c.status, c.name) for c in changed.failures] == [(CHANGED, str(medmcqa))]
-    cli = subprocess.run([sys.executable, "-m", "orchestration.audit", "checkpoint:stage1", "--profile", "smoke",
-                          "--max-files", "3"], cwd=REPO, capture_output=True, text=True, env=os.environ, timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration.audit",
+            "checkpoint:stage1",
+            "--profile",
+            "smoke",
+            "--max-files",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
     assert cli.returncode == 1, cli.stderr
     assert f"CHANGED  ] raw file: {medmcqa}" in cli.stdout and "RESULT: 1 problem(s)" in cli.stdout
 
@@ -193,14 +249,21 @@ def test_report_has_an_audit_section(tmp_path):
     from tests.evaluation.results_fixtures import lineage, report_results
     from training.evaluation.report import build_report
 
-    cited = {**lineage(), "run_id": "r1", "audit": {
-        "command": "python -m orchestration.audit report:r1",
-        "checkpoints": {"base": {"manifest": "aa11", "input_manifests": 0, "raw_files": 0},
-                        "stage2": {"manifest": "bb22", "input_manifests": 7, "raw_files": 412}}}}
+    cited = {
+        **lineage(),
+        "run_id": "r1",
+        "audit": {
+            "command": "python -m orchestration.audit report:r1",
+            "checkpoints": {
+                "base": {"manifest": "aa11", "input_manifests": 0, "raw_files": 0},
+                "stage2": {"manifest": "bb22", "input_manifests": 7, "raw_files": 412},
+            },
+        },
+    }
     md = build_report(report_results(), cited, tmp_path, n_resamples=50).markdown
-    section = md[md.index("## Audit"):]
+    section = md[md.index("## Audit") :]
     assert "| stage2 | bb22 | 7 | 412 |" in section and "`python -m orchestration.audit report:r1`" in section
-    assert "'command'" not in md[:md.index("## Audit")]  # not repeated raw in the lineage table
+    assert "'command'" not in md[: md.index("## Audit")]  # not repeated raw in the lineage table
 
 
 @pytest.mark.timeout(300)
@@ -223,31 +286,73 @@ def test_eval_report_cites_the_audit_and_report_target_resolves(tmp_path, capsys
     for bench in results["benchmark"].unique().to_list():
         store.write_table(results.filter(pl.col("benchmark") == bench), "eval_results", bench)
     manifests = {}
-    for role, asset in (("base", "base_model"), ("stage1", "stage1_checkpoint"), ("stage2", "stage2_checkpoint")):
-        row = model_row(role, "ref", store.uri("models", role, "r"), "w" * 64, {"git_commit": "c0ffee", "role": role})
+    for role, asset in (
+        ("base", "base_model"),
+        ("stage1", "stage1_checkpoint"),
+        ("stage2", "stage2_checkpoint"),
+    ):
+        row = model_row(
+            role, "ref", store.uri("models", role, "r"), "w" * 64, {"git_commit": "c0ffee", "role": role}
+        )
         store.write_table(row, asset)
         store.write_gate_record(asset, None, {"status": "passed", "run_id": f"run-{role}"})
         manifests[role] = manifest_digest(row["manifest"][0])
     for asset, tag in (("kb_text_index", KB_TAG), ("kb_image_index", IMAGE_TAG)):
-        store.write_table(pl.DataFrame([{"db": "kb", "table": asset[:-6], "physical_table": f"{asset[:-6]}__x", "tag": tag,
-                                         "version": 1, "uri": store.lancedb_uri(), "embedder_fingerprint": "x",
-                                         "embedder": json.dumps({"model_id": "m"})}]), asset)
-    sources = [a.to_source_asset() for a in (eval_results, base_model, stage1_checkpoint, stage2_checkpoint,
-                                             kb_text_index, kb_image_index)]
+        store.write_table(
+            pl.DataFrame(
+                [
+                    {
+                        "db": "kb",
+                        "table": asset[:-6],
+                        "physical_table": f"{asset[:-6]}__x",
+                        "tag": tag,
+                        "version": 1,
+                        "uri": store.lancedb_uri(),
+                        "embedder_fingerprint": "x",
+                        "embedder": json.dumps({"model_id": "m"}),
+                    }
+                ]
+            ),
+            asset,
+        )
+    sources = [
+        a.to_source_asset()
+        for a in (
+            eval_results,
+            base_model,
+            stage1_checkpoint,
+            stage2_checkpoint,
+            kb_text_index,
+            kb_image_index,
+        )
+    ]
     instance = DagsterInstance.ephemeral()
     result = materialize([eval_report, *sources], instance=instance, resources=build_resources())
     assert result.success
     run = result.run_id
     md = Path(store.uri("reports", run, "report.md")).read_text()
-    section = md[md.index("## Audit"):]
-    assert f"| base | {manifests['base']} | 0 | 0 |" in section and f"| stage2 | {manifests['stage2']} |" in section
+    section = md[md.index("## Audit") :]
+    assert (
+        f"| base | {manifests['base']} | 0 | 0 |" in section
+        and f"| stage2 | {manifests['stage2']} |" in section
+    )
     assert f"`python -m orchestration.audit report:{run}`" in section
     assert json.loads(store.read_bytes("reports", run, "lineage.json"))["run_id"] == run
 
     report = audit(f"report:{run}", store, _sources(), instance, build_defs().resolve_asset_graph())
-    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {"base": OK, "stage2": OK}
+    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {
+        "base": OK,
+        "stage2": OK,
+    }
     # fixture pointers: no LanceDB behind the KB tags and no weights in the model folders; the audit says so
     assert {(c.kind, c.status) for c in report.failures} == {("kb tag", MISSING), ("weights", MISSING)}
-    store.write_table(model_row("stage2", "ref", "elsewhere", "w" * 64, {"git_commit": "other"}), "stage2_checkpoint")
-    report = audit(f"report:{store.uri('reports', run)}", store, _sources(), instance, build_defs().resolve_asset_graph())
-    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {"base": OK, "stage2": CHANGED}
+    store.write_table(
+        model_row("stage2", "ref", "elsewhere", "w" * 64, {"git_commit": "other"}), "stage2_checkpoint"
+    )
+    report = audit(
+        f"report:{store.uri('reports', run)}", store, _sources(), instance, build_defs().resolve_asset_graph()
+    )
+    assert {c.name: c.status for c in report.root.checks if c.kind == "manifest digest"} == {
+        "base": OK,
+        "stage2": CHANGED,
+    }

@@ -21,11 +21,20 @@ def _run(root: str, instance: DagsterInstance):
 
 def _assert_ok(r1, r2, store: Storage):
     assert r1.success and r2.success
-    checks = [e.asset_check_evaluation_data for e in r1.all_events + r2.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = [
+        e.asset_check_evaluation_data
+        for e in r1.all_events + r2.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert {c.check_name for c in checks} == {
-        "echo_studies_no_phi", "echo_studies_contract", "ecbench_balanced_answers", "ecbench_patient_splits",
-        "ecbench_image_refs", "ecbench_no_duplicates", "ecbench_not_empty"}
+        "echo_studies_no_phi",
+        "echo_studies_contract",
+        "ecbench_balanced_answers",
+        "ecbench_patient_splits",
+        "ecbench_image_refs",
+        "ecbench_no_duplicates",
+        "ecbench_not_empty",
+    }
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     studies = store.read_table("echo_studies", "synthetic")
     assert studies.height == 8 and set(studies["view"]) == {"A4C", "A2C", "PLAX", "PSAX"}
@@ -55,8 +64,11 @@ def _resources(root: str):
 
 
 def _check_results(result):
-    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 @pytest.mark.slow
@@ -78,10 +90,15 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["site_a"])
         # most files here are hostile on purpose: allow any quarantined share for this partition
-        result = materialize([echo_studies], partition_key="site_a", resources=_resources(storage.root),
-                             instance=instance,
-                             run_config={"ops": {"echo_studies": {"config": {
-                                 "max_quarantine_share": 1.0, "accept_full_frame": True}}}})
+        result = materialize(
+            [echo_studies],
+            partition_key="site_a",
+            resources=_resources(storage.root),
+            instance=instance,
+            run_config={
+                "ops": {"echo_studies": {"config": {"max_quarantine_share": 1.0, "accept_full_frame": True}}}
+            },
+        )
     assert result.success and all(_check_results(result).values())
     studies = storage.read_table("echo_studies", "site_a")
     # good.dcm, the three real files without regions (full frames accepted for this source) and
@@ -92,7 +109,9 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
     quarantine = storage.read_quarantine("echo_studies", "site_a")
     assert quarantine.height == 11 and quarantine["reason"].str.contains(":").all()
     assert quarantine.filter(quarantine["reason"].str.starts_with("ultrasound region larger")).height == 2
-    assert not any(".dcm" in v for col in ("source_file", "row", "raw", "reason") for v in quarantine[col].to_list())
+    assert not any(
+        ".dcm" in v for col in ("source_file", "row", "raw", "reason") for v in quarantine[col].to_list()
+    )
     keymap = (tmp_path / "restricted" / "keymaps" / "echo_studies" / "site_a.keymap.csv").read_text()
     assert "examples_ybr_color.dcm" in keymap
 
@@ -128,8 +147,13 @@ def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
     monkeypatch.setenv("MEDRWR_DEID_SALT", "leaky-secret-salt-0123456789")
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("echo_sources", ["leaky"])
-        result = materialize([echo_studies], partition_key="leaky", resources=_resources(storage.root),
-                             instance=instance, raise_on_error=False)
+        result = materialize(
+            [echo_studies],
+            partition_key="leaky",
+            resources=_resources(storage.root),
+            instance=instance,
+            raise_on_error=False,
+        )
     assert not result.success
     checks = _check_results(result)
     assert checks["echo_studies_no_phi"] is False and checks["echo_studies_contract"] is True

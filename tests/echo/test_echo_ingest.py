@@ -20,11 +20,19 @@ from storage.sources import SourceDir
 
 # Real ultrasound files of pydicom-data: (frames, photometric). None of the first three has
 # SequenceOfUltrasoundRegions; the next two have regions larger than the image.
-NO_REGIONS = {"examples_rgb_color.dcm": (1, "RGB"), "US1_J2KR.dcm": (1, "YBR_RCT"), "US1_UNCR.dcm": (1, "RGB")}
+NO_REGIONS = {
+    "examples_rgb_color.dcm": (1, "RGB"),
+    "US1_J2KR.dcm": (1, "YBR_RCT"),
+    "US1_UNCR.dcm": (1, "RGB"),
+}
 OVERSIZED = ("examples_ybr_color.dcm", "examples_palette.dcm")
 WITH_REGIONS = {"color3d_jpeg_baseline.dcm": (120, "YBR_FULL_422")}
-REAL = {**NO_REGIONS, **WITH_REGIONS, "examples_ybr_color.dcm": (30, "YBR_FULL_422"),
-        "examples_palette.dcm": (1, "PALETTE COLOR")}
+REAL = {
+    **NO_REGIONS,
+    **WITH_REGIONS,
+    "examples_ybr_color.dcm": (30, "YBR_FULL_422"),
+    "examples_palette.dcm": (1, "PALETTE COLOR"),
+}
 SALT = "test-salt-0123456789abcdef"
 
 
@@ -49,7 +57,10 @@ def _places(out, storage):
 
     places = table_strings(pl.DataFrame([out.row], schema=ECHO_SCHEMA), "echo_studies", GENERATED_COLUMNS)
     for ref in out.row["keyframe_refs"]:
-        places += [(f"png {ref}", png_text(storage.get_image(ref))), ("name", "/".join(storage.image_parts(ref)))]
+        places += [
+            (f"png {ref}", png_text(storage.get_image(ref))),
+            ("name", "/".join(storage.image_parts(ref))),
+        ]
     return places
 
 
@@ -84,7 +95,9 @@ def test_real_files_flow_through_ingestion(storage, name):
 @pytest.mark.parametrize("name", sorted(NO_REGIONS))
 def test_real_files_without_regions_are_quarantined(storage, name):
     """BurnedInAnnotation is absent in these real exports: absence proves nothing, so they are refused."""
-    with pytest.raises(EchoProblem, match=r"^no ultrasound regions: .*BurnedInAnnotation=absent.*accept_full_frame"):
+    with pytest.raises(
+        EchoProblem, match=r"^no ultrasound regions: .*BurnedInAnnotation=absent.*accept_full_frame"
+    ):
         ingest_file(_real(name), "f_test", storage, "real", SALT)
     ds = pydicom.dcmread(io.BytesIO(_real(name)))
     ds.BurnedInAnnotation = "NO"  # a "NO" does not help either
@@ -108,7 +121,12 @@ def _with_regions(boxes, size=128, frames=4):
     for x0, y0, x1, y1 in boxes:
         r = Dataset()
         r.update(template)
-        r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = x0, y0, x1, y1
+        r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = (
+            x0,
+            y0,
+            x1,
+            y1,
+        )
         regions.append(r)
     ds.SequenceOfUltrasoundRegions = Sequence(regions)
     return ds
@@ -119,7 +137,12 @@ def test_consistently_scaled_regions_are_rescaled(storage):
     ds = _with_regions([(0, 2 * TEXT_BAND, 255, 255)])
     out = ingest_file(_bytes(ds), "f_test", storage, "s", SALT)
     assert out.row["sector_from"] == "SequenceOfUltrasoundRegions rescaled"
-    assert (out.row["sector_x0"], out.row["sector_y0"], out.row["sector_x1"], out.row["sector_y1"]) == (0, TEXT_BAND, 127, 127)
+    assert (out.row["sector_x0"], out.row["sector_y0"], out.row["sector_x1"], out.row["sector_y1"]) == (
+        0,
+        TEXT_BAND,
+        127,
+        127,
+    )
     delta_mm = float(ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX) * 10
     assert out.row["spacing_x_mm"] == pytest.approx(delta_mm * 2)
     for frame in out.keyframes.values():
@@ -150,7 +173,10 @@ def test_palette_colour_decodes_when_full_frame_is_accepted(storage):
 def test_synthetic_burned_in_name_never_reaches_keyframes(storage):
     files, rows = generate(1, 1, seed=2, options=SynthOptions(frames=6))
     out = ingest_file(files["clip_0000.dcm"], "f_test", storage, "synthetic", SALT, rows[0])
-    assert out.row["keyframe_policy"] == "ed_es" and out.row["keyframe_indices"] == [rows[0]["ed_frame"], rows[0]["es_frame"]]
+    assert out.row["keyframe_policy"] == "ed_es" and out.row["keyframe_indices"] == [
+        rows[0]["ed_frame"],
+        rows[0]["es_frame"],
+    ]
     for ref in out.row["keyframe_refs"]:
         px = np.asarray(Image.open(io.BytesIO(storage.get_image(ref))))
         assert px[:TEXT_BAND].max() == 0
@@ -160,7 +186,10 @@ def test_synthetic_burned_in_name_never_reaches_keyframes(storage):
 def test_deidentification_keys_dates_and_uids():
     files, _ = generate(2, 1, seed=4, options=SynthOptions(frames=4))
     a, b = (pydicom.dcmread(io.BytesIO(d)) for d in files.values())
-    orig = {kw: str(a.get(kw)) for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "SOPInstanceUID")}
+    orig = {
+        kw: str(a.get(kw))
+        for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "SOPInstanceUID")
+    }
     ids = collect_identifiers(a)
     key = deid.patient_key(deid.source_patient_id(a, "x"), SALT, "site_a")
     assert key == deid.patient_key(deid.source_patient_id(b, "x"), SALT, "site_a")
@@ -170,7 +199,11 @@ def test_deidentification_keys_dates_and_uids():
     assert a.StudyInstanceUID == b.StudyInstanceUID != orig["StudyInstanceUID"]  # same study, same new UID
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.SOPInstanceUID.startswith("2.25.")
     assert a.SOPClassUID == "1.2.840.10008.5.1.4.1.1.3.1"  # standard UIDs kept
-    assert a.StudyDate == deid.shift_date(orig["StudyDate"], deid.date_shift_days(key, SALT)) != orig["StudyDate"]
+    assert (
+        a.StudyDate
+        == deid.shift_date(orig["StudyDate"], deid.date_shift_days(key, SALT))
+        != orig["StudyDate"]
+    )
     assert str(a.PatientName) == "" and a.PatientID == key and a.PatientIdentityRemoved == "YES"
     assert not any(e.tag.is_private for e in a)
     header = "\n".join(str(e.value) for e in a.iterall() if e.tag != 0x7FE00010)
@@ -207,5 +240,7 @@ def test_salt_is_required_and_fingerprinted(tmp_path, storage):
     real = tmp_path / "real_in_synthetic"
     real.mkdir()
     (real / "us.dcm").write_bytes(_real("US1_UNCR.dcm"))
-    r2 = read_echo_source(SourceDir(str(real)), storage, "synthetic", salt=None, synthetic=True, accept_full_frame=True)
+    r2 = read_echo_source(
+        SourceDir(str(real)), storage, "synthetic", salt=None, synthetic=True, accept_full_frame=True
+    )
     assert r2.frame.height == 0 and r2.rejected[0].reason.startswith("not a synthetic file")

@@ -18,15 +18,29 @@ SALT = "test-salt-0123456789abcdef"
 
 
 def test_dates_times_and_uids_match_whole_numbers_only():
-    date, time_, uid = Identifier("20160503", "StudyDate", "DA"), Identifier("120850", "StudyTime", "TM"), \
-        Identifier("1.2.840.114340.3.82", "StudyInstanceUID", "UI")
+    date, time_, uid = (
+        Identifier("20160503", "StudyDate", "DA"),
+        Identifier("120850", "StudyTime", "TM"),
+        Identifier("1.2.840.114340.3.82", "StudyInstanceUID", "UI"),
+    )
     ids = [date, time_, uid]
-    clean = ["2.25.3312016050312085077", "clip_a20160503120850ff", "2.25.1120850", "1.2.840.114340.3.821",
-             "9.1.2.840.114340.3.82", "ef 120850.5", "n=2120850"]
+    clean = [
+        "2.25.3312016050312085077",
+        "clip_a20160503120850ff",
+        "2.25.1120850",
+        "1.2.840.114340.3.821",
+        "9.1.2.840.114340.3.82",
+        "ef 120850.5",
+        "n=2120850",
+    ]
     for text in clean:
         assert audit(ids, [("t", text)]).passed, text
-    for text, attribute in [("scan 20160503.png", "StudyDate"), ("at 12:08 (120850)", "StudyTime"),
-                            ("uid 1.2.840.114340.3.82.", "StudyInstanceUID"), ("x20160503y", "StudyDate")]:
+    for text, attribute in [
+        ("scan 20160503.png", "StudyDate"),
+        ("at 12:08 (120850)", "StudyTime"),
+        ("uid 1.2.840.114340.3.82.", "StudyInstanceUID"),
+        ("x20160503y", "StudyDate"),
+    ]:
         result = audit(ids, [("t", text)])
         assert (attribute, "t") in result.leaks, text
 
@@ -34,7 +48,9 @@ def test_dates_times_and_uids_match_whole_numbers_only():
 def test_short_names_match_whole_words_long_ones_anywhere():
     assert audit([Identifier("PLA", "PatientName", "PN")], [("t", "view PLAX")]).passed
     assert not audit([Identifier("PLA", "PatientName", "PN")], [("t", "seen by Pla today")]).passed
-    assert not audit([Identifier("HARTWELL", "PatientName", "PN")], [("t", "images/ab/xHARTWELLx.png")]).passed
+    assert not audit(
+        [Identifier("HARTWELL", "PatientName", "PN")], [("t", "images/ab/xHARTWELLx.png")]
+    ).passed
     assert not audit([Identifier("12345678", "PatientID", "LO")], [("t", "MRN12345678")]).passed
     # a value of hex digits only is not found inside a content hash (seen at 1,000 clips: StudyID E61809)
     study_id = [Identifier("E61809", "StudyID", "SH")]
@@ -48,7 +64,9 @@ def test_each_file_is_audited_against_its_own_outputs():
     b = [Identifier("20200101", "StudyDate", "DA")]
     places = [Place("table t.findings", "follow-up 20190315", "f_b")]
     assert audit_places({"f_a": a, "f_b": b}, places).passed
-    assert not audit_places({"f_a": a, "f_b": b}, [Place("table t.findings", "follow-up 20190315", "f_a")]).passed
+    assert not audit_places(
+        {"f_a": a, "f_b": b}, [Place("table t.findings", "follow-up 20190315", "f_a")]
+    ).passed
     result = audit_places({"f_a": a, "f_b": b}, [Place("table t.findings", "patient Hartwell", "f_b")])
     assert result.leaks == [("PatientName", "table t.findings")]
 
@@ -92,9 +110,15 @@ def test_planted_leaks_are_caught_in_every_place(read, storage):
     metadata = result.metadata()
 
     # 1. a table cell (a column the pipeline copies from the header)
-    leaky = result.frame.with_columns(pl.when(pl.col("file_key") == own).then(pl.lit(f"Model of {name}"))
-                                      .otherwise(pl.col("model")).alias("model"))
-    assert ("PatientName", "table echo_studies.model") in result.audit(quarantine, metadata, table=leaky).leaks
+    leaky = result.frame.with_columns(
+        pl.when(pl.col("file_key") == own)
+        .then(pl.lit(f"Model of {name}"))
+        .otherwise(pl.col("model"))
+        .alias("model")
+    )
+    assert ("PatientName", "table echo_studies.model") in result.audit(
+        quarantine, metadata, table=leaky
+    ).leaks
     # 2. a PNG text chunk
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", f"acquired {ds.StudyDate}", zip=True)
@@ -109,9 +133,13 @@ def test_planted_leaks_are_caught_in_every_place(read, storage):
     result.places.pop()
     # 4. the quarantine table (a raw manifest row holding the MRN)
     bad = quarantine.with_columns(pl.lit(f'{{"patient_id": "{ds.PatientID}"}}').alias("raw"))
-    assert ("PatientID", "quarantine.raw") in [(a, w.replace("table ", "")) for a, w in result.audit(bad, metadata).leaks]
+    assert ("PatientID", "quarantine.raw") in [
+        (a, w.replace("table ", "")) for a, w in result.audit(bad, metadata).leaks
+    ]
     # 5. the metadata (a source folder named after the patient)
-    assert ("PatientName", "metadata.source") in result.audit(quarantine, {**metadata, "source": f"/data/{name} echo"}).leaks
+    assert ("PatientName", "metadata.source") in result.audit(
+        quarantine, {**metadata, "source": f"/data/{name} echo"}
+    ).leaks
 
 
 def test_quarantine_and_metadata_name_no_file(read, tmp_path):
@@ -129,8 +157,15 @@ def test_quarantine_and_metadata_name_no_file(read, tmp_path):
 def test_no_false_positives_on_generated_clips(tmp_path, storage):
     """150 clean clips (the replaced pooled audit reported 10 false leaks at 100): nothing is flagged.
     ``benchmarks/bench_phi_audit.py`` runs the same at 1,000 clips."""
-    mix = [SynthOptions(frames=4, size=64, photometric=p, syntax=s) for p, s in
-           (("MONOCHROME2", "explicit_le"), ("RGB", "explicit_le"), ("YBR_FULL", "rle"), ("MONOCHROME2", "implicit_le"))]
+    mix = [
+        SynthOptions(frames=4, size=64, photometric=p, syntax=s)
+        for p, s in (
+            ("MONOCHROME2", "explicit_le"),
+            ("RGB", "explicit_le"),
+            ("YBR_FULL", "rle"),
+            ("MONOCHROME2", "implicit_le"),
+        )
+    ]
     files, rows = generate(150, 60, seed=7, options=mix)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)

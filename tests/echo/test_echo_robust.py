@@ -57,7 +57,9 @@ def _hostile(tmp_path):
         ds["PixelData"].VR = "OB"
 
     variant("mpeg.dcm", mpeg, files["clip_0001.dcm"])
-    (tmp_path / "labels.csv").write_text("clip_file,view,ef_percent\ngood.dcm,A4C,55\nmissing.dcm,A2C,40\nbad.dcm,XYZ,50\n")
+    (tmp_path / "labels.csv").write_text(
+        "clip_file,view,ef_percent\ngood.dcm,A4C,55\nmissing.dcm,A2C,40\nbad.dcm,XYZ,50\n"
+    )
 
 
 def test_hostile_files_land_in_quarantine_with_reasons(tmp_path, storage):
@@ -79,8 +81,15 @@ def test_hostile_files_land_in_quarantine_with_reasons(tmp_path, storage):
 
 def test_truncated_files_say_truncated(storage):
     """Cut anywhere past the DICM marker, a file is reported truncated, never "Modality=missing"."""
-    files, _ = generate(2, 1, seed=9, options=[SynthOptions(frames=4),
-                                                SynthOptions(frames=4, syntax="jpeg_baseline", photometric="YBR_FULL_422")])
+    files, _ = generate(
+        2,
+        1,
+        seed=9,
+        options=[
+            SynthOptions(frames=4),
+            SynthOptions(frames=4, syntax="jpeg_baseline", photometric="YBR_FULL_422"),
+        ],
+    )
     for data in files.values():
         for cut in list(range(140, 1700, 23)) + [len(data) // 2, len(data) - 3]:
             with pytest.raises(EchoProblem) as e:
@@ -174,7 +183,9 @@ def test_echonet_avi_clips_are_decoded_with_pyav(tmp_path, storage):
     assert df["frame_rate_hz"][0] == pytest.approx(50.0) and df["transfer_syntax"][0] == "AVI (mpeg4)"
     assert result.metadata()["accept_full_frame"] is True
     refused = _read(tmp_path / "echonet", storage)
-    assert refused.frame.height == 0 and all(r.reason.startswith("no ultrasound regions") for r in refused.rejected)
+    assert refused.frame.height == 0 and all(
+        r.reason.startswith("no ultrasound regions") for r in refused.rejected
+    )
 
 
 @pytest.mark.slow
@@ -182,9 +193,19 @@ def test_echonet_avi_clips_are_decoded_with_pyav(tmp_path, storage):
 def test_fuzzed_headers_never_fail_a_partition(tmp_path, storage):
     """220 copies of real and generated ultrasound files with 1-4 bytes flipped in their headers (seeded):
     every one is ingested or quarantined with its key and a reason; the read never raises."""
-    seeds = {name: open(get_testdata_file(name), "rb").read() for name in ("examples_rgb_color.dcm", "US1_UNCR.dcm")}
-    files, _ = generate(2, 1, seed=0, options=[SynthOptions(frames=3, size=64),
-                                               SynthOptions(frames=3, size=64, syntax="rle", photometric="RGB")])
+    seeds = {
+        name: open(get_testdata_file(name), "rb").read()
+        for name in ("examples_rgb_color.dcm", "US1_UNCR.dcm")
+    }
+    files, _ = generate(
+        2,
+        1,
+        seed=0,
+        options=[
+            SynthOptions(frames=3, size=64),
+            SynthOptions(frames=3, size=64, syntax="rle", photometric="RGB"),
+        ],
+    )
     seeds |= files
     rng = random.Random(1234)
     src = tmp_path / "fuzz"
@@ -208,7 +229,9 @@ def test_an_empty_source_is_reported(tmp_path, storage):
     (tmp_path / "empty" / "README.txt").write_text("nothing here")
     result = _read(tmp_path / "empty", storage)
     assert (result.files_seen, result.candidates, result.frame.height) == (1, 0, 0)
-    (problem,) = echo_source_problems(result.files_seen, result.candidates, result.frame.height, len(result.rejected))
+    (problem,) = echo_source_problems(
+        result.files_seen, result.candidates, result.frame.height, len(result.rejected)
+    )
     assert problem.startswith("no clip found: 0 DICOM or AVI files among 1 files")
 
 
@@ -233,12 +256,22 @@ def test_key_map_goes_only_to_a_restricted_location(tmp_path, storage):
     (tmp_path / "src" / "HARTWELL_ALEX.dcm").write_bytes(files["clip_0000.dcm"])
     result = _read(tmp_path / "src", storage)
     with pytest.raises(KeyMapLocationError, match="inside the published storage root"):
-        write_key_map(result.key_map, storage.uri("restricted"), source="site", salt_fingerprint=result.salt_fingerprint,
-                      published_root=storage.root)
+        write_key_map(
+            result.key_map,
+            storage.uri("restricted"),
+            source="site",
+            salt_fingerprint=result.salt_fingerprint,
+            published_root=storage.root,
+        )
     with pytest.raises(KeyMapLocationError, match="no restricted location"):
         write_key_map(result.key_map, "", source="site", salt_fingerprint="x", published_root=storage.root)
-    uri = write_key_map(result.key_map, str(tmp_path / "restricted"), source="site",
-                        salt_fingerprint=result.salt_fingerprint, published_root=storage.root)
+    uri = write_key_map(
+        result.key_map,
+        str(tmp_path / "restricted"),
+        source="site",
+        salt_fingerprint=result.salt_fingerprint,
+        published_root=storage.root,
+    )
     assert read_key_map(uri) == {result.frame["file_key"][0]: "HARTWELL_ALEX.dcm"}
     assert (tmp_path / "restricted" / "echo_studies" / "site.keymap.csv").stat().st_mode & 0o077 == 0
     shutil.rmtree(tmp_path / "restricted")

@@ -38,7 +38,9 @@ def test_syntax_decodes_through_ingestion(storage, name):
     assert path, f"{name} ships with pydicom"
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     assert ds.file_meta.TransferSyntaxUID.keyword == keyword
-    out = ingest_file(_as_ultrasound(path, relabel), "f_test", storage, "real", "salt", accept_full_frame=True)
+    out = ingest_file(
+        _as_ultrasound(path, relabel), "f_test", storage, "real", "salt", accept_full_frame=True
+    )
     assert out.row["n_frames"] == frames
     assert out.row["keyframe_refs"] and all(storage.image_exists(r) for r in out.row["keyframe_refs"])
     reference = pydicom.dcmread(path).pixel_array

@@ -14,7 +14,9 @@ COMBOS = [
     (syntax, ph, planar)
     for syntax, phs in SUPPORTED.items()
     for ph in phs
-    for planar in ((0, 1) if ph != "MONOCHROME2" and syntax in ("explicit_le", "implicit_le", "explicit_be") else (0,))
+    for planar in (
+        (0, 1) if ph != "MONOCHROME2" and syntax in ("explicit_le", "implicit_le", "explicit_be") else (0,)
+    )
 ]
 LOSSY = {"jpeg_baseline"}
 
@@ -31,7 +33,9 @@ def reference() -> np.ndarray:
 
 @pytest.mark.parametrize(("syntax", "photometric", "planar"), COMBOS)
 def test_every_encoding_round_trips(reference, syntax, photometric, planar):
-    files, _ = generate(1, 1, seed=5, options=SynthOptions(frames=8, photometric=photometric, syntax=syntax, planar=planar))
+    files, _ = generate(
+        1, 1, seed=5, options=SynthOptions(frames=8, photometric=photometric, syntax=syntax, planar=planar)
+    )
     data = next(iter(files.values()))
     ds = pydicom.dcmread(io.BytesIO(data))
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.3.1"
@@ -48,7 +52,9 @@ def test_every_encoding_round_trips(reference, syntax, photometric, planar):
 
 def test_deterministic_for_a_seed():
     """Byte-identical output for a seed, compressed syntaxes included (no fresh UIDs on compress)."""
-    mix = [SynthOptions(frames=6, photometric=o.photometric, syntax=o.syntax, planar=o.planar) for o in SMOKE_MIX]
+    mix = [
+        SynthOptions(frames=6, photometric=o.photometric, syntax=o.syntax, planar=o.planar) for o in SMOKE_MIX
+    ]
     a, ra = generate(8, 4, seed=11, options=mix)
     b, rb = generate(8, 4, seed=11, options=mix)
     c, _ = generate(8, 4, seed=12, options=mix)
@@ -59,8 +65,16 @@ def test_headers_carry_fake_phi_and_burned_in_name():
     files, rows = generate(1, 1, seed=0, options=SynthOptions(frames=6))
     data = files["clip_0000.dcm"]
     ds = pydicom.dcmread(io.BytesIO(data))
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
-               "ReferringPhysicianName", "DeviceSerialNumber", "StudyDate"):
+    for kw in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "AccessionNumber",
+        "InstitutionName",
+        "ReferringPhysicianName",
+        "DeviceSerialNumber",
+        "StudyDate",
+    ):
         assert str(ds.get(kw, "")), kw
     assert ds.BurnedInAnnotation == "YES"
     assert any(e.tag.is_private for e in ds)
@@ -84,8 +98,28 @@ def test_drawn_ventricle_gives_the_labelled_ef():
 
 
 def test_cli_writes_clips_and_manifest(tmp_path, capsys):
-    assert main([str(tmp_path / "out"), "--clips", "2", "--frames", "4", "--size", "64",
-                 "--photometric", "YBR_FULL_422", "--syntax", "jpeg_baseline"]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_0000.dcm", "clip_0001.dcm", "labels.csv"]
+    assert (
+        main(
+            [
+                str(tmp_path / "out"),
+                "--clips",
+                "2",
+                "--frames",
+                "4",
+                "--size",
+                "64",
+                "--photometric",
+                "YBR_FULL_422",
+                "--syntax",
+                "jpeg_baseline",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "clip_0000.dcm",
+        "clip_0001.dcm",
+        "labels.csv",
+    ]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "bad"), "--photometric", "YBR_FULL_422", "--syntax", "rle"])

@@ -12,9 +12,17 @@ import pytest
 from assets.common.profiles import SAMPLE_DATA_DIR
 
 PASSAGES = [
-    ("kb:pneumonia", "Pneumonia", "Pneumonia is an infection of the lung; the chest x-ray shows consolidation."),
+    (
+        "kb:pneumonia",
+        "Pneumonia",
+        "Pneumonia is an infection of the lung; the chest x-ray shows consolidation.",
+    ),
     ("kb:cirrhosis", "Cirrhosis", "Cirrhosis is scarring of the liver."),
-    ("kb:cardiomegaly", "Cardiomegaly", "Cardiomegaly is an enlarged heart (cardiothoracic ratio above 0.5)."),
+    (
+        "kb:cardiomegaly",
+        "Cardiomegaly",
+        "Cardiomegaly is an enlarged heart (cardiothoracic ratio above 0.5).",
+    ),
     ("kb:asthma", "Asthma", "Asthma narrows the airways of the lung."),
     ("kb:stroke", "Stroke", "An ischemic stroke appears hypodense on CT of the brain after some hours."),
     ("kb:effusion", "Pleural effusion", "A pleural effusion blunts the costophrenic angle on a chest x-ray."),
@@ -56,8 +64,12 @@ def text_qa_frame() -> pl.DataFrame:
     from assets.ingest.text_qa import read_text_qa
     from storage.sources import SourceDir
 
-    return pl.concat([read_text_qa(ds, SourceDir(str(SAMPLE_DATA_DIR / sub)))[0]
-                      for ds, sub in (("medqa", "medqa_us"), ("pubmedqa", "pubmedqa"))])
+    return pl.concat(
+        [
+            read_text_qa(ds, SourceDir(str(SAMPLE_DATA_DIR / sub)))[0]
+            for ds, sub in (("medqa", "medqa_us"), ("pubmedqa", "pubmedqa"))
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -90,13 +102,27 @@ def kb(tmp_path_factory, text_embedder):
     from retrieval.store import KBLocation, sync_table, with_search_text
 
     root = tmp_path_factory.mktemp("eval_kb")
-    frame = pl.DataFrame({"id": [p[0] for p in PASSAGES], "source": ["test"] * len(PASSAGES),
-                          "title": [p[1] for p in PASSAGES], "text": [p[2] for p in PASSAGES]})
-    frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest()
-                                                          for t in frame["text"]]))
-    report = sync_table(KBLocation(str(root)), "kb_text", with_search_text(frame), lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(),
-        run_id="test")
+    frame = pl.DataFrame(
+        {
+            "id": [p[0] for p in PASSAGES],
+            "source": ["test"] * len(PASSAGES),
+            "title": [p[1] for p in PASSAGES],
+            "text": [p[2] for p in PASSAGES],
+        }
+    )
+    frame = frame.with_columns(
+        pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]])
+    )
+    report = sync_table(
+        KBLocation(str(root)),
+        "kb_text",
+        with_search_text(frame),
+        lambda rows: text_embedder.embed(
+            [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]
+        ),
+        text_embedder.identity(),
+        run_id="test",
+    )
     return str(root), report.tag
 
 
@@ -127,9 +153,15 @@ def image_index(tmp_path_factory, vqa_frame, eval_storage, image_embedder):
     # query images and the evaluation loop's own guard is what the CDIR tests exercise
     cases, _ = image_cases_from_vqa(vqa_frame, datasets=("vqa_rad",), evaluation_refs={})
     root = tmp_path_factory.mktemp("eval_image_kb")
-    report = sync_table(KBLocation(str(root)), "kb_image", cases.drop("item_ids"),
-                        lambda rows: image_embedder.embed([eval_storage.get_image(r) for r in rows["image_ref"]]),
-                        image_embedder.identity(), fts_column="description", run_id="test")
+    report = sync_table(
+        KBLocation(str(root)),
+        "kb_image",
+        cases.drop("item_ids"),
+        lambda rows: image_embedder.embed([eval_storage.get_image(r) for r in rows["image_ref"]]),
+        image_embedder.identity(),
+        fts_column="description",
+        run_id="test",
+    )
     return str(root), report.tag, cases
 
 

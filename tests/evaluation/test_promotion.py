@@ -12,9 +12,17 @@ pytestmark = pytest.mark.timeout(60)
 
 def rows(correct, checkpoint="stage2", version="v1", benchmark="medqa") -> pl.DataFrame:
     n = len(correct)
-    return pl.DataFrame({"benchmark": [benchmark] * n, "benchmark_version": [version] * n, "protocol": ["mcq"] * n,
-                         "item_id": [f"i{i}" for i in range(n)], "checkpoint": [checkpoint] * n,
-                         "mode": ["rwr"] * n, "correct": [bool(c) for c in correct]})
+    return pl.DataFrame(
+        {
+            "benchmark": [benchmark] * n,
+            "benchmark_version": [version] * n,
+            "protocol": ["mcq"] * n,
+            "item_id": [f"i{i}" for i in range(n)],
+            "checkpoint": [checkpoint] * n,
+            "mode": ["rwr"] * n,
+            "correct": [bool(c) for c in correct],
+        }
+    )
 
 
 def test_identical_answers_pass_with_a_degenerate_interval():
@@ -58,10 +66,14 @@ def _publish_candidate(store, version_seed: str, correct) -> str:
 
     from assets.training.launching import model_row
 
-    row = model_row("stage2", "stage1", f"/models/stage2/{version_seed}", version_seed, {"seed": version_seed})
+    row = model_row(
+        "stage2", "stage1", f"/models/stage2/{version_seed}", version_seed, {"seed": version_seed}
+    )
     store.write_table(row, "stage2_checkpoint")
     version = hashlib.sha256(row["manifest"][0].encode()).hexdigest()[:16]
-    store.write_table(rows(correct).with_columns(pl.lit(version).alias("checkpoint_version")), "eval_results", "medqa")
+    store.write_table(
+        rows(correct).with_columns(pl.lit(version).alias("checkpoint_version")), "eval_results", "medqa"
+    )
     return version
 
 
@@ -73,15 +85,23 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     from orchestration.definitions import build_resources
 
     # the upstream tables are published above, as their assets would publish them (those are tested elsewhere)
-    upstream = [SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
-                SourceAsset("stage2_checkpoint", io_manager_key="table_io")]
+    upstream = [
+        SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
+        SourceAsset("stage2_checkpoint", io_manager_key="table_io"),
+    ]
 
     instance = DagsterInstance.ephemeral()
     cfg = {"ops": {"promoted_checkpoint": {"config": {"n_resamples": 2000, "min_items": 30, "margin": 0.02}}}}
 
     def promote():
-        return materialize([*upstream, promoted_checkpoint], selection=[promoted_checkpoint],
-                           instance=instance, resources=build_resources(), run_config=cfg, raise_on_error=False)
+        return materialize(
+            [*upstream, promoted_checkpoint],
+            selection=[promoted_checkpoint],
+            instance=instance,
+            resources=build_resources(),
+            run_config=cfg,
+            raise_on_error=False,
+        )
 
     rng = np.random.default_rng(1)
     good = rng.random(300) < 0.7
@@ -97,7 +117,9 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     [check] = refused.get_asset_check_evaluations()
     assert check.check_name == "promotion_no_worse" and not check.passed
     assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first  # pointer unchanged
-    assert storage.read_table("promoted_checkpoint_results")["correct"].sum() == good.sum()  # baseline unchanged
+    assert (
+        storage.read_table("promoted_checkpoint_results")["correct"].sum() == good.sum()
+    )  # baseline unchanged
 
     better = good.copy()
     better[np.flatnonzero(~good)[:10]] = True

@@ -14,8 +14,15 @@ from training.evaluation.paper_numbers import PAPER_NUMBERS
 from training.evaluation.report import REFERENCE_HEADING, SMOKE_STATEMENT, LineageError, build_report
 from training.evaluation.results import EvalResultsError
 
-EXPECTED_PLOTS = {"accuracy_mcq", "accuracy_open", "paired_mcq", "paired_open", "reliability_mcq",
-                  "reliability_open", "cdir_trigger"}
+EXPECTED_PLOTS = {
+    "accuracy_mcq",
+    "accuracy_open",
+    "paired_mcq",
+    "paired_open",
+    "reliability_mcq",
+    "reliability_open",
+    "cdir_trigger",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,14 @@ def test_report_states_smoke_and_lineage(smoke_report):
     assert SMOKE_STATEMENT in report.markdown and SMOKE_STATEMENT in page
     assert report.markdown.index(SMOKE_STATEMENT) < report.markdown.index("## Lineage")
     lin = lineage()
-    for value in (lin["code_version"], lin["kb_tag"], lin["embedder"], *lin["checkpoint_manifests"].values(),
-                  *lin["benchmark_versions"].values(), lin["image_index_tag"]):
+    for value in (
+        lin["code_version"],
+        lin["kb_tag"],
+        lin["embedder"],
+        *lin["checkpoint_manifests"].values(),
+        *lin["benchmark_versions"].values(),
+        lin["image_index_tag"],
+    ):
         assert value in report.markdown and value in page
 
 
@@ -66,7 +79,7 @@ def test_reference_numbers_are_separate_and_exact(smoke_report):
     assert "Med-RwR + CDIR" not in ours and "Lingshu" not in ours
     assert "vqa_rad" not in reference  # none of our rows inside the reference section
     page = report.html_path.read_text()
-    section = page[page.index('<section class="reference">'):page.index("</section>")]
+    section = page[page.index('<section class="reference">') : page.index("</section>")]
     assert "51.9" in section and "not comparable" in section
 
 
@@ -77,18 +90,27 @@ def test_report_tables_carry_n_intervals_and_protocol_labels(smoke_report):
     mcq_part = md.split("## Accuracy — MCQ protocol")[1].split("## Accuracy — Open protocol")[0]
     assert "exact match" not in mcq_part and "| open |" not in mcq_part
     t = report.mcq_accuracy
-    row = t.filter((pl.col("benchmark") == "medqa") & (pl.col("checkpoint") == "base") & (pl.col("mode") == "rwr"))
+    row = t.filter(
+        (pl.col("benchmark") == "medqa") & (pl.col("checkpoint") == "base") & (pl.col("mode") == "rwr")
+    )
     r = row.row(0, named=True)
-    assert f"| medqa | base | rwr | {r['n']} | {100 * r['accuracy']:.1f} | [{100 * r['ci_low']:.1f}, " \
-           f"{100 * r['ci_high']:.1f}] | 25.0 |" in md
-    comp = report.comparisons.filter((pl.col("a") == "stage2/rwr") & (pl.col("b") == "stage2/direct")
-                                     & (pl.col("protocol") == "mcq"))
+    assert (
+        f"| medqa | base | rwr | {r['n']} | {100 * r['accuracy']:.1f} | [{100 * r['ci_low']:.1f}, "
+        f"{100 * r['ci_high']:.1f}] | 25.0 |" in md
+    )
+    comp = report.comparisons.filter(
+        (pl.col("a") == "stage2/rwr") & (pl.col("b") == "stage2/direct") & (pl.col("protocol") == "mcq")
+    )
     assert comp["excludes_zero"].to_list() == [True, True]
 
 
 def test_not_smoke_has_no_smoke_statement(tmp_path):
     df = scored(arm([True, False, True, True], mode="rwr") + arm([False, False, True, True]))
-    lin = {**lineage(), "benchmark_versions": {"vqa_rad": "vqa_rad-v1"}, "checkpoint_manifests": {"base": "m"}}
+    lin = {
+        **lineage(),
+        "benchmark_versions": {"vqa_rad": "vqa_rad-v1"},
+        "checkpoint_manifests": {"base": "m"},
+    }
     report = build_report(df, lin, tmp_path, smoke=False, n_resamples=200)
     assert SMOKE_STATEMENT not in report.markdown
     assert "No item was evaluated under the open protocol" in report.markdown
@@ -106,8 +128,11 @@ def test_lineage_must_be_complete_and_agree(tmp_path):
     with pytest.raises(LineageError, match=r"benchmarks \['medqa'\] have no entry"):
         build_report(df, {**lineage(), "benchmark_versions": {"vqa_rad": "vqa_rad-v1"}}, tmp_path / "bv")
     with pytest.raises(LineageError, match="scored on versions"):
-        build_report(df, {**lineage(), "benchmark_versions": {"vqa_rad": "vqa_rad-v2", "medqa": "medqa-v1"}},
-                     tmp_path / "bv2")
+        build_report(
+            df,
+            {**lineage(), "benchmark_versions": {"vqa_rad": "vqa_rad-v2", "medqa": "medqa-v1"}},
+            tmp_path / "bv2",
+        )
     written = [p.name for p in tmp_path.iterdir() if p.name != "dagster_home"]  # (conftest's Dagster home)
     assert written == []  # nothing written for a refused report
 
@@ -116,8 +141,9 @@ def test_bad_results_are_refused_before_anything_is_written(tmp_path):
     df = report_results()
     with pytest.raises(EvalResultsError):
         build_report(df.with_columns(correct=~pl.col("correct")), lineage(), tmp_path / "a")
-    partial = df.filter(~((pl.col("mode") == "direct") & (pl.col("item_id") == "medqa-3")
-                          & (pl.col("checkpoint") == "base")))
+    partial = df.filter(
+        ~((pl.col("mode") == "direct") & (pl.col("item_id") == "medqa-3") & (pl.col("checkpoint") == "base"))
+    )
     with pytest.raises(MismatchedItemsError, match="medqa"):
         build_report(partial, lineage(), tmp_path / "b", n_resamples=50)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -19,8 +19,14 @@ def test_split_use_is_an_input_of_the_stage_items_and_of_eval_results():
 
 
 def _frames():
-    text = pl.DataFrame({"item_id": ["q1", "q2", "m1"], "dataset": ["medqa", "medqa", "medmcqa"],
-                         "split": ["test", "test", "validation"], "question": ["a", "b", "c"]})
+    text = pl.DataFrame(
+        {
+            "item_id": ["q1", "q2", "m1"],
+            "dataset": ["medqa", "medqa", "medmcqa"],
+            "split": ["test", "test", "validation"],
+            "question": ["a", "b", "c"],
+        }
+    )
     empty = pl.DataFrame(schema={"dataset": pl.Utf8, "split": pl.Utf8})
     return text, empty
 

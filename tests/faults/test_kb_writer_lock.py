@@ -43,8 +43,17 @@ def test_two_writers_of_a_new_table_take_turns(tmp_path):
     root = tmp_path / "kb"
     start = time.time() + 10  # both interpreters have imported lancedb by then
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), source, str(start)], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for source in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(root), source, str(start)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for source in ("a", "b")
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]

@@ -53,8 +53,13 @@ def _lock_window(instance: DagsterInstance, run_id: str) -> tuple[float, float]:
 
 
 def _step_end(instance: DagsterInstance, run_id: str, step: str) -> float:
-    return next(e.timestamp for e in instance.all_logs(run_id) if e.is_dagster_event
-                and e.dagster_event.step_key == step and e.dagster_event_type == DagsterEventType.STEP_SUCCESS)
+    return next(
+        e.timestamp
+        for e in instance.all_logs(run_id)
+        if e.is_dagster_event
+        and e.dagster_event.step_key == step
+        and e.dagster_event_type == DagsterEventType.STEP_SUCCESS
+    )
 
 
 @pytest.mark.slow
@@ -65,8 +70,14 @@ def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
     instance = DagsterInstance.from_config(str(home))
     instance.add_dynamic_partitions("kb_sources", ["pubmedqa"])
     config = {"ops": {"kb_passages": {"config": {"max_records": 20}}}}
-    assert materialize([kb_passages, kb_text_index], selection=[kb_passages], partition_key="pubmedqa",
-                       instance=instance, resources=build_resources(), run_config=config).success
+    assert materialize(
+        [kb_passages, kb_text_index],
+        selection=[kb_passages],
+        partition_key="pubmedqa",
+        instance=instance,
+        resources=build_resources(),
+        run_config=config,
+    ).success
 
     # the pool's slots exist before the first claim, as after `dagster instance concurrency set kb_writer 1`
     # (docs/deploy.md): two workers racing to initialize a pool lazily could each create a slot
@@ -74,8 +85,17 @@ def test_concurrent_kb_writers_are_serialized_by_the_pool(tmp_path):
     assert instance.event_log_storage.get_concurrency_info("kb_writer").slot_count == 1
     # two run workers, as the daemon would start them: separate processes on the same instance and storage
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]

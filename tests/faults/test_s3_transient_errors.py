@@ -32,11 +32,15 @@ def test_ingest_and_kb_survive_injected_s3_errors(moto_server, monkeypatch):
             ("vqa_ingest_job", "vqa_rad", None),
             ("kb_passages_job", "pubmedqa", {"ops": {"kb_passages": {"config": {"max_records": 40}}}}),
         ):
-            result = defs.resolve_job_def(job).execute_in_process(partition_key=partition, instance=instance,
-                                                                  run_config=config, raise_on_error=False)
+            result = defs.resolve_job_def(job).execute_in_process(
+                partition_key=partition, instance=instance, run_config=config, raise_on_error=False
+            )
             assert result.success, job
-        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={
-            a.key for a in defs.resolve_all_asset_specs() if a.key.to_user_string() == "kb_text_index"})
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={
+                a.key for a in defs.resolve_all_asset_specs() if a.key.to_user_string() == "kb_text_index"
+            }
+        )
         assert job.execute_in_process(instance=instance, raise_on_error=False).success
         assert proxy.failures > 20  # errors really were injected, and retried
     # read back through the server directly: every table and image is whole
@@ -47,7 +51,9 @@ def test_ingest_and_kb_survive_injected_s3_errors(moto_server, monkeypatch):
     refs = {r for refs in vqa["image_refs"] for r in refs}
     assert vqa.height > 0 and direct.existing_images(refs) == refs
     passages = direct.read_table("kb_passages", "pubmedqa")
-    assert passages["native_id"].n_unique() == 40  # every one of the 40 records read, chunked to fit the embedder
+    assert (
+        passages["native_id"].n_unique() == 40
+    )  # every one of the 40 records read, chunked to fit the embedder
     pointer = KbPointer.from_row(direct.read_table("kb_text_index"))
     tbl = direct.kb_location().connect().open_table(pointer.physical_table)
     assert tbl.count_rows() == passages.height and pointer.tag in tbl.tags.list()

@@ -40,8 +40,10 @@ def write_path_vqa_pickle(root: Path) -> Path:
     for split in ("train", "test"):
         (root / "split" / "qas" / split).mkdir(parents=True)
         (root / "split" / "images" / split).mkdir(parents=True)
-        recs = [{"image": f"{split}_{i:04d}", "question": f"what is shown {i}?", "answer": "no" if i else "gland"}
-                for i in range(2)]
+        recs = [
+            {"image": f"{split}_{i:04d}", "question": f"what is shown {i}?", "answer": "no" if i else "gland"}
+            for i in range(2)
+        ]
         (root / "split" / "qas" / split / f"{split}_qa.pkl").write_bytes(pickle.dumps(recs))
         for i in range(2):
             (root / "split" / "images" / split / f"{split}_{i:04d}.jpg").write_bytes(image_bytes(20 + i))
@@ -54,14 +56,36 @@ def write_pmc_vqa(root: Path, bad_label: bool = False) -> Path:
     for split in ("train", "test"):
         with open(root / f"{split}.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["index", "Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C", "Choice D",
-                        "Answer_label"])
+            w.writerow(
+                [
+                    "index",
+                    "Figure_path",
+                    "Question",
+                    "Answer",
+                    "Choice A",
+                    "Choice B",
+                    "Choice C",
+                    "Choice D",
+                    "Answer_label",
+                ]
+            )
             for i in range(3):
                 name = f"PMC{split}{i}_F1.jpg"
                 (root / "images" / name).write_bytes(image_bytes(30 + i + (split == "test") * 5))
                 label = "E" if (bad_label and i == 2) else "ABC"[i]
-                w.writerow([i, name, f"What modality is figure {i}?", ["CT", "MRI", "PET"][i], "A:CT", " B:MRI",
-                            "C:PET", "D:Ultrasound", label])
+                w.writerow(
+                    [
+                        i,
+                        name,
+                        f"What modality is figure {i}?",
+                        ["CT", "MRI", "PET"][i],
+                        "A:CT",
+                        " B:MRI",
+                        "C:PET",
+                        "D:Ultrasound",
+                        label,
+                    ]
+                )
     return root
 
 
@@ -73,10 +97,20 @@ def write_omnimedvqa(root: Path) -> Path:
     for i in range(3):
         path = f"Images/Chest CT Scan/img{i}.png"
         (root / path).write_bytes(image_bytes(40 + i, "PNG"))
-        recs.append({"dataset": "Chest CT Scan", "question_id": f"Chest CT Scan_{i}", "question_type": "Disease Diagnosis",
-                     "question": "What does this image show?", "gt_answer": ["Adenocarcinoma", "Normal", "No"][i],
-                     "image_path": path, "option_A": "Adenocarcinoma", "option_B": "Normal",
-                     "option_C": "Squamous cell carcinoma", "modality_type": "CT"})
+        recs.append(
+            {
+                "dataset": "Chest CT Scan",
+                "question_id": f"Chest CT Scan_{i}",
+                "question_type": "Disease Diagnosis",
+                "question": "What does this image show?",
+                "gt_answer": ["Adenocarcinoma", "Normal", "No"][i],
+                "image_path": path,
+                "option_A": "Adenocarcinoma",
+                "option_B": "Normal",
+                "option_C": "Squamous cell carcinoma",
+                "modality_type": "CT",
+            }
+        )
     (root / "QA_information" / "Open-access" / "Chest CT Scan.json").write_text(json.dumps(recs))
     return root
 
@@ -99,8 +133,12 @@ def write_mmmu(root: Path) -> Path:
     }
     for k in range(3, 8):
         rows[f"image_{k}"] = [None] * n
-    df = pl.DataFrame(rows, schema_overrides={f"image_{k}": pl.Struct({"bytes": pl.Binary, "path": pl.Utf8})
-                                              for k in range(1, 8)})
+    df = pl.DataFrame(
+        rows,
+        schema_overrides={
+            f"image_{k}": pl.Struct({"bytes": pl.Binary, "path": pl.Utf8}) for k in range(1, 8)
+        },
+    )
     df.write_parquet(root / "Clinical_Medicine" / "validation-00000-of-00001.parquet")
     return root
 
@@ -114,11 +152,25 @@ def write_medxpertqa(root: Path) -> Path:
         for i in range(2):
             name = f"MM-{split}-{i}-a.jpeg"
             (root / "images" / name).write_bytes(image_bytes(70 + i + (split == "test") * 3))
-            lines.append(json.dumps({
-                "id": f"MM-{split}-{i}", "question": "A 54-year-old man presents... Answer Choices: (A) x (B) y",
-                "options": {"A": "Aortic stenosis", "B": "Mitral regurgitation", "C": "HCM", "D": "Normal",
-                            "E": "Pericarditis"},
-                "label": "C", "images": [name], "medical_task": "Diagnosis", "body_system": "Cardiovascular",
-                "question_type": "Reasoning"}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"MM-{split}-{i}",
+                        "question": "A 54-year-old man presents... Answer Choices: (A) x (B) y",
+                        "options": {
+                            "A": "Aortic stenosis",
+                            "B": "Mitral regurgitation",
+                            "C": "HCM",
+                            "D": "Normal",
+                            "E": "Pericarditis",
+                        },
+                        "label": "C",
+                        "images": [name],
+                        "medical_task": "Diagnosis",
+                        "body_system": "Cardiovascular",
+                        "question_type": "Reasoning",
+                    }
+                )
+            )
         (root / "MM" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root

@@ -15,8 +15,10 @@ from storage.root import Storage
 
 def _run(job_name, partition, instance=None):
     instance = instance or DagsterInstance.ephemeral()
-    result = build_defs().resolve_job_def(job_name).execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False
+    result = (
+        build_defs()
+        .resolve_job_def(job_name)
+        .execute_in_process(partition_key=partition, instance=instance, raise_on_error=False)
     )
     return result, instance
 
@@ -26,13 +28,16 @@ def _materialization(result, key):
     return mat.metadata
 
 
-@pytest.mark.parametrize("job,partition,asset", [
-    ("vqa_ingest_job", "vqa_rad", "vqa_items"),
-    ("vqa_ingest_job", "slake", "vqa_items"),
-    ("text_qa_ingest_job", "medqa", "text_qa_items"),
-    ("text_qa_ingest_job", "medmcqa", "text_qa_items"),
-    ("text_qa_ingest_job", "pubmedqa", "text_qa_items"),
-])
+@pytest.mark.parametrize(
+    "job,partition,asset",
+    [
+        ("vqa_ingest_job", "vqa_rad", "vqa_items"),
+        ("vqa_ingest_job", "slake", "vqa_items"),
+        ("text_qa_ingest_job", "medqa", "text_qa_items"),
+        ("text_qa_ingest_job", "medmcqa", "text_qa_items"),
+        ("text_qa_ingest_job", "pubmedqa", "text_qa_items"),
+    ],
+)
 def test_ingest_partition_local(job, partition, asset):
     result, _ = _run(job, partition)
     assert result.success
@@ -74,7 +79,11 @@ def test_quarantine_counts_in_metadata(tmp_path, monkeypatch, sample_data):
     assert md["quarantine_reasons"].value == {"empty answer": 1, "missing image file": 1}
     q = Storage().read_quarantine("vqa_items", "slake")
     assert q.height == 2 and set(q["source_file"].str.ends_with("train.json")) == {True}
-    assert q.filter(pl.col("reason").str.starts_with("missing image file"))["raw"].str.contains("nowhere.jpg").all()
+    assert (
+        q.filter(pl.col("reason").str.starts_with("missing image file"))["raw"]
+        .str.contains("nowhere.jpg")
+        .all()
+    )
 
 
 def test_failed_contract_blocks_the_run(monkeypatch):
@@ -94,7 +103,10 @@ def test_whole_file_error_fails_with_clear_message(tmp_path, monkeypatch):
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.event_specific_data.error
     assert error.cause.cls_name == "SourceError"
-    assert "no MedQA .jsonl file found" in error.cause.message and "point the medqa source" in error.cause.message
+    assert (
+        "no MedQA .jsonl file found" in error.cause.message
+        and "point the medqa source" in error.cause.message
+    )
 
 
 @pytest.mark.s3
@@ -121,9 +133,23 @@ def test_main_job_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Outputs:" in out and "dagster dev -w workspace.yaml" in out
     instance = DagsterInstance.get()
-    for asset in ("vqa_items", "text_qa_items", "echo_studies", "ecbench", "kb_passages", "kb_text_index",
-                  "kb_image_index", "base_model", "split_use", "stage1_items", "stage1_checkpoint",
-                  "stage2_items", "stage2_checkpoint", "eval_results", "eval_report"):
+    for asset in (
+        "vqa_items",
+        "text_qa_items",
+        "echo_studies",
+        "ecbench",
+        "kb_passages",
+        "kb_text_index",
+        "kb_image_index",
+        "base_model",
+        "split_use",
+        "stage1_items",
+        "stage1_checkpoint",
+        "stage2_items",
+        "stage2_checkpoint",
+        "eval_results",
+        "eval_report",
+    ):
         assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
     # both GRPO stages ran through Pipes and streamed their per-step metrics into the run while training
     for stage in ("stage1_checkpoint", "stage2_checkpoint"):

@@ -17,13 +17,35 @@ from quality.contracts import check_text_qa_items
 from storage.sources import SourceDir
 
 ITEMS = [  # stem, options a..d, letter answer, split
-    ("Which vitamin deficiency causes scurvy?", "Vitamin C", "Vitamin D", "Vitamin K", "Vitamin A", "A", "train"),
+    (
+        "Which vitamin deficiency causes scurvy?",
+        "Vitamin C",
+        "Vitamin D",
+        "Vitamin K",
+        "Vitamin A",
+        "A",
+        "train",
+    ),
     ("Most common site of ectopic pregnancy?", "Ovary", "Ampulla", "Cervix", "Isthmus", "B", "train"),
-    ("Drug of choice for absence seizures?", "Phenytoin", "Carbamazepine", "Ethosuximide", "Lamotrigine", "C", "test"),
+    (
+        "Drug of choice for absence seizures?",
+        "Phenytoin",
+        "Carbamazepine",
+        "Ethosuximide",
+        "Lamotrigine",
+        "C",
+        "test",
+    ),
     ("Antidote for heparin overdose?", "Vitamin K", "Naloxone", "Flumazenil", "Protamine", "D", "test"),
 ]
-BASE = {"files": ["items.csv"], "license": "CC-BY-4.0", "question": "stem", "options": ["a", "b", "c", "d"],
-        "answer": "key", "split": "part"}
+BASE = {
+    "files": ["items.csv"],
+    "license": "CC-BY-4.0",
+    "question": "stem",
+    "options": ["a", "b", "c", "d"],
+    "answer": "key",
+    "split": "part",
+}
 
 
 def _folder(tmp_path, mapping=None, csv_text=None, name="items.csv", **changes):
@@ -62,19 +84,28 @@ def test_a_well_formed_folder_reads_every_row_with_the_right_answer(tmp_path):
     by_q = {r["question"]: r for r in df.iter_rows(named=True)}
     for stem, *opts, key, part in ITEMS:
         row = by_q[stem]
-        assert row["answer"] == opts["ABCD".index(key)] and row["split"] == part and row["license"] == "CC-BY-4.0"
+        assert (
+            row["answer"] == opts["ABCD".index(key)]
+            and row["split"] == part
+            and row["license"] == "CC-BY-4.0"
+        )
 
 
 def test_an_option_column_missing_from_the_file_refuses_the_mapping(tmp_path):
     """Seen: the missing column was dropped and every later option moved up a letter (wrong answers)."""
     text = "stem,a,c,d,key,part\n" + "".join(f"{s},{a},{c},{d},{k},{p}\n" for s, a, b, c, d, k, p in ITEMS)
-    _refused(_folder(tmp_path, csv_text=text), "items.csv: declared column(s) absent from the file's header: 'b' (options)")
+    _refused(
+        _folder(tmp_path, csv_text=text),
+        "items.csv: declared column(s) absent from the file's header: 'b' (options)",
+    )
 
 
 def test_an_empty_option_before_a_filled_one_quarantines_the_row_and_trailing_empties_are_fine(tmp_path):
-    text = ("stem,a,b,c,d,e,key,part\n"
-            "Four options in a five-column file?,w,x,y,z,,D,train\n"
-            "Gap in the middle?,w,,y,z,,C,train\n")
+    text = (
+        "stem,a,b,c,d,e,key,part\n"
+        "Four options in a five-column file?,w,x,y,z,,D,train\n"
+        "Gap in the middle?,w,,y,z,,C,train\n"
+    )
     df, result = _read(_folder(tmp_path, csv_text=text, options=["a", "b", "c", "d", "e"]))
     assert df.height == 1 and df.row(0, named=True)["options"] == ["w", "x", "y", "z"]
     assert df.row(0, named=True)["answer"] == "z"
@@ -84,18 +115,23 @@ def test_an_empty_option_before_a_filled_one_quarantines_the_row_and_trailing_em
 
 def test_unknown_keys_a_misspelled_answer_format_and_a_missing_licence_are_reported_together(tmp_path):
     m = dict(BASE, answer_fromat="index1", license=None, answer_format="leter")
-    _refused(_folder(tmp_path, mapping=m),
-             "unknown key 'answer_fromat' (did you mean 'answer_format'?)",
-             "missing required key 'license'",
-             "answer_format 'leter' is not one of letter, index0, index1, text (did you mean 'letter'?)")
+    _refused(
+        _folder(tmp_path, mapping=m),
+        "unknown key 'answer_fromat' (did you mean 'answer_format'?)",
+        "missing required key 'license'",
+        "answer_format 'leter' is not one of letter, index0, index1, text (did you mean 'letter'?)",
+    )
 
 
 def test_a_split_column_with_values_outside_the_known_splits_refuses_the_mapping(tmp_path):
     """Seen: a constant split 'holdout' quarantined 100 % of rows while the run passed."""
     text = "stem,a,b,c,d,key,part\n" + "".join(",".join([*item[:6], "holdout"]) + "\n" for item in ITEMS)
     root = _folder(tmp_path, csv_text=text)
-    _refused(root, "items.csv: split column 'part' holds values that are not splits: 'holdout' (4 rows)",
-             "split_values")
+    _refused(
+        root,
+        "items.csv: split column 'part' holds values that are not splits: 'holdout' (4 rows)",
+        "split_values",
+    )
     _folder(tmp_path, csv_text=text, split_values={"holdout": "test"})
     df, _ = _read(root)
     assert set(df["split"]) == {"test"} and df.height == 4
@@ -103,7 +139,9 @@ def test_a_split_column_with_values_outside_the_known_splits_refuses_the_mapping
 
 def test_split_comes_from_the_file_name_else_default_split_else_the_mapping_is_refused(tmp_path):
     text = "stem,a,b,c,d,key\n" + "".join(",".join(item[:6]) + "\n" for item in ITEMS)
-    root = _folder(tmp_path, csv_text=text, name="board_review_test.csv", files=["board_review_test.csv"], split=None)
+    root = _folder(
+        tmp_path, csv_text=text, name="board_review_test.csv", files=["board_review_test.csv"], split=None
+    )
     df, _ = _read(root)
     assert set(df["split"]) == {"test"}  # seen: a file named *test* defaulted to train
     _folder(tmp_path, csv_text=text, files=["items.csv"], split=None)
@@ -120,17 +158,25 @@ def test_headerless_csv_with_columns(tmp_path):
     root = _folder(tmp_path, csv_text=body, columns=["stem", "a", "b", "c", "d", "key", "part"])
     df, result = _read(root)
     assert df.height == 4 and not result.rejected  # the first row is an item, not a header
-    _folder(tmp_path, csv_text="stem,a,b,c,d,key,part\n" + body, columns=["stem", "a", "b", "c", "d", "key", "part"])
+    _folder(
+        tmp_path,
+        csv_text="stem,a,b,c,d,key,part\n" + body,
+        columns=["stem", "a", "b", "c", "d", "key", "part"],
+    )
     _refused(root, "items.csv starts with a header row although columns: is declared")
     _folder(tmp_path, csv_text=body)
-    _refused(root, "declared column(s) absent from the file's header")  # no columns: the first item is the header
+    _refused(
+        root, "declared column(s) absent from the file's header"
+    )  # no columns: the first item is the header
 
 
 def test_distinct_items_sharing_a_stem_keep_distinct_default_ids(tmp_path):
     stem = "Which of the following is true of this drug?"
-    text = ("stem,a,b,c,d,key,part\n"
-            f"{stem},Causes ototoxicity,Is safe in pregnancy,Is an antifungal,Lowers INR,A,train\n"
-            f"{stem},Is a beta blocker,Causes gingival hyperplasia,Is an antibiotic,Raises INR,B,train\n")
+    text = (
+        "stem,a,b,c,d,key,part\n"
+        f"{stem},Causes ototoxicity,Is safe in pregnancy,Is an antifungal,Lowers INR,A,train\n"
+        f"{stem},Is a beta blocker,Causes gingival hyperplasia,Is an antibiotic,Raises INR,B,train\n"
+    )
     df, result = _read(_folder(tmp_path, csv_text=text))
     assert df.height == 2 and not result.rejected and df["item_id"].n_unique() == 2
     again, _ = _read(tmp_path / "mcq")
@@ -146,12 +192,24 @@ def test_the_same_item_twice_is_a_quarantined_duplicate(tmp_path):
 def test_jsonl_declared_columns_absent_from_every_record_refuse_the_mapping(tmp_path):
     root = tmp_path / "mcq"
     root.mkdir()
-    recs = [{"q": s, "choices": {"A": a, "B": b, "C": c, "D": d}, "ans": k, "split": p} for s, a, b, c, d, k, p in ITEMS]
+    recs = [
+        {"q": s, "choices": {"A": a, "B": b, "C": c, "D": d}, "ans": k, "split": p}
+        for s, a, b, c, d, k, p in ITEMS
+    ]
     (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    m = {"files": ["items.jsonl"], "license": "MIT", "question": "q", "options": "choices", "answer": "ans",
-         "split": "split", "explanation": "rationale"}
+    m = {
+        "files": ["items.jsonl"],
+        "license": "MIT",
+        "question": "q",
+        "options": "choices",
+        "answer": "ans",
+        "split": "split",
+        "explanation": "rationale",
+    }
     _folder(tmp_path, mapping=m, csv_text="", name="unused.csv")
-    _refused(root, "items.jsonl: declared column(s) absent from the file's records: 'rationale' (explanation)")
+    _refused(
+        root, "items.jsonl: declared column(s) absent from the file's records: 'rationale' (explanation)"
+    )
     _folder(tmp_path, mapping=m, csv_text="", name="unused.csv", explanation=None)
     df, result = _read(root)
     assert df.height == 4 and not result.rejected
@@ -164,8 +222,14 @@ def test_jsonl_gz_tsv_and_answer_formats(tmp_path):
     recs.append({"q": "Object options with a gap?", "choices": {"A": "x", "C": "z"}, "ans": 1})
     (root / "train.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in recs).encode()))
     (root / "dev.tsv").write_text("q\to1\to2\tans\nTab separated?\tyes\tno\t2.0\n")
-    m = {"files": ["train.jsonl.gz", "dev.tsv"], "license": "MIT", "question": "q",
-         "options": "choices", "answer": "ans", "answer_format": "index1"}
+    m = {
+        "files": ["train.jsonl.gz", "dev.tsv"],
+        "license": "MIT",
+        "question": "q",
+        "options": "choices",
+        "answer": "ans",
+        "answer_format": "index1",
+    }
     _folder(tmp_path, mapping=m, csv_text="", name="unused.csv")
     _refused(root, "dev.tsv: declared column(s) absent from the file's header: 'choices' (options)")
     (root / "dev.tsv").write_text('q\tchoices\tans\nTab separated?\t["yes", "no"]\t2.0\n')
@@ -178,14 +242,23 @@ def test_jsonl_gz_tsv_and_answer_formats(tmp_path):
 def test_unsafe_missing_or_unknown_files(tmp_path):
     root = _folder(tmp_path, files=["../outside.csv", "items.csv", "items.csv", "notes.txt", "absent.csv"])
     (tmp_path / "outside.csv").write_text((root / "items.csv").read_text())
-    _refused(root, "file '../outside.csv': unsafe path: leaves the source folder", "file 'items.csv' is listed twice",
-             "file 'notes.txt': unknown type", "file 'absent.csv' listed in files is not in the folder")
+    _refused(
+        root,
+        "file '../outside.csv': unsafe path: leaves the source folder",
+        "file 'items.csv' is listed twice",
+        "file 'notes.txt': unknown type",
+        "file 'absent.csv' listed in files is not in the folder",
+    )
 
 
 def test_mapping_type_errors_and_an_alias_bomb_are_reported_quickly(tmp_path):
-    _refused(_folder(tmp_path, options="", question=["stem"], dataset="../x", split_values={"x": "holdout"}),
-             "missing required key 'options'", "question must be a non-empty string (got ['stem'])",
-             "dataset '../x' must be", "split_values maps 'x' to 'holdout'")
+    _refused(
+        _folder(tmp_path, options="", question=["stem"], dataset="../x", split_values={"x": "holdout"}),
+        "missing required key 'options'",
+        "question must be a non-empty string (got ['stem'])",
+        "dataset '../x' must be",
+        "split_values maps 'x' to 'holdout'",
+    )
     layers = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     layers += [f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
     (tmp_path / "mcq" / "mcq_mapping.yaml").write_text("\n".join(layers) + "\nfiles: *i\n")
@@ -204,16 +277,35 @@ def test_mapping_that_is_not_a_mapping_or_not_yaml(tmp_path):
         _read(root)
 
 
-@pytest.mark.parametrize(("answer", "fmt", "letter"), [
-    ("(b)", "letter", "B"), ("c.", "letter", "C"), (" A ", "letter", "A"), ("0", "index0", "A"),
-    (3, "index0", "D"), ("4", "index1", "D"), ("2.0", "index1", "B"), ("Delta", "text", "D"),
-])
+@pytest.mark.parametrize(
+    ("answer", "fmt", "letter"),
+    [
+        ("(b)", "letter", "B"),
+        ("c.", "letter", "C"),
+        (" A ", "letter", "A"),
+        ("0", "index0", "A"),
+        (3, "index0", "D"),
+        ("4", "index1", "D"),
+        ("2.0", "index1", "B"),
+        ("Delta", "text", "D"),
+    ],
+)
 def test_answer_letter(answer, fmt, letter):
     assert answer_letter(answer, ["Alpha", "Beta", "Gamma", "Delta"], fmt) == letter
 
 
-@pytest.mark.parametrize(("answer", "fmt"), [("E", "letter"), ("AB", "letter"), ("4", "index0"), ("0", "index1"),
-                                             ("1.5", "index1"), ("x", "index0"), ("Epsilon", "text")])
+@pytest.mark.parametrize(
+    ("answer", "fmt"),
+    [
+        ("E", "letter"),
+        ("AB", "letter"),
+        ("4", "index0"),
+        ("0", "index1"),
+        ("1.5", "index1"),
+        ("x", "index0"),
+        ("Epsilon", "text"),
+    ],
+)
 def test_answer_letter_outside_the_options(answer, fmt):
     with pytest.raises(RowProblem):
         answer_letter(answer, ["Alpha", "Beta", "Gamma", "Delta"], fmt)
@@ -224,11 +316,21 @@ def test_answer_text_matching_two_options_is_ambiguous():
         answer_letter("Same", ["Same", "Other", "Same"], "text")
 
 
-@pytest.mark.parametrize(("name", "split"), [
-    ("phrases_no_exclude_test.jsonl", "test"), ("dev.json", "validation"), ("US/train.jsonl", "train"),
-    ("board-review_VAL.csv", "validation"), ("testing.csv", "test"), ("latest.csv", None), ("contest.csv", None),
-    ("constrained.csv", None), ("device_questions.csv", None), ("train_test.csv", None),
-])
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("phrases_no_exclude_test.jsonl", "test"),
+        ("dev.json", "validation"),
+        ("US/train.jsonl", "train"),
+        ("board-review_VAL.csv", "validation"),
+        ("testing.csv", "test"),
+        ("latest.csv", None),
+        ("contest.csv", None),
+        ("constrained.csv", None),
+        ("device_questions.csv", None),
+        ("train_test.csv", None),
+    ],
+)
 def test_split_from_name_matches_whole_words(name, split):
     assert split_from_name(name) == split
 

@@ -38,8 +38,19 @@ HOSTILE = {
     "é" * (MAX_PARTITION_KEY_BYTES // 2 + 1): f"longer than {MAX_PARTITION_KEY_BYTES} bytes",
 }
 
-GOOD = ["vqa_rad", "mcq_custom", "2024-01-01", "2024-01-01-00:00", "site_a|2024-01-01", "medrag_textbooks",
-        "Echo 2024", "v1.2", "hôpital-nord", "x" * MAX_PARTITION_KEY_BYTES, "é" * (MAX_PARTITION_KEY_BYTES // 2)]
+GOOD = [
+    "vqa_rad",
+    "mcq_custom",
+    "2024-01-01",
+    "2024-01-01-00:00",
+    "site_a|2024-01-01",
+    "medrag_textbooks",
+    "Echo 2024",
+    "v1.2",
+    "hôpital-nord",
+    "x" * MAX_PARTITION_KEY_BYTES,
+    "é" * (MAX_PARTITION_KEY_BYTES // 2),
+]
 
 
 @pytest.mark.parametrize("key", list(HOSTILE))

@@ -132,11 +132,16 @@ def test_gzip_bomb_is_refused_at_the_cap(tmp_path):
     _gzip_bomb(tmp_path / "corpus.jsonl.gz", 64)
     assert (tmp_path / "corpus.jsonl.gz").stat().st_size < 100_000
     src = SourceDir(str(tmp_path), max_file_bytes=1 << 20)
-    for call in (lambda: list(src.iter_jsonl("corpus.jsonl.gz")), lambda: src.read_text("corpus.jsonl.gz"),
-                 lambda: src.load_json("corpus.jsonl.gz")):
+    for call in (
+        lambda: list(src.iter_jsonl("corpus.jsonl.gz")),
+        lambda: src.read_text("corpus.jsonl.gz"),
+        lambda: src.load_json("corpus.jsonl.gz"),
+    ):
         with pytest.raises(FileTooLarge) as e:
             call()
-        assert "corpus.jsonl.gz" in str(e.value) and "decompresses to more than the cap of 1,048,576 bytes" in str(e.value)
+        assert "corpus.jsonl.gz" in str(
+            e.value
+        ) and "decompresses to more than the cap of 1,048,576 bytes" in str(e.value)
 
 
 @pytest.mark.slow
@@ -145,7 +150,9 @@ def test_gzip_bomb_of_gigabytes_is_refused_with_the_default_cap(tmp_path):
     """5 GiB of zeros in about 5 MB: the default cap (4 GiB) stops it while streaming, without holding it."""
     _gzip_bomb(tmp_path / "medrag.jsonl.gz", 64, members=80)
     assert DEFAULT_MAX_FILE_BYTES < 80 * (64 << 20)
-    with pytest.raises(FileTooLarge, match=r"medrag.jsonl.gz: decompresses to more than the cap of 4,294,967,296"):
+    with pytest.raises(
+        FileTooLarge, match=r"medrag.jsonl.gz: decompresses to more than the cap of 4,294,967,296"
+    ):
         for _ in SourceDir(str(tmp_path)).iter_jsonl("medrag.jsonl.gz"):
             pass
 
@@ -241,9 +248,14 @@ def test_s3_source_is_confined_and_literal(s3_env):
     s3 = S3Settings.from_env()
     fs = s3fs.S3FileSystem(**s3.s3fs_kwargs())
     bucket = s3_env.removeprefix("s3://").split("/")[0]
-    fs.pipe({f"{bucket}/raw/Echo [2024] export/a.dcm": b"a", f"{bucket}/raw/Echo [2024] export/s/b.dcm": b"b",
-             f"{bucket}/raw/secret.txt": b"SECRET",
-             f"{bucket}/raw/Echo [2024] export/c.jsonl.gz": gzip.compress(b"\0" * (2 << 20))})
+    fs.pipe(
+        {
+            f"{bucket}/raw/Echo [2024] export/a.dcm": b"a",
+            f"{bucket}/raw/Echo [2024] export/s/b.dcm": b"b",
+            f"{bucket}/raw/secret.txt": b"SECRET",
+            f"{bucket}/raw/Echo [2024] export/c.jsonl.gz": gzip.compress(b"\0" * (2 << 20)),
+        }
+    )
     src = SourceDir(f"s3://{bucket}/raw/Echo [2024] export", s3=s3, max_file_bytes=1 << 20)
     assert src.read_bytes("s/b.dcm") == b"b" and src.exists("a.dcm")
     assert src.glob("**/*.dcm") == ["a.dcm", "s/b.dcm"]

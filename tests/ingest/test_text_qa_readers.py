@@ -56,8 +56,16 @@ def test_pubmedqa_real(real_data):
 
 
 def _mapping(root, **kw):
-    base = {"files": ["items.csv"], "question": "stem", "options": ["a", "b", "c"], "answer": "key",
-            "license": "CC-BY-4.0", "explanation": "why", "split": "part", "id": "qid"}
+    base = {
+        "files": ["items.csv"],
+        "question": "stem",
+        "options": ["a", "b", "c"],
+        "answer": "key",
+        "license": "CC-BY-4.0",
+        "explanation": "why",
+        "split": "part",
+        "id": "qid",
+    }
     base.update(kw)
     import yaml
 
@@ -87,11 +95,27 @@ def test_generic_csv_with_quarantine(tmp_path):
 def test_generic_jsonl_text_answers(tmp_path):
     root = tmp_path / "mcq"
     root.mkdir()
-    recs = [{"q": "Drug of choice for absence seizures?", "choices": ["Ethosuximide", "Phenytoin"], "ans": "Ethosuximide"},
-            {"q": "Broken?", "choices": "not json", "ans": "x"}]
+    recs = [
+        {
+            "q": "Drug of choice for absence seizures?",
+            "choices": ["Ethosuximide", "Phenytoin"],
+            "ans": "Ethosuximide",
+        },
+        {"q": "Broken?", "choices": "not json", "ans": "x"},
+    ]
     (root / "items.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{oops\n")
-    _mapping(root, files=["items.jsonl"], question="q", options="choices", answer="ans", answer_format="text",
-             explanation=None, split=None, id=None, default_split="train")
+    _mapping(
+        root,
+        files=["items.jsonl"],
+        question="q",
+        options="choices",
+        answer="ans",
+        answer_format="text",
+        explanation=None,
+        split=None,
+        id=None,
+        default_split="train",
+    )
     df, result = _read("mcq_custom", root)
     assert df.height == 1 and df.row(0, named=True)["answer_label"] == "A"
     assert len(result.rejected) == 2 and any("malformed JSON line" in r.reason for r in result.rejected)
@@ -104,8 +128,11 @@ def test_generic_missing_mapping_and_columns(tmp_path):
         read_text_qa("mcq_custom", SourceDir(str(root)))
     (root / "items.csv").write_text("qid,question\n1,x\n")
     _mapping(root)
-    with pytest.raises(SourceError, match=r"mcq_mapping.yaml: invalid MCQ mapping: items.csv: declared column\(s\) "
-                                          r"absent from the file's header: 'stem' \(question\), 'key' \(answer\)"):
+    with pytest.raises(
+        SourceError,
+        match=r"mcq_mapping.yaml: invalid MCQ mapping: items.csv: declared column\(s\) "
+        r"absent from the file's header: 'stem' \(question\), 'key' \(answer\)",
+    ):
         read_text_qa("mcq_custom", SourceDir(str(root)))
 
 

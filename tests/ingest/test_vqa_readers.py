@@ -61,13 +61,17 @@ def test_vqa_rad_miccai19_real(real_data, storage):
     train = json.loads((real_data / "vqa_rad" / "miccai19_format" / "trainset.json").read_text())
     test = json.loads((real_data / "vqa_rad" / "miccai19_format" / "testset.json").read_text())
     assert len(result.rows) + len(result.rejected) == len(train) + len(test)
-    assert sum(r["split"] == "test" for r in result.rows) == len(test) - sum("test" in r.row for r in result.rejected)
+    assert sum(r["split"] == "test" for r in result.rows) == len(test) - sum(
+        "test" in r.row for r in result.rejected
+    )
     assert not result.rejected
 
 
 def test_slake_real_english_only(real_data, storage):
     df, result, images = _read("slake", real_data / "slake", storage)
-    raw = {s: json.loads((real_data / "slake" / f"{s}.json").read_text()) for s in ("train", "validate", "test")}
+    raw = {
+        s: json.loads((real_data / "slake" / f"{s}.json").read_text()) for s in ("train", "validate", "test")
+    }
     n_en = {s: sum(r["q_lang"] == "en" for r in rows) for s, rows in raw.items()}
     assert df.height + len(result.rejected) == sum(n_en.values())
     assert set(df["language"]) == {"en"}
@@ -92,11 +96,16 @@ def test_two_option_form_is_deterministic_and_balanced():
 
 def test_closed_yes_no_get_two_options(real_data, storage):
     df, _, _ = _read("vqa_rad", real_data / "vqa_rad", storage)
-    closed_yn = df.filter((pl.col("answer_type") == "closed") & pl.col("answer").str.to_lowercase().is_in(["yes", "no"]))
+    closed_yn = df.filter(
+        (pl.col("answer_type") == "closed") & pl.col("answer").str.to_lowercase().is_in(["yes", "no"])
+    )
     assert closed_yn.height > 0
     assert all(sorted(o) == ["No", "Yes"] for o in closed_yn["options"])
     open_rows = df.filter(pl.col("answer_type") == "open")
-    assert all(len(o) == 0 for o in open_rows["options"]) and open_rows["answer_label"].null_count() == open_rows.height
+    assert (
+        all(len(o) == 0 for o in open_rows["options"])
+        and open_rows["answer_label"].null_count() == open_rows.height
+    )
 
 
 @pytest.mark.parametrize("writer", [write_path_vqa_parquet, write_path_vqa_pickle])
@@ -125,7 +134,10 @@ def test_pmc_vqa(tmp_path, storage):
     df, result, _ = _read("pmc_vqa", write_pmc_vqa(tmp_path / "pmc"), storage)
     assert df.height == 6 and not result.rejected
     row = df.row(0, named=True)
-    assert row["options"] == ["CT", "MRI", "PET", "Ultrasound"] and row["answer"] == row["options"][LETTERS.index(row["answer_label"])]
+    assert (
+        row["options"] == ["CT", "MRI", "PET", "Ultrasound"]
+        and row["answer"] == row["options"][LETTERS.index(row["answer_label"])]
+    )
     _contract_ok(df, storage)
 
 

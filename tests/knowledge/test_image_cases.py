@@ -23,31 +23,64 @@ from storage.sources import SourceDir
 
 def item(item_id: str, dataset: str, split: str, ref: str) -> dict:
     row = dict.fromkeys(VQA_SCHEMA)
-    return {**row, "item_id": item_id, "dataset": dataset, "split": split, "image_refs": [ref], "question": "Q?",
-            "answer": "A", "source_ref": f"{dataset}.json#{item_id}", "modality": "CT", "organ": "Chest"}
+    return {
+        **row,
+        "item_id": item_id,
+        "dataset": dataset,
+        "split": split,
+        "image_refs": [ref],
+        "question": "Q?",
+        "answer": "A",
+        "source_ref": f"{dataset}.json#{item_id}",
+        "modality": "CT",
+        "organ": "Chest",
+    }
 
 
 def test_evaluation_images_of_any_dataset_are_excluded():
-    items = pl.DataFrame([
-        item("r1", "vqa_rad", "train", "img-shared-test"), item("r2", "vqa_rad", "test", "img-shared-test"),
-        item("r3", "vqa_rad", "train", "img-train-only"),
-        item("s1", "slake", "train", "img-slake-val"), item("s2", "slake", "validation", "img-slake-val"),
-        item("s3", "slake", "train", "img-in-other-benchmark"),
-        item("p1", "path_vqa", "test", "img-in-other-benchmark"),  # a test image of another dataset
-    ], schema=VQA_SCHEMA)
+    items = pl.DataFrame(
+        [
+            item("r1", "vqa_rad", "train", "img-shared-test"),
+            item("r2", "vqa_rad", "test", "img-shared-test"),
+            item("r3", "vqa_rad", "train", "img-train-only"),
+            item("s1", "slake", "train", "img-slake-val"),
+            item("s2", "slake", "validation", "img-slake-val"),
+            item("s3", "slake", "train", "img-in-other-benchmark"),
+            item("p1", "path_vqa", "test", "img-in-other-benchmark"),  # a test image of another dataset
+        ],
+        schema=VQA_SCHEMA,
+    )
     refs = evaluation_image_refs(items)
-    assert refs == {"img-shared-test": "vqa_rad/test", "img-slake-val": "slake/validation",
-                    "img-in-other-benchmark": "path_vqa/test"}
+    assert refs == {
+        "img-shared-test": "vqa_rad/test",
+        "img-slake-val": "slake/validation",
+        "img-in-other-benchmark": "path_vqa/test",
+    }
     cases, result = image_cases_from_vqa(items)
     assert cases["image_ref"].to_list() == ["img-train-only"]
     excluded = sorted((r.item_id, r.reason) for r in result.rejected)
-    assert excluded[0] == ("slake:img-in-other-benchmark",
-                           "evaluation image: the same image (content id) is in path_vqa/test items")
+    assert excluded[0] == (
+        "slake:img-in-other-benchmark",
+        "evaluation image: the same image (content id) is in path_vqa/test items",
+    )
     assert len(excluded) == 3
     assert check_no_evaluation_images(cases, refs).success
     # the check catches a case frame built without the exclusion (today's behaviour)
-    leaky = pl.concat([cases, pl.DataFrame([{**cases.row(0, named=True), "id": "vqa_rad:img-shared-test",
-                                             "image_ref": "img-shared-test"}], schema=IMAGE_CASE_SCHEMA)])
+    leaky = pl.concat(
+        [
+            cases,
+            pl.DataFrame(
+                [
+                    {
+                        **cases.row(0, named=True),
+                        "id": "vqa_rad:img-shared-test",
+                        "image_ref": "img-shared-test",
+                    }
+                ],
+                schema=IMAGE_CASE_SCHEMA,
+            ),
+        ]
+    )
     failed = check_no_evaluation_images(leaky, refs)
     assert not failed.success and failed.unexpected_count == 1
     contract = check_image_cases(leaky, set(leaky["image_ref"]), refs)
@@ -60,7 +93,9 @@ def test_evaluation_images_of_any_dataset_are_excluded():
 @pytest.mark.timeout(300)
 def test_real_vqa_rad_and_slake_cases_hold_no_evaluation_image(real_data, storage):
     images = ImageIngestor(storage)
-    items = pl.concat([read_vqa(ds, SourceDir(str(real_data / ds)), images)[0] for ds in ("vqa_rad", "slake")])
+    items = pl.concat(
+        [read_vqa(ds, SourceDir(str(real_data / ds)), images)[0] for ds in ("vqa_rad", "slake")]
+    )
     slake = SourceDir(str(real_data / "slake"))
     evaluation = evaluation_images(items, slake)
     train = {content_key(r) for rs in items.filter(pl.col("split") == "train")["image_refs"] for r in rs}
@@ -72,13 +107,22 @@ def test_real_vqa_rad_and_slake_cases_hold_no_evaluation_image(real_data, storag
     if real_data.name == "data":  # the full releases in ../shared/data: the figures of issue 7
         # English-only items miss SLAKE test images asked about in Chinese: the release files add them
         only_items = image_cases_from_vqa(items, evaluation_refs=evaluation_image_refs(items))[0]
-        assert check_no_evaluation_images(only_items, evaluation).unexpected_count == 136  # test 70, validation 66
-        vqa_rad_test = {content_key(r) for rs in items.filter((pl.col("dataset") == "vqa_rad") &
-                                                              (pl.col("split") == "test"))["image_refs"] for r in rs}
+        assert (
+            check_no_evaluation_images(only_items, evaluation).unexpected_count == 136
+        )  # test 70, validation 66
+        vqa_rad_test = {
+            content_key(r)
+            for rs in items.filter((pl.col("dataset") == "vqa_rad") & (pl.col("split") == "test"))[
+                "image_refs"
+            ]
+            for r in rs
+        }
         assert (len(vqa_rad_test), len(vqa_rad_test & train)) == (203, 202)
         release = {n: json.loads((real_data / "slake" / n).read_text()) for n in ("train.json", "test.json")}
         names = {n: {r["img_name"] for r in rows} for n, rows in release.items()}
         assert (len(names["test.json"]), len(names["test.json"] & names["train.json"])) == (180, 142)
-        test_hashes = {hashlib.sha256((real_data / "slake" / "imgs" / n).read_bytes()).hexdigest()
-                       for n in names["test.json"]}
+        test_hashes = {
+            hashlib.sha256((real_data / "slake" / "imgs" / n).read_bytes()).hexdigest()
+            for n in names["test.json"]
+        }
         assert len(test_hashes) == 180 and test_hashes <= set(evaluation)

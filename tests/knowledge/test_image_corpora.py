@@ -17,11 +17,19 @@ def write_pubmedvision(root):
     for i in range(3):
         name = f"images/pmc_{i}.jpg"
         (root / name).write_bytes(image_bytes(80 + i))
-        recs.append({"id": f"pmv{i}", "image": [name], "modality": "CT", "body_part": "Chest",
-                     "conversations": [{"from": "human", "value": "<image>\\nDescribe."},
-                                       {"from": "gpt", "value": f"Axial CT shows a mass in case {i}."}]})
-    recs.append({"id": "bad", "image": ["images/none.jpg"],
-                 "conversations": [{"from": "gpt", "value": "x"}]})
+        recs.append(
+            {
+                "id": f"pmv{i}",
+                "image": [name],
+                "modality": "CT",
+                "body_part": "Chest",
+                "conversations": [
+                    {"from": "human", "value": "<image>\\nDescribe."},
+                    {"from": "gpt", "value": f"Axial CT shows a mass in case {i}."},
+                ],
+            }
+        )
+    recs.append({"id": "bad", "image": ["images/none.jpg"], "conversations": [{"from": "gpt", "value": "x"}]})
     recs.append({"id": "noanswer", "image": ["images/pmc_0.jpg"], "conversations": []})
     (root / "PubMedVision_Alignment_VQA.json").write_text(json.dumps(recs))
     return root
@@ -40,7 +48,9 @@ def write_roco(root):
 
 
 def test_pubmedvision_reader(tmp_path, storage):
-    df, result = read_pubmedvision(SourceDir(str(write_pubmedvision(tmp_path / "pmv"))), ImageIngestor(storage))
+    df, result = read_pubmedvision(
+        SourceDir(str(write_pubmedvision(tmp_path / "pmv"))), ImageIngestor(storage)
+    )
     assert df.schema == pl.Schema(IMAGE_CASE_SCHEMA) and df.height == 3
     assert df.row(0, named=True)["description"].startswith("Axial CT") and set(df["modality"]) == {"CT"}
     reasons = sorted(r.reason.split(":")[0] for r in result.rejected)
@@ -63,10 +73,15 @@ def test_kb_image_cases_includes_configured_corpora(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDRWR_SOURCE_ROCO", str(write_roco(tmp_path / "roco")))
     defs = build_defs()
     instance = DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("vqa_ingest_job").execute_in_process(partition_key="slake", instance=instance).success
+    assert (
+        defs.resolve_job_def("vqa_ingest_job")
+        .execute_in_process(partition_key="slake", instance=instance)
+        .success
+    )
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={kb_image_cases.key})
-    result = job.execute_in_process(instance=instance, run_config={
-        "ops": {"kb_image_cases": {"config": {"external_corpora": ["roco"]}}}})
+    result = job.execute_in_process(
+        instance=instance, run_config={"ops": {"kb_image_cases": {"config": {"external_corpora": ["roco"]}}}}
+    )
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     cases = Storage().read_table("kb_image_cases")
     assert set(cases["source"]) == {"slake", "roco"} and (cases["source"] == "roco").sum() == 3

@@ -29,13 +29,24 @@ def passages_config(limit: int | None):
 
 def run_graph(instance, limit: int | None = None):
     for ds in ("slake", "vqa_rad"):
-        assert materialize(ASSETS, selection=[vqa_items], partition_key=ds, instance=instance,
-                           resources=resources()).success
+        assert materialize(
+            ASSETS, selection=[vqa_items], partition_key=ds, instance=instance, resources=resources()
+        ).success
     for source in SOURCES:
-        assert materialize(ASSETS, selection=[kb_passages], partition_key=source, instance=instance,
-                           resources=resources(), run_config=passages_config(limit)).success
-    result = materialize(ASSETS, selection=[kb_text_index, kb_image_cases, kb_image_index], instance=instance,
-                         resources=resources())
+        assert materialize(
+            ASSETS,
+            selection=[kb_passages],
+            partition_key=source,
+            instance=instance,
+            resources=resources(),
+            run_config=passages_config(limit),
+        ).success
+    result = materialize(
+        ASSETS,
+        selection=[kb_text_index, kb_image_cases, kb_image_index],
+        instance=instance,
+        resources=resources(),
+    )
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
@@ -61,10 +72,20 @@ def _graph_with_incremental_change(tmp_path, monkeypatch, sample_data, root: str
     pmid = next(iter(data))
     data[pmid]["CONTEXTS"] = ["A rewritten abstract about helicopter intubation success rates."]
     (src / "ori_pqal.json").write_text(json.dumps(data))
-    assert materialize(ASSETS, selection=[kb_passages], partition_key="pubmedqa", instance=instance,
-                       resources=resources(), run_config=passages_config(25)).success
-    second_run = materialize(ASSETS, selection=[kb_text_index, kb_image_cases, kb_image_index], instance=instance,
-                             resources=resources())
+    assert materialize(
+        ASSETS,
+        selection=[kb_passages],
+        partition_key="pubmedqa",
+        instance=instance,
+        resources=resources(),
+        run_config=passages_config(25),
+    ).success
+    second_run = materialize(
+        ASSETS,
+        selection=[kb_text_index, kb_image_cases, kb_image_index],
+        instance=instance,
+        resources=resources(),
+    )
     assert second_run.success and all(c.passed for c in second_run.get_asset_check_evaluations())
     second = index_metadata(second_run, "kb_text_index")
     assert (second["embedded"], second["updated"], second["inserted"], second["deleted"]) == (1, 1, 0, 0)

@@ -23,9 +23,16 @@ class FakeEmbedder:
 
 
 def pointer(**over) -> KbPointer:
-    fields = {"db": "kb", "table": "kb_text", "tag": "run-1", "physical_table": "kb_text__abc", "version": 3,
-              "uri": "/tmp/lancedb/kb", "embedder_fingerprint": identity_fingerprint(IDENTITY),
-              "embedder_json": json.dumps({**IDENTITY, "device": "cpu"}, sort_keys=True)}
+    fields = {
+        "db": "kb",
+        "table": "kb_text",
+        "tag": "run-1",
+        "physical_table": "kb_text__abc",
+        "version": 3,
+        "uri": "/tmp/lancedb/kb",
+        "embedder_fingerprint": identity_fingerprint(IDENTITY),
+        "embedder_json": json.dumps({**IDENTITY, "device": "cpu"}, sort_keys=True),
+    }
     return KbPointer(**{**fields, **over})
 
 
@@ -37,8 +44,18 @@ def test_round_trip_keeps_the_published_columns():
 
 
 def test_hand_written_row_without_fingerprint_reads():
-    row = pl.DataFrame([{"db": "kb", "table": "kb_text", "tag": "run-x", "version": 1, "uri": "/x",
-                         "embedder": json.dumps({"model_id": "m"})}])
+    row = pl.DataFrame(
+        [
+            {
+                "db": "kb",
+                "table": "kb_text",
+                "tag": "run-x",
+                "version": 1,
+                "uri": "/x",
+                "embedder": json.dumps({"model_id": "m"}),
+            }
+        ]
+    )
     ptr = KbPointer.from_row(row)
     assert (ptr.physical_table, ptr.embedder_fingerprint, ptr.tag) == (None, None, "run-x")
     ptr.check_embedder({"model_id": "anything"})  # nothing recorded: nothing to refuse

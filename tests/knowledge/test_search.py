@@ -38,8 +38,12 @@ def test_incremental_sync_search_modes_and_pinning(embedder, storage, sample_dat
     cached = CachedEmbedding(embedder)
     loc = storage.kb_location()
     r1 = sync_table(loc, "kb_text", frame, embed_fn(cached), embedder.identity(), run_id="one")
-    assert (r1.inserted, r1.rows, r1.tag, cached.stats.embedded) == (frame.height, frame.height, "run-one",
-                                                                     frame.height)
+    assert (r1.inserted, r1.rows, r1.tag, cached.stats.embedded) == (
+        frame.height,
+        frame.height,
+        "run-one",
+        frame.height,
+    )
 
     # search modes: a PubMedQA question finds its abstract; every hit names its source record
     data = json.loads((sample_data / "pubmedqa" / "ori_pqal.json").read_text())
@@ -58,10 +62,15 @@ def test_incremental_sync_search_modes_and_pinning(embedder, storage, sample_dat
     # change one passage, remove one: only the changed one is embedded, the removed one deleted
     changed_id, removed_id = frame["id"][0], frame["id"][1]
     frame2 = frame.filter(pl.col("id") != removed_id).with_columns(
-        pl.when(pl.col("id") == changed_id).then(pl.lit("Helicopter transport impairs intubation.")).otherwise(
-            pl.col("text")).alias("text"),
-        pl.when(pl.col("id") == changed_id).then(pl.lit("changed")).otherwise(pl.col("content_hash"))
-        .alias("content_hash"))
+        pl.when(pl.col("id") == changed_id)
+        .then(pl.lit("Helicopter transport impairs intubation."))
+        .otherwise(pl.col("text"))
+        .alias("text"),
+        pl.when(pl.col("id") == changed_id)
+        .then(pl.lit("changed"))
+        .otherwise(pl.col("content_hash"))
+        .alias("content_hash"),
+    )
     cached2 = CachedEmbedding(embedder)
     r2 = sync_table(loc, "kb_text", frame2, embed_fn(cached2), embedder.identity(), run_id="two")
     assert (r2.updated, r2.inserted, r2.deleted, r2.unchanged) == (1, 0, 1, frame.height - 2)
@@ -69,7 +78,10 @@ def test_incremental_sync_search_modes_and_pinning(embedder, storage, sample_dat
 
     # a reader pinned to the first tag still sees the old state
     pinned = Retriever(loc, embedder, version="run-one")
-    assert pinned.pinned.tbl.count_rows() == frame.height and pinned.pinned.tbl.count_rows(f"id = '{removed_id}'") == 1
+    assert (
+        pinned.pinned.tbl.count_rows() == frame.height
+        and pinned.pinned.tbl.count_rows(f"id = '{removed_id}'") == 1
+    )
     latest = Retriever(loc, embedder)
     assert latest.pinned.tbl.count_rows(f"id = '{removed_id}'") == 0 and latest.version > pinned.version
 
@@ -89,14 +101,34 @@ class CountingEmbedder:
 
 
 def test_full_text_covers_titles_and_search_is_batched(embedder, storage):
-    rows = [passage("medquad", "q1", 0, "What are the symptoms of Kawasaki disease ?",
-                    "Fever lasting five days, red eyes and a rash.", "medquad_qa.jsonl.gz:7", "CC BY 4.0"),
-            passage("medquad", "q2", 0, "How to prevent rabies ?", "Vaccinate pets and avoid wild animals.",
-                    "medquad_qa.jsonl.gz:9", "CC BY 4.0")]
+    rows = [
+        passage(
+            "medquad",
+            "q1",
+            0,
+            "What are the symptoms of Kawasaki disease ?",
+            "Fever lasting five days, red eyes and a rash.",
+            "medquad_qa.jsonl.gz:7",
+            "CC BY 4.0",
+        ),
+        passage(
+            "medquad",
+            "q2",
+            0,
+            "How to prevent rabies ?",
+            "Vaccinate pets and avoid wild animals.",
+            "medquad_qa.jsonl.gz:9",
+            "CC BY 4.0",
+        ),
+    ]
     frame = text_table_rows(passages_frame(rows))
-    assert frame["search_text"][0] == "What are the symptoms of Kawasaki disease ?. Fever lasting five days, " \
-                                      "red eyes and a rash."
-    sync_table(storage.kb_location(), "kb_text", frame, embed_fn(CachedEmbedding(embedder)), embedder.identity())
+    assert (
+        frame["search_text"][0] == "What are the symptoms of Kawasaki disease ?. Fever lasting five days, "
+        "red eyes and a rash."
+    )
+    sync_table(
+        storage.kb_location(), "kb_text", frame, embed_fn(CachedEmbedding(embedder)), embedder.identity()
+    )
     counting = CountingEmbedder(embedder)
     retriever = Retriever(storage.kb_location(), counting)
     # "Kawasaki" and "rabies" appear only in titles, which the dense side embeds: full text must see them too

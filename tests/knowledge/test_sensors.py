@@ -32,7 +32,9 @@ def clock(monkeypatch) -> Clock:
 
 def corpus(folder, name: str, rows: list[tuple[str, str]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text("".join(json.dumps({"id": i, "title": "t", "content": c}) + "\n" for i, c in rows))
+    (folder / name).write_text(
+        "".join(json.dumps({"id": i, "title": "t", "content": c}) + "\n" for i, c in rows)
+    )
 
 
 def tick(instance, sources, cursor):
@@ -99,7 +101,11 @@ def test_kb_sources_sensor_local(tmp_path, monkeypatch, clock):
     assert not tick(instance, sources, after.cursor).run_requests
 
     # a second new folder: its own partition and run, the first source untouched
-    corpus(data / "othercorpus", "c.jsonl.gz".removesuffix(".gz"), [("c", "Metformin lowers hepatic glucose output.")])
+    corpus(
+        data / "othercorpus",
+        "c.jsonl.gz".removesuffix(".gz"),
+        [("c", "Metformin lowers hepatic glucose output.")],
+    )
     newer = tick(instance, sources, after.cursor)
     assert list(newer.dynamic_partitions_requests[0].partition_keys) == ["othercorpus"]
     assert [r.partition_key for r in newer.run_requests] == ["othercorpus"]
@@ -113,7 +119,9 @@ def test_kb_sources_sensor_watches_only_files_a_source_reads(tmp_path, clock):
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("kb_sources", ["slake_kg"])
     first = tick(instance, sources, None)
-    assert [r.partition_key for r in first.run_requests] == ["slake_kg"] and not first.dynamic_partitions_requests
+    assert [r.partition_key for r in first.run_requests] == [
+        "slake_kg"
+    ] and not first.dynamic_partitions_requests
     clock.t += 10_000
     (data / "slake" / "imgs").mkdir()
     (data / "slake" / "imgs" / "new.jpg").write_bytes(b"\xff\xd8 not a KB file")
@@ -158,7 +166,9 @@ def test_kb_index_sensor_requests_retraining_once(monkeypatch, clock):
     clock.t += 3600
     [later] = run(held.cursor).run_requests
     assert later.tags["medrwr/kb_tag"] == "run-3"
-    assert [k.to_user_string() for k in later.asset_selection] == list(retrain_sensors.STAGES["all"])  # split_use first
+    assert [k.to_user_string() for k in later.asset_selection] == list(
+        retrain_sensors.STAGES["all"]
+    )  # split_use first
 
 
 def test_evaluation_follows_retraining_then_promotion_once_all_benchmarks_succeeded():

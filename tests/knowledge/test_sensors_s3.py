@@ -26,19 +26,31 @@ def test_new_s3_kb_file_refreshes_its_source_then_requests_retraining(s3_env, mo
     monkeypatch.setenv("MEDRWR_DATA_DIR", raw_root)
     monkeypatch.setenv("MEDRWR_KB_SENSOR_COOLDOWN_S", "0")
     raw = Storage(root=raw_root)
-    put(raw, "a.jsonl", [{"id": f"a{i}", "title": "Cardiology", "content": f"Beta blockers reduce heart rate, note {i}."}
-                         for i in range(5)])
+    put(
+        raw,
+        "a.jsonl",
+        [
+            {"id": f"a{i}", "title": "Cardiology", "content": f"Beta blockers reduce heart rate, note {i}."}
+            for i in range(5)
+        ],
+    )
     defs = build_defs()
     instance = DagsterInstance.ephemeral()
     resources = {"sources": defs.resources["sources"]}
 
     def kb_tick(cursor):
-        return kb_sensors.kb_sources_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+        return kb_sensors.kb_sources_sensor(
+            build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+        )
 
     def refresh(request):
         job = defs.resolve_job_def("kb_refresh_job")
-        result = job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                        run_config=request.run_config, tags=request.tags)
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            tags=request.tags,
+        )
         assert result.success
         return KbPointer.from_row(Storage(root=s3_env).read_table("kb_text_index")).tag
 
@@ -50,7 +62,11 @@ def test_new_s3_kb_file_refreshes_its_source_then_requests_retraining(s3_env, mo
     index_cursor = retrain_sensors.kb_index_retrain_sensor(build_sensor_context(instance=instance)).cursor
 
     assert not kb_tick(first.cursor).run_requests  # unchanged
-    put(raw, "b.jsonl", [{"id": "b1", "title": "Renal", "content": "ACE inhibitors can raise serum potassium."}])
+    put(
+        raw,
+        "b.jsonl",
+        [{"id": "b1", "title": "Renal", "content": "ACE inhibitors can raise serum potassium."}],
+    )
     second = kb_tick(first.cursor)
     [req2] = second.run_requests
     assert req2.partition_key == "mycorpus" and not second.dynamic_partitions_requests
@@ -58,8 +74,11 @@ def test_new_s3_kb_file_refreshes_its_source_then_requests_retraining(s3_env, mo
     assert tag2 != tag1 and tag2.startswith("run-")
     assert not kb_tick(second.cursor).run_requests
 
-    retrain = retrain_sensors.kb_index_retrain_sensor(build_sensor_context(instance=instance, cursor=index_cursor))
+    retrain = retrain_sensors.kb_index_retrain_sensor(
+        build_sensor_context(instance=instance, cursor=index_cursor)
+    )
     [r] = retrain.run_requests
     assert r.tags["medrwr/kb_tag"] == tag2
     assert not retrain_sensors.kb_index_retrain_sensor(
-        build_sensor_context(instance=instance, cursor=retrain.cursor)).run_requests
+        build_sensor_context(instance=instance, cursor=retrain.cursor)
+    ).run_requests

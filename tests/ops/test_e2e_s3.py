@@ -31,14 +31,25 @@ def test_smoke_graph_on_s3_then_a_new_kb_file_requests_retraining(s3_env, tmp_pa
     assert run("smoke") == 0
     store = Storage(root=s3_env)
     instance = DagsterInstance.get()
-    for asset in ("vqa_items", "text_qa_items", "echo_studies", "ecbench", "kb_passages", "kb_text_index",
-                  "kb_image_index", "base_model", "stage1_checkpoint", "stage2_checkpoint", "eval_results",
-                  "eval_report"):
+    for asset in (
+        "vqa_items",
+        "text_qa_items",
+        "echo_studies",
+        "ecbench",
+        "kb_passages",
+        "kb_text_index",
+        "kb_image_index",
+        "base_model",
+        "stage1_checkpoint",
+        "stage2_checkpoint",
+        "eval_results",
+        "eval_report",
+    ):
         assert instance.get_latest_materialization_event(AssetKey(asset)) is not None, asset
     report = instance.get_latest_materialization_event(AssetKey("eval_report")).asset_materialization.metadata
     html_uri = report["report_html"].value
     assert html_uri.startswith(s3_env + "/reports/")
-    html = store.read_bytes(*html_uri[len(s3_env) + 1:].split("/")).decode()
+    html = store.read_bytes(*html_uri[len(s3_env) + 1 :].split("/")).decode()
     assert html.count("data:image/png;base64,") >= 4
     stage2 = ModelPointer.from_row(store.read_table("stage2_checkpoint"))
     assert stage2.path.startswith(s3_env) and stage2.manifest["kb_tag"].startswith("run-")
@@ -49,23 +60,42 @@ def test_smoke_graph_on_s3_then_a_new_kb_file_requests_retraining(s3_env, tmp_pa
     raw_root = s3_env.rsplit("/", 1)[0] + "/raw"
     monkeypatch.setenv("MEDRWR_DATA_DIR", raw_root)
     monkeypatch.setenv("MEDRWR_KB_SENSOR_COOLDOWN_S", "0")
-    Storage(root=raw_root).write_bytes(b"".join(json.dumps(
-        {"id": f"n{i}", "title": "Cardiology", "content": f"Beta blockers lower the resting heart rate, note {i}."}
-    ).encode() + b"\n" for i in range(5)), "newcorpus", "part.jsonl")
+    Storage(root=raw_root).write_bytes(
+        b"".join(
+            json.dumps(
+                {
+                    "id": f"n{i}",
+                    "title": "Cardiology",
+                    "content": f"Beta blockers lower the resting heart rate, note {i}.",
+                }
+            ).encode()
+            + b"\n"
+            for i in range(5)
+        ),
+        "newcorpus",
+        "part.jsonl",
+    )
     defs = build_defs()
     index_cursor = retrain_sensors.kb_index_retrain_sensor(build_sensor_context(instance=instance)).cursor
-    tick = kb_sensors.kb_sources_sensor(build_sensor_context(
-        instance=instance, cursor=None, resources={"sources": defs.resources["sources"]}))
+    tick = kb_sensors.kb_sources_sensor(
+        build_sensor_context(instance=instance, cursor=None, resources={"sources": defs.resources["sources"]})
+    )
     assert "newcorpus" in list(tick.dynamic_partitions_requests[0].partition_keys)
     instance.add_dynamic_partitions("kb_sources", ["newcorpus"])
     [request] = [r for r in tick.run_requests if r.partition_key == "newcorpus"]
     before = KbPointer.from_row(store.read_table("kb_text_index")).tag
     result = defs.resolve_job_def("kb_refresh_job").execute_in_process(
-        instance=instance, partition_key=request.partition_key, run_config=request.run_config, tags=request.tags)
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        tags=request.tags,
+    )
     assert result.success
     after = KbPointer.from_row(store.read_table("kb_text_index")).tag
     assert after != before
-    retrain = retrain_sensors.kb_index_retrain_sensor(build_sensor_context(instance=instance, cursor=index_cursor))
+    retrain = retrain_sensors.kb_index_retrain_sensor(
+        build_sensor_context(instance=instance, cursor=index_cursor)
+    )
     [r] = retrain.run_requests
     assert retrain_sensors.kb_index_retrain_sensor.job_name == "retrain_job"
     assert AssetKey("stage2_checkpoint") in r.asset_selection and r.tags["medrwr/kb_tag"] == after

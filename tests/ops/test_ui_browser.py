@@ -100,7 +100,7 @@ def test_ui_materializes_a_partition_and_shows_it(tmp_path, monkeypatch, browser
             question = written.filter(pl.col("item_id") == shown)["question"][0]
             assert question.startswith(rows[0][q].rstrip("…"))
             if asset == "vqa_items":  # its image references are content hashes: shown, and shown last
-                assert "image_refs" in hash_columns and header[-len(hash_columns):] == hash_columns
+                assert "image_refs" in hash_columns and header[-len(hash_columns) :] == hash_columns
 
 
 def _seed_evaluation_inputs(store: Storage) -> None:
@@ -113,11 +113,27 @@ def _seed_evaluation_inputs(store: Storage) -> None:
     for asset in ("base_model", "stage1_checkpoint", "stage2_checkpoint"):
         manifest = json.dumps({"stage": asset, "kb_tag": KB_TAG, "git_commit": "0" * 40})
         store.write_table(pl.DataFrame([{"path": store.uri("models", asset), "manifest": manifest}]), asset)
-    for asset, table, tag, model in (("kb_text_index", "kb_text", KB_TAG, "all-MiniLM-L6-v2"),
-                                     ("kb_image_index", "kb_image", IMAGE_TAG, "ViT-S-32")):
-        store.write_table(pl.DataFrame([{"db": "kb", "table": table, "physical_table": f"{table}__0", "tag": tag,
-                                         "version": 1, "uri": store.lancedb_uri("kb"), "embedder_fingerprint": "0",
-                                         "embedder": json.dumps({"model_id": model})}]), asset)
+    for asset, table, tag, model in (
+        ("kb_text_index", "kb_text", KB_TAG, "all-MiniLM-L6-v2"),
+        ("kb_image_index", "kb_image", IMAGE_TAG, "ViT-S-32"),
+    ):
+        store.write_table(
+            pl.DataFrame(
+                [
+                    {
+                        "db": "kb",
+                        "table": table,
+                        "physical_table": f"{table}__0",
+                        "tag": tag,
+                        "version": 1,
+                        "uri": store.lancedb_uri("kb"),
+                        "embedder_fingerprint": "0",
+                        "embedder": json.dumps({"model_id": model}),
+                    }
+                ]
+            ),
+            asset,
+        )
 
 
 @pytest.mark.slow
@@ -134,8 +150,11 @@ def test_evaluation_report_opens_from_its_asset_page(tmp_path, monkeypatch, brow
         monkeypatch.setenv(key, value)
     store = Storage(root=settings["MEDRWR_STORAGE_ROOT"])
     _seed_evaluation_inputs(store)
-    result = build_defs().resolve_job_def("eval_report_job").execute_in_process(
-        instance=DagsterInstance.get(), raise_on_error=False)
+    result = (
+        build_defs()
+        .resolve_job_def("eval_report_job")
+        .execute_in_process(instance=DagsterInstance.get(), raise_on_error=False)
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
     with dagster_ui(home, artifacts / "dagster_dev.log") as base_url:
@@ -151,7 +170,9 @@ def test_a_ui_that_cannot_start_fails_the_test_instead_of_hanging(tmp_path):
     home = ensure_dagster_home()
     (home / "dagster.yaml").write_text("run_retries:\n  max_retry: 2\n")  # refused by Dagster's validation
     ui.record_run_settings(home, ui.run_settings("smoke"))
-    with pytest.raises(RuntimeError, match="dagster dev exited") as err, \
-            dagster_ui(home, tmp_path / "dagster_dev.log", start_timeout_s=90):
+    with (
+        pytest.raises(RuntimeError, match="dagster dev exited") as err,
+        dagster_ui(home, tmp_path / "dagster_dev.log", start_timeout_s=90),
+    ):
         pass
     assert "max_retry" in str(err.value)  # the log tail names the problem

@@ -45,13 +45,22 @@ def test_default_roots_are_spelled_out(monkeypatch):
 
 
 def test_recorded_settings_round_trip(tmp_path):
-    settings = {"MEDRWR_STORAGE_ROOT": "/data/with space/and'quote", "MEDRWR_PROFILE": "smoke",
-                "MEDRWR_S3_ENDPOINT_URL": "http://h:1/?a=b&c=$d", "MEDRWR_DATA_DIR": ""}
+    settings = {
+        "MEDRWR_STORAGE_ROOT": "/data/with space/and'quote",
+        "MEDRWR_PROFILE": "smoke",
+        "MEDRWR_S3_ENDPOINT_URL": "http://h:1/?a=b&c=$d",
+        "MEDRWR_DATA_DIR": "",
+    }
     path = ui.record_run_settings(tmp_path, settings)
     assert path == tmp_path / ui.SETTINGS_FILE
     assert ui.load_run_settings(tmp_path) == settings
-    sourced = subprocess.run(["bash", "-c", f"set -a; . {shlex.quote(str(path))}; printf %s \"$MEDRWR_STORAGE_ROOT\""],
-                             capture_output=True, text=True, check=True, env={})
+    sourced = subprocess.run(
+        ["bash", "-c", f'set -a; . {shlex.quote(str(path))}; printf %s "$MEDRWR_STORAGE_ROOT"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={},
+    )
     assert sourced.stdout == settings["MEDRWR_STORAGE_ROOT"]  # the file is also valid shell
     assert ui.load_run_settings(tmp_path / "nowhere") is None
     path.write_text("MEDRWR_STORAGE_ROOT=/a /b\n")
@@ -60,8 +69,12 @@ def test_recorded_settings_round_trip(tmp_path):
 
 
 def test_ui_environment_uses_the_recorded_settings_and_refuses_a_conflicting_shell(tmp_path):
-    recorded = {"MEDRWR_STORAGE_ROOT": "s3://bucket/pipeline", "MEDRWR_RESTRICTED_ROOT": str(tmp_path / "r"),
-                "MEDRWR_PROFILE": "full", "MEDRWR_PROJECT_DIR": str(tmp_path)}
+    recorded = {
+        "MEDRWR_STORAGE_ROOT": "s3://bucket/pipeline",
+        "MEDRWR_RESTRICTED_ROOT": str(tmp_path / "r"),
+        "MEDRWR_PROFILE": "full",
+        "MEDRWR_PROJECT_DIR": str(tmp_path),
+    }
     shell = {"PATH": "/usr/bin", "MEDRWR_TEXT_EMBEDDER": "", "MEDRWR_DEID_SALT": "secret"}
     env = ui.ui_environment(tmp_path / "home", recorded, shell)
     assert env["DAGSTER_HOME"] == str(tmp_path / "home") and env["PATH"] == "/usr/bin"
@@ -69,11 +82,21 @@ def test_ui_environment_uses_the_recorded_settings_and_refuses_a_conflicting_she
     # the same folder spelt relatively is not a conflict
     assert ui.ui_environment(tmp_path, recorded, {"MEDRWR_RESTRICTED_ROOT": os.path.relpath(tmp_path / "r")})
     with pytest.raises(ui.SettingsConflict) as err:
-        ui.ui_environment(tmp_path, recorded, {"MEDRWR_STORAGE_ROOT": "/local/root", "MEDRWR_PROFILE": "full",
-                                              "MEDRWR_IMAGE_EMBEDDER": "ViT-B-32"})
+        ui.ui_environment(
+            tmp_path,
+            recorded,
+            {
+                "MEDRWR_STORAGE_ROOT": "/local/root",
+                "MEDRWR_PROFILE": "full",
+                "MEDRWR_IMAGE_EMBEDDER": "ViT-B-32",
+            },
+        )
     message = str(err.value)
     assert "MEDRWR_STORAGE_ROOT: '/local/root' in this shell" in message and "s3://bucket/pipeline" in message
-    assert "MEDRWR_IMAGE_EMBEDDER: 'ViT-B-32' in this shell, but the runs in" in message and "the default" in message
+    assert (
+        "MEDRWR_IMAGE_EMBEDDER: 'ViT-B-32' in this shell, but the runs in" in message
+        and "the default" in message
+    )
     assert "MEDRWR_PROFILE" not in message  # same value: no conflict
 
 
@@ -84,7 +107,9 @@ def test_launch_spec_records_the_current_settings_when_none_are(tmp_path):
     assert command[1:] == ["dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", "3123"]
     assert (ui.REPO_DIR / "workspace.yaml").exists() and Path(command[0]).name == "dagster"
     assert ui.load_run_settings(home) == ui.run_settings()
-    assert env["MEDRWR_STORAGE_ROOT"] == os.environ["MEDRWR_STORAGE_ROOT"] and env["DAGSTER_HOME"] == str(home)
+    assert env["MEDRWR_STORAGE_ROOT"] == os.environ["MEDRWR_STORAGE_ROOT"] and env["DAGSTER_HOME"] == str(
+        home
+    )
 
 
 @pytest.mark.timeout(120)
@@ -99,8 +124,9 @@ def test_printed_command_runs_as_printed(tmp_path, monkeypatch):
     assert f"MEDRWR_STORAGE_ROOT={shlex.quote(settings['MEDRWR_STORAGE_ROOT'])}" in line
     assert "dagster dev -w workspace.yaml" in line
     # from another folder, the line (with --help) reaches dagster dev in the repository
-    result = subprocess.run(["bash", "-c", line + " --help"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=100)
+    result = subprocess.run(
+        ["bash", "-c", line + " --help"], cwd=tmp_path, capture_output=True, text=True, timeout=100
+    )
     assert result.returncode == 0 and "--workspace" in result.stdout, result.stderr
 
 

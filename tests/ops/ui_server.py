@@ -31,8 +31,11 @@ def free_port() -> int:
 
 def graphql(base_url: str, query: str, timeout_s: float = 30) -> dict:
     """POST ``query`` to the web server's GraphQL endpoint; raises on GraphQL errors."""
-    request = urllib.request.Request(base_url + "/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base_url + "/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     body = json.loads(urllib.request.urlopen(request, timeout=timeout_s).read())
     if "errors" in body:
         raise RuntimeError(f"GraphQL errors from {base_url}: {body['errors']}")
@@ -51,14 +54,18 @@ def _wait_until_serving(proc: subprocess.Popen, base_url: str, timeout_s: float,
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {proc.returncode} before serving; its log ({log}):\n{_tail(log)}")
+            raise RuntimeError(
+                f"dagster dev exited with {proc.returncode} before serving; its log ({log}):\n{_tail(log)}"
+            )
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             urllib.request.urlopen(base_url + "/server_info", timeout=2).read()
             if asset_keys(base_url):  # the code location loads after the web server starts
                 return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"dagster dev did not serve the asset graph within {timeout_s:.0f} s; "
-                               f"its log ({log}):\n{_tail(log)}")
+            raise TimeoutError(
+                f"dagster dev did not serve the asset graph within {timeout_s:.0f} s; "
+                f"its log ({log}):\n{_tail(log)}"
+            )
         time.sleep(1)
 
 
@@ -80,8 +87,15 @@ def dagster_ui(home: Path, log: Path, start_timeout_s: float = 240) -> Iterator[
     port = free_port()
     command, env = ui.launch_spec(home, "127.0.0.1", port)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=ui.REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=ui.REPO_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         base_url = f"http://127.0.0.1:{port}"
         _wait_until_serving(proc, base_url, start_timeout_s, log)

@@ -10,7 +10,11 @@ import pytest
 from assets.common.profiles import SAMPLE_DATA_DIR
 
 PASSAGES = [
-    ("kb:pneumonia", "Pneumonia", "Pneumonia is an infection of the lung; the chest x-ray shows consolidation."),
+    (
+        "kb:pneumonia",
+        "Pneumonia",
+        "Pneumonia is an infection of the lung; the chest x-ray shows consolidation.",
+    ),
     ("kb:cirrhosis", "Cirrhosis", "Cirrhosis is scarring of the liver."),
     ("kb:cardiomegaly", "Cardiomegaly", "Cardiomegaly is an enlarged heart (ratio > 0.5, p < 0.05)."),
     ("kb:asthma", "Asthma", "Asthma narrows the airways of the lung."),
@@ -48,12 +52,27 @@ def kb(tmp_path_factory, text_embedder):
     from retrieval.store import KBLocation, sync_table, with_search_text
 
     root = tmp_path_factory.mktemp("kb")
-    frame = pl.DataFrame({"id": [p[0] for p in PASSAGES], "source": ["test"] * len(PASSAGES),
-                          "title": [p[1] for p in PASSAGES], "text": [p[2] for p in PASSAGES]})
-    frame = frame.with_columns(pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]]))
-    report = sync_table(KBLocation(str(root)), "kb_text", with_search_text(frame), lambda rows: text_embedder.embed(
-        [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]), text_embedder.identity(),
-        run_id="test")
+    frame = pl.DataFrame(
+        {
+            "id": [p[0] for p in PASSAGES],
+            "source": ["test"] * len(PASSAGES),
+            "title": [p[1] for p in PASSAGES],
+            "text": [p[2] for p in PASSAGES],
+        }
+    )
+    frame = frame.with_columns(
+        pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]])
+    )
+    report = sync_table(
+        KBLocation(str(root)),
+        "kb_text",
+        with_search_text(frame),
+        lambda rows: text_embedder.embed(
+            [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]
+        ),
+        text_embedder.identity(),
+        run_id="test",
+    )
     return str(root), report.tag
 
 
@@ -80,10 +99,18 @@ def mcq_rows(n: int, image=None) -> list[dict]:
 
     rows = []
     for i in range(n):
-        row = {"prompt": build_messages("Which disease is an infection of the lung?", ["Pneumonia", "Cirrhosis"],
-                                        has_image=image is not None),
-               "answer_label": "A", "answer": "Pneumonia", "options": ["Pneumonia", "Cirrhosis"],
-               "explanation": "Pneumonia infects the lung.", "item_id": f"item{i}"}
+        row = {
+            "prompt": build_messages(
+                "Which disease is an infection of the lung?",
+                ["Pneumonia", "Cirrhosis"],
+                has_image=image is not None,
+            ),
+            "answer_label": "A",
+            "answer": "Pneumonia",
+            "options": ["Pneumonia", "Cirrhosis"],
+            "explanation": "Pneumonia infects the lung.",
+            "item_id": f"item{i}",
+        }
         if image is not None:
             row["image"] = image
         rows.append(row)

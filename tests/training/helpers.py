@@ -23,14 +23,23 @@ class ScriptedGenerate:
 
     def __call__(self, input_ids, attention_mask=None, **kwargs):
         call = len(self.calls)
-        self.calls.append({"rows": input_ids.shape[0], **{k: v for k, v in kwargs.items() if k != "tokenizer"}})
+        self.calls.append(
+            {"rows": input_ids.shape[0], **{k: v for k, v in kwargs.items() if k != "tokenizer"}}
+        )
         pad = kwargs["pad_token_id"]
         new = []
         for r in range(input_ids.shape[0]):
-            ctx = input_ids[r][attention_mask[r].bool()].tolist() if attention_mask is not None else input_ids[r].tolist()
+            ctx = (
+                input_ids[r][attention_mask[r].bool()].tolist()
+                if attention_mask is not None
+                else input_ids[r].tolist()
+            )
             text = self.script(call, r, self.tokenizer.decode(ctx, skip_special_tokens=False))
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: kwargs["max_new_tokens"]]
-            if not (text.endswith("</query>") or text.endswith("</answer>")) and len(ids) < kwargs["max_new_tokens"]:
+            if (
+                not (text.endswith("</query>") or text.endswith("</answer>"))
+                and len(ids) < kwargs["max_new_tokens"]
+            ):
                 ids.append(self.tokenizer.eos_token_id)
             new.append(ids)
         width = max(len(x) for x in new)

@@ -9,12 +9,29 @@ from training.data import difficulty, kmeans_nearest, leakage, split_use, stage1
 
 def text_qa():
     rows = []
-    for ds, split, n in [("medqa", "test", 3), ("medmcqa", "validation", 3), ("pubmedqa", "train", 2),
-                         ("pubmedqa", "test", 1)]:
+    for ds, split, n in [
+        ("medqa", "test", 3),
+        ("medmcqa", "validation", 3),
+        ("pubmedqa", "train", 2),
+        ("pubmedqa", "test", 1),
+    ]:
         for i in range(n):
-            rows.append({"item_id": f"{ds}:{split}:{i}", "dataset": ds, "split": split, "question": f"{ds} q{i}?",
-                         "context": None, "options": ["a", "b", "c", "d"], "answer_label": "B", "answer": "b",
-                         "explanation": "because", "subject": None, "source_ref": "x", "license": "MIT"})
+            rows.append(
+                {
+                    "item_id": f"{ds}:{split}:{i}",
+                    "dataset": ds,
+                    "split": split,
+                    "question": f"{ds} q{i}?",
+                    "context": None,
+                    "options": ["a", "b", "c", "d"],
+                    "answer_label": "B",
+                    "answer": "b",
+                    "explanation": "because",
+                    "subject": None,
+                    "source_ref": "x",
+                    "license": "MIT",
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -28,7 +45,9 @@ def test_split_use_records_the_choice_for_datasets_without_train_split():
     assert decisions.filter(pl.col("dataset") == "medqa")["use"].item() == "eval"
     assert decisions.filter(pl.col("dataset") == "medmcqa")["use"].item() == "train"
     # never both: no dataset/split is in train and evaluate at once
-    both = {(d, s) for d, ss in use.train.items() for s in ss} & {(d, s) for d, ss in use.evaluate.items() for s in ss}
+    both = {(d, s) for d, ss in use.train.items() for s in ss} & {
+        (d, s) for d, ss in use.evaluate.items() for s in ss
+    }
     assert not both
     items = stage1_items(text_qa(), use)
     assert set(items["dataset"]) == {"medmcqa"} and items.height == 3
@@ -41,11 +60,25 @@ def vqa_items(n_images=12):
     rows = []
     for i in range(n_images):
         for q in range(2):
-            rows.append({"item_id": f"v{i}-{q}", "dataset": "slake", "split": "train" if i < 10 else "test",
-                         "image_refs": [f"img{i}.jpg"], "question": f"Is there a lesion {i}-{q}?",
-                         "options": ["Yes", "No"], "answer": "Yes", "answer_label": "A",
-                         "answer_type": "closed" if q == 0 else "open", "modality": "CT", "organ": "Lung",
-                         "question_type": None, "language": "en", "source_ref": "x", "license": "CC-BY-4.0"})
+            rows.append(
+                {
+                    "item_id": f"v{i}-{q}",
+                    "dataset": "slake",
+                    "split": "train" if i < 10 else "test",
+                    "image_refs": [f"img{i}.jpg"],
+                    "question": f"Is there a lesion {i}-{q}?",
+                    "options": ["Yes", "No"],
+                    "answer": "Yes",
+                    "answer_label": "A",
+                    "answer_type": "closed" if q == 0 else "open",
+                    "modality": "CT",
+                    "organ": "Lung",
+                    "question_type": None,
+                    "language": "en",
+                    "source_ref": "x",
+                    "license": "CC-BY-4.0",
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -63,8 +96,12 @@ def test_stage2_items_kmeans_training_split_closed_only_and_exclusions():
     vqa = vqa_items()
     use = split_use(vqa, {})
     rng = np.random.default_rng(1)
-    vectors = pl.DataFrame({"image_ref": [f"img{i}.jpg" for i in range(12)],
-                            "vector": [rng.normal(size=8).tolist() for _ in range(12)]})
+    vectors = pl.DataFrame(
+        {
+            "image_ref": [f"img{i}.jpg" for i in range(12)],
+            "vector": [rng.normal(size=8).tolist() for _ in range(12)],
+        }
+    )
     items = stage2_items(vqa, use, vectors, n_clusters=4, exclude_image_refs=["img0.jpg"])
     assert items.height == 4 and set(items["split"]) == {"train"}
     assert all(i.endswith("-0") for i in items["item_id"])  # closed questions only
@@ -76,22 +113,40 @@ def test_stage2_items_kmeans_training_split_closed_only_and_exclusions():
 def test_difficulty_drops_always_solved_and_labels():
     items = stage1_items(text_qa(), split_use(text_qa(), {"medqa": "eval", "medmcqa": "train"}))
     ids = items["item_id"].to_list()
-    out = difficulty(items, {ids[0]: [True, True, True, True], ids[1]: [True, False, True, False],
-                             ids[2]: [False, False, True, False]})
+    out = difficulty(
+        items,
+        {
+            ids[0]: [True, True, True, True],
+            ids[1]: [True, False, True, False],
+            ids[2]: [False, False, True, False],
+        },
+    )
     assert dict(zip(out["item_id"], out["difficulty"], strict=True)) == {ids[1]: "easy", ids[2]: "hard"}
     with pytest.raises(ValueError, match="no policy samples"):
         difficulty(items, {ids[0]: [True]})
 
 
 def test_leakage_by_normalized_text_and_image_content_id():
-    train = pl.DataFrame({"item_id": ["t1", "t2", "t3"], "question": ["Is the LUNG normal?", "other", "third"],
-                          "image_ref": ["a.jpg", "b.jpg", None]})
-    evaluation = pl.DataFrame({"item_id": ["e1", "e2", "e3"], "dataset": ["slake", "ecbench", "vqa_rad"],
-                               "question": ["is the lung normal", "unrelated", "nothing"],
-                               "image_refs": [["z.jpg"], ["b.jpg"], []]})
+    train = pl.DataFrame(
+        {
+            "item_id": ["t1", "t2", "t3"],
+            "question": ["Is the LUNG normal?", "other", "third"],
+            "image_ref": ["a.jpg", "b.jpg", None],
+        }
+    )
+    evaluation = pl.DataFrame(
+        {
+            "item_id": ["e1", "e2", "e3"],
+            "dataset": ["slake", "ecbench", "vqa_rad"],
+            "question": ["is the lung normal", "unrelated", "nothing"],
+            "image_refs": [["z.jpg"], ["b.jpg"], []],
+        }
+    )
     bad = leakage(train, evaluation)
     assert bad.select("train_item_id", "eval_item_id", "reason").rows() == [
-        ("t1", "e1", "question_text"), ("t2", "e2", "image")]
+        ("t1", "e1", "question_text"),
+        ("t2", "e2", "image"),
+    ]
     clean = leakage(train.filter(pl.col("item_id") == "t3"), evaluation)
     assert clean.height == 0
 
@@ -103,8 +158,9 @@ def test_sample_correctness_feeds_difficulty(policy, retriever):
     from training.rollout import Rollout
 
     model, processor = policy
-    model.generate = ScriptedGenerate(processor.tokenizer,
-                                      lambda c, r, ctx: f"<think> t </think><answer> {'AB'[c % 2]} </answer>")
+    model.generate = ScriptedGenerate(
+        processor.tokenizer, lambda c, r, ctx: f"<think> t </think><answer> {'AB'[c % 2]} </answer>"
+    )
     rows = mcq_rows(2)
     correct = sample_correctness(Rollout(retriever), model, processor, rows, samples=2)
     assert correct == {"item0": [True, False], "item1": [True, False]}

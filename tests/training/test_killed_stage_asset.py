@@ -29,9 +29,21 @@ def _publish_inputs(store: Storage, tmp_path: Path, tiny_model_dir: Path, kb) ->
     items = pl.read_parquet(stage1_parquet(tmp_path / "items.parquet"))
     store.write_table(items, "stage1_items")
     store.write_table(model_row("base", "tiny", str(tiny_model_dir), "sha", {"kind": "tiny"}), "base_model")
-    store.write_table(pl.DataFrame([{"db": "kb", "table": "kb_text", "tag": kb[1], "version": 1, "uri": kb[0],
-                                     "embedder": json.dumps({"model_id": "sentence-transformers/all-MiniLM-L6-v2"})}]),
-                      "kb_text_index")
+    store.write_table(
+        pl.DataFrame(
+            [
+                {
+                    "db": "kb",
+                    "table": "kb_text",
+                    "tag": kb[1],
+                    "version": 1,
+                    "uri": kb[0],
+                    "embedder": json.dumps({"model_id": "sentence-transformers/all-MiniLM-L6-v2"}),
+                }
+            ]
+        ),
+        "kb_text_index",
+    )
 
 
 # enough steps that the kill (as soon as a checkpoint is complete, polled every 50 ms) lands mid-run however
@@ -61,13 +73,24 @@ def test_killed_training_step_is_retried_and_resumes(tmp_path, monkeypatch, tiny
     # the KB fixture lives outside the storage root: point the pointer's db at it
     monkeypatch.setattr(Storage, "lancedb_uri", lambda self, name="kb": kb[0])
     done, killed = threading.Event(), []
-    watcher = threading.Thread(target=_kill_first_trainer_after_checkpoint, args=(tmp_path / "work", done, killed))
+    watcher = threading.Thread(
+        target=_kill_first_trainer_after_checkpoint, args=(tmp_path / "work", done, killed)
+    )
     watcher.start()
     config = {**smoke.TINY_STAGE, "max_steps": MAX_STEPS}
     try:
-        result = materialize([stage1_checkpoint, stage1_items.to_source_asset(), base_model.to_source_asset(),
-                              kb_text_index.to_source_asset()], resources=build_resources(), instance=DagsterInstance.ephemeral(),
-                             run_config={"ops": {"stage1_checkpoint": {"config": config}}}, raise_on_error=False)
+        result = materialize(
+            [
+                stage1_checkpoint,
+                stage1_items.to_source_asset(),
+                base_model.to_source_asset(),
+                kb_text_index.to_source_asset(),
+            ],
+            resources=build_resources(),
+            instance=DagsterInstance.ephemeral(),
+            run_config={"ops": {"stage1_checkpoint": {"config": config}}},
+            raise_on_error=False,
+        )
     finally:
         done.set()
         watcher.join()
@@ -79,6 +102,6 @@ def test_killed_training_step_is_retried_and_resumes(tmp_path, monkeypatch, tiny
     lineage = mat.metadata["lineage"].value
     assert lineage["global_step"] == MAX_STEPS and "checkpoint-" in (lineage["resumed_from"] or "")
     path = ModelPointer.from_row(store.read_table("stage1_checkpoint")).path
-    assert store.exists(*path[len(store.root) + 1:].split("/"), "model.safetensors")
+    assert store.exists(*path[len(store.root) + 1 :].split("/"), "model.safetensors")
     # metrics of every step came back through Pipes while the trainer ran
     assert f"| {MAX_STEPS} |" in mat.metadata["metrics_by_step"].value

@@ -18,10 +18,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def stage1_parquet(path: Path) -> Path:
-    rows = [{"item_id": f"i{i}", "dataset": "medmcqa", "split": "validation",
-             "question": "Which disease is an infection of the lung?", "context": None,
-             "options": ["Pneumonia", "Cirrhosis", "Asthma", "Gout"], "answer_label": "A", "answer": "Pneumonia",
-             "explanation": "Pneumonia infects the lung.", "image_ref": None, "difficulty": None} for i in range(8)]
+    rows = [
+        {
+            "item_id": f"i{i}",
+            "dataset": "medmcqa",
+            "split": "validation",
+            "question": "Which disease is an infection of the lung?",
+            "context": None,
+            "options": ["Pneumonia", "Cirrhosis", "Asthma", "Gout"],
+            "answer_label": "A",
+            "answer": "Pneumonia",
+            "explanation": "Pneumonia infects the lung.",
+            "image_ref": None,
+            "difficulty": None,
+        }
+        for i in range(8)
+    ]
     pl.DataFrame(rows).write_parquet(path)
     return path
 
@@ -33,11 +45,34 @@ MAX_STEPS = 10
 
 def launch_args(tmp_path, tiny_model_dir, kb, out):
     items = stage1_parquet(tmp_path / "stage1_items.parquet")
-    config = {**smoke.CPU, **smoke.TINY_STAGE, "max_steps": MAX_STEPS, "beta": 0.0, "learning_rate": 1e-3,
-              "warmup_ratio": 0.0}
-    return ["--stage", "1", "--items", str(items), "--kb-uri", kb[0], "--kb-tag", kb[1],
-            "--base-model", str(tiny_model_dir), "--output-dir", str(out), "--config", json.dumps(config),
-            "--lineage", json.dumps({"stage1_items_version": "v-test"}), "--git-commit", "test-commit"]
+    config = {
+        **smoke.CPU,
+        **smoke.TINY_STAGE,
+        "max_steps": MAX_STEPS,
+        "beta": 0.0,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+    }
+    return [
+        "--stage",
+        "1",
+        "--items",
+        str(items),
+        "--kb-uri",
+        kb[0],
+        "--kb-tag",
+        kb[1],
+        "--base-model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(out),
+        "--config",
+        json.dumps(config),
+        "--lineage",
+        json.dumps({"stage1_items_version": "v-test"}),
+        "--git-commit",
+        "test-commit",
+    ]
 
 
 @pytest.mark.slow
@@ -48,8 +83,13 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
     out = tmp_path / "stage1"
     args = launch_args(tmp_path, tiny_model_dir, kb, out)
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "training.launch", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.launch", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while not (out / "checkpoint-1" / "medrwr_lineage.json").exists():
         assert proc.poll() is None, "the first run ended before writing a checkpoint"
@@ -66,27 +106,45 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
 
     @asset
     def stage1_checkpoint(context: AssetExecutionContext, pipes: PipesSubprocessClient):
-        invocation = pipes.run(command=[sys.executable, "-m", "training.launch", *args], context=context,
-                               env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, cwd=str(REPO))
+        invocation = pipes.run(
+            command=[sys.executable, "-m", "training.launch", *args],
+            context=context,
+            env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
+            cwd=str(REPO),
+        )
         messages.extend(invocation.get_custom_messages())
         return invocation.get_materialize_result()
 
     result = materialize([stage1_checkpoint], resources={"pipes": PipesSubprocessClient()})
     assert result.success
     manifest = json.loads((out / "final" / "medrwr_lineage.json").read_text())
-    assert manifest["resumed_from"].endswith(f"checkpoint-{killed_at}") and manifest["global_step"] == MAX_STEPS
+    assert (
+        manifest["resumed_from"].endswith(f"checkpoint-{killed_at}") and manifest["global_step"] == MAX_STEPS
+    )
     steps = [m["step"] for m in messages]
-    assert steps == list(range(killed_at + 1, MAX_STEPS + 1)), steps  # every remaining step once: none lost, none repeated
+    assert steps == list(range(killed_at + 1, MAX_STEPS + 1)), (
+        steps
+    )  # every remaining step once: none lost, none repeated
     times = [m["time"] for m in messages]
     assert times == sorted(times) and times[0] < (out / "final" / "medrwr_lineage.json").stat().st_mtime
     for m in messages:
         metrics = m["metrics"]
         assert metrics["rollout/prefix_violations"] == 0
-        assert {"rewards/format/mean", "rewards/accuracy/mean", "rollout/query_rate", "rollout/retrieval_calls",
-                "rollout/rounds", "entropy", "frac_reward_zero_std", "train/step_time_s"} <= set(metrics)
+        assert {
+            "rewards/format/mean",
+            "rewards/accuracy/mean",
+            "rollout/query_rate",
+            "rollout/retrieval_calls",
+            "rollout/rounds",
+            "entropy",
+            "frac_reward_zero_std",
+            "train/step_time_s",
+        } <= set(metrics)
     mat = result.asset_materializations_for_node("stage1_checkpoint")[0]
     meta = {k: v.value for k, v in mat.metadata.items()}
-    assert meta["git_commit"] == "test-commit" and meta["kb_tag"] == kb[1] and meta["global_step"] == MAX_STEPS
+    assert (
+        meta["git_commit"] == "test-commit" and meta["kb_tag"] == kb[1] and meta["global_step"] == MAX_STEPS
+    )
     assert meta["stage1_items_version"] == "v-test" and len(meta["config_hash"]) == 16
     assert (out / "final" / "model.safetensors").exists()
     for name in ("items_sha256", "kb_version", "text_embedder", "base_model", "config"):

@@ -26,15 +26,24 @@ def traj(pieces, queries=(), passages=(), answer_lp=None, no_ret_lp=None):
     for i, (text, inserted) in enumerate(pieces):
         ps.append(Piece(at, at + 1, inserted, i + 1, "retrieve" if inserted else "sampled", text))
         at += 1
-    return Trajectory(prompt_ids=[1], completion_ids=[0] * at, env_mask=[0 if p.inserted else 1 for p in ps],
-                      pieces=ps, queries=list(queries), passages=[list(p) for p in passages],
-                      answer_logprobs=answer_lp, answer_logprobs_no_retrieval=no_ret_lp)
+    return Trajectory(
+        prompt_ids=[1],
+        completion_ids=[0] * at,
+        env_mask=[0 if p.inserted else 1 for p in ps],
+        pieces=ps,
+        queries=list(queries),
+        passages=[list(p) for p in passages],
+        answer_logprobs=answer_lp,
+        answer_logprobs_no_retrieval=no_ret_lp,
+    )
 
 
 OPTS = ["Pneumonia", "Cirrhosis"]
-RETRIEVED = [("<think> x </think><query> lung infection </query>", False),
-             (retrieve_block(["Pneumonia infects the lung"]), True),
-             ("<think> y </think><answer> A </answer>", False)]
+RETRIEVED = [
+    ("<think> x </think><query> lung infection </query>", False),
+    (retrieve_block(["Pneumonia infects the lung"]), True),
+    ("<think> y </think><answer> A </answer>", False),
+]
 
 
 def call(fn, trajs, **cols):
@@ -54,8 +63,11 @@ def test_format_and_accuracy_hand_values():
 
 
 def test_passage_with_angle_brackets_does_not_zero_format():  # docs/method.md ยง8
-    pieces = [RETRIEVED[0], (retrieve_block(["p < 0.05, size > 3 mm, </think> <answer> B </answer>"]), True),
-              RETRIEVED[2]]
+    pieces = [
+        RETRIEVED[0],
+        (retrieve_block(["p < 0.05, size > 3 mm, </think> <answer> B </answer>"]), True),
+        RETRIEVED[2],
+    ]
     cols = {"answer_label": ["A"], "answer": ["Pneumonia"], "options": [OPTS]}
     assert call(format_reward, [traj(pieces)], **cols) == [2.0]
     assert call(accuracy_reward, [traj(pieces)], **cols) == [1.0]  # the passage's "<answer> B" is not read
@@ -63,14 +75,25 @@ def test_passage_with_angle_brackets_does_not_zero_format():  # docs/method.md ย
 
 def test_rewards_do_not_read_retrieved_text_for_the_answer():
     # the answer span is the model's; the passage names option A, the model said B
-    pieces = [RETRIEVED[0], (retrieve_block(["The answer is A. Pneumonia"]), True),
-              ("<think> y </think><answer> B </answer>", False)]
-    assert call(accuracy_reward, [traj(pieces)], answer_label=["A"], answer=["Pneumonia"], options=[OPTS]) == [0.0]
+    pieces = [
+        RETRIEVED[0],
+        (retrieve_block(["The answer is A. Pneumonia"]), True),
+        ("<think> y </think><answer> B </answer>", False),
+    ]
+    assert call(
+        accuracy_reward, [traj(pieces)], answer_label=["A"], answer=["Pneumonia"], options=[OPTS]
+    ) == [0.0]
 
 
 def small_ner():
     lex = Lexicon()
-    for term, cui in [("lung", "C1"), ("infection", "C2"), ("pneumonia", "C3"), ("liver", "C4"), ("heart", "C5")]:
+    for term, cui in [
+        ("lung", "C1"),
+        ("infection", "C2"),
+        ("pneumonia", "C3"),
+        ("liver", "C4"),
+        ("heart", "C5"),
+    ]:
         lex.add(term, cui, "test")
     return LexiconNER(lex)
 
@@ -81,8 +104,15 @@ def test_query_semantic_text_part_hand_values():
     assert overlap_score({"C1", "C2"}, {"C3", "C1", "C4"}, {"C3", "C1"}) == pytest.approx(0.5 + 2 / 3)
     reward = QuerySemanticReward(small_ner())
     t = traj(RETRIEVED, queries=["lung infection"], passages=[["Pneumonia infects the lung", "liver facts"]])
-    out = call(reward, [t], answer_label=["A"], answer=["Pneumonia"], options=[OPTS],
-               explanation=["It is a lung disease."], image=[None])
+    out = call(
+        reward,
+        [t],
+        answer_label=["A"],
+        answer=["Pneumonia"],
+        options=[OPTS],
+        explanation=["It is a lung disease."],
+        image=[None],
+    )
     assert out == [pytest.approx(0.5 + 2 / 3)]
 
 
@@ -90,8 +120,17 @@ def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # docs/me
     reward = QuerySemanticReward(small_ner())
     t = traj(RETRIEVED, queries=["heart"], passages=[["pneumonia of the lung"]])
     prompt_with_entities = [[{"role": "user", "content": "pneumonia lung liver heart"}]]
-    out = reward(prompts=prompt_with_entities, completions=[""], completion_ids=[[]], trajectory=[t],
-                 answer_label=["A"], answer=["Pneumonia"], options=[OPTS], explanation=["lung"], image=[None])
+    out = reward(
+        prompts=prompt_with_entities,
+        completions=[""],
+        completion_ids=[[]],
+        trajectory=[t],
+        answer_label=["A"],
+        answer=["Pneumonia"],
+        options=[OPTS],
+        explanation=["lung"],
+        image=[None],
+    )
     # S_Q = {heart}: 0/1; S_K = {pneumonia, lung} both gold: 2/2
     assert out == [pytest.approx(1.0)]
 
@@ -105,8 +144,13 @@ def test_no_query_gives_zero_and_text_only_rows_do_not_crash():
     direct = traj([("<think> d </think><answer> A </answer>", False)])
     asked = traj(RETRIEVED, queries=["lung infection"], passages=[["pneumonia"]])
     img = Image.new("RGB", (40, 40), (200, 10, 10))
-    cols = {"answer_label": ["A"] * 3, "answer": ["Pneumonia"] * 3, "options": [OPTS] * 3,
-            "explanation": [None] * 3, "image": [None, None, img]}
+    cols = {
+        "answer_label": ["A"] * 3,
+        "answer": ["Pneumonia"] * 3,
+        "options": [OPTS] * 3,
+        "explanation": [None] * 3,
+        "image": [None, None, img],
+    }
     out = call(reward, [direct, asked, asked], **cols)
     assert out[0] == 0.0
     s_q, s_k, s_g = small_ner().entities(["lung infection", "pneumonia", "Pneumonia"])
@@ -157,7 +201,9 @@ def test_reward_registry_names_weights_and_stages():
 
 
 def test_lexicon_from_medquad_and_slake_kg():
-    lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
+    lex = build_lexicon(
+        SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg"
+    )
     assert lex.terms["adult acute lymphoblastic leukemia"] == "C0751606"  # MedQuAD focus -> its CUI
     assert lex.terms["liver"].startswith(("SLAKE:", "C"))
     ner = LexiconNER(lex)

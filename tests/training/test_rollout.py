@@ -48,7 +48,11 @@ def test_retriever_called_once_per_round_per_batch(policy, retriever):
     spy = CountingRetriever(retriever)
 
     def script(call, row, ctx):  # every row queries in rounds 1 and 2, answers in round 3
-        return "<think> t </think><query> liver </query>" if call < 2 else "<think> t </think><answer> B </answer>"
+        return (
+            "<think> t </think><query> liver </query>"
+            if call < 2
+            else "<think> t </think><answer> B </answer>"
+        )
 
     model.generate = ScriptedGenerate(processor.tokenizer, script)
     result = Rollout(spy, max_rounds=3).run(model, processor, [r["prompt"] for r in mcq_rows(6)])
@@ -70,8 +74,12 @@ def test_direct_rag_and_random_retriever_modes(policy, retriever):
     assert direct.stats.generate_calls == 1 and direct.stats.retrieval_calls == 0
     assert all(not t.retrieved for t in direct.trajectories)
     spy = CountingRetriever(retriever)
-    model.generate = ScriptedGenerate(processor.tokenizer, lambda c, r, ctx: "<think> a </think><answer> A </answer>")
-    rag = Rollout(spy).run(model, processor, prompts, first_queries=["lung infection", None], allow_retrieval=False)
+    model.generate = ScriptedGenerate(
+        processor.tokenizer, lambda c, r, ctx: "<think> a </think><answer> A </answer>"
+    )
+    rag = Rollout(spy).run(
+        model, processor, prompts, first_queries=["lung infection", None], allow_retrieval=False
+    )
     assert spy.calls == [1]
     first = rag.trajectories[0]
     assert first.pieces[0].kind == "retrieve" and first.pieces[0].start == 0 and first.env_mask[0] == 0
@@ -120,18 +128,30 @@ def test_score_answers_and_cdir_continuation(policy, retriever, slake_images):
         assert 0.0 < t.answer_token_prob <= 1.0
         assert set(t.answer_logprobs) >= {"A", "B"}
     assert direct.answer_logprobs_no_retrieval == direct.answer_logprobs
-    assert asked.answer_logprobs_no_retrieval != asked.answer_logprobs  # passages removed in the counterfactual
+    assert (
+        asked.answer_logprobs_no_retrieval != asked.answer_logprobs
+    )  # passages removed in the counterfactual
     # the counterfactual equals scoring the prompt + the policy's own tokens by hand
     from training.generation import Context, next_token_logprobs
 
-    own = [x for x, m in zip(asked.completion_ids[: asked.answer_position], asked.env_mask, strict=False) if m]
+    own = [
+        x for x, m in zip(asked.completion_ids[: asked.answer_position], asked.env_mask, strict=False) if m
+    ]
     lp = next_token_logprobs(model, [Context(asked.prompt_ids + own)], tok.pad_token_id)[0]
-    a_ids = [i for i in {tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("ĠA")} if i is not None and i != tok.unk_token_id]
+    a_ids = [
+        i
+        for i in {tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("ĠA")}
+        if i is not None and i != tok.unk_token_id
+    ]
     expected = float(torch.logsumexp(lp[sorted(a_ids)], 0))
     assert asked.answer_logprobs_no_retrieval["A"] == pytest.approx(expected, abs=1e-4)
     # CDIR: cut before <answer>, insert a case (with its image as vision tokens), generate once more
-    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> the case agrees </think><answer> B </answer>")
-    cont = rollout.continue_with(model, processor, result, [Insert("similar case: pneumonia", slake_images[0]), None])
+    model.generate = ScriptedGenerate(
+        tok, lambda c, r, ctx: "<think> the case agrees </think><answer> B </answer>"
+    )
+    cont = rollout.continue_with(
+        model, processor, result, [Insert("similar case: pneumonia", slake_images[0]), None]
+    )
     new = cont.trajectories[0]
     assert cont.trajectories[1] is direct
     case = [p for p in new.pieces if p.kind == "case"][0]
@@ -147,7 +167,11 @@ def forced_script(call, row, ctx):
     """Call 0: row 0 stops without an answer (EOS), row 1 answers, row 2 opens an answer and stops (EOS);
     call 1 (the forced-answer call, rows 0 and 2 only): close the answer."""
     if call == 0:
-        return ["<think> no idea </think>", "<think> so </think><answer> A </answer>", "<think> t </think><answer> C"][row]
+        return [
+            "<think> no idea </think>",
+            "<think> so </think><answer> A </answer>",
+            "<think> t </think><answer> C",
+        ][row]
     return " B </answer>" if row == 0 else " </answer>"
 
 
@@ -159,7 +183,9 @@ def test_force_answer_inserts_the_opener_and_leaves_answered_rows_alone(policy, 
     plain = Rollout(retriever, max_rounds=1).run(model, processor, prompts)
     assert [t.finish for t in plain.trajectories] == ["eos", "answer", "eos"]
     model.generate = ScriptedGenerate(tok, forced_script)
-    result = Rollout(retriever, max_rounds=1, force_answer=True, answer_tokens=6).run(model, processor, prompts)
+    result = Rollout(retriever, max_rounds=1, force_answer=True, answer_tokens=6).run(
+        model, processor, prompts
+    )
     assert result.stats.prefix_violations == 0 and result.stats.generate_calls == 2
     assert model.generate.calls[1]["rows"] == 2 and model.generate.calls[1]["max_new_tokens"] == 6
     assert model.generate.calls[1]["stop_strings"] == ["</answer>"]
@@ -172,7 +198,10 @@ def test_force_answer_inserts_the_opener_and_leaves_answered_rows_alone(policy, 
     assert forced.forced_answer and forced.finish == "answer" and forced.answer() == "B"
     assert [p.kind for p in forced.pieces] == ["sampled", "answer", "sampled", "eos"]
     opener = forced.pieces[1]
-    assert forced.completion_ids[opener.start : opener.end] == tok("<answer>", add_special_tokens=False)["input_ids"]
+    assert (
+        forced.completion_ids[opener.start : opener.end]
+        == tok("<answer>", add_special_tokens=False)["input_ids"]
+    )
     assert forced.env_mask[opener.start : opener.end] == [0] * (opener.end - opener.start)
     assert tok.eos_token_id not in forced.completion_ids[:-1]
     first = plain.trajectories[0]  # same sampled ids in round 1, minus the EOS
@@ -181,7 +210,11 @@ def test_force_answer_inserts_the_opener_and_leaves_answered_rows_alone(policy, 
     assert forced.generated_tokens == sum(forced.env_mask) + 1  # the dropped EOS was sampled: still counted
     assert forced.prefix_ok and forced.spans()[-1].kind == "answer"
     pos = answer_position(tok, forced)
-    assert pos is not None and forced.env_mask[pos] == 1 and tok.decode([forced.completion_ids[pos]]).strip() == "B"
+    assert (
+        pos is not None
+        and forced.env_mask[pos] == 1
+        and tok.decode([forced.completion_ids[pos]]).strip() == "B"
+    )
     # a row that opened <answer> itself gets the short generation without an inserted opener
     assert not opened.forced_answer and opened.answer() == "C" and opened.finish == "answer"
     assert "answer" not in [p.kind for p in opened.pieces]
@@ -197,9 +230,15 @@ def test_force_answer_keeps_the_sampled_total_within_max_completion_tokens(polic
         return long if call == 0 else " A </answer>"
 
     model.generate = ScriptedGenerate(tok, script)
-    rollout = Rollout(retriever, max_rounds=1, max_new_tokens_per_round=64, max_completion_tokens=20,
-                      force_answer=True,
-                      answer_tokens=4, score=True)
+    rollout = Rollout(
+        retriever,
+        max_rounds=1,
+        max_new_tokens_per_round=64,
+        max_completion_tokens=20,
+        force_answer=True,
+        answer_tokens=4,
+        score=True,
+    )
     result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(2)])
     assert model.generate.calls[0]["max_new_tokens"] == 16  # 4 reserved for the answer
     for t in result.trajectories:
@@ -208,7 +247,8 @@ def test_force_answer_keeps_the_sampled_total_within_max_completion_tokens(polic
         assert t.answer_position is not None  # scored after the inserted opener
     with pytest.raises(ValueError, match="must exceed answer_tokens"):
         Rollout(retriever, max_completion_tokens=4, answer_tokens=4, force_answer=True).run(
-            model, processor, [r["prompt"] for r in mcq_rows(1)])
+            model, processor, [r["prompt"] for r in mcq_rows(1)]
+        )
 
 
 def test_continue_with_several_inserts_numbers_rounds_per_row(policy, retriever):
@@ -218,9 +258,15 @@ def test_continue_with_several_inserts_numbers_rounds_per_row(policy, retriever)
     rollout = Rollout(retriever)
     result = rollout.run(model, processor, [r["prompt"] for r in mcq_rows(3)])
     assert [t.rounds for t in result.trajectories] == [2, 1, 2]
-    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> cases agree </think><answer> B </answer>")
-    cont = rollout.continue_with(model, processor, result,
-                                 [[Insert("case one: pneumonia"), Insert("case two: asthma")], Insert("case three"), None])
+    model.generate = ScriptedGenerate(
+        tok, lambda c, r, ctx: "<think> cases agree </think><answer> B </answer>"
+    )
+    cont = rollout.continue_with(
+        model,
+        processor,
+        result,
+        [[Insert("case one: pneumonia"), Insert("case two: asthma")], Insert("case three"), None],
+    )
     assert cont.stats.prefix_violations == 0 and cont.trajectories[2] is result.trajectories[2]
     two, one = cont.trajectories[0], cont.trajectories[1]
     cases = [p for p in two.pieces if p.kind == "case"]
@@ -265,10 +311,21 @@ def test_one_rollout_settings_vocabulary(retriever):
         Rollout(retriever, max_new_tokens=8)
     with pytest.raises(ValueError, match="max_rounds"):
         RolloutSettings(max_rounds=0)
-    trainer = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False, max_completion_length=96,
-                          max_new_tokens_per_round=32, search_mode="lexical").rollout_settings()
-    assert trainer == RolloutSettings(max_rounds=3, retrieval_k=3, max_new_tokens_per_round=32,
-                                      max_completion_tokens=96, search_mode="lexical")
+    trainer = StageConfig(
+        output_dir="/tmp/x",
+        use_cpu=True,
+        bf16=False,
+        max_completion_length=96,
+        max_new_tokens_per_round=32,
+        search_mode="lexical",
+    ).rollout_settings()
+    assert trainer == RolloutSettings(
+        max_rounds=3,
+        retrieval_k=3,
+        max_new_tokens_per_round=32,
+        max_completion_tokens=96,
+        search_mode="lexical",
+    )
     default = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False).rollout_settings()
     assert default.max_completion_tokens == 8192
     assert EvalConfig().rollout_settings() == RolloutSettings()

@@ -34,7 +34,9 @@ def make_trainer(stage, policy, retriever, tmp_path, rows, **overrides):
         from retrieval.embedders import ImageEmbedder
         from training.lexicon import LexiconNER, build_lexicon
 
-        lex = build_lexicon(SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg")
+        lex = build_lexicon(
+            SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz", SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg"
+        )
         query_reward = QuerySemanticReward(LexiconNER(lex), ImageEmbedder())
     cfg = stage_config(stage, str(tmp_path / "out"), **dict(smoke.TRAINER, save_strategy="no", **overrides))
     return build_trainer(model, processor, cfg, rows, retriever, query_reward=query_reward)
@@ -96,13 +98,24 @@ def test_loss_gradient_is_zero_at_inserted_tokens(policy, retriever, tmp_path):
 
 def test_stage_config_paper_defaults_and_hash():
     cfg = StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False)
-    assert (cfg.num_generations, cfg.learning_rate, cfg.beta, cfg.epsilon, cfg.loss_type, cfg.temperature) == (
-        8, 1e-6, 1e-3, 0.2, "dapo", 1.0)
-    assert StageConfig.__dataclass_fields__["bf16"].default is True  # bf16 by default (GPU); CPU runs override it
+    assert (
+        cfg.num_generations,
+        cfg.learning_rate,
+        cfg.beta,
+        cfg.epsilon,
+        cfg.loss_type,
+        cfg.temperature,
+    ) == (8, 1e-6, 1e-3, 0.2, "dapo", 1.0)
+    assert (
+        StageConfig.__dataclass_fields__["bf16"].default is True
+    )  # bf16 by default (GPU); CPU runs override it
     assert cfg.max_rounds == 3 and cfg.retrieval_k == 3 and cfg.scale_rewards == "group"
     same = StageConfig(output_dir="/tmp/elsewhere", use_cpu=True, bf16=False)
     assert cfg.config_hash() == same.config_hash()  # paths do not change the hash
-    assert cfg.config_hash() != StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False, beta=0.0).config_hash()
+    assert (
+        cfg.config_hash()
+        != StageConfig(output_dir="/tmp/x", use_cpu=True, bf16=False, beta=0.0).config_hash()
+    )
     with pytest.raises(ValueError, match="unknown config fields"):
         stage_config(1, "/tmp/x", not_a_field=1)
     with pytest.raises(ValueError, match="stage must be 1 or 2"):

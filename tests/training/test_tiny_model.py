@@ -10,7 +10,13 @@ from training.tiny_model import DEFAULT_BASE_MODEL, load_policy, resolve_model_p
 
 
 def test_layout_tokens_and_loader(tiny_model_dir, tmp_path):
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "chat_template.jinja"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "chat_template.jinja",
+    ):
         assert (tiny_model_dir / name).exists(), name
     manifest = json.loads((tiny_model_dir / "medrwr_model.json").read_text())
     assert manifest["random_weights"] is True and manifest["parameters"] > 0
@@ -21,7 +27,10 @@ def test_layout_tokens_and_loader(tiny_model_dir, tmp_path):
         ids = tok(tag, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and tok.decode(ids) == tag  # one token, stable round trip
         assert tok(f"x {tag} y", add_special_tokens=False)["input_ids"].count(ids[0]) == 1
-    assert tok.eos_token == "<|im_end|>" and tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    assert (
+        tok.eos_token == "<|im_end|>"
+        and tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    )
     # a remote prefix (any fsspec URL; s3:// in production) is synced once into the cache and loaded the same way
     local = resolve_model_path(f"file://{tiny_model_dir}", cache_dir=tmp_path / "cache")
     assert (tmp_path / "cache").exists() and local != str(tiny_model_dir)

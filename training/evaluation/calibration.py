@@ -30,7 +30,9 @@ def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
 
 
-def reliability_of(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = DEFAULT_BINS) -> pl.DataFrame:
+def reliability_of(
+    confidence: Sequence[float], correct: Sequence[bool], n_bins: int = DEFAULT_BINS
+) -> pl.DataFrame:
     """Reliability-diagram data for one set of items: one row per bin (empty bins included).
 
     Columns: ``bin``, ``bin_low``, ``bin_high``, ``n``, ``mean_confidence``, ``accuracy`` (null when empty).
@@ -45,15 +47,32 @@ def reliability_of(confidence: Sequence[float], correct: Sequence[bool], n_bins:
     for m in range(n_bins):
         sel = idx == m
         k = int(sel.sum())
-        rows.append({"bin": m, "bin_low": float(edges[m]), "bin_high": float(edges[m + 1]), "n": k,
-                     "mean_confidence": float(conf[sel].mean()) if k else None,
-                     "accuracy": float(corr[sel].mean()) if k else None})
-    return pl.DataFrame(rows, schema={"bin": pl.Int64, "bin_low": pl.Float64, "bin_high": pl.Float64, "n": pl.Int64,
-                                      "mean_confidence": pl.Float64, "accuracy": pl.Float64})
+        rows.append(
+            {
+                "bin": m,
+                "bin_low": float(edges[m]),
+                "bin_high": float(edges[m + 1]),
+                "n": k,
+                "mean_confidence": float(conf[sel].mean()) if k else None,
+                "accuracy": float(corr[sel].mean()) if k else None,
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "bin": pl.Int64,
+            "bin_low": pl.Float64,
+            "bin_high": pl.Float64,
+            "n": pl.Int64,
+            "mean_confidence": pl.Float64,
+            "accuracy": pl.Float64,
+        },
+    )
 
 
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
-                               n_bins: int = DEFAULT_BINS) -> float:
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool], n_bins: int = DEFAULT_BINS
+) -> float:
     """ECE with equal-width bins: Σ_m (n_m / N) · |accuracy_m − mean confidence_m|; NaN for no items."""
     bins = reliability_of(confidence, correct, n_bins).filter(pl.col("n") > 0)
     total = bins["n"].sum()
@@ -84,11 +103,28 @@ def calibration_table(
     out = []
     for labels, g, total in _calibration_groups(results, protocol, by):
         ece = expected_calibration_error(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins)
-        out.append({"protocol": protocol, **labels, "n": g.height, "n_without_confidence": total - g.height,
-                    "mean_confidence": g["confidence"].mean(), "accuracy": g["correct"].cast(pl.Float64).mean(),
-                    "ece": ece, "n_bins": n_bins})
-    schema = {"protocol": pl.Utf8, **{k: pl.Utf8 for k in by}, "n": pl.Int64, "n_without_confidence": pl.Int64,
-              "mean_confidence": pl.Float64, "accuracy": pl.Float64, "ece": pl.Float64, "n_bins": pl.Int64}
+        out.append(
+            {
+                "protocol": protocol,
+                **labels,
+                "n": g.height,
+                "n_without_confidence": total - g.height,
+                "mean_confidence": g["confidence"].mean(),
+                "accuracy": g["correct"].cast(pl.Float64).mean(),
+                "ece": ece,
+                "n_bins": n_bins,
+            }
+        )
+    schema = {
+        "protocol": pl.Utf8,
+        **{k: pl.Utf8 for k in by},
+        "n": pl.Int64,
+        "n_without_confidence": pl.Int64,
+        "mean_confidence": pl.Float64,
+        "accuracy": pl.Float64,
+        "ece": pl.Float64,
+        "n_bins": pl.Int64,
+    }
     return order_frame(pl.DataFrame(out, schema=schema))
 
 
@@ -100,11 +136,16 @@ def reliability_bins(
     by: Sequence[str] = ("checkpoint", "mode"),
 ) -> pl.DataFrame:
     """Reliability-diagram data per group (default: pooled over benchmarks per checkpoint and mode)."""
-    frames = [reliability_of(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins)
-              .select(pl.lit(protocol).alias("protocol"), *(pl.lit(v, pl.Utf8).alias(k) for k, v in labels.items()),
-                      pl.all())
-              for labels, g, _ in _calibration_groups(results, protocol, by)]
+    frames = [
+        reliability_of(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins).select(
+            pl.lit(protocol).alias("protocol"),
+            *(pl.lit(v, pl.Utf8).alias(k) for k, v in labels.items()),
+            pl.all(),
+        )
+        for labels, g, _ in _calibration_groups(results, protocol, by)
+    ]
     if not frames:
-        return pl.DataFrame(schema={"protocol": pl.Utf8, **{k: pl.Utf8 for k in by},
-                                    **reliability_of([], [], n_bins).schema})
+        return pl.DataFrame(
+            schema={"protocol": pl.Utf8, **{k: pl.Utf8 for k in by}, **reliability_of([], [], n_bins).schema}
+        )
     return order_frame(pl.concat(frames), "bin")

@@ -97,10 +97,20 @@ def cdir_needed(confidence: float | None, cdir_lambda: float) -> bool:
     return confidence is None or confidence < cdir_lambda
 
 
-def apply_cdir(rollout: Rollout, model: Any, processor: Any, first: RolloutResult, *,
-               query_images: Sequence[Any | None], item_image_refs: Sequence[Sequence[str]],
-               image_retriever: Any, image_loader: Callable[[str], Any], cdir_lambda: float = DEFAULT_LAMBDA,
-               k: int = DEFAULT_K, exclude_refs: Sequence[str] = ()) -> CdirResult:
+def apply_cdir(
+    rollout: Rollout,
+    model: Any,
+    processor: Any,
+    first: RolloutResult,
+    *,
+    query_images: Sequence[Any | None],
+    item_image_refs: Sequence[Sequence[str]],
+    image_retriever: Any,
+    image_loader: Callable[[str], Any],
+    cdir_lambda: float = DEFAULT_LAMBDA,
+    k: int = DEFAULT_K,
+    exclude_refs: Sequence[str] = (),
+) -> CdirResult:
     """Run CDIR on a batch's first-pass ``first`` (see the module docstring).
 
     ``query_images[i]``: row i's query image (a PIL image) or None for a text-only row;
@@ -111,11 +121,15 @@ def apply_cdir(rollout: Rollout, model: Any, processor: Any, first: RolloutResul
     """
     n = len(first.trajectories)
     if len(query_images) != n or len(item_image_refs) != n:
-        raise ValueError(f"{len(query_images)} query images and {len(item_image_refs)} ref lists for {n} rows")
+        raise ValueError(
+            f"{len(query_images)} query images and {len(item_image_refs)} ref lists for {n} rows"
+        )
     if k < 1:
         raise ValueError(f"cdir k must be >= 1, got {k}")
     if k > 1 and not isinstance(rollout, CdirRollout):
-        raise ValueError("k > 1 cases per row needs a CdirRollout (Rollout.continue_with takes one Insert per row)")
+        raise ValueError(
+            "k > 1 cases per row needs a CdirRollout (Rollout.continue_with takes one Insert per row)"
+        )
     start = time.perf_counter()
     confidences = [t.answer_token_prob for t in first.trajectories]
     trig = [i for i in range(n) if query_images[i] is not None and cdir_needed(confidences[i], cdir_lambda)]
@@ -130,19 +144,33 @@ def apply_cdir(rollout: Rollout, model: Any, processor: Any, first: RolloutResul
     for i, row_hits in zip(trig, hits, strict=True):
         row_hits = list(row_hits)[:k]
         if not row_hits:
-            raise RuntimeError(f"row {i}: the image index returned no case (is the image index empty, or every "
-                               "case excluded?)")
+            raise RuntimeError(
+                f"row {i}: the image index returned no case (is the image index empty, or every "
+                "case excluded?)"
+            )
         own = set(item_image_refs[i])
         leaked = [h.id for h in row_hits if h.image_ref in own]
         if leaked:
             raise RuntimeError(f"row {i}: the image index returned the query's own image as case {leaked}")
         cases = [Insert(text=h.description, image=image_loader(h.image_ref), case_id=h.id) for h in row_hits]
         inserts[i] = cases[0] if len(cases) == 1 else Cases(cases)
-        traces[i] = CdirTrace(triggered=True, confidence_before=confidences[i], case_ids=[h.id for h in row_hits],
-                              case_image_refs=[h.image_ref for h in row_hits])
+        traces[i] = CdirTrace(
+            triggered=True,
+            confidence_before=confidences[i],
+            case_ids=[h.id for h in row_hits],
+            case_image_refs=[h.image_ref for h in row_hits],
+        )
     continued = rollout.continue_with(model, processor, first, inserts)
     return CdirResult(continued, traces, time.perf_counter() - start, 1, 1)
 
 
-__all__ = ["DEFAULT_K", "DEFAULT_LAMBDA", "Cases", "CdirResult", "CdirRollout", "CdirTrace", "apply_cdir",
-           "cdir_needed"]
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_LAMBDA",
+    "Cases",
+    "CdirResult",
+    "CdirRollout",
+    "CdirTrace",
+    "apply_cdir",
+    "cdir_needed",
+]

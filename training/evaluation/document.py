@@ -97,8 +97,10 @@ figure{margin:0.5em 0 1.5em}img{max-width:100%}figcaption{font-size:0.85em;color
 def render_html(doc: Doc, title: str, boxed: str | None = None) -> str:
     """A self-contained HTML page; the section under the level-1/2 heading ``boxed`` is drawn in a box."""
     e = html.escape
-    out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
+    out = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f"<style>{_CSS}</style></head><body>"
+    ]
     in_reference = False
     for b in doc.blocks:
         if isinstance(b, Heading):
@@ -118,8 +120,10 @@ def render_html(doc: Doc, title: str, boxed: str | None = None) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode(b.png).decode("ascii")
-            out.append(f'<figure><img alt="{e(b.caption)}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{e(b.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img alt="{e(b.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{e(b.caption)}</figcaption></figure>"
+            )
     if in_reference:
         out.append("</section>")
     out.append("</body></html>")

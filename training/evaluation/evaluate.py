@@ -76,8 +76,10 @@ class KBRandomRetriever:
         """Over the table version ``retriever`` (a ``retrieval.search.Retriever``) is pinned to."""
         pinned = getattr(retriever, "pinned", None)
         if pinned is None:
-            raise EvaluationError(f"cannot build a random retriever over the KB of {type(retriever).__name__}: "
-                                  "pass random_retriever= explicitly")
+            raise EvaluationError(
+                f"cannot build a random retriever over the KB of {type(retriever).__name__}: "
+                "pass random_retriever= explicitly"
+            )
         return cls(pinned.tbl, seed)
 
     def search(self, queries: list[str], k: int = 3, mode: str = "dense", **_: Any) -> list[list[Hit]]:
@@ -86,20 +88,41 @@ class KBRandomRetriever:
         offsets = sorted({o for p in picks for o in p})
         if not offsets:
             return [[] for _ in queries]
-        rows = self.table.take_offsets(offsets).select(["id", "source", "title", "text"]).to_arrow().to_pylist()
+        rows = (
+            self.table.take_offsets(offsets).select(["id", "source", "title", "text"]).to_arrow().to_pylist()
+        )
         if len(rows) != len(offsets):
             raise EvaluationError(f"random retriever: asked for {len(offsets)} KB rows, got {len(rows)}")
         by_offset = dict(zip(offsets, rows, strict=True))  # take_offsets returns rows in offset order
-        return [[Hit(by_offset[o]["id"], 0.0, by_offset[o]["source"], by_offset[o]["title"], by_offset[o]["text"])
-                 for o in p] for p in picks]
+        return [
+            [
+                Hit(
+                    by_offset[o]["id"],
+                    0.0,
+                    by_offset[o]["source"],
+                    by_offset[o]["title"],
+                    by_offset[o]["text"],
+                )
+                for o in p
+            ]
+            for p in picks
+        ]
 
 
-def item_messages(row: dict, images: Sequence[Any], *, retrieval: bool, system: str | None = None) -> list[dict]:
+def item_messages(
+    row: dict, images: Sequence[Any], *, retrieval: bool, system: str | None = None
+) -> list[dict]:
     """The conversational prompt of one normalised item: system + user (images, then context, question and
     lettered options for an MCQ)."""
     options = row["options"] if row["protocol"] == "mcq" else None
-    messages = build_messages(row["question"], options, has_image=bool(images), context=row.get("context"),
-                              retrieval=retrieval, system=system)
+    messages = build_messages(
+        row["question"],
+        options,
+        has_image=bool(images),
+        context=row.get("context"),
+        retrieval=retrieval,
+        system=system,
+    )
     if images:
         text = [c for c in messages[1]["content"] if c.get("type") != "image"]
         messages[1]["content"] = [{"type": "image", "image": im} for im in images] + text
@@ -116,9 +139,19 @@ def _mode_seed(seed: int, mode: str, batch_start: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{mode}/{batch_start}".encode()).digest()[:4], "big")
 
 
-def _check_args(items: pl.DataFrame, modes: Sequence[str], *, retriever: Any, kb_tag: str | None,
-                image_retriever: Any, image_loader: Any, image_index_tag: str | None, batch_size: int,
-                cdir_lambda: float, cdir_k: int) -> None:
+def _check_args(
+    items: pl.DataFrame,
+    modes: Sequence[str],
+    *,
+    retriever: Any,
+    kb_tag: str | None,
+    image_retriever: Any,
+    image_loader: Any,
+    image_index_tag: str | None,
+    batch_size: int,
+    cdir_lambda: float,
+    cdir_k: int,
+) -> None:
     unknown = [m for m in modes if m not in MODES]
     if not modes or unknown or len(set(modes)) != len(modes):
         raise EvaluationError(f"modes {list(modes)}: give each of {MODES} at most once, at least one")
@@ -131,12 +164,16 @@ def _check_args(items: pl.DataFrame, modes: Sequence[str], *, retriever: Any, kb
         raise EvaluationError(f"modes {retrieval} search the text KB: pass retriever= and its pinned kb_tag=")
     with_images = items.filter(pl.col("image_refs").list.len() > 0)
     if not with_images.is_empty() and image_loader is None:
-        raise EvaluationError(f"{with_images.height} item(s) have images (e.g. {with_images['item_id'][0]}): "
-                              "pass image_loader=(content id -> PIL image)")
+        raise EvaluationError(
+            f"{with_images.height} item(s) have images (e.g. {with_images['item_id'][0]}): "
+            "pass image_loader=(content id -> PIL image)"
+        )
     for mode in (m for m in modes if REGISTRY[m].image_index):
         if not with_images.is_empty() and (image_retriever is None or not image_index_tag):
-            raise EvaluationError(f"mode {mode} on items with images needs image_retriever= (an "
-                                  "ImageRetriever over the whole image index) and its pinned image_index_tag=")
+            raise EvaluationError(
+                f"mode {mode} on items with images needs image_retriever= (an "
+                "ImageRetriever over the whole image index) and its pinned image_index_tag="
+            )
 
 
 def evaluate(
@@ -189,17 +226,36 @@ def evaluate(
     """
     items = check_items(items)
     modes = tuple(modes)
-    _check_args(items, modes, retriever=retriever, kb_tag=kb_tag, image_retriever=image_retriever,
-                image_loader=image_loader, image_index_tag=image_index_tag, batch_size=batch_size,
-                cdir_lambda=cdir_lambda, cdir_k=cdir_k)
-    settings = dict(settings=rollout_settings or RolloutSettings(), do_sample=do_sample,
-                    temperature=temperature, top_p=top_p, score=True, generator_factory=generator_factory)
+    _check_args(
+        items,
+        modes,
+        retriever=retriever,
+        kb_tag=kb_tag,
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        image_index_tag=image_index_tag,
+        batch_size=batch_size,
+        cdir_lambda=cdir_lambda,
+        cdir_k=cdir_k,
+    )
+    settings = dict(
+        settings=rollout_settings or RolloutSettings(),
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        score=True,
+        generator_factory=generator_factory,
+    )
     rollout = CdirRollout(retriever, **settings)
     control = None
     if any(REGISTRY[m].random_kb for m in modes):
         control = CdirRollout(random_retriever or KBRandomRetriever.like(retriever, seed), **settings)
-    identity = {"benchmark": benchmark, "benchmark_version": benchmark_version, "checkpoint": checkpoint,
-                "checkpoint_version": checkpoint_version}
+    identity = {
+        "benchmark": benchmark,
+        "benchmark_version": benchmark_version,
+        "checkpoint": checkpoint,
+        "checkpoint_version": checkpoint_version,
+    }
     rows = items.to_dicts()
     records: list[dict] = []
     was_training = getattr(model, "training", False)
@@ -208,10 +264,22 @@ def evaluate(
     try:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            run = BatchRun(batch, start, model, processor, rollout, control, image_retriever=image_retriever,
-                           image_loader=image_loader, image_index_tag=image_index_tag,
-                           cdir_lambda=cdir_lambda, cdir_k=cdir_k, exclude_image_refs=exclude_image_refs,
-                           seed=seed, system=system_prompt)
+            run = BatchRun(
+                batch,
+                start,
+                model,
+                processor,
+                rollout,
+                control,
+                image_retriever=image_retriever,
+                image_loader=image_loader,
+                image_index_tag=image_index_tag,
+                cdir_lambda=cdir_lambda,
+                cdir_k=cdir_k,
+                exclude_image_refs=exclude_image_refs,
+                seed=seed,
+                system=system_prompt,
+            )
             records += _evaluate_batch(run, modes, identity, kb_tag=kb_tag)
             if progress is not None:
                 progress(min(start + batch_size, len(rows)), len(rows))
@@ -226,10 +294,24 @@ class BatchRun:
     reads (the batch, its images and prompts, the rollouts, the CDIR settings) and the passes already made
     (``run(name)``, each mode at most once per batch; forced choices per pass, memoized)."""
 
-    def __init__(self, batch: list[dict], start: int, model: Any, processor: Any, rollout: CdirRollout,
-                 control: CdirRollout | None, *, image_retriever: Any, image_loader: Any,
-                 image_index_tag: str | None, cdir_lambda: float, cdir_k: int,
-                 exclude_image_refs: Sequence[str], seed: int, system: str | None):
+    def __init__(
+        self,
+        batch: list[dict],
+        start: int,
+        model: Any,
+        processor: Any,
+        rollout: CdirRollout,
+        control: CdirRollout | None,
+        *,
+        image_retriever: Any,
+        image_loader: Any,
+        image_index_tag: str | None,
+        cdir_lambda: float,
+        cdir_k: int,
+        exclude_image_refs: Sequence[str],
+        seed: int,
+        system: str | None,
+    ):
         self.batch, self.start, self.model, self.processor = batch, start, model, processor
         self.rollout, self.control, self.seed, self.system = rollout, control, seed, system
         self.image_retriever, self.image_loader = image_retriever, image_loader
@@ -244,8 +326,10 @@ class BatchRun:
 
     def prompts(self, *, retrieval: bool) -> list:
         if retrieval not in self._prompts:
-            self._prompts[retrieval] = [item_messages(r, im, retrieval=retrieval, system=self.system)
-                                        for r, im in zip(self.batch, self.images, strict=True)]
+            self._prompts[retrieval] = [
+                item_messages(r, im, retrieval=retrieval, system=self.system)
+                for r, im in zip(self.batch, self.images, strict=True)
+            ]
         return self._prompts[retrieval]
 
     def seed_for(self, mode: str) -> int:
@@ -278,12 +362,20 @@ def _evaluate_batch(b: BatchRun, modes: tuple[str, ...], identity: dict, *, kb_t
         forced = b.forced(result)
         broken = [b.batch[i]["item_id"] for i, t in enumerate(result.trajectories) if not t.prefix_ok]
         if broken:
-            raise EvaluationError(f"mode {mode}: trajectories of items {broken} break the prefix property (the ids "
-                                  "fed to the model differ from the ids generated); this is a rollout bug")
+            raise EvaluationError(
+                f"mode {mode}: trajectories of items {broken} break the prefix property (the ids "
+                "fed to the model differ from the ids generated); this is a rollout bug"
+            )
         annotate = REGISTRY[mode].annotate
         for i, (row, t) in enumerate(zip(b.batch, result.trajectories, strict=True)):
-            rec = _record(row, t, mode, identity, latency=seconds / len(b.batch),
-                          kb_tag=kb_tag if REGISTRY[mode].searches_kb else None)
+            rec = _record(
+                row,
+                t,
+                mode,
+                identity,
+                latency=seconds / len(b.batch),
+                kb_tag=kb_tag if REGISTRY[mode].searches_kb else None,
+            )
             if i in forced:
                 rec.update(prediction=forced[i][0], confidence=forced[i][1], answer_forced=True)
             if annotate is not None:
@@ -292,7 +384,9 @@ def _evaluate_batch(b: BatchRun, modes: tuple[str, ...], identity: dict, *, kb_t
     return records
 
 
-def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: list[dict]) -> dict[int, tuple[str, float]]:
+def forced_choices(
+    model: Any, processor: Any, result: RolloutResult, batch: list[dict]
+) -> dict[int, tuple[str, float]]:
     """Forced choice for MCQ rows whose trajectory holds no answer naming an option (a model that never wrote
     ``<answer>`` in its budget, or wrote something else): one batched forward pass over the trajectory
     (its final EOS dropped) followed by the tokens of ``<answer>``; the prediction is the most likely option
@@ -305,8 +399,11 @@ def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: lis
     from ..rollout import letter_token_ids
 
     tok = token_ids(processor)
-    todo = [i for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True))
-            if row["protocol"] == "mcq" and _prediction(t.answer(), row) is None]
+    todo = [
+        i
+        for i, (row, t) in enumerate(zip(batch, result.trajectories, strict=True))
+        if row["protocol"] == "mcq" and _prediction(t.answer(), row) is None
+    ]
     if not todo:
         return {}
     tag = tok(ANSWER_OPEN, add_special_tokens=False)["input_ids"]
@@ -333,12 +430,27 @@ def forced_choices(model: Any, processor: Any, result: RolloutResult, batch: lis
 LETTERS_FOR = "ABCDEFGHIJ"
 
 
-def _record(row: dict, t: Trajectory, mode: str, identity: dict, *, latency: float, kb_tag: str | None) -> dict:
+def _record(
+    row: dict, t: Trajectory, mode: str, identity: dict, *, latency: float, kb_tag: str | None
+) -> dict:
     return {
-        **identity, "item_id": row["item_id"], "mode": mode, "protocol": row["protocol"],
-        "answer_type": row["answer_type"], "question_type": row["question_type"], "modality": row["modality"],
-        "organ": row["organ"], "question": row["question"], "n_options": row["n_options"],
-        "prediction": _prediction(t.answer(), row), "gold": row["gold"], "confidence": t.answer_token_prob,
-        "queries": list(t.queries), "retrieved_ids": [pid for ids in t.passage_ids for pid in ids],
-        "n_rounds": t.rounds, "generated_tokens": t.generated_tokens, "latency_s": latency, "kb_tag": kb_tag,
+        **identity,
+        "item_id": row["item_id"],
+        "mode": mode,
+        "protocol": row["protocol"],
+        "answer_type": row["answer_type"],
+        "question_type": row["question_type"],
+        "modality": row["modality"],
+        "organ": row["organ"],
+        "question": row["question"],
+        "n_options": row["n_options"],
+        "prediction": _prediction(t.answer(), row),
+        "gold": row["gold"],
+        "confidence": t.answer_token_prob,
+        "queries": list(t.queries),
+        "retrieved_ids": [pid for ids in t.passage_ids for pid in ids],
+        "n_rounds": t.rounds,
+        "generated_tokens": t.generated_tokens,
+        "latency_s": latency,
+        "kb_tag": kb_tag,
     }

@@ -67,29 +67,39 @@ def _kind(frame: pl.DataFrame) -> str:
         return "text_qa_items"
     raise BenchmarkItemsError(
         f"unrecognised item table with columns {sorted(cols)}; expected vqa_items, text_qa_items or ECBench "
-        "items (assets/ingest/vqa.py, assets/ingest/text_qa.py, assets/benchmark/ecbench.py)")
+        "items (assets/ingest/vqa.py, assets/ingest/text_qa.py, assets/benchmark/ecbench.py)"
+    )
 
 
 def _col(frame: pl.DataFrame, name: str, dtype: pl.DataType = pl.Utf8) -> pl.Expr:
     return pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype)
 
 
-def _select(frame: pl.DataFrame, benchmark: str, kind: str, splits: Sequence[str] | None,
-            language: str | None) -> pl.DataFrame:
+def _select(
+    frame: pl.DataFrame, benchmark: str, kind: str, splits: Sequence[str] | None, language: str | None
+) -> pl.DataFrame:
     key = "benchmark" if kind == "ecbench" else "dataset"
     rows = frame.filter(pl.col(key) == benchmark)
     if rows.is_empty():
-        raise BenchmarkItemsError(f"no {kind} rows with {key} == {benchmark!r}; the table holds "
-                                  f"{sorted(frame[key].unique().drop_nulls().to_list())}")
+        raise BenchmarkItemsError(
+            f"no {kind} rows with {key} == {benchmark!r}; the table holds "
+            f"{sorted(frame[key].unique().drop_nulls().to_list())}"
+        )
     if splits is not None:
         rows = rows.filter(pl.col("split").is_in(list(splits)))
     if language is not None and "language" in rows.columns:
         rows = rows.filter(pl.col("language") == language)
     if rows.is_empty():
-        have = frame.filter(pl.col(key) == benchmark).select(
-            [c for c in ("split", "language") if c in frame.columns]).unique().to_dicts()
-        raise BenchmarkItemsError(f"{benchmark}: no rows in splits {list(splits) if splits else 'any'} "
-                                  f"and language {language!r}; available: {have}")
+        have = (
+            frame.filter(pl.col(key) == benchmark)
+            .select([c for c in ("split", "language") if c in frame.columns])
+            .unique()
+            .to_dicts()
+        )
+        raise BenchmarkItemsError(
+            f"{benchmark}: no rows in splits {list(splits) if splits else 'any'} "
+            f"and language {language!r}; available: {have}"
+        )
     return rows
 
 
@@ -103,8 +113,10 @@ def _gold(row: dict) -> tuple[str, str, int | None]:
         if not label:
             label = extract_choice(row.get("answer"), options) or ""
         if len(label) != 1 or label not in LETTERS[: len(options)]:
-            raise ValueError(f"no gold letter among {len(options)} options (answer_label "
-                             f"{row.get('answer_label')!r}, answer {row.get('answer')!r})")
+            raise ValueError(
+                f"no gold letter among {len(options)} options (answer_label "
+                f"{row.get('answer_label')!r}, answer {row.get('answer')!r})"
+            )
         return "mcq", label, len(options)
     answer = row.get("answer")
     if not normalize_answer(answer):
@@ -112,8 +124,9 @@ def _gold(row: dict) -> tuple[str, str, int | None]:
     return "open", answer, None
 
 
-def benchmark_items(frame: pl.DataFrame, benchmark: str, *, splits: Sequence[str] | None = None,
-                    language: str | None = "en") -> pl.DataFrame:
+def benchmark_items(
+    frame: pl.DataFrame, benchmark: str, *, splits: Sequence[str] | None = None, language: str | None = "en"
+) -> pl.DataFrame:
     """The items of ``benchmark`` in ``frame`` (a vqa_items, text_qa_items or ECBench frame), normalised to
     :data:`EVAL_ITEM_SCHEMA` and sorted by ``item_id``.
 
@@ -126,23 +139,52 @@ def benchmark_items(frame: pl.DataFrame, benchmark: str, *, splits: Sequence[str
     rows = _select(frame, benchmark, kind, splits, language)
     if kind == "ecbench":
         base = rows.select(
-            "item_id", "question", pl.lit(None, pl.Utf8).alias("context"), "options", "answer_label", "answer",
-            pl.lit("closed").alias("answer_type"), _col(rows, "question_type"),
-            pl.lit(ECBENCH_MODALITY).alias("modality"), pl.lit(ECBENCH_ORGAN).alias("organ"), "image_refs")
+            "item_id",
+            "question",
+            pl.lit(None, pl.Utf8).alias("context"),
+            "options",
+            "answer_label",
+            "answer",
+            pl.lit("closed").alias("answer_type"),
+            _col(rows, "question_type"),
+            pl.lit(ECBENCH_MODALITY).alias("modality"),
+            pl.lit(ECBENCH_ORGAN).alias("organ"),
+            "image_refs",
+        )
     elif kind == "vqa_items":
         base = rows.select(
-            "item_id", "question", pl.lit(None, pl.Utf8).alias("context"), "options", "answer_label", "answer",
-            "answer_type", _col(rows, "question_type"), _col(rows, "modality"), _col(rows, "organ"), "image_refs")
+            "item_id",
+            "question",
+            pl.lit(None, pl.Utf8).alias("context"),
+            "options",
+            "answer_label",
+            "answer",
+            "answer_type",
+            _col(rows, "question_type"),
+            _col(rows, "modality"),
+            _col(rows, "organ"),
+            "image_refs",
+        )
     else:
         qtype = _col(rows, "subject") if benchmark in SUBJECT_AS_QUESTION_TYPE else pl.lit(None, pl.Utf8)
         base = rows.select(
-            "item_id", "question", _col(rows, "context"), "options", "answer_label", _col(rows, "answer"),
-            pl.lit(None, pl.Utf8).alias("answer_type"), qtype.alias("question_type"),
-            pl.lit(None, pl.Utf8).alias("modality"), pl.lit(None, pl.Utf8).alias("organ"),
-            pl.lit([], pl.List(pl.Utf8)).alias("image_refs"))
+            "item_id",
+            "question",
+            _col(rows, "context"),
+            "options",
+            "answer_label",
+            _col(rows, "answer"),
+            pl.lit(None, pl.Utf8).alias("answer_type"),
+            qtype.alias("question_type"),
+            pl.lit(None, pl.Utf8).alias("modality"),
+            pl.lit(None, pl.Utf8).alias("organ"),
+            pl.lit([], pl.List(pl.Utf8)).alias("image_refs"),
+        )
     dup = base.filter(pl.col("item_id").is_duplicated())["item_id"].unique().sort().to_list()
     if dup:
-        raise BenchmarkItemsError(f"{benchmark}: {len(dup)} item id(s) repeat, e.g. {dup[:5]}; each item once")
+        raise BenchmarkItemsError(
+            f"{benchmark}: {len(dup)} item id(s) repeat, e.g. {dup[:5]}; each item once"
+        )
     out, bad = [], []
     for row in base.iter_rows(named=True):
         try:
@@ -153,16 +195,27 @@ def benchmark_items(frame: pl.DataFrame, benchmark: str, *, splits: Sequence[str
             bad.append(f"{row['item_id']}: {e}")
             continue
         answer_type = (row["answer_type"] or ("closed" if protocol == "mcq" else "open")).strip().lower()
-        out.append({
-            "item_id": row["item_id"], "question": row["question"], "context": row["context"],
-            "options": list(row["options"] or []) if protocol == "mcq" else [], "gold": gold,
-            "protocol": protocol, "answer_type": answer_type, "question_type": row["question_type"],
-            "modality": row["modality"], "organ": row["organ"], "image_refs": list(row["image_refs"] or []),
-            "n_options": n,
-        })
+        out.append(
+            {
+                "item_id": row["item_id"],
+                "question": row["question"],
+                "context": row["context"],
+                "options": list(row["options"] or []) if protocol == "mcq" else [],
+                "gold": gold,
+                "protocol": protocol,
+                "answer_type": answer_type,
+                "question_type": row["question_type"],
+                "modality": row["modality"],
+                "organ": row["organ"],
+                "image_refs": list(row["image_refs"] or []),
+                "n_options": n,
+            }
+        )
     if bad:
-        raise BenchmarkItemsError(f"{benchmark}: {len(bad)} item(s) cannot be evaluated: {bad[:5]}"
-                                  f"{' ...' if len(bad) > 5 else ''}; fix or quarantine them in the item table")
+        raise BenchmarkItemsError(
+            f"{benchmark}: {len(bad)} item(s) cannot be evaluated: {bad[:5]}"
+            f"{' ...' if len(bad) > 5 else ''}; fix or quarantine them in the item table"
+        )
     return pl.DataFrame(out, schema=EVAL_ITEM_SCHEMA).sort("item_id")
 
 
@@ -170,7 +223,9 @@ def check_items(items: pl.DataFrame) -> pl.DataFrame:
     """``items`` if it has :data:`EVAL_ITEM_SCHEMA`'s columns and at least one row; raises otherwise."""
     missing = [c for c in EVAL_ITEM_SCHEMA if c not in items.columns]
     if missing:
-        raise BenchmarkItemsError(f"items lack columns {missing}; normalise them with benchmark_items() first")
+        raise BenchmarkItemsError(
+            f"items lack columns {missing}; normalise them with benchmark_items() first"
+        )
     if items.is_empty():
         raise BenchmarkItemsError("no items to evaluate: an evaluation of 0 items is a failure")
     if items["item_id"].is_duplicated().any():

@@ -47,7 +47,6 @@ class AnswerJudge(Protocol):
         ...
 
 
-
 class HFJudge:
     """A transformers causal LM used as a yes/no judge (see module docstring)."""
 
@@ -59,8 +58,10 @@ class HFJudge:
         self.yes_ids = self._single_token_ids(("yes", " yes", "Yes", " Yes"))
         self.no_ids = self._single_token_ids(("no", " no", "No", " No"))
         if not self.yes_ids or not self.no_ids:
-            raise JudgeUnavailableError(f"judge {judge_id}: its tokenizer has no single token for 'yes' or 'no'; "
-                                        "use an instruction-tuned causal LM with a word-level vocabulary")
+            raise JudgeUnavailableError(
+                f"judge {judge_id}: its tokenizer has no single token for 'yes' or 'no'; "
+                "use an instruction-tuned causal LM with a word-level vocabulary"
+            )
 
     def _single_token_ids(self, words: Sequence[str]) -> list[int]:
         ids = {tuple(self.tokenizer.encode(w, add_special_tokens=False)) for w in words}
@@ -69,8 +70,9 @@ class HFJudge:
     def _prompt(self, question: str, gold: str, prediction: str) -> str:
         text = PROMPT.format(question=question, gold=gold, prediction=prediction)
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         return text
 
     def judge(self, questions: Sequence[str], golds: Sequence[str], predictions: Sequence[str]) -> list[bool]:
@@ -79,8 +81,12 @@ class HFJudge:
         verdicts: list[bool] = []
         prompts = [self._prompt(q, g, p) for q, g, p in zip(questions, golds, predictions, strict=True)]
         for start in range(0, len(prompts), self.batch_size):
-            enc = self.tokenizer(prompts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.model.device)
+            enc = self.tokenizer(
+                prompts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(self.model.device)
             with torch.no_grad():
                 logits = self.model(**enc).logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1)
@@ -112,13 +118,17 @@ def load_judge(
         source, kwargs = str(path), {}
     elif _HUB_ID.match(model) and not path.exists():
         if not revision or not _COMMIT.match(revision):
-            raise JudgeUnavailableError(f"judge {model!r}: revision {revision!r} is not a commit hash; pin the "
-                                        "judge to a 40-hex commit of its hub repository")
+            raise JudgeUnavailableError(
+                f"judge {model!r}: revision {revision!r} is not a commit hash; pin the "
+                "judge to a 40-hex commit of its hub repository"
+            )
         judge_id = f"{model}@{revision}"
         source, kwargs = model, {"revision": revision, "local_files_only": local_files_only}
     else:
-        raise JudgeUnavailableError(f"judge {model!r}: no such folder and not a hub id (owner/name); "
-                                    "point it at a model folder or a hub id with a pinned revision")
+        raise JudgeUnavailableError(
+            f"judge {model!r}: no such folder and not a hub id (owner/name); "
+            "point it at a model folder or a hub id with a pinned revision"
+        )
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,9 +138,11 @@ def load_judge(
             tokenizer.pad_token = tokenizer.eos_token
         lm = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device).eval()
     except (OSError, ValueError) as e:
-        raise JudgeUnavailableError(f"judge {judge_id} could not be loaded: {str(e).rstrip('.')}. Make the model available "
-                                    "(download it into the cache or a folder) or remove the judge setting; "
-                                    "open answers are not re-scored without it") from e
+        raise JudgeUnavailableError(
+            f"judge {judge_id} could not be loaded: {str(e).rstrip('.')}. Make the model available "
+            "(download it into the cache or a folder) or remove the judge setting; "
+            "open answers are not re-scored without it"
+        ) from e
     return HFJudge(lm, tokenizer, judge_id, batch_size=batch_size)
 
 
@@ -147,18 +159,25 @@ def apply_judge(results: pl.DataFrame, judge: AnswerJudge | None) -> pl.DataFram
         return results
     missing_q = open_rows.filter(pl.col("question").is_null())
     if not missing_q.is_empty():
-        raise ValueError(f"{missing_q.height} open row(s) have no question text (e.g. item "
-                         f"{missing_q['item_id'][0]!r}); the judge needs it: record the question in the rollout")
+        raise ValueError(
+            f"{missing_q.height} open row(s) have no question text (e.g. item "
+            f"{missing_q['item_id'][0]!r}); the judge needs it: record the question in the rollout"
+        )
     answered = open_rows.filter(pl.col("prediction").is_not_null())
-    verdicts = judge.judge(answered["question"].to_list(), answered["gold"].to_list(),
-                           answered["prediction"].to_list())
+    verdicts = judge.judge(
+        answered["question"].to_list(), answered["gold"].to_list(), answered["prediction"].to_list()
+    )
     if len(verdicts) != answered.height:
-        raise RuntimeError(f"judge {judge.judge_id} returned {len(verdicts)} verdicts for {answered.height} answers")
+        raise RuntimeError(
+            f"judge {judge.judge_id} returned {len(verdicts)} verdicts for {answered.height} answers"
+        )
     by_row = dict(zip(answered["_row"].to_list(), verdicts, strict=True))
     rows = set(open_rows["_row"].to_list())
     judged = [by_row.get(i, False) if i in rows else None for i in range(results.height)]
     return results.with_columns(
         pl.Series("judge_correct", judged, dtype=pl.Boolean),
-        pl.when(pl.Series([i in rows for i in range(results.height)])).then(pl.lit(judge.judge_id))
-        .otherwise(pl.col("judge_model")).alias("judge_model"),
+        pl.when(pl.Series([i in rows for i in range(results.height)]))
+        .then(pl.lit(judge.judge_id))
+        .otherwise(pl.col("judge_model"))
+        .alias("judge_model"),
     )

@@ -72,8 +72,14 @@ def bootstrap_ci(
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
     res = stats.bootstrap(
-        (x,), np.mean, n_resamples=n_resamples, batch=_BATCH, vectorized=True, method="percentile",
-        confidence_level=confidence_level, rng=np.random.default_rng(seed),
+        (x,),
+        np.mean,
+        n_resamples=n_resamples,
+        batch=_BATCH,
+        vectorized=True,
+        method="percentile",
+        confidence_level=confidence_level,
+        rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -92,15 +98,23 @@ def order_frame(df: pl.DataFrame, *extra: str) -> pl.DataFrame:
         if col not in df.columns:
             continue
         if order is not None:
-            ranks.append(pl.col(col).replace_strict({v: i for i, v in enumerate(order)}, default=len(order),
-                                                     return_dtype=pl.Int32).alias(f"_rank_{col}"))
+            ranks.append(
+                pl.col(col)
+                .replace_strict(
+                    {v: i for i, v in enumerate(order)}, default=len(order), return_dtype=pl.Int32
+                )
+                .alias(f"_rank_{col}")
+            )
             keys.append(f"_rank_{col}")
         keys.append(col)
     keys += [e for e in extra if e in df.columns]
     if df.is_empty() or not keys:
         return df
-    return df.with_columns(ranks).sort(keys, nulls_last=True).drop([f"_rank_{c}" for c in ("checkpoint", "mode")
-                                                                     if f"_rank_{c}" in keys])
+    return (
+        df.with_columns(ranks)
+        .sort(keys, nulls_last=True)
+        .drop([f"_rank_{c}" for c in ("checkpoint", "mode") if f"_rank_{c}" in keys])
+    )
 
 
 def _protocol_rows(results: pl.DataFrame, protocol: str) -> pl.DataFrame:
@@ -146,11 +160,28 @@ def mcq_accuracy(
     out = []
     for key, g in rows.group_by(keys, maintain_order=True):
         acc, low, high = _mean_ci(g["correct"].to_list(), boot)
-        out.append({"protocol": "mcq", **dict(zip(keys, key, strict=True)), "n": g.height,
-                    "n_correct": int(g["correct"].sum()), "accuracy": acc, "ci_low": low, "ci_high": high,
-                    "chance": float((1.0 / g["n_options"].cast(pl.Float64)).mean())})
-    schema = {"protocol": pl.Utf8, **{k: pl.Utf8 for k in keys}, "n": pl.Int64, "n_correct": pl.Int64,
-              "accuracy": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "chance": pl.Float64}
+        out.append(
+            {
+                "protocol": "mcq",
+                **dict(zip(keys, key, strict=True)),
+                "n": g.height,
+                "n_correct": int(g["correct"].sum()),
+                "accuracy": acc,
+                "ci_low": low,
+                "ci_high": high,
+                "chance": float((1.0 / g["n_options"].cast(pl.Float64)).mean()),
+            }
+        )
+    schema = {
+        "protocol": pl.Utf8,
+        **{k: pl.Utf8 for k in keys},
+        "n": pl.Int64,
+        "n_correct": pl.Int64,
+        "accuracy": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "chance": pl.Float64,
+    }
     return order_frame(pl.DataFrame(out, schema=schema), *keys[3:])
 
 
@@ -180,18 +211,39 @@ def open_scores(
         judge, ja, ja_lo, ja_hi = None, None, None, None
         if judges != [None]:
             if len(judges) != 1:
-                raise ValueError(f"open answers of {labels} were judged by {sorted(map(str, judges))}: "
-                                 "judge every item of a group with one pinned judge")
+                raise ValueError(
+                    f"open answers of {labels} were judged by {sorted(map(str, judges))}: "
+                    "judge every item of a group with one pinned judge"
+                )
             judge = judges[0]
             ja, ja_lo, ja_hi = _mean_ci(g["judge_correct"].to_list(), boot)
-        out.append({"protocol": "open", **labels, "n": g.height,
-                    "exact_match": em, "exact_match_low": em_lo, "exact_match_high": em_hi,
-                    "token_recall": tr, "token_recall_low": tr_lo, "token_recall_high": tr_hi,
-                    "judge_model": judge, "judge_accuracy": ja, "judge_low": ja_lo, "judge_high": ja_hi})
-    schema = {"protocol": pl.Utf8, **{k: pl.Utf8 for k in keys}, "n": pl.Int64,
-              **{f"{m}{s}": pl.Float64 for m in ("exact_match", "token_recall") for s in ("", "_low", "_high")},
-              "judge_model": pl.Utf8, "judge_accuracy": pl.Float64, "judge_low": pl.Float64,
-              "judge_high": pl.Float64}
+        out.append(
+            {
+                "protocol": "open",
+                **labels,
+                "n": g.height,
+                "exact_match": em,
+                "exact_match_low": em_lo,
+                "exact_match_high": em_hi,
+                "token_recall": tr,
+                "token_recall_low": tr_lo,
+                "token_recall_high": tr_hi,
+                "judge_model": judge,
+                "judge_accuracy": ja,
+                "judge_low": ja_lo,
+                "judge_high": ja_hi,
+            }
+        )
+    schema = {
+        "protocol": pl.Utf8,
+        **{k: pl.Utf8 for k in keys},
+        "n": pl.Int64,
+        **{f"{m}{s}": pl.Float64 for m in ("exact_match", "token_recall") for s in ("", "_low", "_high")},
+        "judge_model": pl.Utf8,
+        "judge_accuracy": pl.Float64,
+        "judge_low": pl.Float64,
+        "judge_high": pl.Float64,
+    }
     return order_frame(pl.DataFrame(out, schema=schema), *keys[3:])
 
 
@@ -230,12 +282,16 @@ _ITEM_KEY = ("benchmark", "protocol", "item_id")
 def _item_values(rows: pl.DataFrame, metric: str, side: str) -> pl.DataFrame:
     dup = rows.filter(pl.struct(*_ITEM_KEY).is_duplicated())
     if not dup.is_empty():
-        raise MismatchedItemsError(f"arm {side} answers {dup.height} item(s) more than once, e.g. "
-                                   f"{dup['item_id'].head(3).to_list()}: select one checkpoint and one mode per arm")
+        raise MismatchedItemsError(
+            f"arm {side} answers {dup.height} item(s) more than once, e.g. "
+            f"{dup['item_id'].head(3).to_list()}: select one checkpoint and one mode per arm"
+        )
     nulls = rows.filter(pl.col(metric).is_null())
     if not nulls.is_empty():
-        raise ValueError(f"arm {side} has {nulls.height} item(s) without {metric}, e.g. "
-                         f"{nulls['item_id'].head(3).to_list()}")
+        raise ValueError(
+            f"arm {side} has {nulls.height} item(s) without {metric}, e.g. "
+            f"{nulls['item_id'].head(3).to_list()}"
+        )
     return rows.select(*_ITEM_KEY, pl.col(metric).cast(pl.Float64).alias(side))
 
 
@@ -262,14 +318,21 @@ def paired_difference(
         raise MismatchedItemsError(
             f"paired comparison needs the same items in both arms: {only_a.height} item(s) only in A "
             f"(e.g. {only_a['item_id'].head(3).to_list()}), {only_b.height} only in B "
-            f"(e.g. {only_b['item_id'].head(3).to_list()}); evaluate both arms on the same benchmark version")
+            f"(e.g. {only_b['item_id'].head(3).to_list()}); evaluate both arms on the same benchmark version"
+        )
     if va.is_empty():
         raise MismatchedItemsError("paired comparison of two empty arms: nothing was evaluated")
     joined = va.join(vb, on=list(_ITEM_KEY), how="inner")
     d = (joined["A"] - joined["B"]).to_numpy()
     low, high = bootstrap_ci(d, n_resamples=n_resamples, seed=seed, confidence_level=confidence_level)
-    return PairedDifference(n=joined.height, mean_a=float(joined["A"].mean()), mean_b=float(joined["B"].mean()),
-                            difference=float(d.mean()), ci_low=low, ci_high=high)
+    return PairedDifference(
+        n=joined.height,
+        mean_a=float(joined["A"].mean()),
+        mean_b=float(joined["B"].mean()),
+        difference=float(d.mean()),
+        ci_low=low,
+        ci_high=high,
+    )
 
 
 def default_comparisons(results: pl.DataFrame) -> list[tuple[Arm, Arm]]:
@@ -288,7 +351,9 @@ def default_comparisons(results: pl.DataFrame) -> list[tuple[Arm, Arm]]:
                 pairs.append((Arm(ck, ma), Arm(ck, mb)))
     for mode in MODES:
         cks = [ck for ck in checkpoints if (ck, mode) in present]
-        pairs += [(Arm(later, mode), Arm(earlier, mode)) for i, earlier in enumerate(cks) for later in cks[i + 1:]]
+        pairs += [
+            (Arm(later, mode), Arm(earlier, mode)) for i, earlier in enumerate(cks) for later in cks[i + 1 :]
+        ]
     return pairs
 
 
@@ -318,17 +383,46 @@ def compare(
             if ra.is_empty() or rb.is_empty():
                 continue
             try:
-                d = paired_difference(ra, rb, metric=metric, n_resamples=n_resamples, seed=seed,
-                                      confidence_level=confidence_level)
+                d = paired_difference(
+                    ra,
+                    rb,
+                    metric=metric,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                    confidence_level=confidence_level,
+                )
             except MismatchedItemsError as e:
                 raise MismatchedItemsError(f"{benchmark} ({protocol}), {arm_a} vs {arm_b}: {e}") from e
-            out.append({"protocol": protocol, "metric": metric, "benchmark": benchmark, "a": str(arm_a),
-                        "b": str(arm_b), "n": d.n, "mean_a": d.mean_a, "mean_b": d.mean_b,
-                        "difference": d.difference, "ci_low": d.ci_low, "ci_high": d.ci_high,
-                        "excludes_zero": d.excludes_zero})
-    schema = {"protocol": pl.Utf8, "metric": pl.Utf8, "benchmark": pl.Utf8, "a": pl.Utf8, "b": pl.Utf8,
-              "n": pl.Int64, "mean_a": pl.Float64, "mean_b": pl.Float64, "difference": pl.Float64,
-              "ci_low": pl.Float64, "ci_high": pl.Float64, "excludes_zero": pl.Boolean}
+            out.append(
+                {
+                    "protocol": protocol,
+                    "metric": metric,
+                    "benchmark": benchmark,
+                    "a": str(arm_a),
+                    "b": str(arm_b),
+                    "n": d.n,
+                    "mean_a": d.mean_a,
+                    "mean_b": d.mean_b,
+                    "difference": d.difference,
+                    "ci_low": d.ci_low,
+                    "ci_high": d.ci_high,
+                    "excludes_zero": d.excludes_zero,
+                }
+            )
+    schema = {
+        "protocol": pl.Utf8,
+        "metric": pl.Utf8,
+        "benchmark": pl.Utf8,
+        "a": pl.Utf8,
+        "b": pl.Utf8,
+        "n": pl.Int64,
+        "mean_a": pl.Float64,
+        "mean_b": pl.Float64,
+        "difference": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "excludes_zero": pl.Boolean,
+    }
     return pl.DataFrame(out, schema=schema).sort("benchmark", maintain_order=True)
 
 
@@ -370,20 +464,40 @@ def cdir_summary(results: pl.DataFrame) -> pl.DataFrame:
             raise ValueError(f"CDIR rows of {key} used several thresholds {lambdas}: evaluate one λ per run")
         t = g.filter(pl.col("cdir_triggered"))
         both = t.filter(pl.col("confidence").is_not_null() & pl.col("confidence_before_cdir").is_not_null())
-        out.append({
-            "benchmark": key[0], "checkpoint": key[1], "protocol": key[2], "n": g.height, "cdir_lambda": lambdas[0],
-            "n_triggered": t.height, "trigger_rate": t.height / g.height,
-            "accuracy_before": g["correct_before_cdir"].cast(pl.Float64).mean(),
-            "accuracy_after": g["correct"].cast(pl.Float64).mean(),
-            "triggered_accuracy_before": t["correct_before_cdir"].cast(pl.Float64).mean() if t.height else None,
-            "triggered_accuracy_after": t["correct"].cast(pl.Float64).mean() if t.height else None,
-            "confidence_change_mean": (both["confidence"] - both["confidence_before_cdir"]).mean()
-            if both.height else None,
-            "n_answer_changed": int(t["prediction"].ne_missing(t["prediction_before_cdir"]).sum()),
-        })
-    schema = {"benchmark": pl.Utf8, "checkpoint": pl.Utf8, "protocol": pl.Utf8, "n": pl.Int64,
-              "cdir_lambda": pl.Float64, "n_triggered": pl.Int64, "trigger_rate": pl.Float64,
-              "accuracy_before": pl.Float64, "accuracy_after": pl.Float64,
-              "triggered_accuracy_before": pl.Float64, "triggered_accuracy_after": pl.Float64,
-              "confidence_change_mean": pl.Float64, "n_answer_changed": pl.Int64}
+        out.append(
+            {
+                "benchmark": key[0],
+                "checkpoint": key[1],
+                "protocol": key[2],
+                "n": g.height,
+                "cdir_lambda": lambdas[0],
+                "n_triggered": t.height,
+                "trigger_rate": t.height / g.height,
+                "accuracy_before": g["correct_before_cdir"].cast(pl.Float64).mean(),
+                "accuracy_after": g["correct"].cast(pl.Float64).mean(),
+                "triggered_accuracy_before": t["correct_before_cdir"].cast(pl.Float64).mean()
+                if t.height
+                else None,
+                "triggered_accuracy_after": t["correct"].cast(pl.Float64).mean() if t.height else None,
+                "confidence_change_mean": (both["confidence"] - both["confidence_before_cdir"]).mean()
+                if both.height
+                else None,
+                "n_answer_changed": int(t["prediction"].ne_missing(t["prediction_before_cdir"]).sum()),
+            }
+        )
+    schema = {
+        "benchmark": pl.Utf8,
+        "checkpoint": pl.Utf8,
+        "protocol": pl.Utf8,
+        "n": pl.Int64,
+        "cdir_lambda": pl.Float64,
+        "n_triggered": pl.Int64,
+        "trigger_rate": pl.Float64,
+        "accuracy_before": pl.Float64,
+        "accuracy_after": pl.Float64,
+        "triggered_accuracy_before": pl.Float64,
+        "triggered_accuracy_after": pl.Float64,
+        "confidence_change_mean": pl.Float64,
+        "n_answer_changed": pl.Int64,
+    }
     return order_frame(pl.DataFrame(out, schema=schema), "protocol")

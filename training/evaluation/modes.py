@@ -59,11 +59,19 @@ def _rwr_cdir(b) -> Timed:
 
     first, first_s = b.run("rwr")
     torch.manual_seed(b.seed_for("rwr_cdir"))
-    cdir = apply_cdir(b.rollout, b.model, b.processor, first,
-                      query_images=[im[0] if im else None for im in b.images],
-                      item_image_refs=[r["image_refs"] for r in b.batch], image_retriever=b.image_retriever,
-                      image_loader=b.image_loader, cdir_lambda=b.cdir_lambda, k=b.cdir_k,
-                      exclude_refs=b.exclude_image_refs)
+    cdir = apply_cdir(
+        b.rollout,
+        b.model,
+        b.processor,
+        first,
+        query_images=[im[0] if im else None for im in b.images],
+        item_image_refs=[r["image_refs"] for r in b.batch],
+        image_retriever=b.image_retriever,
+        image_loader=b.image_loader,
+        cdir_lambda=b.cdir_lambda,
+        k=b.cdir_k,
+        exclude_refs=b.exclude_image_refs,
+    )
     b.traces = cdir.traces
     return cdir.result, first_s + cdir.seconds
 
@@ -71,8 +79,10 @@ def _rwr_cdir(b) -> Timed:
 def _rag_control(b) -> Timed:
     prompts = b.prompts(retrieval=True)
     questions = [r["question"] for r in b.batch]
-    return b.timed("rag_control", lambda: b.rollout.run(b.model, b.processor, prompts,
-                                                        first_queries=questions, allow_retrieval=False))
+    return b.timed(
+        "rag_control",
+        lambda: b.rollout.run(b.model, b.processor, prompts, first_queries=questions, allow_retrieval=False),
+    )
 
 
 def _random_retriever(b) -> Timed:
@@ -95,12 +105,19 @@ def _cdir_columns(b, rec: dict, i: int, final: Trajectory) -> None:
     first_result = b.run("rwr")[0]
     first = first_result.trajectories[i]
     row = b.batch[i]
-    rec.update(cdir_lambda=b.cdir_lambda, cdir_triggered=trace.triggered, cdir_case_ids=list(trace.case_ids),
-               prediction_before_cdir=b.prediction(first.answer(), row),
-               confidence_before_cdir=trace.confidence_before, image_index_tag=b.image_index_tag)
+    rec.update(
+        cdir_lambda=b.cdir_lambda,
+        cdir_triggered=trace.triggered,
+        cdir_case_ids=list(trace.case_ids),
+        prediction_before_cdir=b.prediction(first.answer(), row),
+        confidence_before_cdir=trace.confidence_before,
+        image_index_tag=b.image_index_tag,
+    )
     if trace.triggered:
-        rec.update(n_rounds=first.rounds + 1,
-                   generated_tokens=first.generated_tokens + _sampled_after_last_case(final))
+        rec.update(
+            n_rounds=first.rounds + 1,
+            generated_tokens=first.generated_tokens + _sampled_after_last_case(final),
+        )
     forced_first = b.forced(first_result)
     if not trace.triggered:
         rec.update(prediction_before_cdir=rec["prediction"], confidence_before_cdir=rec["confidence"])
@@ -109,19 +126,50 @@ def _cdir_columns(b, rec: dict, i: int, final: Trajectory) -> None:
 
 
 # ---- the registry ----------------------------------------------------------------------------------
-REGISTRY: dict[str, EvalMode] = {m.name: m for m in (
-    EvalMode("direct", "answer without retrieval (one round, <query> banned, the direct-answer prompt)",
-             _direct, colour="#7f7f7f"),
-    EvalMode("rwr", "reasoning-with-retrieval over the pinned text KB", _rwr, searches_kb=True,
-             colour="#1f77b4", baselines=("direct", "random_retriever", "rag_control")),
-    EvalMode("rwr_cdir", "RwR plus confidence-driven image re-retrieval (CDIR) below λ", _rwr_cdir,
-             searches_kb=True, image_index=True, colour="#2ca02c", baselines=("rwr",),
-             annotate=_cdir_columns),
-    EvalMode("rag_control", "training-free RAG: retrieve with the question, then answer", _rag_control,
-             searches_kb=True, colour="#ff7f0e"),
-    EvalMode("random_retriever", "RwR whose retriever returns random passages of the same KB",
-             _random_retriever, searches_kb=True, random_kb=True, colour="#d62728"),
-)}
+REGISTRY: dict[str, EvalMode] = {
+    m.name: m
+    for m in (
+        EvalMode(
+            "direct",
+            "answer without retrieval (one round, <query> banned, the direct-answer prompt)",
+            _direct,
+            colour="#7f7f7f",
+        ),
+        EvalMode(
+            "rwr",
+            "reasoning-with-retrieval over the pinned text KB",
+            _rwr,
+            searches_kb=True,
+            colour="#1f77b4",
+            baselines=("direct", "random_retriever", "rag_control"),
+        ),
+        EvalMode(
+            "rwr_cdir",
+            "RwR plus confidence-driven image re-retrieval (CDIR) below λ",
+            _rwr_cdir,
+            searches_kb=True,
+            image_index=True,
+            colour="#2ca02c",
+            baselines=("rwr",),
+            annotate=_cdir_columns,
+        ),
+        EvalMode(
+            "rag_control",
+            "training-free RAG: retrieve with the question, then answer",
+            _rag_control,
+            searches_kb=True,
+            colour="#ff7f0e",
+        ),
+        EvalMode(
+            "random_retriever",
+            "RwR whose retriever returns random passages of the same KB",
+            _random_retriever,
+            searches_kb=True,
+            random_kb=True,
+            colour="#d62728",
+        ),
+    )
+}
 
 MODES = tuple(REGISTRY)
 RETRIEVAL_MODES = tuple(m.name for m in REGISTRY.values() if m.searches_kb)

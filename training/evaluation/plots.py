@@ -32,8 +32,9 @@ def _modes_present(frame: pl.DataFrame) -> list[str]:
     return [m for m in MODES if m in present]
 
 
-def accuracy_plot(table: pl.DataFrame, *, value: str, low: str, high: str, title: str,
-                  chance: str | None = None) -> bytes:
+def accuracy_plot(
+    table: pl.DataFrame, *, value: str, low: str, high: str, title: str, chance: str | None = None
+) -> bytes:
     """Bars per benchmark and mode with their intervals, one panel per checkpoint.
 
     ``table`` is an overall (no breakdown) table from ``mcq_accuracy`` or ``open_scores``; ``value``,
@@ -44,9 +45,12 @@ def accuracy_plot(table: pl.DataFrame, *, value: str, low: str, high: str, title
     benchmarks = list(dict.fromkeys(table["benchmark"].to_list()))
     modes = _modes_present(table)
     width = 0.8 / max(len(modes), 1)
-    fig = Figure(figsize=(max(6.0, 1.4 * len(benchmarks) + 2), 0.8 + 2.6 * len(checkpoints)), layout="constrained")
-    fig.suptitle(title + ("\ndashed line: chance level (mean of 1 / number of options)" if chance else ""),
-                 fontsize=10)
+    fig = Figure(
+        figsize=(max(6.0, 1.4 * len(benchmarks) + 2), 0.8 + 2.6 * len(checkpoints)), layout="constrained"
+    )
+    fig.suptitle(
+        title + ("\ndashed line: chance level (mean of 1 / number of options)" if chance else ""), fontsize=10
+    )
     axes = fig.subplots(len(checkpoints), 1, squeeze=False)[:, 0]
     for ax, ck in zip(axes, checkpoints, strict=True):
         sub = table.filter(pl.col("checkpoint") == ck)
@@ -54,15 +58,33 @@ def accuracy_plot(table: pl.DataFrame, *, value: str, low: str, high: str, title
             rows = {r["benchmark"]: r for r in sub.filter(pl.col("mode") == mode).iter_rows(named=True)}
             xs = [i + (j - (len(modes) - 1) / 2) * width for i, b in enumerate(benchmarks) if b in rows]
             vals = [100 * rows[b][value] for b in benchmarks if b in rows]
-            err = np.array([[100 * (rows[b][value] - rows[b][low]), 100 * (rows[b][high] - rows[b][value])]
-                            if rows[b][low] == rows[b][low] else [0.0, 0.0] for b in benchmarks if b in rows]).T
-            ax.bar(xs, vals, width, yerr=err if len(xs) else None, capsize=2, label=mode,
-                   color=_MODE_COLOURS[mode], edgecolor="black", linewidth=0.3)
+            err = np.array(
+                [
+                    [100 * (rows[b][value] - rows[b][low]), 100 * (rows[b][high] - rows[b][value])]
+                    if rows[b][low] == rows[b][low]
+                    else [0.0, 0.0]
+                    for b in benchmarks
+                    if b in rows
+                ]
+            ).T
+            ax.bar(
+                xs,
+                vals,
+                width,
+                yerr=err if len(xs) else None,
+                capsize=2,
+                label=mode,
+                color=_MODE_COLOURS[mode],
+                edgecolor="black",
+                linewidth=0.3,
+            )
         if chance:
             for i, b in enumerate(benchmarks):
                 c = sub.filter(pl.col("benchmark") == b)[chance]
                 if c.len() and c[0] is not None:
-                    ax.hlines(100 * c[0], i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1)
+                    ax.hlines(
+                        100 * c[0], i - 0.45, i + 0.45, colors="black", linestyles="dashed", linewidth=1
+                    )
         ax.set_xticks(range(len(benchmarks)), benchmarks)
         ax.set_ylim(0, 105)
         ax.set_ylabel(f"{value.replace('_', ' ')} %")
@@ -86,10 +108,21 @@ def reliability_plot(bins: pl.DataFrame, *, title: str) -> bytes:
         sub = bins.filter((pl.col("checkpoint") == ck) & (pl.col("n") > 0))
         for mode in _modes_present(sub):
             m = sub.filter(pl.col("mode") == mode)
-            ax.plot(m["mean_confidence"], m["accuracy"], marker="o", color=_MODE_COLOURS[mode], label=mode,
-                    linewidth=1)
-            ax.scatter(m["mean_confidence"], m["accuracy"], s=8 + 60 * m["n"] / max(m["n"].max(), 1),
-                       color=_MODE_COLOURS[mode], alpha=0.5)
+            ax.plot(
+                m["mean_confidence"],
+                m["accuracy"],
+                marker="o",
+                color=_MODE_COLOURS[mode],
+                label=mode,
+                linewidth=1,
+            )
+            ax.scatter(
+                m["mean_confidence"],
+                m["accuracy"],
+                s=8 + 60 * m["n"] / max(m["n"].max(), 1),
+                color=_MODE_COLOURS[mode],
+                alpha=0.5,
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("mean confidence in bin")
@@ -113,7 +146,9 @@ def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
     rows = results.filter((pl.col("mode") == "rwr_cdir") & pl.col("confidence_before_cdir").is_not_null())
     checkpoints = list(dict.fromkeys(rows["checkpoint"].to_list()))
     if not checkpoints:
-        return _empty("CDIR trigger: no rwr_cdir row has a first-pass confidence (no first pass wrote an answer)")
+        return _empty(
+            "CDIR trigger: no rwr_cdir row has a first-pass confidence (no first pass wrote an answer)"
+        )
     fig = Figure(figsize=(4.6 * len(checkpoints), 3.8), layout="constrained")
     fig.suptitle("CDIR trigger: first-pass confidence η (probability of the first answer token)", fontsize=11)
     axes = fig.subplots(1, len(checkpoints), squeeze=False)[0]
@@ -122,8 +157,14 @@ def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
         sub = rows.filter(pl.col("checkpoint") == ck)
         trig = sub.filter(pl.col("cdir_triggered"))["confidence_before_cdir"].to_numpy()
         kept = sub.filter(~pl.col("cdir_triggered"))["confidence_before_cdir"].to_numpy()
-        ax.hist([trig, kept], bins=edges, stacked=True, color=["#d62728", "#1f77b4"],
-                label=[f"CDIR triggered ({len(trig)})", f"not triggered ({len(kept)})"], edgecolor="white")
+        ax.hist(
+            [trig, kept],
+            bins=edges,
+            stacked=True,
+            color=["#d62728", "#1f77b4"],
+            label=[f"CDIR triggered ({len(trig)})", f"not triggered ({len(kept)})"],
+            edgecolor="white",
+        )
         for lam in sorted(set(sub["cdir_lambda"].to_list())):
             ax.axvline(lam, color="black", linestyle="--", linewidth=1.2)
             ax.text(lam, ax.get_ylim()[1] * 0.95, f" λ = {lam:g}", fontsize=9, va="top")
@@ -147,11 +188,20 @@ def comparison_plot(table: pl.DataFrame, *, title: str, level: float = 0.95) -> 
     excludes = table["excludes_zero"].to_numpy()
     for sel, colour in ((excludes, "#2ca02c"), (~excludes, "#7f7f7f")):
         if sel.any():
-            ax.errorbar(diff[sel], y[sel], xerr=[np.maximum(diff - low, 0)[sel], np.maximum(high - diff, 0)[sel]],
-                        fmt="o", color=colour, ecolor=colour, capsize=3)
+            ax.errorbar(
+                diff[sel],
+                y[sel],
+                xerr=[np.maximum(diff - low, 0)[sel], np.maximum(high - diff, 0)[sel]],
+                fmt="o",
+                color=colour,
+                ecolor=colour,
+                capsize=3,
+            )
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"difference (percentage points), paired bootstrap {round(100 * level)} % interval; green: excludes 0")
+    ax.set_xlabel(
+        f"difference (percentage points), paired bootstrap {round(100 * level)} % interval; green: excludes 0"
+    )
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)

@@ -36,8 +36,10 @@ SMOKE_STATEMENT = (
     "They show that the pipeline runs from ingest to report; they say nothing about the method."
 )
 REFERENCE_HEADING = "Reference only: the paper's published numbers (different models, not comparable)"
-PROTOCOL_TITLES = {"mcq": "MCQ protocol (closed questions as multiple-choice)",
-                   "open": "Open protocol (full set, open answers)"}
+PROTOCOL_TITLES = {
+    "mcq": "MCQ protocol (closed questions as multiple-choice)",
+    "open": "Open protocol (full set, open answers)",
+}
 
 
 class LineageError(ValueError):
@@ -57,38 +59,52 @@ def check_lineage(results: pl.DataFrame, lineage: Mapping[str, Any]) -> None:
     """
     missing = [k for k in REQUIRED_LINEAGE if not lineage.get(k)]
     if missing:
-        raise LineageError(f"lineage lacks {missing}; pass {list(REQUIRED_LINEAGE)} "
-                           "(see training/evaluation/report.py)")
+        raise LineageError(
+            f"lineage lacks {missing}; pass {list(REQUIRED_LINEAGE)} (see training/evaluation/report.py)"
+        )
     for key in ("checkpoint_manifests", "benchmark_versions"):
         if not isinstance(lineage[key], Mapping):
-            raise LineageError(f"lineage[{key!r}] must map each name to its manifest/version, got {lineage[key]!r}")
+            raise LineageError(
+                f"lineage[{key!r}] must map each name to its manifest/version, got {lineage[key]!r}"
+            )
     problems = []
     for col, key in (("checkpoint", "checkpoint_manifests"), ("benchmark", "benchmark_versions")):
         absent = sorted(_distinct(results, col) - set(lineage[key]))
         if absent:
             problems.append(f"{col}s {absent} have no entry in lineage[{key!r}]")
-    for bench, versions in results.group_by("benchmark").agg(pl.col("benchmark_version").drop_nulls().unique()).iter_rows():
+    for bench, versions in (
+        results.group_by("benchmark").agg(pl.col("benchmark_version").drop_nulls().unique()).iter_rows()
+    ):
         expected = lineage["benchmark_versions"].get(bench)
         if expected is not None and set(versions) - {expected}:
-            problems.append(f"benchmark {bench}: results were scored on versions {sorted(versions)}, lineage names "
-                            f"{expected!r}")
+            problems.append(
+                f"benchmark {bench}: results were scored on versions {sorted(versions)}, lineage names "
+                f"{expected!r}"
+            )
     for col, key in (("kb_tag", "kb_tag"), ("image_index_tag", "image_index_tag")):
         found = _distinct(results, col)
         if found and found != {lineage.get(key)}:
             problems.append(f"results used {col} {sorted(found)}, lineage names {lineage.get(key)!r}")
     if problems:
-        raise LineageError("lineage disagrees with the results: " + "; ".join(problems) +
-                           ". Re-run eval_results for the stale partitions or pass the lineage they were produced with")
+        raise LineageError(
+            "lineage disagrees with the results: "
+            + "; ".join(problems)
+            + ". Re-run eval_results for the stale partitions or pass the lineage they were produced with"
+        )
 
 
 def _lineage_rows(results: pl.DataFrame, lineage: Mapping[str, Any]) -> list[list[str]]:
-    rows = [["code version (git commit)", str(lineage["code_version"])],
-            ["text KB tag", str(lineage["kb_tag"])],
-            ["text embedder", str(lineage["embedder"])]]
+    rows = [
+        ["code version (git commit)", str(lineage["code_version"])],
+        ["text KB tag", str(lineage["kb_tag"])],
+        ["text embedder", str(lineage["embedder"])],
+    ]
     rows += [[f"checkpoint {k} manifest", str(v)] for k, v in lineage["checkpoint_manifests"].items()]
     rows += [[f"benchmark {k} version", str(v)] for k, v in lineage["benchmark_versions"].items()]
     judges = sorted(_distinct(results, "judge_model"))
-    rows.append(["open-answer judge", ", ".join(judges) if judges else "none (exact match and token recall only)"])
+    rows.append(
+        ["open-answer judge", ", ".join(judges) if judges else "none (exact match and token recall only)"]
+    )
     shown = set(REQUIRED_LINEAGE)
     for k in ("image_index_tag", "image_embedder", "profile", "run_id"):
         if k in lineage:
@@ -102,11 +118,15 @@ def _audit_section(doc: Doc, audit: Mapping[str, Any]) -> None:
     """Per checkpoint: its lineage-manifest digest and the raw files its upstream chain read; and the command
     that re-verifies the chain (raw-file hashes, KB tag, items, weights)."""
     doc.h(2, "Audit")
-    rows = [[role, str(c.get("manifest")), str(c.get("input_manifests")), str(c.get("raw_files"))]
-            for role, c in (audit.get("checkpoints") or {}).items()]
+    rows = [
+        [role, str(c.get("manifest")), str(c.get("input_manifests")), str(c.get("raw_files"))]
+        for role, c in (audit.get("checkpoints") or {}).items()
+    ]
     doc.table(["checkpoint", "manifest digest", "input manifests", "raw files"], rows)
-    doc.p(f"To re-verify the whole upstream chain down to raw-file hashes, run `{audit.get('command')}` "
-          "(exits non-zero when a raw file changed or is missing).")
+    doc.p(
+        f"To re-verify the whole upstream chain down to raw-file hashes, run `{audit.get('command')}` "
+        "(exits non-zero when a raw file changed or is missing)."
+    )
 
 
 # ---- formatting -----------------------------------------------------------------------------------
@@ -127,15 +147,38 @@ def _group_label(by: str | None) -> list[str]:
 
 
 def _mcq_rows(table: pl.DataFrame, by: str | None) -> list[list[str]]:
-    return [[r["benchmark"], r["checkpoint"], r["mode"], *([r[by]] if by else []), r["n"], _pct(r["accuracy"]),
-             _ci(r["ci_low"], r["ci_high"]), _pct(r["chance"])] for r in table.iter_rows(named=True)]
+    return [
+        [
+            r["benchmark"],
+            r["checkpoint"],
+            r["mode"],
+            *([r[by]] if by else []),
+            r["n"],
+            _pct(r["accuracy"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            _pct(r["chance"]),
+        ]
+        for r in table.iter_rows(named=True)
+    ]
 
 
 def _open_rows(table: pl.DataFrame, by: str | None) -> list[list[str]]:
-    return [[r["benchmark"], r["checkpoint"], r["mode"], *([r[by]] if by else []), r["n"],
-             _pct(r["exact_match"]), _ci(r["exact_match_low"], r["exact_match_high"]),
-             _pct(r["token_recall"]), _ci(r["token_recall_low"], r["token_recall_high"]),
-             _pct(r["judge_accuracy"]), _ci(r["judge_low"], r["judge_high"])] for r in table.iter_rows(named=True)]
+    return [
+        [
+            r["benchmark"],
+            r["checkpoint"],
+            r["mode"],
+            *([r[by]] if by else []),
+            r["n"],
+            _pct(r["exact_match"]),
+            _ci(r["exact_match_low"], r["exact_match_high"]),
+            _pct(r["token_recall"]),
+            _ci(r["token_recall_low"], r["token_recall_high"]),
+            _pct(r["judge_accuracy"]),
+            _ci(r["judge_low"], r["judge_high"]),
+        ]
+        for r in table.iter_rows(named=True)
+    ]
 
 
 # ---- sections -------------------------------------------------------------------------------------
@@ -152,8 +195,9 @@ class ReportOutput:
     comparisons: pl.DataFrame
 
 
-def _accuracy_section(doc: Doc, results: pl.DataFrame, protocol: str, boot: dict,
-                      level: float) -> pl.DataFrame:
+def _accuracy_section(
+    doc: Doc, results: pl.DataFrame, protocol: str, boot: dict, level: float
+) -> pl.DataFrame:
     doc.h(2, f"Accuracy — {PROTOCOL_TITLES[protocol]}")
     rows = results.filter(pl.col("protocol") == protocol)
     scorer = m.mcq_accuracy if protocol == "mcq" else m.open_scores
@@ -162,32 +206,50 @@ def _accuracy_section(doc: Doc, results: pl.DataFrame, protocol: str, boot: dict
         return scorer(results, **boot)
     ci = f"{round(100 * level)} % CI"
     if protocol == "mcq":
-        cols, fmt, plot_kw = ["accuracy %", ci, "chance %"], _mcq_rows, {
-            "value": "accuracy", "low": "ci_low", "high": "ci_high", "chance": "chance"}
-        doc.p(f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, seed {boot['seed']}).")
+        cols, fmt, plot_kw = (
+            ["accuracy %", ci, "chance %"],
+            _mcq_rows,
+            {"value": "accuracy", "low": "ci_low", "high": "ci_high", "chance": "chance"},
+        )
+        doc.p(
+            f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, seed {boot['seed']})."
+        )
     else:
-        cols, fmt, plot_kw = ["exact match %", ci, "token recall %", ci, "judge %", ci], _open_rows, {
-            "value": "exact_match", "low": "exact_match_low", "high": "exact_match_high"}
-        doc.p("Exact match after normalization (lower case, no punctuation or articles), token recall of the "
-              "reference answer, and the judge's accuracy when a judge was configured.")
+        cols, fmt, plot_kw = (
+            ["exact match %", ci, "token recall %", ci, "judge %", ci],
+            _open_rows,
+            {"value": "exact_match", "low": "exact_match_low", "high": "exact_match_high"},
+        )
+        doc.p(
+            "Exact match after normalization (lower case, no punctuation or articles), token recall of the "
+            "reference answer, and the judge's accuracy when a judge was configured."
+        )
     overall = scorer(results, **boot)
     name = f"accuracy_{protocol}"
-    doc.plot(name, plots.accuracy_plot(overall, title=PROTOCOL_TITLES[protocol], **plot_kw),
-             f"{PROTOCOL_TITLES[protocol]}: per benchmark and mode, bars = {ci}")
+    doc.plot(
+        name,
+        plots.accuracy_plot(overall, title=PROTOCOL_TITLES[protocol], **plot_kw),
+        f"{PROTOCOL_TITLES[protocol]}: per benchmark and mode, bars = {ci}",
+    )
     doc.table(["benchmark", "checkpoint", "mode", "n", *cols], fmt(overall, None))
     for by in m.BREAKDOWNS:
         doc.h(3, f"By {by.replace('_', ' ')} ({protocol})")
         if rows[by].null_count() == rows.height:
             doc.p(f"No benchmark evaluated here gives a {by.replace('_', ' ')}.", "note")
             continue
-        doc.table(["benchmark", "checkpoint", "mode", *_group_label(by), "n", *cols], fmt(scorer(results, by=by, **boot), by))
+        doc.table(
+            ["benchmark", "checkpoint", "mode", *_group_label(by), "n", *cols],
+            fmt(scorer(results, by=by, **boot), by),
+        )
     return overall
 
 
 def _comparison_section(doc: Doc, results: pl.DataFrame, boot: dict, level: float) -> pl.DataFrame:
     doc.h(2, "Paired differences (same items, paired bootstrap)")
-    doc.p("A − B in percentage points on the items both arms answered, resampled jointly; an arm pair whose item "
-          "sets differ is refused. Modes within a checkpoint, then checkpoints within a mode.")
+    doc.p(
+        "A − B in percentage points on the items both arms answered, resampled jointly; an arm pair whose item "
+        "sets differ is refused. Modes within a checkpoint, then checkpoints within a mode."
+    )
     pairs = m.default_comparisons(results)
     frames = []
     for protocol in m.PROTOCOLS:
@@ -197,13 +259,38 @@ def _comparison_section(doc: Doc, results: pl.DataFrame, boot: dict, level: floa
         frames.append(table)
         metric = "accuracy" if protocol == "mcq" else "exact match"
         doc.h(3, f"{PROTOCOL_TITLES[protocol]}: {metric}")
-        doc.plot(f"paired_{protocol}", plots.comparison_plot(table, title=f"{PROTOCOL_TITLES[protocol]}: {metric}", level=level),
-                 f"Paired differences, {round(100 * level)} % intervals")
-        doc.table(["benchmark", "A", "B", "n", "A %", "B %", "A − B (pp)", f"{round(100 * level)} % CI (pp)",
-                   "excludes 0"],
-                  [[r["benchmark"], r["a"], r["b"], r["n"], _pct(r["mean_a"]), _pct(r["mean_b"]), _pp(r["difference"]),
-                    _ci(r["ci_low"], r["ci_high"]), "yes" if r["excludes_zero"] else "no"]
-                   for r in table.iter_rows(named=True)])
+        doc.plot(
+            f"paired_{protocol}",
+            plots.comparison_plot(table, title=f"{PROTOCOL_TITLES[protocol]}: {metric}", level=level),
+            f"Paired differences, {round(100 * level)} % intervals",
+        )
+        doc.table(
+            [
+                "benchmark",
+                "A",
+                "B",
+                "n",
+                "A %",
+                "B %",
+                "A − B (pp)",
+                f"{round(100 * level)} % CI (pp)",
+                "excludes 0",
+            ],
+            [
+                [
+                    r["benchmark"],
+                    r["a"],
+                    r["b"],
+                    r["n"],
+                    _pct(r["mean_a"]),
+                    _pct(r["mean_b"]),
+                    _pp(r["difference"]),
+                    _ci(r["ci_low"], r["ci_high"]),
+                    "yes" if r["excludes_zero"] else "no",
+                ]
+                for r in table.iter_rows(named=True)
+            ],
+        )
     if not frames:
         doc.p("Nothing to compare: a single checkpoint and mode, or no arms sharing a benchmark.", "note")
         return m.compare(results, [], protocol="mcq")
@@ -212,9 +299,11 @@ def _comparison_section(doc: Doc, results: pl.DataFrame, boot: dict, level: floa
 
 def _calibration_section(doc: Doc, results: pl.DataFrame, n_bins: int) -> None:
     doc.h(2, "Calibration")
-    doc.p(f"Confidence η = probability of the first answer token. ECE over {n_bins} equal-width bins "
-          f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): Σ (n_bin / N) · |accuracy − mean η|. "
-          "Items without a confidence are counted, not used.")
+    doc.p(
+        f"Confidence η = probability of the first answer token. ECE over {n_bins} equal-width bins "
+        f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): Σ (n_bin / N) · |accuracy − mean η|. "
+        "Items without a confidence are counted, not used."
+    )
     for protocol in m.PROTOCOLS:
         table = cal.calibration_table(results, protocol=protocol, n_bins=n_bins)
         if table.is_empty():
@@ -222,11 +311,27 @@ def _calibration_section(doc: Doc, results: pl.DataFrame, n_bins: int) -> None:
         doc.h(3, PROTOCOL_TITLES[protocol])
         bins = cal.reliability_bins(results, protocol=protocol, n_bins=n_bins)
         if bins["n"].sum():
-            doc.plot(f"reliability_{protocol}", plots.reliability_plot(bins, title=PROTOCOL_TITLES[protocol]),
-                     f"Reliability diagram ({protocol}), pooled over benchmarks")
-        doc.table(["benchmark", "checkpoint", "mode", "n", "without confidence", "mean η", "accuracy %", "ECE"],
-                  [[r["benchmark"], r["checkpoint"], r["mode"], r["n"], r["n_without_confidence"],
-                    r["mean_confidence"], _pct(r["accuracy"]), r["ece"]] for r in table.iter_rows(named=True)])
+            doc.plot(
+                f"reliability_{protocol}",
+                plots.reliability_plot(bins, title=PROTOCOL_TITLES[protocol]),
+                f"Reliability diagram ({protocol}), pooled over benchmarks",
+            )
+        doc.table(
+            ["benchmark", "checkpoint", "mode", "n", "without confidence", "mean η", "accuracy %", "ECE"],
+            [
+                [
+                    r["benchmark"],
+                    r["checkpoint"],
+                    r["mode"],
+                    r["n"],
+                    r["n_without_confidence"],
+                    r["mean_confidence"],
+                    _pct(r["accuracy"]),
+                    r["ece"],
+                ]
+                for r in table.iter_rows(named=True)
+            ],
+        )
 
 
 def _cdir_section(doc: Doc, results: pl.DataFrame) -> None:
@@ -235,32 +340,95 @@ def _cdir_section(doc: Doc, results: pl.DataFrame) -> None:
     if table.is_empty():
         doc.p("No item was evaluated in mode rwr_cdir.", "note")
         return
-    doc.p("When the first pass's confidence η is below λ, the most similar image cases are appended after the "
-          "reasoning and the model answers once more. Accuracy before = first pass, after = final answer.")
-    doc.plot("cdir_trigger", plots.cdir_histogram(results), "First-pass confidence of rwr_cdir items, λ marked")
-    doc.table(["benchmark", "checkpoint", "protocol", "n", "λ", "triggered", "trigger rate %", "accuracy before %",
-               "accuracy after %", "triggered: before %", "triggered: after %", "mean Δη (triggered)",
-               "answers changed"],
-              [[r["benchmark"], r["checkpoint"], r["protocol"], r["n"], f"{r['cdir_lambda']:g}", r["n_triggered"],
-                _pct(r["trigger_rate"]), _pct(r["accuracy_before"]), _pct(r["accuracy_after"]),
-                _pct(r["triggered_accuracy_before"]), _pct(r["triggered_accuracy_after"]),
-                r["confidence_change_mean"], r["n_answer_changed"]] for r in table.iter_rows(named=True)])
+    doc.p(
+        "When the first pass's confidence η is below λ, the most similar image cases are appended after the "
+        "reasoning and the model answers once more. Accuracy before = first pass, after = final answer."
+    )
+    doc.plot(
+        "cdir_trigger", plots.cdir_histogram(results), "First-pass confidence of rwr_cdir items, λ marked"
+    )
+    doc.table(
+        [
+            "benchmark",
+            "checkpoint",
+            "protocol",
+            "n",
+            "λ",
+            "triggered",
+            "trigger rate %",
+            "accuracy before %",
+            "accuracy after %",
+            "triggered: before %",
+            "triggered: after %",
+            "mean Δη (triggered)",
+            "answers changed",
+        ],
+        [
+            [
+                r["benchmark"],
+                r["checkpoint"],
+                r["protocol"],
+                r["n"],
+                f"{r['cdir_lambda']:g}",
+                r["n_triggered"],
+                _pct(r["trigger_rate"]),
+                _pct(r["accuracy_before"]),
+                _pct(r["accuracy_after"]),
+                _pct(r["triggered_accuracy_before"]),
+                _pct(r["triggered_accuracy_after"]),
+                r["confidence_change_mean"],
+                r["n_answer_changed"],
+            ]
+            for r in table.iter_rows(named=True)
+        ],
+    )
 
 
 def _retrieval_section(doc: Doc, results: pl.DataFrame) -> None:
     doc.h(2, "Retrieval use")
     table = m.retrieval_use(results)
-    doc.table(["benchmark", "checkpoint", "mode", "protocol", "n", "queries / item", "items with a query %",
-               "passages / item", "rounds (mean)", "rounds (max)", "generated tokens (mean)", "latency s (mean)"],
-              [[r["benchmark"], r["checkpoint"], r["mode"], r["protocol"], r["n"], r["queries_per_item"],
-                _pct(r["share_with_query"]), r["passages_per_item"], r["rounds_mean"], r["rounds_max"],
-                r["generated_tokens_mean"], r["latency_s_mean"]] for r in table.iter_rows(named=True)])
+    doc.table(
+        [
+            "benchmark",
+            "checkpoint",
+            "mode",
+            "protocol",
+            "n",
+            "queries / item",
+            "items with a query %",
+            "passages / item",
+            "rounds (mean)",
+            "rounds (max)",
+            "generated tokens (mean)",
+            "latency s (mean)",
+        ],
+        [
+            [
+                r["benchmark"],
+                r["checkpoint"],
+                r["mode"],
+                r["protocol"],
+                r["n"],
+                r["queries_per_item"],
+                _pct(r["share_with_query"]),
+                r["passages_per_item"],
+                r["rounds_mean"],
+                r["rounds_max"],
+                r["generated_tokens_mean"],
+                r["latency_s_mean"],
+            ]
+            for r in table.iter_rows(named=True)
+        ],
+    )
 
 
 def _reference_section(doc: Doc, reference: Mapping[str, Any]) -> None:
     doc.h(2, REFERENCE_HEADING)
-    doc.p("These numbers were published for other models on the paper's own benchmark builds. They are shown for "
-          "orientation only and must not be read against the scores above.", "warning")
+    doc.p(
+        "These numbers were published for other models on the paper's own benchmark builds. They are shown for "
+        "orientation only and must not be read against the scores above.",
+        "warning",
+    )
     doc.p(f"Source: {reference['source']}.", "note")
     for t in reference["tables"]:
         doc.h(3, f"Paper: {t['title']}")
@@ -298,10 +466,12 @@ def build_report(
         doc.p(SMOKE_STATEMENT, "warning")
     doc.h(2, "Lineage")
     doc.table(["what", "version"], _lineage_rows(results, lineage))
-    doc.p(f"{results.height} scored rows; benchmarks {sorted(_distinct(results, 'benchmark'))}; checkpoints "
-          f"{sorted(_distinct(results, 'checkpoint'))}; modes {sorted(_distinct(results, 'mode'))}; protocols "
-          f"{sorted(_distinct(results, 'protocol'))}. The two protocols are reported in separate tables and never "
-          "mixed.")
+    doc.p(
+        f"{results.height} scored rows; benchmarks {sorted(_distinct(results, 'benchmark'))}; checkpoints "
+        f"{sorted(_distinct(results, 'checkpoint'))}; modes {sorted(_distinct(results, 'mode'))}; protocols "
+        f"{sorted(_distinct(results, 'protocol'))}. The two protocols are reported in separate tables and never "
+        "mixed."
+    )
     if isinstance(lineage.get("audit"), Mapping):
         _audit_section(doc, lineage["audit"])
     mcq = _accuracy_section(doc, results, "mcq", boot, confidence_level)
@@ -324,5 +494,12 @@ def build_report(
     md_path.write_text(markdown, encoding="utf-8")
     page = render_html(doc, "Med-RwR evaluation report", boxed=REFERENCE_HEADING)
     html_path.write_text(page, encoding="utf-8")
-    return ReportOutput(markdown_path=md_path, html_path=html_path, plot_paths=plot_paths, markdown=markdown,
-                        mcq_accuracy=mcq, open_scores=open_, comparisons=comparisons)
+    return ReportOutput(
+        markdown_path=md_path,
+        html_path=html_path,
+        plot_paths=plot_paths,
+        markdown=markdown,
+        mcq_accuracy=mcq,
+        open_scores=open_,
+        comparisons=comparisons,
+    )

@@ -84,8 +84,16 @@ EVAL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 REQUIRED_COLUMNS = (
-    "benchmark", "item_id", "checkpoint", "mode", "protocol", "answer_type", "gold",
-    "n_rounds", "generated_tokens", "latency_s",
+    "benchmark",
+    "item_id",
+    "checkpoint",
+    "mode",
+    "protocol",
+    "answer_type",
+    "gold",
+    "n_rounds",
+    "generated_tokens",
+    "latency_s",
 )
 """Columns a record must give to :func:`results_frame`; the others default to null (lists to empty)."""
 
@@ -110,8 +118,10 @@ def results_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     for i, rec in enumerate(records):
         unknown = sorted(set(rec) - set(EVAL_RESULTS_SCHEMA))
         if unknown:
-            raise EvalResultsError(f"record {i}: unknown fields {unknown}; the schema is EVAL_RESULTS_SCHEMA "
-                                   "in training/evaluation/results.py")
+            raise EvalResultsError(
+                f"record {i}: unknown fields {unknown}; the schema is EVAL_RESULTS_SCHEMA "
+                "in training/evaluation/results.py"
+            )
         missing = [c for c in REQUIRED_COLUMNS if rec.get(c) is None]
         if missing:
             raise EvalResultsError(f"record {i} (item {rec.get('item_id')!r}): missing {missing}")
@@ -180,7 +190,9 @@ def score_predictions(results: pl.DataFrame) -> pl.DataFrame:
     before = results["prediction_before_cdir"].to_list()
     modes = results["mode"].to_list()
     correct, recall, correct_before = [], [], []
-    for i, (proto, gold, pred, pb, mode) in enumerate(zip(protocols, golds, preds, before, modes, strict=True)):
+    for i, (proto, gold, pred, pb, mode) in enumerate(
+        zip(protocols, golds, preds, before, modes, strict=True)
+    ):
         if proto not in PROTOCOLS:
             raise EvalResultsError(f"row {i}: protocol {proto!r} is not one of {PROTOCOLS}")
         if gold is None:
@@ -200,8 +212,11 @@ def _check_columns(results: pl.DataFrame) -> None:
     missing = [c for c in EVAL_RESULTS_SCHEMA if c not in results.columns]
     if missing:
         raise EvalResultsError(f"eval_results frame lacks columns {missing}; build it with results_frame()")
-    wrong = [f"{c}: {results.schema[c]} (expected {t})" for c, t in EVAL_RESULTS_SCHEMA.items()
-             if results.schema[c] != t]
+    wrong = [
+        f"{c}: {results.schema[c]} (expected {t})"
+        for c, t in EVAL_RESULTS_SCHEMA.items()
+        if results.schema[c] != t
+    ]
     if wrong:
         raise EvalResultsError(f"eval_results columns with the wrong type: {wrong}")
 
@@ -210,8 +225,12 @@ def _bad_rows(results: pl.DataFrame, mask: pl.Expr | pl.Series, what: str, fix: 
     bad = results.with_row_index("_row").filter(mask)
     if bad.is_empty():
         return None
-    shown = ", ".join(f"row {r} ({b}/{i}/{c}/{m})" for r, b, i, c, m in bad.select(
-        "_row", "benchmark", "item_id", "checkpoint", "mode").head(5).iter_rows())
+    shown = ", ".join(
+        f"row {r} ({b}/{i}/{c}/{m})"
+        for r, b, i, c, m in bad.select("_row", "benchmark", "item_id", "checkpoint", "mode")
+        .head(5)
+        .iter_rows()
+    )
     return f"{bad.height} row(s) {what}: {shown}{' ...' if bad.height > 5 else ''}; {fix}"
 
 
@@ -230,52 +249,117 @@ def validate_results(results: pl.DataFrame) -> pl.DataFrame:
         raise EvalResultsError("eval_results frame has no rows: an evaluation that scored nothing failed")
     c = pl.col
     problems = [
-        *(_bad_rows(results, c(col).is_null(), f"with null {col}", "fill it in the rollout record")
-          for col in _NON_NULL),
+        *(
+            _bad_rows(results, c(col).is_null(), f"with null {col}", "fill it in the rollout record")
+            for col in _NON_NULL
+        ),
         _bad_rows(results, ~c("mode").is_in(MODES), "with an unknown mode", f"use one of {MODES}"),
-        _bad_rows(results, ~c("protocol").is_in(PROTOCOLS), "with an unknown protocol", f"use one of {PROTOCOLS}"),
-        _bad_rows(results, ~c("answer_type").is_in(["closed", "open"]), "with answer_type not closed/open",
-                  "take answer_type from the benchmark item"),
-        _bad_rows(results, pl.struct("benchmark", "checkpoint", "mode", "protocol", "item_id").is_duplicated(),
-                  "duplicated for one (benchmark, checkpoint, mode, protocol, item_id)",
-                  "evaluate each item once per checkpoint, mode and protocol"),
-        _bad_rows(results, (c("protocol") == "mcq") & (
-            c("n_options").is_null() | (c("n_options") < 2) | (c("n_options") > len(LETTERS))
-            | ~c("gold").str.to_uppercase().is_in(list(LETTERS))
-            | (c("gold").str.to_uppercase().replace_strict(_LETTER_INDEX, default=99) >= c("n_options"))),
-            "in protocol mcq without a gold letter inside 2..10 options", "give gold as a letter and n_options"),
-        _bad_rows(results, (c("protocol") == "open") & c("token_recall").is_null(),
-                  "in protocol open without token_recall", "run score_predictions"),
-        _bad_rows(results, (c("protocol") == "mcq") & (c("judge_model").is_not_null() | c("token_recall").is_not_null()),
-                  "in protocol mcq with open-answer scores", "judges and token recall apply to open answers only"),
-        _bad_rows(results, c("judge_model").is_null() != c("judge_correct").is_null(),
-                  "with judge_model and judge_correct not both set", "record the judge with its verdicts"),
-        _bad_rows(results, ~c("confidence").is_between(0, 1) | ~c("confidence_before_cdir").is_between(0, 1),
-                  "with a confidence outside [0, 1]", "store the probability, not a log-probability"),
-        _bad_rows(results, c("mode").is_in(RETRIEVAL_MODES) & c("kb_tag").is_null(),
-                  "in a retrieval mode without kb_tag", "pin the KB version searched"),
-        _bad_rows(results, (c("mode") != "rwr_cdir") & (
-            c("cdir_triggered") | (c("cdir_case_ids").list.len() > 0) | c("cdir_lambda").is_not_null()
-            | c("confidence_before_cdir").is_not_null() | c("prediction_before_cdir").is_not_null()),
-            "with CDIR fields outside mode rwr_cdir", "leave CDIR fields empty in other modes"),
-        _bad_rows(results, (c("mode") == "rwr_cdir") & c("cdir_lambda").is_null(),
-                  "in mode rwr_cdir without cdir_lambda", "record the threshold λ used"),
-        _bad_rows(results, c("cdir_triggered") & (
-            (c("confidence_before_cdir") >= c("cdir_lambda")) | (c("cdir_case_ids").list.len() == 0)),
+        _bad_rows(
+            results, ~c("protocol").is_in(PROTOCOLS), "with an unknown protocol", f"use one of {PROTOCOLS}"
+        ),
+        _bad_rows(
+            results,
+            ~c("answer_type").is_in(["closed", "open"]),
+            "with answer_type not closed/open",
+            "take answer_type from the benchmark item",
+        ),
+        _bad_rows(
+            results,
+            pl.struct("benchmark", "checkpoint", "mode", "protocol", "item_id").is_duplicated(),
+            "duplicated for one (benchmark, checkpoint, mode, protocol, item_id)",
+            "evaluate each item once per checkpoint, mode and protocol",
+        ),
+        _bad_rows(
+            results,
+            (c("protocol") == "mcq")
+            & (
+                c("n_options").is_null()
+                | (c("n_options") < 2)
+                | (c("n_options") > len(LETTERS))
+                | ~c("gold").str.to_uppercase().is_in(list(LETTERS))
+                | (c("gold").str.to_uppercase().replace_strict(_LETTER_INDEX, default=99) >= c("n_options"))
+            ),
+            "in protocol mcq without a gold letter inside 2..10 options",
+            "give gold as a letter and n_options",
+        ),
+        _bad_rows(
+            results,
+            (c("protocol") == "open") & c("token_recall").is_null(),
+            "in protocol open without token_recall",
+            "run score_predictions",
+        ),
+        _bad_rows(
+            results,
+            (c("protocol") == "mcq") & (c("judge_model").is_not_null() | c("token_recall").is_not_null()),
+            "in protocol mcq with open-answer scores",
+            "judges and token recall apply to open answers only",
+        ),
+        _bad_rows(
+            results,
+            c("judge_model").is_null() != c("judge_correct").is_null(),
+            "with judge_model and judge_correct not both set",
+            "record the judge with its verdicts",
+        ),
+        _bad_rows(
+            results,
+            ~c("confidence").is_between(0, 1) | ~c("confidence_before_cdir").is_between(0, 1),
+            "with a confidence outside [0, 1]",
+            "store the probability, not a log-probability",
+        ),
+        _bad_rows(
+            results,
+            c("mode").is_in(RETRIEVAL_MODES) & c("kb_tag").is_null(),
+            "in a retrieval mode without kb_tag",
+            "pin the KB version searched",
+        ),
+        _bad_rows(
+            results,
+            (c("mode") != "rwr_cdir")
+            & (
+                c("cdir_triggered")
+                | (c("cdir_case_ids").list.len() > 0)
+                | c("cdir_lambda").is_not_null()
+                | c("confidence_before_cdir").is_not_null()
+                | c("prediction_before_cdir").is_not_null()
+            ),
+            "with CDIR fields outside mode rwr_cdir",
+            "leave CDIR fields empty in other modes",
+        ),
+        _bad_rows(
+            results,
+            (c("mode") == "rwr_cdir") & c("cdir_lambda").is_null(),
+            "in mode rwr_cdir without cdir_lambda",
+            "record the threshold λ used",
+        ),
+        _bad_rows(
+            results,
+            c("cdir_triggered")
+            & ((c("confidence_before_cdir") >= c("cdir_lambda")) | (c("cdir_case_ids").list.len() == 0)),
             "triggered although the first-pass confidence was >= λ or no case was appended",
-            "trigger CDIR only when confidence < λ and record the case ids"),
-        _bad_rows(results, (c("mode") == "rwr_cdir") & ~c("cdir_triggered") & (
-            (c("prediction_before_cdir").ne_missing(c("prediction")))
-            | (c("confidence_before_cdir").ne_missing(c("confidence")))),
+            "trigger CDIR only when confidence < λ and record the case ids",
+        ),
+        _bad_rows(
+            results,
+            (c("mode") == "rwr_cdir")
+            & ~c("cdir_triggered")
+            & (
+                (c("prediction_before_cdir").ne_missing(c("prediction")))
+                | (c("confidence_before_cdir").ne_missing(c("confidence")))
+            ),
             "not triggered but with a first pass that differs from the final answer",
-            "without CDIR the first pass is the final answer"),
+            "without CDIR the first pass is the final answer",
+        ),
     ]
     problems = [p for p in problems if p]
     if not problems:
         rescored = score_predictions(results)
         for col in _SCORED_COLUMNS:
-            bad = _bad_rows(results, pl.Series(rescored[col].ne_missing(results[col]).to_list()),
-                            f"whose {col} disagrees with the answers", "run score_predictions")
+            bad = _bad_rows(
+                results,
+                pl.Series(rescored[col].ne_missing(results[col]).to_list()),
+                f"whose {col} disagrees with the answers",
+                "run score_predictions",
+            )
             if bad:
                 problems.append(bad)
     if problems:

@@ -51,6 +51,19 @@ from .scoring import _tag_end, answer_position, answer_start, letter_token_ids, 
 from .settings import RolloutSettings
 from .types import Insert, Piece, RolloutResult, RolloutStats, Trajectory
 
-__all__ = ["Insert", "Piece", "Rollout", "RolloutResult", "RolloutSettings", "RolloutStats", "Trajectory",
-           "_tag_end", "answer_position", "answer_start", "encode_prompts", "letter_token_ids",
-           "prompt_images", "score_answers"]
+__all__ = [
+    "Insert",
+    "Piece",
+    "Rollout",
+    "RolloutResult",
+    "RolloutSettings",
+    "RolloutStats",
+    "Trajectory",
+    "_tag_end",
+    "answer_position",
+    "answer_start",
+    "encode_prompts",
+    "letter_token_ids",
+    "prompt_images",
+    "score_answers",
+]

@@ -49,11 +49,23 @@ class Rollout:
             :mod:`training.vllm_backend`).
     """
 
-    def __init__(self, retriever: Any, settings: RolloutSettings | None = None, *, temperature: float = 1.0,
-                 top_p: float = 1.0, do_sample: bool = True, score: bool = False,
-                 score_counterfactual: bool = True, want_logprobs: bool = False, sync_rounds: bool = False,
-                 force_answer: bool = False,
-                 answer_tokens: int = 8, generator_factory: Any = HFGenerator, **setting_fields: Any):
+    def __init__(
+        self,
+        retriever: Any,
+        settings: RolloutSettings | None = None,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        do_sample: bool = True,
+        score: bool = False,
+        score_counterfactual: bool = True,
+        want_logprobs: bool = False,
+        sync_rounds: bool = False,
+        force_answer: bool = False,
+        answer_tokens: int = 8,
+        generator_factory: Any = HFGenerator,
+        **setting_fields: Any,
+    ):
         settings = (settings or RolloutSettings()).with_(**setting_fields)
         if answer_tokens < 1:
             raise ValueError(f"answer_tokens must be >= 1, got {answer_tokens}")
@@ -72,10 +84,17 @@ class Rollout:
         self.last_stats: RolloutStats | None = None
 
     # ---- public API -------------------------------------------------------------------------------------
-    def run(self, model: Any, processor: Any, prompts: Sequence[Sequence[dict]], *,
-            allow_retrieval: bool = True,
-            first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
-            force_answer: bool | None = None) -> RolloutResult:
+    def run(
+        self,
+        model: Any,
+        processor: Any,
+        prompts: Sequence[Sequence[dict]],
+        *,
+        allow_retrieval: bool = True,
+        first_queries: Sequence[str | None] | None = None,
+        max_rounds: int | None = None,
+        force_answer: bool | None = None,
+    ) -> RolloutResult:
         """Roll out conversational ``prompts`` (TRL layout; images as ``{"type": "image", "image": img}``).
 
         ``allow_retrieval=False``: direct answer (one round, ``<query>`` banned). ``first_queries``: the
@@ -83,14 +102,27 @@ class Rollout:
         ``force_answer``: overrides the instance's setting for this call.
         """
         contexts = encode_prompts(processor, prompts)
-        return self.run_contexts(self.generator_factory(model, processor), contexts,
-                                 allow_retrieval=allow_retrieval, first_queries=first_queries,
-                                 max_rounds=max_rounds,
-                                 model=model, force_answer=force_answer)
+        return self.run_contexts(
+            self.generator_factory(model, processor),
+            contexts,
+            allow_retrieval=allow_retrieval,
+            first_queries=first_queries,
+            max_rounds=max_rounds,
+            model=model,
+            force_answer=force_answer,
+        )
 
-    def run_contexts(self, generator: Any, contexts: Sequence[Context], *, allow_retrieval: bool = True,
-                     first_queries: Sequence[str | None] | None = None, max_rounds: int | None = None,
-                     model: Any = None, force_answer: bool | None = None) -> RolloutResult:
+    def run_contexts(
+        self,
+        generator: Any,
+        contexts: Sequence[Context],
+        *,
+        allow_retrieval: bool = True,
+        first_queries: Sequence[str | None] | None = None,
+        max_rounds: int | None = None,
+        model: Any = None,
+        force_answer: bool | None = None,
+    ) -> RolloutResult:
         """:meth:`run` on already-encoded prompts and an existing backend."""
         start = time.perf_counter()
         tokenizer = generator.tokenizer
@@ -111,9 +143,15 @@ class Rollout:
             score_answers(model, tokenizer, result, counterfactual=self.score_counterfactual)
         return result
 
-    def continue_with(self, model: Any, processor: Any, result: RolloutResult,
-                      inserts: Sequence[Insert | Sequence[Insert] | None], *,
-                      force_answer: bool | None = None) -> RolloutResult:
+    def continue_with(
+        self,
+        model: Any,
+        processor: Any,
+        result: RolloutResult,
+        inserts: Sequence[Insert | Sequence[Insert] | None],
+        *,
+        force_answer: bool | None = None,
+    ) -> RolloutResult:
         """CDIR: for each row with inserts (one :class:`Insert` or a sequence of them, appended in order),
         cut the trajectory before its ``<answer>`` (model-written or inserted; or before a final sampled EOS
         when it has no answer), append the inserts as system tokens (mask 0; an image as vision tokens when
@@ -134,8 +172,9 @@ class Rollout:
             # e.g. training.evaluation.cdir.Cases, is formatted by its _insert_ids)
             parts = list(ins) if isinstance(ins, (list, tuple)) else [ins]
             if not parts:
-                raise ValueError(f"row {n}: give an Insert, a non-empty sequence of Insert, "
-                                 "or None (no continuation)")
+                raise ValueError(
+                    f"row {n}: give an Insert, a non-empty sequence of Insert, or None (no continuation)"
+                )
             cut = answer_start(tokenizer, t)
             if cut is None:
                 cut = len(t.completion_ids)
@@ -171,8 +210,11 @@ class Rollout:
 
         args = trainer.args
         self.temperature, self.top_p = args.temperature, args.top_p
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gather_deepspeed3_params=args.ds3_gather_for_generation) as model:
+        with unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=args.ds3_gather_for_generation,
+        ) as model:
             was_training = model.training
             model.eval()
             try:
@@ -188,37 +230,47 @@ class Rollout:
     # ---- internals --------------------------------------------------------------------------------------
     def _query_ban(self, tokenizer: Any) -> list[list[int]]:
         """Token sequences that would open a query: ``<query>`` with and without a leading space."""
-        seqs = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"])
-                for s in (QUERY_OPEN, " " + QUERY_OPEN)}
+        seqs = {
+            tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (QUERY_OPEN, " " + QUERY_OPEN)
+        }
         return [list(s) for s in seqs if s]
 
-    def _loop(self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats,
-              force: bool = False) -> None:
+    def _loop(
+        self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats, force: bool = False
+    ) -> None:
         """Up to ``max_rounds`` rounds; each row numbers them after its own ``rounds`` so far."""
         tokenizer = generator.tokenizer
         eos = generator.eos_ids[0]
         total = self.settings.max_completion_tokens
         limit = total - (self.answer_tokens if force else 0)
         if limit < 1:
-            raise ValueError(f"max_completion_tokens ({total}) must exceed answer_tokens "
-                             f"({self.answer_tokens}) with force_answer")
+            raise ValueError(
+                f"max_completion_tokens ({total}) must exceed answer_tokens "
+                f"({self.answer_tokens}) with force_answer"
+            )
         base = {id(row): row.rounds for row in rows}
         for r in range(1, max_rounds + 1):
             active = [row for row in rows if not row.done]
             last = r == max_rounds
             if not active:
                 if self.sync_rounds and rows:
-                    generator.generate([Context(rows[0].ids, rows[0].vision)], stop_strings=[],
-                                       max_new_tokens=1)
+                    generator.generate(
+                        [Context(rows[0].ids, rows[0].vision)], stop_strings=[], max_new_tokens=1
+                    )
                     continue
                 break
             stops = [ANSWER_CLOSE] if last else [QUERY_CLOSE, ANSWER_CLOSE]
             budget = max(limit - row.generated for row in active)
             outs = generator.generate(
-                [Context(row.ids, row.vision) for row in active], stop_strings=stops,
+                [Context(row.ids, row.vision) for row in active],
+                stop_strings=stops,
                 max_new_tokens=max(1, min(self.settings.max_new_tokens_per_round, budget)),
-                banned=self._query_ban(tokenizer) if last else (), do_sample=self.do_sample,
-                temperature=self.temperature, top_p=self.top_p, want_logprobs=self.want_logprobs)
+                banned=self._query_ban(tokenizer) if last else (),
+                do_sample=self.do_sample,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                want_logprobs=self.want_logprobs,
+            )
             asking: list[tuple[_Row, str]] = []
             for row, g in zip(active, outs, strict=True):
                 row.prefix_ok &= g.prefix_ok
@@ -259,17 +311,29 @@ class Rollout:
         for row in todo:
             if row.finish == "eos" and row.ids[-1] in eos_ids and not row.pieces[-1].inserted:
                 row.drop_last_token()
-            last_sampled = next((ids for p, ids in zip(reversed(row.pieces), reversed(row.piece_ids),
-                                                       strict=True) if not p.inserted), [])
+            last_sampled = next(
+                (
+                    ids
+                    for p, ids in zip(reversed(row.pieces), reversed(row.piece_ids), strict=True)
+                    if not p.inserted
+                ),
+                [],
+            )
             text = tokenizer.decode(last_sampled, skip_special_tokens=False)
             # no answer opened by the model: insert one
             if ANSWER_OPEN not in text.rsplit(ANSWER_CLOSE, 1)[-1]:
                 row.append(opener, inserted=True, round=row.rounds, kind="answer")
                 row.forced_answer = True
         outs = generator.generate(
-            [Context(row.ids, row.vision) for row in todo], stop_strings=[ANSWER_CLOSE],
-            max_new_tokens=self.answer_tokens, banned=self._query_ban(tokenizer), do_sample=self.do_sample,
-            temperature=self.temperature, top_p=self.top_p, want_logprobs=self.want_logprobs)
+            [Context(row.ids, row.vision) for row in todo],
+            stop_strings=[ANSWER_CLOSE],
+            max_new_tokens=self.answer_tokens,
+            banned=self._query_ban(tokenizer),
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            want_logprobs=self.want_logprobs,
+        )
         for row, g in zip(todo, outs, strict=True):
             row.prefix_ok &= g.prefix_ok
             ids = g.ids[: self.answer_tokens]
@@ -297,8 +361,12 @@ class Rollout:
         for (row, q), row_hits in zip(asking, hits, strict=True):
             texts = [passage_text(h.title, h.text) for h in row_hits[:k]]
             block = retrieve_block(texts)
-            row.append(tokenizer(block, add_special_tokens=False)["input_ids"], inserted=True,
-                       round=row.rounds, kind="retrieve")
+            row.append(
+                tokenizer(block, add_special_tokens=False)["input_ids"],
+                inserted=True,
+                round=row.rounds,
+                kind="retrieve",
+            )
             row.queries.append(q)
             row.passage_ids.append([h.id for h in row_hits[:k]])
             row.passages.append(texts)
@@ -312,11 +380,15 @@ class Rollout:
         if ins.image is None or image_processor is None or getattr(config, "image_token_id", None) is None:
             return tokenizer(head + tail.lstrip(), add_special_tokens=False)["input_ids"], None
         enc = image_processor(images=[ins.image], return_tensors="pt")
-        n = int(enc["image_grid_thw"][0].prod()) // (image_processor.merge_size ** 2)
-        vision_ids = ([config.vision_start_token_id] + [config.image_token_id] * n
-                      + [config.vision_end_token_id])
-        ids = (tokenizer(head, add_special_tokens=False)["input_ids"] + vision_ids
-               + tokenizer(tail, add_special_tokens=False)["input_ids"])
+        n = int(enc["image_grid_thw"][0].prod()) // (image_processor.merge_size**2)
+        vision_ids = (
+            [config.vision_start_token_id] + [config.image_token_id] * n + [config.vision_end_token_id]
+        )
+        ids = (
+            tokenizer(head, add_special_tokens=False)["input_ids"]
+            + vision_ids
+            + tokenizer(tail, add_special_tokens=False)["input_ids"]
+        )
         return ids, (enc["pixel_values"], enc["image_grid_thw"])
 
     def _finish(self, generator: Any, rows: list[_Row], stats: RolloutStats, start: float) -> RolloutResult:

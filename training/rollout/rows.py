@@ -30,8 +30,9 @@ class _Row:
         self.done = False
         self.forced_answer = False
 
-    def append(self, ids: list[int], *, inserted: bool, round: int, kind: str,
-               logprobs: list[float] | None = None) -> None:
+    def append(
+        self, ids: list[int], *, inserted: bool, round: int, kind: str, logprobs: list[float] | None = None
+    ) -> None:
         start = len(self.ids) - len(self.prompt_ids)
         self.ids.extend(ids)
         self.piece_ids.append(list(ids))
@@ -63,12 +64,17 @@ class _Row:
             if p.start >= upto:
                 break
             end = min(p.end, upto)
-            row.append(t.completion_ids[p.start : end], inserted=p.inserted, round=p.round, kind=p.kind,
-                       logprobs=t.logprobs[p.start : end])
+            row.append(
+                t.completion_ids[p.start : end],
+                inserted=p.inserted,
+                round=p.round,
+                kind=p.kind,
+                logprobs=t.logprobs[p.start : end],
+            )
         return row
 
     def trajectory(self, tokenizer: Any, eos_ids: Sequence[int]) -> Trajectory:
-        completion = self.ids[len(self.prompt_ids):]
+        completion = self.ids[len(self.prompt_ids) :]
         concat = list(self.prompt_ids) + [i for ids in self.piece_ids for i in ids]
         ok = self.prefix_ok and concat == self.ids and len(self.env_mask) == len(completion)
         for piece, ids in zip(self.pieces, self.piece_ids, strict=True):
@@ -78,8 +84,17 @@ class _Row:
                 body = ids[:-1] if (ids and ids[-1] in eos_ids and not piece.inserted) else ids
                 piece.text = tokenizer.decode(body, skip_special_tokens=False)
         return Trajectory(
-            prompt_ids=self.prompt_ids, completion_ids=completion, env_mask=self.env_mask, pieces=self.pieces,
-            queries=self.queries, passage_ids=self.passage_ids, passages=self.passages, rounds=self.rounds,
-            generated_tokens=self.generated, finish=self.finish, logprobs=self.logprobs, prefix_ok=ok,
+            prompt_ids=self.prompt_ids,
+            completion_ids=completion,
+            env_mask=self.env_mask,
+            pieces=self.pieces,
+            queries=self.queries,
+            passage_ids=self.passage_ids,
+            passages=self.passages,
+            rounds=self.rounds,
+            generated_tokens=self.generated,
+            finish=self.finish,
+            logprobs=self.logprobs,
+            prefix_ok=ok,
             forced_answer=self.forced_answer,
         )

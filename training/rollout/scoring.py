@@ -65,8 +65,11 @@ def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
         return None
     if piece.inserted:
         i = piece.end
-        while (i < len(t.completion_ids) and t.env_mask[i] == 1
-               and not tokenizer.decode(t.completion_ids[i : i + 1], skip_special_tokens=False).strip()):
+        while (
+            i < len(t.completion_ids)
+            and t.env_mask[i] == 1
+            and not tokenizer.decode(t.completion_ids[i : i + 1], skip_special_tokens=False).strip()
+        ):
             i += 1
         return i if i < len(t.completion_ids) and t.env_mask[i] == 1 else None
     ids = t.completion_ids[piece.start : piece.end]
@@ -94,8 +97,14 @@ def _letter_logprobs(row: torch.Tensor, letter_ids: dict[str, list[int]]) -> dic
     return {L: float(torch.logsumexp(row[ids], dim=0)) if ids else -math.inf for L, ids in letter_ids.items()}
 
 
-def score_answers(model: Any, tokenizer: Any, result: RolloutResult, letters: str = OPTION_LETTERS,
-                  batch_size: int = 16, counterfactual: bool = True) -> None:
+def score_answers(
+    model: Any,
+    tokenizer: Any,
+    result: RolloutResult,
+    letters: str = OPTION_LETTERS,
+    batch_size: int = 16,
+    counterfactual: bool = True,
+) -> None:
     """Fill each trajectory's answer fields in place from two batched forward passes (one when
     ``counterfactual=False``):
 

@@ -34,6 +34,8 @@ class RolloutSettings:
         """A copy with ``changes`` (field names of this class; another name raises ``TypeError``)."""
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
-            raise TypeError(f"unknown rollout settings {unknown}; the fields of "
-                            f"training.rollout.RolloutSettings are {[f.name for f in fields(self)]}")
+            raise TypeError(
+                f"unknown rollout settings {unknown}; the fields of "
+                f"training.rollout.RolloutSettings are {[f.name for f in fields(self)]}"
+            )
         return replace(self, **changes)

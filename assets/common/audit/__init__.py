@@ -46,5 +46,20 @@ from .tree import (
     manifest_digest,
 )
 
-__all__ = ["CHANGED", "FAILING", "MISSING", "MODEL_ASSETS", "OK", "UNVERIFIED", "AuditResult", "Auditor", "Check",
-           "Node", "TargetNotFound", "audit", "lineage_summary", "manifest_digest", "render"]
+__all__ = [
+    "CHANGED",
+    "FAILING",
+    "MISSING",
+    "MODEL_ASSETS",
+    "OK",
+    "UNVERIFIED",
+    "AuditResult",
+    "Auditor",
+    "Check",
+    "Node",
+    "TargetNotFound",
+    "audit",
+    "lineage_summary",
+    "manifest_digest",
+    "render",
+]

@@ -30,8 +30,15 @@ class Auditor:
     """Builds the lineage tree of a target from a storage root, the raw sources and (optionally) the Dagster
     instance and asset graph."""
 
-    def __init__(self, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False,
-                 verify: bool = True):
+    def __init__(
+        self,
+        store: Storage,
+        sources,
+        instance=None,
+        graph=None,
+        verify_weights: bool = False,
+        verify: bool = True,
+    ):
         self.store, self.sources, self.instance, self.graph = store, sources, instance, graph
         self.verify_weights, self.verify = verify_weights, verify
         self._seen: dict[tuple, Node] = {}
@@ -45,8 +52,11 @@ class Auditor:
             return []
         from dagster import AssetKey, AssetRecordsFilter
 
-        flt = AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None,
-                                 before_storage_id=before)
+        flt = AssetRecordsFilter(
+            asset_key=AssetKey(asset),
+            asset_partitions=[partition] if partition else None,
+            before_storage_id=before,
+        )
         return list(self.instance.fetch_materializations(flt, limit=limit).records)
 
     def _latest_per_partition(self, asset: str, before: int | None) -> dict[str | None, Any]:
@@ -79,7 +89,9 @@ class Auditor:
         key = (asset, partition, run_id)
         if key in self._seen:
             first = self._seen[key]
-            return Node(asset, partition, run_id, first.at, first.data_version, first.code_version, shown_above=True)
+            return Node(
+                asset, partition, run_id, first.at, first.data_version, first.code_version, shown_above=True
+            )
         node = Node(asset, partition, run_id, current_code_version=self._code_version_now(asset))
         self._seen[key] = node
         metadata: dict[str, Any] = {}
@@ -97,8 +109,10 @@ class Auditor:
         if not gate:
             node.notes.append("no gate record under the storage root")
         elif gate.get("run_id") != run_id:
-            node.notes.append(f"re-materialized since: the published version is run {gate.get('run_id')} "
-                              f"({gate.get('status')}, {gate.get('at')})")
+            node.notes.append(
+                f"re-materialized since: the published version is run {gate.get('run_id')} "
+                f"({gate.get('status')}, {gate.get('at')})"
+            )
         elif gate.get("status") != "passed":
             node.notes.append(f"its latest gate {gate.get('status')}: {gate.get('failed_checks')}")
         if node.code_version and node.current_code_version and node.code_version != node.current_code_version:
@@ -136,15 +150,28 @@ class Auditor:
         recorded_manifest = bool(expected) or bool(self.store.list("manifests", node.asset))
         if not self.store.exists(*parts):
             if recorded_manifest:
-                node.checks.append(Check("input manifest", self.store.uri(*parts), MISSING,
-                                         {"sha256": expected} if expected else {}))
+                node.checks.append(
+                    Check(
+                        "input manifest",
+                        self.store.uri(*parts),
+                        MISSING,
+                        {"sha256": expected} if expected else {},
+                    )
+                )
             return
         body = self.store.read_bytes(*parts)
         digest = _sha256(body)
         status = OK if not expected or expected == digest else CHANGED
-        node.checks.append(Check("input manifest", self.store.uri(*parts), status,
-                                 {"sha256": expected} if expected else {}, {"sha256": digest},
-                                 "" if expected else "no digest recorded (no Dagster record): not compared"))
+        node.checks.append(
+            Check(
+                "input manifest",
+                self.store.uri(*parts),
+                status,
+                {"sha256": expected} if expected else {},
+                {"sha256": digest},
+                "" if expected else "no digest recorded (no Dagster record): not compared",
+            )
+        )
         files = json.loads(body).get("files") or []
         node.facts["input_manifest"] = self.store.uri(*parts)
         node.facts["raw_files"] = len(files)
@@ -179,8 +206,11 @@ class Auditor:
         from storage.sources import SourceDir
 
         if self.restricted is None:
-            self.restricted = Storage(root=os.environ.get("MEDRWR_RESTRICTED_ROOT")
-                                      or str(project_dir() / ".medrwr" / "restricted"), s3=self.store.s3)
+            self.restricted = Storage(
+                root=os.environ.get("MEDRWR_RESTRICTED_ROOT")
+                or str(project_dir() / ".medrwr" / "restricted"),
+                s3=self.store.s3,
+            )
         source = node.partition or ""
         if source not in self._key_maps:
             parts = ("keymaps", "echo_studies", f"{source}.keymap.csv")
@@ -188,7 +218,9 @@ class Auditor:
                 text = self.restricted.read_bytes(*parts).decode() if self.restricted.exists(*parts) else ""
             except Exception:  # no access to the restricted root: the keys stay opaque
                 text = ""
-            self._key_maps[source] = {r["file_key"]: r["relative_path"] for r in csv.DictReader(io.StringIO(text))}
+            self._key_maps[source] = {
+                r["file_key"]: r["relative_path"] for r in csv.DictReader(io.StringIO(text))
+            }
         rel = self._key_maps[source].get(path_key)
         if rel is None:
             return KEYED_INPUTS[node.asset]
@@ -213,12 +245,20 @@ class Auditor:
         except Exception as e:  # unsafe path, unreachable store: not verifiable, said so
             return Check("raw file", name, MISSING, recorded, note=f"{type(e).__name__}: {e}")
         if "sha256" in recorded and "sha256" in found:
-            same = found["sha256"] == recorded["sha256"] and found["size"] == recorded.get("size", found["size"])
+            same = found["sha256"] == recorded["sha256"] and found["size"] == recorded.get(
+                "size", found["size"]
+            )
         elif "etag" in recorded and "etag" in found:
             same = found["etag"] == recorded["etag"] and found["size"] == recorded.get("size", found["size"])
         else:
-            return Check("raw file", name, UNVERIFIED, recorded, found,
-                         "recorded and current hashes are of different kinds (the source moved between local and S3)")
+            return Check(
+                "raw file",
+                name,
+                UNVERIFIED,
+                recorded,
+                found,
+                "recorded and current hashes are of different kinds (the source moved between local and S3)",
+            )
         return Check("raw file", name, OK if same else CHANGED, recorded, found)
 
     # -- models --
@@ -240,10 +280,30 @@ class Auditor:
         node.facts["weights_sha256"] = manifest.get("weights_sha256") or (row or {}).get("weights_sha256")
         if row is not None and published:
             node.facts["model_ref"] = row.get("model_ref")
-        for key in ("git_commit", "config_hash", "config", "items_table", "item_data_versions", "items_uri",
-                    "items_sha256", "kb_table", "kb_tag", "kb_version", "kb_uri", "text_embedder", "image_embedder",
-                    "kb_embedder", "parent_model", "parent_weights_sha256", "global_step", "resumed_from",
-                    "model_ref", "kind", "parameters", "seed"):
+        for key in (
+            "git_commit",
+            "config_hash",
+            "config",
+            "items_table",
+            "item_data_versions",
+            "items_uri",
+            "items_sha256",
+            "kb_table",
+            "kb_tag",
+            "kb_version",
+            "kb_uri",
+            "text_embedder",
+            "image_embedder",
+            "kb_embedder",
+            "parent_model",
+            "parent_weights_sha256",
+            "global_step",
+            "resumed_from",
+            "model_ref",
+            "kind",
+            "parameters",
+            "seed",
+        ):
             if manifest.get(key) is not None:
                 node.facts[key] = manifest[key]
         run_id = manifest.get("dagster_run_id") or node.run_id
@@ -257,22 +317,36 @@ class Auditor:
         if not self.verify:
             return
         if manifest.get("items_uri") and manifest.get("items_sha256"):
-            node.checks.append(self._stored_file("items file", manifest["items_uri"], manifest["items_sha256"]))
+            node.checks.append(
+                self._stored_file("items file", manifest["items_uri"], manifest["items_sha256"])
+            )
         if path and node.facts.get("weights_sha256"):
-            node.checks.append(self._stored_file("weights", posixpath.join(path, "model.safetensors"),
-                                                 node.facts["weights_sha256"], hash_it=self.verify_weights))
+            node.checks.append(
+                self._stored_file(
+                    "weights",
+                    posixpath.join(path, "model.safetensors"),
+                    node.facts["weights_sha256"],
+                    hash_it=self.verify_weights,
+                )
+            )
 
     def _stored_file(self, kind: str, uri: str, sha256: str, hash_it: bool = True) -> Check:
         """A file under the storage root (an items table, a model's weights) against its recorded sha256."""
         root = self.store.root.rstrip("/") + "/"
         if not uri.startswith(root):
             return Check(kind, uri, UNVERIFIED, {"sha256": sha256}, note="outside the storage root")
-        parts = tuple(uri[len(root):].split("/"))
+        parts = tuple(uri[len(root) :].split("/"))
         if not self.store.exists(*parts):
             return Check(kind, uri, MISSING, {"sha256": sha256})
         if not hash_it:
-            return Check(kind, uri, OK, {"sha256": sha256}, {"size": self.store.size(*parts)},
-                         "present (not re-hashed; pass --weights to hash it)")
+            return Check(
+                kind,
+                uri,
+                OK,
+                {"sha256": sha256},
+                {"size": self.store.size(*parts)},
+                "present (not re-hashed; pass --weights to hash it)",
+            )
         digest = _sha256(self.store.read_bytes(*parts))
         return Check(kind, uri, OK if digest == sha256 else CHANGED, {"sha256": sha256}, {"sha256": digest})
 
@@ -283,16 +357,28 @@ class Auditor:
             row = self.store.read_table(node.asset).row(0, named=True)
         if row is not None:
             embedder = json.loads(row.get("embedder") or "{}")
-            info = {"db": row["db"], "table": row["table"], "physical_table": row.get("physical_table"),
-                    "tag": row["tag"], "version": row["version"],
-                    "embedder_fingerprint": row.get("embedder_fingerprint")}
+            info = {
+                "db": row["db"],
+                "table": row["table"],
+                "physical_table": row.get("physical_table"),
+                "tag": row["tag"],
+                "version": row["version"],
+                "embedder_fingerprint": row.get("embedder_fingerprint"),
+            }
         else:
             embedder = _meta_value(metadata, "embedder") or {}
-            info = {"db": "kb", "table": None, "physical_table": _meta_value(metadata, "lancedb_table"),
-                    "tag": _meta_value(metadata, "lancedb_tag"), "version": _meta_value(metadata, "lancedb_version"),
-                    "embedder_fingerprint": None}
+            info = {
+                "db": "kb",
+                "table": None,
+                "physical_table": _meta_value(metadata, "lancedb_table"),
+                "tag": _meta_value(metadata, "lancedb_tag"),
+                "version": _meta_value(metadata, "lancedb_version"),
+                "embedder_fingerprint": None,
+            }
         node.facts.update({f"kb_{k}": v for k, v in info.items()})
-        node.facts["embedder"] = embedder.get("model_id", embedder) if isinstance(embedder, dict) else embedder
+        node.facts["embedder"] = (
+            embedder.get("model_id", embedder) if isinstance(embedder, dict) else embedder
+        )
         node.facts["embedder_identity"] = embedder
         if self.verify:
             node.checks.append(self._kb_tag(info))
@@ -307,7 +393,9 @@ class Auditor:
             table = info["physical_table"] or info["table"]
             tags = conn.open_table(table).tags.list()
         except Exception as e:  # a table that is gone, an unreachable store: a failed verification, named
-            return Check("kb tag", name, MISSING, recorded, note=f"LanceDB table {table}: {type(e).__name__}: {e}")
+            return Check(
+                "kb tag", name, MISSING, recorded, note=f"LanceDB table {table}: {type(e).__name__}: {e}"
+            )
         if info["tag"] not in tags:
             return Check("kb tag", name, MISSING, recorded, note="the tag was deleted (retention?)")
         version = int(tags[info["tag"]]["version"])
@@ -317,9 +405,21 @@ class Auditor:
     # -- reports --
     def _report(self, node: Node, metadata: dict) -> None:
         lineage = _meta_value(metadata, "lineage") or self.report_lineage(node.run_id) or {}
-        node.facts.update({k: lineage[k] for k in ("kb_tag", "embedder", "image_index_tag", "image_embedder",
-                                                   "benchmark_versions", "code_version", "profile")
-                           if k in lineage})
+        node.facts.update(
+            {
+                k: lineage[k]
+                for k in (
+                    "kb_tag",
+                    "embedder",
+                    "image_index_tag",
+                    "image_embedder",
+                    "benchmark_versions",
+                    "code_version",
+                    "profile",
+                )
+                if k in lineage
+            }
+        )
         node.facts["checkpoint_manifests"] = lineage.get("checkpoint_manifests", {})
         for n in ("report.md", "report.html"):
             if node.run_id and self.store.exists("reports", node.run_id, n):
@@ -337,25 +437,52 @@ class Auditor:
 
     # -- agreement between a node and its parents --
     def _cross_checks(self, node: Node) -> None:
-        parents = {c.asset: self._seen.get((c.asset, c.partition, c.run_id), c) if c.shown_above else c
-                   for c in node.children if c.partition is None}
+        parents = {
+            c.asset: self._seen.get((c.asset, c.partition, c.run_id), c) if c.shown_above else c
+            for c in node.children
+            if c.partition is None
+        }
         versions = node.facts.get("item_data_versions") or {}
         for table, version in versions.items():
             up = parents.get(table)
             if up is not None and up.data_version:
-                node.checks.append(Check("items data version", table, OK if up.data_version == version else CHANGED,
-                                         {"data_version": version}, {"data_version": up.data_version}))
+                node.checks.append(
+                    Check(
+                        "items data version",
+                        table,
+                        OK if up.data_version == version else CHANGED,
+                        {"data_version": version},
+                        {"data_version": up.data_version},
+                    )
+                )
         kb = parents.get("kb_text_index")
-        if kb is not None and node.facts.get("kb_tag") and kb.facts.get("kb_tag") is not None \
-                and node.asset in MODEL_ASSETS.values():
-            node.checks.append(Check("kb tag used", node.facts["kb_tag"],
-                                     OK if kb.facts["kb_tag"] == node.facts["kb_tag"] else CHANGED,
-                                     {"tag": node.facts["kb_tag"]}, {"tag": kb.facts["kb_tag"]},
-                                     "the tag training pinned vs the kb_text_index materialization upstream"))
+        if (
+            kb is not None
+            and node.facts.get("kb_tag")
+            and kb.facts.get("kb_tag") is not None
+            and node.asset in MODEL_ASSETS.values()
+        ):
+            node.checks.append(
+                Check(
+                    "kb tag used",
+                    node.facts["kb_tag"],
+                    OK if kb.facts["kb_tag"] == node.facts["kb_tag"] else CHANGED,
+                    {"tag": node.facts["kb_tag"]},
+                    {"tag": kb.facts["kb_tag"]},
+                    "the tag training pinned vs the kb_text_index materialization upstream",
+                )
+            )
         if node.asset == "eval_report":
             for role, cited in (node.facts.get("checkpoint_manifests") or {}).items():
                 up = parents.get(MODEL_ASSETS.get(role, ""))
                 digest = up.facts.get("manifest_digest") if up is not None else None
                 if digest:
-                    node.checks.append(Check("manifest digest", role, OK if f"manifest {digest})" in cited else CHANGED,
-                                             {"cited": cited}, {"digest": digest}))
+                    node.checks.append(
+                        Check(
+                            "manifest digest",
+                            role,
+                            OK if f"manifest {digest})" in cited else CHANGED,
+                            {"cited": cited},
+                            {"digest": digest},
+                        )
+                    )

@@ -16,8 +16,11 @@ def lineage_summary(store: Storage, graph, asset: str) -> dict[str, Any]:
     manifest digest and how many input manifests and raw files its upstream chain holds."""
     node = Auditor(store, None, None, graph, verify=False).node(asset, None)
     roots = [n for n in node.walk() if not n.shown_above and "raw_files" in n.facts]
-    return {"manifest": node.facts.get("manifest_digest"), "input_manifests": len(roots),
-            "raw_files": int(sum(n.facts["raw_files"] for n in roots))}
+    return {
+        "manifest": node.facts.get("manifest_digest"),
+        "input_manifests": len(roots),
+        "raw_files": int(sum(n.facts["raw_files"] for n in roots)),
+    }
 
 
 def _report_run_id(ref: str) -> str:
@@ -30,7 +33,9 @@ def _report_run_id(ref: str) -> str:
     return parts[-1] if parts else ref
 
 
-def audit(target: str, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False) -> AuditResult:
+def audit(
+    target: str, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False
+) -> AuditResult:
     """The lineage tree of ``target`` (``checkpoint:<base|stage1|stage2>`` or ``report:<run id or path>``),
     verified; raises :class:`TargetNotFound` when it is not published."""
     kind, _, ref = target.partition(":")
@@ -41,25 +46,39 @@ def audit(target: str, store: Storage, sources, instance=None, graph=None, verif
             raise TargetNotFound(f"unknown checkpoint {ref!r}: use one of {sorted(MODEL_ASSETS)}")
         records = auditor._records(asset)
         if not records and not store.exists(*store.table_parts(asset)):
-            raise TargetNotFound(f"{asset} is not published under {store.describe()} and has no materialization "
-                                 "in the Dagster instance: materialize it first")
+            raise TargetNotFound(
+                f"{asset} is not published under {store.describe()} and has no materialization "
+                "in the Dagster instance: materialize it first"
+            )
         root = auditor.node(asset, None, records[0] if records else None)
     elif kind == "report":
         run_id = _report_run_id(ref)
         records = [r for r in auditor._records("eval_report", limit=1000) if r.run_id == run_id]
         if not records and auditor.report_lineage(run_id) is None:
-            raise TargetNotFound(f"no evaluation report of run {run_id!r}: neither a materialization of eval_report "
-                                 f"in the Dagster instance nor reports/{run_id}/lineage.json under {store.describe()}")
+            raise TargetNotFound(
+                f"no evaluation report of run {run_id!r}: neither a materialization of eval_report "
+                f"in the Dagster instance nor reports/{run_id}/lineage.json under {store.describe()}"
+            )
         published = (store.read_gate_record("eval_report") or {}).get("run_id") == run_id
         if records or published:
             root = auditor.node("eval_report", None, records[0] if records else None)
         else:  # an older report without a Dagster record: its lineage file, with today's published upstream
-            root = Node("eval_report", run_id=run_id, notes=[
-                "no Dagster record of this report: its lineage file is shown with today's published upstream"])
+            root = Node(
+                "eval_report",
+                run_id=run_id,
+                notes=[
+                    "no Dagster record of this report: its lineage file is shown with today's published upstream"
+                ],
+            )
             auditor._report(root, {})
-            root.children = [auditor.node(MODEL_ASSETS[role], None) for role in root.facts["checkpoint_manifests"]
-                             if role in MODEL_ASSETS]
+            root.children = [
+                auditor.node(MODEL_ASSETS[role], None)
+                for role in root.facts["checkpoint_manifests"]
+                if role in MODEL_ASSETS
+            ]
             auditor._cross_checks(root)
     else:
-        raise TargetNotFound(f"unknown target {target!r}: use checkpoint:<base|stage1|stage2> or report:<run id or path>")
+        raise TargetNotFound(
+            f"unknown target {target!r}: use checkpoint:<base|stage1|stage2> or report:<run id or path>"
+        )
     return AuditResult(target, root, store.describe(), instance is not None, git_commit())

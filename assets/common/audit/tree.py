@@ -84,9 +84,16 @@ class AuditResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "storage_root": self.storage_root, "dagster_instance": self.instance,
-                "git_commit_now": self.git_commit_now, "ok": self.ok, "summary": self.summary(),
-                "failures": [asdict(c) for c in self.failures], "tree": asdict(self.root)}
+        return {
+            "target": self.target,
+            "storage_root": self.storage_root,
+            "dagster_instance": self.instance,
+            "git_commit_now": self.git_commit_now,
+            "ok": self.ok,
+            "summary": self.summary(),
+            "failures": [asdict(c) for c in self.failures],
+            "tree": asdict(self.root),
+        }
 
 
 def _iso(ts: float | None) -> str | None:

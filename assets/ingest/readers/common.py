@@ -18,8 +18,16 @@ from storage.sources import SourceDir
 SPLITS = ("train", "validation", "test")
 LETTERS = "ABCDEFGHIJ"
 
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
-                  "validate": "validation", "validation": "validation", "dev": "validation", "test": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validate": "validation",
+    "validation": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 
 
 class RowProblem(ValueError):
@@ -50,8 +58,11 @@ def split_of_file(src: SourceDir, rel: str) -> str:
     """The split a file's name tells (:func:`split_from_name`); :class:`SourceError` when it tells none."""
     split = split_from_name(rel)
     if split is None:
-        raise SourceError(src.path(rel), "cannot tell the split from the file name",
-                          "name the file *train*, *dev* or *test*")
+        raise SourceError(
+            src.path(rel),
+            "cannot tell the split from the file name",
+            "name the file *train*, *dev* or *test*",
+        )
     return split
 
 
@@ -73,15 +84,19 @@ def collect(out: ReadResult, source_file: str, row: str, raw: Any, build: Callab
     except (RowProblem, ImageProblem) as e:
         out.rejected.append(Rejection(source_file=source_file, row=row, reason=str(e), raw=raw))
     except (KeyError, TypeError, AttributeError) as e:
-        out.rejected.append(Rejection(source_file=source_file, row=row, reason=f"malformed record: {e!r}",
-                                      raw=raw))
+        out.rejected.append(
+            Rejection(source_file=source_file, row=row, reason=f"malformed record: {e!r}", raw=raw)
+        )
 
 
 def expect_list(data: Any, path: str) -> list:
     """``data`` when it is a JSON list; :class:`SourceError` for the whole file otherwise."""
     if not isinstance(data, list):
-        raise SourceError(path, f"expected a JSON list of records, found {type(data).__name__}",
-                          "point the reader at the dataset's released annotation file")
+        raise SourceError(
+            path,
+            f"expected a JSON list of records, found {type(data).__name__}",
+            "point the reader at the dataset's released annotation file",
+        )
     return data
 
 
@@ -110,17 +125,25 @@ def read_parquet(src: SourceDir, rel: str) -> pl.DataFrame:
         meta = pq.read_metadata(io.BytesIO(data))
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
-        raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
-                          "re-download or re-export the file") from e
+        raise SourceError(
+            src.path(rel),
+            f"not a readable Parquet file ({type(e).__name__}: {e})",
+            "re-download or re-export the file",
+        ) from e
     if declared > src.max_file_bytes:
-        raise SourceError(src.path(rel), f"declares {declared:,} bytes of uncompressed data, over the cap of "
-                          f"{src.max_file_bytes:,} bytes",
-                          "split the file or raise the source's max_file_bytes")
+        raise SourceError(
+            src.path(rel),
+            f"declares {declared:,} bytes of uncompressed data, over the cap of {src.max_file_bytes:,} bytes",
+            "split the file or raise the source's max_file_bytes",
+        )
     try:
         return pl.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - polars raises several error types for bad files
-        raise SourceError(src.path(rel), f"not a readable Parquet file ({type(e).__name__}: {e})",
-                          "re-download or re-export the file") from e
+        raise SourceError(
+            src.path(rel),
+            f"not a readable Parquet file ({type(e).__name__}: {e})",
+            "re-download or re-export the file",
+        ) from e
 
 
 def dedupe(result: ReadResult, id_column: str = "item_id") -> ReadResult:
@@ -130,10 +153,15 @@ def dedupe(result: ReadResult, id_column: str = "item_id") -> ReadResult:
     for row in result.rows:
         rid = row[id_column]
         if rid in seen:
-            result.rejected.append(Rejection(source_file=row["source_ref"].split("#")[0],
-                                             row=row["source_ref"],
-                                             reason=f"duplicate item id: {rid} (first at {seen[rid]})",
-                                             raw=row, item_id=rid))
+            result.rejected.append(
+                Rejection(
+                    source_file=row["source_ref"].split("#")[0],
+                    row=row["source_ref"],
+                    reason=f"duplicate item id: {rid} (first at {seen[rid]})",
+                    raw=row,
+                    item_id=rid,
+                )
+            )
             continue
         seen[rid] = row["source_ref"]
         kept.append(row)

@@ -29,13 +29,18 @@ def read_mcq_generic(src: SourceDir) -> ReadResult:
             def build(r=r, line_no=line_no, rel=rel):
                 question, options = as_text(r.get(mapping.question)), mapping.row_options(r)
                 return make_mcq(
-                    item_id=mapping.row_id(r, question, options), dataset=mapping.dataset,
-                    split=mapping.row_split(r, rel), question=question, options=options,
+                    item_id=mapping.row_id(r, question, options),
+                    dataset=mapping.dataset,
+                    split=mapping.row_split(r, rel),
+                    question=question,
+                    options=options,
                     answer_label=mapping.row_label(r, options),
                     explanation=r.get(mapping.explanation) if mapping.explanation else None,
                     context=r.get(mapping.context) if mapping.context else None,
                     subject=r.get(mapping.subject) if mapping.subject else None,
-                    source_ref=f"{rel}#L{line_no}", license=mapping.license,
+                    source_ref=f"{rel}#L{line_no}",
+                    license=mapping.license,
                 )
+
             collect(out, path, f"line {line_no}", r, build)
     return out

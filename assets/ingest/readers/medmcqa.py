@@ -15,22 +15,32 @@ def read_medmcqa(src: SourceDir) -> ReadResult:
     """MedMCQA jsonl (``train.json``, ``dev.json``, ``test.json``): ``opa..opd``, 1-based ``cop``, ``exp``."""
     files = [f for f in ("train.json", "dev.json", "test.json") if src.exists(f)]
     if not files:
-        raise SourceError(src.root, "no MedMCQA file (train.json, dev.json, test.json) found",
-                          "point the medmcqa source at the MedMCQA data folder")
+        raise SourceError(
+            src.root,
+            "no MedMCQA file (train.json, dev.json, test.json) found",
+            "point the medmcqa source at the MedMCQA data folder",
+        )
     out = ReadResult()
     for rel in files:
         split = split_of_file(src, rel)
         for line_no, r in jsonl_rows(src, rel, out, "MedMCQA file"):
+
             def build(r=r, line_no=line_no, rel=rel, split=split):
                 cop = r.get("cop")
                 if not isinstance(cop, int) or not 1 <= cop <= 4:
                     raise RowProblem(f"answer letter outside the options: cop={cop!r} (expected 1..4)")
                 return make_mcq(
-                    item_id=f"medmcqa:{as_text(r['id'])}", dataset="medmcqa", split=split,
+                    item_id=f"medmcqa:{as_text(r['id'])}",
+                    dataset="medmcqa",
+                    split=split,
                     question=r["question"],
-                    options=[r["opa"], r["opb"], r["opc"], r["opd"]], answer_label=LETTERS[cop - 1],
-                    explanation=r.get("exp"), subject=r.get("subject_name"),
-                    source_ref=f"{rel}#L{line_no}", license=LICENSE,
+                    options=[r["opa"], r["opb"], r["opc"], r["opd"]],
+                    answer_label=LETTERS[cop - 1],
+                    explanation=r.get("exp"),
+                    subject=r.get("subject_name"),
+                    source_ref=f"{rel}#L{line_no}",
+                    license=LICENSE,
                 )
+
             collect(out, src.path(rel), f"line {line_no}", r, build)
     return out

@@ -19,25 +19,35 @@ def read_omnimedvqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
     """
     files = src.glob("QA_information/*/*.json")
     if not files:
-        raise SourceError(src.root, "no QA_information/*/*.json found",
-                          "point the omnimedvqa source at the OmniMedVQA folder")
+        raise SourceError(
+            src.root,
+            "no QA_information/*/*.json found",
+            "point the omnimedvqa source at the OmniMedVQA folder",
+        )
     out = ReadResult()
     for rel in files:
         records = expect_list(src.load_json(rel, "OmniMedVQA QA file"), src.path(rel))
         for i, r in enumerate(records):
+
             def build(r=r, i=i, rel=rel):
                 options = [as_text(r[f"option_{c}"]) for c in "ABCDEFGH" if as_text(r.get(f"option_{c}"))]
                 gt = as_text(r["gt_answer"])
                 if gt not in options:
                     raise RowProblem(f"answer not among the options: {gt!r} not in {options}")
                 return make_item(
-                    item_id=f"omnimedvqa:{as_text(r['question_id'])}", dataset="omnimedvqa", split="test",
+                    item_id=f"omnimedvqa:{as_text(r['question_id'])}",
+                    dataset="omnimedvqa",
+                    split="test",
                     image_refs=[images.from_source(src, as_text(r["image_path"]).removeprefix("./"))],
-                    question=r["question"], answer=gt, options=options,
+                    question=r["question"],
+                    answer=gt,
+                    options=options,
                     answer_label=LETTERS[options.index(gt)],
                     modality=r.get("modality_type") or r.get("modality"),
                     question_type=r.get("question_type"),
-                    source_ref=f"{rel}#{i}", license=LICENSE,
+                    source_ref=f"{rel}#{i}",
+                    license=LICENSE,
                 )
+
             collect(out, src.path(rel), str(i), r, build)
     return out

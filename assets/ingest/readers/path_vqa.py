@@ -32,37 +32,53 @@ def read_path_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
             split = rel.rsplit("/", 1)[-1].split("-")[0]
             df = read_parquet(src, rel)
             for i, r in enumerate(df.iter_rows(named=True)):
+
                 def build(r=r, i=i, split=split, rel=rel):
                     name = f"{rel}#{i}"
                     return make_item(
-                        item_id=f"path_vqa:{split}-{_row_key(r, i)}", dataset="path_vqa", split=split,
+                        item_id=f"path_vqa:{split}-{_row_key(r, i)}",
+                        dataset="path_vqa",
+                        split=split,
                         image_refs=[images.from_bytes(parquet_image(r.get("image")), name)],
-                        question=r["question"], answer=r["answer"],
-                        answer_type="closed" if yes_no(as_text(r["answer"])) else "open", source_ref=name,
+                        question=r["question"],
+                        answer=r["answer"],
+                        answer_type="closed" if yes_no(as_text(r["answer"])) else "open",
+                        source_ref=name,
                         license=LICENSE,
                     )
+
                 collect(out, src.path(rel), str(i), {k: v for k, v in r.items() if k != "image"}, build)
         return out
     pickles = src.glob("split/qas/*/*_qa.pkl")
     if not pickles:
-        raise SourceError(src.root, "no PathVQA annotations (data/*.parquet or split/qas/*/*_qa.pkl) found",
-                          "point the path_vqa source at the PathVQA release folder")
+        raise SourceError(
+            src.root,
+            "no PathVQA annotations (data/*.parquet or split/qas/*/*_qa.pkl) found",
+            "point the path_vqa source at the PathVQA release folder",
+        )
     for rel in pickles:
         split = rel.split("/")[2]
         try:
             records = _SafeUnpickler(io.BytesIO(src.read_bytes(rel))).load()
         except Exception as e:  # noqa: BLE001 - any unpickling failure is a whole-file problem
-            raise SourceError(src.path(rel), f"cannot read the pickle ({e})",
-                              "restore the file from the release") from e
+            raise SourceError(
+                src.path(rel), f"cannot read the pickle ({e})", "restore the file from the release"
+            ) from e
         for i, r in enumerate(expect_list(records, src.path(rel))):
+
             def build(r=r, i=i, split=split, rel=rel):
                 return make_item(
-                    item_id=f"path_vqa:{split}-{i}", dataset="path_vqa", split=split,
+                    item_id=f"path_vqa:{split}-{i}",
+                    dataset="path_vqa",
+                    split=split,
                     image_refs=[images.from_source(src, f"split/images/{split}/{as_text(r['image'])}.jpg")],
-                    question=r["question"], answer=r["answer"],
-                    answer_type="closed" if yes_no(as_text(r["answer"])) else "open", source_ref=f"{rel}#{i}",
+                    question=r["question"],
+                    answer=r["answer"],
+                    answer_type="closed" if yes_no(as_text(r["answer"])) else "open",
+                    source_ref=f"{rel}#{i}",
                     license=LICENSE,
                 )
+
             collect(out, src.path(rel), str(i), r, build)
     return out
 

@@ -21,11 +21,15 @@ def read_pmc_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
     Columns: ``Figure_path, Question, Answer, Choice A..D, Answer_label``; choices carry an ``A:`` prefix.
     """
     out = ReadResult()
-    files = [f for f in ("train.csv", "test.csv", "train_2.csv", "test_2.csv", "test_clean.csv")
-             if src.exists(f)]
+    files = [
+        f for f in ("train.csv", "test.csv", "train_2.csv", "test_2.csv", "test_clean.csv") if src.exists(f)
+    ]
     if not files:
-        raise SourceError(src.root, "no PMC-VQA CSV (train.csv, test.csv, *_2.csv) found",
-                          "point the pmc_vqa source at the PMC-VQA release folder")
+        raise SourceError(
+            src.root,
+            "no PMC-VQA CSV (train.csv, test.csv, *_2.csv) found",
+            "point the pmc_vqa source at the PMC-VQA release folder",
+        )
     for rel in files:
         split = "train" if rel.startswith("train") else "test"
         version = rel.removesuffix(".csv")
@@ -35,20 +39,31 @@ def read_pmc_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
                 continue
             missing = {"Figure_path", "Question", "Choice A", "Choice B"} - set(r)
             if missing:
-                raise SourceError(src.path(rel), f"missing columns {sorted(missing)}",
-                                  "use the released PMC-VQA CSV")
+                raise SourceError(
+                    src.path(rel), f"missing columns {sorted(missing)}", "use the released PMC-VQA CSV"
+                )
 
             def build(r=r, i=i, split=split, rel=rel, version=version, line_no=line_no):
-                options = [_CHOICE_PREFIX.sub("", as_text(r.get(f"Choice {c}")))
-                           for c in "ABCD" if as_text(r.get(f"Choice {c}"))]
+                options = [
+                    _CHOICE_PREFIX.sub("", as_text(r.get(f"Choice {c}")))
+                    for c in "ABCD"
+                    if as_text(r.get(f"Choice {c}"))
+                ]
                 label = as_text(r.get("Answer_label")) or None
                 answer = _CHOICE_PREFIX.sub("", as_text(r.get("Answer")))
                 return make_item(
-                    item_id=f"pmc_vqa:{version}-{as_text(r.get('index')) or i}", dataset="pmc_vqa",
+                    item_id=f"pmc_vqa:{version}-{as_text(r.get('index')) or i}",
+                    dataset="pmc_vqa",
                     split=split,
                     image_refs=[images.from_source(src, f"images/{as_text(r['Figure_path'])}")],
-                    question=r["Question"], answer=answer, options=options, answer_label=label,
-                    answer_type="closed", source_ref=f"{rel}#{line_no}", license=LICENSE,
+                    question=r["Question"],
+                    answer=answer,
+                    options=options,
+                    answer_label=label,
+                    answer_type="closed",
+                    source_ref=f"{rel}#{line_no}",
+                    license=LICENSE,
                 )
+
             collect(out, src.path(rel), f"line {line_no}", r, build)
     return out

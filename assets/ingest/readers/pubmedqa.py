@@ -19,21 +19,30 @@ def read_pubmedqa(src: SourceDir) -> ReadResult:
     """
     data = src.load_json("ori_pqal.json", "PubMedQA annotation file")
     if not isinstance(data, dict):
-        raise SourceError(src.path("ori_pqal.json"), "expected an object keyed by PMID",
-                          "use the released ori_pqal.json")
+        raise SourceError(
+            src.path("ori_pqal.json"), "expected an object keyed by PMID", "use the released ori_pqal.json"
+        )
     test_ids = set(src.load_json("test_ground_truth.json")) if src.exists("test_ground_truth.json") else set()
     out = ReadResult()
     for pmid, r in data.items():
+
         def build(pmid=pmid, r=r):
             decision = as_text(r.get("final_decision")).lower()
             if decision not in PUBMEDQA_OPTIONS:
                 raise RowProblem(f"answer letter outside the options: final_decision={decision!r}")
             return make_mcq(
-                item_id=f"pubmedqa:{pmid}", dataset="pubmedqa", split="test" if pmid in test_ids else "train",
-                question=r["QUESTION"], context=" ".join(r.get("CONTEXTS") or []), options=PUBMEDQA_OPTIONS,
-                answer_label=LETTERS[PUBMEDQA_OPTIONS.index(decision)], explanation=r.get("LONG_ANSWER"),
-                subject=", ".join(r.get("MESHES") or []) or None, source_ref=f"ori_pqal.json#{pmid}",
+                item_id=f"pubmedqa:{pmid}",
+                dataset="pubmedqa",
+                split="test" if pmid in test_ids else "train",
+                question=r["QUESTION"],
+                context=" ".join(r.get("CONTEXTS") or []),
+                options=PUBMEDQA_OPTIONS,
+                answer_label=LETTERS[PUBMEDQA_OPTIONS.index(decision)],
+                explanation=r.get("LONG_ANSWER"),
+                subject=", ".join(r.get("MESHES") or []) or None,
+                source_ref=f"ori_pqal.json#{pmid}",
                 license=LICENSE,
             )
+
         collect(out, src.path("ori_pqal.json"), pmid, r, build)
     return out

@@ -29,16 +29,28 @@ def read_slake(src: SourceDir, images: ImageIngestor) -> ReadResult:
         for i, r in enumerate(records):
             if isinstance(r, dict) and r.get("q_lang", "en") != "en":
                 continue
+
             def build(r=r, i=i, split=split, name=name):
                 return make_item(
-                    item_id=f"slake:{as_text(r['qid'])}", dataset="slake", split=split,
+                    item_id=f"slake:{as_text(r['qid'])}",
+                    dataset="slake",
+                    split=split,
                     image_refs=[images.from_source(src, f"imgs/{as_text(r['img_name'])}")],
-                    question=r["question"], answer=r["answer"], answer_type=as_text(r.get("answer_type")),
-                    modality=r.get("modality"), organ=r.get("location"), question_type=r.get("content_type"),
-                    source_ref=f"{name}#{i}", license=LICENSE,
+                    question=r["question"],
+                    answer=r["answer"],
+                    answer_type=as_text(r.get("answer_type")),
+                    modality=r.get("modality"),
+                    organ=r.get("location"),
+                    question_type=r.get("content_type"),
+                    source_ref=f"{name}#{i}",
+                    license=LICENSE,
                 )
+
             collect(out, src.path(name), str(i), r, build)
     if not found:
-        raise SourceError(src.root, "no SLAKE split file (train.json, validate.json, test.json) found",
-                          "point the slake source at the Slake1.0 folder")
+        raise SourceError(
+            src.root,
+            "no SLAKE split file (train.json, validate.json, test.json) found",
+            "point the slake source at the Slake1.0 folder",
+        )
     return out

@@ -26,28 +26,39 @@ def read_vqa_rad(src: SourceDir, images: ImageIngestor) -> ReadResult:
     for base in ("", "miccai19_format/", "data_RAD/"):
         if src.exists(base + "trainset.json"):
             return read_vqa_rad_miccai19(src, images, base)
-    raise SourceError(src.root, f"neither {VQA_RAD_OFFICIAL!r} nor MICCAI19 'trainset.json' found",
-                      "point the vqa_rad source at the folder of the VQA-RAD release")
+    raise SourceError(
+        src.root,
+        f"neither {VQA_RAD_OFFICIAL!r} nor MICCAI19 'trainset.json' found",
+        "point the vqa_rad source at the folder of the VQA-RAD release",
+    )
 
 
 def read_vqa_rad_official(src: SourceDir, images: ImageIngestor) -> ReadResult:
     path = src.path(VQA_RAD_OFFICIAL)
     records = expect_list(src.load_json(VQA_RAD_OFFICIAL, "VQA-RAD annotation file"), path)
-    images.prefetch(src, [f"{VQA_RAD_IMAGES}/{as_text(r.get('image_name'))}"
-                          for r in records if isinstance(r, dict)])
+    images.prefetch(
+        src, [f"{VQA_RAD_IMAGES}/{as_text(r.get('image_name'))}" for r in records if isinstance(r, dict)]
+    )
     out = ReadResult()
     for i, r in enumerate(records):
+
         def build(r=r, i=i):
             qid = as_text(r["qid"])
             phrase = as_text(r.get("phrase_type")).lower()
             return make_item(
-                item_id=f"vqa_rad:{qid}", dataset="vqa_rad",
+                item_id=f"vqa_rad:{qid}",
+                dataset="vqa_rad",
                 split="test" if phrase.startswith("test") else "train",
                 image_refs=[images.from_source(src, f"{VQA_RAD_IMAGES}/{as_text(r['image_name'])}")],
-                question=r["question"], answer=r["answer"], answer_type=as_text(r.get("answer_type")),
-                organ=r.get("image_organ"), question_type=r.get("question_type"),
-                source_ref=f"{VQA_RAD_OFFICIAL}#{i}", license=LICENSE,
+                question=r["question"],
+                answer=r["answer"],
+                answer_type=as_text(r.get("answer_type")),
+                organ=r.get("image_organ"),
+                question_type=r.get("question_type"),
+                source_ref=f"{VQA_RAD_OFFICIAL}#{i}",
+                license=LICENSE,
             )
+
         collect(out, path, str(i), r, build)
     return out
 
@@ -63,13 +74,21 @@ def read_vqa_rad_miccai19(src: SourceDir, images: ImageIngestor, base: str = "")
         rel = base + name
         records = expect_list(src.load_json(rel, "VQA-RAD MICCAI19 file"), src.path(rel))
         for i, r in enumerate(records):
+
             def build(r=r, i=i, split=split, rel=rel):
                 return make_item(
-                    item_id=f"vqa_rad:m19-{split}-{as_text(r['qid'])}", dataset="vqa_rad", split=split,
+                    item_id=f"vqa_rad:m19-{split}-{as_text(r['qid'])}",
+                    dataset="vqa_rad",
+                    split=split,
                     image_refs=[images.from_source(src, f"{image_dir}/{as_text(r['image_name'])}")],
-                    question=r["question"], answer=r["answer"], answer_type=as_text(r.get("answer_type")),
-                    organ=r.get("image_organ"), question_type=r.get("question_type"),
-                    source_ref=f"{rel}#{i}", license=LICENSE,
+                    question=r["question"],
+                    answer=r["answer"],
+                    answer_type=as_text(r.get("answer_type")),
+                    organ=r.get("image_organ"),
+                    question_type=r.get("question_type"),
+                    source_ref=f"{rel}#{i}",
+                    license=LICENSE,
                 )
+
             collect(out, src.path(rel), str(i), r, build)
     return out

@@ -41,19 +41,23 @@ from .medrag import CORPUS_PATTERNS, read_medrag
 from .pubmedqa import read_pubmedqa
 from .slake_kg import read_slake_kg
 
-REGISTRY: dict[str, KbSource] = {s.name: s for s in (
-    medquad.SOURCE,
-    pubmedqa.SOURCE,
-    slake_kg.SOURCE,
-    medmcqa_exp.SOURCE,
-)}
+REGISTRY: dict[str, KbSource] = {
+    s.name: s
+    for s in (
+        medquad.SOURCE,
+        pubmedqa.SOURCE,
+        slake_kg.SOURCE,
+        medmcqa_exp.SOURCE,
+    )
+}
 """The known KB sources by partition key; any other key is a MedRAG-style corpus (:func:`read_medrag`)."""
 
 KB_READERS = {name: s.read for name, s in REGISTRY.items()}
 
 
-def read_kb_source(source: str, src: SourceDir, chunker: TokenChunker,
-                   limit: int | None = None) -> tuple[pl.DataFrame, ReadResult]:
+def read_kb_source(
+    source: str, src: SourceDir, chunker: TokenChunker, limit: int | None = None
+) -> tuple[pl.DataFrame, ReadResult]:
     """Passages of ``source`` (a known corpus or a MedRAG-style folder), chunked by ``chunker``, deduplicated.
 
     ``limit`` caps the number of source records read (smoke runs). Duplicates and rows with problems are in
@@ -68,8 +72,26 @@ def read_kb_source(source: str, src: SourceDir, chunker: TokenChunker,
 
 
 __all__ = [
-    "CORPUS_PATTERNS", "KB_READERS", "NEAR_DUPLICATE_JACCARD", "PASSAGE_SCHEMA", "REGISTRY", "SHINGLE_WORDS",
-    "KbSource", "NearDuplicateIndex", "content_hash", "deduplicate", "jaccard", "medquad_native_id",
-    "normalize_text", "passage", "passages_frame", "read_kb_source", "read_medmcqa_exp", "read_medquad",
-    "read_medrag", "read_pubmedqa", "read_slake_kg", "shingles",
+    "CORPUS_PATTERNS",
+    "KB_READERS",
+    "NEAR_DUPLICATE_JACCARD",
+    "PASSAGE_SCHEMA",
+    "REGISTRY",
+    "SHINGLE_WORDS",
+    "KbSource",
+    "NearDuplicateIndex",
+    "content_hash",
+    "deduplicate",
+    "jaccard",
+    "medquad_native_id",
+    "normalize_text",
+    "passage",
+    "passages_frame",
+    "read_kb_source",
+    "read_medmcqa_exp",
+    "read_medquad",
+    "read_medrag",
+    "read_pubmedqa",
+    "read_slake_kg",
+    "shingles",
 ]

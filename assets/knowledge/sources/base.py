@@ -53,8 +53,9 @@ def content_hash(title: str | None, text: str) -> str:
     return hashlib.sha256(f"{title or ''}\n{text}".encode()).hexdigest()
 
 
-def passage(source: str, native_id: str, chunk: int, title: str | None, text: str, source_ref: str,
-            license: str) -> dict[str, Any]:
+def passage(
+    source: str, native_id: str, chunk: int, title: str | None, text: str, source_ref: str, license: str
+) -> dict[str, Any]:
     """One passage row with its stable id ``<source>:<native id>#<chunk>``."""
     text = " ".join(text.split())
     return {
@@ -74,8 +75,20 @@ def passages_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Rows as a frame with :data:`PASSAGE_SCHEMA` (possibly empty)."""
     return pl.DataFrame(rows, schema=PASSAGE_SCHEMA)
 
-def chunked(out: ReadResult, chunker: TokenChunker, source: str, native_id: str, title: str | None, text: str,
-             source_ref: str, license: str, path: str, row: str, raw: Any) -> None:
+
+def chunked(
+    out: ReadResult,
+    chunker: TokenChunker,
+    source: str,
+    native_id: str,
+    title: str | None,
+    text: str,
+    source_ref: str,
+    license: str,
+    path: str,
+    row: str,
+    raw: Any,
+) -> None:
     """Append the passages of one record, or quarantine it when it cannot be chunked."""
     try:
         chunks = chunker.chunk(text, title)
@@ -89,8 +102,9 @@ def chunked(out: ReadResult, chunker: TokenChunker, source: str, native_id: str,
         out.rows.append(passage(source, native_id, c, title, chunk, source_ref, license))
 
 
-def json_objects(src: SourceDir, rel: str,
-                 what: str) -> Iterator[tuple[int, dict[str, Any] | None, Any, str | None]]:
+def json_objects(
+    src: SourceDir, rel: str, what: str
+) -> Iterator[tuple[int, dict[str, Any] | None, Any, str | None]]:
     """``(line_no, record, raw, problem)`` per JSON line: malformed lines and non-objects are row problems."""
     for line_no, rec, err in src.iter_jsonl(rel, what):
         if err:
@@ -99,6 +113,7 @@ def json_objects(src: SourceDir, rel: str,
             yield line_no, None, rec, f"record is not a JSON object (got {type(rec).__name__})"
         else:
             yield line_no, rec, rec, None
+
 
 def limited(items: Iterable[Any], limit: int | None) -> Iterable[Any]:
     for i, item in enumerate(items):

@@ -73,8 +73,9 @@ class NearDuplicateIndex:
         self._sets[key] = sh
 
 
-def deduplicate(rows: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_JACCARD,
-                min_words: int = 10) -> tuple[list[dict[str, Any]], list[Rejection]]:
+def deduplicate(
+    rows: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_JACCARD, min_words: int = 10
+) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Drop repeated passage ids, exact duplicates (same normalized text) and near duplicates (5-word-shingle
     Jaccard >= ``threshold``, via :class:`NearDuplicateIndex`). Texts under ``min_words`` words (KG triples
     that differ in one word) are compared exactly only.
@@ -88,14 +89,28 @@ def deduplicate(rows: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_JA
     near = NearDuplicateIndex(threshold)
     for row in rows:
         if row["id"] in kept_ids:
-            rejected.append(Rejection(row["source_ref"], row["id"], "native id repeated in the source: "
-                                      f"{row['id']} already read", row, row["id"]))
+            rejected.append(
+                Rejection(
+                    row["source_ref"],
+                    row["id"],
+                    f"native id repeated in the source: {row['id']} already read",
+                    row,
+                    row["id"],
+                )
+            )
             continue
         norm = normalize_text(row["text"])
         key = hashlib.sha1(norm.encode()).hexdigest()
         if key in seen_exact:
-            rejected.append(Rejection(row["source_ref"], row["id"],
-                                      f"exact duplicate: same text as {seen_exact[key]}", row, row["id"]))
+            rejected.append(
+                Rejection(
+                    row["source_ref"],
+                    row["id"],
+                    f"exact duplicate: same text as {seen_exact[key]}",
+                    row,
+                    row["id"],
+                )
+            )
             continue
         words = norm.split()
         if len(words) >= min_words:
@@ -103,8 +118,15 @@ def deduplicate(rows: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_JA
             sig = near.signature(sh)
             dup_of = near.find(sh, sig)
             if dup_of:
-                rejected.append(Rejection(row["source_ref"], row["id"], f"near duplicate: shingle Jaccard >= "
-                                          f"{threshold} with {dup_of}", row, row["id"]))
+                rejected.append(
+                    Rejection(
+                        row["source_ref"],
+                        row["id"],
+                        f"near duplicate: shingle Jaccard >= {threshold} with {dup_of}",
+                        row,
+                        row["id"],
+                    )
+                )
                 continue
             near.insert(row["id"], sh, sig)
         seen_exact[key] = f"{row['source_ref']} ({row['id']})"

@@ -15,8 +15,9 @@ def read_medmcqa_exp(src: SourceDir, chunker: TokenChunker, limit: int | None = 
     out = ReadResult()
     files = [f for f in ("train.json", "dev.json") if src.exists(f)]
     if not files:
-        raise SourceError(src.root, "no MedMCQA train.json or dev.json",
-                          "point the source at the MedMCQA folder")
+        raise SourceError(
+            src.root, "no MedMCQA train.json or dev.json", "point the source at the MedMCQA folder"
+        )
     count = 0
     for rel in files:
         for line_no, rec, raw, problem in json_objects(src, rel, "MedMCQA file"):
@@ -30,12 +31,28 @@ def read_medmcqa_exp(src: SourceDir, chunker: TokenChunker, limit: int | None = 
                 out.rejected.append(Rejection(src.path(rel), str(line_no), "missing id", rec))
                 continue
             if len(exp.split()) < 5:
-                out.rejected.append(Rejection(
-                    src.path(rel), str(line_no),
-                    "no explanation: exp missing or under 5 words, no knowledge to index", rec))
+                out.rejected.append(
+                    Rejection(
+                        src.path(rel),
+                        str(line_no),
+                        "no explanation: exp missing or under 5 words, no knowledge to index",
+                        rec,
+                    )
+                )
                 continue
-            chunked(out, chunker, "medmcqa_exp", str(rec["id"]), None, exp, f"{rel}:{line_no}",
-                    "MIT (MedMCQA)", src.path(rel), str(line_no), rec)
+            chunked(
+                out,
+                chunker,
+                "medmcqa_exp",
+                str(rec["id"]),
+                None,
+                exp,
+                f"{rel}:{line_no}",
+                "MIT (MedMCQA)",
+                src.path(rel),
+                str(line_no),
+                rec,
+            )
             count += 1
     return out
 

@@ -23,6 +23,7 @@ def medquad_native_id(rec: dict[str, Any]) -> str:
     key = "\n".join(str(rec.get(k) or "") for k in ("subset", "id", "url", "question"))
     return f"{str(rec.get('id') or '').strip()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
+
 def read_medquad(src: SourceDir, chunker: TokenChunker, limit: int | None = None) -> ReadResult:
     """MedQuAD answers chunked; the title is the question (or the focus when the question is missing).
 
@@ -39,21 +40,37 @@ def read_medquad(src: SourceDir, chunker: TokenChunker, limit: int | None = None
             continue
         answer = str(rec.get("answer") or "").strip()
         if not str(rec.get("id") or "").strip() or not answer:
-            out.rejected.append(Rejection(path, str(line_no), "missing id or empty answer: nothing to index",
-                                          rec))
+            out.rejected.append(
+                Rejection(path, str(line_no), "missing id or empty answer: nothing to index", rec)
+            )
             continue
         native = medquad_native_id(rec)
         if native in seen:
             first_line, first_answer = seen[native]
-            reason = ("exact duplicate: same record as line" if first_answer == answer else
-                      "native id repeated with different content: same subset, id, url and question as line")
-            out.rejected.append(Rejection(path, str(line_no), f"{reason} {first_line}", rec,
-                                          f"medquad:{native}"))
+            reason = (
+                "exact duplicate: same record as line"
+                if first_answer == answer
+                else "native id repeated with different content: same subset, id, url and question as line"
+            )
+            out.rejected.append(
+                Rejection(path, str(line_no), f"{reason} {first_line}", rec, f"medquad:{native}")
+            )
             continue
         seen[native] = (line_no, answer)
         title = str(rec.get("question") or rec.get("focus") or "").strip() or None
-        chunked(out, chunker, "medquad", native, title, answer, f"{rel}:{line_no}", "CC BY 4.0 (MedQuAD)",
-                 path, str(line_no), rec)
+        chunked(
+            out,
+            chunker,
+            "medquad",
+            native,
+            title,
+            answer,
+            f"{rel}:{line_no}",
+            "CC BY 4.0 (MedQuAD)",
+            path,
+            str(line_no),
+            rec,
+        )
     return out
 
 

@@ -24,8 +24,11 @@ def read_medrag(src: SourceDir, source: str, chunker: TokenChunker, limit: int |
     ``content`` (``contents``/``text`` accepted), chunked; the native id is the record's ``id``."""
     files = src.glob("**/*.jsonl") + src.glob("**/*.jsonl.gz") + src.glob("**/*.parquet")
     if not files:
-        raise SourceError(src.root, "no *.jsonl, *.jsonl.gz or *.parquet files",
-                          f"put the corpus for source {source!r} there or set MEDRWR_SOURCE_{source.upper()}")
+        raise SourceError(
+            src.root,
+            "no *.jsonl, *.jsonl.gz or *.parquet files",
+            f"put the corpus for source {source!r} there or set MEDRWR_SOURCE_{source.upper()}",
+        )
     out = ReadResult()
     count = 0
 
@@ -50,7 +53,18 @@ def read_medrag(src: SourceDir, source: str, chunker: TokenChunker, limit: int |
                 out.rejected.append(Rejection(src.path(rel), row, "missing id or content", rec))
                 continue
             title = str(rec["title"]) if rec.get("title") else None
-            chunked(out, chunker, source, str(rid), title, str(text), f"{rel}:{row}",
-                     str(rec.get("license") or "see corpus"), src.path(rel), row, rec)
+            chunked(
+                out,
+                chunker,
+                source,
+                str(rid),
+                title,
+                str(text),
+                f"{rel}:{row}",
+                str(rec.get("license") or "see corpus"),
+                src.path(rel),
+                row,
+                rec,
+            )
             count += 1
     return out

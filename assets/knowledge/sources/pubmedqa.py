@@ -23,8 +23,19 @@ def read_pubmedqa(src: SourceDir, chunker: TokenChunker, limit: int | None = Non
             continue
         text = " ".join(str(c) for c in contexts)
         # no title: the PubMedQA question would leak the benchmark item into the KB
-        chunked(out, chunker, "pubmedqa", str(pmid), None, text, f"{rel}#{pmid}", "MIT (PubMedQA)",
-                 src.path(rel), str(pmid), rec)
+        chunked(
+            out,
+            chunker,
+            "pubmedqa",
+            str(pmid),
+            None,
+            text,
+            f"{rel}#{pmid}",
+            "MIT (PubMedQA)",
+            src.path(rel),
+            str(pmid),
+            rec,
+        )
     return out
 
 
