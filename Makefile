@@ -1,7 +1,8 @@
 # The two commands of README.md. Each creates .venv in the repository root when needed.
 #   make smoke   set up and run the main job on the embedded default (smoke profile)
-#   make test    set up and run the tests (what .ci/run calls); installs Debian's chromium and
-#                chromium-driver first when missing (the browser test drives the real UI)
+#   make test    set up, lint (make lint) and run the tests (what .ci/run calls); installs Debian's
+#                chromium and chromium-driver first when missing (the browser test drives the real UI)
+#   make lint    ruff check (line length enforced) and ruff format --check
 #   make ui      the Dagster UI with the settings of the last main command (orchestration/ui.py)
 #   make audit   TARGET=checkpoint:stage1 or report:<run id>: the lineage chain, re-verified (orchestration/audit.py)
 PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
@@ -22,7 +23,7 @@ setup: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/python -m orchestration.main --profile smoke
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps lint
 	$(VENV)/bin/python -m pytest
 
 # Debian's headless Chromium and its driver for tests/ops/test_ui_browser.py (no browser download).
@@ -47,6 +48,7 @@ ui: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Lineage of a checkpoint or report down to raw-file hashes, re-verified (README "Audit"); exits 1 on a change.
 #   make audit TARGET=checkpoint:stage1   |   make audit TARGET=report:<run id>

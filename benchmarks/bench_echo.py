@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         f"Python {platform.python_version()}, {platform.machine()}, best of {a.repeat}",
         "",
-        "| files | MB | decode alone s | ingest s | ratio | ingest clips/s | ingest MB/s | decode peak MiB | ingest peak MiB |",
+        "| files | MB | decode alone s | ingest s | ratio | ingest clips/s | ingest MB/s "
+        "| decode peak MiB | ingest peak MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, files in sets.items():
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         t_dec = timed(decode_alone, files, a.repeat)
         t_ing = timed(ingest, files, a.repeat)
         out.append(
-            f"| {label} | {mb:.1f} | {t_dec:.3f} | {t_ing:.3f} | {t_ing / t_dec:.2f}x | {len(files) / t_ing:.1f} "
+            f"| {label} | {mb:.1f} | {t_dec:.3f} | {t_ing:.3f} | {t_ing / t_dec:.2f}x "
+            f"| {len(files) / t_ing:.1f} "
             f"| {mb / t_ing:.1f} | {peak_mb(decode_alone, files[0]):.1f} | {peak_mb(ingest, files[0]):.1f} |"
         )
     sys.stdout.write("\n".join(out) + "\n")

@@ -33,7 +33,9 @@ from storage.root import Storage
 import psutil
 base = psutil.Process().memory_info().rss
 t = time.perf_counter()
-r = read_echo_source(SourceDir(sys.argv[1]), Storage(root=sys.argv[2]), "bench", salt="bench-salt-0123456789abcdef")
+r = read_echo_source(
+    SourceDir(sys.argv[1]), Storage(root=sys.argv[2]), "bench", salt="bench-salt-0123456789abcdef"
+)
 elapsed = time.perf_counter() - t
 assert r.frame.height == 1, [x.reason for x in r.rejected]
 print(json.dumps({"baseline_rss": base, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -104,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.2f} (1 min) at the start",
         "",
-        "| clip | file MiB | baseline RSS MiB | peak RSS MiB | peak / file | (peak - baseline) / file | ingest s |",
+        "| clip | file MiB | baseline RSS MiB | peak RSS MiB | peak / file "
+        "| (peak - baseline) / file | ingest s |",
         "|---|---|---|---|---|---|---|",
-        f"| {m['frames']} frames {a.cols}x{a.rows} RGB, explicit LE | {size / mib:.0f} | {m['baseline_rss'] / mib:.0f} "
-        f"| {m['peak_rss'] / mib:.0f} | {m['peak_rss'] / size:.3f} | {(m['peak_rss'] - m['baseline_rss']) / size:.3f} "
+        f"| {m['frames']} frames {a.cols}x{a.rows} RGB, explicit LE | {size / mib:.0f} "
+        f"| {m['baseline_rss'] / mib:.0f} "
+        f"| {m['peak_rss'] / mib:.0f} | {m['peak_rss'] / size:.3f} "
+        f"| {(m['peak_rss'] - m['baseline_rss']) / size:.3f} "
         f"| {m['seconds']:.1f} (process {wall:.1f}) |",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -1,6 +1,7 @@
 """Evaluation throughput: items/s of ``training.evaluation.evaluate.evaluate`` batched vs one item at a time.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/bench_eval_throughput.py [--items 8] [--batch-sizes 1 8 16]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/bench_eval_throughput.py \\
+        [--items 8] [--batch-sizes 1 8 16]
 
 Setup (everything real, built in a temporary folder): the bundled sample benchmarks (SLAKE English test,
 VQA-RAD test, MedQA, PubMedQA test; the first ``--items`` items of each, images in a local Storage), a text
@@ -189,7 +190,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(
-        f"| batch size | items | seconds | items/s | rows/s (5 modes) | speed-up vs batch {base['batch_size']} |"
+        "| batch size | items | seconds | items/s | rows/s (5 modes) "
+        f"| speed-up vs batch {base['batch_size']} |"
     )
     print("|---|---|---|---|---|---|")
     for r in runs:

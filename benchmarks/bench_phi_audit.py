@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     t_base, fp_base = pooled_regex_audit(base)
     lines += [
         "",
-        f"Replaced pooled-regex audit on {a.baseline_clips} clips: {t_base:.2f} s, {fp_base} false positives.",
+        f"Replaced pooled-regex audit on {a.baseline_clips} clips: "
+        f"{t_base:.2f} s, {fp_base} false positives.",
         f"Load average at end {os.getloadavg()[0]:.2f}.",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

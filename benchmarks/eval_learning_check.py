@@ -5,16 +5,16 @@
 
 Reads what ``benchmarks/learning_check.py`` leaves in ``--run-dir``: the GRPO-trained model
 (``model_retrieval/final``, HF layout), the synthetic KB (LanceDB ``kb/``, table ``kb_text`` tagged
-``results.json["kb_tag"]``), the held-out items (``heldout.parquet``: entities never in a GRPO prompt) and
-the run's settings (``results.json["args"]``: rounds, search mode, k, tokens per round and per trajectory). Each can be overridden
-(``--checkpoint``, ``--kb-uri``, ``--kb-tag``, ``--heldout``).
+``results.json["kb_tag"]``), the held-out items (``heldout.parquet``: entities never in a GRPO prompt) and the
+run's settings (``results.json["args"]``: rounds, search mode, k, tokens per round and per trajectory). Each
+can be overridden (``--checkpoint``, ``--kb-uri``, ``--kb-tag``, ``--heldout``).
 
 Runs :func:`training.evaluation.evaluate.evaluate` on the held-out items in the five modes (direct, rwr,
 rwr_cdir, rag_control, random_retriever; the items are text-only, so CDIR never triggers and rwr_cdir equals
-rwr),
-with the learning check's compact system prompt and rollout budget (from its ``results.json``; 20 new
-tokens per round, 64 per trajectory and k = 3 for runs that did not record them), greedy decoding (``--sample`` for temperature-1 sampling, seeded). The random
-retriever draws from the same KB version (``training.evaluation.evaluate.KBRandomRetriever``).
+rwr), with the learning check's compact system prompt and rollout budget (from its ``results.json``; 20 new
+tokens per round, 64 per trajectory and k = 3 for runs that did not record them), greedy decoding
+(``--sample`` for temperature-1 sampling, seeded). The random retriever draws from the same KB version
+(``training.evaluation.evaluate.KBRandomRetriever``).
 
 Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode, with a
 95 % percentile-bootstrap interval) and ``comparisons.csv`` / ``comparisons.json`` (paired bootstrap,
@@ -179,13 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     print("| mode | n | accuracy % | 95 % interval |\n|---|---|---|---|")
     for r in accuracy.iter_rows(named=True):
         print(
-            f"| {r['mode']} | {r['n']} | {100 * r['accuracy']:.1f} | {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} |"
+            f"| {r['mode']} | {r['n']} | {100 * r['accuracy']:.1f} "
+            f"| {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} |"
         )
     print("\n| A − B | n | difference (points) | paired 95 % interval | excludes 0 |\n|---|---|---|---|---|")
     for r in comparisons.iter_rows(named=True):
         print(
-            f"| {r['a'].split('/')[-1]} − {r['b'].split('/')[-1]} | {r['n']} | {100 * r['difference']:+.1f} | "
-            f"{100 * r['ci_low']:+.1f} – {100 * r['ci_high']:+.1f} | {'yes' if r['excludes_zero'] else 'no'} |"
+            f"| {r['a'].split('/')[-1]} − {r['b'].split('/')[-1]} | {r['n']} "
+            f"| {100 * r['difference']:+.1f} | "
+            f"{100 * r['ci_low']:+.1f} – {100 * r['ci_high']:+.1f} "
+            f"| {'yes' if r['excludes_zero'] else 'no'} |"
         )
     print(f"\nclaims (difference > 0, interval excludes 0): {claims}")
     return 1 if args.check and not all(claims.values()) else 0

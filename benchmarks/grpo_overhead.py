@@ -8,7 +8,10 @@ over all steps but the first of each run. Generated tokens per step are reported
 not stop at ``</query>`` (it writes a whole trajectory, inventing its own passages), the retrieval run stops,
 retrieves, and continues.
 
-Run: ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/grpo_overhead.py --out benchmarks/results/grpo_overhead.json``
+Run:
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/grpo_overhead.py \\
+        --out benchmarks/results/grpo_overhead.json
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ hand (the embeddings are cached under ``--cache``, so a second run only searches
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/kb_quality.py --data ../shared/data --out /tmp/kbq
 
 KB: PubMedQA abstracts, MedMCQA explanations, SLAKE KG sentences and ``--medquad-records`` MedQuAD records,
-chunked to fit the embedder. Benchmarks (gold = every chunk of the record, matched by ``source`` + ``native_id``,
-which every hit carries):
+chunked to fit the embedder. Benchmarks (gold = every chunk of the record, matched by ``source`` +
+``native_id``, which every hit carries):
 
-- ``pubmedqa``  the 1,000 PubMedQA questions -> their abstract (questions are not in the KB: untitled passages)
+- ``pubmedqa``  the 1,000 PubMedQA questions -> their abstract (questions are not in the KB: untitled
+  passages)
 - ``medmcqa``   MedMCQA dev questions whose explanation is in the KB -> that explanation
 - ``medquad``   MedQuAD questions -> the answers of every record with that question (titles hold the question)
 

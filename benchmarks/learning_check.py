@@ -351,10 +351,10 @@ def make_rollout(retriever, args) -> Rollout:
 
 
 def evaluate(model, processor, retriever, rows: list[dict], args, drug_of: dict[str, str]) -> dict:
-    """``args.eval_samples`` sampled rollouts (temperature 1, the policy itself) per row: accuracy, query rate,
-    right-passage rate (a query whose results hold the entity's own passage), forced-answer rate, copy rate
-    (the answer names the drug of the last passage retrieved; ``drug_of``: passage id -> drug) and accuracy
-    among trajectories that retrieved the right passage."""
+    """``args.eval_samples`` sampled rollouts (temperature 1, the policy itself) per row: accuracy, query
+    rate, right-passage rate (a query whose results hold the entity's own passage), forced-answer rate, copy
+    rate (the answer names the drug of the last passage retrieved; ``drug_of``: passage id -> drug) and
+    accuracy among trajectories that retrieved the right passage."""
     was = model.training
     model.eval()
     rows = [r for r in rows for _ in range(args.eval_samples)]

@@ -67,7 +67,8 @@ def build_resources() -> dict:
 
 
 def build_defs() -> Definitions:
-    """Every domain's definitions (assets, jobs, sensors) merged with the schedules and :func:`build_resources`."""
+    """Every domain's definitions (assets, jobs, sensors) merged with the schedules and
+    :func:`build_resources`."""
     return Definitions.merge(
         ingest_defs,
         echo_defs,

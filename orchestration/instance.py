@@ -1,4 +1,5 @@
-"""The project's Dagster instance folder (``$DAGSTER_HOME``), shared by the main command and the UI launcher."""
+"""The project's Dagster instance folder (``$DAGSTER_HOME``), shared by the main command and the UI
+launcher."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 every profile, ``smoke`` included: turn them on in the UI (Automation) or with ``dagster schedule start``.
 
 - ``weekly_retrain_schedule``: Sunday 03:00 UTC, one ``retrain_job`` run (stage 1 and stage 2, with the
-  profile's run knobs); ``evaluate_after_retrain_sensor`` evaluates and promotes after it when that sensor runs.
+  profile's run knobs); ``evaluate_after_retrain_sensor`` evaluates and promotes after it when that sensor
+  runs.
 - ``nightly_*_ingest_schedule``: 01:00 UTC, one run per dataset the profile plans. Dagster refuses one asset
   job over assets with different partitions definitions (VQA datasets, text-QA datasets and echo sources are
   three), so the nightly ingest is one schedule per ingest job rather than one ``ingest_job``.

@@ -101,7 +101,8 @@ def run_settings(profile: str | None = None) -> dict[str, str]:
 
 
 def record_run_settings(home: str | Path, settings: Mapping[str, str]) -> Path:
-    """Write ``settings`` to ``<home>/medrwr.env`` (one ``NAME=value`` line each, shell-quoted); returns the path."""
+    """Write ``settings`` to ``<home>/medrwr.env`` (one ``NAME=value`` line each, shell-quoted); returns the
+    path."""
     unknown = set(settings) & SECRET_SETTINGS
     if unknown:
         raise ValueError(f"refusing to record secret settings {sorted(unknown)} in {home}/{SETTINGS_FILE}")
@@ -158,8 +159,8 @@ def ui_environment(
         raise SettingsConflict(
             "the UI would write to other places than the runs it shows:\n"
             + "\n".join(conflicts)
-            + "\nunset these variables (the UI then uses the recorded values), or point DAGSTER_HOME at another "
-            "instance for runs with these settings"
+            + "\nunset these variables (the UI then uses the recorded values), or point DAGSTER_HOME "
+            "at another instance for runs with these settings"
         )
     env = {k: v for k, v in environ.items() if k not in names}
     env.update(recorded)
@@ -179,7 +180,8 @@ def ui_command(host: str = "127.0.0.1", port: int = 3000) -> list[str]:
 def launch_spec(
     home: str | Path, host: str = "127.0.0.1", port: int = 3000, environ: Mapping[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """The command and environment that start the UI for the instance at ``home`` (run it in :data:`REPO_DIR`).
+    """The command and environment that start the UI for the instance at ``home`` (run it in
+    :data:`REPO_DIR`).
 
     Uses the settings recorded there by the main command; when none are recorded yet, records those of the
     current environment first (the first runs, launched from the UI, then use them too).
@@ -204,12 +206,14 @@ def command_line(
 
 
 def ui_hint(home: str | Path, settings: Mapping[str, str]) -> str:
-    """What the main command prints under ``UI:``: ``make ui``, the equivalent shell line, secrets to export."""
+    """What the main command prints under ``UI:``: ``make ui``, the equivalent shell line, secrets to
+    export."""
     lines = [f"make ui   (= {command_line(home, settings)})  -> http://127.0.0.1:3000"]
     for name in sorted(SECRET_SETTINGS | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}):
         if os.environ.get(name):
             lines.append(
-                f"                {name} is set here and not recorded (a secret): export it in the UI's shell too"
+                f"                {name} is set here and not recorded (a secret): "
+                "export it in the UI's shell too"
             )
     return "\n".join(lines)
 

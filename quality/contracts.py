@@ -279,7 +279,8 @@ def _common(id_column: str = "item_id") -> list:
 def check_vqa_items(frame: pl.DataFrame, existing_images: set[str], **trail: Any) -> ContractResult:
     """The ``vqa_items`` contract: unique ids, known splits, non-empty questions, licence set, the answer
     letter among the options, every image reference resolvable in storage, answer types closed/open.
-    ``trail`` (``trail=``, ``batch=``, ``run_name=``) keeps the result in an audit trail (:func:`validate`)."""
+    ``trail`` (``trail=``, ``batch=``, ``run_name=``) keeps the result in an audit trail
+    (:func:`validate`)."""
 
     def expectations():
         import great_expectations.expectations as gxe

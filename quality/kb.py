@@ -38,8 +38,8 @@ def check_passages(df: pl.DataFrame) -> ContractResult:
 
 
 def check_no_evaluation_images(df: pl.DataFrame, evaluation: set[str] | dict[str, str]) -> ExpectationOutcome:
-    """No image case is an image of any benchmark's validation or test split: ``evaluation`` holds their content
-    hashes (``<sha256>`` of an image id ``<sha256>.<ext>``)."""
+    """No image case is an image of any benchmark's validation or test split: ``evaluation`` holds their
+    content hashes (``<sha256>`` of an image id ``<sha256>.<ext>``)."""
     keys = set(evaluation)
     leaked = [f"{i} ({r})" for i, r in df.select("id", "image_ref").iter_rows() if r.split(".", 1)[0] in keys]
     return outcome("no_evaluation_images", leaked, "image_ref")
@@ -88,9 +88,9 @@ def check_vectors(
 def check_text_index(
     tbl, embedder: Any, dim: int, sample: int = 50, min_self_recall: float = 0.9, seed: int = 0
 ) -> ContractResult:
-    """The ``kb_text`` table: built by ``embedder`` (its recorded identity), vectors sane (all rows), full-text
-    index covers every row, and a sample of passages retrieves itself at rank 1 from its own text (ties with an
-    identical vector count as hits)."""
+    """The ``kb_text`` table: built by ``embedder`` (its recorded identity), vectors sane (all rows),
+    full-text index covers every row, and a sample of passages retrieves itself at rank 1 from its own text
+    (ties with an identical vector count as hits)."""
     from retrieval.embedders import passage_input
     from retrieval.kb.naming import table_embedder
     from retrieval.kb.rows import read_columns, table_vectors

@@ -135,7 +135,8 @@ class TextEmbedder:
         return self.model.tokenizer
 
     def identity(self) -> dict[str, Any]:
-        """Model id, weights sha256, dimension, max sequence length, dtype, pooling: what fixes the vectors."""
+        """Model id, weights sha256, dimension, max sequence length, dtype, pooling: what fixes the
+        vectors."""
         if self._identity is None:
             self._identity = {
                 "kind": "text",
@@ -255,7 +256,8 @@ class ImageEmbedder:
         return _normalize(np.concatenate(out))
 
     def identity(self) -> dict[str, Any]:
-        """Model id, pretrained tag, weights sha256 (seeded random weights included), dim, image size, dtype."""
+        """Model id, pretrained tag, weights sha256 (seeded random weights included), dim, image size,
+        dtype."""
         if self._identity is None:
             self._identity = {
                 "kind": "image",
@@ -291,7 +293,8 @@ class CacheStats:
 
 @dataclass
 class EmbeddingCache:
-    """Embeddings keyed by :func:`cache_key`, in a LanceDB table (one per embedder fingerprint) under ``uri``."""
+    """Embeddings keyed by :func:`cache_key`, in a LanceDB table (one per embedder fingerprint) under
+    ``uri``."""
 
     uri: str
     storage_options: dict[str, str] | None = None

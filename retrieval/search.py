@@ -98,11 +98,11 @@ def _hit(row: dict[str, Any], score: float) -> Hit:
 class Retriever:
     """Dense, lexical and hybrid search over the ``kb_text`` table built by ``embedder``.
 
-    ``fusion`` (hybrid): ``"convex"`` (default): ``alpha * dense + (1 - alpha) * lexical`` on scores normalized
-    per query (cosine min-max over the candidates, BM25 divided by the best), each candidate scored on both
-    sides (cosine from its vector, BM25 by a full-text query restricted to the dense candidates); ``alpha``
-    0.6 was chosen on half of each benchmark in ``benchmarks/kb_quality.py`` (BENCHMARKS.md); or ``"rrf"``:
-    reciprocal-rank fusion (worse than dense at recall@1 on MedQuAD).
+    ``fusion`` (hybrid): ``"convex"`` (default): ``alpha * dense + (1 - alpha) * lexical`` on scores
+    normalized per query (cosine min-max over the candidates, BM25 divided by the best), each candidate scored
+    on both sides (cosine from its vector, BM25 by a full-text query restricted to the dense candidates);
+    ``alpha`` 0.6 was chosen on half of each benchmark in ``benchmarks/kb_quality.py`` (BENCHMARKS.md); or
+    ``"rrf"``: reciprocal-rank fusion (worse than dense at recall@1 on MedQuAD).
     """
 
     def __init__(

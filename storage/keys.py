@@ -23,8 +23,9 @@ def validate_partition_key(key: str) -> str:
 
     A key is 1 to :data:`MAX_PARTITION_KEY_BYTES` UTF-8 bytes of letters, digits and
     :data:`PARTITION_KEY_PUNCTUATION`; it does not start with ``.``, ``-`` or a space, does not end with
-    ``.`` or a space, never contains ``..`` and does not start with a drive letter (``C:``). So ``/``, ``\\``, absolute paths (``/etc``, ``C:\\x``),
-    ``~``, URLs, ``%``-escapes, control and other invisible characters are all refused.
+    ``.`` or a space, never contains ``..`` and does not start with a drive letter (``C:``). So ``/``, ``\\``,
+    absolute paths (``/etc``, ``C:\\x``), ``~``, URLs, ``%``-escapes, control and other invisible characters
+    are all refused.
     """
     problem = _problem(key)
     if problem:

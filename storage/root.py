@@ -140,7 +140,8 @@ CONTENT_ADDRESSED = ("images", "clips")
 
 
 def _key(partition: str | None) -> str:
-    """A partition key as a file name: validated (no separators, no ``..``), ``__all__`` when unpartitioned."""
+    """A partition key as a file name: validated (no separators, no ``..``), ``__all__`` when
+    unpartitioned."""
     if partition is None:
         return "__all__"
     from .keys import validate_partition_key
@@ -179,7 +180,8 @@ class Storage:
         return fsspec.filesystem("file", auto_mkdir=True)
 
     def uri(self, *parts: str) -> str:
-        """Absolute URI (or local path) of ``parts`` joined under the root; refuses parts that would escape it."""
+        """Absolute URI (or local path) of ``parts`` joined under the root; refuses parts that would escape
+        it."""
         return posixpath.join(self.root, *safe_parts(parts)) if parts else self.root
 
     def exists(self, *parts: str) -> bool:
@@ -324,7 +326,8 @@ class Storage:
         return (IMAGES, *image_key(image_id))
 
     def put_image(self, data: bytes, ext: str) -> str:
-        """Store image bytes once under their content id and return the id (an intact copy is not rewritten)."""
+        """Store image bytes once under their content id and return the id (an intact copy is not
+        rewritten)."""
         image_id = image_id_for(data, ext)
         self.put_content_addressed(data, *self.image_parts(image_id))
         return image_id

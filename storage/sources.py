@@ -239,8 +239,8 @@ class SourceDir:
         return [{"path_key": key(rel) if key else rel, **self.fingerprint(rel)} for rel in self.files_read()]
 
     def fingerprint(self, rel: str) -> dict[str, Any]:
-        """``size`` and ``sha256`` (locally) or ``size`` and the S3 ``etag`` of one file, as the input manifest
-        records them (:mod:`orchestration.audit` re-checks a manifest with this); raises
+        """``size`` and ``sha256`` (locally) or ``size`` and the S3 ``etag`` of one file, as the input
+        manifest records them (:mod:`orchestration.audit` re-checks a manifest with this); raises
         :class:`FileNotFoundError` when the file is absent."""
         target = self._target(rel)
         if self.is_s3:
@@ -312,7 +312,8 @@ class SourceDir:
             ) from e
 
     def iter_jsonl(self, rel: str, what: str = "JSON-lines file") -> Iterator[tuple[int, Any, str | None]]:
-        """``(line_no, object, None)`` per non-blank line holding a JSON object, else ``(line_no, raw, reason)``.
+        """``(line_no, object, None)`` per non-blank line holding a JSON object, else ``(line_no, raw,
+        reason)``.
 
         Streams the file line by line (``.gz`` decompressed on the fly); every bad line is a row problem
         for the caller to quarantine: invalid JSON, a non-object value (``raw`` is the value), invalid

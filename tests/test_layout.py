@@ -1,7 +1,7 @@
 """The folders show the architecture, and imports go one way: down.
 
-    orchestration/      the apex: definitions, jobs, schedules, the main command, the UI launcher, the audit CLI
-        |
+    orchestration/      the apex: definitions, jobs, schedules, the main command, the UI launcher, the
+        |               audit CLI
     assets/<domain>/    Dagster definitions over the domain's pure modules; assets/common/ holds the shared
         |               Dagster plumbing (resources, IO managers, settings, profiles, gates, metadata, audit)
     storage/ training/ retrieval/ quality/     plain libraries: no Dagster, no project package above them

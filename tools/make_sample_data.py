@@ -108,11 +108,13 @@ def main(data_dir: str) -> None:
             _copy(src / ds / name, OUT / ds / name)
     _copy(src / "README.md", OUT / "DATA_README.md")
     (OUT / "README.md").write_text(
-        "# Sample data for the smoke profile\n\nSmall subsets of real public datasets in their released layouts, "
+        "# Sample data for the smoke profile\n\n"
+        "Small subsets of real public datasets in their released layouts, "
         "made by `tools/make_sample_data.py` from the full releases. Each folder keeps its licence and "
         "PROVENANCE.md; DATA_README.md lists the licences and attribution lines.\n\n"
         "VQA-RAD (Lau et al., Sci Data 2018, CC0 1.0); SLAKE (Liu et al., ISBI 2021, CC BY 4.0; KG MIT); "
-        "PubMedQA (Jin et al., EMNLP 2019, MIT); MedQA (Jin et al., 2021, MIT); MedMCQA (Pal et al., CHIL 2022, "
+        "PubMedQA (Jin et al., EMNLP 2019, MIT); MedQA (Jin et al., 2021, MIT); "
+        "MedMCQA (Pal et al., CHIL 2022, "
         "MIT/Apache-2.0); MedQuAD (Ben Abacha & Demner-Fushman, BMC Bioinformatics 2019, CC BY 4.0).\n",
         encoding="utf-8",
     )

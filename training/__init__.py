@@ -1,4 +1,5 @@
-"""Med-RwR training library: the agent protocol, one rollout for training and evaluation, rewards, GRPO stages.
+"""Med-RwR training library: the agent protocol, one rollout for training and evaluation, rewards, GRPO
+stages.
 
 Modules: ``protocol`` (prompts, tag grammar, span parser, answer extraction), ``generation`` (HF generate
 backend, token in / token out), ``rollout`` (the batched reasoning-with-retrieval loop, TRL ``rollout_func``,

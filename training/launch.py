@@ -275,7 +275,8 @@ def build_query_reward(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run one stage; returns the final manifest (also written to ``<output-dir>/final/medrwr_lineage.json``)."""
+    """Run one stage; returns the final manifest (also written to
+    ``<output-dir>/final/medrwr_lineage.json``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     from accelerate import PartialState

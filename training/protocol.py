@@ -85,8 +85,8 @@ def build_messages(
     system: str | None = None,
 ) -> list[dict]:
     """Conversational prompt in the layout TRL expects (system + user), content as typed lists. An image row
-    gets an ``{"type": "image"}`` placeholder first in the user content; TRL (or the caller) fills in the image.
-    ``system`` replaces :func:`system_prompt` (e.g. a compact prompt for a synthetic benchmark)."""
+    gets an ``{"type": "image"}`` placeholder first in the user content; TRL (or the caller) fills in the
+    image. ``system`` replaces :func:`system_prompt` (e.g. a compact prompt for a synthetic benchmark)."""
     text = format_question(question, options, context)
     user = ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": text}]
     # typed content everywhere: one Arrow schema for text-only and image rows of the same dataset
@@ -137,9 +137,9 @@ _TAG_RE = re.compile(r"<(/?)(think|query|retrieve|answer)>")
 
 
 def _parse_model_text(text: str) -> list[Span]:
-    """Spans of text the model wrote (whitespace between blocks is dropped). Only the four protocol tags are markup; anything else (including
-    ``<`` and ``>``) is content. A ``<retrieve>`` the model writes itself is kept as a (non-inserted)
-    retrieve span, which the grammar rejects: a model must not forge passages."""
+    """Spans of text the model wrote (whitespace between blocks is dropped). Only the four protocol tags are
+    markup; anything else (including ``<`` and ``>``) is content. A ``<retrieve>`` the model writes itself is
+    kept as a (non-inserted) retrieve span, which the grammar rejects: a model must not forge passages."""
     spans: list[Span] = []
     pos = 0
     open_kind: str | None = None

@@ -242,8 +242,8 @@ REWARDS: dict[str, Reward] = {
     "query_semantic": Reward(None, 0.4, (2,)),  # QuerySemanticReward(ner, image_embedder), built per run
     "confidence_gain": Reward(confidence_gain_reward, 5.0, (2,)),
 }
-"""The reward registry (docs/method.md §3): adding a reward is one entry here and its function. The order is the
-order of TRL's ``reward_funcs`` and ``reward_weights``; the name is TRL's ``rewards/<name>`` metric."""
+"""The reward registry (docs/method.md §3): adding a reward is one entry here and its function. The order is
+the order of TRL's ``reward_funcs`` and ``reward_weights``; the name is TRL's ``rewards/<name>`` metric."""
 
 PAPER_WEIGHTS: dict[str, float] = {name: r.weight for name, r in REWARDS.items()}
 STAGE_REWARDS: dict[int, tuple[str, ...]] = {

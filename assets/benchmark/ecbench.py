@@ -186,7 +186,8 @@ def raw_items(studies: pl.DataFrame) -> list[dict]:
                         "ventricular wall thickness best described?",
                         "categories": [c for _, c in WALL_BANDS["M"]],
                         "answer": cat,
-                        "explanation": f"IVSd {r.get('ivsd_mm')} mm, LVPWd {r.get('lvpwd_mm')} mm; the thicker "
+                        "explanation": f"IVSd {r.get('ivsd_mm')} mm, "
+                        f"LVPWd {r.get('lvpwd_mm')} mm; the thicker "
                         f"wall ({max(walls):.1f} mm) is {cat}{sex_note}. Cut-offs, {GUIDELINE}: "
                         + _cutoffs_text("wall", sex)
                         + ".",

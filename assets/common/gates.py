@@ -44,8 +44,8 @@ from .metadata import publish_audit_trail
 # Partitioned asset checks (``AssetCheckSpec(partitions_def=...)``) are a preview feature in Dagster 1.13; we
 # use them on purpose (one failed partition must not hide the others), so the preview notice is not repeated.
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def.*")
-# Backfill policies on assets are beta in 1.13; every domain declares one on purpose (multi_run per partition for
-# per-source ingest, single_run for whole-set assets), so that notice is not repeated either.
+# Backfill policies on assets are beta in 1.13; every domain declares one on purpose (multi_run per partition
+# for per-source ingest, single_run for whole-set assets), so that notice is not repeated either.
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 
 

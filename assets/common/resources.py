@@ -44,7 +44,8 @@ class StorageResource(ConfigurableResource):
 
 
 class SourcesResource(ConfigurableResource):
-    """Where the released dataset files are read from: a profile's data folder, or one override per dataset."""
+    """Where the released dataset files are read from: a profile's data folder, or one override per
+    dataset."""
 
     profile: str = Field(default="smoke", description="smoke (bundled samples) or full (MEDRWR_PROFILE)")
     data_dir: str | None = Field(
@@ -125,7 +126,8 @@ class DeidResource(ConfigurableResource):
         return Storage(root=root, s3=storage.s3)
 
     def salt_fingerprint(self) -> str | None:
-        """A short fingerprint of the salt (safe to publish: it tells two salts apart, it does not reveal one)."""
+        """A short fingerprint of the salt (safe to publish: it tells two salts apart, it does not reveal
+        one)."""
         if not self.salt:
             return None
         return hmac.new(self.salt.encode(), b"medrwr-salt-fingerprint", hashlib.sha256).hexdigest()[:12]
@@ -163,9 +165,10 @@ class KnowledgeModelsResource(ConfigurableResource):
 
 
 class TrainingResource(ConfigurableResource):
-    """Where and how GRPO stages run: the production base model, the launcher (a local subprocess, or a GPU pod
-    on Kubernetes through ``PipesK8sClient``), the accelerate config, and the work folder that holds checkpoints
-    between a killed run and its retry (on Kubernetes: a volume mounted in the run pod and the trainer pod)."""
+    """Where and how GRPO stages run: the production base model, the launcher (a local subprocess, or a GPU
+    pod on Kubernetes through ``PipesK8sClient``), the accelerate config, and the work folder that holds
+    checkpoints between a killed run and its retry (on Kubernetes: a volume mounted in the run pod and the
+    trainer pod)."""
 
     base_model: str = Field(
         default="Qwen/Qwen2.5-VL-7B-Instruct",
@@ -192,7 +195,8 @@ class TrainingResource(ConfigurableResource):
         return self.work_dir or str(project_dir() / ".medrwr" / "work")
 
     def child_env(self) -> dict[str, str]:
-        """Environment of the trainer process: quiet TRL notices, no hub access from tests' offline machines."""
+        """Environment of the trainer process: quiet TRL notices, no hub access from tests' offline
+        machines."""
         import os
 
         env = {"TRL_EXPERIMENTAL_SILENCE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -49,7 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MEDRWR_DEID_SALT",
         "resource `deid.salt` (secret)",
         "unset: only the synthetic source runs",
-        "HMAC salt for patient keys, date shifts and UID remapping; required for every non-synthetic echo source",
+        "HMAC salt for patient keys, date shifts and UID remapping; "
+        "required for every non-synthetic echo source",
     ),
     Setting(
         "MEDRWR_PROFILE",

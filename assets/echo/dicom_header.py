@@ -1,8 +1,8 @@
 """The DICOM header of an echo file, read without the pixel data, and the checks made before any frame.
 
-:func:`read_header` parses the data set up to the pixel data (truncated files refused) and says where the pixel
-data lies; :func:`validate` checks modality, pixel data, transfer syntax and frame count, each failure an
-:class:`EchoProblem` whose message is the quarantine reason. Plain library (no Dagster).
+:func:`read_header` parses the data set up to the pixel data (truncated files refused) and says where the
+pixel data lies; :func:`validate` checks modality, pixel data, transfer syntax and frame count, each failure
+an :class:`EchoProblem` whose message is the quarantine reason. Plain library (no Dagster).
 """
 
 from __future__ import annotations

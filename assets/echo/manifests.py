@@ -147,10 +147,10 @@ def read_label_manifest(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
 def read_echonet(src: SourceDir) -> tuple[pl.DataFrame, list[Rejection]]:
     """EchoNet-Dynamic's ``FileList.csv`` (+ ``VolumeTracings.csv``) as our manifest layout.
 
-    ``clip_file`` is ``Videos/<FileName>.avi`` (decoded with PyAV by :func:`assets.echo.dicom.decode_avi`;
-    the source must accept full frames, as EchoNet's videos carry no region information). The view is A4C (EchoNet is apical-4-chamber
-    only). ED and ES frames come from ``VolumeTracings.csv``: of the two traced frames per video, the
-    one with the larger traced area (sum of chord lengths) is ED. ``patient_id`` is the FileName,
+    ``clip_file`` is ``Videos/<FileName>.avi`` (decoded with PyAV by :func:`assets.echo.dicom.decode_avi`; the
+    source must accept full frames, as EchoNet's videos carry no region information). The view is A4C (EchoNet
+    is apical-4-chamber only). ED and ES frames come from ``VolumeTracings.csv``: of the two traced frames per
+    video, the one with the larger traced area (sum of chord lengths) is ED. ``patient_id`` is the FileName,
     EchoNet's only per-patient key.
     """
     path = "FileList.csv"  # errors name the file, never the source folder (its name may identify)

@@ -63,8 +63,8 @@ _LAYOUT_FILES = {
 
 @dataclass
 class EchoReadResult:
-    """What an echo source yielded; see the module docstring. ``key_map`` and ``identifiers_by_file``
-    identify people: keep them in memory, and write the map only with :func:`assets.echo.keymap.write_key_map`."""
+    """What an echo source yielded; see the module docstring. ``key_map`` and ``identifiers_by_file`` identify
+    people: keep them in memory, and write the map only with :func:`assets.echo.keymap.write_key_map`."""
 
     frame: pl.DataFrame
     rejected: list[Rejection]

@@ -118,7 +118,8 @@ def fake_patients(n: int, rng: np.random.Generator) -> list[FakePatient]:
             FakePatient(
                 name=name,
                 patient_id=f"{int(rng.integers(10_000_000, 99_999_999))}{i}",
-                birth_date=f"{int(rng.integers(1935, 2005))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+                birth_date=f"{int(rng.integers(1935, 2005))}"
+                f"{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
                 sex="F" if rng.random() < 0.5 else "M",
                 institution=INSTITUTIONS[int(rng.integers(len(INSTITUTIONS)))],
             )

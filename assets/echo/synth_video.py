@@ -1,5 +1,5 @@
-"""Synthetic echo clips as video: PyAV encoding of rendered frames, and DICOM cine (H.264 / MPEG-2) files built
-from them (:func:`video_dicom`), for the decoder tests and benchmarks."""
+"""Synthetic echo clips as video: PyAV encoding of rendered frames, and DICOM cine (H.264 / MPEG-2) files
+built from them (:func:`video_dicom`), for the decoder tests and benchmarks."""
 
 from __future__ import annotations
 

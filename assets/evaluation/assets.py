@@ -210,7 +210,8 @@ def eval_results(
     kb_text_index: pl.DataFrame,
     kb_image_index: pl.DataFrame,
 ):
-    """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one benchmark."""
+    """Per-item predictions, confidences, retrieval traces and CDIR of every checkpoint and mode on one
+    benchmark."""
     from PIL import Image
 
     from retrieval.search import ImageRetriever, Retriever

@@ -1,5 +1,5 @@
-"""The evaluation domain's Dagster definitions: per-benchmark results, the report, the promotion gate, their jobs,
-and the sensor that evaluates after a retraining."""
+"""The evaluation domain's Dagster definitions: per-benchmark results, the report, the promotion gate, their
+jobs, and the sensor that evaluates after a retraining."""
 
 from dagster import AssetSelection, Definitions, define_asset_job
 

@@ -1,5 +1,5 @@
-"""The promotion gate: a new checkpoint is promoted only when its evaluation is no worse than the promoted one's.
-Plain Python (no Dagster).
+"""The promotion gate: a new checkpoint is promoted only when its evaluation is no worse than the promoted
+one's. Plain Python (no Dagster).
 
 The two checkpoints are compared on the same items: the candidate's ``eval_results`` rows in one mode and the
 rows the promoted checkpoint was promoted with (kept beside its pointer), matched by benchmark, benchmark
@@ -53,7 +53,8 @@ def decide_promotion(
     seed: int = 0,
     min_items: int = 1,
 ) -> PromotionDecision:
-    """Gate ``candidate`` (one arm's rows) against ``promoted`` (the promoted checkpoint's rows, or ``None``)."""
+    """Gate ``candidate`` (one arm's rows) against ``promoted`` (the promoted checkpoint's rows, or
+    ``None``)."""
     if candidate.is_empty():
         return PromotionDecision(False, "the candidate has no evaluation rows in this mode")
     if promoted is None or promoted.is_empty():

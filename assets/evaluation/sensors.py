@@ -1,8 +1,9 @@
-"""Evaluation follows retraining: a run-status sensor chains ``retrain_job`` -> ``evaluate_job`` -> ``promote_job``.
+"""Evaluation follows retraining: a run-status sensor chains ``retrain_job`` -> ``evaluate_job`` ->
+``promote_job``.
 
 Dagster starts no run after another by itself, and a retraining run and its evaluation cannot be one run (the
-benchmarks are partitions of ``eval_results``). So when a ``retrain_job`` run succeeds, this sensor requests one
-``evaluate_job`` run per benchmark of the profile (tagged with the retraining run); when the last of those
+benchmarks are partitions of ``eval_results``). So when a ``retrain_job`` run succeeds, this sensor requests
+one ``evaluate_job`` run per benchmark of the profile (tagged with the retraining run); when the last of those
 succeeds, it requests ``promote_job`` once (the report, then the promotion gate). Run keys make each request
 once. Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``.
 """
@@ -58,14 +59,16 @@ def follow_up(
 
 
 def make_evaluate_after_retrain_sensor(evaluate_job, promote_job):
-    """The run-status sensor, requesting ``evaluate_job`` and ``promote_job`` (job objects, from definitions.py)."""
+    """The run-status sensor, requesting ``evaluate_job`` and ``promote_job`` (job objects, from
+    definitions.py)."""
 
     @run_status_sensor(
         run_status=DagsterRunStatus.SUCCESS,
         name="evaluate_after_retrain_sensor",
         request_jobs=[evaluate_job, promote_job],
         default_status=DefaultSensorStatus.RUNNING if sensors_running() else DefaultSensorStatus.STOPPED,
-        description="retrain_job succeeded -> evaluate_job per benchmark; all of them succeeded -> promote_job once.",
+        description="retrain_job succeeded -> evaluate_job per benchmark; "
+        "all of them succeeded -> promote_job once.",
     )
     def evaluate_after_retrain_sensor(context: RunStatusSensorContext):
         run = context.dagster_run

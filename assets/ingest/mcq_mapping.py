@@ -14,20 +14,20 @@ into ``text_qa_items`` (partition ``mcq_custom``) through a ``mcq_mapping.yaml``
 
 Keys (any other key is refused):
 
-================  ========  =====================================================================================
+================  ========  ==================================================================================
 key               required  meaning
-================  ========  =====================================================================================
+================  ========  ==================================================================================
 ``files``         yes       list of file names inside the folder: ``.csv``, ``.tsv`` or ``.jsonl``, optionally
                             ``.gz``. Names are literal (no patterns) and must stay inside the folder.
 ``license``       yes       licence of the items (an SPDX id such as ``CC-BY-4.0``, or text); on every row.
 ``question``      yes       column of the question text.
 ``options``       yes       either a list of 2-10 columns, one per option in letter order (A, B, ...), or one
-                            column holding a JSON list or an ``{"A": ..., "B": ...}`` object. Empty cells at the
-                            end of the list are allowed (a 4-option row in a 5-column file); an empty cell
+                            column holding a JSON list or an ``{"A": ..., "B": ...}`` object. Empty cells at
+                            the end of the list are allowed (a 4-option row in a 5-column file); an empty cell
                             before a filled one quarantines the row (it would shift the answer letters).
 ``answer``        yes       column of the answer.
-``answer_format`` no        ``letter`` (default; ``A``, ``(b)``, ``c.``), ``index0`` (0 is A), ``index1`` (1 is A)
-                            or ``text`` (the answer is the text of one option).
+``answer_format`` no        ``letter`` (default; ``A``, ``(b)``, ``c.``), ``index0`` (0 is A), ``index1`` (1
+                            is A) or ``text`` (the answer is the text of one option).
 ``dataset``       no        value of the ``dataset`` column and prefix of item ids (default ``mcq_custom``);
                             letters, digits, ``_``, ``.``, ``-``.
 ``id``            no        column of the source's own item id. Default: a hash of the question with its
@@ -39,7 +39,7 @@ key               required  meaning
 ``default_split`` no        split of the files whose name tells none, when there is no ``split`` column.
 ``columns``       no        column names, in order, of header-less CSV/TSV files: every CSV/TSV file of the
                             mapping is then read without a header row.
-================  ========  =====================================================================================
+================  ========  ==================================================================================
 
 A row's split is its ``split`` column when one is declared; otherwise the file's name when a word of it is a
 split (``usmle_style_test.csv`` is ``test``, ``dev.jsonl`` is ``validation``, as for the other readers);

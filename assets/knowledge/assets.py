@@ -308,7 +308,8 @@ def kb_text_index(
     kb_models: KnowledgeModelsResource,
 ):
     """LanceDB table ``kb_text`` synced to every registered kb_passages partition: only new or changed
-    passages are embedded, removed ones deleted; a version that passes its checks is tagged ``run-<run id>``."""
+    passages are embedded, removed ones deleted; a version that passes its checks is tagged
+    ``run-<run id>``."""
     store = storage.get()
     embedder = kb_models.text_embedder()
     cached = CachedEmbedding(

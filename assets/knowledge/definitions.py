@@ -1,5 +1,5 @@
-"""The knowledge domain's Dagster definitions: KB passages per source, the LanceDB indexes, their jobs, and the
-sensor that refreshes a source when its files change."""
+"""The knowledge domain's Dagster definitions: KB passages per source, the LanceDB indexes, their jobs, and
+the sensor that refreshes a source when its files change."""
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
@@ -21,8 +21,8 @@ kb_refresh_job = define_asset_job(
     "kb_refresh_job",
     selection=AssetSelection.assets("kb_passages", "kb_text_index"),
     partitions_def=kb_source_partitions,
-    description="Refresh one KB source (partition) into kb_passages, then sync and re-tag the text index. The "
-    "image index does not read text sources; kb_index_job syncs it.",
+    description="Refresh one KB source (partition) into kb_passages, then sync and re-tag the text index. "
+    "The image index does not read text sources; kb_index_job syncs it.",
     tags={"medrwr/kind": "kb_refresh"},
 )
 

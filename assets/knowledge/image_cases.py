@@ -77,8 +77,8 @@ def content_key(image_ref: str) -> str:
 
 
 def evaluation_image_refs(items: pl.DataFrame) -> dict[str, str]:
-    """``{image content hash: "<dataset>/<split>"}`` for every image of a validation or test row of any dataset
-    in ``items`` (a ``vqa_items`` frame, all partitions)."""
+    """``{image content hash: "<dataset>/<split>"}`` for every image of a validation or test row of any
+    dataset in ``items`` (a ``vqa_items`` frame, all partitions)."""
     evaluation = items.filter(pl.col("split").is_in(list(EVALUATION_SPLITS)))
     out: dict[str, str] = {}
     for dataset, split, refs in evaluation.select("dataset", "split", "image_refs").iter_rows():
@@ -151,8 +151,8 @@ def image_cases_from_vqa(
 ) -> tuple[pl.DataFrame, ReadResult]:
     """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image), leaving out every
     evaluation image (:func:`evaluation_images`: validation/test rows of *any* dataset in ``items``, SLAKE's
-    release splits in every language when ``slake_src`` is given), or exactly ``evaluation_refs`` (content hash
-    -> where) when the caller passes them; each left-out case is a rejection with the reason."""
+    release splits in every language when ``slake_src`` is given), or exactly ``evaluation_refs`` (content
+    hash -> where) when the caller passes them; each left-out case is a rejection with the reason."""
     result = ReadResult()
     detections = slake_detections(slake_src) if slake_src is not None else {}
     excluded = evaluation_refs if evaluation_refs is not None else evaluation_images(items, slake_src)

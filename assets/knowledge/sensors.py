@@ -89,8 +89,8 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     job_name=KB_REFRESH_JOB,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING if sensors_running() else DefaultSensorStatus.STOPPED,
-    description="New or changed KB source files (local or s3://) -> one kb_refresh_job run per changed source; "
-    "new corpus folders become kb_sources partitions; cool-down MEDRWR_KB_SENSOR_COOLDOWN_S.",
+    description="New or changed KB source files (local or s3://) -> one kb_refresh_job run per changed "
+    "source; new corpus folders become kb_sources partitions; cool-down MEDRWR_KB_SENSOR_COOLDOWN_S.",
 )
 def kb_sources_sensor(context: SensorEvaluationContext, sources: SourcesResource):
     return evaluate_kb_sources(context, sources)

@@ -3,10 +3,10 @@ Plain Python (no Dagster).
 
 - :func:`source_files` lists the files a source's reader reads (``sources/``), so a change anywhere else in a
   shared dataset folder (SLAKE images beside its knowledge graph) does not trigger a KB refresh.
-- :func:`fingerprint` is a digest over those files' relative paths, sizes and content ids: sha256 locally (cached
-  per path, size and mtime while the process lives, so an unchanged file is not re-read every tick), the ETag
-  on S3 (from one listing, no object is read). The listing cache of s3fs is dropped first, so every tick sees
-  the store as it is.
+- :func:`fingerprint` is a digest over those files' relative paths, sizes and content ids: sha256 locally
+  (cached per path, size and mtime while the process lives, so an unchanged file is not re-read every tick),
+  the ETag on S3 (from one listing, no object is read). The listing cache of s3fs is dropped first, so every
+  tick sees the store as it is.
 - :func:`discover_sources` finds new MedRAG-style corpus folders under the data root: a folder that is not a
   dataset folder of the pipeline, whose name is a valid partition key and which holds ``*.jsonl``,
   ``*.jsonl.gz`` or ``*.parquet`` files. Its name becomes a ``kb_sources`` partition, read from that folder.

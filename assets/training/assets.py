@@ -1,8 +1,9 @@
 """Training group: the base model, the stage item tables, and the two GRPO stages launched through Pipes.
 
-- ``base_model``: in ``smoke`` a tiny Qwen2.5-VL built once from the bundled corpus (random weights); in ``full``
-  a hub id, local path or S3 prefix (``MEDRWR_BASE_MODEL``, Qwen2.5-VL-7B-Instruct by default). Published as a
-  one-row pointer table after a check that the model loads and answers an MCQ with one of its letters.
+- ``base_model``: in ``smoke`` a tiny Qwen2.5-VL built once from the bundled corpus (random weights); in
+  ``full`` a hub id, local path or S3 prefix (``MEDRWR_BASE_MODEL``, Qwen2.5-VL-7B-Instruct by default).
+  Published as a one-row pointer table after a check that the model loads and answers an MCQ with one of its
+  letters.
 - ``stage1_items`` / ``stage2_items``: text MCQs (MedQA, MedMCQA training splits) and multimodal MCQs (closed
   ``vqa_items`` training questions picked by k-means over image embeddings, then stratified by sampling the
   stage-1 policy). A blocking check proves that no training item is an evaluation item, by normalized question
@@ -68,8 +69,8 @@ class SplitUseConfig(Config):
 
     no_train_split: dict[str, str] = Field(
         default_factory=lambda: {"medqa": "eval", "medmcqa": "train"},
-        description="for a dataset without a training split in this profile: 'train' (all of it trains, never "
-        "evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
+        description="for a dataset without a training split in this profile: 'train' (all of it trains, "
+        "never evaluated) or 'eval' (never trained on). The bundled MedQA is its test set (evaluated), "
         "MedMCQA its dev set (trained on).",
     )
 
@@ -168,7 +169,8 @@ def base_model(
     sources: SourcesResource,
     training: TrainingResource,
 ):
-    """The policy every stage starts from (a pointer table: where the model is, its weights hash, manifest)."""
+    """The policy every stage starts from (a pointer table: where the model is, its weights hash,
+    manifest)."""
     from training.tiny_model import build_tiny_model, local_corpus
 
     store = storage.get()
@@ -434,7 +436,8 @@ def stage2_items(
     stage1_checkpoint: pl.DataFrame,
     kb_text_index: pl.DataFrame,
 ):
-    """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by difficulty."""
+    """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by
+    difficulty."""
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
     from training.data import SplitUse, difficulty, evaluation_items
     from training.data import stage2_items as select

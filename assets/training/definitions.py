@@ -1,5 +1,5 @@
-"""The training domain's Dagster definitions: the base model, stage items, the two GRPO stages, their jobs, and
-the sensor that retrains on a new knowledge-base index."""
+"""The training domain's Dagster definitions: the base model, stage items, the two GRPO stages, their jobs,
+and the sensor that retrains on a new knowledge-base index."""
 
 from dagster import AssetSelection, Definitions, define_asset_job
 

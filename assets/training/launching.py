@@ -2,8 +2,8 @@
 
 - :func:`stage_command` builds the ``python -m training.launch`` (or ``accelerate launch``) command line from
   plain values: where the stage items, images, knowledge base and base model are, and the run knobs.
-- :func:`upload_folder` copies a model folder (safetensors, tokenizer, lineage manifest) under the storage root,
-  so checkpoints live where every other output lives (local or S3).
+- :func:`upload_folder` copies a model folder (safetensors, tokenizer, lineage manifest) under the storage
+  root, so checkpoints live where every other output lives (local or S3).
 - :func:`model_row` is the one-row table a model asset publishes (:class:`storage.pointers.ModelPointer`):
   what downstream stages and evaluation load.
 """

@@ -3,10 +3,11 @@
 Each tick reads the latest materialization of ``kb_text_index`` from the instance; one the cursor has not
 fired for requests a ``retrain_job`` run of stage 2 only (``MEDRWR_RETRAIN_STAGES=stage2``, the default: the
 policy re-learns to use the new knowledge base) or of both stages (``all``). A request less than
-``MEDRWR_RETRAIN_COOLDOWN_S`` seconds (default 6 hours) after the previous one waits, pending in the cursor, and
-fires once when the cool-down ends, for the newest index. The first tick only records the current index (turning
-the sensor on does not retrain on an index it has not seen change). Re-evaluation follows a successful
-retraining: ``evaluate_after_retrain_sensor`` (evaluation domain) requests ``evaluate_job`` per benchmark.
+``MEDRWR_RETRAIN_COOLDOWN_S`` seconds (default 6 hours) after the previous one waits, pending in the cursor,
+and fires once when the cool-down ends, for the newest index. The first tick only records the current index
+(turning the sensor on does not retrain on an index it has not seen change). Re-evaluation follows a
+successful retraining: ``evaluate_after_retrain_sensor`` (evaluation domain) requests ``evaluate_job`` per
+benchmark.
 
 Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``.
 """
@@ -86,8 +87,8 @@ def evaluate_kb_index(context: SensorEvaluationContext) -> SensorResult:
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING if sensors_running() else DefaultSensorStatus.STOPPED,
-    description="A new kb_text_index materialization -> one retrain_job run (MEDRWR_RETRAIN_STAGES: stage2 or "
-    "all), at most one per MEDRWR_RETRAIN_COOLDOWN_S; evaluation follows a successful retraining.",
+    description="A new kb_text_index materialization -> one retrain_job run (MEDRWR_RETRAIN_STAGES: "
+    "stage2 or all), at most one per MEDRWR_RETRAIN_COOLDOWN_S; evaluation follows a successful retraining.",
 )
 def kb_index_retrain_sensor(context: SensorEvaluationContext):
     return evaluate_kb_index(context)

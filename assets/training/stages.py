@@ -58,7 +58,8 @@ def _train(
     pipes: PipesSubprocessClient,
     item_versions: dict[str, str],
 ):
-    """Launch one stage through Pipes, then publish its final model (pointer table + folder under the root)."""
+    """Launch one stage through Pipes, then publish its final model (pointer table + folder under the
+    root)."""
     store = storage.get()
     role = f"stage{stage}"
     # one work folder per run family: a retried (killed) stage finds its checkpoints and resumes

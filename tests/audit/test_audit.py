@@ -1,6 +1,6 @@
-"""The audit command on a real materialized graph: the chain of a checkpoint reaches raw-file hashes, the KB tag
-and embedder, the git commit and the training config; a raw file changed after the fact is CHANGED, a deleted
-one MISSING, and the command exits non-zero."""
+"""The audit command on a real materialized graph: the chain of a checkpoint reaches raw-file hashes, the KB
+tag and embedder, the git commit and the training config; a raw file changed after the fact is CHANGED, a
+deleted one MISSING, and the command exits non-zero."""
 
 from __future__ import annotations
 

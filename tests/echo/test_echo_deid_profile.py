@@ -80,7 +80,8 @@ ISSUE_ITEMS = {  # the attributes the issue found missing, by tag
 
 
 def _concrete(e: ProfileEntry) -> int:
-    """A real tag for a table row (a repeating group ``60xx`` becomes ``6002``; ``50xxxxxx`` a curve element)."""
+    """A real tag for a table row (a repeating group ``60xx`` becomes ``6002``; ``50xxxxxx`` a curve
+    element)."""
     if e.mask == 0xFFFFFFFF:
         return e.tag
     return e.tag | (0x00020000 if e.mask & 0xFFFF else 0x00020010)
@@ -158,7 +159,8 @@ def test_mediastorage_uid_and_private_tags():
 
 
 def test_unlisted_person_names_dates_and_uids_are_still_cleaned():
-    """Attributes outside the table: PN removed, DA shifted, TM emptied, UIDs remapped, inside sequences too."""
+    """Attributes outside the table: PN removed, DA shifted, TM emptied, UIDs remapped, inside sequences
+    too."""
     item = Dataset()
     item.add_new(0x00400006, "PN", SECRET_NAME)  # Scheduled Performing Physician's Name
     item.add_new(0x00181202, "DA", "20200102")  # DateOfLastCalibration

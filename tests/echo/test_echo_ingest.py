@@ -1,4 +1,5 @@
-"""Echo ingestion: real pydicom-data ultrasound files, regions that fail closed, de-identification, hostile files."""
+"""Echo ingestion: real pydicom-data ultrasound files, regions that fail closed, de-identification, hostile
+files."""
 
 import io
 
@@ -107,8 +108,9 @@ def test_real_files_without_regions_are_quarantined(storage, name):
 
 @pytest.mark.parametrize("name", OVERSIZED)
 def test_real_oversized_regions_are_quarantined_not_clipped(storage, name):
-    """examples_ybr_color.dcm is a 320x240 copy of a 640x480 clip whose region (84,31)-(595,414) was not scaled:
-    clipping it would keep the burned-in name, and no single scale maps the regions' extent onto the image."""
+    """examples_ybr_color.dcm is a 320x240 copy of a 640x480 clip whose region (84,31)-(595,414) was not
+    scaled: clipping it would keep the burned-in name, and no single scale maps the regions' extent onto the
+    image."""
     with pytest.raises(EchoProblem, match=r"^ultrasound region larger than the image: the regions reach"):
         ingest_file(_real(name), "f_test", storage, "real", SALT, accept_full_frame=True)
 

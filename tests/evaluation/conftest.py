@@ -48,7 +48,8 @@ def image_loader(eval_storage):
 
 @pytest.fixture(scope="session")
 def vqa_frame(eval_storage) -> pl.DataFrame:
-    """Real ``vqa_items`` rows of the bundled SLAKE and VQA-RAD samples (images stored in ``eval_storage``)."""
+    """Real ``vqa_items`` rows of the bundled SLAKE and VQA-RAD samples (images stored in
+    ``eval_storage``)."""
     from assets.common.images import ImageIngestor
     from assets.ingest.vqa import read_vqa
     from storage.sources import SourceDir

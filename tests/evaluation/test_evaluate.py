@@ -55,7 +55,8 @@ def run(items, policy, retriever, **kw):
 
 
 def answer_script(first: str = "A", after_case: str = "B"):
-    """Query once in the first call of a row, then answer ``first``; after a CDIR case answer ``after_case``."""
+    """Query once in the first call of a row, then answer ``first``; after a CDIR case answer
+    ``after_case``."""
 
     def script(call, row, ctx):
         if "Similar case:" in ctx:

@@ -42,8 +42,8 @@ def test_clearly_worse_candidate_fails_and_clearly_better_passes():
 
 
 def test_pairing_matters():
-    # candidate differs from the promoted one on exactly 4 of 200 items (-2 percentage points): a paired interval
-    # is narrow around -0.02, so a margin of 0.05 passes and a margin of 0.0 does not
+    # candidate differs from the promoted one on exactly 4 of 200 items (-2 percentage points): a paired
+    # interval is narrow around -0.02, so a margin of 0.05 passes and a margin of 0.0 does not
     base = np.array([1, 0] * 100)
     cand = base.copy()
     cand[:8:2] = 0  # four items the promoted answered right, the candidate wrong
@@ -61,7 +61,8 @@ def test_first_candidate_and_missing_overlap():
 
 
 def _publish_candidate(store, version_seed: str, correct) -> str:
-    """Publish a stage2_checkpoint pointer and its eval_results rows (rwr mode) as the upstream assets would."""
+    """Publish a stage2_checkpoint pointer and its eval_results rows (rwr mode) as the upstream assets
+    would."""
     import hashlib
 
     from assets.training.launching import model_row

@@ -116,7 +116,8 @@ def write_omnimedvqa(root: Path) -> Path:
 
 
 def write_mmmu(root: Path) -> Path:
-    """<Subject>/validation-00000-of-00001.parquet with image_1..image_7 structs and options as a list literal."""
+    """<Subject>/validation-00000-of-00001.parquet with image_1..image_7 structs and options as a list
+    literal."""
     (root / "Clinical_Medicine").mkdir(parents=True)
     n = 3
     rows = {

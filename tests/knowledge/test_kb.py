@@ -1,4 +1,5 @@
-"""KB passages: chunks that fit the embedder, unique native ids, every record accounted for, near duplicates."""
+"""KB passages: chunks that fit the embedder, unique native ids, every record accounted for, near
+duplicates."""
 
 import gzip
 import json

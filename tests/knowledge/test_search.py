@@ -1,5 +1,5 @@
-"""Search: incremental sync and version pinning, batched calls, full text over title + text, provenance in every
-hit, fusion, and the embedder cache."""
+"""Search: incremental sync and version pinning, batched calls, full text over title + text, provenance in
+every hit, fusion, and the embedder cache."""
 
 import json
 

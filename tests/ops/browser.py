@@ -45,7 +45,8 @@ RECORDED_AT = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{1,2}:\d{2} [AP]M$")  # "No
 
 
 def chromium(user_data_dir: Path) -> WebDriver:
-    """Debian's Chromium, headless, with a fresh profile in ``user_data_dir``; raises if it is not installed."""
+    """Debian's Chromium, headless, with a fresh profile in ``user_data_dir``; raises if it is not
+    installed."""
     binary = shutil.which("chromium") or "/usr/bin/chromium"
     driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     missing = [p for p in (binary, driver_path) if not Path(p).exists()]
@@ -64,7 +65,8 @@ def chromium(user_data_dir: Path) -> WebDriver:
 
 
 def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.5) -> T:
-    """Poll ``condition`` until it returns a truthy value (returned); ``TimeoutError`` naming ``what`` after ``timeout_s``."""
+    """Poll ``condition`` until it returns a truthy value (returned); ``TimeoutError`` naming ``what`` after
+    ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -79,8 +81,9 @@ def click(find: Callable[[], WebElement | None], what: str, timeout_s: float = 3
     """Find and click an element, retrying while it is missing, stale or covered.
 
     Blueprint dialogs and popovers animate in; a click that lands while another element still covers the
-    target raises ``ElementClickInterceptedException``. Retrying the find-and-click until ``timeout_s`` is what
-    a person does (click again once the dialog has settled), and the timeout names ``what`` if it never works.
+    target raises ``ElementClickInterceptedException``. Retrying the find-and-click until ``timeout_s`` is
+    what a person does (click again once the dialog has settled), and the timeout names ``what`` if it never
+    works.
     """
 
     def attempt() -> WebElement | None:
@@ -174,7 +177,8 @@ def launch_partition(driver: WebDriver, base_url: str, asset: str, partition: st
 
 
 def run_status(driver: WebDriver) -> str | None:
-    """The final status shown in the run page's header (``Success``, ``Failure``, ``Canceled``), else ``None``."""
+    """The final status shown in the run page's header (``Success``, ``Failure``, ``Canceled``), else
+    ``None``."""
     lines = visible_text(driver).splitlines()
     return next((line for line in lines[:40] if line.strip() in RUN_DONE), None)
 
@@ -204,7 +208,8 @@ def metadata_value(
 
 
 def open_markdown_metadata(driver: WebDriver, key: str) -> WebElement:
-    """Open the ``[Show Markdown]`` dialog of metadata entry ``key`` on the current asset page; returns the dialog."""
+    """Open the ``[Show Markdown]`` dialog of metadata entry ``key`` on the current asset page; returns the
+    dialog."""
     click(
         lambda: driver.find_element(
             By.XPATH, f"//tr[td[normalize-space()='{key}']]//a[normalize-space()='[Show Markdown]']"

@@ -35,7 +35,8 @@ def load(path: Path) -> dict:
 
 
 def sqlite_instance(config: dict, tmp_path: Path) -> DagsterInstance:
-    """A real instance from ``config`` with SQLite storage and local compute logs swapped in (no Postgres/S3 here)."""
+    """A real instance from ``config`` with SQLite storage and local compute logs swapped in (no Postgres/S3
+    here)."""
     config = {
         **config,
         "storage": {"sqlite": {"base_dir": str(tmp_path / "db")}},
@@ -52,7 +53,8 @@ def sqlite_instance(config: dict, tmp_path: Path) -> DagsterInstance:
 
 
 def validated(config: dict, tmp_path: Path) -> dict:
-    """``config`` through Dagster's own instance-config validation (what every Dagster process runs at start)."""
+    """``config`` through Dagster's own instance-config validation (what every Dagster process runs at
+    start)."""
     folder = tmp_path / "validate"
     folder.mkdir(exist_ok=True)
     (folder / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -385,7 +387,7 @@ def test_k8s_executor_run_config_is_valid():
     assert not validate_config(k8s_job_executor.config_schema.config_type, bad).success
 
 
-# ---- Dockerfiles --------------------------------------------------------------------------------------------
+# ---- Dockerfiles -------------------------------------------------------------------------------------------
 def _packages() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     return [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
@@ -411,8 +413,8 @@ def test_dockerfile_commands():
     code = (DEPLOY / "Dockerfile.code").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", code, re.M)
     assert (
-        'CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "3030", "-m", "orchestration.definitions"]'
-        in code
+        'CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "3030", '
+        '"-m", "orchestration.definitions"]' in code
     )
     assert 'pip install ".[deploy]"' in code and "EXPOSE 3030" in code
     trainer = (DEPLOY / "Dockerfile.trainer").read_text()
@@ -422,7 +424,7 @@ def test_dockerfile_commands():
     assert {"deploy", "deepspeed"} <= set(extras)
 
 
-# ---- docs ---------------------------------------------------------------------------------------------------
+# ---- docs --------------------------------------------------------------------------------------------------
 def test_deploy_doc_names_every_deploy_file_and_only_existing_ones():
     text = DOCS.read_text()
     for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):

@@ -1,5 +1,6 @@
 """A training subprocess killed mid-run is retried by Dagster (the asset's RetryPolicy) and resumes from its
-last complete checkpoint in the same work folder; no optimizer step is lost and the model is published once."""
+last complete checkpoint in the same work folder; no optimizer step is lost and the model is published
+once."""
 
 import json
 import threading

@@ -194,7 +194,8 @@ def test_force_answer_inserts_the_opener_and_leaves_answered_rows_alone(policy, 
     same = plain.trajectories[1]
     assert answered.completion_ids == same.completion_ids and answered.env_mask == same.env_mask
     assert not answered.forced_answer and [p.kind for p in answered.pieces] == ["sampled", "eos"]
-    # the forced row: sampled, inserted <answer> (mask 0), sampled answer, EOS (mask 0); the sampled EOS dropped
+    # the forced row: sampled, inserted <answer> (mask 0), sampled answer, EOS (mask 0); the sampled EOS
+    # dropped
     assert forced.forced_answer and forced.finish == "answer" and forced.answer() == "B"
     assert [p.kind for p in forced.pieces] == ["sampled", "answer", "sampled", "eos"]
     opener = forced.pieces[1]

@@ -31,7 +31,8 @@ def test_layout_tokens_and_loader(tiny_model_dir, tmp_path):
         tok.eos_token == "<|im_end|>"
         and tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
     )
-    # a remote prefix (any fsspec URL; s3:// in production) is synced once into the cache and loaded the same way
+    # a remote prefix (any fsspec URL; s3:// in production) is synced once into the cache and loaded the same
+    # way
     local = resolve_model_path(f"file://{tiny_model_dir}", cache_dir=tmp_path / "cache")
     assert (tmp_path / "cache").exists() and local != str(tiny_model_dir)
     model2, _ = load_policy(f"file://{tiny_model_dir}", cache_dir=tmp_path / "cache")

@@ -211,18 +211,18 @@ def evaluate(
 
     ``model``/``processor``: the checkpoint (``training.tiny_model.load_policy``), labelled ``checkpoint`` and
     pinned by ``checkpoint_version`` (its manifest hash). ``retriever``: ``search(queries, k, mode)`` over the
-    text KB pinned to ``kb_tag``. ``image_retriever``: ``search_images(images, k, exclude_refs)`` over the CDIR
-    image index pinned to ``image_index_tag``; ``image_loader(content_id) -> PIL image`` reads item and case
-    images. ``random_retriever``: the control's retriever (default :meth:`KBRandomRetriever.like` the real
-    one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
+    text KB pinned to ``kb_tag``. ``image_retriever``: ``search_images(images, k, exclude_refs)`` over the
+    CDIR image index pinned to ``image_index_tag``; ``image_loader(content_id) -> PIL image`` reads item and
+    case images. ``random_retriever``: the control's retriever (default :meth:`KBRandomRetriever.like` the
+    real one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
     image of the benchmark). ``rollout_settings``: the budgets (:class:`training.rollout.RolloutSettings`;
-    default its defaults); sampling settings are those of :class:`training.rollout.Rollout`.
-    ``progress(done, total)`` is called after each batch. ``judge``: an optional open-answer judge
-    (:func:`training.evaluation.judge.load_judge`) that fills ``judge_model`` and ``judge_correct`` on the open
-    rows; None (the default) leaves them null.
+    default its defaults); sampling settings are those of :class:`training.rollout.Rollout`. ``progress(done,
+    total)`` is called after each batch. ``judge``: an optional open-answer judge
+    (:func:`training.evaluation.judge.load_judge`) that fills ``judge_model`` and ``judge_correct`` on the
+    open rows; None (the default) leaves them null.
 
-    Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix property,
-    and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
+    Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix
+    property, and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
     """
     items = check_items(items)
     modes = tuple(modes)

@@ -9,8 +9,8 @@ table is recognised by its columns:
 - ``text_qa_items`` (``dataset``, ``context``, no images): rows of ``dataset == benchmark``; the PubMedQA
   abstract travels as ``context``; MedQA's and MedMCQA's ``subject`` (exam step, specialty) become
   ``question_type`` (PubMedQA's ``subject`` is a MeSH list, not a question type, and is not used);
-- ECBench items (``clip_id``, ``benchmark``): rows of ``benchmark == "ecbench"``; modality ``Echocardiography``,
-  organ ``Heart``; the keyframe ids are the item's images.
+- ECBench items (``clip_id``, ``benchmark``): rows of ``benchmark == "ecbench"``; modality
+  ``Echocardiography``, organ ``Heart``; the keyframe ids are the item's images.
 
 Protocol per item, never mixed in one row:
 

@@ -304,7 +304,8 @@ def paired_difference(
     seed: int = DEFAULT_SEED,
     confidence_level: float = DEFAULT_LEVEL,
 ) -> PairedDifference:
-    """Paired bootstrap of mean(A.metric) − mean(B.metric) over items matched by (benchmark, protocol, item_id).
+    """Paired bootstrap of mean(A.metric) − mean(B.metric) over items matched by (benchmark, protocol,
+    item_id).
 
     ``a`` and ``b`` are the rows of one arm each (e.g. one checkpoint in one mode). They must hold exactly
     the same items, each once: otherwise :class:`MismatchedItemsError` names how many items only one arm

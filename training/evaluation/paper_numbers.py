@@ -37,10 +37,12 @@ PAPER_NUMBERS: dict = {
         },
     ],
     "notes": [
-        "Different models, different benchmark builds and protocols: not comparable with this report's scores.",
+        "Different models, different benchmark builds and protocols: "
+        "not comparable with this report's scores.",
         "The paper's ECBench is 824 echocardiography MCQs from three practice books (never released); this "
         "project's ECBench is built from DICOM clips and their measurements.",
-        "Closed questions turned into MCQs are the common protocol for the classic VQA sets; full-set scoring "
+        "Closed questions turned into MCQs are the common protocol for the classic VQA sets; "
+        "full-set scoring "
         "with open answers is another, and the two do not mix in one table.",
     ],
 }

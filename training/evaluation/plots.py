@@ -142,7 +142,8 @@ def _empty(message: str) -> bytes:
 
 
 def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
-    """First-pass confidence of the rwr_cdir rows, triggered and not stacked, λ marked; a panel per checkpoint."""
+    """First-pass confidence of the rwr_cdir rows, triggered and not stacked, λ marked; a panel per
+    checkpoint."""
     rows = results.filter((pl.col("mode") == "rwr_cdir") & pl.col("confidence_before_cdir").is_not_null())
     checkpoints = list(dict.fromkeys(rows["checkpoint"].to_list()))
     if not checkpoints:

@@ -26,13 +26,15 @@ from .paper_numbers import PAPER_NUMBERS
 from .results import validate_results
 
 REQUIRED_LINEAGE = ("checkpoint_manifests", "kb_tag", "embedder", "benchmark_versions", "code_version")
-"""Lineage keys :func:`build_report` needs. ``checkpoint_manifests`` maps each checkpoint label to its manifest
-(path or hash); ``benchmark_versions`` maps each benchmark to its version; ``kb_tag`` is the text KB tag,
-``embedder`` its embedder (id and revision), ``code_version`` the git commit. Optional keys shown when given:
-``image_index_tag``, ``image_embedder``, ``judge_model``, ``profile``, ``run_id``; any other key is listed too."""
+"""Lineage keys :func:`build_report` needs. ``checkpoint_manifests`` maps each checkpoint label to its
+manifest (path or hash); ``benchmark_versions`` maps each benchmark to its version; ``kb_tag`` is the text KB
+tag, ``embedder`` its embedder (id and revision), ``code_version`` the git commit. Optional keys shown when
+given: ``image_index_tag``, ``image_embedder``, ``judge_model``, ``profile``, ``run_id``; any other key is
+listed too."""
 
 SMOKE_STATEMENT = (
-    "SMOKE RUN: these scores come from a tiny model with random weights and are chance-level by construction. "
+    "SMOKE RUN: these scores come from a tiny model with random weights and are chance-level by "
+    "construction. "
     "They show that the pipeline runs from ingest to report; they say nothing about the method."
 )
 REFERENCE_HEADING = "Reference only: the paper's published numbers (different models, not comparable)"
@@ -212,7 +214,8 @@ def _accuracy_section(
             {"value": "accuracy", "low": "ci_low", "high": "ci_high", "chance": "chance"},
         )
         doc.p(
-            f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, seed {boot['seed']})."
+            f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, "
+            f"seed {boot['seed']})."
         )
     else:
         cols, fmt, plot_kw = (
@@ -247,7 +250,8 @@ def _accuracy_section(
 def _comparison_section(doc: Doc, results: pl.DataFrame, boot: dict, level: float) -> pl.DataFrame:
     doc.h(2, "Paired differences (same items, paired bootstrap)")
     doc.p(
-        "A − B in percentage points on the items both arms answered, resampled jointly; an arm pair whose item "
+        "A − B in percentage points on the items both arms answered, resampled jointly; "
+        "an arm pair whose item "
         "sets differ is refused. Modes within a checkpoint, then checkpoints within a mode."
     )
     pairs = m.default_comparisons(results)
@@ -301,7 +305,8 @@ def _calibration_section(doc: Doc, results: pl.DataFrame, n_bins: int) -> None:
     doc.h(2, "Calibration")
     doc.p(
         f"Confidence η = probability of the first answer token. ECE over {n_bins} equal-width bins "
-        f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): Σ (n_bin / N) · |accuracy − mean η|. "
+        f"(bin m holds m/{n_bins} ≤ η < (m+1)/{n_bins}, η = 1 in the last): "
+        "Σ (n_bin / N) · |accuracy − mean η|. "
         "Items without a confidence are counted, not used."
     )
     for protocol in m.PROTOCOLS:
@@ -425,7 +430,8 @@ def _retrieval_section(doc: Doc, results: pl.DataFrame) -> None:
 def _reference_section(doc: Doc, reference: Mapping[str, Any]) -> None:
     doc.h(2, REFERENCE_HEADING)
     doc.p(
-        "These numbers were published for other models on the paper's own benchmark builds. They are shown for "
+        "These numbers were published for other models on the paper's own benchmark builds. "
+        "They are shown for "
         "orientation only and must not be read against the scores above.",
         "warning",
     )
@@ -469,7 +475,8 @@ def build_report(
     doc.p(
         f"{results.height} scored rows; benchmarks {sorted(_distinct(results, 'benchmark'))}; checkpoints "
         f"{sorted(_distinct(results, 'checkpoint'))}; modes {sorted(_distinct(results, 'mode'))}; protocols "
-        f"{sorted(_distinct(results, 'protocol'))}. The two protocols are reported in separate tables and never "
+        f"{sorted(_distinct(results, 'protocol'))}. "
+        "The two protocols are reported in separate tables and never "
         "mixed."
     )
     if isinstance(lineage.get("audit"), Mapping):

@@ -83,7 +83,8 @@ class Auditor:
 
     # -- nodes --
     def node(self, asset: str, partition: str | None, record=None) -> Node:
-        """The node of one materialization (``record``: a Dagster event record; else the published version)."""
+        """The node of one materialization (``record``: a Dagster event record; else the published
+        version)."""
         gate = self.store.read_gate_record(asset, partition) or {}
         run_id = record.run_id if record is not None else gate.get("run_id")
         key = (asset, partition, run_id)

@@ -67,7 +67,8 @@ def audit(
                 "eval_report",
                 run_id=run_id,
                 notes=[
-                    "no Dagster record of this report: its lineage file is shown with today's published upstream"
+                    "no Dagster record of this report: its lineage file is shown with today's "
+                    "published upstream"
                 ],
             )
             auditor._report(root, {})
