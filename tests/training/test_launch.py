@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -38,9 +37,27 @@ def stage1_parquet(path: Path) -> Path:
     return path
 
 
-# enough steps that the kill (as soon as checkpoint-1 is complete, polled every 50 ms) always lands mid-run,
-# however fast the machine: a CI run once finished all 3 steps of a shorter run within one 0.5 s poll
 MAX_STEPS = 10
+KILL_AFTER_STEP = 3
+
+# The first trainer runs training.launch with one more callback that sends SIGKILL to its own process as soon
+# as checkpoint-<KILL_AFTER_STEP> is complete (weights, optimizer state and our lineage file written: on_save
+# runs after the trainer's save and after the lineage callback). The kill lands at the same step whatever the
+# machine's speed or load; polling for the checkpoint from the test raced a fast or a starved trainer.
+KILL_ITSELF = f"""
+import os, signal, sys
+from transformers import TrainerCallback
+import training.launch as launch
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == {KILL_AFTER_STEP}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+make_callbacks = launch.make_callbacks
+launch.make_callbacks = lambda *a, **k: [*make_callbacks(*a, **k), KillAfterSave()]
+launch.main(sys.argv[1:])
+"""
 
 
 def launch_args(tmp_path, tiny_model_dir, kb, out):
@@ -83,24 +100,19 @@ def test_killed_stage_resumes_under_pipes_and_streams_metrics(tmp_path, tiny_mod
     out = tmp_path / "stage1"
     args = launch_args(tmp_path, tiny_model_dir, kb, out)
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "training.launch", *args],
+    first = subprocess.run(
+        [sys.executable, "-c", KILL_ITSELF, *args],
         cwd=REPO,
         env=env,
+        timeout=600,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 600
-    while not (out / "checkpoint-1" / "medrwr_lineage.json").exists():
-        assert proc.poll() is None, "the first run ended before writing a checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert first.returncode == -signal.SIGKILL, first.stderr.decode(errors="replace")[-3000:]
     from training.launch import last_complete_checkpoint
 
     killed_at = int(last_complete_checkpoint(out).name.split("-")[1])
-    assert 1 <= killed_at < MAX_STEPS and not (out / "final").exists()
+    assert killed_at == KILL_AFTER_STEP and not (out / "final").exists()
 
     messages: list[dict] = []
 
