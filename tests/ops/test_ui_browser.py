@@ -19,6 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from orchestration import ui
 from orchestration.definitions import build_defs
 from orchestration.instance import ensure_dagster_home
+from storage.pointers import ModelPointer
 from storage.root import Storage
 from tests.evaluation.results_fixtures import IMAGE_TAG, KB_TAG, report_results
 from tests.ops.browser import (
@@ -110,9 +111,14 @@ def _seed_evaluation_inputs(store: Storage) -> None:
     results = report_results()
     for bench in results["benchmark"].unique().to_list():
         store.write_table(results.filter(pl.col("benchmark") == bench), "eval_results", bench)
-    for asset in ("base_model", "stage1_checkpoint", "stage2_checkpoint"):
-        manifest = json.dumps({"stage": asset, "kb_tag": KB_TAG, "git_commit": "0" * 40})
-        store.write_table(pl.DataFrame([{"path": store.uri("models", asset), "manifest": manifest}]), asset)
+    for role, asset in (
+        ("base", "base_model"),
+        ("stage1", "stage1_checkpoint"),
+        ("stage2", "stage2_checkpoint"),
+    ):
+        manifest = {"stage": asset, "kb_tag": KB_TAG, "git_commit": "0" * 40}
+        pointer = ModelPointer.of(role, "ref", store.uri("models", asset), "0" * 64, manifest)
+        store.write_table(pointer.to_row(), asset)
     for asset, table, tag, model in (
         ("kb_text_index", "kb_text", KB_TAG, "all-MiniLM-L6-v2"),
         ("kb_image_index", "kb_image", IMAGE_TAG, "ViT-S-32"),
