@@ -61,3 +61,31 @@ class CountingRetriever:
     def search(self, queries: list[str], k: int = 3, mode: str = "dense", **kwargs: Any) -> list:
         self.calls.append(len(queries))
         return self.inner.search(queries, k=k, mode=mode, **kwargs)
+
+
+def trainer_that_kills_itself(step: int, once_marker: str | None = None) -> str:
+    """A ``python -c`` script that runs ``training.launch`` (arguments after the script) with one more trainer
+    callback: right after checkpoint-``step`` is complete, the process sends SIGKILL to itself. ``on_save``
+    runs after the trainer has written the checkpoint and after the lineage callback, so the checkpoint is
+    whole. With ``once_marker`` (a file path), only the first process kills itself (it creates the file
+    first), so a retried run trains to the end: a real kill -9 at a fixed step, whatever the machine's speed
+    or load."""
+    return f"""
+import os, signal, sys
+from pathlib import Path
+from transformers import TrainerCallback
+import training.launch as launch
+
+MARKER = {once_marker!r}
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == {step} and (MARKER is None or not Path(MARKER).exists()):
+            if MARKER is not None:
+                Path(MARKER).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+make_callbacks = launch.make_callbacks
+launch.make_callbacks = lambda *a, **k: [*make_callbacks(*a, **k), KillAfterSave()]
+launch.main(sys.argv[1:])
+"""

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.training.helpers import trainer_that_kills_itself
 from training import smoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,24 +41,10 @@ def stage1_parquet(path: Path) -> Path:
 MAX_STEPS = 10
 KILL_AFTER_STEP = 3
 
-# The first trainer runs training.launch with one more callback that sends SIGKILL to its own process as soon
-# as checkpoint-<KILL_AFTER_STEP> is complete (weights, optimizer state and our lineage file written: on_save
-# runs after the trainer's save and after the lineage callback). The kill lands at the same step whatever the
-# machine's speed or load; polling for the checkpoint from the test raced a fast or a starved trainer.
-KILL_ITSELF = f"""
-import os, signal, sys
-from transformers import TrainerCallback
-import training.launch as launch
-
-class KillAfterSave(TrainerCallback):
-    def on_save(self, args, state, control, **kw):
-        if state.global_step == {KILL_AFTER_STEP}:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-make_callbacks = launch.make_callbacks
-launch.make_callbacks = lambda *a, **k: [*make_callbacks(*a, **k), KillAfterSave()]
-launch.main(sys.argv[1:])
-"""
+# The first trainer kills itself right after checkpoint-<KILL_AFTER_STEP> is complete (see
+# tests.training.helpers.trainer_that_kills_itself): the kill lands at the same step whatever the machine's
+# speed or load; polling for the checkpoint from the test raced a fast or a starved trainer.
+KILL_ITSELF = trainer_that_kills_itself(KILL_AFTER_STEP)
 
 
 def launch_args(tmp_path, tiny_model_dir, kb, out):
