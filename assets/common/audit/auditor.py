@@ -7,6 +7,8 @@ import os
 import posixpath
 from typing import Any
 
+from retrieval.pointers import KbPointer
+from storage.pointers import ModelPointer
 from storage.root import Storage
 
 from .tree import (
@@ -265,22 +267,27 @@ class Auditor:
     # -- models --
     def _model(self, node: Node, metadata: dict, published: bool) -> None:
         lineage = _meta_value(metadata, "lineage")
-        row = None
+        pointer = None
         if self.store.exists(*self.store.table_parts(node.asset)):
-            row = self.store.read_table(node.asset).row(0, named=True)
-        if row is not None and published:
-            manifest = json.loads(row["manifest"])
-            node.facts["manifest_digest"] = manifest_digest(row["manifest"])
-        elif lineage is None and row is not None:
-            manifest = json.loads(row["manifest"])
+            pointer = ModelPointer.from_row(self.store.read_table(node.asset))
+        if pointer is not None and published:
+            manifest = pointer.manifest
+            node.facts["manifest_digest"] = manifest_digest(pointer.manifest_json)
+        elif lineage is None and pointer is not None:
+            manifest = pointer.manifest
             node.notes.append("the pointer table is the published version, not this run's")
         else:
             manifest = lineage or {}
-        path = (row or {}).get("path") if published or lineage is None else _meta_value(metadata, "path")
+        if published or lineage is None:
+            path = pointer.path if pointer is not None else None
+        else:
+            path = _meta_value(metadata, "path")
         node.facts["path"] = path
-        node.facts["weights_sha256"] = manifest.get("weights_sha256") or (row or {}).get("weights_sha256")
-        if row is not None and published:
-            node.facts["model_ref"] = row.get("model_ref")
+        node.facts["weights_sha256"] = manifest.get("weights_sha256") or (
+            pointer.weights_sha256 if pointer is not None else None
+        )
+        if pointer is not None and published:
+            node.facts["model_ref"] = pointer.model_ref
         for key in (
             "git_commit",
             "config_hash",
@@ -353,18 +360,16 @@ class Auditor:
 
     # -- KB indexes --
     def _kb_index(self, node: Node, metadata: dict, published: bool) -> None:
-        row = None
         if published and self.store.exists(*self.store.table_parts(node.asset)):
-            row = self.store.read_table(node.asset).row(0, named=True)
-        if row is not None:
-            embedder = json.loads(row.get("embedder") or "{}")
+            pointer = KbPointer.from_row(self.store.read_table(node.asset))
+            embedder = pointer.embedder
             info = {
-                "db": row["db"],
-                "table": row["table"],
-                "physical_table": row.get("physical_table"),
-                "tag": row["tag"],
-                "version": row["version"],
-                "embedder_fingerprint": row.get("embedder_fingerprint"),
+                "db": pointer.db,
+                "table": pointer.table,
+                "physical_table": pointer.physical_table,
+                "tag": pointer.tag,
+                "version": pointer.version,
+                "embedder_fingerprint": pointer.embedder_fingerprint,
             }
         else:
             embedder = _meta_value(metadata, "embedder") or {}
