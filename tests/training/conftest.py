@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import polars as pl
 import pytest
 
 from assets.common.profiles import SAMPLE_DATA_DIR
+from tests.training.helpers import tagged_text_kb
 
 PASSAGES = [
     (
@@ -48,32 +46,7 @@ def text_embedder():
 @pytest.fixture(scope="session")
 def kb(tmp_path_factory, text_embedder):
     """A real LanceDB KB (MiniLM vectors + full-text index) tagged ``run-test``; returns (uri, tag)."""
-    from retrieval.embedders import passage_input
-    from retrieval.store import KBLocation, sync_table, with_search_text
-
-    root = tmp_path_factory.mktemp("kb")
-    frame = pl.DataFrame(
-        {
-            "id": [p[0] for p in PASSAGES],
-            "source": ["test"] * len(PASSAGES),
-            "title": [p[1] for p in PASSAGES],
-            "text": [p[2] for p in PASSAGES],
-        }
-    )
-    frame = frame.with_columns(
-        pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]])
-    )
-    report = sync_table(
-        KBLocation(str(root)),
-        "kb_text",
-        with_search_text(frame),
-        lambda rows: text_embedder.embed(
-            [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]
-        ),
-        text_embedder.identity(),
-        run_id="test",
-    )
-    return str(root), report.tag
+    return tagged_text_kb(tmp_path_factory.mktemp("kb"), PASSAGES, text_embedder)
 
 
 @pytest.fixture

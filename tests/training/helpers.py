@@ -89,3 +89,37 @@ make_callbacks = launch.make_callbacks
 launch.make_callbacks = lambda *a, **k: [*make_callbacks(*a, **k), KillAfterSave()]
 launch.main(sys.argv[1:])
 """
+
+
+def tagged_text_kb(root, passages, text_embedder) -> tuple[str, str]:
+    """A real text KB under ``root`` (vectors of ``text_embedder`` + full-text index) of ``passages``
+    (``(id, title, text)``), tagged ``run-test``; returns ``(uri, tag)``."""
+    import hashlib
+
+    import polars as pl
+
+    from retrieval.embedders import passage_input
+    from retrieval.store import KBLocation, sync_table, with_search_text
+
+    frame = pl.DataFrame(
+        {
+            "id": [p[0] for p in passages],
+            "source": ["test"] * len(passages),
+            "title": [p[1] for p in passages],
+            "text": [p[2] for p in passages],
+        }
+    )
+    frame = frame.with_columns(
+        pl.Series("content_hash", [hashlib.sha256(t.encode()).hexdigest() for t in frame["text"]])
+    )
+    report = sync_table(
+        KBLocation(str(root)),
+        "kb_text",
+        with_search_text(frame),
+        lambda rows: text_embedder.embed(
+            [passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)]
+        ),
+        text_embedder.identity(),
+        run_id="test",
+    )
+    return str(root), report.tag
