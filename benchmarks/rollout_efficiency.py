@@ -32,9 +32,11 @@ from learning_check import item, make_world  # noqa: E402
 from retrieval.embedders import TextEmbedder  # noqa: E402
 from retrieval.search import Retriever  # noqa: E402
 from retrieval.store import KBLocation  # noqa: E402
-from training.generation import HFGenerator  # noqa: E402
-from training.protocol import ANSWER_CLOSE, QUERY_CLOSE  # noqa: E402
-from training.rollout import Rollout, _tag_end, encode_prompts  # noqa: E402
+from training.generation import (
+    HFGenerator,  # noqa: E402
+    StopScanner,  # noqa: E402
+)
+from training.rollout import Rollout, encode_prompts  # noqa: E402
 
 
 class CountingGenerator(HFGenerator):
@@ -56,11 +58,9 @@ class CountingGenerator(HFGenerator):
             self.kept += sum(len(o.ids) for o in outs)
             return outs
         for o in outs:  # the reference cuts after the first stop string
-            cuts = [c for c in (_tag_end(self.tokenizer, o.ids, s) for s in stop_strings) if c is not None]
-            if cuts:
-                cut = min(cuts)
-                text = self.tokenizer.decode(o.ids[:cut], skip_special_tokens=False)
-                o.finish = "stop:" + (QUERY_CLOSE if text.rstrip().endswith(QUERY_CLOSE) else ANSWER_CLOSE)
+            cut, finish = StopScanner(self.tokenizer, [], stop_strings).scan(o.ids)
+            if finish.startswith("stop:"):
+                o.finish = finish
                 o.ids, o.logprobs = o.ids[:cut], o.logprobs[:cut]
             self.kept += len(o.ids)
         return outs

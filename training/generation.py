@@ -12,6 +12,7 @@ system-inserted image in a continuation works the same way as a prompt image).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,9 +100,112 @@ def cast_vision(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.
     return inputs
 
 
+class StopScanner:
+    """Where a row's sampled ids end: at the first EOS id, or at the first token that completes one of the
+    stop strings in the *decoded text* (whatever tokens spell it: with Qwen's byte-level BPE ``</query>``
+    is ``</`` ``query`` ``>`` and may end inside a token such as ``>\n``, whose extra characters stay in
+    the sample). The same rule stops generation (:meth:`criterion`) and reads the result back
+    (:meth:`scan`), so the cut never depends on pad tokens (Qwen's pad ``<|endoftext|>`` is also an EOS)."""
+
+    def __init__(self, tokenizer: Any, eos_ids: Sequence[int], stop_strings: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        self.stops = list(stop_strings)
+        # a stop string that ends in the newest token lies within the last len(stop) tokens (a token is at
+        # least one character); an occurrence that ended earlier was found at an earlier token
+        self.window = max((len(s) for s in self.stops), default=0)
+
+    def stop_at(self, ids: Sequence[int]) -> str | None:
+        """The finish reason if the last id of ``ids`` ends the sample, else None."""
+        if not ids:
+            return None
+        if ids[-1] in self.eos_ids:
+            return "eos"
+        if self.stops:
+            tail = self.tokenizer.decode(list(ids[-self.window :]), skip_special_tokens=False)
+            for s in self.stops:
+                if s in tail:
+                    return f"stop:{s}"
+        return None
+
+    def scan(self, ids: Sequence[int]) -> tuple[int, str]:
+        """``(length, finish)``: the sampled prefix of ``ids`` and why it ended (``length`` when no EOS
+        or stop string ends it)."""
+        for n in range(1, len(ids) + 1):
+            finish = self.stop_at(ids[:n])
+            if finish is not None:
+                return n, finish
+        return len(ids), "length"
+
+    def criterion(self, width: int):
+        """A ``StoppingCriteria`` for ``generate``: stops each row at its stop string (EOS is handled by
+        ``generate`` itself). ``width`` is the padded prompt length (the new tokens start there)."""
+        from transformers import StoppingCriteria
+
+        scanner = self
+
+        class _TextStop(StoppingCriteria):
+            stops = scanner.stops
+
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+                done = [
+                    scanner.stop_at(row[width:].tolist()[-scanner.window :]) is not None for row in input_ids
+                ]
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        return _TextStop()
+
+
+class BanStrings:
+    """Logits processor that forbids any token that would complete one of ``strings`` in the decoded text
+    (the last-round ``<query>`` ban): a string may be several tokens (``<`` ``query`` ``>``, ``><`` ``query``
+    ``>`` after ``</think>``), so the ban looks at the text already written, not at token ids. For each
+    proper prefix ``p`` of a string ``s`` that the text ends with, the tokens whose text starts with the
+    rest of ``s`` are banned, and tokens holding all of ``s`` always are. Tables are built once per
+    tokenizer (one batched decode of the vocabulary)."""
+
+    _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {string: table}
+
+    def __init__(self, tokenizer: Any, strings: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.strings = [s for s in strings if s]
+        self.tables = {s: self._table(tokenizer, s) for s in self.strings}
+
+    @classmethod
+    def _table(cls, tokenizer: Any, s: str) -> list[torch.Tensor]:
+        per_tokenizer = cls._tables.setdefault(tokenizer, {})
+        if s not in per_tokenizer:
+            vocab = len(tokenizer)
+            texts = tokenizer.batch_decode([[i] for i in range(vocab)], skip_special_tokens=False)
+            whole = {i for i, t in enumerate(texts) if s in t}
+            table = []
+            for j in range(len(s)):  # j = length of the prefix already written
+                rest = s[j:]
+                ids = whole | {i for i, t in enumerate(texts) if j and t.startswith(rest)}
+                table.append(torch.tensor(sorted(ids), dtype=torch.long))
+            per_tokenizer[s] = table
+        return per_tokenizer[s]
+
+    def banned_ids(self, ids: Sequence[int]) -> torch.Tensor:
+        """Token ids that must not follow ``ids``."""
+        parts = []
+        for s, table in self.tables.items():
+            tail = self.tokenizer.decode(list(ids[-len(s) :]), skip_special_tokens=False)
+            parts.append(table[0])
+            parts.extend(table[j] for j in range(1, len(s)) if tail.endswith(s[:j]))
+        return torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.long)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for row in range(input_ids.shape[0]):
+            banned = self.banned_ids(input_ids[row].tolist())
+            scores[row, banned.to(scores.device)] = -float("inf")
+        return scores
+
+
 class HFGenerator:
-    """Batched sampling with ``model.generate``: stop strings (``stop_strings`` + ``tokenizer=``), EOS,
-    banned token sequences (``bad_words_ids``) and optional per-token log-probs of the sampled ids."""
+    """Batched sampling with ``model.generate``: stop strings and banned strings matched on the decoded
+    text (:class:`StopScanner`, :class:`BanStrings`), EOS, vision placeholders never sampled
+    (``bad_words_ids``) and optional per-token log-probs of the sampled ids."""
 
     def __init__(self, model: Any, processor: Any):
         self.model = model
@@ -135,7 +239,7 @@ class HFGenerator:
         *,
         stop_strings: Sequence[str],
         max_new_tokens: int,
-        banned: Sequence[Sequence[int]] = (),
+        banned_strings: Sequence[str] = (),
         do_sample: bool = True,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -143,23 +247,25 @@ class HFGenerator:
         want_logprobs: bool = False,
     ) -> list[Generated]:
         """One ``generate`` call for all ``contexts``; returns one :class:`Generated` per context."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
         self.calls += 1
         device = next(self.model.parameters()).device
         inputs = cast_vision(batch_inputs(contexts, self.pad_id, self.image_token_id, device), self.model)
         width = inputs["input_ids"].shape[1]
-        # the pad token is never a legitimate sample inside a turn; banning it makes trailing pads unambiguous
-        bad = [list(b) for b in banned] + [[i] for i in self.never_sample]
+        scanner = StopScanner(self.tokenizer, self.eos_ids, stop_strings)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
-            bad_words_ids=bad or None,
+            bad_words_ids=[[i] for i in self.never_sample] or None,
+            stopping_criteria=StoppingCriteriaList([scanner.criterion(width)]),
             return_dict_in_generate=True,
             output_scores=want_logprobs,
         )
-        if stop_strings:
-            kwargs.update(stop_strings=list(stop_strings), tokenizer=self.tokenizer)
+        if banned_strings:
+            kwargs["logits_processor"] = LogitsProcessorList([BanStrings(self.tokenizer, banned_strings)])
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k or 0)
         out = self.model.generate(**inputs, **kwargs)
@@ -172,24 +278,12 @@ class HFGenerator:
         results = []
         for row in range(len(contexts)):
             prefix = seqs[row, :width][inputs["attention_mask"][row].bool().cpu()].tolist()
-            ids = new[row].tolist()
-            length = len(ids)
-            while length and ids[length - 1] == self.pad_id:
-                length -= 1
-            ids = ids[:length]
-            finish = self._finish(ids, stop_strings, max_new_tokens)
+            # the sample ends where the stop rule says, never by stripping pads: a pad id may be an EOS
+            length, finish = scanner.scan(new[row].tolist())
+            ids = new[row, :length].tolist()
             lp = logps[row, :length].tolist() if logps is not None else [0.0] * length
             results.append(Generated(ids, lp, finish, prefix_ok=prefix == contexts[row].ids))
         return results
-
-    def _finish(self, ids: list[int], stop_strings: Sequence[str], max_new_tokens: int) -> str:
-        if ids and ids[-1] in self.eos_ids:
-            return "eos"
-        tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=False)
-        for s in stop_strings:
-            if tail.rstrip().endswith(s) or (s in tail and len(ids) < max_new_tokens):
-                return f"stop:{s}"
-        return "length"
 
 
 @torch.no_grad()

@@ -1,11 +1,12 @@
 """The policy model: a tiny Qwen2.5-VL built locally (smoke profile) and the loader shared with production.
 
 :func:`build_tiny_model` writes, once, a folder in the Hugging Face layout (``config.json``,
-``model.safetensors``, ``tokenizer.json``, ``preprocessor_config.json``, ``chat_template.jinja``...): a
-Qwen2.5-VL-architecture model with random weights and a byte-level BPE tokenizer trained with
-``tokenizers`` on local text. The protocol tags (``<think>`` ... ``</answer>``) are added tokens, so each is
-one token and always tokenises the same way; the Qwen special tokens (``<|im_start|>``, ``<|image_pad|>``
-...) are special tokens as in the real model. Scores of this model are chance-level by construction.
+``model.safetensors``, ``tokenizer.json``, ``processor_config.json``, ``chat_template.jinja``...): a
+Qwen2.5-VL-architecture model with random weights and, by default, the real Qwen2.5-VL tokenizer
+(``training/qwen25vl``), where ``<answer>B`` is ``<`` ``answer`` ``>B`` as in production. A tokenizer trained
+on local text with single-token protocol tags remains available (``tokenizer="trained"``) for experiments
+that need it; no production path assumes a tag is one token. Scores of this model are chance-level by
+construction.
 
 :func:`load_policy` loads a model and its processor from a hub id, a local folder or an ``s3://`` prefix
 (synced into a local cache first) through ``AutoProcessor`` / ``AutoModelForImageTextToText``: the same
@@ -23,6 +24,7 @@ from typing import Any
 from .protocol import PROTOCOL_TOKENS
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+QWEN_TOKENIZER_DIR = Path(__file__).parent / "qwen25vl"
 
 QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -165,10 +167,21 @@ def make_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 112 *
     )
 
 
+def qwen_tokenizer():
+    """The real Qwen2.5-VL tokenizer (``training/qwen25vl``, built by ``tools/build_qwen_tokenizer.py``):
+    byte-level BPE where the protocol tags are several tokens, ``<|im_end|>`` EOS, ``<|endoftext|>`` pad."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(QWEN_TOKENIZER_DIR)
+    tok.padding_side = "left"
+    return tok
+
+
 def build_tiny_model(
     out_dir: str | Path,
-    corpus: Iterable[str],
+    corpus: Iterable[str] | None = None,
     *,
+    tokenizer: str = "qwen",
     vocab_size: int = 4096,
     extra_tokens: Iterable[str] = (),
     hidden_size: int = 64,
@@ -176,33 +189,51 @@ def build_tiny_model(
     heads: int = 4,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train a tokenizer on ``corpus``, build a random-weight tiny Qwen2.5-VL, and save both (safetensors)
-    with the processor into ``out_dir`` in the Hugging Face layout. Returns a manifest (also written as
-    ``medrwr_model.json``): sizes, parameter count, seed and a sha256 of the weights file."""
+    """Build a random-weight tiny Qwen2.5-VL and save it (safetensors) with its processor into ``out_dir``
+    in the Hugging Face layout. Returns a manifest (also written as ``medrwr_model.json``): tokenizer,
+    sizes, parameter count, seed and a sha256 of the weights file.
+
+    ``tokenizer="qwen"`` (default, what the smoke profile and the tests use): the real Qwen2.5-VL tokenizer
+    (:func:`qwen_tokenizer`), so everything downstream tokenizes as production does; like Qwen2.5-VL's
+    generation config, both ``<|im_end|>`` and ``<|endoftext|>`` (also the pad) end a sample.
+    ``tokenizer="trained"``: a byte-level BPE trained on ``corpus`` where the protocol tags and
+    ``extra_tokens`` are single tokens (for experiments that need that, e.g. ``benchmarks/learning_check``).
+    """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    texts = [t for t in corpus if t and t.strip()]
-    if not texts:
-        raise ValueError(
-            "build_tiny_model: the corpus is empty; pass the local text the tokenizer is trained on"
-        )
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size, extra_tokens=extra_tokens)
-    config = tiny_config(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads)
+    texts: list[str] = []
+    if tokenizer == "qwen":
+        if extra_tokens:
+            raise ValueError("build_tiny_model: extra_tokens needs tokenizer='trained'")
+        tok = qwen_tokenizer()
+    elif tokenizer == "trained":
+        texts = [t for t in corpus or () if t and t.strip()]
+        if not texts:
+            raise ValueError(
+                "build_tiny_model: the corpus is empty; pass the local text the tokenizer is trained on"
+            )
+        tok = train_tokenizer(texts, vocab_size=vocab_size, extra_tokens=extra_tokens)
+    else:
+        raise ValueError(f"build_tiny_model: tokenizer must be 'qwen' or 'trained', got {tokenizer!r}")
+    config = tiny_config(tok, hidden_size=hidden_size, layers=layers, heads=heads)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    eos = config.text_config.eos_token_id
+    pad = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = [eos, pad] if tokenizer == "qwen" else eos
+    model.generation_config.pad_token_id = pad
     model.save_pretrained(out, safe_serialization=True)
-    make_processor(tokenizer).save_pretrained(out)
+    make_processor(tok).save_pretrained(out)
     weights = out / "model.safetensors"
     manifest = {
         "kind": "tiny-qwen2.5-vl",
         "random_weights": True,
+        "tokenizer": "Qwen2.5-VL (training/qwen25vl)" if tokenizer == "qwen" else "trained on the corpus",
         "seed": seed,
-        "vocab_size": len(tokenizer),
+        "vocab_size": len(tok),
         "hidden_size": hidden_size,
         "layers": layers,
         "heads": heads,

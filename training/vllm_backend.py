@@ -8,7 +8,9 @@ row's PIL images as ``multi_modal_data``), and the sampled ``token_ids`` come ba
 included (``SamplingParams(stop=..., include_stop_str_in_output=True)``).
 
 Limits: the row's images are passed as PIL images (``Context.images`` must be set by the caller, since vLLM
-runs its own processor), and banned token sequences use ``SamplingParams(bad_words=...)`` as text.
+runs its own processor), and banned strings use ``SamplingParams(bad_words=...)``, which bans the
+string's own tokenization (with and without a leading space) only, not every spelling of it as
+:class:`training.generation.BanStrings` does on the Hugging Face path.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class VLLMGenerator:
         *,
         stop_strings: Sequence[str],
         max_new_tokens: int,
-        banned: Sequence[Sequence[int]] = (),
+        banned_strings: Sequence[str] = (),
         do_sample: bool = True,
         temperature: float = 1.0,
         top_p: float = 1.0,
@@ -60,7 +62,7 @@ class VLLMGenerator:
             top_k=top_k or -1,
             stop=list(stop_strings),
             include_stop_str_in_output=True,
-            bad_words=[self.tokenizer.decode(b) for b in banned] or None,
+            bad_words=list(banned_strings) or None,
             logprobs=0 if want_logprobs else None,
         )
         requests = []

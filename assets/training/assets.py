@@ -171,7 +171,7 @@ def base_model(
 ):
     """The policy every stage starts from (a pointer table: where the model is, its weights hash,
     manifest)."""
-    from training.tiny_model import build_tiny_model, local_corpus
+    from training.tiny_model import build_tiny_model
 
     store = storage.get()
     ref = config.model_ref or (None if sources.profile == "smoke" else training.base_model)
@@ -180,7 +180,6 @@ def base_model(
         with tempfile.TemporaryDirectory() as tmp:
             manifest = build_tiny_model(
                 tmp,
-                local_corpus(sources.data_root()),
                 hidden_size=config.tiny_hidden_size,
                 layers=config.tiny_layers,
                 seed=config.seed,
@@ -189,7 +188,7 @@ def base_model(
             path = upload_folder(tmp, stage, "models", "base", f"tiny-{digest}")
         row = model_row(
             "base",
-            "tiny-qwen2.5-vl (built from the bundled corpus)",
+            "tiny-qwen2.5-vl (random weights, Qwen2.5-VL tokenizer)",
             path,
             manifest["weights_sha256"],
             manifest,

@@ -75,10 +75,10 @@ def text_qa_frame() -> pl.DataFrame:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from training.tiny_model import build_tiny_model, local_corpus
+    from training.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny_policy_eval")
-    build_tiny_model(out, local_corpus(SAMPLE_DATA_DIR, max_texts=1500), vocab_size=2048, seed=0)
+    build_tiny_model(out, seed=0)
     return out
 
 

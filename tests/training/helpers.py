@@ -13,8 +13,8 @@ import torch
 
 class ScriptedGenerate:
     """Replaces ``model.generate``: row ``r`` of call ``c`` samples the ids of ``script(c, r, context_text)``
-    (EOS appended when the text ends with neither ``</query>`` nor ``</answer>``). Records every call's
-    batch size and keyword arguments."""
+    (EOS appended unless the text ends with ``</query>``, ``</answer>`` or ``<|endoftext|>``). Records every
+    call's batch size and keyword arguments."""
 
     def __init__(self, tokenizer, script: Callable[[int, int, str], str]):
         self.tokenizer = tokenizer
@@ -37,7 +37,7 @@ class ScriptedGenerate:
             text = self.script(call, r, self.tokenizer.decode(ctx, skip_special_tokens=False))
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: kwargs["max_new_tokens"]]
             if (
-                not (text.endswith("</query>") or text.endswith("</answer>"))
+                not text.endswith(("</query>", "</answer>", "<|endoftext|>"))
                 and len(ids) < kwargs["max_new_tokens"]
             ):
                 ids.append(self.tokenizer.eos_token_id)

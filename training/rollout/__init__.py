@@ -47,7 +47,14 @@ TRL forwards to the reward functions as a keyword argument).
 
 from .loop import Rollout
 from .prompts import encode_prompts, prompt_images
-from .scoring import _tag_end, answer_position, answer_start, letter_token_ids, score_answers
+from .scoring import (
+    answer_cut,
+    answer_point,
+    answer_position,
+    answer_start,
+    letter_token_ids,
+    score_answers,
+)
 from .settings import RolloutSettings
 from .types import Insert, Piece, RolloutResult, RolloutStats, Trajectory
 
@@ -59,7 +66,8 @@ __all__ = [
     "RolloutSettings",
     "RolloutStats",
     "Trajectory",
-    "_tag_end",
+    "answer_cut",
+    "answer_point",
     "answer_position",
     "answer_start",
     "encode_prompts",

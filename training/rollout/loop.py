@@ -21,7 +21,7 @@ from ..protocol import (
 )
 from .prompts import encode_prompts
 from .rows import _Row
-from .scoring import answer_start, score_answers
+from .scoring import answer_cut, score_answers
 from .settings import RolloutSettings
 from .types import Insert, RolloutResult, RolloutStats
 
@@ -175,12 +175,19 @@ class Rollout:
                 raise ValueError(
                     f"row {n}: give an Insert, a non-empty sequence of Insert, or None (no continuation)"
                 )
-            cut = answer_start(tokenizer, t)
-            if cut is None:
-                cut = len(t.completion_ids)
-                if t.finish == "eos" and t.completion_ids and t.completion_ids[-1] in generator.eos_ids:
-                    cut -= 1  # no EOS in the middle of a context
+            found = answer_cut(tokenizer, t)
+            cut, residue = found if found is not None else (len(t.completion_ids), "")
+            ends_on_eos = bool(t.completion_ids) and t.completion_ids[-1] in generator.eos_ids
+            if found is None and t.finish == "eos" and ends_on_eos:
+                cut -= 1  # no EOS in the middle of a context
             row = _Row.from_trajectory(t, vision, cut)
+            if residue:  # the cut token also held text before <answer> (e.g. the '>' of '</think>')
+                row.append(
+                    tokenizer(residue, add_special_tokens=False)["input_ids"],
+                    inserted=True,
+                    round=row.rounds,
+                    kind="residue",
+                )
             for part in parts:
                 ids, extra = self._insert_ids(processor, model, part)
                 if extra is not None:
@@ -228,13 +235,6 @@ class Rollout:
         return result.trl_output()
 
     # ---- internals --------------------------------------------------------------------------------------
-    def _query_ban(self, tokenizer: Any) -> list[list[int]]:
-        """Token sequences that would open a query: ``<query>`` with and without a leading space."""
-        seqs = {
-            tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (QUERY_OPEN, " " + QUERY_OPEN)
-        }
-        return [list(s) for s in seqs if s]
-
     def _loop(
         self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats, force: bool = False
     ) -> None:
@@ -265,7 +265,7 @@ class Rollout:
                 [Context(row.ids, row.vision) for row in active],
                 stop_strings=stops,
                 max_new_tokens=max(1, min(self.settings.max_new_tokens_per_round, budget)),
-                banned=self._query_ban(tokenizer) if last else (),
+                banned_strings=[QUERY_OPEN] if last else (),
                 do_sample=self.do_sample,
                 temperature=self.temperature,
                 top_p=self.top_p,
@@ -328,7 +328,7 @@ class Rollout:
             [Context(row.ids, row.vision) for row in todo],
             stop_strings=[ANSWER_CLOSE],
             max_new_tokens=self.answer_tokens,
-            banned=self._query_ban(tokenizer),
+            banned_strings=[QUERY_OPEN],
             do_sample=self.do_sample,
             temperature=self.temperature,
             top_p=self.top_p,

@@ -13,18 +13,14 @@ from ..protocol import ANSWER_OPEN, OPTION_LETTERS
 from .types import Piece, RolloutResult, Trajectory
 
 
-def _tag_end(tokenizer: Any, ids: list[int], marker: str) -> int | None:
-    """Smallest ``i`` such that ``decode(ids[:i])`` contains ``marker`` (binary search), or None."""
-    if marker not in tokenizer.decode(ids, skip_special_tokens=False):
-        return None
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if marker in tokenizer.decode(ids[:mid], skip_special_tokens=False):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _ends(tokenizer: Any, ids: list[int]) -> list[int]:
+    """Character offset at which each token of ``ids`` ends in ``decode(ids)``."""
+    return [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False)) for i in range(len(ids))]
+
+
+def _token_at(ends: list[int], char: int) -> int:
+    """Index of the token that holds character ``char`` (``ends`` from :func:`_ends`)."""
+    return next(i for i, e in enumerate(ends) if e > char)
 
 
 def _answer_piece(t: Trajectory) -> Piece | None:
@@ -38,28 +34,38 @@ def _answer_piece(t: Trajectory) -> Piece | None:
     return None
 
 
-def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
-    """Completion index of the first token of the last ``<answer>`` tag (the model's or the system's), or
-    None."""
+def answer_cut(tokenizer: Any, t: Trajectory) -> tuple[int, str] | None:
+    """Where to cut a trajectory before its last ``<answer>`` (the model's or the system's): ``(index,
+    residue)``, the completion index of the token that holds the tag's ``<``, and the text that token
+    carries before the ``<`` (with byte-level BPE ``</think><answer>`` is ``</`` ``think`` ``><`` ``answer``
+    ...: cutting at ``><`` drops the ``>`` of ``</think>``, which the caller must put back). None when there
+    is no answer."""
     piece = _answer_piece(t)
     if piece is None:
         return None
     if piece.inserted:
-        return piece.start
+        return piece.start, ""
     ids = t.completion_ids[piece.start : piece.end]
-    end = _tag_end(tokenizer, ids, ANSWER_OPEN)
-    text = tokenizer.decode(ids[:end], skip_special_tokens=False)
-    before = len(text[: text.rfind(ANSWER_OPEN)])
-    i = end - 1
-    while i > 0 and len(tokenizer.decode(ids[:i], skip_special_tokens=False)) > before:
-        i -= 1
-    return piece.start + i
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    ends = _ends(tokenizer, ids)
+    at = text.rfind(ANSWER_OPEN)
+    i = _token_at(ends, at)
+    begin = ends[i - 1] if i else 0
+    return piece.start + i, text[begin:at]
 
 
-def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
-    """Completion index of the first non-blank token the policy sampled after the last ``<answer>`` (written
-    by the model or inserted by the system); None when there is no answer, when no sampled token follows,
-    or when that token also holds the tag's ``>`` (the boundary is not a token boundary)."""
+def answer_start(tokenizer: Any, t: Trajectory) -> int | None:
+    """Completion index of the token holding the ``<`` of the last ``<answer>`` tag, or None."""
+    cut = answer_cut(tokenizer, t)
+    return None if cut is None else cut[0]
+
+
+def answer_point(tokenizer: Any, t: Trajectory) -> tuple[int, str] | None:
+    """``(index, rest)``: the completion index of the first token the policy sampled that holds a
+    non-blank character after the last ``<answer>`` (the answer's first token), and ``rest``, the part of
+    the tag that token still carries (``">"`` when the policy wrote ``<answer`` then ``>B``, as Qwen's
+    tokenizer spells ``<answer>B``; ``""`` when the tag ended in earlier tokens). None when there is no
+    answer or no sampled token follows it. Nothing assumes the tag is one token."""
     piece = _answer_piece(t)
     if piece is None:
         return None
@@ -71,24 +77,37 @@ def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
             and not tokenizer.decode(t.completion_ids[i : i + 1], skip_special_tokens=False).strip()
         ):
             i += 1
-        return i if i < len(t.completion_ids) and t.env_mask[i] == 1 else None
+        return (i, "") if i < len(t.completion_ids) and t.env_mask[i] == 1 else None
     ids = t.completion_ids[piece.start : piece.end]
-    end = _tag_end(tokenizer, ids, ANSWER_OPEN)
-    head = tokenizer.decode(ids[:end], skip_special_tokens=False)
-    if head.rsplit(ANSWER_OPEN, 1)[1].strip():
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    tag_end = text.rfind(ANSWER_OPEN) + len(ANSWER_OPEN)
+    first = next((c for c in range(tag_end, len(text)) if not text[c].isspace()), None)
+    if first is None:
         return None
-    i = end
-    while i < len(ids) and not tokenizer.decode(ids[i : i + 1], skip_special_tokens=False).strip():
-        i += 1
-    return piece.start + i if i < len(ids) else None
+    ends = _ends(tokenizer, ids)
+    i = _token_at(ends, first)
+    begin = ends[i - 1] if i else 0
+    return piece.start + i, text[begin:tag_end] if begin < tag_end else ""
 
 
-def letter_token_ids(tokenizer: Any, letters: str = OPTION_LETTERS) -> dict[str, list[int]]:
-    """For each option letter, the single-token spellings of ``L`` and `` L`` (upper case only: the
-    ground truth is upper-cased before lookup, docs/method.md §8)."""
+def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
+    """Completion index of the answer's first token (:func:`answer_point`), or None."""
+    point = answer_point(tokenizer, t)
+    return None if point is None else point[0]
+
+
+def letter_token_ids(tokenizer: Any, letters: str = OPTION_LETTERS, rest: str = "") -> dict[str, list[int]]:
+    """For each option letter, the ids of the single tokens that spell it at an answer's first token:
+    ``rest`` (what is left of the ``<answer>`` tag, :func:`answer_point`), optional blank, the letter (``B``,
+    `` B`` after a whole tag; ``>B`` after ``<answer``). Only spellings the tokenizer itself produces count
+    (``tokenizer(s)`` is one token). Upper case only: the ground truth is upper-cased before lookup
+    (docs/method.md §8)."""
     out: dict[str, list[int]] = {}
     for letter in letters:
-        ids = {tuple(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in (letter, " " + letter)}
+        ids = {
+            tuple(tokenizer(rest + blank + letter, add_special_tokens=False)["input_ids"])
+            for blank in ("", " ", "\n")
+        }
         out[letter] = sorted(i[0] for i in ids if len(i) == 1)
     return out
 
@@ -119,13 +138,16 @@ def score_answers(
     counterfactual: it is the answer's frame, not retrieved content.
     """
     tok = token_ids(tokenizer)
-    letter_ids = letter_token_ids(tok, letters)
-    with_ctx, cf_ctx, cf_rows, rows = [], [], [], []
+    letter_ids: dict[str, dict[str, list[int]]] = {}  # rest of the tag -> letter -> token ids
+    with_ctx, cf_ctx, cf_rows, rows, rests = [], [], [], [], {}
     for i, (t, vision) in enumerate(zip(result.trajectories, result.vision, strict=True)):
-        pos = answer_position(tok, t)
-        t.answer_position = pos
-        if pos is None:
+        point = answer_point(tok, t)
+        t.answer_position = pos = None if point is None else point[0]
+        if point is None:
             continue
+        rests[i] = point[1]
+        if point[1] not in letter_ids:
+            letter_ids[point[1]] = letter_token_ids(tok, letters, point[1])
         rows.append(i)
         with_ctx.append(Context(t.prompt_ids + t.completion_ids[:pos], vision))
         if counterfactual and any(p.inserted and p.kind != "answer" and p.start < pos for p in t.pieces):
@@ -146,8 +168,8 @@ def score_answers(
         lp_cf = next_token_logprobs(model, cf_ctx, pad, batch_size) if cf_ctx else None
     for j, i in enumerate(rows):
         t = result.trajectories[i]
-        t.answer_logprobs = _letter_logprobs(lp_with[j], letter_ids)
+        t.answer_logprobs = _letter_logprobs(lp_with[j], letter_ids[rests[i]])
         t.answer_token_prob = float(lp_with[j, t.completion_ids[t.answer_position]].exp())
         t.answer_logprobs_no_retrieval = dict(t.answer_logprobs) if counterfactual else None
     for j, i in enumerate(cf_rows):
-        result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids)
+        result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids[rests[i]])

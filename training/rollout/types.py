@@ -15,7 +15,9 @@ from ..protocol import Span, answer_text, parse_pieces
 class Piece:
     """A contiguous run of completion tokens ``[start, end)`` written by one party in one round.
     ``kind``: ``sampled`` (the policy), ``retrieve`` (passages), ``case`` (a CDIR insert), ``answer`` (a
-    system-inserted ``<answer>`` opener, see ``force_answer``), ``eos``."""
+    system-inserted ``<answer>`` opener, see ``force_answer``), ``eos``, ``residue`` (when a CDIR cut falls
+    inside a sampled token, e.g. ``><`` of ``</think><answer>``, the text of that token before the cut,
+    re-inserted)."""
 
     start: int
     end: int
