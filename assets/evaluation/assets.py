@@ -369,7 +369,7 @@ def eval_report(
     kb_image_index: pl.DataFrame,
 ):
     """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
-    from training.evaluation.report import build_report
+    from training.evaluation.report import build_report, model_statement
 
     store = storage.get()
     versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")
@@ -393,7 +393,8 @@ def eval_report(
     lineage["audit"] = _audit_summary(context, store, lineage["checkpoint_manifests"])
     stage = store.staging(f"{context.run.run_id}-eval_report")
     with tempfile.TemporaryDirectory() as tmp:
-        out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke")
+        note = model_statement(ModelPointer.from_row(base_model).manifest)
+        out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke", model_note=note)
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         for path in files:
             stage.write_bytes(

