@@ -56,12 +56,13 @@ SETTINGS: tuple[Setting, ...] = (
         "MEDRWR_PROFILE",
         "resource `sources.profile`, main command",
         "`smoke`",
-        "`smoke` (bundled samples) or `full` (`MEDRWR_DATA_DIR`); `--profile` of the main command wins",
+        "`smoke` or `small` (bundled samples; tiny random model or SmolLM2-135M-Instruct) or `full` "
+        "(`MEDRWR_DATA_DIR`); `--profile` of the main command wins",
     ),
     Setting(
         "MEDRWR_DATA_DIR",
         "resource `sources.data_dir`",
-        "bundled `assets/sample_data` (smoke)",
+        "bundled `assets/sample_data` (smoke, small)",
         "folder or `s3://` prefix with one folder per dataset in its released layout (required by `full`)",
     ),
     Setting(
