@@ -43,16 +43,19 @@ EVAL: dict[str, Any] = {
 SMALL_STAGE: dict[str, Any] = {
     **STAGE,
     "max_steps": 4,
-    "max_new_tokens_per_round": 48,
-    "max_completion_length": 128,
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "max_new_tokens_per_round": 32,
+    "max_completion_length": 64,
 }
-"""The small profile's stage-1 knobs: SmolLM2-135M on 2 CPU cores."""
+"""The small profile's stage-1 knobs: SmolLM2-135M on 2 CPU cores (4 generations per prompt: with 2, every
+group had equal rewards and a zero gradient)."""
 
 SMALL_EVAL: dict[str, Any] = {
-    "max_items": 40,
+    "max_items": 24,
     "max_rounds": 2,
-    "max_new_tokens_per_round": 48,
-    "max_completion_tokens": 128,
+    "max_new_tokens_per_round": 32,
+    "max_completion_tokens": 64,
 }
 """The small profile's evaluation budgets (every mode gets the same)."""
 
