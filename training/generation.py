@@ -66,6 +66,9 @@ class Generated:
     logprobs: list[float]
     finish: str
     prefix_ok: bool = True
+    overflow: str = (
+        ""  # text the last token carries past its stop string (``></`` ends ``</answer>`` + ``</``)
+    )
 
 
 def token_ids(processor_or_tokenizer: Any) -> Any:
@@ -136,6 +139,17 @@ class StopScanner:
             if finish is not None:
                 return n, finish
         return len(ids), "length"
+
+    def overflow(self, ids: Sequence[int], finish: str) -> str:
+        """The characters the last token of ``ids`` carries past the stop string that ended it (Qwen and
+        SmolLM2 spell ``</answer></`` as ``</`` ``answer`` ``></``): kept in the ids, which are exactly what
+        was sampled, but not part of the text the grammar reads. Empty unless ``finish`` is a stop."""
+        if not finish.startswith("stop:"):
+            return ""
+        stop = finish[len("stop:") :]
+        text = self.tokenizer.decode(list(ids[-self.window :]), skip_special_tokens=False)
+        at = text.rfind(stop)
+        return text[at + len(stop) :] if at >= 0 else ""
 
     def criterion(self, width: int):
         """A ``StoppingCriteria`` for ``generate``: stops each row at its stop string (EOS is handled by
@@ -282,7 +296,15 @@ class HFGenerator:
             length, finish = scanner.scan(new[row].tolist())
             ids = new[row, :length].tolist()
             lp = logps[row, :length].tolist() if logps is not None else [0.0] * length
-            results.append(Generated(ids, lp, finish, prefix_ok=prefix == contexts[row].ids))
+            results.append(
+                Generated(
+                    ids,
+                    lp,
+                    finish,
+                    prefix_ok=prefix == contexts[row].ids,
+                    overflow=scanner.overflow(ids, finish),
+                )
+            )
         return results
 
 

@@ -219,3 +219,20 @@ def test_a_passage_with_angle_brackets_is_one_inserted_block_with_exact_masks(po
     assert t.env_mask[block.start : block.end] == [0] * (block.end - block.start)
     assert t.env_mask[block.start - 1] == 1 and t.env_mask[block.end] == 1  # exact boundary, both sides
     assert is_well_formed(parse_pieces((p.text, p.inserted) for p in t.pieces)) and t.answer() == "A"
+
+
+def test_text_a_token_carries_past_the_stop_string_is_kept_in_ids_but_not_in_the_grammar(policy, retriever):
+    """'</answer></' is '</' 'answer' '></' with Qwen's tokenizer (SmolLM2's too): the round stops at '></',
+    whose id stays in the sample, and the format check reads the text only up to '</answer>'."""
+    from training.rewards import format_reward
+
+    model, processor = policy
+    tok = processor.tokenizer
+    model.generate = ScriptedGenerate(tok, lambda c, r, ctx: "<think> so </think><answer> A </answer></")
+    res = Rollout(retriever, max_rounds=1).run(model, processor, [mcq_rows(1)[0]["prompt"]])
+    t = res.trajectories[0]
+    sampled = t.pieces[0]
+    assert tok.decode([t.completion_ids[sampled.end - 1]]) == "></" and t.finish == "answer"
+    assert sampled.text.endswith("</answer>") and sampled.overflow == "</"
+    assert is_well_formed(parse_pieces((p.text, p.inserted) for p in t.pieces)) and t.answer() == "A"
+    assert format_reward(prompts=[None], completions=[""], trajectory=[t]) == [1.0]

@@ -277,7 +277,14 @@ class Rollout:
                 room = max(limit - row.generated, 0)
                 ids, finish = (g.ids, g.finish) if len(g.ids) <= room else (g.ids[:room], "length")
                 number = base[id(row)] + r
-                row.append(ids, inserted=False, round=number, kind="sampled", logprobs=g.logprobs[: len(ids)])
+                row.append(
+                    ids,
+                    inserted=False,
+                    round=number,
+                    kind="sampled",
+                    logprobs=g.logprobs[: len(ids)],
+                    overflow=g.overflow if len(ids) == len(g.ids) else "",
+                )
                 row.rounds = number
                 if finish == f"stop:{QUERY_CLOSE}" and not last:
                     text = tokenizer.decode(ids, skip_special_tokens=False)
@@ -337,7 +344,14 @@ class Rollout:
         for row, g in zip(todo, outs, strict=True):
             row.prefix_ok &= g.prefix_ok
             ids = g.ids[: self.answer_tokens]
-            row.append(ids, inserted=False, round=row.rounds, kind="sampled", logprobs=g.logprobs[: len(ids)])
+            row.append(
+                ids,
+                inserted=False,
+                round=row.rounds,
+                kind="sampled",
+                logprobs=g.logprobs[: len(ids)],
+                overflow=g.overflow if len(ids) == len(g.ids) else "",
+            )
             if g.finish == f"stop:{ANSWER_CLOSE}":
                 row.append([generator.eos_ids[0]], inserted=True, round=row.rounds, kind="eos")
                 row.finish = "answer"

@@ -18,6 +18,7 @@ class _Row:
         self.vision = vision
         self.pieces: list[Piece] = []
         self.piece_ids: list[list[int]] = []
+        self.overflow: list[str] = []  # per piece: text its last token carries past a stop string
         self.env_mask: list[int] = []
         self.logprobs: list[float] = []
         self.queries: list[str] = []
@@ -31,11 +32,19 @@ class _Row:
         self.forced_answer = False
 
     def append(
-        self, ids: list[int], *, inserted: bool, round: int, kind: str, logprobs: list[float] | None = None
+        self,
+        ids: list[int],
+        *,
+        inserted: bool,
+        round: int,
+        kind: str,
+        logprobs: list[float] | None = None,
+        overflow: str = "",
     ) -> None:
         start = len(self.ids) - len(self.prompt_ids)
         self.ids.extend(ids)
         self.piece_ids.append(list(ids))
+        self.overflow.append(overflow)
         self.pieces.append(Piece(start, start + len(ids), inserted, round, kind))
         self.env_mask.extend([0 if inserted else 1] * len(ids))
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
@@ -47,12 +56,14 @@ class _Row:
         counting it, since it was sampled."""
         self.ids.pop()
         self.piece_ids[-1].pop()
+        self.overflow[-1] = ""
         self.pieces[-1].end -= 1
         self.env_mask.pop()
         self.logprobs.pop()
         if not self.piece_ids[-1]:
             self.piece_ids.pop()
             self.pieces.pop()
+            self.overflow.pop()
 
     @classmethod
     def from_trajectory(cls, t: Trajectory, vision: Vision, upto: int) -> _Row:
@@ -70,6 +81,7 @@ class _Row:
                 round=p.round,
                 kind=p.kind,
                 logprobs=t.logprobs[p.start : end],
+                overflow=p.overflow if end == p.end else "",
             )
         return row
 
@@ -77,12 +89,14 @@ class _Row:
         completion = self.ids[len(self.prompt_ids) :]
         concat = list(self.prompt_ids) + [i for ids in self.piece_ids for i in ids]
         ok = self.prefix_ok and concat == self.ids and len(self.env_mask) == len(completion)
-        for piece, ids in zip(self.pieces, self.piece_ids, strict=True):
+        for piece, ids, extra in zip(self.pieces, self.piece_ids, self.overflow, strict=True):
             if piece.kind == "eos":
                 piece.text = ""
             else:
                 body = ids[:-1] if (ids and ids[-1] in eos_ids and not piece.inserted) else ids
                 piece.text = tokenizer.decode(body, skip_special_tokens=False)
+                if extra and piece.text.endswith(extra):  # the grammar reads up to the stop string
+                    piece.text, piece.overflow = piece.text[: -len(extra)], extra
         return Trajectory(
             prompt_ids=self.prompt_ids,
             completion_ids=completion,

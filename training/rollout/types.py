@@ -17,7 +17,9 @@ class Piece:
     ``kind``: ``sampled`` (the policy), ``retrieve`` (passages), ``case`` (a CDIR insert), ``answer`` (a
     system-inserted ``<answer>`` opener, see ``force_answer``), ``eos``, ``residue`` (when a CDIR cut falls
     inside a sampled token, e.g. ``><`` of ``</think><answer>``, the text of that token before the cut,
-    re-inserted)."""
+    re-inserted). ``text``: the piece decoded, up to the stop string that ended it; ``overflow``: what its
+    last token carries past that stop string (``</`` when ``</answer></`` ends in the token ``></``), kept in
+    the ids, left out of ``text`` so that the grammar reads what the stop rule accepted."""
 
     start: int
     end: int
@@ -25,6 +27,7 @@ class Piece:
     round: int
     kind: str
     text: str = ""
+    overflow: str = ""
 
 
 @dataclass
