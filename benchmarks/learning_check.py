@@ -1,4 +1,13 @@
-"""Learning check with a control: does GRPO with our rollout learn *through retrieval*?
+"""SUPERSEDED: the tiny-model learning check. Kept for the record of attempts 1-8 (BENCHMARKS.md); its result
+does not show a model learning from reward: it trains a tiny random model (with a tokenizer trained on the
+task) through a warm start rigged to teach the target skills (copying the entity into the query, reading the
+drug out of the passage) and then to query a generic word, so GRPO only re-amplifies one choice, and it
+builds the trainer in-process. Its successor is ``benchmarks/learning_check_real.py``: a real pretrained
+model (SmolLM2-135M-Instruct), GRPO only through ``python -m training.launch --stage 1``, no warm start on
+the target skill (an optional format-only warm start on a disjoint world), three arms (retrieval, random
+retriever, env_mask forced to 1).
+
+Learning check with a control: does GRPO with our rollout learn *through retrieval*?
 
 A synthetic task whose answers exist only in a knowledge base. Invented entities (``zorvat``...), each
 treated by one of four invented drugs, drawn at random per entity; the question is "Which drug treats

@@ -5,6 +5,13 @@ estimator, a reference model), clip epsilon 0.2, token-level loss (``loss_type="
 advantages, temperature 1.0, top-p 1.0, bf16, 1 epoch, 5 % warm-up, 4 prompts x 8 generations per device
 step, gradient accumulation 2. The fields added for the agent loop (rounds, passages per query, round budget)
 live here too, so one object (and its hash) describes a stage run.
+
+Two fields exist for **ablations only** (the learning check's controls, ``benchmarks/learning_check_real.py``;
+a real stage run leaves them at their defaults): ``retriever`` (``"kb"``, the pinned KB, or ``"random"``,
+passages drawn at random from the same KB version whatever the query) and ``train_on_inserted`` (False;
+True trains the policy on the system-inserted tokens too). Set, they are hashed (they change what is
+trained); at their defaults they are left out of the hash, so a production config hashes as before they
+existed.
 """
 
 from __future__ import annotations
@@ -35,12 +42,18 @@ _NOT_HASHED = {
 }
 
 
+ABLATION_DEFAULTS: dict[str, Any] = {"retriever": "kb", "train_on_inserted": False}
+"""The ablation-only fields and their production values."""
+RETRIEVERS = ("kb", "random")
+"""Values of :attr:`StageConfig.retriever`: ``kb`` (production) and ``random`` (ablation only)."""
+
+
 @dataclass
 class StageConfig(GRPOConfig):
     """A GRPO stage of Med-RwR. ``stage``: 1 (text MCQs; format + accuracy) or 2 (multimodal; all four
     rewards, from the stage-1 checkpoint). ``reward_weights`` (TRL's own field, in the order of
     :data:`training.rewards.STAGE_REWARDS`): unset means the paper's for the stage; a list of another length
-    is refused."""
+    is refused. ``retriever`` and ``train_on_inserted`` are ablation switches (module docstring)."""
 
     stage: int = field(default=1, metadata={"help": "1 = text-only stage, 2 = multimodal stage."})
     max_rounds: int = field(
@@ -76,6 +89,24 @@ class StageConfig(GRPOConfig):
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoint by steps."})
     save_steps: float = field(default=50, metadata={"help": "Checkpoint every n steps (resume granularity)."})
     report_to: Any = field(default="none", metadata={"help": "Loggers besides Pipes."})
+    # ---- ablation only: the learning check's controls; a real stage run leaves both at their defaults ----
+    retriever: str = field(
+        default=ABLATION_DEFAULTS["retriever"],
+        metadata={
+            "help": "ABLATION ONLY. 'kb' (default, production): the rollout searches the KB retriever the "
+            "launcher pinned. 'random': every query gets retrieval_k passages drawn uniformly at random "
+            "(seeded by `seed`) from the same KB table version, whatever it asks "
+            "(training.evaluation.evaluate.KBRandomRetriever), so nothing can be learned through retrieval."
+        },
+    )
+    train_on_inserted: bool = field(
+        default=ABLATION_DEFAULTS["train_on_inserted"],
+        metadata={
+            "help": "ABLATION ONLY. False (default, production): the loss covers only the tokens the policy "
+            "sampled (env_mask 0 on retrieved passages, forced answer openers and the closing EOS). True: "
+            "env_mask forced to 1, so the policy is also trained on the system-inserted text."
+        },
+    )
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -94,15 +125,23 @@ class StageConfig(GRPOConfig):
             raise ValueError("max_rounds and retrieval_k must be >= 1")
         if self.search_mode not in ("dense", "lexical", "hybrid"):
             raise ValueError(f"search_mode must be dense, lexical or hybrid, got {self.search_mode!r}")
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(
+                f"retriever must be one of {list(RETRIEVERS)} ('random' is an ablation), "
+                f"got {self.retriever!r}"
+            )
         super().__post_init__()
 
     def hashed_values(self) -> dict[str, Any]:
-        """The values that define the training run (paths and logging cadence left out)."""
+        """The values that define the training run (paths and logging cadence left out; the ablation fields
+        only when set away from production)."""
         out = {}
         for f in fields(self):
             if f.name in _NOT_HASHED or f.name.startswith("_"):
                 continue
             value = getattr(self, f.name)
+            if f.name in ABLATION_DEFAULTS and value == ABLATION_DEFAULTS[f.name]:
+                continue  # production value: the hash of a production config does not depend on these fields
             out[f.name] = (
                 value
                 if isinstance(value, str | int | float | bool | type(None) | list | dict)

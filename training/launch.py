@@ -20,7 +20,10 @@ Arguments (all plain values, so a Dagster asset can pass them through ``PipesSub
 ``--base-model``            hub id, local folder or s3:// prefix (stage 2: the stage-1 ``final`` folder)
 ``--model-cache``           local folder an s3:// model is synced into
 ``--output-dir``            checkpoints (``checkpoint-N``) and the final model (``final``)
-``--config``                JSON object of StageConfig / GRPOConfig overrides (``{"max_steps": 2}``)
+``--config``                JSON object of StageConfig / GRPOConfig overrides (``{"max_steps": 2}``); the
+                            ablation switches ``retriever`` (``"kb"``/``"random"``) and
+                            ``train_on_inserted`` are set here too (ablations only, see
+                            :mod:`training.config`; recorded as ``ablation`` in the manifest)
 ``--lineage``               JSON object merged into the lineage manifest (item data versions, run id ...)
 ``--git-commit``            code version for the manifest (default: ``git rev-parse HEAD`` if available)
 ==========================  ========================================================================
@@ -274,6 +277,13 @@ def build_query_reward(args: argparse.Namespace):
     return QuerySemanticReward(LexiconNER(lexicon), ImageEmbedder(args.image_embedder)), len(lexicon.terms)
 
 
+def ablations(config) -> dict[str, Any]:
+    """The ablation switches of ``config`` (:mod:`training.config`) that differ from production, by name."""
+    from .config import ABLATION_DEFAULTS
+
+    return {f: getattr(config, f) for f, d in ABLATION_DEFAULTS.items() if getattr(config, f) != d}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run one stage; returns the final manifest (also written to
     ``<output-dir>/final/medrwr_lineage.json``)."""
@@ -304,6 +314,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
+        ablation = ablations(config)
+        if ablation:
+            log.warning("ABLATION run (not a production stage): %s", json.dumps(ablation, sort_keys=True))
         lineage = {
             "stage": args.stage,
             "items_uri": args.items,
@@ -321,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "config": config.hashed_values(),
             "reward_weights": config.reward_weights,
             "git_commit": git_commit(args.git_commit),
+            "ablation": ablation or None,
             **_json_arg("--lineage", args.lineage),
         }
         trainer = build_trainer(
