@@ -59,7 +59,7 @@ def main() -> None:
     retriever = Retriever.from_pointer(
         kb, store.kb_location(kb.db), KnowledgeModelsResource().text_embedder()
     )
-    frame = store.read_table("text_qa_items").filter(pl.col("dataset") == "pubmedqa")
+    frame = store.read_table("text_qa_items", "pubmedqa")
     items = benchmark_items(frame, "pubmedqa", splits=sorted(set(frame["split"].to_list())))
     items = items.sort("item_id")
     if args.max_items:
