@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "training" / "qwen25vl"
 VECTORS = ROOT / "tests" / "fixtures" / "qwen2_vocab"
+sys.path.insert(0, str(ROOT))
+from training.tiny_model import CHAT_TEMPLATE  # noqa: E402  Qwen2.5-VL-Instruct's published template
 
 # Qwen2's pre-tokenizer (digits one by one, unlike cl100k's \p{N}{1,3})
 QWEN2_PATTERN = (
@@ -65,27 +67,6 @@ ADDED_TOKENS = (
     ("<|fim_pad|>", False),
     ("<|repo_name|>", False),
     ("<|file_sep|>", False),
-)
-
-# Qwen2.5-VL-Instruct's published chat template (string or typed content; image/video placeholders;
-# default system turn when the conversation has none).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 # Qwen2.5-VL's image processor: 14-pixel patches merged 2x2, CLIP mean/std, 3136..12845056 pixels

