@@ -116,7 +116,7 @@ def main() -> None:
     diff = rag["ok"].to_numpy() - direct["ok"].to_numpy()
     own = [
         any(pid.startswith(f"pubmedqa:{item_id.split(':')[-1]}#") for pid in ids or [])
-        for item_id, ids in zip(rag["item_id"], rag["retrieved_ids"], strict=True)
+        for item_id, ids in zip(rag["item_id"].to_list(), rag["retrieved_ids"].to_list(), strict=True)
     ]
     result = {
         "model": base.model_ref,

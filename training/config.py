@@ -1,5 +1,9 @@
 """Stage configurations: TRL's ``GRPOConfig`` with the paper's values as defaults (docs/method.md §2).
 
+Sampling is temperature only: TRL scores ``log_softmax(logits / temperature)``, so a config that sets top-p,
+top-k, min-p, a repetition penalty or ``generation_kwargs`` is refused (the policy that samples must be the
+policy that is scored).
+
 A config only states what differs from the paper: 8 generations per prompt, lr 1e-6, KL beta 1e-3 (k3
 estimator, a reference model), clip epsilon 0.2, token-level loss (``loss_type="dapo"``), group-normalised
 advantages, temperature 1.0, top-p 1.0, bf16, 1 epoch, 5 % warm-up, 4 prompts x 8 generations per device
@@ -125,6 +129,25 @@ class StageConfig(GRPOConfig):
             raise ValueError("max_rounds and retrieval_k must be >= 1")
         if self.search_mode not in ("dense", "lexical", "hybrid"):
             raise ValueError(f"search_mode must be dense, lexical or hybrid, got {self.search_mode!r}")
+        off_policy = {
+            name: value
+            for name, value, neutral in (
+                ("top_p", self.top_p, (1.0,)),
+                ("top_k", self.top_k, (0, None)),
+                ("min_p", self.min_p, (None, 0.0)),
+                ("repetition_penalty", self.repetition_penalty, (1.0,)),
+            )
+            if value not in neutral
+        }
+        if self.generation_kwargs:
+            off_policy["generation_kwargs"] = self.generation_kwargs
+        if off_policy:
+            raise ValueError(
+                f"sampling settings {off_policy} would make the rollout sample from another distribution "
+                "than the one TRL's loss scores (log_softmax(logits / temperature)): a silently biased "
+                "gradient. "
+                "Set only temperature; leave top_p=1.0, top_k=0, min_p and repetition_penalty unset"
+            )
         if self.retriever not in RETRIEVERS:
             raise ValueError(
                 f"retriever must be one of {list(RETRIEVERS)} ('random' is an ablation), "

@@ -59,11 +59,12 @@ class Context:
 
 @dataclass
 class Generated:
-    """What one row sampled in one call: the ids (stop string / EOS included), their log-probs (zeros when
-    not requested) and the stop reason: ``eos``, ``stop:<string>`` or ``length``."""
+    """What one row sampled in one call: the ids (stop string / EOS included), their sampling log-probs
+    (``None`` when not requested: never zeros a trainer could read as log-probs) and the stop reason:
+    ``eos``, ``stop:<string>`` or ``length``."""
 
     ids: list[int]
-    logprobs: list[float]
+    logprobs: list[float] | None
     finish: str
     prefix_ok: bool = True
     overflow: str = (
@@ -216,10 +217,97 @@ class BanStrings:
         return scores
 
 
+class SampledLogprobs:
+    """Logits processor that keeps only the log-prob of each *sampled* token, not a batch x vocabulary
+    tensor per step (``output_scores`` at 7B, 64 rows and 1,024 steps would hold about 40 GB): at each step
+    it gathers, from the previous step's distribution, the token ``generate`` just appended, and keeps one
+    batch x vocabulary tensor alive. Placed after every other custom processor, it sees the logits with the
+    bans applied; ``generate`` applies the temperature after custom processors, so it divides by the same
+    temperature. Sampling with top-p / top-k truncation is refused by :meth:`HFGenerator.generate` when
+    log-probs are wanted (they would not be the truncated distribution's)."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1).cpu())
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def result(self, new_ids: torch.Tensor) -> torch.Tensor:
+        """``(rows, steps)`` log-probs of ``new_ids`` (the generated part of the sequences)."""
+        if self.previous is not None and len(self.steps) < new_ids.shape[1]:
+            last = new_ids[:, len(self.steps) : len(self.steps) + 1].to(self.previous.device)
+            self.steps.append(self.previous.gather(1, last).squeeze(1).cpu())
+        self.previous = None
+        if not self.steps:
+            return torch.zeros((new_ids.shape[0], 0))
+        return torch.stack(self.steps, dim=1)
+
+
+def sampling_config(
+    *,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    top_k: int | None,
+    pad_token_id: int,
+    eos_token_id: list[int],
+    bad_words_ids: list[list[int]] | None,
+):
+    """The one complete ``GenerationConfig`` of a sampling call, built from the caller's own settings: every
+    field that could reshape the distribution (``repetition_penalty``, ``min_p``, ``no_repeat_ngram_size``,
+    ``typical_p``, ``epsilon_cutoff`` ...) is at its neutral default, whatever the checkpoint's
+    ``generation_config.json`` ships (Qwen2/2.5-VL Instruct ship ``repetition_penalty`` 1.05, ``top_k``,
+    ``top_p``): TRL scores ``log_softmax(logits / temperature)``, so anything else applied while sampling
+    would bias the gradient silently."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else 1.0,
+        top_p=top_p if do_sample else 1.0,
+        top_k=(top_k or 0) if do_sample else 0,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        bad_words_ids=bad_words_ids,
+        return_dict_in_generate=True,
+    )
+
+
+class _OnlyThisConfig:
+    """While ``generate`` runs, the model's own ``generation_config`` is ``config``: transformers fills every
+    unset field of a passed config from the model's (``_prepare_generation_config``), so passing a config is
+    not enough to keep a checkpoint's sampling fields out."""
+
+    def __init__(self, model: Any, config: Any):
+        self.model, self.config, self.saved = model, config, None
+
+    def __enter__(self):
+        self.saved = self.model.generation_config
+        self.model.generation_config = self.config
+        return self.config
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.generation_config = self.saved
+
+
 class HFGenerator:
-    """Batched sampling with ``model.generate``: stop strings and banned strings matched on the decoded
-    text (:class:`StopScanner`, :class:`BanStrings`), EOS, vision placeholders never sampled
-    (``bad_words_ids``) and optional per-token log-probs of the sampled ids."""
+    """Batched sampling with ``model.generate``: one complete generation config built from the caller's
+    settings (:func:`sampling_config`; the checkpoint's ``generation_config`` sampling fields never apply),
+    stop strings and banned strings matched on the decoded text (:class:`StopScanner`,
+    :class:`BanStrings`), EOS, vision placeholders never sampled (``bad_words_ids``) and optional per-token
+    log-probs of the sampled ids (:class:`SampledLogprobs`).
+
+    The vision-placeholder ban is the one constraint the trainer's softmax does not see: a sampled
+    ``<|image_pad|>`` would break every later forward pass. Its effect on a sampled token's log-prob is
+    ``-log(1 - p(placeholders))``, below 1e-4 nats for the models tested (``tests/training/
+    test_sampling_contract.py``)."""
 
     def __init__(self, model: Any, processor: Any):
         self.model = model
@@ -260,42 +348,55 @@ class HFGenerator:
         top_k: int | None = None,
         want_logprobs: bool = False,
     ) -> list[Generated]:
-        """One ``generate`` call for all ``contexts``; returns one :class:`Generated` per context."""
+        """One ``generate`` call for all ``contexts``; returns one :class:`Generated` per context.
+        ``want_logprobs``: the log-prob of each sampled token under the distribution it was sampled from
+        (temperature and bans included); refused with top-p < 1 or top-k, whose truncation it would not
+        include."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        if want_logprobs and do_sample and (top_p < 1.0 or (top_k or 0) > 0):
+            raise ValueError(
+                f"want_logprobs with top_p={top_p}, top_k={top_k}: the recorded log-probs would be the "
+                "untruncated softmax, not the distribution sampled from; sample with top_p=1.0, top_k=0"
+            )
         self.calls += 1
         device = next(self.model.parameters()).device
         inputs = cast_vision(batch_inputs(contexts, self.pad_id, self.image_token_id, device), self.model)
         width = inputs["input_ids"].shape[1]
         scanner = StopScanner(self.tokenizer, self.eos_ids, stop_strings)
-        kwargs: dict[str, Any] = dict(
+        config = sampling_config(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
             bad_words_ids=[[i] for i in self.never_sample] or None,
-            stopping_criteria=StoppingCriteriaList([scanner.criterion(width)]),
-            return_dict_in_generate=True,
-            output_scores=want_logprobs,
         )
+        processors = LogitsProcessorList()
         if banned_strings:
-            kwargs["logits_processor"] = LogitsProcessorList([BanStrings(self.tokenizer, banned_strings)])
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k or 0)
-        out = self.model.generate(**inputs, **kwargs)
+            processors.append(BanStrings(self.tokenizer, banned_strings))
+        recorder = SampledLogprobs(temperature if do_sample else 1.0) if want_logprobs else None
+        if recorder is not None:
+            processors.append(recorder)  # last custom processor: sees the bans
+        with _OnlyThisConfig(self.model, config):
+            out = self.model.generate(
+                **inputs,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([scanner.criterion(width)]),
+            )
         seqs = out.sequences.cpu()
         new = seqs[:, width:]
-        logps = None
-        if want_logprobs:
-            steps = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1).cpu()
-            logps = torch.gather(steps, 2, new[:, : steps.shape[1]].unsqueeze(-1)).squeeze(-1)
+        logps = recorder.result(new) if recorder is not None else None
         results = []
         for row in range(len(contexts)):
             prefix = seqs[row, :width][inputs["attention_mask"][row].bool().cpu()].tolist()
             # the sample ends where the stop rule says, never by stripping pads: a pad id may be an EOS
             length, finish = scanner.scan(new[row].tolist())
             ids = new[row, :length].tolist()
-            lp = logps[row, :length].tolist() if logps is not None else [0.0] * length
+            lp = logps[row, :length].tolist() if logps is not None else None
             results.append(
                 Generated(
                     ids,

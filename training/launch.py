@@ -14,7 +14,8 @@ Arguments (all plain values, so a Dagster asset can pass them through ``PipesSub
 ``--kb-table``              KB table (default ``kb_text``)
 ``--kb-tag``                KB version tag (or number) the retriever is pinned to
 ``--text-embedder``         text embedder id the KB was built with (default: offline MiniLM)
-``--image-embedder``        open_clip id for q_image (default offline ``ViT-S-32``; BiomedCLIP in full)
+``--image-embedder``        open_clip id for q_image (default offline ``ViT-S-32``; BiomedCLIP in full); a
+                            random-weight one is refused unless ``--allow-random-image-embedder``
 ``--lexicon``               lexicon JSON (:meth:`training.lexicon.Lexicon.save`); or ``--medquad`` and
                             ``--slake-kg`` to build it (stage 2)
 ``--base-model``            hub id, local folder or s3:// prefix (stage 2: the stage-1 ``final`` folder)
@@ -34,6 +35,11 @@ Checkpoints and the final model are safetensors, each with ``medrwr_lineage.json
 table, tag and embedder, base model, config hash, git commit). Under Dagster Pipes, rank 0 opens Pipes,
 reports every logging step as a custom message (and a log line) while training runs, and reports the asset
 materialization at the end; without Pipes the same metrics go to the Python log.
+
+Decided here, in the process that trains, not by the launcher: the device, precision and gradient
+checkpointing (:func:`device_settings`; recorded as ``device`` and ``world_size`` in the manifest). Every
+rank calls ``save_model`` for the final model (a collective under ZeRO-3); only rank 0 writes the processor,
+the manifest and the Pipes report.
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kb-tag", default=None)
     p.add_argument("--text-embedder", default=None)
     p.add_argument("--image-embedder", default="ViT-S-32")
+    p.add_argument("--allow-random-image-embedder", action="store_true")
     p.add_argument("--lexicon", default=None)
     p.add_argument("--medquad", default=None)
     p.add_argument("--slake-kg", default=None)
@@ -169,6 +176,7 @@ def trl_dataset(items, images: ImageStore | None):
                 r["question"], r["options"], has_image=img is not None, context=r.get("context")
             ),
             "item_id": r["item_id"],
+            "question": r["question"],
             "answer_label": r["answer_label"],
             "answer": r.get("answer"),
             "options": list(r["options"]),
@@ -274,7 +282,15 @@ def build_query_reward(args: argparse.Namespace):
         lexicon = build_lexicon(args.medquad, args.slake_kg)
     else:
         raise SystemExit("stage 2 needs --lexicon, or --medquad and/or --slake-kg to build it")
-    return QuerySemanticReward(LexiconNER(lexicon), ImageEmbedder(args.image_embedder)), len(lexicon.terms)
+    embedder = ImageEmbedder(args.image_embedder)
+    if embedder.random_weights and not args.allow_random_image_embedder:
+        raise SystemExit(
+            f"--image-embedder {args.image_embedder!r} has random weights: stage 2's query reward (q_image) "
+            "would score noise. Pass a pretrained one (e.g. hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-"
+            "vit_base_patch16_224, the full profile's), or --allow-random-image-embedder for a plumbing run "
+            "(the smoke and small profiles pass it)"
+        )
+    return QuerySemanticReward(LexiconNER(lexicon), embedder), len(lexicon.terms)
 
 
 def ablations(config) -> dict[str, Any]:
@@ -282,6 +298,37 @@ def ablations(config) -> dict[str, Any]:
     from .config import ABLATION_DEFAULTS
 
     return {f: getattr(config, f) for f, d in ABLATION_DEFAULTS.items() if getattr(config, f) != d}
+
+
+def same_kb_version_on_every_rank(version: Any) -> list[Any]:
+    """Each rank's KB table version (rank order); every rank opens its own retriever, and a rank pinned to
+    another version (a tag moved between two ranks' opens) would train on other passages: refused."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    versions = gather_object([version]) if PartialState().num_processes > 1 else [version]
+    if len(set(map(str, versions))) > 1:
+        raise SystemExit(f"the ranks' retrievers are pinned to different KB versions {versions}; relaunch")
+    return versions
+
+
+def device_settings(overrides: dict[str, Any], cuda: bool | None = None) -> tuple[dict[str, Any], str]:
+    """``(overrides, device)``: the stage overrides completed with what *this* process sees, since the
+    launcher (the Dagster run process, a CPU pod on Kubernetes) cannot know the trainer's hardware. Without
+    a GPU: ``use_cpu``, no bf16, no gradient checkpointing (unless the overrides say otherwise). On a GPU
+    without bf16 support: fp16 instead of bf16. ``cuda``: what to assume (default
+    ``torch.cuda.is_available()``)."""
+    import torch
+
+    out = dict(overrides)
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        for name, value in (("use_cpu", True), ("bf16", False), ("gradient_checkpointing", False)):
+            out.setdefault(name, value)
+        return out, "cpu"
+    if "bf16" not in out and "fp16" not in out and not torch.cuda.is_bf16_supported():
+        out.update(bf16=False, fp16=True)
+    return out, f"cuda ({torch.cuda.device_count()} visible, {torch.cuda.get_device_name(0)})"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -300,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from .trainer import build_trainer
 
     item_opts = _json_arg("--items-storage-options", args.items_storage_options)
-    config = stage_config(args.stage, args.output_dir, **_json_arg("--config", args.config))
+    overrides, device = device_settings(_json_arg("--config", args.config))
+    config = stage_config(args.stage, args.output_dir, **overrides)
     with ExitStack() as stack:
         pipes = open_pipes(stack, PartialState().is_main_process)
         items = read_items(args.items, item_opts)
@@ -313,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
+        pinned = same_kb_version_on_every_rank(retriever.version)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
         ablation = ablations(config)
         if ablation:
@@ -326,14 +375,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "kb_table": args.kb_table,
             "kb_tag": args.kb_tag,
             "kb_version": retriever.version,
+            "kb_version_per_rank": pinned,
             "text_embedder": embedder.model_id,
             "image_embedder": args.image_embedder if args.stage == 2 else None,
+            "image_embedder_random_weights": (
+                bool(query_reward.image_embedder.random_weights) if query_reward is not None else None
+            ),
             "lexicon_terms": lexicon_terms,
             "base_model": args.base_model,
             "config_hash": config.config_hash(),
             "config": config.hashed_values(),
             "reward_weights": config.reward_weights,
             "git_commit": git_commit(args.git_commit),
+            "device": device,
+            "world_size": PartialState().num_processes,
             "ablation": ablation or None,
             **_json_arg("--lineage", args.lineage),
         }
@@ -359,8 +414,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             train_seconds=time.time() - started,
             train_loss=result.training_loss,
         )
+        # every rank calls save_model: under ZeRO-3 gathering the sharded weights is a collective, and a
+        # rank-0-only call would wait forever for the others; the trainer writes files on rank 0 only
+        trainer.save_model(str(final))
         if trainer.accelerator.is_main_process:
-            trainer.save_model(str(final))
             processor.save_pretrained(str(final))
             weights_file = final / "model.safetensors"
             manifest["weights_sha256"] = (

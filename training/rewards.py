@@ -13,8 +13,9 @@ What each reward reads, so that retrieved text can never earn a reward it should
 - **accuracy** a: the option extracted from the model's own final ``<answer>`` span equals the gold letter.
 - **query semantic** q = q_text + q_image. q_text = |S_Q ∩ S_G|/|S_Q| + |S_K ∩ S_G|/|S_K| with S_Q the
   entities of the model's queries, S_K those of the passages the retriever returned for them (recorded by the
-  rollout, not parsed from the prompt), S_G those of the gold answer text and explanation; an empty set's
-  term is 0. q_image = mean cosine between the image embedding and each query's text embedding in the same
+  rollout, not parsed from the prompt), S_G those of the gold answer text and explanation, or, when those
+  hold no entity (yes/no and short closed answers), those of the item's question; an empty set's term is 0.
+  q_image = mean cosine between the image embedding and each query's text embedding in the same
   CLIP model (0 for a text-only row). No query: q = 0.
 - **confidence gain** c = log π(gold letter | with retrieval) − log π(gold letter | without), from
   :func:`training.rollout.score_answers` (the letter is upper-cased: docs/method.md §8); 0 for a row that
@@ -128,9 +129,16 @@ class QuerySemanticReward:
         self.ner = ner
         self.image_embedder = image_embedder
 
-    def text_part(self, queries: Sequence[str], passages: Sequence[str], gold: str) -> float:
-        s_q, s_k, s_g = self.ner.entities([" ; ".join(queries), " ; ".join(passages), gold])
-        return overlap_score(s_q, s_k, s_g)
+    def text_part(
+        self, queries: Sequence[str], passages: Sequence[str], gold: str, question: str = ""
+    ) -> float:
+        """q_text with S_G the entities of ``gold`` (answer + explanation); when those hold none (a yes/no
+        or short closed answer without explanation, most stage-2 items) S_G is the question's entities, so
+        the term still rewards queries about what the item asks instead of always being 0."""
+        s_q, s_k, s_g, s_question = self.ner.entities(
+            [" ; ".join(queries), " ; ".join(passages), gold, question]
+        )
+        return overlap_score(s_q, s_k, s_g or s_question)
 
     def image_part(self, images: Sequence[Any], queries: Sequence[Sequence[str]]) -> list[float]:
         """Mean image-query cosine per row; 0.0 where a row has no image or no query."""
@@ -157,8 +165,8 @@ class QuerySemanticReward:
     ) -> list[float | None]:
         n = len(completions)
         traj = kwargs.get("trajectory")
-        labels, golds, options, expl = (
-            _column(kwargs, c, n) for c in ("answer_label", "answer", "options", "explanation")
+        labels, golds, options, expl, questions = (
+            _column(kwargs, c, n) for c in ("answer_label", "answer", "options", "explanation", "question")
         )
         images = [_first_image(x) for x in _column(kwargs, "image", n)]
         queries, passages = [], []
@@ -177,7 +185,7 @@ class QuerySemanticReward:
                 out.append(0.0)
                 continue
             gold = gold_text(labels[i], golds[i], options[i], expl[i])
-            out.append(self.text_part(queries[i], passages[i], gold) + q_image[i])
+            out.append(self.text_part(queries[i], passages[i], gold, questions[i] or "") + q_image[i])
         return out
 
 

@@ -46,14 +46,16 @@ class TrainOnInserted:
 
 
 def stage_rollout(config: StageConfig, retriever: Any, **options: Any) -> Rollout:
-    """The stage's rollout: ``config.rollout_settings()``, the config's sampling, scoring in stage 2 (the
-    confidence-gain reward needs it), rounds kept in step across processes; ``options`` are further
+    """The stage's rollout: ``config.rollout_settings()``, the config's sampling with nothing banned (the
+    policy that samples is the policy TRL scores), scoring in stage 2 (the confidence-gain reward needs it),
+    rounds kept in step across processes; ``options`` are further
     :class:`~training.rollout.Rollout` arguments (``force_answer=True`` ...)."""
     from accelerate import PartialState
 
     defaults = {
         "temperature": config.temperature,
         "top_p": config.top_p,
+        "ban_queries": False,  # on-policy: nothing is banned while sampling (Rollout's docstring)
         "score": config.stage == 2,
         "sync_rounds": PartialState().num_processes > 1,
     }

@@ -1,16 +1,24 @@
 """A thin vLLM generation backend for :class:`training.rollout.Rollout` (optional extra ``vllm``).
 
 vLLM cannot be installed on this project's development and CI machines (CPU only), so this adapter is
-import-guarded and **not exercised by the test suite**; it exists so a GPU deployment can swap the
-backend without touching the rollout: ``Rollout(retriever, generator_factory=VLLMGenerator.factory(llm))``.
-It keeps the rollout's token-in / token-out contract: prompts go in as ``prompt_token_ids`` (plus the
-row's PIL images as ``multi_modal_data``), and the sampled ``token_ids`` come back unchanged, stop strings
+import-guarded and its sampling is **not exercised by the test suite** (its refusals are); it exists so a
+GPU deployment can swap the backend without touching the rollout:
+``Rollout(retriever, generator_factory=VLLMGenerator.factory(llm))``.
+It keeps the rollout's token-in / token-out contract: prompts go in as ``prompt_token_ids`` (text only:
+images are refused, see Limits), and the sampled ``token_ids`` come back unchanged, stop strings
 included (``SamplingParams(stop=..., include_stop_str_in_output=True)``).
 
-Limits: the row's images are passed as PIL images (``Context.images`` must be set by the caller, since vLLM
-runs its own processor), and banned strings use ``SamplingParams(bad_words=...)``, which bans the
-string's own tokenization (with and without a leading space) only, not every spelling of it as
-:class:`training.generation.BanStrings` does on the Hugging Face path.
+Limits:
+
+- **Images are refused.** The rollout carries a row's images as the Hugging Face processor's
+  ``pixel_values`` / ``image_grid_thw`` (:class:`training.generation.Vision`), which vLLM cannot take; a row
+  with images raises ``ValueError`` rather than reaching vLLM as text only. Stage 2 and the image benchmarks
+  run on :class:`training.generation.HFGenerator`.
+- Banned strings use ``SamplingParams(bad_words=...)``, which bans the string's own tokenization (with and
+  without a leading space) only, not every spelling of it as :class:`training.generation.BanStrings` does
+  on the Hugging Face path. Training bans nothing (the rollout's ``ban_queries=False``).
+- Log-probs are vLLM's for the sampled token (``None`` when not requested).
+- Not wired into the trainer: ``training.trainer.stage_rollout`` uses the default ``HFGenerator``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,13 @@ class VLLMGenerator:
         top_k: int | None = None,
         want_logprobs: bool = False,
     ) -> list[Generated]:
+        with_images = [n for n, c in enumerate(contexts) if c.vision.n_images]
+        if with_images:
+            raise ValueError(
+                f"VLLMGenerator: rows {with_images[:8]} carry images, which this backend cannot pass to vLLM "
+                "(it takes PIL images, the rollout holds processor tensors); run image rows with "
+                "training.generation.HFGenerator (the Rollout's default generator_factory)"
+            )
         from vllm import SamplingParams
 
         self.calls += 1
@@ -67,11 +82,7 @@ class VLLMGenerator:
         )
         requests = []
         for c in contexts:
-            req: dict[str, Any] = {"prompt_token_ids": list(c.ids)}
-            images = getattr(c, "images", None)
-            if images:
-                req["multi_modal_data"] = {"image": images}
-            requests.append(req)
+            requests.append({"prompt_token_ids": list(c.ids)})
         outs = self.llm.generate(requests, params, use_tqdm=False)
         results = []
         for c, o in zip(contexts, outs, strict=True):
@@ -83,10 +94,10 @@ class VLLMGenerator:
                 finish = "eos"
             else:
                 finish = "length"
-            lps = (
-                [next(iter(d.values())).logprob if d else 0.0 for d in comp.logprobs]
-                if want_logprobs and comp.logprobs
-                else [0.0] * len(ids)
-            )
+            lps = None
+            if want_logprobs:
+                if not comp.logprobs or len(comp.logprobs) != len(ids):
+                    raise RuntimeError("vLLM returned no log-prob for a sampled token (logprobs=0 was asked)")
+                lps = [d[i].logprob for d, i in zip(comp.logprobs, ids, strict=True)]
             results.append(Generated(ids, lps, finish, prefix_ok=list(o.prompt_token_ids) == list(c.ids)))
         return results

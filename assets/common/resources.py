@@ -166,6 +166,10 @@ class KnowledgeModelsResource(ConfigurableResource):
         return _image(self.image_model, self.device)
 
 
+DEFAULT_FULL_ACCELERATE = "training/accelerate/zero2.yaml"
+"""The ``full`` profile's accelerate config when ``MEDRWR_ACCELERATE_CONFIG`` is unset."""
+
+
 class TrainingResource(ConfigurableResource):
     """Where and how GRPO stages run: the production base model, the launcher (a local subprocess, or a GPU
     pod on Kubernetes through ``PipesK8sClient``), the accelerate config, and the work folder that holds
@@ -181,7 +185,8 @@ class TrainingResource(ConfigurableResource):
     accelerate_config: str | None = Field(
         default=None,
         description="accelerate YAML, e.g. "
-        "training/accelerate/zero2.yaml (MEDRWR_ACCELERATE_CONFIG); unset: plain python",
+        "training/accelerate/zero2.yaml (MEDRWR_ACCELERATE_CONFIG); unset: ZeRO-2 in full, plain python "
+        "otherwise",
     )
     work_dir: str | None = Field(
         default=None, description="checkpoint work folder (MEDRWR_WORK_DIR); unset: <project>/.medrwr/work"
@@ -195,6 +200,19 @@ class TrainingResource(ConfigurableResource):
 
     def work_root(self) -> str:
         return self.work_dir or str(project_dir() / ".medrwr" / "work")
+
+    def accelerate_config_for(self, profile: str) -> str | None:
+        """The ``accelerate launch`` config of a stage run: the configured one; for the ``full`` profile
+        without one, DeepSpeed ZeRO-2 (``training/accelerate/zero2.yaml``: a 7B full fine-tune plus its
+        reference model does not fit one plain process on one GPU); else None (plain ``python``). On
+        Kubernetes the path is relative to the trainer image's working directory (``/opt/medrwr``)."""
+        if self.accelerate_config:
+            return self.accelerate_config
+        if profile != "full":
+            return None
+        if self.launcher == "k8s":
+            return DEFAULT_FULL_ACCELERATE
+        return str(project_dir() / DEFAULT_FULL_ACCELERATE)
 
     def child_env(self) -> dict[str, str]:
         """Environment of the trainer process: quiet TRL notices, no hub access from tests' offline

@@ -102,7 +102,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MEDRWR_ACCELERATE_CONFIG",
         "resource `training.accelerate_config`",
-        "unset (plain `python`)",
+        "unset: ZeRO-2 (`training/accelerate/zero2.yaml`) in `full`, plain `python` otherwise",
         "`accelerate launch` config, e.g. `training/accelerate/zero2.yaml` (DeepSpeed ZeRO-2)",
     ),
     Setting(

@@ -123,10 +123,10 @@ class StageRunConfig(Config):
 
     def overrides(self) -> dict:
         """The set knobs and ``trainer_overrides`` (checked against ``training.config.StageConfig``'s fields:
-        an unknown name, a name also set as a typed knob, or ``stage``/``output_dir`` is refused), plus CPU
-        settings when no GPU is present (bf16 and gradient checkpointing off)."""
-        import torch
-
+        an unknown name, a name also set as a typed knob, or ``stage``/``output_dir`` is refused). Nothing
+        about the device: this runs in the Dagster run process (a small CPU pod on Kubernetes), and device,
+        precision and checkpointing are decided by the trainer process from what it sees
+        (``training.launch.device_settings``)."""
         from training.config import SET_BY_LAUNCH, check_overrides
 
         out = {k: v for k, v in self.model_dump().items() if v is not None and k != "trainer_overrides"}
@@ -139,8 +139,6 @@ class StageRunConfig(Config):
                 "field, and the stage and output folder are set by the asset"
             )
         out.update(extra)
-        if not torch.cuda.is_available():
-            out.update(use_cpu=True, bf16=False, gradient_checkpointing=False)
         return out
 
 

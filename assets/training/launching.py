@@ -62,6 +62,7 @@ def stage_command(
     medquad: str | None = None,
     slake_kg: str | None = None,
     accelerate_config: str | None = None,
+    allow_random_image_embedder: bool = False,
     python: str = sys.executable,
 ) -> list[str]:
     """The command that runs one GRPO stage (see :mod:`training.launch` for every argument)."""
@@ -116,4 +117,6 @@ def stage_command(
         cmd += ["--medquad", medquad]
     if slake_kg:
         cmd += ["--slake-kg", slake_kg]
+    if allow_random_image_embedder:
+        cmd += ["--allow-random-image-embedder"]
     return cmd

@@ -28,6 +28,7 @@ from dagster import (
 from assets.common.backfill import WHOLE
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import check_result, content_version
+from assets.common.profiles import BUNDLED_PROFILES
 from assets.common.resources import (
     KnowledgeModelsResource,
     SourcesResource,
@@ -103,7 +104,10 @@ def _train(
         git_commit=git_commit(),
         medquad=medquad,
         slake_kg=slake_kg,
-        accelerate_config=training.accelerate_config,
+        accelerate_config=training.accelerate_config_for(sources.profile),
+        # the bundled profiles run stage 2 as plumbing with the offline random-weight image embedder; any
+        # other profile must configure a pretrained one (the trainer refuses a random one)
+        allow_random_image_embedder=sources.profile in BUNDLED_PROFILES,
     )
     context.log.info(f"{role}: launching {' '.join(command[:4])} ... (work folder {work})")
     invocation = training.launch(context, command, pipes)

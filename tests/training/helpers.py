@@ -14,7 +14,8 @@ import torch
 class ScriptedGenerate:
     """Replaces ``model.generate``: row ``r`` of call ``c`` samples the ids of ``script(c, r, context_text)``
     (EOS appended unless the text ends with ``</query>``, ``</answer>`` or ``<|endoftext|>``). Records every
-    call's batch size and keyword arguments."""
+    call's batch size and keyword arguments (the fields of a passed ``generation_config`` flattened in, as
+    ``max_new_tokens``, ``pad_token_id`` ...)."""
 
     def __init__(self, tokenizer, script: Callable[[int, int, str], str]):
         self.tokenizer = tokenizer
@@ -23,6 +24,9 @@ class ScriptedGenerate:
 
     def __call__(self, input_ids, attention_mask=None, **kwargs):
         call = len(self.calls)
+        config = kwargs.get("generation_config")
+        if config is not None:
+            kwargs = {**{k: v for k, v in config.to_dict().items() if v is not None}, **kwargs}
         self.calls.append(
             {"rows": input_ids.shape[0], **{k: v for k, v in kwargs.items() if k != "tokenizer"}}
         )
@@ -69,7 +73,8 @@ def trainer_that_kills_itself(step: int, once_marker: str | None = None) -> str:
     runs after the trainer has written the checkpoint and after the lineage callback, so the checkpoint is
     whole. With ``once_marker`` (a file path), only the first process kills itself (it creates the file
     first), so a retried run trains to the end: a real kill -9 at a fixed step, whatever the machine's speed
-    or load."""
+    or load. Under several processes rank 0 kills itself (after writing the lineage manifest) and the
+    launcher stops the other ranks."""
     return f"""
 import os, signal, sys
 from pathlib import Path
@@ -80,7 +85,9 @@ MARKER = {once_marker!r}
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kw):
-        if state.global_step == {step} and (MARKER is None or not Path(MARKER).exists()):
+        first = MARKER is None or not Path(MARKER).exists()
+        # rank 0 only (it writes the lineage manifest first); the launcher then stops the other ranks
+        if state.global_step == {step} and state.is_world_process_zero and first:
             if MARKER is not None:
                 Path(MARKER).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)

@@ -116,6 +116,21 @@ def test_query_semantic_text_part_hand_values():
     assert out == [pytest.approx(0.5 + 2 / 3)]
 
 
+def test_closed_answer_without_entities_takes_s_g_from_the_question():
+    """A stage-2 yes/no item has no entity in its answer and no explanation: S_G falls back to the
+    question's entities, so a query about what the item asks earns the text term (it was always 0)."""
+    reward = QuerySemanticReward(small_ner())
+    t = traj(RETRIEVED, queries=["lung infection"], passages=[["the lung is clear", "heart size normal"]])
+    columns = dict(answer_label=[None], answer=["yes"], options=[[]], explanation=[None], image=[None])
+    assert call(reward, [t], **columns) == [0.0]  # no question column: S_G empty, as before
+    out = call(reward, [t], question=["Is there an infection in the lung?"], **columns)
+    # S_G = {lung, infection}; S_Q = {lung, infection}: 2/2; S_K = {lung, heart}: 1/2
+    assert out == [pytest.approx(1.5)]
+    # an answer with entities keeps S_G from the answer (the question is only the fallback)
+    gold = dict(columns, answer=["pneumonia"])
+    assert call(reward, [t], question=["Is there an infection in the lung?"], **gold) == [0.0]
+
+
 def test_retrieved_entity_term_reads_the_completion_not_the_prompt():  # docs/method.md §8
     reward = QuerySemanticReward(small_ner())
     t = traj(RETRIEVED, queries=["heart"], passages=[["pneumonia of the lung"]])
@@ -211,3 +226,20 @@ def test_lexicon_from_medquad_and_slake_kg():
     assert [(s, e) for s, e, _ in found][0] == (0, 11)  # "lung cancer" as one entity, leftmost-longest
     assert len(ner.entities(["", "no medical words here"])[1]) == 0
     assert np.isfinite(len(lex.concepts()))
+
+
+def test_stage2_refuses_a_random_weight_image_embedder(tmp_path):
+    """q_image from a random-weight CLIP is noise: the trainer refuses it unless the run says it is plumbing
+    (the bundled profiles pass --allow-random-image-embedder)."""
+    from training import launch
+
+    lexicon = tmp_path / "lexicon.json"
+    small_ner().lexicon.save(lexicon)
+    base = ["--stage", "2", "--items", "x", "--kb-uri", "x", "--base-model", "x", "--output-dir", "x"]
+    args = launch.parse_args([*base, "--lexicon", str(lexicon), "--image-embedder", "ViT-S-32"])
+    with pytest.raises(SystemExit, match="random weights"):
+        launch.build_query_reward(args)
+    reward, terms = launch.build_query_reward(
+        launch.parse_args([*base, "--lexicon", str(lexicon), "--allow-random-image-embedder"])
+    )
+    assert reward.image_embedder.random_weights and terms == 5

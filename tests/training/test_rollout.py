@@ -60,7 +60,7 @@ def test_retriever_called_once_per_round_per_batch(policy, retriever):
     assert result.stats.retrieval_calls == 2 and result.stats.generate_calls == 3
     last_call = model.generate.calls[-1]
     assert last_call["logits_processor"][0].strings == ["<query>"]  # the last round cannot query
-    assert "logits_processor" not in model.generate.calls[0]
+    assert not model.generate.calls[0]["logits_processor"]
     assert last_call["stopping_criteria"][0].stops == ["</answer>"]
     assert model.generate.calls[0]["stopping_criteria"][0].stops == ["</query>", "</answer>"]
     assert all(len(t.queries) == 2 and t.rounds == 3 for t in result.trajectories)
@@ -131,13 +131,17 @@ def test_score_answers_and_cdir_continuation(policy, retriever, slake_images):
     assert (
         asked.answer_logprobs_no_retrieval != asked.answer_logprobs
     )  # passages removed in the counterfactual
-    # the counterfactual equals scoring the prompt + the policy's own tokens by hand
+    # the counterfactual answers right after the reasoning before the first query: the passages *and* the
+    # reasoning after them go (it restates them); Qwen's '</think><query>' shares the token '><', whose '>'
+    # is kept
     from training.generation import Context, next_token_logprobs
+    from training.rollout import counterfactual_ids
 
-    own = [
-        x for x, m in zip(asked.completion_ids[: asked.answer_position], asked.env_mask, strict=False) if m
-    ]
-    lp = next_token_logprobs(model, [Context(asked.prompt_ids + own)], tok.pad_token_id)[0]
+    cf = counterfactual_ids(tok, asked)
+    assert tok.decode(cf) == "<think> need facts </think><answer>"
+    assert cf[: len(cf) - 3] == asked.completion_ids[: len(cf) - 3]  # the policy's own ids, unchanged
+    assert counterfactual_ids(tok, direct) is None
+    lp = next_token_logprobs(model, [Context(asked.prompt_ids + cf)], tok.pad_token_id)[0]
     a_ids = [
         i
         for i in {tok.convert_tokens_to_ids("A"), tok.convert_tokens_to_ids("ĠA")}

@@ -4,14 +4,18 @@
 batched ``generate`` call that stops at ``</query>``, ``</answer>`` or EOS. Every row that stopped at
 ``</query>`` gets its passages from **one** batched ``retriever.search(queries, k, mode)`` call per round;
 the ``<retrieve>`` block is tokenised on its own and appended as token ids with env mask 0. Sampled ids are
-kept exactly as sampled, never decoded and re-encoded. The last round bans ``<query>`` and stops only at
-the answer or EOS, so every trajectory that finishes in budget ends with an answer. A row that stops at
+kept exactly as sampled, never decoded and re-encoded. In evaluation (``ban_queries=True``, the default)
+the last round bans ``<query>`` and stops only at the answer or EOS, so every trajectory that finishes in
+budget ends with an answer. Training (``ban_queries=False``) bans nothing, since TRL scores the
+unconstrained softmax: the last round also stops at ``</query>`` and that row ends unanswered
+(``query_at_last_round``). A row that stops at
 ``</answer>`` gets the EOS token appended by the system (mask 0), so TRL sees a terminated completion.
 
 ``force_answer=True`` (default False: the row ends as the policy left it): a row whose rounds ended without
 an ``<answer>`` tag (EOS, round or trajectory budget) gets ``<answer>`` appended by the system (its ids,
 mask 0, piece kind ``answer``; :attr:`Trajectory.forced_answer` is True) and one more short generation
-(``answer_tokens`` tokens at most, stop at ``</answer>``, ``<query>`` banned), so every trajectory ends
+(``answer_tokens`` tokens at most, stop at ``</answer>``, ``<query>`` banned unless ``ban_queries=False``),
+so every trajectory ends
 with an answer whose first token the policy sampled. An EOS the policy sampled before it is dropped from
 the trajectory (a model context never holds an EOS mid-sequence; ``generated_tokens`` still counts it). A
 row that opened ``<answer>`` itself but did not close it in budget gets the short generation without an
@@ -27,8 +31,8 @@ Evaluation uses the same loop through small parameters:
 
 - confidence and chosen option: :func:`score_answers` (log-probs of each option letter as the first token
   after ``<answer>`` (sampled or system-inserted), the probability of the token actually sampled there, and,
-  unless ``counterfactual=False``, the same log-probs from one batched counterfactual pass with every inserted
-  block removed, for the confidence-gain reward);
+  unless ``counterfactual=False``, the same log-probs from one batched counterfactual pass that answers right
+  after the reasoning preceding the first query, for the confidence-gain reward);
 - direct answer (no retrieval): ``run(..., allow_retrieval=False)`` (one round, ``<query>`` banned);
 - training-free RAG control: ``run(..., first_queries=[question, ...], allow_retrieval=False)``: the system
   retrieves once with the given query and inserts the block before the model writes anything;
@@ -52,6 +56,7 @@ from .scoring import (
     answer_point,
     answer_position,
     answer_start,
+    counterfactual_ids,
     letter_token_ids,
     score_answers,
 )
@@ -68,6 +73,7 @@ __all__ = [
     "Trajectory",
     "answer_cut",
     "answer_point",
+    "counterfactual_ids",
     "answer_position",
     "answer_start",
     "encode_prompts",

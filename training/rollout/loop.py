@@ -45,6 +45,12 @@ class Rollout:
             same number of calls.
         force_answer: end every row with an answer (module docstring); ``answer_tokens``: the budget of
             that short generation, reserved out of ``max_completion_tokens``.
+        ban_queries: in the last round (and a forced answer, a CDIR continuation, a direct answer) forbid
+            writing ``<query>`` while sampling (evaluation's decoding rule). Training sets False
+            (:func:`training.trainer.stage_rollout`): TRL scores the unconstrained softmax, so a ban would
+            make the sampled policy differ from the scored one; instead the last round also stops at
+            ``</query>`` and the row ends unanswered (``finish="query_at_last_round"``, reward 0), so the
+            reward teaches the search budget.
         generator_factory: ``(model, processor) -> backend`` (default :class:`HFGenerator`; see
             :mod:`training.vllm_backend`).
     """
@@ -63,6 +69,7 @@ class Rollout:
         sync_rounds: bool = False,
         force_answer: bool = False,
         answer_tokens: int = 8,
+        ban_queries: bool = True,
         generator_factory: Any = HFGenerator,
         **setting_fields: Any,
     ):
@@ -80,6 +87,7 @@ class Rollout:
         self.sync_rounds = sync_rounds
         self.force_answer = force_answer
         self.answer_tokens = answer_tokens
+        self.ban_queries = ban_queries
         self.generator_factory = generator_factory
         self.last_stats: RolloutStats | None = None
 
@@ -259,13 +267,13 @@ class Rollout:
                     )
                     continue
                 break
-            stops = [ANSWER_CLOSE] if last else [QUERY_CLOSE, ANSWER_CLOSE]
+            stops = [ANSWER_CLOSE] if last and self.ban_queries else [QUERY_CLOSE, ANSWER_CLOSE]
             budget = max(limit - row.generated for row in active)
             outs = generator.generate(
                 [Context(row.ids, row.vision) for row in active],
                 stop_strings=stops,
                 max_new_tokens=max(1, min(self.settings.max_new_tokens_per_round, budget)),
-                banned_strings=[QUERY_OPEN] if last else (),
+                banned_strings=[QUERY_OPEN] if last and self.ban_queries else (),
                 do_sample=self.do_sample,
                 temperature=self.temperature,
                 top_p=self.top_p,
@@ -282,7 +290,7 @@ class Rollout:
                     inserted=False,
                     round=number,
                     kind="sampled",
-                    logprobs=g.logprobs[: len(ids)],
+                    logprobs=g.logprobs[: len(ids)] if g.logprobs is not None else None,
                     overflow=g.overflow if len(ids) == len(g.ids) else "",
                 )
                 row.rounds = number
@@ -335,7 +343,7 @@ class Rollout:
             [Context(row.ids, row.vision) for row in todo],
             stop_strings=[ANSWER_CLOSE],
             max_new_tokens=self.answer_tokens,
-            banned_strings=[QUERY_OPEN],
+            banned_strings=[QUERY_OPEN] if self.ban_queries else (),
             do_sample=self.do_sample,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -349,7 +357,7 @@ class Rollout:
                 inserted=False,
                 round=row.rounds,
                 kind="sampled",
-                logprobs=g.logprobs[: len(ids)],
+                logprobs=g.logprobs[: len(ids)] if g.logprobs is not None else None,
                 overflow=g.overflow if len(ids) == len(g.ids) else "",
             )
             if g.finish == f"stop:{ANSWER_CLOSE}":

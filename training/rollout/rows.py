@@ -20,7 +20,8 @@ class _Row:
         self.piece_ids: list[list[int]] = []
         self.overflow: list[str] = []  # per piece: text its last token carries past a stop string
         self.env_mask: list[int] = []
-        self.logprobs: list[float] = []
+        self.logprobs: list[float] = []  # sampling log-probs; 0.0 at inserted tokens (mask 0)
+        self.logprobs_known = True  # False once a sampled piece came without log-probs
         self.queries: list[str] = []
         self.passage_ids: list[list[str]] = []
         self.passages: list[list[str]] = []
@@ -47,6 +48,8 @@ class _Row:
         self.overflow.append(overflow)
         self.pieces.append(Piece(start, start + len(ids), inserted, round, kind))
         self.env_mask.extend([0 if inserted else 1] * len(ids))
+        if logprobs is None and not inserted and ids:
+            self.logprobs_known = False
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         if not inserted:
             self.generated += len(ids)
@@ -80,7 +83,7 @@ class _Row:
                 inserted=p.inserted,
                 round=p.round,
                 kind=p.kind,
-                logprobs=t.logprobs[p.start : end],
+                logprobs=t.logprobs[p.start : end] if t.logprobs is not None else None,
                 overflow=p.overflow if end == p.end else "",
             )
         return row
@@ -108,7 +111,7 @@ class _Row:
             rounds=self.rounds,
             generated_tokens=self.generated,
             finish=self.finish,
-            logprobs=self.logprobs,
+            logprobs=self.logprobs if self.logprobs_known else None,
             prefix_ok=ok,
             forced_answer=self.forced_answer,
         )

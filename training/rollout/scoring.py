@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..generation import Context, next_token_logprobs, token_ids
-from ..protocol import ANSWER_OPEN, OPTION_LETTERS
+from ..protocol import ANSWER_OPEN, OPTION_LETTERS, QUERY_OPEN
 from .types import Piece, RolloutResult, Trajectory
 
 
@@ -96,6 +96,43 @@ def answer_position(tokenizer: Any, t: Trajectory) -> int | None:
     return None if point is None else point[0]
 
 
+def counterfactual_cut(tokenizer: Any, t: Trajectory) -> tuple[int, str] | None:
+    """Where the counterfactual of the confidence-gain reward ends the policy's reasoning: ``(index,
+    residue)``, the completion index of the token holding the ``<`` of the ``<query>`` that asked for the
+    first inserted block (the reasoning before the first query), and the text that token carries before the
+    ``<`` (the ``>`` of ``</think>`` in ``</think><query>``, spelled ``</`` ``think`` ``><`` ``query``). A
+    first insertion with no query before it in the same sampled piece (a pre-retrieval of the RAG control, a
+    CDIR case) cuts at its own start. None when nothing but the answer frame was inserted."""
+    first = next(
+        (n for n, p in enumerate(t.pieces) if p.inserted and p.kind not in ("answer", "eos", "residue")),
+        None,
+    )
+    if first is None:
+        return None
+    piece = t.pieces[first]
+    before = t.pieces[first - 1] if first else None
+    if piece.kind != "retrieve" or before is None or before.inserted or QUERY_OPEN not in before.text:
+        return piece.start, ""
+    ids = t.completion_ids[before.start : before.end]
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    at = text.rfind(QUERY_OPEN)
+    ends = _ends(tokenizer, ids)
+    i = _token_at(ends, at)
+    begin = ends[i - 1] if i else 0
+    return before.start + i, text[begin:at]
+
+
+def counterfactual_ids(tokenizer: Any, t: Trajectory) -> list[int] | None:
+    """The completion part of the confidence-gain counterfactual (:func:`score_answers`): the policy's ids
+    up to :func:`counterfactual_cut`, then the cut token's residue and ``<answer>`` tokenised; the next token
+    is the answer's first. None when nothing was inserted before the answer."""
+    cut = counterfactual_cut(tokenizer, t)
+    if cut is None:
+        return None
+    at, residue = cut
+    return t.completion_ids[:at] + tokenizer(residue + ANSWER_OPEN, add_special_tokens=False)["input_ids"]
+
+
 def letter_token_ids(tokenizer: Any, letters: str = OPTION_LETTERS, rest: str = "") -> dict[str, list[int]]:
     """For each option letter, the ids of the single tokens that spell it at an answer's first token:
     ``rest`` (what is left of the ``<answer>`` tag, :func:`answer_point`), optional blank, the letter (``B``,
@@ -130,12 +167,13 @@ def score_answers(
     - ``answer_logprobs``: log-prob of each option letter as the first token after ``<answer>`` given the
       whole trajectory (retrieved passages included); ``answer_token_prob``: probability of the token the
       policy actually sampled there (the confidence η of CDIR);
-    - ``answer_logprobs_no_retrieval``: the same from the counterfactual context with every inserted block
-      removed (prompt + the policy's own tokens only); equal to ``answer_logprobs`` when nothing was inserted.
-      With ``counterfactual=False`` it is left ``None`` (no counterfactual pass; evaluation needs only the
-      confidence).
-    Rows without a locatable answer keep ``None``. A system-inserted ``<answer>`` opener is not removed in the
-    counterfactual: it is the answer's frame, not retrieved content.
+    - ``answer_logprobs_no_retrieval``: the same in the counterfactual "answer without the retrieved
+      passages": the prompt, the policy's reasoning up to the query that asked for the first inserted block
+      (:func:`counterfactual_cut`), then ``<answer>`` inserted. Everything after that point goes, not only
+      the passages: the policy's later reasoning usually restates them, and keeping it would bias the gain
+      toward 0. Equal to ``answer_logprobs`` when nothing was inserted. With ``counterfactual=False`` it is
+      left ``None`` (no counterfactual pass; evaluation needs only the confidence).
+    Rows without a locatable answer keep ``None``. Images inserted after the prompt go with the passages.
     """
     tok = token_ids(tokenizer)
     letter_ids: dict[str, dict[str, list[int]]] = {}  # rest of the tag -> letter -> token ids
@@ -150,16 +188,16 @@ def score_answers(
             letter_ids[point[1]] = letter_token_ids(tok, letters, point[1])
         rows.append(i)
         with_ctx.append(Context(t.prompt_ids + t.completion_ids[:pos], vision))
-        if counterfactual and any(p.inserted and p.kind != "answer" and p.start < pos for p in t.pieces):
-            keep = [0] * len(t.completion_ids)
-            for p in t.pieces:
-                if not p.inserted or p.kind == "answer":
-                    keep[p.start : p.end] = [1] * (p.end - p.start)
-            own = [x for x, m in zip(t.completion_ids[:pos], keep[:pos], strict=True) if m == 1]
+        cut = counterfactual_cut(tok, t) if counterfactual else None
+        if cut is not None and cut[0] < pos:
+            # the reasoning before the first query, the '>' its cut token held, then the answer opener
+            own = t.prompt_ids + counterfactual_ids(tok, t)
             start_id = getattr(getattr(model, "config", None), "vision_start_token_id", None)
             prompt_images = sum(1 for x in t.prompt_ids if x == start_id) if start_id is not None else 0
-            cf_ctx.append(Context(t.prompt_ids + own, vision.head(prompt_images)))  # inserted images go too
+            cf_ctx.append(Context(own, vision.head(prompt_images)))  # inserted images go too
             cf_rows.append(i)
+            if "" not in letter_ids:
+                letter_ids[""] = letter_token_ids(tok, letters, "")
     if not rows:
         return
     pad = tok.pad_token_id
@@ -171,5 +209,6 @@ def score_answers(
         t.answer_logprobs = _letter_logprobs(lp_with[j], letter_ids[rests[i]])
         t.answer_token_prob = float(lp_with[j, t.completion_ids[t.answer_position]].exp())
         t.answer_logprobs_no_retrieval = dict(t.answer_logprobs) if counterfactual else None
+    # the counterfactual's tag is whole: letters as after a complete '<answer>'
     for j, i in enumerate(cf_rows):
-        result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids[rests[i]])
+        result.trajectories[i].answer_logprobs_no_retrieval = _letter_logprobs(lp_cf[j], letter_ids[""])

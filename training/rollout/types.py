@@ -36,7 +36,8 @@ class Trajectory:
 
     ``env_mask[i]`` is 1 where ``completion_ids[i]`` was sampled by the policy, 0 where the system inserted
     it. ``passage_ids[j]``/``passages[j]`` are what query ``j`` retrieved. ``logprobs`` holds the sampling
-    log-prob of each sampled token (0.0 for inserted tokens, and everywhere unless requested).
+    log-prob of each sampled token (0.0 for inserted tokens, which have mask 0), or ``None`` when they were
+    not requested (never zeros a trainer could take for log-probs).
     ``forced_answer``: the system inserted the ``<answer>`` opener (``force_answer``); ``generated_tokens``
     counts every token the policy sampled (an EOS dropped before a forced answer included).
     The ``answer_*`` fields are filled by :func:`score_answers`."""
@@ -51,7 +52,7 @@ class Trajectory:
     rounds: int = 0
     generated_tokens: int = 0
     finish: str = ""
-    logprobs: list[float] = field(default_factory=list)
+    logprobs: list[float] | None = field(default_factory=list)
     prefix_ok: bool = True
     forced_answer: bool = False
     answer_position: int | None = None
@@ -115,7 +116,12 @@ class RolloutResult:
         return {
             "prompt_ids": [t.prompt_ids for t in self.trajectories],
             "completion_ids": [t.completion_ids for t in self.trajectories],
-            "logprobs": [t.logprobs for t in self.trajectories],
+            # None unless every row has sampling log-probs: TRL then computes its own, never reads zeros
+            "logprobs": (
+                None
+                if any(t.logprobs is None for t in self.trajectories)
+                else [t.logprobs for t in self.trajectories]
+            ),
             "env_mask": [t.env_mask for t in self.trajectories],
             "trajectory": list(self.trajectories),
         }
