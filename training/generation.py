@@ -267,16 +267,15 @@ def sampling_config(
     would bias the gradient silently."""
     from transformers import GenerationConfig
 
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k or 0) if do_sample else {}
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
-        temperature=temperature if do_sample else 1.0,
-        top_p=top_p if do_sample else 1.0,
-        top_k=(top_k or 0) if do_sample else 0,
         pad_token_id=pad_token_id,
         eos_token_id=eos_token_id,
         bad_words_ids=bad_words_ids,
         return_dict_in_generate=True,
+        **sampling,
     )
 
 
