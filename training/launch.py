@@ -16,8 +16,8 @@ Arguments (all plain values, so a Dagster asset can pass them through ``PipesSub
 ``--text-embedder``         text embedder id the KB was built with (default: offline MiniLM)
 ``--image-embedder``        open_clip id for q_image (default offline ``ViT-S-32``; BiomedCLIP in full); a
                             random-weight one is refused unless ``--allow-random-image-embedder``
-``--lexicon``               lexicon JSON (:meth:`training.lexicon.Lexicon.save`); or ``--medquad`` and
-                            ``--slake-kg`` to build it (stage 2)
+``--lexicon``               lexicon JSON (:meth:`training.lexicon.Lexicon.save`); or ``--medquad``,
+                            ``--slake-kg`` and ``--pubmedqa`` (its MeSH headings) to build it (stage 2)
 ``--base-model``            hub id, local folder or s3:// prefix (stage 2: the stage-1 ``final`` folder)
 ``--model-cache``           local folder an s3:// model is synced into
 ``--output-dir``            checkpoints (``checkpoint-N``) and the final model (``final``)
@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lexicon", default=None)
     p.add_argument("--medquad", default=None)
     p.add_argument("--slake-kg", default=None)
+    p.add_argument("--pubmedqa", default=None)
     p.add_argument("--base-model", required=True)
     p.add_argument("--model-cache", default=None)
     p.add_argument("--output-dir", required=True)
@@ -279,10 +280,10 @@ def build_query_reward(args: argparse.Namespace):
 
     if args.lexicon:
         lexicon = Lexicon.load(args.lexicon)
-    elif args.medquad or args.slake_kg:
-        lexicon = build_lexicon(args.medquad, args.slake_kg)
+    elif args.medquad or args.slake_kg or args.pubmedqa:
+        lexicon = build_lexicon(args.medquad, args.slake_kg, args.pubmedqa)
     else:
-        raise SystemExit("stage 2 needs --lexicon, or --medquad and/or --slake-kg to build it")
+        raise SystemExit("stage 2 needs --lexicon, or --medquad, --slake-kg and/or --pubmedqa to build it")
     embedder = ImageEmbedder(args.image_embedder)
     if embedder.random_weights and not args.allow_random_image_embedder:
         raise SystemExit(

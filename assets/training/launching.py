@@ -61,6 +61,7 @@ def stage_command(
     git_commit: str | None,
     medquad: str | None = None,
     slake_kg: str | None = None,
+    pubmedqa: str | None = None,
     accelerate_config: str | None = None,
     allow_random_image_embedder: bool = False,
     python: str = sys.executable,
@@ -117,6 +118,8 @@ def stage_command(
         cmd += ["--medquad", medquad]
     if slake_kg:
         cmd += ["--slake-kg", slake_kg]
+    if pubmedqa:
+        cmd += ["--pubmedqa", pubmedqa]
     if allow_random_image_embedder:
         cmd += ["--allow-random-image-embedder"]
     return cmd

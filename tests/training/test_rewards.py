@@ -243,3 +243,25 @@ def test_stage2_refuses_a_random_weight_image_embedder(tmp_path):
         launch.parse_args([*base, "--lexicon", str(lexicon), "--allow-random-image-embedder"])
     )
     assert reward.image_embedder.random_weights and terms == 5
+
+
+def test_lexicon_grows_from_pubmedqa_mesh_headings(tmp_path):
+    """PubMedQA's MeSH headings add entities (inverted headings in both orders), never the check tags; a
+    gold answer the MedQuAD + SLAKE lexicon finds nothing in now has an entity."""
+    medquad = SAMPLE_DATA_DIR / "medquad" / "medquad_qa.jsonl.gz"
+    kg = SAMPLE_DATA_DIR / "slake" / "KG_mvqa-kg"
+    pubmedqa = SAMPLE_DATA_DIR / "pubmedqa" / "ori_pqal.json"
+    before, after = build_lexicon(medquad, kg), build_lexicon(medquad, kg, pubmedqa)
+    assert len(after.terms) > len(before.terms)
+    assert after.terms["tomography x ray computed"] == after.terms["x ray computed tomography"]
+    assert after.terms["tomography x ray computed"] == "MESH:Tomography, X-Ray Computed"
+    assert "humans" not in after.terms and "female" not in after.terms  # MeSH check tags
+    gold = "Contrast-enhanced X-ray computed tomography of the abdomen"
+    assert not LexiconNER(before).entities([gold])[0] and LexiconNER(after).entities([gold])[0]
+    # bad input names the file
+    broken = tmp_path / "ori_pqal.json"
+    broken.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="ori_pqal.json"):
+        build_lexicon(None, None, broken)
+    with pytest.raises(FileNotFoundError, match="ori_pqal.json"):
+        build_lexicon(None, None, tmp_path / "missing" / "ori_pqal.json")
