@@ -32,8 +32,9 @@ Arguments (all plain values, so a Dagster asset can pass them through ``PipesSub
 Behaviour: resumes from the newest *complete* checkpoint in ``--output-dir`` (one whose lineage manifest was
 written, which happens after the trainer saved it), so a killed and restarted run loses no finished step.
 Checkpoints and the final model are safetensors, each with ``medrwr_lineage.json`` (item versions, KB URI,
-table, tag and embedder, base model, config hash, git commit). Under Dagster Pipes, rank 0 opens Pipes,
-reports every logging step as a custom message (and a log line) while training runs, and reports the asset
+table, tag and embedder, base model, config hash, git commit). Under Dagster Pipes, rank 0 opens Pipes once
+the stage config has set up the process group (an error before that, e.g. a bad item table, reaches Dagster
+as the process's exit code and stderr), reports every logging step as a custom message (and a log line) while training runs, and reports the asset
 materialization at the end; without Pipes the same metrics go to the Python log.
 
 Decided here, in the process that trains, not by the launcher: the device, precision and gradient
@@ -49,7 +50,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -351,9 +351,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     item_opts = _json_arg("--items-storage-options", args.items_storage_options)
     overrides, device = device_settings(_json_arg("--config", args.config))
     with ExitStack() as stack:
-        # rank from the launcher's environment: on CPU the process group only exists once the stage config
-        # is built (below), and until then accelerate's state sees a single process on every rank
-        pipes = open_pipes(stack, int(os.environ.get("RANK", "0")) == 0)
         items = read_items(args.items, item_opts)
         images = ImageStore(args.images_uri, item_opts) if args.images_uri else None
         dataset = trl_dataset(items, images)
@@ -367,6 +364,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
         config = stage_config(args.stage, args.output_dir, **overrides)  # sets up the process group
+        # Pipes opens on rank 0 once the ranks are known: on CPU accelerate's state sees a single process
+        # on every rank until the stage config has set up the process group
+        pipes = open_pipes(stack, PartialState().is_main_process)
         pinned = same_kb_version_on_every_rank(retriever.version)
         model, processor = load_policy(
             args.base_model, cache_dir=args.model_cache, storage_options=item_opts, dtype="auto"
