@@ -34,8 +34,9 @@ written, which happens after the trainer saved it), so a killed and restarted ru
 Checkpoints and the final model are safetensors, each with ``medrwr_lineage.json`` (item versions, KB URI,
 table, tag and embedder, base model, config hash, git commit). Under Dagster Pipes, rank 0 opens Pipes once
 the stage config has set up the process group (an error before that, e.g. a bad item table, reaches Dagster
-as the process's exit code and stderr), reports every logging step as a custom message (and a log line) while training runs, and reports the asset
-materialization at the end; without Pipes the same metrics go to the Python log.
+as the process's exit code and stderr), reports every logging step as a custom message (and a log line)
+while training runs, and reports the asset materialization at the end; without Pipes the same metrics go
+to the Python log.
 
 Decided here, in the process that trains, not by the launcher: the device, precision and gradient
 checkpointing (:func:`device_settings`; recorded as ``device`` and ``world_size`` in the manifest). Every
