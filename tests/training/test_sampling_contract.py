@@ -227,3 +227,17 @@ def test_every_rank_calls_save_model(tmp_path, tiny_model_dir, kb, monkeypatch):
     assert saves[-1] == (str(out / "final"),)  # the final save (checkpoints also go through save_model)
     assert not (out / "final" / launch.LINEAGE_FILE).exists()  # rank 0 writes the manifest
     assert manifest["device"] == "cpu" and manifest["world_size"] == 1
+
+
+def test_vllm_adapter_refuses_rows_with_images(policy, slake_images):
+    """The vLLM adapter cannot take the processor's image tensors: a row with images is refused with a clear
+    error before vLLM is touched, never sent as text only."""
+    from training.generation import Vision
+    from training.vllm_backend import VLLMGenerator
+
+    _, processor = policy
+    enc = processor.image_processor(images=[slake_images[0]], return_tensors="pt")
+    row = Context([1, 2, 3], Vision(enc["pixel_values"], enc["image_grid_thw"]))
+    backend = object.__new__(VLLMGenerator)  # no vLLM on CPU machines: the refusal comes first
+    with pytest.raises(ValueError, match="rows \\[0\\] carry images"):
+        backend.generate([row], stop_strings=[], max_new_tokens=4)
