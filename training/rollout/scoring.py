@@ -45,10 +45,16 @@ def answer_cut(tokenizer: Any, t: Trajectory) -> tuple[int, str] | None:
         return None
     if piece.inserted:
         return piece.start, ""
+    return _cut_before(tokenizer, t, piece, ANSWER_OPEN)
+
+
+def _cut_before(tokenizer: Any, t: Trajectory, piece: Piece, tag: str) -> tuple[int, str]:
+    """``(index, residue)`` for the last ``tag`` in a sampled ``piece``: the completion index of the token
+    holding the tag's ``<``, and the text that token carries before it."""
     ids = t.completion_ids[piece.start : piece.end]
     text = tokenizer.decode(ids, skip_special_tokens=False)
     ends = _ends(tokenizer, ids)
-    at = text.rfind(ANSWER_OPEN)
+    at = text.rfind(tag)
     i = _token_at(ends, at)
     begin = ends[i - 1] if i else 0
     return piece.start + i, text[begin:at]
@@ -113,13 +119,7 @@ def counterfactual_cut(tokenizer: Any, t: Trajectory) -> tuple[int, str] | None:
     before = t.pieces[first - 1] if first else None
     if piece.kind != "retrieve" or before is None or before.inserted or QUERY_OPEN not in before.text:
         return piece.start, ""
-    ids = t.completion_ids[before.start : before.end]
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    at = text.rfind(QUERY_OPEN)
-    ends = _ends(tokenizer, ids)
-    i = _token_at(ends, at)
-    begin = ends[i - 1] if i else 0
-    return before.start + i, text[begin:at]
+    return _cut_before(tokenizer, t, before, QUERY_OPEN)
 
 
 def counterfactual_ids(tokenizer: Any, t: Trajectory) -> list[int] | None:
