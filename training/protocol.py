@@ -245,7 +245,15 @@ def queries(spans: Sequence[Span]) -> list[str]:
     return [s.text.strip() for s in spans if s.kind == "query" and s.closed and s.text.strip()]
 
 
-_LETTER_RE = re.compile(r"^\s*(?:option\s+)?\(?([A-Ja-j])\)?(?=$|[\s.,:;)\]])", re.IGNORECASE)
+# a letter that stands alone: "B", "(b)", "B.", "option B", "B)" ... and nothing after it
+_LONE_LETTER_RE = re.compile(r"^\s*(?:option\s+)?\(?([A-Ja-j])\)?\s*[.:;,)\]]?\s*$", re.IGNORECASE)
+# a letter marked as a label by a bracket or punctuation, then text: "B. text", "(B) text", "B: text"
+_LABELLED_LETTER_RE = re.compile(
+    r"^\s*(?:option\s+)?(?:\(([A-Ja-j])\)|([A-Ja-j])\s*[.,:;)\]])\s*(\S.*)$", re.IGNORECASE | re.DOTALL
+)
+# a letter followed by a space and text: "A defect ..." may be the article "A"; the letter counts only when
+# the text after it is that option's text
+_SPACED_LETTER_RE = re.compile(r"^\s*(?:option\s+)?([A-Ja-j])\s+(\S.*)$", re.IGNORECASE | re.DOTALL)
 
 
 def normalize_text(text: str) -> str:
@@ -254,20 +262,43 @@ def normalize_text(text: str) -> str:
 
 
 def extract_choice(answer: str | None, options: Sequence[str] | None) -> str | None:
-    """The option letter an answer names, upper case, or None.
+    """The option letter an answer names, upper case, or None (unparsed).
 
-    Accepts ``B``, ``b``, ``(B)``, ``B.``, ``B. text``, ``option B``; otherwise an answer whose normalized
-    text equals exactly one option's normalized text. A letter beyond the number of options is None.
+    In this order: an answer whose normalized text equals exactly one option's normalized text names that
+    option ("A defect in collagen synthesis" is the option with that text, not "A"); a letter standing alone
+    (``B``, ``b``, ``(B)``, ``B.``, ``option B``); a letter labelled by a bracket or punctuation and followed
+    by text (``B. text``, ``(B) text``, ``B: text``), unless that text is exactly another option's (a
+    contradiction: None); a letter followed by a space and text (``B text``) only when the text is that
+    option's. A letter beyond the number of options is None.
     """
     if not answer or not options:
         return None
-    m = _LETTER_RE.match(answer)
-    if m:
-        letter = m.group(1).upper()
+    norms = [normalize_text(o) for o in options]
+
+    def by_text(text: str) -> str | None:
+        hits = [OPTION_LETTERS[i] for i, o in enumerate(norms) if o and o == normalize_text(text)]
+        return hits[0] if len(hits) == 1 else None
+
+    def in_range(letter: str) -> str | None:
+        letter = letter.upper()
         return letter if OPTION_LETTERS.index(letter) < len(options) else None
-    norm = normalize_text(answer)
-    hits = [OPTION_LETTERS[i] for i, o in enumerate(options) if normalize_text(o) == norm]
-    return hits[0] if len(hits) == 1 else None
+
+    named = by_text(answer)
+    if named is not None:
+        return named
+    m = _LONE_LETTER_RE.match(answer)
+    if m:
+        return in_range(m.group(1))
+    m = _LABELLED_LETTER_RE.match(answer)
+    if m:
+        letter, rest = in_range(m.group(1) or m.group(2)), m.group(3)
+        other = by_text(rest)
+        return letter if other is None or other == letter else None
+    m = _SPACED_LETTER_RE.match(answer)
+    if m:
+        letter = in_range(m.group(1))
+        return letter if letter is not None and by_text(m.group(2)) == letter else None
+    return None
 
 
 def answer_matches(

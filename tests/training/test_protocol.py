@@ -72,3 +72,53 @@ def test_inserted_answer_opener_is_a_boundary():
     assert is_well_formed(spans)
     left_open = parse_pieces([("<think> a", False), ("<answer>", True), (" B </answer>", False)])
     assert answer_text(left_open) == "B" and not is_well_formed(left_open)
+
+
+def test_extract_choice_reads_option_text_before_a_letter():
+    opts = ["Abnormal folding of collagen", "A defect in collagen synthesis", "I band shortening"]
+    assert extract_choice("A defect in collagen synthesis", opts) == "B"  # the text of B, not the letter A
+    assert extract_choice("a defect in collagen synthesis.", opts) == "B"
+    assert extract_choice("I band shortening", opts) == "C"
+    assert extract_choice("B. A defect in collagen synthesis", opts) == "B"
+    assert extract_choice("B, because collagen", opts) == "B"
+    assert extract_choice("A. A defect in collagen synthesis", opts) is None  # letter and text disagree
+    assert extract_choice("A defect somewhere", opts) is None  # "A" here is an article, not a choice
+    assert extract_choice("B A defect in collagen synthesis", opts) == "B"
+    assert extract_choice("A (no, B)", opts) is None
+
+
+def _options_of(dataset: str, root):
+    from assets.ingest.text_qa import read_text_qa
+    from storage.sources import SourceDir
+
+    df, _ = read_text_qa(dataset, SourceDir(str(root)))
+    return df["options"].to_list()
+
+
+def test_every_option_text_of_medqa_and_medmcqa_parses_as_its_own_letter(real_data):
+    """Answering with an option's text names that option, for every option of the MedQA and MedMCQA files
+    (the full releases beside the checkout when present, the bundled samples otherwise); options whose text
+    occurs twice in one item are ambiguous and unparsed."""
+    for dataset, folder in (("medqa", "medqa_us"), ("medmcqa", "medmcqa")):
+        checked = 0
+        for options in _options_of(dataset, real_data / folder):
+            norms = [" ".join(o.lower().split()) for o in options]
+            for i, text in enumerate(options):
+                if not text.strip() or norms.count(norms[i]) > 1:
+                    continue
+                got = extract_choice(text, options)
+                assert got == "ABCDEFGHIJ"[i] or (got is None and _duplicate_after_normalizing(options, i)), (
+                    dataset,
+                    text,
+                    options,
+                    got,
+                )
+                checked += 1
+        assert checked > 0, dataset
+
+
+def _duplicate_after_normalizing(options, i) -> bool:
+    from training.protocol import normalize_text
+
+    norms = [normalize_text(o) for o in options]
+    return norms.count(norms[i]) > 1 or not norms[i]
