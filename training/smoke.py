@@ -3,6 +3,7 @@ tiny trainer runs of the tests. Plain dicts, no heavy import (the code location 
 
 - :data:`STAGE`: the smoke profile's knobs of ``stage1_checkpoint`` / ``stage2_checkpoint`` (Dagster
   ``StageRunConfig`` typed knobs): a few GRPO steps of a tiny model on 2 CPU cores.
+- :data:`STAGE2_POLICY`: the budgets ``stage2_items`` samples the stage-1 policy with (stage 2's).
 - :data:`EVAL`: the smoke profile's knobs of ``eval_results`` (rollout budgets in the
   :class:`training.rollout.RolloutSettings` vocabulary).
 - :data:`SMALL_STAGE`, :data:`SMALL_EVAL`: the ``small`` profile's stage-1 and evaluation knobs (a real
@@ -32,6 +33,12 @@ STAGE: dict[str, Any] = {
     "max_completion_length": 48,
     "save_steps": 1,
 }
+
+STAGE2_POLICY: dict[str, Any] = {
+    k: STAGE[k] for k in ("max_rounds", "max_new_tokens_per_round", "max_completion_length")
+}
+"""The smoke and small profiles' ``stage2_items`` policy sampling (``policy_overrides``): the rollout budgets
+of their ``stage2_checkpoint`` (:data:`STAGE`), so the stratification samples as stage 2 trains."""
 
 EVAL: dict[str, Any] = {
     "max_items": 8,

@@ -72,7 +72,12 @@ class Profile:
 SMOKE_OP_CONFIG: dict[str, dict[str, Any]] = {
     "stage1_items": {"limit": 32},
     "stage1_checkpoint": smoke.STAGE,
-    "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
+    "stage2_items": {
+        "limit": 16,
+        "n_clusters": 8,
+        "policy_samples": 2,
+        "policy_overrides": smoke.STAGE2_POLICY,
+    },
     "stage2_checkpoint": smoke.STAGE,
     "eval_results": smoke.EVAL,
 }
@@ -86,7 +91,12 @@ SMALL_OP_CONFIG: dict[str, dict[str, Any]] = {
     "base_model": {"model_ref": SMALL_BASE_MODEL},
     "stage1_items": {"limit": 64},
     "stage1_checkpoint": smoke.SMALL_STAGE,
-    "stage2_items": {"limit": 16, "n_clusters": 8, "policy_samples": 2},
+    "stage2_items": {
+        "limit": 16,
+        "n_clusters": 8,
+        "policy_samples": 2,
+        "policy_overrides": smoke.STAGE2_POLICY,
+    },
     "stage2_checkpoint": smoke.STAGE,
     "eval_results": smoke.SMALL_EVAL,
 }

@@ -29,6 +29,7 @@ from dagster import (
     Config,
     Failure,
     MetadataValue,
+    PipesSubprocessClient,
     asset,
 )
 from pydantic import Field
@@ -90,6 +91,15 @@ class StageItemsConfig(Config):
         default=4,
         description="stage 2: samples of the stage-1 policy per item for the "
         "difficulty split (items it always solves are dropped)",
+    )
+    policy_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stage 2: training.config.StageConfig fields the policy samples with (rounds, token "
+        "budgets, temperature, seed): give the same values as stage2_checkpoint's run knobs, so a pass rate "
+        "is the one its GRPO groups see; unset: the stage's defaults (the paper's)",
+    )
+    policy_batch_size: int = Field(
+        default=64, description="stage 2: trajectories per generate call of each trainer process"
     )
     seed: int = Field(default=0, description="shuffle and k-means seed")
 
@@ -415,6 +425,8 @@ def _md(frame: pl.DataFrame) -> str:
         "stage1_checkpoint": AssetIn(),
         "kb_text_index": AssetIn(),
     },
+    pool="gpu",
+    op_tags={"medrwr/kind": "training"},
     check_specs=[
         AssetCheckSpec(
             "stage2_items_not_empty",
@@ -441,13 +453,19 @@ def stage2_items(
     split_use: pl.DataFrame,
     stage1_checkpoint: pl.DataFrame,
     kb_text_index: pl.DataFrame,
+    sources: SourcesResource,
+    training: TrainingResource,
+    pipes_subprocess_client: PipesSubprocessClient,
 ):
     """Stage-2 multimodal MCQs: closed training questions, images picked by k-means, stratified by
-    difficulty."""
+    difficulty: the stage-1 policy samples each candidate ``policy_samples`` times in the trainer process
+    (``python -m training.stratify``, launched through Pipes like a stage, on the GPU where there is one,
+    with the stage's rollout budgets), and the items it always solves are dropped."""
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
     from training.data import SplitUse, difficulty, evaluation_items
     from training.data import stage2_items as select
 
+    pipes = pipes_subprocess_client
     store = storage.get()
     use = SplitUse.from_frame(split_use)
     evaluation = evaluation_items(text_qa_items, vqa_items, ecbench, use)
@@ -480,16 +498,20 @@ def stage2_items(
         raise Failure(f"stage2_items: {e}") from e
     if config.limit:
         items = items.head(config.limit)
-    correct = _policy_samples(
-        items, stage1_checkpoint, kb_text_index, store, kb_models, config.policy_samples
+    rates, summary = _policy_pass_rates(
+        context, config, items, stage1_checkpoint, kb_text_index, store, kb_models, sources, training, pipes
     )
-    stratified = difficulty(items, correct)
+    try:
+        stratified = difficulty(items, rates)
+    except ValueError as e:
+        raise Failure(f"stage2_items: {e}; the stratification output is incomplete, rerun the asset") from e
     checks = [
         check_result(
             "stage2_items_not_empty",
             stratified.height > 0,
             items=stratified.height,
             always_solved_dropped=items.height - stratified.height,
+            answered_share=summary.get("answered_share"),
         ),
         _leakage_check(stratified, evaluation),
     ]
@@ -505,38 +527,73 @@ def stage2_items(
             "evaluation_images_excluded": len(eval_refs),
             "policy": ModelPointer.from_row(stage1_checkpoint).path,
             "policy_samples": config.policy_samples,
+            "candidates": items.height,
+            "always_solved_dropped": items.height - stratified.height,
+            "mean_pass_rate": summary.get("mean_pass_rate"),
+            "answered_share": summary.get("answered_share"),
+            "stratification": MetadataValue.json(summary),
+            "pass_rates": MetadataValue.md(_md(rates)),
         },
         data_version=content_version(stratified),
     )
     yield from publish_or_refuse(context, store, pub, checks)
 
 
-def _policy_samples(
+def _policy_pass_rates(
+    context: AssetExecutionContext,
+    config: StageItemsConfig,
     items: pl.DataFrame,
     checkpoint: pl.DataFrame,
     kb: pl.DataFrame,
     store: Storage,
     kb_models: KnowledgeModelsResource,
-    samples: int,
-) -> dict[str, list[bool]]:
-    """``{item_id: [correct per sample]}`` from ``samples`` rollouts of the stage-1 policy, with retrieval."""
-    import io
+    sources: SourcesResource,
+    training: TrainingResource,
+    pipes: PipesSubprocessClient,
+) -> tuple[pl.DataFrame, dict]:
+    """Per-item pass rates of the stage-1 policy on ``items``, sampled in the trainer process
+    (:mod:`training.stratify` through Pipes, with the trainer's launcher and accelerate config), and its
+    summary (budgets, device, world size, KB version, timings)."""
+    import json
 
-    from PIL import Image
+    from training.config import check_overrides
+    from training.data import PASS_RATE_COLUMNS
 
-    from retrieval.search import Retriever
-    from training.data import mcq_prompt_rows, sample_correctness
-    from training.rollout import Rollout, RolloutSettings
-    from training.tiny_model import load_policy
+    from .launching import stratify_command
 
-    with tempfile.TemporaryDirectory() as cache:
-        model, processor = load_policy(
-            ModelPointer.from_row(checkpoint).path,
-            cache_dir=cache,
-            storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None,
-        )
-        pointer = KbPointer.from_row(kb)
-        retriever = Retriever.from_pointer(pointer, store.kb_location(pointer.db), kb_models.text_embedder())
-        rollout = Rollout(retriever, RolloutSettings(max_new_tokens_per_round=32, max_completion_tokens=96))
-        rows = mcq_prompt_rows(items, lambda ref: Image.open(io.BytesIO(store.get_image(ref))).convert("RGB"))
-        return sample_correctness(rollout, model, processor, rows, samples)
+    try:
+        check_overrides(config.policy_overrides, where="StageItemsConfig.policy_overrides")
+    except ValueError as e:
+        raise Failure(str(e)) from e
+    run_key = context.run.tags.get("dagster/root_run_id") or context.run.run_id
+    work = Path(training.work_root()) / "stage2_items" / run_key
+    work.mkdir(parents=True, exist_ok=True)
+    candidates, output = work / "candidates.parquet", work / "pass_rates.parquet"
+    output.unlink(missing_ok=True)  # a retry never reads an earlier attempt's rates
+    items.write_parquet(candidates)
+    pointer = KbPointer.from_row(kb)
+    command = stratify_command(
+        items_uri=str(candidates),
+        images_uri=store.uri("images"),
+        storage_options=store.s3.s3fs_kwargs() if store.is_s3 else None,
+        kb_uri=store.lancedb_uri(pointer.db),
+        kb_storage_options=store.lancedb_storage_options(),
+        kb_table=pointer.table,
+        kb_tag=pointer.tag,
+        text_embedder=kb_models.text_model,
+        policy=ModelPointer.from_row(checkpoint).path,
+        model_cache=str(work / "model_cache"),
+        overrides=config.policy_overrides,
+        samples=config.policy_samples,
+        batch_size=config.policy_batch_size,
+        output=str(output),
+        accelerate_config=training.accelerate_config_for(sources.profile),
+    )
+    context.log.info(f"stage2_items: sampling the stage-1 policy on {items.height} candidates in the trainer")
+    training.launch(context, command, pipes).get_results()
+    if not output.exists():
+        raise Failure(f"stage2_items: the stratification exited without {output}; see the run's logs")
+    rates = pl.read_parquet(output)
+    if dict(rates.schema) != PASS_RATE_COLUMNS:
+        raise Failure(f"stage2_items: {output} has columns {dict(rates.schema)}, not {PASS_RATE_COLUMNS}")
+    return rates, json.loads(Path(f"{output}.json").read_text())

@@ -2,6 +2,8 @@
 
 - :func:`stage_command` builds the ``python -m training.launch`` (or ``accelerate launch``) command line from
   plain values: where the stage items, images, knowledge base and base model are, and the run knobs.
+- :func:`stratify_command` builds the ``python -m training.stratify`` command (stage-2 difficulty
+  stratification, launched the same way, where the model trains).
 - :func:`upload_folder` copies a model folder (safetensors, tokenizer, lineage manifest) under the storage
   root, so checkpoints live where every other output lives (local or S3).
 - :func:`model_row` is the one-row table a model asset publishes (:class:`storage.pointers.ModelPointer`):
@@ -20,7 +22,7 @@ import polars as pl
 from storage.pointers import MODEL_SCHEMA, ModelPointer
 from storage.root import Storage
 
-__all__ = ["MODEL_SCHEMA", "model_row", "stage_command", "upload_folder"]
+__all__ = ["MODEL_SCHEMA", "model_row", "stage_command", "stratify_command", "upload_folder"]
 
 
 def model_row(
@@ -67,20 +69,7 @@ def stage_command(
     python: str = sys.executable,
 ) -> list[str]:
     """The command that runs one GRPO stage (see :mod:`training.launch` for every argument)."""
-    head = (
-        [
-            python,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            accelerate_config,
-            "-m",
-            "training.launch",
-        ]
-        if accelerate_config
-        else [python, "-m", "training.launch"]
-    )
-    cmd = head + [
+    cmd = _head("training.launch", accelerate_config, python) + [
         "--stage",
         str(stage),
         "--items",
@@ -123,3 +112,64 @@ def stage_command(
     if allow_random_image_embedder:
         cmd += ["--allow-random-image-embedder"]
     return cmd
+
+
+def stratify_command(
+    *,
+    items_uri: str,
+    images_uri: str | None,
+    storage_options: dict[str, Any] | None,
+    kb_uri: str,
+    kb_storage_options: dict[str, Any] | None,
+    kb_table: str,
+    kb_tag: str,
+    text_embedder: str,
+    policy: str,
+    model_cache: str,
+    overrides: dict[str, Any],
+    samples: int,
+    batch_size: int,
+    output: str,
+    accelerate_config: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command that samples the stage-1 policy on the stage-2 candidates, launched like a stage (see
+    :mod:`training.stratify` for every argument)."""
+    cmd = _head("training.stratify", accelerate_config, python) + [
+        "--items",
+        items_uri,
+        "--items-storage-options",
+        json.dumps(storage_options or {}),
+        "--kb-uri",
+        kb_uri,
+        "--kb-storage-options",
+        json.dumps(kb_storage_options or {}),
+        "--kb-table",
+        kb_table,
+        "--kb-tag",
+        kb_tag,
+        "--text-embedder",
+        text_embedder,
+        "--base-model",
+        policy,
+        "--model-cache",
+        model_cache,
+        "--config",
+        json.dumps(overrides, sort_keys=True),
+        "--samples",
+        str(samples),
+        "--batch-size",
+        str(batch_size),
+        "--output",
+        output,
+    ]
+    if images_uri:
+        cmd += ["--images-uri", images_uri]
+    return cmd
+
+
+def _head(module: str, accelerate_config: str | None, python: str) -> list[str]:
+    """``python -m <module>``, or ``accelerate launch --config_file <config> -m <module>``."""
+    if accelerate_config:
+        return [python, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "-m", module]
+    return [python, "-m", module]

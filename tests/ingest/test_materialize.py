@@ -11,6 +11,7 @@ from dagster import AssetKey, DagsterInstance
 from orchestration.definitions import build_defs, defs
 from storage.pointers import ModelPointer
 from storage.root import Storage
+from training import smoke
 
 
 def _run(job_name, partition, instance=None):
@@ -158,6 +159,14 @@ def test_main_job_smoke(tmp_path, capsys):
         run_id = instance.get_latest_materialization_event(AssetKey(stage)).run_id
         logs = [e.user_message for e in instance.all_logs(run_id)]
         assert any(m.startswith("step 1:") for m in logs) and any(m.startswith("step 2:") for m in logs)
+    # stage-2 items were stratified in the trainer process (launched through Pipes) with stage 2's budgets
+    event = instance.get_latest_materialization_event(AssetKey("stage2_items"))
+    strat = event.asset_materialization.metadata["stratification"].value
+    assert strat["device"] == "cpu" and strat["world_size"] == 1 and strat["samples"] == 2
+    assert strat["rollout_settings"]["max_new_tokens_per_round"] == smoke.STAGE["max_new_tokens_per_round"]
+    assert any("trajectories" in (e.user_message or "") for e in instance.all_logs(event.run_id))
+    items2 = Storage().read_table("stage2_items")
+    assert items2.height > 0 and items2["pass_rate"].max() < 1.0 and items2["policy_samples"].min() == 2
     stage2 = ModelPointer.from_row(Storage().read_table("stage2_checkpoint"))
     assert stage2.manifest["kb_tag"].startswith("run-")
     # every benchmark of the profile evaluated for every checkpoint and mode; the report names its lineage

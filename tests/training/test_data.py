@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.data import difficulty, kmeans_nearest, leakage, split_use, stage1_items, stage2_items
+from training.data import kmeans_nearest, leakage, split_use, stage1_items, stage2_items
 
 
 def text_qa():
@@ -110,22 +110,6 @@ def test_stage2_items_kmeans_training_split_closed_only_and_exclusions():
         stage2_items(vqa, use, vectors.head(3), n_clusters=2)
 
 
-def test_difficulty_drops_always_solved_and_labels():
-    items = stage1_items(text_qa(), split_use(text_qa(), {"medqa": "eval", "medmcqa": "train"}))
-    ids = items["item_id"].to_list()
-    out = difficulty(
-        items,
-        {
-            ids[0]: [True, True, True, True],
-            ids[1]: [True, False, True, False],
-            ids[2]: [False, False, True, False],
-        },
-    )
-    assert dict(zip(out["item_id"], out["difficulty"], strict=True)) == {ids[1]: "easy", ids[2]: "hard"}
-    with pytest.raises(ValueError, match="no policy samples"):
-        difficulty(items, {ids[0]: [True]})
-
-
 def test_leakage_by_normalized_text_and_image_content_id():
     train = pl.DataFrame(
         {
@@ -149,18 +133,3 @@ def test_leakage_by_normalized_text_and_image_content_id():
     ]
     clean = leakage(train.filter(pl.col("item_id") == "t3"), evaluation)
     assert clean.height == 0
-
-
-def test_sample_correctness_feeds_difficulty(policy, retriever):
-    from tests.training.conftest import mcq_rows
-    from tests.training.helpers import ScriptedGenerate
-    from training.data import sample_correctness
-    from training.rollout import Rollout
-
-    model, processor = policy
-    model.generate = ScriptedGenerate(
-        processor.tokenizer, lambda c, r, ctx: f"<think> t </think><answer> {'AB'[c % 2]} </answer>"
-    )
-    rows = mcq_rows(2)
-    correct = sample_correctness(Rollout(retriever), model, processor, rows, samples=2)
-    assert correct == {"item0": [True, False], "item1": [True, False]}
