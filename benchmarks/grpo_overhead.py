@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/grpo_overhead.json")
     args = p.parse_args()
     args.model = resolve_model(args.model)
-    train, _, drugs, facts = make_world(0, 160, 4, 48)
+    train, _, drugs, facts = make_world(0, 296, 4, 96)  # the learning check's default world
     retriever = ensure_kb(args.kb_uri, facts)
     rows = [{k: v for k, v in item(e, facts, drugs).items() if k != "entity"} for e in train]
     runs = {"plain": [], "retrieval": []}

@@ -665,6 +665,7 @@ def main() -> None:
         build_tiny_model(
             base,
             corpus,
+            tokenizer="trained",  # tags, entity and drug names single tokens (this check's design)
             vocab_size=3000,
             extra_tokens=[*facts, *drugs],
             hidden_size=args.hidden,

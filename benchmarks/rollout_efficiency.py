@@ -99,7 +99,7 @@ def main() -> None:
     args.model = resolve_model(args.model)
     model, processor = load_policy(args.model)
     model.eval()
-    _, held, drugs, facts = make_world(0, 160, 4, 48)
+    _, held, drugs, facts = make_world(0, 296, 4, 96)  # the learning check's default world
     retriever = ensure_kb(args.kb_uri, facts)
     ents = [held[i % len(held)] for i in range(args.rows)]
     prompts = [item(e, facts, drugs)["prompt"] for e in ents]

@@ -156,7 +156,7 @@ def _manifest_hash(row: pl.DataFrame) -> str:
     backfill_policy=PER_PARTITION,
     partitions_def=eval_benchmarks,
     group_name="evaluation",
-    code_version="eval_results.v1",
+    code_version="eval_results.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     ins={
@@ -337,7 +337,7 @@ def _md(frame: pl.DataFrame) -> str:
 @asset(
     backfill_policy=WHOLE,
     group_name="evaluation",
-    code_version="eval_report.v2",
+    code_version="eval_report.v3",
     io_manager_key="table_io",
     kinds={"html", "markdown"},
     ins={

@@ -414,7 +414,7 @@ def _md(frame: pl.DataFrame) -> str:
 @asset(
     backfill_policy=WHOLE,
     group_name="training",
-    code_version="stage2_items.v1",
+    code_version="stage2_items.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     ins={

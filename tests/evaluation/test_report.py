@@ -96,8 +96,10 @@ def test_report_tables_carry_n_intervals_and_protocol_labels(smoke_report):
     r = row.row(0, named=True)
     assert (
         f"| medqa | base | rwr | {r['n']} | {100 * r['accuracy']:.1f} | [{100 * r['ci_low']:.1f}, "
-        f"{100 * r['ci_high']:.1f}] | 25.0 |" in md
+        f"{100 * r['ci_high']:.1f}] | {100 * r['accuracy_forced']:.1f} | "
+        f"{100 * r['forced_rate']:.1f} | 25.0 |" in md
     )
+    assert "strict accuracy %" in mcq_part and "forced-choice accuracy %" in mcq_part
     comp = report.comparisons.filter(
         (pl.col("a") == "stage2/rwr") & (pl.col("b") == "stage2/direct") & (pl.col("protocol") == "mcq")
     )

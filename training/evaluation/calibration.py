@@ -5,6 +5,13 @@ with ``edges = numpy.linspace(0, 1, n_bins + 1)``, bin m holds ``edges[m] <= η 
 last bin also holds η = 1. ECE = Σ_m (n_m / N) · |accuracy_m − mean confidence_m| over non-empty bins
 (Guo et al., ICML 2017). Items without a confidence (no answer produced) are left out of calibration and
 counted in ``n_without_confidence``.
+
+One confidence definition for every row: the probability of the answer's first token right after
+``<answer>`` (an MCQ's option letter), and the outcome is whether *that* answer is right. For an MCQ row
+whose answer was a forced choice, the confidence is the forced letter's probability, so its outcome is the
+forced letter's correctness (``correct_forced``); for every other row ``correct_forced`` equals
+``correct``. (Strict accuracy, where a forced row is wrong, is an accuracy, not the outcome of that
+confidence.)
 """
 
 from __future__ import annotations
@@ -82,6 +89,11 @@ def expected_calibration_error(
     return float((bins["n"] * gap).sum() / total)
 
 
+def _outcome(rows: pl.DataFrame) -> np.ndarray:
+    """The outcome of each row's confidence: whether the answer it belongs to is right (module docstring)."""
+    return rows["correct_forced"].fill_null(rows["correct"]).cast(pl.Float64).to_numpy()
+
+
 def _calibration_groups(results: pl.DataFrame, protocol: str, by: Sequence[str]):
     rows = _protocol_rows(results, protocol)
     for key, g in rows.group_by(list(by), maintain_order=True):
@@ -95,14 +107,15 @@ def calibration_table(
     n_bins: int = DEFAULT_BINS,
     by: Sequence[str] = GROUP_KEYS,
 ) -> pl.DataFrame:
-    """ECE per group under one protocol (``correct`` is the outcome: letter match or open exact match).
+    """ECE per group under one protocol (the outcome: the answer the confidence belongs to is right, letter
+    match or open exact match; module docstring).
 
     Columns: ``protocol``, the ``by`` keys, ``n``, ``n_without_confidence``, ``mean_confidence``,
     ``accuracy`` (over items with a confidence), ``ece``, ``n_bins``.
     """
     out = []
     for labels, g, total in _calibration_groups(results, protocol, by):
-        ece = expected_calibration_error(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins)
+        ece = expected_calibration_error(g["confidence"].to_numpy(), _outcome(g), n_bins)
         out.append(
             {
                 "protocol": protocol,
@@ -110,7 +123,7 @@ def calibration_table(
                 "n": g.height,
                 "n_without_confidence": total - g.height,
                 "mean_confidence": g["confidence"].mean(),
-                "accuracy": g["correct"].cast(pl.Float64).mean(),
+                "accuracy": float(_outcome(g).mean()) if g.height else None,
                 "ece": ece,
                 "n_bins": n_bins,
             }
@@ -137,7 +150,7 @@ def reliability_bins(
 ) -> pl.DataFrame:
     """Reliability-diagram data per group (default: pooled over benchmarks per checkpoint and mode)."""
     frames = [
-        reliability_of(g["confidence"].to_numpy(), g["correct"].to_numpy(), n_bins).select(
+        reliability_of(g["confidence"].to_numpy(), _outcome(g), n_bins).select(
             pl.lit(protocol).alias("protocol"),
             *(pl.lit(v, pl.Utf8).alias(k) for k, v in labels.items()),
             pl.all(),

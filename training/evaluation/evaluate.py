@@ -377,7 +377,7 @@ def _evaluate_batch(b: BatchRun, modes: tuple[str, ...], identity: dict, *, kb_t
                 kb_tag=kb_tag if REGISTRY[mode].searches_kb else None,
             )
             if i in forced:
-                rec.update(prediction=forced[i][0], confidence=forced[i][1], answer_forced=True)
+                rec.update(forced_prediction=forced[i][0], confidence=forced[i][1], answer_forced=True)
             if annotate is not None:
                 annotate(b, rec, i, t)
             records.append(rec)

@@ -150,9 +150,15 @@ def mcq_accuracy(
 ) -> pl.DataFrame:
     """MCQ-protocol accuracy per (benchmark, checkpoint, mode[, by]) with its bootstrap interval.
 
+    ``accuracy`` is **strict**: an answer that names no option is wrong (the headline, and what the
+    promotion gate compares). Beside it: ``n_forced`` / ``forced_rate``, the rows whose answer was a forced
+    choice (the system appended ``<answer>`` and took the likeliest letter), and ``accuracy_forced``, the
+    accuracy when those forced letters count (always >= ``accuracy``).
+
     ``by``: None (overall) or one of :data:`BREAKDOWNS`; items without that field are grouped under
     :data:`NOT_GIVEN`. Columns: ``protocol`` (always ``mcq``), the keys, ``n``, ``n_correct``,
-    ``accuracy``, ``ci_low``, ``ci_high``, ``chance`` (mean of 1 / n_options). Empty when no row is mcq.
+    ``accuracy``, ``ci_low``, ``ci_high``, ``n_forced``, ``forced_rate``, ``accuracy_forced``, ``chance``
+    (mean of 1 / n_options). Empty when no row is mcq.
     """
     keys = _group_keys(by)
     rows = _with_group_labels(_protocol_rows(results, "mcq"), by)
@@ -160,6 +166,7 @@ def mcq_accuracy(
     out = []
     for key, g in rows.group_by(keys, maintain_order=True):
         acc, low, high = _mean_ci(g["correct"].to_list(), boot)
+        n_forced = int(g["answer_forced"].fill_null(False).sum())
         out.append(
             {
                 "protocol": "mcq",
@@ -169,6 +176,9 @@ def mcq_accuracy(
                 "accuracy": acc,
                 "ci_low": low,
                 "ci_high": high,
+                "n_forced": n_forced,
+                "forced_rate": n_forced / g.height,
+                "accuracy_forced": float(g["correct_forced"].fill_null(False).cast(pl.Float64).mean()),
                 "chance": float((1.0 / g["n_options"].cast(pl.Float64)).mean()),
             }
         )
@@ -180,6 +190,9 @@ def mcq_accuracy(
         "accuracy": pl.Float64,
         "ci_low": pl.Float64,
         "ci_high": pl.Float64,
+        "n_forced": pl.Int64,
+        "forced_rate": pl.Float64,
+        "accuracy_forced": pl.Float64,
         "chance": pl.Float64,
     }
     return order_frame(pl.DataFrame(out, schema=schema), *keys[3:])

@@ -118,11 +118,9 @@ def _cdir_columns(b, rec: dict, i: int, final: Trajectory) -> None:
             n_rounds=first.rounds + 1,
             generated_tokens=first.generated_tokens + _sampled_after_last_case(final),
         )
-    forced_first = b.forced(first_result)
     if not trace.triggered:
         rec.update(prediction_before_cdir=rec["prediction"], confidence_before_cdir=rec["confidence"])
-    elif i in forced_first:
-        rec["prediction_before_cdir"] = forced_first[i][0]
+    # a triggered first pass without a parsed answer stays unanswered (strict, as the final answer)
 
 
 # ---- the registry ----------------------------------------------------------------------------------

@@ -182,6 +182,8 @@ def _mcq_rows(table: pl.DataFrame, by: str | None) -> list[list[str]]:
             r["n"],
             _pct(r["accuracy"]),
             _ci(r["ci_low"], r["ci_high"]),
+            _pct(r["accuracy_forced"]),
+            _pct(r["forced_rate"]),
             _pct(r["chance"]),
         ]
         for r in table.iter_rows(named=True)
@@ -233,13 +235,16 @@ def _accuracy_section(
     ci = f"{round(100 * level)} % CI"
     if protocol == "mcq":
         cols, fmt, plot_kw = (
-            ["accuracy %", ci, "chance %"],
+            ["strict accuracy %", ci, "forced-choice accuracy %", "forced %", "chance %"],
             _mcq_rows,
             {"value": "accuracy", "low": "ci_low", "high": "ci_high", "chance": "chance"},
         )
         doc.p(
-            f"Accuracy with percentile bootstrap intervals ({boot['n_resamples']} resamples, "
-            f"seed {boot['seed']})."
+            f"Strict accuracy (an answer that names no option is wrong) with percentile bootstrap intervals "
+            f"({boot['n_resamples']} resamples, seed {boot['seed']}): the headline, and what promotion "
+            "compares. Beside it, the forced-choice accuracy: where the model wrote no answer naming an "
+            "option, the system appended <answer> and took its likeliest letter; 'forced %' is the share "
+            "of such rows. A large gap means the budget or the format, not the knowledge, decided the score."
         )
     else:
         cols, fmt, plot_kw = (

@@ -58,13 +58,18 @@ EVAL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
     # the answer and its score
     "prediction": pl.Utf8,  # mcq: a letter; open: answer text; null: no parseable answer
     "gold": pl.Utf8,  # mcq: the correct letter; open: the reference answer text
-    "correct": pl.Boolean,  # filled by score_predictions
+    "correct": pl.Boolean,  # filled by score_predictions: STRICT (an unparsed answer is wrong; the headline)
+    "correct_forced": pl.Boolean,  # filled by score_predictions: mcq, the letter scored whether the model
+    # wrote it or the forced choice gave it (forced-choice accuracy, shown beside the strict one)
     "token_recall": pl.Float64,  # open only: share of gold tokens in the prediction (multiset)
     "judge_model": pl.Utf8,  # open only: pinned id@revision of the judge, null when none was configured
     "judge_correct": pl.Boolean,  # open only: the judge's verdict, null when no judge
-    "confidence": pl.Float64,  # probability of the first answer token after <answer> (final pass)
-    "answer_forced": pl.Boolean,  # mcq: the model wrote no answer in its budget; the system appended <answer>
-    # and took the most likely option letter (forced choice); null for rows that answered themselves
+    "confidence": pl.Float64,  # one definition for every row: the probability of the answer's first token
+    # (its option letter, mcq) right after <answer>, final pass; for a forced row, of the forced letter
+    "answer_forced": pl.Boolean,  # mcq: the model wrote no answer naming an option in its budget; the system
+    # appended <answer> and took the most likely option letter (forced choice); null for rows that answered
+    "forced_prediction": pl.Utf8,  # mcq: that forced letter (prediction stays null: strict accuracy counts
+    # the row wrong); null for rows that answered themselves
     # what the agent did
     "queries": pl.List(pl.Utf8),  # queries issued, in order (rag_control: the question itself)
     "retrieved_ids": pl.List(pl.Utf8),  # passage ids returned, in order, over all rounds
@@ -98,7 +103,7 @@ REQUIRED_COLUMNS = (
 """Columns a record must give to :func:`results_frame`; the others default to null (lists to empty)."""
 
 _LIST_COLUMNS = tuple(c for c, t in EVAL_RESULTS_SCHEMA.items() if isinstance(t, pl.List))
-_SCORED_COLUMNS = ("correct", "token_recall", "correct_before_cdir")
+_SCORED_COLUMNS = ("correct", "correct_forced", "token_recall", "correct_before_cdir")
 _LETTER_INDEX = {letter: i for i, letter in enumerate(LETTERS)}
 _NON_NULL = REQUIRED_COLUMNS + ("correct", "cdir_triggered") + _LIST_COLUMNS
 
@@ -178,30 +183,37 @@ def _score(protocol: str, prediction: str | None, gold: str) -> bool:
 
 
 def score_predictions(results: pl.DataFrame) -> pl.DataFrame:
-    """Fill ``correct``, ``token_recall`` (open) and ``correct_before_cdir`` (rwr_cdir) from the answers.
+    """Fill ``correct`` (strict), ``correct_forced``, ``token_recall`` (open) and ``correct_before_cdir``
+    (rwr_cdir) from the answers.
 
-    Recomputes those columns from ``prediction``, ``prediction_before_cdir`` and ``gold``, so a frame
-    can never hold a score that disagrees with its own answers. Returns a new frame in schema order.
+    Recomputes those columns from ``prediction``, ``forced_prediction``, ``prediction_before_cdir`` and
+    ``gold``, so a frame can never hold a score that disagrees with its own answers. ``correct`` is strict:
+    a row without a parsed prediction is wrong even when a forced choice exists; ``correct_forced`` scores
+    the forced letter in its place (mcq; equal to ``correct`` for open rows). Returns a new frame in schema
+    order.
     """
     _check_columns(results)
     protocols = results["protocol"].to_list()
     golds = results["gold"].to_list()
     preds = results["prediction"].to_list()
+    forced = results["forced_prediction"].to_list()
     before = results["prediction_before_cdir"].to_list()
     modes = results["mode"].to_list()
-    correct, recall, correct_before = [], [], []
-    for i, (proto, gold, pred, pb, mode) in enumerate(
-        zip(protocols, golds, preds, before, modes, strict=True)
+    correct, correct_forced, recall, correct_before = [], [], [], []
+    for i, (proto, gold, pred, fp, pb, mode) in enumerate(
+        zip(protocols, golds, preds, forced, before, modes, strict=True)
     ):
         if proto not in PROTOCOLS:
             raise EvalResultsError(f"row {i}: protocol {proto!r} is not one of {PROTOCOLS}")
         if gold is None:
             raise EvalResultsError(f"row {i} (item {results['item_id'][i]!r}): gold answer is null")
         correct.append(_score(proto, pred, gold))
+        correct_forced.append(_score(proto, pred if pred is not None else fp, gold))
         recall.append(token_recall(pred, gold) if proto == "open" else None)
         correct_before.append(_score(proto, pb, gold) if mode == "rwr_cdir" else None)
     return results.with_columns(
         pl.Series("correct", correct, dtype=pl.Boolean),
+        pl.Series("correct_forced", correct_forced, dtype=pl.Boolean),
         pl.Series("token_recall", recall, dtype=pl.Float64),
         pl.Series("correct_before_cdir", correct_before, dtype=pl.Boolean),
     ).select(list(EVAL_RESULTS_SCHEMA))
@@ -281,6 +293,17 @@ def validate_results(results: pl.DataFrame) -> pl.DataFrame:
             ),
             "in protocol mcq without a gold letter inside 2..10 options",
             "give gold as a letter and n_options",
+        ),
+        _bad_rows(
+            results,
+            c("forced_prediction").is_not_null()
+            & (
+                (c("protocol") != "mcq")
+                | c("prediction").is_not_null()
+                | ~c("answer_forced").fill_null(False)
+            ),
+            "with a forced_prediction beside a prediction, outside mcq, or without answer_forced",
+            "a forced choice stands in for a missing mcq answer only (prediction null, answer_forced true)",
         ),
         _bad_rows(
             results,
