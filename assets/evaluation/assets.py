@@ -86,8 +86,14 @@ class EvalConfig(Config):
     cdir_k: int = Field(default=1, description="image cases appended by CDIR")
     max_rounds: int = Field(default=3, description="generation rounds (retrieval after all but the last)")
     retrieval_k: int = Field(default=3, description="passages per query")
-    max_new_tokens_per_round: int = Field(default=256, description="token budget of one round")
-    max_completion_tokens: int = Field(default=1024, description="sampled tokens per trajectory")
+    max_new_tokens_per_round: int = Field(
+        default=256, description="token budget of a CDIR regeneration (on top of its first pass)"
+    )
+    max_completion_tokens: int = Field(
+        default=1024,
+        description="sampled tokens per trajectory, the same for every mode: rounds share it with no "
+        "per-round cap (direct may use all of it in its one round, rwr over its rounds)",
+    )
     search_mode: str = Field(default="dense", description="dense, lexical or hybrid")
     seed: int = Field(default=0, description="item choice, sampling and random-retriever seed")
     judge_model: str | None = Field(

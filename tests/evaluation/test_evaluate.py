@@ -396,3 +396,39 @@ def test_end_to_end_real_tiny_model(
         set(res.filter(pl.col("mode") == "random_retriever")["retrieved_ids"].explode().drop_nulls())
         <= KB_IDS
     )
+
+
+def test_every_mode_has_the_same_total_budget_and_cdir_its_own(
+    policy, retriever, image_retriever, image_loader, vqa_frame, text_qa_frame, monkeypatch
+):
+    """A model that never stops samples exactly ``max_completion_tokens`` in every mode (one round in direct
+    and rag_control, as many as it likes in rwr), and a CDIR regeneration of a row that spent that whole
+    budget unanswered gets ``max_new_tokens_per_round`` more, not the leftover token."""
+    model, processor = policy
+    items = sample_items(vqa_frame, text_qa_frame)
+    endless = " ".join(["lung"] * 200)
+    model.generate = ScriptedGenerate(processor.tokenizer, lambda call, row, ctx: endless)
+    patch_confidence(monkeypatch, lambda prompt, t: 0.1)
+    res = run(
+        items,
+        policy,
+        retriever,
+        rollout_settings=RolloutSettings(max_new_tokens_per_round=6, max_completion_tokens=20, max_rounds=3),
+        image_retriever=image_retriever,
+        image_loader=image_loader,
+        image_index_tag="run-img-test",
+        cdir_lambda=1.0,
+    )
+    validate_results(res)
+    for mode in ("direct", "rwr", "rag_control", "random_retriever"):
+        assert set(res.filter(pl.col("mode") == mode)["generated_tokens"]) == {20}, mode
+    calls = model.generate.calls
+    assert {c["max_new_tokens"] for c in calls if c["max_new_tokens"] > 1} <= {20, 6}
+    cdir = res.filter((pl.col("mode") == "rwr_cdir") & pl.col("cdir_triggered"))
+    assert cdir.height > 0
+    # the first pass's 20 tokens, then its own round of 6 after the case (EOS-free, so all 6 sampled)
+    assert set(cdir["generated_tokens"]) == {26}
+    # strict accuracy: nobody answered; the forced choices fill forced_prediction only
+    mcq = res.filter(pl.col("protocol") == "mcq")
+    assert mcq["prediction"].null_count() == mcq.height and not mcq["correct"].any()
+    assert mcq["forced_prediction"].null_count() == 0 and mcq["answer_forced"].all()

@@ -216,10 +216,11 @@ def evaluate(
     case images. ``random_retriever``: the control's retriever (default :meth:`KBRandomRetriever.like` the
     real one, seeded with ``seed``). ``exclude_image_refs``: more image ids CDIR must never append (e.g. every
     image of the benchmark). ``rollout_settings``: the budgets (:class:`training.rollout.RolloutSettings`;
-    default its defaults); sampling settings are those of :class:`training.rollout.Rollout`. ``progress(done,
-    total)`` is called after each batch. ``judge``: an optional open-answer judge
-    (:func:`training.evaluation.judge.load_judge`) that fills ``judge_model`` and ``judge_correct`` on the
-    open rows; None (the default) leaves them null.
+    default its defaults): every mode may sample ``max_completion_tokens`` per trajectory, shared by its
+    rounds (no per-round cap), and a CDIR regeneration ``max_new_tokens_per_round`` more; sampling
+    settings are those of :class:`training.rollout.Rollout`. ``progress(done, total)`` is called after each
+    batch. ``judge``: an optional open-answer judge (:func:`training.evaluation.judge.load_judge`) that fills
+    ``judge_model`` and ``judge_correct`` on the open rows; None (the default) leaves them null.
 
     Raises :class:`EvaluationError` for inconsistent arguments or a trajectory that breaks the prefix
     property, and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
@@ -244,6 +245,10 @@ def evaluate(
         temperature=temperature,
         top_p=top_p,
         score=True,
+        # every mode the same budget: max_completion_tokens sampled tokens per trajectory, shared by its
+        # rounds with no per-round cap (a one-round mode may use all of it in its round); a CDIR
+        # continuation has its own max_new_tokens_per_round (Rollout.continue_with)
+        share_total_budget=True,
         generator_factory=generator_factory,
     )
     rollout = CdirRollout(retriever, **settings)

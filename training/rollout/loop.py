@@ -45,6 +45,11 @@ class Rollout:
             same number of calls.
         force_answer: end every row with an answer (module docstring); ``answer_tokens``: the budget of
             that short generation, reserved out of ``max_completion_tokens``.
+        share_total_budget: rounds share ``max_completion_tokens`` with no per-round cap: each round runs
+            until it stops (query, answer, EOS) or the trajectory's total is spent, so a one-round answer
+            (``allow_retrieval=False``) and a multi-round one have the same budget. Evaluation sets it
+            (every mode the same budget); ``max_new_tokens_per_round`` is then only the budget of a
+            :meth:`continue_with` continuation. Training leaves it False (the stage's per-round budgets).
         ban_queries: in the last round (and a forced answer, a CDIR continuation, a direct answer) forbid
             writing ``<query>`` while sampling (evaluation's decoding rule). Training sets False
             (:func:`training.trainer.stage_rollout`): TRL scores the unconstrained softmax, so a ban would
@@ -70,6 +75,7 @@ class Rollout:
         force_answer: bool = False,
         answer_tokens: int = 8,
         ban_queries: bool = True,
+        share_total_budget: bool = False,
         generator_factory: Any = HFGenerator,
         **setting_fields: Any,
     ):
@@ -88,6 +94,7 @@ class Rollout:
         self.force_answer = force_answer
         self.answer_tokens = answer_tokens
         self.ban_queries = ban_queries
+        self.share_total_budget = share_total_budget
         self.generator_factory = generator_factory
         self.last_stats: RolloutStats | None = None
 
@@ -165,7 +172,9 @@ class Rollout:
         when it has no answer), append the inserts as system tokens (mask 0; an image as vision tokens when
         the model has a vision tower) and generate once more (``<query>`` banned; the round is numbered
         ``rounds + 1`` of that row). Rows with ``None`` are returned unchanged. The new trajectories satisfy
-        the same prefix property."""
+        the same prefix property. The continuation has its own budget, ``max_new_tokens_per_round`` sampled
+        tokens counted from the cut, whatever the first pass spent (a row that spent its whole budget
+        without answering still gets a full round)."""
         if len(inserts) != len(result.trajectories):
             raise ValueError(f"{len(inserts)} inserts for {len(result.trajectories)} trajectories")
         generator = self.generator_factory(model, processor)
@@ -204,7 +213,8 @@ class Rollout:
             rows.append(row)
         force = self.force_answer if force_answer is None else force_answer
         calls0 = generator.calls
-        self._loop(generator, rows, 1, stats, force=force)
+        own = self.settings.max_new_tokens_per_round
+        self._loop(generator, rows, 1, stats, force=force, fresh_budget=own)
         stats.generate_calls = generator.calls - calls0
         continued = self._finish(generator, rows, stats, start)
         if self.score:
@@ -244,18 +254,27 @@ class Rollout:
 
     # ---- internals --------------------------------------------------------------------------------------
     def _loop(
-        self, generator: Any, rows: list[_Row], max_rounds: int, stats: RolloutStats, force: bool = False
+        self,
+        generator: Any,
+        rows: list[_Row],
+        max_rounds: int,
+        stats: RolloutStats,
+        force: bool = False,
+        fresh_budget: int | None = None,
     ) -> None:
-        """Up to ``max_rounds`` rounds; each row numbers them after its own ``rounds`` so far."""
+        """Up to ``max_rounds`` rounds; each row numbers them after its own ``rounds`` so far. A row may
+        sample ``max_completion_tokens`` in all, or ``fresh_budget`` more than it already has (a
+        continuation's own budget)."""
         tokenizer = generator.tokenizer
         eos = generator.eos_ids[0]
-        total = self.settings.max_completion_tokens
-        limit = total - (self.answer_tokens if force else 0)
-        if limit < 1:
+        total = self.settings.max_completion_tokens if fresh_budget is None else fresh_budget
+        reserve = self.answer_tokens if force else 0
+        if total - reserve < 1:
             raise ValueError(
-                f"max_completion_tokens ({total}) must exceed answer_tokens "
-                f"({self.answer_tokens}) with force_answer"
+                f"the token budget ({total}) must exceed answer_tokens ({self.answer_tokens}) "
+                "with force_answer"
             )
+        limits = {id(row): (0 if fresh_budget is None else row.generated) + total - reserve for row in rows}
         base = {id(row): row.rounds for row in rows}
         for r in range(1, max_rounds + 1):
             active = [row for row in rows if not row.done]
@@ -268,11 +287,13 @@ class Rollout:
                     continue
                 break
             stops = [ANSWER_CLOSE] if last and self.ban_queries else [QUERY_CLOSE, ANSWER_CLOSE]
-            budget = max(limit - row.generated for row in active)
+            budget = max(limits[id(row)] - row.generated for row in active)
+            cap = self.settings.max_new_tokens_per_round
+            per_round = budget if self.share_total_budget else cap
             outs = generator.generate(
                 [Context(row.ids, row.vision) for row in active],
                 stop_strings=stops,
-                max_new_tokens=max(1, min(self.settings.max_new_tokens_per_round, budget)),
+                max_new_tokens=max(1, min(per_round, budget)),
                 banned_strings=[QUERY_OPEN] if last and self.ban_queries else (),
                 do_sample=self.do_sample,
                 temperature=self.temperature,
@@ -282,7 +303,7 @@ class Rollout:
             asking: list[tuple[_Row, str]] = []
             for row, g in zip(active, outs, strict=True):
                 row.prefix_ok &= g.prefix_ok
-                room = max(limit - row.generated, 0)
+                room = max(limits[id(row)] - row.generated, 0)
                 ids, finish = (g.ids, g.finish) if len(g.ids) <= room else (g.ids[:room], "length")
                 number = base[id(row)] + r
                 row.append(
