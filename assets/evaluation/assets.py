@@ -162,7 +162,7 @@ def _manifest_hash(row: pl.DataFrame) -> str:
     backfill_policy=PER_PARTITION,
     partitions_def=eval_benchmarks,
     group_name="evaluation",
-    code_version="eval_results.v2",
+    code_version="eval_results.v3",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     ins={
@@ -221,7 +221,7 @@ def eval_results(
     from PIL import Image
 
     from retrieval.search import ImageRetriever, Retriever
-    from training.evaluation.evaluate import evaluate
+    from training.evaluation.evaluate import applicable_modes, evaluate
     from training.evaluation.items import benchmark_items
     from training.evaluation.judge import load_judge
 
@@ -244,6 +244,12 @@ def eval_results(
         return Image.open(io.BytesIO(store.get_image(image_id))).convert("RGB")
 
     judge = load_judge(config.judge_model, config.judge_revision)  # None unless configured; fails loudly
+    modes = applicable_modes(items, config.modes)
+    if set(modes) != set(config.modes):
+        context.log.info(
+            f"eval_results[{benchmark}]: no item shows an image, so the image controls "
+            f"{sorted(set(config.modes) - set(modes))} are not run"
+        )
     benchmark_images = sorted({r for refs in items["image_refs"].to_list() for r in refs})
     frames = []
     with tempfile.TemporaryDirectory(
@@ -252,7 +258,7 @@ def eval_results(
         for label in config.checkpoints:
             model, processor = _model(models[label], store, cache)
             context.log.info(
-                f"eval_results[{benchmark}]: {label} on {items.height} items, modes {config.modes}"
+                f"eval_results[{benchmark}]: {label} on {items.height} items, modes {list(modes)}"
             )
             frames.append(
                 evaluate(
@@ -265,7 +271,7 @@ def eval_results(
                     benchmark=benchmark,
                     benchmark_version=version,
                     kb_tag=kb_text.tag,
-                    modes=config.modes,
+                    modes=modes,
                     image_retriever=images,
                     image_loader=load_image,
                     image_index_tag=kb_image.tag,
@@ -291,7 +297,7 @@ def eval_results(
     evaluated = frame.filter(pl.col("item_id").is_in(items["item_id"].to_list()))
     refs = ["image_refs"] if "image_refs" in evaluated.columns else []
     leaks = evaluation_leaks(trained, evaluated.select("item_id", "question", *refs))
-    expected = items.height * len(config.checkpoints) * len(config.modes)
+    expected = items.height * len(config.checkpoints) * len(modes)
     checks = [
         check_result(
             "eval_items_not_trained_on",

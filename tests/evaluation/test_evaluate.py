@@ -275,12 +275,14 @@ def test_one_rollout_call_per_batch_per_mode(
         progress=lambda done, total: progress.append((done, total)),
     )
     assert progress == [(3, 6), (6, 6)]
-    # per batch: direct, rwr (shared with rwr_cdir), rag_control, random_retriever; one CDIR continuation
-    assert calls == {"run": 2 * 4, "continue_with": 2}
+    # per batch: direct, rwr (shared with rwr_cdir), rag_control, random_retriever, blank_image,
+    # shuffled_image; one CDIR continuation
+    assert calls == {"run": 2 * 6, "continue_with": 2}
     assert [c["n"] for c in images.calls] == [3, 1]  # the image rows of each batch, one search each
     assert counting.calls == [3, 3]  # only rag_control searches the real KB here (the script never queries)
-    # generate: direct, rwr, CDIR continuation (image rows only), rag_control, random_retriever
-    assert [c["rows"] for c in model.generate.calls] == [3, 3, 3, 3, 3] + [3, 3, 1, 3, 3]
+    # generate: direct, rwr, CDIR continuation (image rows only), rag_control, random_retriever, the two
+    # image controls
+    assert [c["rows"] for c in model.generate.calls] == [3, 3, 3, 3, 3, 3, 3] + [3, 3, 1, 3, 3, 3, 3]
 
 
 def test_random_retriever_draws_from_the_pinned_kb(kb, retriever, text_embedder):

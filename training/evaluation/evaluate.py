@@ -129,6 +129,47 @@ def item_messages(
     return messages
 
 
+def applicable_modes(items: pl.DataFrame, modes: Sequence[str]) -> tuple[str, ...]:
+    """``modes`` less the image controls (:data:`training.evaluation.modes.IMAGE_CONTROL_MODES`) when no
+    item shows an image: on a text benchmark they would repeat ``rwr``."""
+    from .modes import IMAGE_CONTROL_MODES
+
+    if "image_refs" in items.columns and (items["image_refs"].list.len() > 0).any():
+        return tuple(modes)
+    return tuple(m for m in modes if m not in IMAGE_CONTROL_MODES)
+
+
+def blank_like(image: Any) -> Any:
+    """A uniform image of ``image``'s size and mode, filled with its mean colour."""
+    from PIL import Image, ImageStat
+
+    mean = tuple(round(v) for v in ImageStat.Stat(image).mean)
+    return Image.new(image.mode, image.size, mean if len(mean) > 1 else mean[0])
+
+
+def shuffle_donors(items: pl.DataFrame, seed: int) -> dict[str, list[str]]:
+    """For the shuffled-image control: ``item_id -> image refs`` of another item to show instead, drawn
+    with ``seed`` (per item, so the choice does not depend on batching or order) among the items of the
+    same ``modality`` that share none of its images; among all such items when its modality has none.
+    Items without images are left out. Raises :class:`EvaluationError` when an item has no possible donor
+    (fewer than two distinct images in the benchmark)."""
+    rows = [r for r in items.select("item_id", "image_refs", "modality").to_dicts() if r["image_refs"]]
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        mine = set(r["image_refs"])
+        others = [o for o in rows if not mine & set(o["image_refs"])]
+        same = [o for o in others if o["modality"] == r["modality"]]
+        pool = sorted(same or others, key=lambda o: o["item_id"])
+        if not pool:
+            raise EvaluationError(
+                f"shuffled_image: item {r['item_id']} has no other item with different images to borrow "
+                "from (the benchmark shows fewer than two distinct images); leave the mode out"
+            )
+        donor = random.Random(f"{seed}/shuffled_image/{r['item_id']}").choice(pool)
+        out[r["item_id"]] = list(donor["image_refs"])
+    return out
+
+
 def _prediction(answer: str | None, row: dict) -> str | None:
     if row["protocol"] == "mcq":
         return extract_choice(answer, row["options"])
@@ -226,7 +267,7 @@ def evaluate(
     property, and ``EvalResultsError`` if the rows break the ``eval_results`` contract.
     """
     items = check_items(items)
-    modes = tuple(modes)
+    modes = applicable_modes(items, modes)
     _check_args(
         items,
         modes,
@@ -262,6 +303,10 @@ def evaluate(
         "checkpoint_version": checkpoint_version,
     }
     rows = items.to_dicts()
+    if "shuffled_image" in modes:
+        donors = shuffle_donors(items, seed)
+        for r in rows:
+            r["shuffled_image_refs"] = donors.get(r["item_id"], [])
     records: list[dict] = []
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -323,19 +368,34 @@ class BatchRun:
         self.image_index_tag = image_index_tag
         self.cdir_lambda, self.cdir_k, self.exclude_image_refs = cdir_lambda, cdir_k, exclude_image_refs
         self.images = [[image_loader(ref) for ref in row["image_refs"]] for row in batch]
+        self.shuffled_refs = [list(row.get("shuffled_image_refs") or []) for row in batch]
         self.traces: list[CdirTrace] | None = None
         self.prediction = _prediction
         self._prompts: dict[bool, list] = {}
         self._runs: dict[str, tuple[RolloutResult, float]] = {}
         self._forced: dict[int, dict[int, tuple[str, float]]] = {}
 
-    def prompts(self, *, retrieval: bool) -> list:
-        if retrieval not in self._prompts:
-            self._prompts[retrieval] = [
+    def prompts(self, *, retrieval: bool, images: list[list[Any]] | None = None) -> list:
+        """The batch's prompts; ``images``: other images per row in place of the items' (the image
+        controls), everything else the same."""
+        if images is not None:
+            return [
                 item_messages(r, im, retrieval=retrieval, system=self.system)
-                for r, im in zip(self.batch, self.images, strict=True)
+                for r, im in zip(self.batch, images, strict=True)
             ]
+        if retrieval not in self._prompts:
+            self._prompts[retrieval] = self.prompts(retrieval=retrieval, images=self.images)
         return self._prompts[retrieval]
+
+    def blank_images(self) -> list[list[Any]]:
+        """Each row's images as uniform images of the same size and mode, filled with the image's mean
+        colour (the blank-image control)."""
+        return [[blank_like(im) for im in ims] for ims in self.images]
+
+    def shuffled_images(self) -> list[list[Any]]:
+        """Each row shown the images of another item (:func:`shuffle_donors`; the shuffled-image control);
+        a row without images stays without."""
+        return [[self.image_loader(ref) for ref in refs] for refs in self.shuffled_refs]
 
     def seed_for(self, mode: str) -> int:
         return _mode_seed(self.seed, mode, self.start)

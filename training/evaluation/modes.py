@@ -39,6 +39,7 @@ class EvalMode:
     colour: str = "#7f7f7f"
     baselines: tuple[str, ...] = ()
     annotate: Callable[[Any, dict, int, Trajectory], None] | None = None
+    image_control: bool = False  # changes only the image the model sees; run on benchmarks with images only
 
 
 # ---- how each mode answers a batch ---------------------------------------------------------------
@@ -90,6 +91,21 @@ def _random_retriever(b) -> Timed:
     return b.timed("random_retriever", lambda: b.control.run(b.model, b.processor, prompts))
 
 
+def _blank_image(b) -> Timed:
+    prompts = b.prompts(retrieval=True, images=b.blank_images())
+    return b.timed("blank_image", lambda: b.rollout.run(b.model, b.processor, prompts))
+
+
+def _shuffled_image(b) -> Timed:
+    prompts = b.prompts(retrieval=True, images=b.shuffled_images())
+    return b.timed("shuffled_image", lambda: b.rollout.run(b.model, b.processor, prompts))
+
+
+def _shown_images(b, rec: dict, i: int, final: Trajectory) -> None:
+    """The shuffled-image control records which images the model was shown instead of the item's."""
+    rec["shown_image_refs"] = list(b.shuffled_refs[i])
+
+
 def _sampled_after_last_case(t: Trajectory) -> int:
     """Tokens the policy sampled after the last CDIR case block of ``t`` (its regeneration)."""
     last = max((i for i, p in enumerate(t.pieces) if p.kind == "case"), default=None)
@@ -139,7 +155,7 @@ REGISTRY: dict[str, EvalMode] = {
             _rwr,
             searches_kb=True,
             colour="#1f77b4",
-            baselines=("direct", "random_retriever", "rag_control"),
+            baselines=("direct", "random_retriever", "rag_control", "blank_image", "shuffled_image"),
         ),
         EvalMode(
             "rwr_cdir",
@@ -166,10 +182,30 @@ REGISTRY: dict[str, EvalMode] = {
             random_kb=True,
             colour="#d62728",
         ),
+        EvalMode(
+            "blank_image",
+            "RwR with each image replaced by a uniform image of the same size (its mean colour)",
+            _blank_image,
+            searches_kb=True,
+            colour="#9467bd",
+            image_control=True,
+        ),
+        EvalMode(
+            "shuffled_image",
+            "RwR shown another item's image, of the same modality where there is one (seeded)",
+            _shuffled_image,
+            searches_kb=True,
+            colour="#8c564b",
+            annotate=_shown_images,
+            image_control=True,
+        ),
     )
 }
 
 MODES = tuple(REGISTRY)
 RETRIEVAL_MODES = tuple(m.name for m in REGISTRY.values() if m.searches_kb)
+IMAGE_CONTROL_MODES = tuple(m.name for m in REGISTRY.values() if m.image_control)
+"""Modes that change only the image the model sees (does it look at the image?); a benchmark without images
+skips them."""
 DEFAULT_COMPARISONS = tuple((m.name, b) for m in REGISTRY.values() for b in m.baselines)
 """(A, B) pairs the report compares within a checkpoint, as A − B."""

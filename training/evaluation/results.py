@@ -71,6 +71,7 @@ EVAL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "forced_prediction": pl.Utf8,  # mcq: that forced letter (prediction stays null: strict accuracy counts
     # the row wrong); null for rows that answered themselves
     # what the agent did
+    "shown_image_refs": pl.List(pl.Utf8),  # shuffled_image: the images shown in place of the item's
     "queries": pl.List(pl.Utf8),  # queries issued, in order (rag_control: the question itself)
     "retrieved_ids": pl.List(pl.Utf8),  # passage ids returned, in order, over all rounds
     "n_rounds": pl.Int32,  # generation rounds (1 = answered without a query)
@@ -304,6 +305,12 @@ def validate_results(results: pl.DataFrame) -> pl.DataFrame:
             ),
             "with a forced_prediction beside a prediction, outside mcq, or without answer_forced",
             "a forced choice stands in for a missing mcq answer only (prediction null, answer_forced true)",
+        ),
+        _bad_rows(
+            results,
+            (c("shown_image_refs").list.len() > 0) & (c("mode") != "shuffled_image"),
+            "with shown_image_refs outside mode shuffled_image",
+            "only the shuffled-image control shows other images than the item's",
         ),
         _bad_rows(
             results,
