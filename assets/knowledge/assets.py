@@ -41,6 +41,7 @@ from assets.common.records import quarantine_frame
 from assets.common.resources import KnowledgeModelsResource, SourcesResource, StorageResource
 from quality.contracts import with_volume
 from quality.kb import check_image_cases, check_image_index, check_passages, check_text_index
+from quality.near_duplicates import near_duplicates_of
 from retrieval.chunking import TokenChunker
 from retrieval.embedders import CachedEmbedding, EmbeddingCache, passage_input
 from retrieval.kb.connection import writer_lock
@@ -52,9 +53,11 @@ from retrieval.kb.tags import restore_version, tag_version
 from retrieval.pointers import KbPointer
 
 from .image_cases import (
+    EVALUATION_SPLITS,
     EXTERNAL_IMAGE_CORPORA,
     evaluation_images,
     exclude_evaluation_images,
+    exclude_near_duplicates,
     image_cases_from_vqa,
 )
 from .sources import read_kb_source
@@ -338,7 +341,7 @@ def kb_text_index(
 @asset(
     backfill_policy=WHOLE,
     group_name="knowledge",
-    code_version="kb_image_cases.v2",
+    code_version="kb_image_cases.v3",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     check_specs=[
@@ -367,6 +370,20 @@ def kb_image_cases(
     store = storage.get()
     stage = store.staging(f"{context.run.run_id}-kb_image_cases")
     images = ImageIngestor(stage)
+    # near copies of an evaluation image (resized, re-encoded, an adjacent slice) are not cases either: a
+    # case's text embeds its own questions and answers, so CDIR could read a near answer key
+    eval_vqa_refs = sorted(
+        {
+            r
+            for refs in vqa_items.filter(pl.col("split").is_in(list(EVALUATION_SPLITS)))[
+                "image_refs"
+            ].to_list()
+            for r in (refs or [])
+        }
+    )
+    near = near_duplicates_of(eval_vqa_refs, df["image_ref"].to_list(), store.get_image)
+    df, near_rejected = exclude_near_duplicates(df, near, evaluation_refs)
+    result.rejected.extend(near_rejected)
     inputs = [{**e, "path_key": f"slake/{e['path_key']}"} for e in slake.input_manifest()]
     for name in config.external_corpora:
         if name not in EXTERNAL_IMAGE_CORPORA:
@@ -395,6 +412,7 @@ def kb_image_cases(
             **table_metadata(df, ("source", "modality")),
             **quarantine_metadata(result.rejected),
             "with_boxes": int((df["boxes"] != "[]").sum()),
+            "near_duplicates_of_evaluation_excluded": len(near_rejected),
         },
         data_version=content_version(df),
         stage=stage,

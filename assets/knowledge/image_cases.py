@@ -143,6 +143,37 @@ def exclude_evaluation_images(
     return cases.filter(~mask), rejected
 
 
+def exclude_near_duplicates(
+    cases: pl.DataFrame, pairs: pl.DataFrame, where: dict[str, str]
+) -> tuple[pl.DataFrame, list[Rejection]]:
+    """``cases`` without the rows whose image is a near-duplicate of an evaluation image (``pairs``:
+    :func:`quality.near_duplicates.near_duplicates_of`, evaluation images as ``query_ref``, case images as
+    ``corpus_ref``; ``where``: content hash -> "<dataset>/<split>"); one rejection each, naming the evaluation
+    image and the correlation."""
+    best = (
+        pairs.sort("similarity", descending=True).unique("corpus_ref", keep="first")
+        if pairs.height
+        else pairs
+    )
+    hit = {r["corpus_ref"]: r for r in best.iter_rows(named=True)}
+    mask = cases["image_ref"].is_in(list(hit))
+    rejected = []
+    for r in cases.filter(mask).iter_rows(named=True):
+        p = hit[r["image_ref"]]
+        rejected.append(
+            Rejection(
+                f"{r['source']} image case",
+                r["id"],
+                f"near-duplicate of evaluation image {p['query_ref']} "
+                f"({where.get(content_key(p['query_ref']), 'evaluation')}): 64x64 grey correlation "
+                f"{p['similarity']:.3f} >= the near-duplicate threshold",
+                r,
+                r["id"],
+            )
+        )
+    return cases.filter(~mask), rejected
+
+
 def image_cases_from_vqa(
     items: pl.DataFrame,
     slake_src: SourceDir | None = None,

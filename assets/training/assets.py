@@ -435,6 +435,13 @@ def _md(frame: pl.DataFrame) -> str:
             description="at least one multimodal training MCQ the stage-1 policy does not always solve",
         ),
         AssetCheckSpec(
+            "no_near_duplicate_of_evaluation_images",
+            asset="stage2_items",
+            blocking=True,
+            description="no training image is a near-duplicate (64x64 grey correlation >= the threshold) of "
+            "an evaluation image",
+        ),
+        AssetCheckSpec(
             "no_evaluation_items",
             asset="stage2_items",
             blocking=True,
@@ -461,6 +468,7 @@ def stage2_items(
     difficulty: the stage-1 policy samples each candidate ``policy_samples`` times in the trainer process
     (``python -m training.stratify``, launched through Pipes like a stage, on the GPU where there is one,
     with the stage's rollout budgets), and the items it always solves are dropped."""
+    from quality.near_duplicates import near_duplicates_of
     from retrieval.embedders import CachedEmbedding, EmbeddingCache
     from training.data import SplitUse, difficulty, evaluation_items
     from training.data import stage2_items as select
@@ -473,6 +481,10 @@ def stage2_items(
     train_refs = sorted(
         {r for refs in vqa_items["image_refs"].to_list() for r in (refs or [])} - set(eval_refs)
     )
+    # training images that are near copies of an evaluation image (resized, re-encoded, an adjacent slice)
+    # are left out like the evaluation images themselves
+    near = near_duplicates_of(eval_refs, train_refs, store.get_image)
+    near_refs = sorted(set(near["corpus_ref"].to_list()))
     embedder = kb_models.image_embedder()
     cached = CachedEmbedding(
         embedder, EmbeddingCache(store.lancedb_uri("embedding_cache"), store.lancedb_storage_options())
@@ -491,7 +503,7 @@ def stage2_items(
             image_vectors,
             n_clusters=config.n_clusters,
             per_cluster=config.per_cluster,
-            exclude_image_refs=eval_refs,
+            exclude_image_refs=[*eval_refs, *near_refs],
             seed=config.seed,
         )
     except ValueError as e:
@@ -514,6 +526,7 @@ def stage2_items(
             answered_share=summary.get("answered_share"),
         ),
         _leakage_check(stratified, evaluation),
+        _near_duplicate_check(stratified, near),
     ]
     pub = Publication(
         "stage2_items",
@@ -525,6 +538,7 @@ def stage2_items(
             "clusters": min(config.n_clusters, len(train_refs)),
             "training_images": len(train_refs),
             "evaluation_images_excluded": len(eval_refs),
+            "near_duplicates_of_evaluation_excluded": len(near_refs),
             "policy": ModelPointer.from_row(stage1_checkpoint).path,
             "policy_samples": config.policy_samples,
             "candidates": items.height,
@@ -537,6 +551,23 @@ def stage2_items(
         data_version=content_version(stratified),
     )
     yield from publish_or_refuse(context, store, pub, checks)
+
+
+def _near_duplicate_check(items: pl.DataFrame, near: pl.DataFrame) -> AssetCheckResult:
+    """Blocking: no kept item shows a training image that is a near-duplicate of an evaluation image."""
+    from quality.near_duplicates import DEFAULT_THRESHOLD
+
+    kept = set(items["image_ref"].drop_nulls().to_list())
+    bad = near.filter(pl.col("corpus_ref").is_in(list(kept)))
+    return check_result(
+        "no_near_duplicate_of_evaluation_images",
+        bad.height == 0,
+        pairs=bad.height,
+        threshold=DEFAULT_THRESHOLD,
+        examples=[
+            f"{r['corpus_ref']} ~ {r['query_ref']} ({r['similarity']:.3f})" for r in bad.head(5).to_dicts()
+        ],
+    )
 
 
 def _policy_pass_rates(
