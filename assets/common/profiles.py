@@ -40,6 +40,24 @@ DATASET_FOLDERS = {
     "medmcqa_exp": "medmcqa",
 }
 
+# The datasets of each kind the code reads, and the evaluation benchmarks (partitions of eval_results;
+# tests/test_settings.py checks they match assets.evaluation.assets.BENCHMARKS and the readers).
+VQA_DATASETS = ("vqa_rad", "slake", "path_vqa", "pmc_vqa", "omnimedvqa", "mmmu_hm", "medxpertqa_mm")
+TEXT_QA_DATASETS = ("medqa", "medmcqa", "pubmedqa")
+BENCHMARK_DATASETS = {
+    "vqa_rad": "vqa_rad",
+    "slake": "slake",
+    "medqa": "medqa",
+    "pubmedqa": "pubmedqa",
+    "ecbench": None,  # built from the echo sources, always available
+    "mmmu_hm": "mmmu_hm",
+    "medxpertqa_mm": "medxpertqa_mm",
+    "pmc_vqa": "pmc_vqa",
+    "omnimedvqa": "omnimedvqa",
+    "path_vqa": "path_vqa",
+}
+"""Benchmark -> the dataset whose folder it needs (None: none)."""
+
 # Knowledge-base sources (dynamic partitions of kb_passages); any other key is a MedRAG-style corpus folder.
 KB_SOURCES = ("medquad", "pubmedqa", "slake_kg", "medmcqa_exp")
 
@@ -107,6 +125,22 @@ def _csv(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]
     return tuple(x for x in environ.get(name, default).split(",") if x)
 
 
+def present_datasets(data_dir: str, datasets: Sequence[str]) -> tuple[str, ...]:
+    """The ``datasets`` whose folder (:data:`DATASET_FOLDERS`) exists under ``data_dir`` (a local folder or an
+    fsspec URL such as ``s3://bucket/data``; S3 credentials and endpoint from the AWS_* environment). An
+    unreadable ``data_dir`` is an error that says which variables to set instead."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(data_dir)
+        return tuple(d for d in datasets if fs.isdir(f"{root.rstrip('/')}/{DATASET_FOLDERS[d]}"))
+    except Exception as e:  # noqa: BLE001 - any listing failure gets the same advice
+        raise ValueError(
+            f"{ENV_DATA_DIR}={data_dir!r}: cannot list it to find the datasets present ({e}); set "
+            "MEDRWR_VQA_DATASETS, MEDRWR_TEXT_QA_DATASETS and MEDRWR_BENCHMARKS explicitly"
+        ) from e
+
+
 def get_profile(name: str | None = None, environ: Mapping[str, str] | None = None) -> Profile:
     """The profile named ``name`` (default ``MEDRWR_PROFILE`` of ``environ`` or ``smoke``)."""
     env = os.environ if environ is None else environ
@@ -135,13 +169,28 @@ def get_profile(name: str | None = None, environ: Mapping[str, str] | None = Non
             raise ValueError(
                 f"profile 'full' needs {ENV_DATA_DIR} (a folder or s3:// prefix with one folder per dataset)"
             )
+        data_dir = env[ENV_DATA_DIR]
+
+        def listed(name: str, candidates: Sequence[str]) -> tuple[str, ...]:
+            # unset: every dataset of the kind whose folder is present (listed once, only when needed)
+            if env.get(name):
+                return _csv(env, name, "")
+            return present_datasets(data_dir, candidates)
+
+        vqa = listed("MEDRWR_VQA_DATASETS", VQA_DATASETS)
+        text = listed("MEDRWR_TEXT_QA_DATASETS", TEXT_QA_DATASETS)
+        if env.get("MEDRWR_BENCHMARKS"):
+            benchmarks = _csv(env, "MEDRWR_BENCHMARKS", "")
+        else:  # every benchmark whose dataset is ingested (ECBench comes from the echo sources)
+            ingested = set(vqa) | set(text)
+            benchmarks = tuple(b for b, d in BENCHMARK_DATASETS.items() if d is None or d in ingested)
         return Profile(
             name="full",
-            vqa_datasets=_csv(env, "MEDRWR_VQA_DATASETS", "vqa_rad,slake"),
-            text_qa_datasets=_csv(env, "MEDRWR_TEXT_QA_DATASETS", "medqa,medmcqa,pubmedqa"),
+            vqa_datasets=vqa,
+            text_qa_datasets=text,
             echo_sources=_csv(env, "MEDRWR_ECHO_SOURCES", "synthetic"),
             kb_sources=_csv(env, "MEDRWR_KB_SOURCES", ",".join(KB_SOURCES)),
-            benchmarks=_csv(env, "MEDRWR_BENCHMARKS", "vqa_rad,slake,medqa,pubmedqa,ecbench"),
+            benchmarks=benchmarks,
             description="every configured dataset in full, production models",
         )
     raise ValueError(f"unknown profile {name!r}: use 'smoke', 'small' or 'full'")

@@ -15,6 +15,7 @@ from training.evaluation.report import REFERENCE_HEADING, SMOKE_STATEMENT, Linea
 from training.evaluation.results import EvalResultsError
 
 EXPECTED_PLOTS = {
+    "headline",
     "accuracy_mcq",
     "accuracy_open",
     "paired_mcq",
@@ -117,7 +118,7 @@ def test_not_smoke_has_no_smoke_statement(tmp_path):
     assert SMOKE_STATEMENT not in report.markdown
     assert "No item was evaluated under the open protocol" in report.markdown
     assert "No item was evaluated in mode rwr_cdir" in report.markdown
-    assert set(report.plot_paths) == {"accuracy_mcq", "paired_mcq", "reliability_mcq"}
+    assert set(report.plot_paths) == {"headline", "accuracy_mcq", "paired_mcq", "reliability_mcq"}
 
 
 def test_lineage_must_be_complete_and_agree(tmp_path):

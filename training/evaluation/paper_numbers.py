@@ -46,3 +46,17 @@ PAPER_NUMBERS: dict = {
         "with open answers is another, and the two do not mix in one table.",
     ],
 }
+
+
+PAPER_BENCHMARKS: dict[str, str] = {
+    "medxpertqa_mm": "MedXpertQA-MM",
+    "mmmu_hm": "MMMU Health & Medicine",
+    "ecbench": "ECBench (the paper's is another build)",
+    "slake": "SLAKE",
+    "vqa_rad": "VQA-RAD",
+    "path_vqa": "PathVQA",
+    "pmc_vqa": "PMC-VQA",
+    "omnimedvqa": "OmniMedVQA",
+}
+"""The benchmarks of the paper's result tables, by this project's benchmark partition name (MMMU-Pro has no
+reader here)."""

@@ -33,24 +33,33 @@ def _modes_present(frame: pl.DataFrame) -> list[str]:
 
 
 def accuracy_plot(
-    table: pl.DataFrame, *, value: str, low: str, high: str, title: str, chance: str | None = None
+    table: pl.DataFrame,
+    *,
+    value: str,
+    low: str,
+    high: str,
+    title: str,
+    chance: str | None = None,
+    compact: bool = False,
 ) -> bytes:
     """Bars per benchmark and mode with their intervals, one panel per checkpoint.
 
     ``table`` is an overall (no breakdown) table from ``mcq_accuracy`` or ``open_scores``; ``value``,
     ``low``, ``high`` name its columns (fractions, drawn as %). ``chance`` names a chance-level column,
-    drawn as a black tick over each benchmark.
+    drawn as a black tick over each benchmark. ``compact``: a smaller figure (the report's first screen).
     """
     checkpoints = list(dict.fromkeys(table["checkpoint"].to_list()))
     benchmarks = list(dict.fromkeys(table["benchmark"].to_list()))
     modes = _modes_present(table)
     width = 0.8 / max(len(modes), 1)
-    fig = Figure(
-        figsize=(max(6.0, 1.4 * len(benchmarks) + 2), 0.8 + 2.6 * len(checkpoints)), layout="constrained"
+    size = (
+        (max(5.5, 1.0 * len(benchmarks) + 2.5), 0.4 + 1.9 * len(checkpoints))
+        if compact
+        else (max(6.0, 1.4 * len(benchmarks) + 2), 0.8 + 2.6 * len(checkpoints))
     )
-    fig.suptitle(
-        title + ("\ndashed line: chance level (mean of 1 / number of options)" if chance else ""), fontsize=10
-    )
+    fig = Figure(figsize=size, layout="constrained")
+    note = "\ndashed line: chance level (mean of 1 / number of options)" if chance and not compact else ""
+    fig.suptitle(title + note, fontsize=10)
     axes = fig.subplots(len(checkpoints), 1, squeeze=False)[:, 0]
     for ax, ck in zip(axes, checkpoints, strict=True):
         sub = table.filter(pl.col("checkpoint") == ck)
@@ -88,7 +97,8 @@ def accuracy_plot(
         ax.set_xticks(range(len(benchmarks)), benchmarks)
         ax.set_ylim(0, 105)
         ax.set_ylabel(f"{value.replace('_', ' ')} %")
-        ax.set_title(f"checkpoint {ck}", fontsize=10)
+        if not compact:
+            ax.set_title(f"checkpoint {ck}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, ncols=len(modes), loc="outside lower center")
     return _png(fig)

@@ -22,8 +22,8 @@ from . import calibration as cal
 from . import metrics as m
 from . import plots
 from .document import Doc, Plot, render_html, render_markdown
-from .paper_numbers import PAPER_NUMBERS
-from .results import validate_results
+from .paper_numbers import PAPER_BENCHMARKS, PAPER_NUMBERS
+from .results import CHECKPOINT_ORDER, validate_results
 
 REQUIRED_LINEAGE = ("checkpoint_manifests", "kb_tag", "embedder", "benchmark_versions", "code_version")
 """Lineage keys :func:`build_report` needs. ``checkpoint_manifests`` maps each checkpoint label to its
@@ -221,6 +221,98 @@ class ReportOutput:
     mcq_accuracy: pl.DataFrame
     open_scores: pl.DataFrame
     comparisons: pl.DataFrame
+
+
+HEADLINE_HEADING = "Headline: did training and retrieval help?"
+PROTOCOL_SHORT = {"mcq": "MCQ (closed questions)", "open": "Open answers (exact match)"}
+
+
+def _newest_checkpoint(results: pl.DataFrame) -> str:
+    present = _distinct(results, "checkpoint")
+    ordered = [c for c in CHECKPOINT_ORDER if c in present]
+    return ordered[-1] if ordered else sorted(present)[-1]
+
+
+def _cell(value: float, low: float, high: float, signed: bool = False) -> str:
+    v = f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+    return v if low != low else f"{v} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _paired(a: pl.DataFrame, b: pl.DataFrame, boot: dict) -> str:
+    if a.is_empty() or b.is_empty():
+        return "—"
+    try:
+        d = m.paired_difference(a, b, **boot)
+    except m.MismatchedItemsError:
+        return "items differ"
+    return _cell(d.difference, d.ci_low, d.ci_high, signed=True)
+
+
+def _headline_section(doc: Doc, results: pl.DataFrame, boot: dict, level: float) -> None:
+    """The first screen: per protocol, strict accuracy of the newest checkpoint by benchmark x mode, each
+    mode's paired difference to direct, one figure, then each checkpoint against base."""
+    ck = _newest_checkpoint(results)
+    ci = f"{round(100 * level)} % CI"
+    doc.h(2, HEADLINE_HEADING)
+    doc.p(
+        f"Checkpoint {ck}: strict accuracy % [{ci}] (no parsed answer = wrong), and each mode − direct on "
+        "the same items (pp, paired bootstrap; an interval above 0 means the mode helped). Full tables, "
+        "breakdowns and CSV files follow."
+    )
+    newest = results.filter(pl.col("checkpoint") == ck)
+    for protocol in ("mcq", "open"):
+        rows = newest.filter(pl.col("protocol") == protocol)
+        if rows.is_empty():
+            continue
+        benchmarks = sorted(_distinct(rows, "benchmark"))
+        modes = [md for md in m.MODES if md in _distinct(rows, "mode")]
+        acc = {}
+        for (b, md), g in rows.group_by(["benchmark", "mode"], maintain_order=True):
+            value, low, high = m._mean_ci(g["correct"].to_list(), boot)
+            acc[b, md] = _cell(value, low, high)
+        doc.h(3, f"{PROTOCOL_SHORT[protocol]}: strict accuracy %, {ck}")
+        doc.table(["benchmark", *modes], [[b, *[acc.get((b, md), "—") for md in modes]] for b in benchmarks])
+        others = [md for md in modes if md != "direct"]
+        if "direct" in modes and others:
+            doc.h(3, f"{PROTOCOL_SHORT[protocol]}: mode − direct, pp, {ck}")
+            table = []
+            for b in benchmarks:
+                of_b = rows.filter(pl.col("benchmark") == b)
+                direct = of_b.filter(pl.col("mode") == "direct")
+                diffs = [_paired(of_b.filter(pl.col("mode") == md), direct, boot) for md in others]
+                table.append([b, *diffs])
+            doc.table(["benchmark", *others], table)
+        if protocol == "mcq":
+            overall = m.mcq_accuracy(rows, **boot)
+            doc.plot(
+                "headline",
+                plots.accuracy_plot(
+                    overall,
+                    value="accuracy",
+                    low="ci_low",
+                    high="ci_high",
+                    chance="chance",
+                    title=f"Strict accuracy, checkpoint {ck}",
+                    compact=True,
+                ),
+                f"Strict accuracy of checkpoint {ck} per benchmark and mode, bars = {ci}; dashes: chance",
+            )
+    checkpoints = [c for c in CHECKPOINT_ORDER if c in _distinct(results, "checkpoint") and c != "base"]
+    if "base" in _distinct(results, "checkpoint") and checkpoints:
+        doc.h(3, "Training: each checkpoint − base, same mode and items (pp, paired)")
+        modes = [md for md in ("rwr", "direct") if md in _distinct(results, "mode")]
+        table = []
+        for b in sorted(_distinct(results, "benchmark")):
+            base_rows = results.filter((pl.col("benchmark") == b) & (pl.col("checkpoint") == "base"))
+            row = [b]
+            for c in checkpoints:
+                for md in modes:
+                    cand = results.filter(
+                        (pl.col("benchmark") == b) & (pl.col("checkpoint") == c) & (pl.col("mode") == md)
+                    )
+                    row.append(_paired(cand, base_rows.filter(pl.col("mode") == md), boot))
+            table.append(row)
+        doc.table(["benchmark", *[f"{c} − base ({md})" for c in checkpoints for md in modes]], table)
 
 
 def _accuracy_section(
@@ -456,7 +548,7 @@ def _retrieval_section(doc: Doc, results: pl.DataFrame) -> None:
     )
 
 
-def _reference_section(doc: Doc, reference: Mapping[str, Any]) -> None:
+def _reference_section(doc: Doc, reference: Mapping[str, Any], evaluated: set[str] | None = None) -> None:
     doc.h(2, REFERENCE_HEADING)
     doc.p(
         "These numbers were published for other models on the paper's own benchmark builds. "
@@ -465,6 +557,15 @@ def _reference_section(doc: Doc, reference: Mapping[str, Any]) -> None:
         "warning",
     )
     doc.p(f"Source: {reference['source']}.", "note")
+    if evaluated is not None:
+        doc.table(
+            ["paper benchmark", "evaluated in this report"],
+            [
+                [name, "yes" if key in evaluated else "no (no data folder or not configured)"]
+                for key, name in PAPER_BENCHMARKS.items()
+            ]
+            + [["MMMU-Pro", "no (no reader in this project)"]],
+        )
     for t in reference["tables"]:
         doc.h(3, f"Paper: {t['title']}")
         doc.table(t["columns"], t["rows"])
@@ -501,6 +602,7 @@ def build_report(
     doc.h(1, "Med-RwR evaluation report")
     if model_note or smoke:
         doc.p(model_note or SMOKE_STATEMENT, "warning")
+    _headline_section(doc, results, boot, confidence_level)
     doc.h(2, "Lineage")
     doc.table(["what", "version"], _lineage_rows(results, lineage))
     doc.p(
@@ -518,7 +620,7 @@ def build_report(
     _calibration_section(doc, results, n_bins)
     _cdir_section(doc, results)
     _retrieval_section(doc, results)
-    _reference_section(doc, reference)
+    _reference_section(doc, reference, _distinct(results, "benchmark"))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -527,6 +629,10 @@ def build_report(
         if isinstance(b, Plot):
             plot_paths[b.name] = out / f"{b.name}.png"
             plot_paths[b.name].write_bytes(b.png)
+    # the full tables as CSV beside the report (the page shows them too, after the headline)
+    mcq.write_csv(out / "mcq_accuracy.csv")
+    open_.write_csv(out / "open_scores.csv")
+    comparisons.write_csv(out / "comparisons.csv")
     markdown = render_markdown(doc)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(markdown, encoding="utf-8")
