@@ -150,3 +150,17 @@ def test_bad_results_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(MismatchedItemsError, match="medqa"):
         build_report(partial, lineage(), tmp_path / "b", n_resamples=50)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cdir_legend_counts_triggered_rows_without_a_first_pass_confidence():
+    from training.evaluation.plots import cdir_trigger_label
+
+    frame = pl.DataFrame(
+        {
+            "mode": ["rwr_cdir"] * 4 + ["rwr"],
+            "checkpoint": ["base"] * 5,
+            "cdir_triggered": [True, True, True, False, False],
+            "confidence_before_cdir": [0.2, None, None, 0.9, None],
+        }
+    )
+    assert cdir_trigger_label(frame, "base") == "CDIR triggered (3; 2 without a first-pass answer, not drawn)"

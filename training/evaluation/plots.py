@@ -151,10 +151,23 @@ def _empty(message: str) -> bytes:
     return _png(fig)
 
 
+def cdir_trigger_label(results: pl.DataFrame, checkpoint: str) -> str:
+    """The legend entry of triggered rows: every triggered rwr_cdir row of ``checkpoint`` counted, those
+    without a first-pass confidence (no answer to measure) named apart."""
+    rows = results.filter((pl.col("mode") == "rwr_cdir") & (pl.col("checkpoint") == checkpoint))
+    triggered = rows.filter(pl.col("cdir_triggered"))
+    unknown = int(triggered["confidence_before_cdir"].is_null().sum())
+    return f"CDIR triggered ({triggered.height}" + (
+        f"; {unknown} without a first-pass answer, not drawn)" if unknown else ")"
+    )
+
+
 def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
     """First-pass confidence of the rwr_cdir rows, triggered and not stacked, λ marked; a panel per
-    checkpoint."""
-    rows = results.filter((pl.col("mode") == "rwr_cdir") & pl.col("confidence_before_cdir").is_not_null())
+    checkpoint. Rows whose first pass wrote no answer have no confidence and cannot be drawn; they are
+    counted in the legend (a triggered row without a confidence is still a triggered row)."""
+    every = results.filter(pl.col("mode") == "rwr_cdir")
+    rows = every.filter(pl.col("confidence_before_cdir").is_not_null())
     checkpoints = list(dict.fromkeys(rows["checkpoint"].to_list()))
     if not checkpoints:
         return _empty(
@@ -166,6 +179,7 @@ def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
     edges = np.linspace(0, 1, n_bins + 1)
     for ax, ck in zip(axes, checkpoints, strict=True):
         sub = rows.filter(pl.col("checkpoint") == ck)
+        all_ck = every.filter(pl.col("checkpoint") == ck)
         trig = sub.filter(pl.col("cdir_triggered"))["confidence_before_cdir"].to_numpy()
         kept = sub.filter(~pl.col("cdir_triggered"))["confidence_before_cdir"].to_numpy()
         ax.hist(
@@ -173,7 +187,7 @@ def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
             bins=edges,
             stacked=True,
             color=["#d62728", "#1f77b4"],
-            label=[f"CDIR triggered ({len(trig)})", f"not triggered ({len(kept)})"],
+            label=[cdir_trigger_label(results, ck), f"not triggered ({len(kept)})"],
             edgecolor="white",
         )
         for lam in sorted(set(sub["cdir_lambda"].to_list())):
@@ -182,7 +196,7 @@ def cdir_histogram(results: pl.DataFrame, *, n_bins: int = 20) -> bytes:
         ax.set_xlim(0, 1)
         ax.set_xlabel("first-pass confidence η")
         ax.set_ylabel("items")
-        ax.set_title(f"checkpoint {ck} ({sub.height} items)", fontsize=10)
+        ax.set_title(f"checkpoint {ck} ({all_ck.height} items)", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
     return _png(fig)
 
