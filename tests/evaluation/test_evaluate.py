@@ -49,7 +49,7 @@ def run(items, policy, retriever, **kw):
         benchmark="sample_mix",
         benchmark_version="v-test",
         kb_tag="run-test",
-        rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_rounds=2),
+        rollout_settings=RolloutSettings(max_new_tokens_per_round=24, max_completion_tokens=48, max_rounds=2),
     )
     return evaluate(items, **{**args, **kw})
 
@@ -386,10 +386,12 @@ def test_end_to_end_real_tiny_model(
         batch_size=4,
         do_sample=True,
         seed=1,
-        rollout_settings=RolloutSettings(max_new_tokens_per_round=8, max_rounds=2),
+        # every mode 16 sampled tokens in all (rounds share them), a CDIR regeneration 8 more
+        rollout_settings=RolloutSettings(max_new_tokens_per_round=8, max_completion_tokens=16, max_rounds=2),
     )
     validate_results(res)
-    assert res.height == 5 * items.height
+    assert res.height == len(MODES) * items.height  # the items show images: the image controls run too
+    assert res["generated_tokens"].max() <= 16 + 8
     cdir = res.filter(pl.col("mode") == "rwr_cdir")
     # chance-level model: rows without a confident answer trigger CDIR when they have an image
     triggered = cdir.filter(pl.col("cdir_triggered"))
