@@ -99,6 +99,12 @@ class KbImageCasesConfig(Config):
     max_quarantine_share: float = Field(
         default=0.2, description="the contract fails above this share of cases quarantined"
     )
+    include_qa: bool = Field(
+        default=False,
+        description="append each case's own training questions and answers to its description (off: "
+        "SLAKE and VQA-RAD ask the same template questions of many images, so a case's answers would be an "
+        "answer key for a similar evaluation image)",
+    )
 
 
 def _index_metadata(report, embedder_meta: dict) -> dict:
@@ -366,7 +372,9 @@ def kb_image_cases(
     slake = sources.source("slake")
     slake_src = slake if slake.exists("train.json") else None
     evaluation_refs = evaluation_images(vqa_items, slake_src)
-    df, result = image_cases_from_vqa(vqa_items, slake_src, evaluation_refs=evaluation_refs)
+    df, result = image_cases_from_vqa(
+        vqa_items, slake_src, evaluation_refs=evaluation_refs, include_qa=config.include_qa
+    )
     store = storage.get()
     stage = store.staging(f"{context.run.run_id}-kb_image_cases")
     images = ImageIngestor(stage)

@@ -1,8 +1,9 @@
-"""Image cases for CDIR: one row per training image with a description built from its QA pairs.
+"""Image cases for CDIR: one row per training image with a description of the image.
 
 SLAKE and VQA-RAD training items (``vqa_items``) are grouped by image; each case gets modality, organ,
 SLAKE's detection boxes (``imgs/xmlabN/detection.json``) and a description such as
-``"CT of the Abdomen. Contains: Liver, Spleen. Q: Which organ is abnormal? A: Liver."``.
+``"CT of the Abdomen. Contains: Liver, Spleen."`` (its own questions and answers only with ``include_qa``:
+they would be an answer key for the same template question about a similar evaluation image).
 No image of any benchmark's validation or test split becomes a case: the same bytes (content id) appear in
 both splits of VQA-RAD (202 of 203 test images) and SLAKE (142 of 180, all languages), and CDIR would
 retrieve the test image itself. :func:`evaluation_images` collects those content hashes;
@@ -179,11 +180,17 @@ def image_cases_from_vqa(
     slake_src: SourceDir | None = None,
     datasets: tuple[str, ...] = ("slake", "vqa_rad"),
     evaluation_refs: dict[str, str] | None = None,
+    include_qa: bool = False,
 ) -> tuple[pl.DataFrame, ReadResult]:
     """Training-split VQA items of ``datasets`` grouped into one case per (dataset, image), leaving out every
     evaluation image (:func:`evaluation_images`: validation/test rows of *any* dataset in ``items``, SLAKE's
     release splits in every language when ``slake_src`` is given), or exactly ``evaluation_refs`` (content
-    hash -> where) when the caller passes them; each left-out case is a rejection with the reason."""
+    hash -> where) when the caller passes them; each left-out case is a rejection with the reason.
+
+    A description says what the image is (modality, organ, the structures SLAKE's detection boxes name).
+    ``include_qa`` appends the case's own training questions and answers: off by default, since SLAKE and
+    VQA-RAD ask the same template questions of many images, and a case that carries the answer to a
+    similar evaluation question is an answer key, not evidence about the image."""
     result = ReadResult()
     detections = slake_detections(slake_src) if slake_src is not None else {}
     excluded = evaluation_refs if evaluation_refs is not None else evaluation_images(items, slake_src)
@@ -209,9 +216,8 @@ def image_cases_from_vqa(
         )
         modality = next((r["modality"] for r in rows if r["modality"]), None)
         organ = next((r["organ"] for r in rows if r["organ"]), None)
-        text = describe(
-            modality, organ, [b["label"] for b in boxes], [(r["question"], r["answer"]) for r in rows]
-        )
+        qa = [(r["question"], r["answer"]) for r in rows] if include_qa else []
+        text = describe(modality, organ, [b["label"] for b in boxes], qa)
         boxes_json = json.dumps(boxes, sort_keys=True)
         result.rows.append(
             {

@@ -126,3 +126,12 @@ def test_real_vqa_rad_and_slake_cases_hold_no_evaluation_image(real_data, storag
             for n in names["test.json"]
         }
         assert len(test_hashes) == 180 and test_hashes <= set(evaluation)
+
+
+def test_descriptions_describe_the_image_not_its_answers():
+    row = {**item("r1", "vqa_rad", "train", "img-a"), "question": "Is there a pneumothorax?", "answer": "yes"}
+    items = pl.DataFrame([row], schema=VQA_SCHEMA)
+    cases, _ = image_cases_from_vqa(items, evaluation_refs={})
+    assert cases["description"].to_list() == ["CT of the Chest."]  # no question, no answer
+    with_qa, _ = image_cases_from_vqa(items, evaluation_refs={}, include_qa=True)
+    assert with_qa["description"].to_list() == ["CT of the Chest. Q: Is there a pneumothorax? A: yes."]
