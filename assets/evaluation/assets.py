@@ -382,6 +382,7 @@ def eval_report(
 ):
     """Accuracy per benchmark and mode with intervals, calibration, CDIR, checkpoints compared, lineage."""
     from training.evaluation.report import build_report, model_statement
+    from training.evaluation.results import results_digest
 
     store = storage.get()
     versions = eval_results.group_by("benchmark").agg(pl.col("benchmark_version").first()).sort("benchmark")
@@ -412,6 +413,17 @@ def eval_report(
             stage.write_bytes(
                 path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix()
             )
+        # what the report vouches for, re-hashed by `python -m orchestration.audit report:<run id>`: every
+        # file written beside it and the rows of each benchmark it was built from
+        lineage["artefacts"] = {
+            "files_sha256": {
+                p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+            },
+            "results_sha256": {
+                b: results_digest(eval_results.filter(pl.col("benchmark") == b))
+                for b in sorted(set(eval_results["benchmark"].to_list()))
+            },
+        }
         # what `python -m orchestration.audit report:<run id>` starts from when the Dagster instance is gone
         stage.write_bytes(
             json.dumps(lineage, indent=1, sort_keys=True).encode(),

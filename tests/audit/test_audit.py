@@ -356,3 +356,17 @@ def test_eval_report_cites_the_audit_and_report_target_resolves(tmp_path, capsys
         "base": OK,
         "stage2": CHANGED,
     }
+    # the report vouches for its files and the result rows: all verified, then each tampering is caught
+    vouched = [c for c in report.root.checks if c.kind.startswith(("report", "result"))]
+    fresh = {(c.kind, c.name): c.status for c in vouched}
+    assert fresh[("report file", "report.html")] == OK and fresh[("report file", "report.md")] == OK
+    assert fresh[("result rows", "medqa")] == OK and fresh[("result scores", "medqa")] == OK
+    html = Path(store.uri("reports", run, "report.html"))
+    html.write_text(html.read_text().replace("60.0", "99.9", 1))
+    rows = store.read_table("eval_results", "medqa")
+    store.write_table(rows.with_columns(pl.lit(True).alias("correct")), "eval_results", "medqa")
+    tampered = audit(f"report:{run}", store, _sources(), instance, build_defs().resolve_asset_graph())
+    found = {(c.kind, c.name): c.status for c in tampered.failures}
+    assert found[("report file", "report.html")] == CHANGED and ("report file", "report.md") not in found
+    assert found[("result rows", "medqa")] == CHANGED and found[("result scores", "medqa")] == CHANGED
+    assert ("result rows", "vqa_rad") not in found and not tampered.ok

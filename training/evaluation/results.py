@@ -23,6 +23,7 @@ of calibration only (counted there as ``n_without_confidence``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections import Counter
@@ -218,6 +219,14 @@ def score_predictions(results: pl.DataFrame) -> pl.DataFrame:
         pl.Series("token_recall", recall, dtype=pl.Float64),
         pl.Series("correct_before_cdir", correct_before, dtype=pl.Boolean),
     ).select(list(EVAL_RESULTS_SCHEMA))
+
+
+def results_digest(results: pl.DataFrame) -> str:
+    """sha256 of an ``eval_results`` frame in a fixed row order (benchmark, item, checkpoint, mode) and column
+    order: what a report records of the rows it was built from, and what an audit recomputes."""
+    keys = [c for c in ("benchmark", "item_id", "checkpoint", "mode") if c in results.columns]
+    ordered = results.select(sorted(results.columns)).sort(keys, maintain_order=True) if keys else results
+    return hashlib.sha256(ordered.write_ndjson().encode()).hexdigest()
 
 
 # ---- validation -----------------------------------------------------------------------------------

@@ -430,6 +430,39 @@ class Auditor:
         for n in ("report.md", "report.html"):
             if node.run_id and self.store.exists("reports", node.run_id, n):
                 node.facts.setdefault("report_files", []).append(self.store.uri("reports", node.run_id, n))
+        self._report_artefacts(node, lineage.get("artefacts"))
+
+    def _report_artefacts(self, node: Node, artefacts: dict | None) -> None:
+        """Re-hash what the report vouches for: every file written beside it, and the result rows of each
+        benchmark (their digest, and their scores recomputed from the answers)."""
+        if not artefacts:
+            node.checks.append(
+                Check("report files", "report", UNVERIFIED, note="a report from before artefact hashes")
+            )
+            return
+        for name, sha in sorted(artefacts.get("files_sha256", {}).items()):
+            parts = ("reports", node.run_id or "", *name.split("/"))
+            if not node.run_id or not self.store.exists(*parts):
+                node.checks.append(Check("report file", name, MISSING, {"sha256": sha}))
+                continue
+            digest = _sha256(self.store.read_bytes(*parts))
+            verdict = OK if digest == sha else CHANGED
+            node.checks.append(Check("report file", name, verdict, {"sha256": sha}, {"sha256": digest}))
+        from training.evaluation.results import EvalResultsError, results_digest, validate_results
+
+        for bench, sha in sorted(artefacts.get("results_sha256", {}).items()):
+            if not self.store.exists(*self.store.table_parts("eval_results", bench)):
+                node.checks.append(Check("result rows", bench, MISSING, {"sha256": sha}))
+                continue
+            rows = self.store.read_table("eval_results", bench)
+            digest = results_digest(rows)
+            verdict = OK if digest == sha else CHANGED
+            node.checks.append(Check("result rows", bench, verdict, {"sha256": sha}, {"sha256": digest}))
+            try:
+                validate_results(rows)
+                node.checks.append(Check("result scores", bench, OK, note="recomputed from the answers"))
+            except EvalResultsError as e:
+                node.checks.append(Check("result scores", bench, CHANGED, found={"error": str(e)[:300]}))
 
     def report_lineage(self, run_id: str | None) -> dict | None:
         if run_id and self.store.exists("reports", run_id, "lineage.json"):
