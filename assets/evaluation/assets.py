@@ -349,7 +349,7 @@ def _md(frame: pl.DataFrame) -> str:
 @asset(
     backfill_policy=WHOLE,
     group_name="evaluation",
-    code_version="eval_report.v3",
+    code_version="eval_report.v4",
     io_manager_key="table_io",
     kinds={"html", "markdown"},
     ins={
