@@ -45,6 +45,18 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_DIR / "workspace.yaml"
 
 
+AUTOMATION_SETTINGS = frozenset(
+    {
+        "MEDRWR_SENSORS_RUNNING",
+        "MEDRWR_KB_SENSOR_COOLDOWN_S",
+        "MEDRWR_RETRAIN_COOLDOWN_S",
+        "MEDRWR_RETRAIN_STAGES",
+    }
+)
+"""Sensor settings: when and what the automation requests, not where runs read and write; the UI's shell may
+set them freely (they pass through to ``dagster dev``)."""
+
+
 class SettingsConflict(RuntimeError):
     """The shell sets a run setting to another value than the runs recorded in the Dagster instance used."""
 
@@ -63,6 +75,7 @@ def carried_settings(environ: Mapping[str, str] | None = None) -> list[str]:
         and s.env != "DAGSTER_HOME"
         and s.env not in SECRET_SETTINGS
         and s.env not in MAIN_ONLY
+        and s.env not in AUTOMATION_SETTINGS
     ]
     names += sorted(k for k in env if k.startswith("MEDRWR_SOURCE_"))
     return names + [k for k in AWS_SETTINGS if k not in names]

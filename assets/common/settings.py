@@ -129,13 +129,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MEDRWR_VQA_DATASETS",
         "main command (`full`)",
-        "`vqa_rad,slake`",
+        "every VQA dataset whose folder is in `MEDRWR_DATA_DIR`",
         "VQA partitions the `full` main command materializes",
     ),
     Setting(
         "MEDRWR_TEXT_QA_DATASETS",
         "main command (`full`)",
-        "`medqa,medmcqa,pubmedqa`",
+        "every text-QA dataset (`medqa`, `medmcqa`, `pubmedqa`) whose folder is in `MEDRWR_DATA_DIR`",
         "text-QA partitions the `full` main command materializes",
     ),
     Setting(
@@ -153,8 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MEDRWR_BENCHMARKS",
         "main command (`full`)",
-        "`vqa_rad,slake,medqa,pubmedqa,ecbench`",
-        "benchmarks (partitions of `eval_results`) of the `full` main command",
+        "every benchmark whose dataset is ingested, plus `ecbench` (MedXpertQA-MM and MMMU-H&M when their "
+        "folders are there)",
+        "benchmarks (partitions of `eval_results`) of the `full` main command; the report lists which of the "
+        "paper's benchmarks were evaluated",
     ),
     Setting(
         "MEDRWR_KB_SENSOR_COOLDOWN_S",

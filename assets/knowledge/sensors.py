@@ -73,7 +73,8 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     skip = None
     if not requests:
         skip = SkipReason(
-            f"{len(decision.pending)} source(s) pending their cool-down"
+            f"{len(decision.pending)} source(s) pending their cool-down: "
+            + ", ".join(f"{k} (refresh in {w:.0f} s)" for k, w in sorted(decision.pending.items()))
             if decision.pending
             else f"no KB source changed ({len(observed)} watched)"
         )

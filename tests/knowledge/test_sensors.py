@@ -94,6 +94,8 @@ def test_kb_sources_sensor_local(tmp_path, monkeypatch, clock):
         corpus(data / "mycorpus", f"b{i}.jsonl", [(f"b{i}", f"Burst passage {i} about statins.")])
         res = tick(instance, sources, cursor)
         assert not res.run_requests
+        # the skip reason names the source that waits and when it refreshes
+        assert "source(s) pending their cool-down: mycorpus (refresh in" in res.skip_reason.skip_message
         cursor = res.cursor
     clock.t += 3600
     after = tick(instance, sources, cursor)

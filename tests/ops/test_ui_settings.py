@@ -98,6 +98,14 @@ def test_ui_environment_uses_the_recorded_settings_and_refuses_a_conflicting_she
         and "the default" in message
     )
     assert "MEDRWR_PROFILE" not in message  # same value: no conflict
+    # sensor settings say when the automation runs, not where runs write: accepted and passed through
+    sensors = {
+        "MEDRWR_SENSORS_RUNNING": "1",
+        "MEDRWR_KB_SENSOR_COOLDOWN_S": "0",
+        "MEDRWR_RETRAIN_COOLDOWN_S": "5",
+    }
+    env = ui.ui_environment(tmp_path / "home", recorded, {**shell, **sensors})
+    assert {k: env[k] for k in sensors} == sensors
 
 
 def test_launch_spec_records_the_current_settings_when_none_are(tmp_path):
