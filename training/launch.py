@@ -225,6 +225,33 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
             self.step_time = 0.0
             self.tokens_per_s = 0.0
 
+        def on_train_begin(self, args, state, control, **kw):
+            # a resumed run starts from the checkpoint's token count (not 0: its first tokens/s would count
+            # every earlier step's tokens), and reports the restored steps first, marked, so the stage's
+            # per-step history is whole after a kill
+            self.last_tokens = state.num_input_tokens_seen
+            if not state.is_world_process_zero or state.global_step == 0:
+                return
+            for h in state.log_history:
+                if "step" not in h or "loss" not in h:
+                    continue
+                metrics = {
+                    k: float(v)
+                    for k, v in h.items()
+                    if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))
+                }
+                self._report({"step": h["step"], "time": time.time(), "restored": True, "metrics": metrics})
+
+        def _report(self, payload: dict) -> None:
+            line = f"step {payload['step']}{' (restored)' if payload.get('restored') else ''}: " + json.dumps(
+                payload["metrics"], sort_keys=True
+            )
+            if pipes is not None:
+                pipes.report_custom_message(payload)
+                pipes.log.info(line)
+            else:
+                log.info(line)
+
         def on_step_begin(self, args, state, control, **kw):
             self.step_start = time.perf_counter()
 
@@ -245,12 +272,7 @@ def make_callbacks(lineage: dict[str, Any], pipes: Any):
                 for k, v in logs.items()
                 if isinstance(v, int | float) and (k in REPORTED_METRICS or k.startswith("rewards/"))
             }
-            payload = {"step": state.global_step, "time": time.time(), "metrics": metrics}
-            if pipes is not None:
-                pipes.report_custom_message(payload)
-                pipes.log.info(f"step {state.global_step}: " + json.dumps(metrics, sort_keys=True))
-            else:
-                log.info("step %s: %s", state.global_step, json.dumps(metrics, sort_keys=True))
+            self._report({"step": state.global_step, "time": time.time(), "metrics": metrics})
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:

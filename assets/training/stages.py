@@ -122,7 +122,11 @@ def _train(
     invocation = training.launch(context, command, pipes)
     results = invocation.get_results()
     reported = results[0].metadata if results else {}
-    steps = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "metrics" in m]
+    # every step once, in order: a resumed trainer first reports the steps restored from its checkpoint
+    by_step = {
+        m["step"]: m for m in invocation.get_custom_messages() if isinstance(m, dict) and "metrics" in m
+    }
+    steps = [by_step[k] for k in sorted(by_step)]
     final = work / "out" / "final"
     manifest_file = final / "medrwr_lineage.json"
     if not manifest_file.exists():
@@ -186,8 +190,9 @@ def _metrics_table(steps: list[dict]) -> str:
     cols = [c for c in METRICS_SHOWN if any(c in s["metrics"] for s in steps)]
     lines = ["| step | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for s in steps:
+        label = f"{s['step']} (restored)" if s.get("restored") else str(s["step"])
         lines.append(
-            f"| {s['step']} | " + " | ".join(f"{s['metrics'].get(c, float('nan')):.4g}" for c in cols) + " |"
+            f"| {label} | " + " | ".join(f"{s['metrics'].get(c, float('nan')):.4g}" for c in cols) + " |"
         )
     return "\n".join(lines)
 
