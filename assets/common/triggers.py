@@ -51,11 +51,24 @@ class Decision:
     cursor: str = ""
 
 
-def decide(cursor: str | None, observed: dict[str, str], now: float, cooldown_s: float) -> Decision:
-    """Which of ``observed`` (``{key: fingerprint}``) fire at ``now``; keys not observed keep their state."""
+def decide(
+    cursor: str | None,
+    observed: dict[str, str],
+    now: float,
+    cooldown_s: float,
+    baseline: frozenset[str] | set[str] = frozenset(),
+) -> Decision:
+    """Which of ``observed`` (``{key: fingerprint}``) fire at ``now``; keys not observed keep their state.
+
+    ``baseline``: keys whose current state is already built (e.g. a KB source materialized before the sensor
+    was switched on); seen for the first time, they are recorded as they are and fire nothing: a first tick
+    records the current state, only later changes fire."""
     state = load_cursor(cursor)
     out = Decision()
     for key, fp in sorted(observed.items()):
+        if key not in state and key in baseline:
+            state[key] = {"seen": fp, "fired": fp, "at": None, "baseline": True}
+            continue
         entry = state.setdefault(key, {})
         entry["seen"] = fp
         if entry.get("fired") == fp:

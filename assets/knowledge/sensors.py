@@ -13,7 +13,15 @@ Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``
 
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from assets.common.profiles import get_profile
 from assets.common.resources import SourcesResource
@@ -47,8 +55,15 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
         fp, files = fingerprint(key, sources.source(key))
         if files:
             observed[key], counts[key] = fp, files
+    # a source already materialized when the sensor first sees it is its baseline, not a change: switching
+    # the sensor on refreshes nothing until a source changes
+    built = context.instance.get_materialized_partitions(AssetKey("kb_passages")) if registered else set()
     decision = decide(
-        context.cursor, observed, now(), env_seconds("MEDRWR_KB_SENSOR_COOLDOWN_S", DEFAULT_COOLDOWN_S)
+        context.cursor,
+        observed,
+        now(),
+        env_seconds("MEDRWR_KB_SENSOR_COOLDOWN_S", DEFAULT_COOLDOWN_S),
+        baseline=frozenset(built),
     )
     run_config = get_profile(sources.profile).run_config(KB_REFRESH_JOB, KB_REFRESH_ASSETS)
     at = int(now())

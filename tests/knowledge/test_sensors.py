@@ -185,3 +185,26 @@ def test_evaluation_follows_retraining_then_promotion_once_all_benchmarks_succee
     [promote] = follow_up("evaluate_job", "e5", {RETRAIN_TAG: "r1"}, set(benchmarks), "smoke")
     assert promote.job_name == "promote_job" and promote.run_key == "promote:r1"
     assert follow_up("evaluate_job", "e6", {}, set(benchmarks), "smoke") == []  # a manual evaluation: nothing
+
+
+def test_switching_the_sensor_on_records_the_built_sources_and_fires_nothing(tmp_path, monkeypatch, clock):
+    """Sources the main command already materialized are the first tick's baseline (the reviewer saw four
+    refresh runs and a whole retraining chain fire on switching the sensor on); a later change fires once,
+    and a registered source never built still fires."""
+    from dagster import AssetMaterialization
+
+    monkeypatch.setenv("MEDRWR_KB_SENSOR_COOLDOWN_S", "0")
+    data = tmp_path / "data"
+    corpus(data / "built", "a.jsonl", [("1", "Aspirin inhibits cyclooxygenase.")])
+    corpus(data / "never_built", "a.jsonl", [("1", "Statins lower LDL cholesterol.")])
+    sources = SourcesResource(profile="smoke", data_dir=str(data))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("kb_sources", ["built", "never_built"])
+    instance.report_runless_asset_event(AssetMaterialization("kb_passages", partition="built"))
+
+    first = tick(instance, sources, None)
+    assert [r.partition_key for r in first.run_requests] == ["never_built"]
+    assert not tick(instance, sources, first.cursor).run_requests
+    clock.t += 10
+    corpus(data / "built", "a.jsonl", [("1", "Aspirin irreversibly inhibits cyclooxygenase.")])
+    assert [r.partition_key for r in tick(instance, sources, first.cursor).run_requests] == ["built"]
