@@ -181,3 +181,66 @@ def test_main_command_stops_downstream_of_a_failed_upstream(tmp_path, monkeypatc
     assert "NOT RUN (upstream failed): kb_index_job (upstream vqa_items failed)" in captured.err
     assert "ecbench_job" not in captured.err  # unrelated work still ran
     assert not Storage().exists(*Storage.table_parts("kb_image_cases"))
+
+
+def test_a_refused_candidate_keeps_the_previous_version_readable(monkeypatch, tmp_path):
+    """An asset that keeps its previous version when a candidate is refused (the promoted checkpoint): after
+    the refusal the old pointer is still served, and the failure says the candidate was refused and why."""
+    import polars as pl
+    from dagster import AssetCheckSpec, AssetExecutionContext, Config, asset
+
+    from assets.common.gates import Publication, publish_or_refuse
+    from assets.common.metadata import check_result
+    from assets.common.records import quarantine_frame
+    from assets.common.resources import StorageResource
+
+    class Candidate(Config):
+        value: int
+        passes: bool
+
+    @asset(
+        io_manager_key="table_io",
+        check_specs=[AssetCheckSpec("no_worse", asset="kept_pointer", blocking=True)],
+    )
+    def kept_pointer(context: AssetExecutionContext, config: Candidate, storage: StorageResource):
+        frame = pl.DataFrame({"value": [config.value]})
+        pub = Publication(
+            "kept_pointer",
+            None,
+            frame,
+            quarantine_frame([], "kept_pointer", None),
+            metadata={},
+            data_version=str(config.value),
+            withdraw_previous=False,
+        )
+        yield from publish_or_refuse(
+            context, storage.get(), pub, [check_result("no_worse", config.passes, value=config.value)]
+        )
+
+    @asset(io_manager_key="table_io")
+    def reader(kept_pointer: pl.DataFrame) -> pl.DataFrame:
+        return kept_pointer
+
+    monkeypatch.setenv("MEDRWR_STORAGE_ROOT", str(tmp_path / "storage"))
+    instance = DagsterInstance.ephemeral()
+    resources = build_resources()
+
+    def run(value: int, passes: bool):
+        config = {"ops": {"kept_pointer": {"config": {"value": value, "passes": passes}}}}
+        return materialize(
+            [kept_pointer], resources=resources, instance=instance, run_config=config, raise_on_error=False
+        )
+
+    assert run(1, True).success
+    refused = run(2, False)
+    assert not refused.success
+    failure = [e for e in refused.all_events if e.event_type == DagsterEventType.STEP_FAILURE][0]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "the candidate was refused" in message and "stays readable" in message
+    store = Storage(root=str(tmp_path / "storage"))
+    record = store.read_gate_record("kept_pointer")
+    assert record["status"] == "passed" and record["last_refusal"]["failed_checks"] == ["no_worse"]
+    downstream = materialize(
+        [kept_pointer.to_source_asset(), reader], resources=resources, instance=instance, selection=[reader]
+    )
+    assert downstream.success and downstream.output_for_node("reader")["value"].to_list() == [1]

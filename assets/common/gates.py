@@ -95,28 +95,47 @@ def publish_or_refuse(
             pub.stage.discard()
         withdrawn = store.unpublish_table(pub.table, pub.partition) if pub.withdraw_previous else False
         names = [c.check_name for c in failed]
+        refusal = {
+            "status": "failed",
+            "run_id": run_id,
+            "at": _now(),
+            "failed_checks": names,
+            "withdrew_previous_version": withdrawn,
+            "rows_quarantined": pub.quarantine.height,
+        }
+        previous = store.read_gate_record(pub.table, pub.partition) or {}
+        kept = not pub.withdraw_previous and previous.get("status") == "passed"
+        # a refused candidate of an asset that keeps its previous version (the promoted checkpoint): that
+        # version stays published and readable, its gate record noting the refusal; otherwise the failed gate
+        # is the record and nothing downstream may read the partition
         store.write_gate_record(
-            pub.table,
-            pub.partition,
-            {
-                "status": "failed",
-                "run_id": run_id,
-                "at": _now(),
-                "failed_checks": names,
-                "withdrew_previous_version": withdrawn,
-                "rows_quarantined": pub.quarantine.height,
-            },
+            pub.table, pub.partition, {**previous, "last_refusal": refusal} if kept else refusal
         )
         yield from checks
         raise Failure(
             description=(
-                f"{label}: blocking check(s) {', '.join(names)} failed, so nothing was published"
+                f"{label}: blocking check(s) {', '.join(names)} failed, so the candidate was refused and "
+                "nothing was published"
                 + (" and the previously published version was withdrawn" if withdrawn else "")
+                + (
+                    f"; the previously published version (run {previous.get('run_id')}) stays readable"
+                    if kept
+                    else ""
+                )
                 + f". {pub.quarantine.height} rejected rows are in the quarantine table "
-                "(quarantine/" + f"{pub.table}). See the check results for what failed and fix the source "
-                "or the configuration, then materialize the partition again."
+                "(quarantine/"
+                + f"{pub.table}). See the check results for why"
+                + (
+                    "."
+                    if kept
+                    else "; fix the source or the configuration, then materialize the partition again."
+                )
             ),
-            metadata={"failed_checks": MetadataValue.json(names), "withdrew_previous_version": withdrawn},
+            metadata={
+                "failed_checks": MetadataValue.json(names),
+                "withdrew_previous_version": withdrawn,
+                "kept_previous_version": kept,
+            },
         )
     promoted = pub.stage.promote() if pub.stage is not None else 0
     lineage = _write_input_manifest(store, pub, run_id) if pub.inputs is not None else {}
