@@ -500,13 +500,36 @@ class PromotionConfig(Config):
 PROMOTED_RESULTS = "promoted_checkpoint_results"
 
 
+def report_disagrees(report: pl.DataFrame, stage2_version: str) -> str | None:
+    """Why the published report cannot vouch for promoting the stage-2 checkpoint of manifest hash
+    ``stage2_version`` (None when it can): it must cite that checkpoint's manifest."""
+    if report.is_empty():
+        return "no report is published"
+    lineage = json.loads(report["lineage"][0] or "{}")
+    cited = (lineage.get("checkpoint_manifests") or {}).get("stage2")
+    if not cited:
+        return "the published report did not evaluate a stage-2 checkpoint"
+    if f"(manifest {stage2_version})" not in cited:
+        return (
+            f"the published report evaluated another stage-2 checkpoint ({cited}), "
+            f"not manifest {stage2_version}"
+        )
+    return None
+
+
 @asset(
     backfill_policy=WHOLE,
     group_name="evaluation",
-    code_version="promoted_checkpoint.v1",
+    code_version="promoted_checkpoint.v2",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
-    ins={"eval_results": AssetIn(partition_mapping=AllPartitionMapping()), "stage2_checkpoint": AssetIn()},
+    ins={
+        "eval_results": AssetIn(partition_mapping=AllPartitionMapping()),
+        "stage2_checkpoint": AssetIn(),
+        # after the report, and only on a published one: a failed report (its gate, or its step) stops the
+        # promotion in the same run, and the report must be about this candidate
+        "eval_report": AssetIn(),
+    },
     check_specs=[
         AssetCheckSpec(
             "promotion_no_worse",
@@ -523,11 +546,16 @@ def promoted_checkpoint(
     storage: StorageResource,
     eval_results: pl.DataFrame,
     stage2_checkpoint: pl.DataFrame,
+    eval_report: pl.DataFrame,
 ):
-    """The checkpoint serving uses: the stage-2 checkpoint, promoted only when its gate passes. A refused
-    candidate leaves the promoted pointer (and the results it was promoted with) as they were."""
+    """The checkpoint serving uses: the stage-2 checkpoint, promoted only when its gate passes, after a
+    published report that evaluated this very checkpoint. A refused candidate leaves the promoted pointer
+    (and the results it was promoted with) as they were."""
     store = storage.get()
     version = _manifest_hash(stage2_checkpoint)
+    problem = report_disagrees(eval_report, version)
+    if problem:
+        raise Failure(f"promoted_checkpoint: {problem}; materialize eval_report for this checkpoint first")
     candidate = arm(eval_results, "stage2", config.mode).filter(pl.col("checkpoint_version") == version)
     promoted = (
         store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None

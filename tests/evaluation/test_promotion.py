@@ -75,7 +75,16 @@ def _publish_candidate(store, version_seed: str, correct) -> str:
     store.write_table(
         rows(correct).with_columns(pl.lit(version).alias("checkpoint_version")), "eval_results", "medqa"
     )
+    _publish_report(store, version)
     return version
+
+
+def _publish_report(store, stage2_version: str) -> None:
+    """A published eval_report row whose lineage cites the stage-2 manifest ``stage2_version``."""
+    import json
+
+    lineage = {"checkpoint_manifests": {"stage2": f"/models/stage2 (manifest {stage2_version})"}}
+    store.write_table(pl.DataFrame({"lineage": [json.dumps(lineage)]}), "eval_report")
 
 
 @pytest.mark.timeout(180)
@@ -89,6 +98,7 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     upstream = [
         SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
         SourceAsset("stage2_checkpoint", io_manager_key="table_io"),
+        SourceAsset("eval_report", io_manager_key="table_io"),
     ]
 
     instance = DagsterInstance.ephemeral()
@@ -125,7 +135,35 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     better = good.copy()
     better[np.flatnonzero(~good)[:10]] = True
     third = _publish_candidate(storage, "c", better)
+    _publish_report(storage, first)  # a report about another checkpoint vouches for nothing
+    stale = promote()
+    assert not stale.success and storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first
+    _publish_report(storage, third)
     assert promote().success
     pointer = storage.read_table("promoted_checkpoint")
     assert pointer["checkpoint_version"][0] == third
     assert ModelPointer.from_row(pointer).path == "/models/stage2/c"
+
+
+def test_promotion_runs_after_the_report_and_only_for_the_checkpoint_it_evaluated():
+    """The promoted checkpoint reads the published report (so a failed report, by its step or its gate,
+    stops the promotion) and refuses a report about another stage-2 checkpoint."""
+    import json
+
+    from assets.evaluation.assets import report_disagrees
+    from orchestration.definitions import build_defs
+
+    graph = build_defs().resolve_asset_graph()
+    from dagster import AssetKey
+
+    assert AssetKey("eval_report") in graph.get(AssetKey("promoted_checkpoint")).parent_keys
+
+    def report(stage2: str | None) -> pl.DataFrame:
+        cited = {"base": "models/base (manifest aaaa)"}
+        if stage2:
+            cited["stage2"] = f"models/stage2/r1 (manifest {stage2})"
+        return pl.DataFrame({"lineage": [json.dumps({"checkpoint_manifests": cited})]})
+
+    assert report_disagrees(report("bbbb"), "bbbb") is None
+    assert "another stage-2 checkpoint" in report_disagrees(report("cccc"), "bbbb")
+    assert "did not evaluate a stage-2" in report_disagrees(report(None), "bbbb")
