@@ -47,8 +47,9 @@ otherwise ``default_split``. A file whose split cannot be told is refused: nothi
 
 :func:`load_mapping` checks all of this before any row is read, including the files themselves (every
 declared column is in each file's header, or in some record of a JSON-lines file; every value of the split
-column is known; no file is empty), and raises one :class:`SourceError` naming ``mcq_mapping.yaml`` that
-lists every problem with its fix.
+column is known; no file is empty; one column per role; letter-named option columns in letter order; the
+answers of each file's first :data:`SURVEY_ROWS` rows fit ``answer_format``, :func:`answer_survey`), and raises
+one :class:`SourceError` naming ``mcq_mapping.yaml`` that lists every problem with its fix.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ REQUIRED = ("files", "license", "question", "options", "answer")
 OPTIONAL_COLUMNS = ("id", "explanation", "context", "subject", "split")
 KEYS = (*REQUIRED, "answer_format", "dataset", *OPTIONAL_COLUMNS, "split_values", "default_split", "columns")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+SURVEY_ROWS = 10_000
+"""Rows of each file whose answers :func:`answer_survey` checks against ``answer_format`` (the first ones)."""
 _DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -301,7 +304,110 @@ def _check_keys(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
                 f"(training, dev, val, valid, validate)"
             )
     kw["files"] = _check_files(raw.get("files"), problems)
+    _check_roles(kw, problems)
     return kw
+
+
+_LETTER_COLUMN = re.compile(r"^(?:opt(?:ion)?[ _-]?)?([A-J])$", re.IGNORECASE)
+
+
+def _check_roles(kw: dict[str, Any], problems: list[str]) -> None:
+    """One column per role (an option column that is also the answer or the question column turns every
+    answer into that option's letter), and option columns named by letter listed in letter order (``[B, A,
+    C, D]`` would swap two options under every answer)."""
+    options = kw.get("options")
+    option_columns = [options] if isinstance(options, str) else list(options or [])
+    roles: dict[str, list[str]] = {}
+    for role in ("question", "answer", *OPTIONAL_COLUMNS):
+        if kw.get(role):
+            roles.setdefault(kw[role], []).append(role)
+    for i, column in enumerate(option_columns):
+        roles.setdefault(column, []).append(
+            f"option {LETTERS[i]}" if not isinstance(options, str) else "options"
+        )
+    for column, used in roles.items():
+        if len(used) > 1:
+            problems.append(
+                f"column {_short(column)} is used as {' and '.join(used)}: give each role its own column"
+            )
+    if isinstance(options, str) or not option_columns:
+        return
+    letters = [_LETTER_COLUMN.match(str(c)) for c in option_columns]
+    if all(letters):
+        named = [m.group(1).upper() for m in letters]
+        if named != list(LETTERS[: len(named)]):
+            ordered = sorted(option_columns, key=lambda c: _LETTER_COLUMN.match(str(c)).group(1).upper())
+            problems.append(
+                f"options {option_columns} are named by letter but listed as {named}: list them in letter "
+                f"order {ordered} (the list order is the answer letter)"
+            )
+
+
+def _answer_kind(value: str) -> str:
+    """What an answer cell looks like: ``letter``, ``zero``, ``number`` or ``text``."""
+    v = value.strip().strip("().: ")
+    if len(v) == 1 and v.upper() in LETTERS:
+        return "letter"
+    if re.fullmatch(r"\d+(?:\.0+)?", v):
+        return "zero" if float(v) == 0 else "number"
+    return "text"
+
+
+def answer_survey(mapping: MCQMapping, rows: list[dict[str, Any]]) -> str | None:
+    """Why the answers of ``rows`` (a file's readable rows) do not look like ``answer_format`` (None when
+    they do): a ``0`` under ``index1``, the highest index under ``index0`` (1-based numbers), letters under
+    an index format, numbers under ``letter``, or, under ``text``, more than 5 % of answers matching no
+    option. One bad cell is quarantined anyway; this is about the whole file meaning something else."""
+    fmt = mapping.answer_format
+    kinds: Counter[str] = Counter()
+    at_max = unmatched = n = 0
+    examples: dict[str, str] = {}
+    for r in rows:
+        answer = as_text(r.get(mapping.answer))
+        if not answer:
+            continue
+        try:
+            options = mapping.row_options(r)
+        except RowProblem:
+            continue
+        n += 1
+        kind = _answer_kind(answer)
+        kinds[kind] += 1
+        examples.setdefault(kind, answer)
+        if kind in ("number", "zero") and fmt == "index0" and float(answer) == len(options):
+            at_max += 1
+        if fmt == "text" and answer not in options:
+            unmatched += 1
+            examples.setdefault("unmatched", answer)
+    if n == 0:
+        return None
+    if fmt == "index1" and kinds["zero"]:
+        return (
+            f"{kinds['zero']} of {n} answers are 0, which index1 (1 is A) cannot mean: the file is probably "
+            "0-based (answer_format: index0)"
+        )
+    if fmt == "index0" and at_max and not kinds["zero"]:
+        return (
+            f"{at_max} of {n} answers equal the number of options and none is 0, which index0 (0 is A) "
+            "cannot mean: the file is probably 1-based (answer_format: index1)"
+        )
+    if fmt in ("index0", "index1") and kinds["letter"]:
+        return (
+            f"{kinds['letter']} of {n} answers are letters (e.g. {examples['letter']!r}) under {fmt}: "
+            "answer_format: letter?"
+        )
+    if fmt == "letter" and kinds["number"] + kinds["zero"]:
+        number = examples.get("number") or examples.get("zero")
+        return (
+            f"{kinds['number'] + kinds['zero']} of {n} answers are numbers (e.g. {number!r}) under letter: "
+            "answer_format: index0 or index1?"
+        )
+    if fmt == "text" and unmatched > 0.05 * n:
+        return (
+            f"{unmatched} of {n} answers match no option's text (e.g. {examples['unmatched']!r}): "
+            "answer_format: letter, index0 or index1?"
+        )
+    return None
 
 
 def _check_files(files: Any, problems: list[str]) -> tuple[str, ...]:
@@ -345,10 +451,13 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
     present: Counter[str] = Counter()
     split_values: Counter[str] = Counter()
     rows = bad = 0
+    sample: list[dict[str, Any]] = []
     for _, r, err in iter_rows(src, rel, mapping.columns):
         if err:
             bad += 1
             continue
+        if len(sample) < SURVEY_ROWS:
+            sample.append(r)
         if rows == 0 and mapping.columns and list(r.values()) == list(mapping.columns):
             problems.append(
                 f"{rel} starts with a header row although columns: is declared (remove columns: "
@@ -365,6 +474,12 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
         problems.append(f"{rel} has no usable rows" + (f" ({bad} malformed)" if bad else ""))
         return
     missing = [c for c in declared if not present[c]]
+    if not missing:
+        implausible = answer_survey(mapping, sample)
+        if implausible:
+            problems.append(
+                f"{rel}: answers do not fit answer_format {mapping.answer_format!r}: {implausible}"
+            )
     if missing:
         where = "header" if is_delimited(rel) else "records"
         problems.append(

@@ -338,3 +338,55 @@ def test_split_from_name_matches_whole_words(name, split):
 def test_load_mapping_returns_the_validated_mapping(tmp_path):
     m = load_mapping(SourceDir(str(_folder(tmp_path, answer_format="letter", id=None))))
     assert m.files == ("items.csv",) and m.options == ("a", "b", "c", "d") and m.dataset == "mcq_custom"
+
+
+# ---- mappings that would corrupt silently (green runs, wrong answers) are refused with the evidence ------
+def test_one_column_in_two_roles_is_refused(tmp_path):
+    """Seen: option D declared as the answer column: every answer became the letter D's text."""
+    _refused(
+        _folder(tmp_path, options=["a", "b", "c", "key"]),
+        "column 'key' is used as answer and option D: give each role its own column",
+    )
+    _refused(
+        _folder(tmp_path, options=["stem", "b", "c", "d"]), "column 'stem' is used as question and option A"
+    )
+
+
+def test_letter_named_option_columns_out_of_letter_order_are_refused(tmp_path):
+    """Seen: options [B, A, C, D] accepted, 455 of 1,011 answers wrong."""
+    text = "stem,A,B,C,D,key,part\n" + "".join(",".join(item) + "\n" for item in ITEMS)
+    msg = _refused(
+        _folder(tmp_path, csv_text=text, options=["B", "A", "C", "D"]), "listed as ['B', 'A', 'C', 'D']"
+    )
+    assert "['A', 'B', 'C', 'D']" in msg
+    df, _ = _read(_folder(tmp_path, csv_text=text, options=["A", "B", "C", "D"]))
+    assert df.height == 4
+
+
+def _with_answers(answers: list[str]) -> str:
+    return "stem,a,b,c,d,key,part\n" + "".join(
+        ",".join([*item[:5], a, item[6]]) + "\n" for item, a in zip(ITEMS, answers, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("answers", "fmt", "evidence"),
+    [
+        (["0", "1", "2", "3"], "index1", "1 of 4 answers are 0, which index1 (1 is A) cannot mean"),
+        (["1", "2", "3", "4"], "index0", "1 of 4 answers equal the number of options and none is 0"),
+        (["A", "B", "C", "D"], "index0", "4 of 4 answers are letters (e.g. 'A') under index0"),
+        (["1", "2", "3", "4"], "letter", "4 of 4 answers are numbers (e.g. '1') under letter"),
+        (["A", "B", "C", "D"], "text", "4 of 4 answers match no option's text (e.g. 'A')"),
+    ],
+)
+def test_answers_that_do_not_fit_the_declared_format_refuse_the_mapping(tmp_path, answers, fmt, evidence):
+    """Seen: 0-based answers declared index1 passed under the quarantine limit: all 222 kept answers wrong."""
+    msg = _refused(_folder(tmp_path, csv_text=_with_answers(answers), answer_format=fmt), evidence)
+    assert f"items.csv: answers do not fit answer_format {fmt!r}" in msg
+
+
+def test_answers_that_fit_their_format_are_read(tmp_path):
+    for answers, fmt in ((["0", "1", "2", "3"], "index0"), (["1", "2", "3", "4"], "index1")):
+        df, result = _read(_folder(tmp_path, csv_text=_with_answers(answers), answer_format=fmt))
+        assert df.height == 4 and not result.rejected
+        assert df.sort("question")["answer_label"].to_list() == ["D", "C", "B", "A"]
