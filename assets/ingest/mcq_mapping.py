@@ -48,8 +48,8 @@ otherwise ``default_split``. A file whose split cannot be told is refused: nothi
 :func:`load_mapping` checks all of this before any row is read, including the files themselves (every
 declared column is in each file's header, or in some record of a JSON-lines file; every value of the split
 column is known; no file is empty; one column per role; letter-named option columns in letter order; the
-answers of each file's first :data:`SURVEY_ROWS` rows fit ``answer_format``, :func:`answer_survey`), and raises
-one :class:`SourceError` naming ``mcq_mapping.yaml`` that lists every problem with its fix.
+answers of each file's first :data:`SURVEY_ROWS` rows fit ``answer_format``, :func:`answer_survey`), and
+raises one :class:`SourceError` naming ``mcq_mapping.yaml`` that lists every problem with its fix.
 """
 
 from __future__ import annotations
