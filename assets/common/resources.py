@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from retrieval.embedders import OFFLINE_IMAGE_ARCH, OFFLINE_TEXT_MODEL, ImageEmbedder, TextEmbedder
+from storage.keys import validate_partition_key
 from storage.root import S3Settings, Storage, default_storage_root, project_dir
 from storage.sources import SourceDir
 
@@ -71,14 +72,19 @@ class SourcesResource(ConfigurableResource):
         )
 
     def source_uri(self, dataset: str) -> str:
-        """Folder of ``dataset``: its override, else ``<data dir>/<dataset folder>``."""
+        """Folder of ``dataset``: its override, else ``<data dir>/<dataset folder>``. The name is checked
+        as one safe file name first (:func:`storage.keys.validate_partition_key`), whatever it comes from (a
+        partition key added in the UI, a sensor): ``..`` or ``../other`` never reaches the file system."""
         if dataset in self.overrides:
             return self.overrides[dataset]
-        return posixpath.join(self.data_root(), DATASET_FOLDERS.get(dataset, dataset))
+        folder = DATASET_FOLDERS.get(dataset) or validate_partition_key(dataset)
+        return posixpath.join(self.data_root(), folder)
 
     def echo_source_uri(self, key: str) -> str:
         """Folder of echo source ``key``: ``MEDRWR_SOURCE_ECHO_<KEY>``, else ``<data dir>/echo/<key>``."""
-        return self.overrides.get(f"echo_{key}") or posixpath.join(self.data_root(), "echo", key)
+        if self.overrides.get(f"echo_{key}"):
+            return self.overrides[f"echo_{key}"]
+        return posixpath.join(self.data_root(), "echo", validate_partition_key(key))
 
     def has_override(self, dataset: str) -> bool:
         return dataset in self.overrides

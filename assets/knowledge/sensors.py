@@ -27,6 +27,7 @@ from assets.common.profiles import get_profile
 from assets.common.resources import SourcesResource
 from assets.common.settings import env_seconds, sensors_running
 from assets.common.triggers import decide
+from storage.keys import InvalidPartitionKey
 
 from .assets import kb_source_partitions
 from .watch import discover_sources, fingerprint
@@ -52,7 +53,12 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     new = [k for k in (discover_sources(data_root) if data_root else []) if k not in registered]
     observed, counts = {}, {}
     for key in sorted(registered | set(new)):
-        fp, files = fingerprint(key, sources.source(key))
+        try:
+            src = sources.source(key)
+        except InvalidPartitionKey as e:  # registered through the instance API: never read, said why
+            context.log.warning(f"kb source partition {key!r} is not watched: {e}")
+            continue
+        fp, files = fingerprint(key, src)
         if files:
             observed[key], counts[key] = fp, files
     # a source already materialized when the sensor first sees it is its baseline, not a change: switching

@@ -208,3 +208,32 @@ def test_switching_the_sensor_on_records_the_built_sources_and_fires_nothing(tmp
     clock.t += 10
     corpus(data / "built", "a.jsonl", [("1", "Aspirin irreversibly inhibits cyclooxygenase.")])
     assert [r.partition_key for r in tick(instance, sources, first.cursor).run_requests] == ["built"]
+
+
+def test_a_traversal_key_is_refused_before_any_file_is_read(tmp_path, clock):
+    """Seen: a kb_sources partition '..' added through the instance API globbed the data folder's parent,
+    and '../<other>' was read and chunked in full before a later write refused it."""
+    from dagster import materialize
+
+    from assets.knowledge.assets import kb_passages
+    from orchestration.definitions import build_resources
+    from storage.keys import InvalidPartitionKey
+
+    data = tmp_path / "data"
+    corpus(data / "good", "a.jsonl", [("1", "Aspirin inhibits cyclooxygenase.")])
+    corpus(tmp_path / "other", "secret.jsonl", [("1", "Outside the data folder.")])
+    sources = SourcesResource(profile="smoke", data_dir=str(data))
+    for key in ("..", "../other", "good/../../other"):
+        with pytest.raises(InvalidPartitionKey):
+            sources.source(key)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("kb_sources", ["good", "../other"])
+    result = tick(instance, sources, None)  # the bad key is skipped with a warning, the good one watched
+    assert [r.partition_key for r in result.run_requests] == ["good"]
+    resources = {**build_resources(), "sources": sources}
+    run = materialize(
+        [kb_passages], partition_key="../other", instance=instance, resources=resources, raise_on_error=False
+    )
+    assert not run.success
+    failure = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "partition key '../other'" in str(failure.step_failure_data.error)
