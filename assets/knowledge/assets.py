@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 from dagster import (
+    AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
@@ -31,6 +32,7 @@ from assets.common.backfill import PER_PARTITION, WHOLE
 from assets.common.gates import Publication, blocking_failures, publish_or_refuse
 from assets.common.images import ImageIngestor
 from assets.common.metadata import (
+    check_result,
     content_version,
     contract_check,
     counts,
@@ -78,6 +80,14 @@ class KbPassagesConfig(Config):
     max_quarantine_share: float = Field(
         default=0.5,
         description="the contract fails above this share of passages quarantined (duplicates included)",
+    )
+    max_removed_share: float = Field(
+        default=0.2,
+        description="the run fails (nothing published) when it would remove more than this share of the "
+        "source's published passages (a truncated or half-copied file); see allow_shrink",
+    )
+    allow_shrink: bool = Field(
+        default=False, description="the shrink is intended (a source was cut down on purpose): publish it"
     )
 
 
@@ -255,7 +265,15 @@ def _sync_and_publish(
             partitions_def=kb_source_partitions,
             description="rows kept, quarantined share bounded, ids unique and stable-shaped, "
             "text non-empty, content hash set",
-        )
+        ),
+        AssetCheckSpec(
+            "kb_passages_no_mass_removal",
+            asset="kb_passages",
+            blocking=True,
+            partitions_def=kb_source_partitions,
+            description="the run removes at most max_removed_share of the source's published passages "
+            "(unless allow_shrink)",
+        ),
     ],
 )
 def kb_passages(
@@ -273,6 +291,8 @@ def kb_passages(
     df, result = read_kb_source(source, src, chunker, limit=config.max_records)
     store = storage.get()
     contract = with_volume(check_passages(df), df.height, len(result.rejected), config.max_quarantine_share)
+    removal = _removal_check(store, source, df, config)
+    checks = [contract_check("kb_passages_contract", contract), removal]
     pub = Publication(
         "kb_passages",
         source,
@@ -288,8 +308,37 @@ def kb_passages(
         },
         data_version=content_version(df),
         inputs=src.input_manifest(),
+        # a run refused for removing too much keeps the published passages (that is the guard); one refused
+        # for its own data withdraws them like any failed gate
+        withdraw_previous=removal.passed,
     )
-    yield from publish_or_refuse(context, store, pub, [contract_check("kb_passages_contract", contract)])
+    yield from publish_or_refuse(context, store, pub, checks)
+
+
+def _removal_check(store, source: str, df: pl.DataFrame, config: KbPassagesConfig) -> AssetCheckResult:
+    """Blocking: the new passages keep all but ``max_removed_share`` of the published ones (by id), unless
+    ``allow_shrink`` says the shrink is intended. Seen: a source file truncated to 10 records ran green and
+    deleted 1,737 of 1,754 passages."""
+    before = (
+        store.read_table("kb_passages", source)["id"]
+        if store.exists(*store.table_parts("kb_passages", source))
+        else None
+    )
+    if before is None or before.len() == 0:
+        return check_result("kb_passages_no_mass_removal", True, published_before=0)
+    removed = int((~before.is_in(df["id"])).sum())
+    share = removed / before.len()
+    return check_result(
+        "kb_passages_no_mass_removal",
+        share <= config.max_removed_share or config.allow_shrink,
+        published_before=before.len(),
+        passages_now=df.height,
+        removed=removed,
+        removed_share=round(share, 4),
+        max_removed_share=config.max_removed_share,
+        allow_shrink=config.allow_shrink,
+        fix="if the source really shrank, rerun with allow_shrink: true; otherwise restore the source files",
+    )
 
 
 @asset(

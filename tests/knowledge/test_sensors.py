@@ -237,3 +237,45 @@ def test_a_traversal_key_is_refused_before_any_file_is_read(tmp_path, clock):
     assert not run.success
     failure = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "partition key '../other'" in str(failure.step_failure_data.error)
+
+
+def test_a_run_that_would_remove_most_passages_of_a_source_is_refused(tmp_path, storage):
+    """Seen: a source file truncated to 10 records ran green and deleted 1,737 of 1,754 passages."""
+    from dagster import materialize
+
+    from assets.knowledge.assets import kb_passages
+    from orchestration.definitions import build_resources
+
+    data = tmp_path / "data"
+    rows = [(str(i), f"Passage {i}: drug {i} treats disease {i} in adults and children.") for i in range(40)]
+    corpus(data / "mycorpus", "a.jsonl", rows)
+    sources = SourcesResource(profile="smoke", data_dir=str(data))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("kb_sources", ["mycorpus"])
+    resources = {**build_resources(), "sources": sources}
+
+    def run(config=None):
+        cfg = {"ops": {"kb_passages": {"config": config}}} if config else None
+        return materialize(
+            [kb_passages],
+            partition_key="mycorpus",
+            instance=instance,
+            resources=resources,
+            run_config=cfg,
+            raise_on_error=False,
+        )
+
+    assert run().success
+    before = storage.read_table("kb_passages", "mycorpus").height
+    corpus(data / "mycorpus", "a.jsonl", rows[:5])  # the file truncated
+    refused = run()
+    assert not refused.success
+    [check] = [
+        c for c in refused.get_asset_check_evaluations() if c.check_name == "kb_passages_no_mass_removal"
+    ]
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert not check.passed and meta["published_before"] == before and meta["removed"] == before - 5
+    assert storage.read_table("kb_passages", "mycorpus").height == before  # nothing removed
+    assert storage.read_gate_record("kb_passages", "mycorpus")["status"] == "passed"  # still readable
+    assert run({"allow_shrink": True}).success  # said to be intended: published
+    assert storage.read_table("kb_passages", "mycorpus").height == 5
