@@ -52,6 +52,7 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
         data_root = None
     new = [k for k in (discover_sources(data_root) if data_root else []) if k not in registered]
     observed, counts = {}, {}
+    vanished: list[str] = []  # registered sources whose folder is gone or empty: their passages are stale
     for key in sorted(registered | set(new)):
         try:
             src = sources.source(key)
@@ -61,6 +62,8 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
         fp, files = fingerprint(key, src)
         if files:
             observed[key], counts[key] = fp, files
+        elif key in registered:
+            vanished.append(key)
     # a source already materialized when the sensor first sees it is its baseline, not a change: switching
     # the sensor on refreshes nothing until a source changes
     built = context.instance.get_materialized_partitions(AssetKey("kb_passages")) if registered else set()
@@ -91,14 +94,21 @@ def evaluate_kb_sources(context: SensorEvaluationContext, sources: SourcesResour
     partitions = [kb_source_partitions.build_add_request(new)] if new else []
     if new:
         context.log.info(f"new KB source folders registered as kb_sources partitions: {new}")
+    for key in vanished:
+        context.log.warning(
+            f"kb source {key!r} has no files any more ({sources.source_uri(key)}): it is not watched, and "
+            "its published passages are still served; restore the folder, or remove the partition"
+        )
+    gone = f"; no files in registered source(s) {vanished} (passages still served)" if vanished else ""
     skip = None
     if not requests:
-        skip = SkipReason(
+        reason = (
             f"{len(decision.pending)} source(s) pending their cool-down: "
             + ", ".join(f"{k} (refresh in {w:.0f} s)" for k, w in sorted(decision.pending.items()))
             if decision.pending
             else f"no KB source changed ({len(observed)} watched)"
         )
+        skip = SkipReason(reason + gone)
     return SensorResult(
         run_requests=requests,
         cursor=decision.cursor,

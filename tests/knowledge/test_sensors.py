@@ -279,3 +279,22 @@ def test_a_run_that_would_remove_most_passages_of_a_source_is_refused(tmp_path, 
     assert storage.read_gate_record("kb_passages", "mycorpus")["status"] == "passed"  # still readable
     assert run({"allow_shrink": True}).success  # said to be intended: published
     assert storage.read_table("kb_passages", "mycorpus").height == 5
+
+
+def test_a_vanished_source_is_named_not_silently_unwatched(tmp_path, clock):
+    """Seen: a deleted source folder gave "no KB source changed (3 watched)" while its passages were
+    served."""
+    import shutil
+
+    data = tmp_path / "data"
+    corpus(data / "kept", "a.jsonl", [("1", "Aspirin inhibits cyclooxygenase.")])
+    corpus(data / "gone", "a.jsonl", [("1", "Statins lower LDL cholesterol.")])
+    sources = SourcesResource(profile="smoke", data_dir=str(data))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("kb_sources", ["kept", "gone"])
+    first = tick(instance, sources, None)
+    shutil.rmtree(data / "gone")
+    second = tick(instance, sources, first.cursor)
+    assert not second.run_requests
+    message = second.skip_reason.skip_message
+    assert "no files in registered source(s) ['gone'] (passages still served)" in message
