@@ -485,6 +485,7 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
         problems.append(
             f"{rel}: declared column(s) absent from the file's {where}: "
             + ", ".join(f"{c!r} ({declared[c]})" for c in missing)
+            + (_delimiter_hint(rel, list(present), missing) if is_delimited(rel) else "")
         )
     unknown = {}
     for value, n in split_values.items():
@@ -501,15 +502,37 @@ def _survey(src: SourceDir, mapping: MCQMapping, rel: str, problems: list[str]) 
         )
 
 
+def _delimiter_hint(rel: str, header: list[str], missing: list[str]) -> str:
+    """When the header read as one or few columns holds the missing names split by another delimiter."""
+    expected = "\t" if rel.removesuffix(".gz").endswith(".tsv") else ","
+    for delimiter, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (",", "','")):
+        if delimiter == expected:
+            continue
+        names = {part.strip() for h in header for part in h.split(delimiter)}
+        if all(m in names for m in missing):
+            return (
+                f" (this file looks {name}-delimited: its header splits on {name} into the declared columns; "
+                f"save it {'tab' if expected == chr(9) else 'comma'}-separated)"
+            )
+    return ""
+
+
 def load_mapping(src: SourceDir) -> MCQMapping:
     """The source's ``mcq_mapping.yaml``, validated as a whole against the mapping rules and the files
     themselves before any row is read; one :class:`SourceError` naming ``mcq_mapping.yaml`` lists every
     problem with its fix."""
     path = src.path(MAPPING_FILE)
     problems: list[str] = []
-    kw = _check_keys(_parse(src), problems)
+    raw = _parse(src)
+    kw = _check_keys(raw, problems)
     files = kw["files"]
-    if kw.get("columns") and not any(is_delimited(f) for f in files):
+    # judged on every listed name, refused ones too: a refused '../x.csv' is still a CSV the user meant
+    listed = (
+        [f for f in raw.get("files") or [] if isinstance(f, str)]
+        if isinstance(raw.get("files"), list)
+        else []
+    )
+    if kw.get("columns") and not any(is_delimited(f) for f in listed):
         problems.append("columns: applies to CSV/TSV files only, and the mapping lists none")
     file_splits: dict[str, str] = {}
     if "split" not in kw:

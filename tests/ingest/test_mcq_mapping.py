@@ -390,3 +390,18 @@ def test_answers_that_fit_their_format_are_read(tmp_path):
         df, result = _read(_folder(tmp_path, csv_text=_with_answers(answers), answer_format=fmt))
         assert df.height == 4 and not result.rejected
         assert df.sort("question")["answer_label"].to_list() == ["D", "C", "B", "A"]
+
+
+def test_a_semicolon_delimited_csv_is_named_as_such(tmp_path):
+    """Seen: a ';'-delimited CSV failed with "declared column(s) absent ... 'stem'" and nothing more."""
+    text = "stem;a;b;c;d;key;part\n" + "".join(";".join(item) + "\n" for item in ITEMS)
+    _refused(_folder(tmp_path, csv_text=text), "this file looks ';'-delimited")
+
+
+def test_a_refused_csv_name_adds_no_spurious_columns_error(tmp_path):
+    """Seen: files: [../x.csv] with columns: also said "columns: applies to CSV/TSV files only"."""
+    msg = _refused(
+        _folder(tmp_path, files=["../x.csv"], columns=["stem", "a", "b", "c", "d", "key", "part"]),
+        "file '../x.csv': unsafe path",
+    )
+    assert "columns: applies to CSV/TSV files only" not in msg
