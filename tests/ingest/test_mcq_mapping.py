@@ -405,3 +405,13 @@ def test_a_refused_csv_name_adds_no_spurious_columns_error(tmp_path):
         "file '../x.csv': unsafe path",
     )
     assert "columns: applies to CSV/TSV files only" not in msg
+
+
+def test_a_huge_field_is_quarantined_naming_it(tmp_path):
+    """Seen: a 50 MB question was published."""
+    huge = "x" * 60_000
+    text = "stem,a,b,c,d,key,part\n" + "".join(",".join(item) + "\n" for item in ITEMS)
+    text += f"{huge},w,x,y,z,A,train\n"
+    df, result = _read(_folder(tmp_path, csv_text=text))
+    assert df.height == 4 and len(result.rejected) == 1
+    assert "question is 60,000 characters, above the limit of 20,000" in result.rejected[0].reason

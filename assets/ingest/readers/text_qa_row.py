@@ -24,6 +24,22 @@ TEXT_QA_SCHEMA = {
 }
 
 
+MAX_FIELD_CHARS = {"question": 20_000, "option": 4_000, "context": 200_000, "explanation": 50_000}
+"""The longest text a field of a ``text_qa_items`` row may hold (characters). The longest fields of the
+released MedQA (1,273 items), MedMCQA dev (4,183) and PubMedQA (1,000) are far shorter: question 3,543,
+option 275, context 2,725, explanation 4,207 characters. A row with a longer field is quarantined naming the
+field, never published (a 50 MB question would be copied into every prompt and every table read)."""
+
+
+def _check_size(field: str, value: str | None) -> None:
+    limit = MAX_FIELD_CHARS["option" if field.startswith("option") else field]
+    if value is not None and len(value) > limit:
+        raise RowProblem(
+            f"{field} is {len(value):,} characters, above the limit of {limit:,} (MAX_FIELD_CHARS); "
+            "a corrupt cell or a wrong column mapping?"
+        )
+
+
 def make_mcq(
     *,
     item_id: str,
@@ -52,6 +68,11 @@ def make_mcq(
         raise RowProblem(f"answer letter outside the options: {answer_label!r} with {len(options)} options")
     if not license:
         raise RowProblem("no licence declared for this source")
+    _check_size("question", question)
+    for letter, option in zip(LETTERS, options, strict=False):
+        _check_size(f"option {letter}", option)
+    _check_size("context", as_text(context) or None)
+    _check_size("explanation", as_text(explanation) or None)
     return {
         "item_id": item_id,
         "dataset": dataset,
