@@ -54,11 +54,27 @@ def prune_versions(tbl, retention: Retention) -> dict[str, Any]:
     }
 
 
-def tag_version(location: KBLocation, table: str, tag: str, version: int) -> str:
-    """Tag ``version`` of ``table`` as ``tag`` (idempotent): the tag is what readers pin to."""
+class TagConflict(ValueError):
+    """A tag already names another version of the table."""
+
+
+def tag_version(location: KBLocation, table: str, tag: str, version: int, *, move: bool = False) -> str:
+    """Tag ``version`` of ``table`` as ``tag``: the tag is what readers pin to. Idempotent when the tag
+    already names ``version``; when it names another version the call is refused (:class:`TagConflict`: a
+    re-executed step would otherwise publish a pointer whose tag and version disagree), unless ``move=True``
+    moves it deliberately."""
     tbl = location.connect().open_table(table)
-    if tag not in tbl.tags.list():
+    existing = tbl.tags.list().get(tag)
+    if existing is None:
         tbl.tags.create(tag, version)
+    elif int(existing["version"]) != int(version):
+        if not move:
+            raise TagConflict(
+                f"{location.uri} table {table!r}: tag {tag!r} already names version {existing['version']}, "
+                f"not {version}; readers pinned to it would read another version than the pointer says. "
+                "Use a new tag (each run tags its own), or move it deliberately (move=True)"
+            )
+        tbl.tags.update(tag, version)
     return tag
 
 

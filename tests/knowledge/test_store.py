@@ -321,3 +321,22 @@ def test_choose_vector_index_keeps_exact_search_when_nothing_reaches_recall(stor
     params, recall, trials = choose_vector_index(tbl, queries, min_recall=0.999)
     assert params == {"index": "flat"} and recall == 1.0 and len(trials) > 1
     assert not any(ix.name == "vector_idx" for ix in tbl.list_indices())
+
+
+def test_tagging_an_existing_tag_to_another_version_is_refused_or_moved_deliberately(storage):
+    """Seen: tag_version on an existing tag left it where it was and said nothing (a re-executed step would
+    publish a pointer whose tag and version disagree)."""
+    from retrieval.kb.tags import TagConflict, tag_version
+
+    location = storage.kb_location()
+    tbl = location.connect().create_table("t", pa.table({"id": ["a"]}))
+    first = tbl.version
+    tbl.add(pa.table({"id": ["b"]}))
+    second = tbl.version
+    assert tag_version(location, "t", "run-1", first) == "run-1"
+    assert tag_version(location, "t", "run-1", first) == "run-1"  # the same version again: idempotent
+    with pytest.raises(TagConflict, match=f"tag 'run-1' already names version {first}, not {second}"):
+        tag_version(location, "t", "run-1", second)
+    assert tbl.tags.list()["run-1"]["version"] == first
+    tag_version(location, "t", "run-1", second, move=True)
+    assert location.connect().open_table("t").tags.list()["run-1"]["version"] == second
