@@ -149,6 +149,28 @@ def _key(partition: str | None) -> str:
     return validate_partition_key(partition)
 
 
+def _disk_error(error: OSError, target: Path, size: int) -> OSError:
+    """``error`` of a local write, said with the file, the folder and the size; a full disk (ENOSPC) also
+    says how much room is left there."""
+    import errno
+    import shutil
+
+    if error.errno != errno.ENOSPC:
+        return error
+    try:
+        free = shutil.disk_usage(next(p for p in (target.parent, *target.parents) if p.exists())).free
+        room = f"{free:,} bytes free"
+    except OSError:
+        room = "free space unknown"
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on the device writing {target.name} ({size:,} bytes) into {target.parent} "
+        f"({room}): free space there or point MEDRWR_STORAGE_ROOT at a larger disk; nothing was published "
+        "by this write (the old file, if any, is intact)",
+        str(target),
+    )
+
+
 @dataclass
 class Storage:
     """A storage root (local folder or ``s3://bucket/prefix``) with table, image and LanceDB helpers.
@@ -208,15 +230,20 @@ class Storage:
             self.fs.invalidate_cache(posixpath.dirname(path))
         else:
             target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            except OSError as e:
+                raise _disk_error(e, target, len(data)) from e
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                 os.replace(tmp, target)
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if isinstance(e, OSError):
+                    raise _disk_error(e, target, len(data)) from e
                 raise
         return path
 

@@ -34,3 +34,40 @@ def test_s3_roundtrip(s3_storage):
     opts = s3_storage.lancedb_storage_options()
     assert opts["aws_endpoint"].startswith("http://127.0.0.1") and opts["allow_http"] == "true"
     assert s3_storage.polars_storage_options()["aws_endpoint_url"] == opts["aws_endpoint"]
+
+
+def test_a_full_disk_names_the_write_the_folder_and_the_size(tmp_path, monkeypatch):
+    """Seen: a nearly full disk raised a bare "OSError: [Errno 28]" naming no path."""
+    import errno
+    import os
+
+    import pytest
+
+    from storage.root import Storage
+
+    store = Storage(root=str(tmp_path / "root"))
+    store.write_bytes(b"old", "tables", "t", "x.parquet")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(OSError) as err:
+        store.write_bytes(b"x" * 1234, "tables", "t", "x.parquet")
+    message = str(err.value)
+    assert err.value.errno == errno.ENOSPC and "writing x.parquet (1,234 bytes) into" in message
+    assert str(tmp_path / "root" / "tables" / "t") in message and "bytes free" in message
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert store.read_bytes("tables", "t", "x.parquet") == b"old"  # the old file intact
+    assert not [n for n in os.listdir(tmp_path / "root" / "tables" / "t") if n.endswith(".tmp")]
