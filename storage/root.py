@@ -149,6 +149,10 @@ def _key(partition: str | None) -> str:
     return validate_partition_key(partition)
 
 
+STAGING_ORPHAN_AGE_S = 24 * 3600.0
+"""A staging area untouched this long is an orphan (its step died) and the next staging sweeps it away."""
+
+
 def _disk_error(error: OSError, target: Path, size: int) -> OSError:
     """``error`` of a local write, said with the file, the folder and the size; a full disk (ENOSPC) also
     says how much room is left there."""
@@ -381,12 +385,40 @@ class Storage:
         ``staging_root`` names another place, e.g. a restricted folder for patient data) until
         :meth:`StagedStorage.promote`; reads see staged files first, then published ones."""
         area = staging_root or self.uri("_staging")
+        if staging_root is None:
+            self.sweep_staging()
         return StagedStorage(
             root=self.root,
             s3=self.s3,
             base=self,
             area=Storage(root=posixpath.join(area, *safe_parts((token,))), s3=self.s3),
         )
+
+    def sweep_staging(self, older_than_s: float = STAGING_ORPHAN_AGE_S) -> list[str]:
+        """Remove staging areas (``_staging/<token>``) whose newest file is older than ``older_than_s``
+        seconds (default one day): what a step that died with an exception, or a killed process, left behind.
+        The steps that stage write into their area as they go (images, clips, reports) and promote it at
+        their end, so a live area is never a day old. Returns the tokens removed."""
+        import time
+
+        removed = []
+        now = time.time()
+        for token in self.list("_staging"):
+            newest = self._newest_mtime("_staging", token)
+            if newest is not None and now - newest > older_than_s:
+                self.delete("_staging", token)
+                removed.append(token)
+        return removed
+
+    def _newest_mtime(self, *parts: str) -> float | None:
+        """Newest modification time (epoch seconds) of the files under ``parts``; None when empty."""
+        base = self.uri(*parts)
+        if not self.is_s3:
+            times = [p.stat().st_mtime for p in Path(base).rglob("*") if p.is_file()]
+            return max(times, default=None) if times else Path(base).stat().st_mtime
+        infos = self.fs.find(base, detail=True)
+        stamps = [i.get("LastModified") for i in infos.values() if i.get("LastModified") is not None]
+        return max(t.timestamp() for t in stamps) if stamps else None
 
     # ---- LanceDB ------------------------------------------------------------------------------
     def lancedb_uri(self, name: str = "kb") -> str:

@@ -71,3 +71,23 @@ def test_a_full_disk_names_the_write_the_folder_and_the_size(tmp_path, monkeypat
     monkeypatch.setattr(os, "fdopen", real_fdopen)
     assert store.read_bytes("tables", "t", "x.parquet") == b"old"  # the old file intact
     assert not [n for n in os.listdir(tmp_path / "root" / "tables" / "t") if n.endswith(".tmp")]
+
+
+def test_orphaned_staging_areas_are_swept_after_a_day(tmp_path):
+    """Seen: staging left behind when a step failed with an exception (full disk, S3 errors)."""
+    import os
+    import time
+
+    from storage.root import Storage
+
+    store = Storage(root=str(tmp_path / "root"))
+    orphan = store.staging("dead-run-kb_passages")
+    orphan.write_bytes(b"x" * 10, "tables", "t", "a.parquet")
+    live = store.staging("live-run-eval_report")
+    live.write_bytes(b"y", "reports", "r", "report.md")
+    old = time.time() - 2 * 24 * 3600
+    for path in (tmp_path / "root" / "_staging" / "dead-run-kb_passages").rglob("*"):
+        os.utime(path, (old, old))
+    store.staging("next-run-x")  # every new staging area sweeps the orphans first
+    assert sorted(store.list("_staging")) == ["live-run-eval_report"]
+    assert live.read_bytes("reports", "r", "report.md") == b"y"
