@@ -87,9 +87,10 @@ REPORTED_METRICS = (
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments every process launched like a stage takes: the item table and images, the KB the
+    retriever is pinned to, the policy and the trainer config (this module's table; also
+    :mod:`training.stratify`)."""
     p.add_argument("--items", required=True)
     p.add_argument("--items-storage-options", default="{}")
     p.add_argument("--images-uri", default=None)
@@ -98,16 +99,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kb-table", default="kb_text")
     p.add_argument("--kb-tag", default=None)
     p.add_argument("--text-embedder", default=None)
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--model-cache", default=None)
+    p.add_argument("--config", default="{}")
+
+
+def open_retriever(args: argparse.Namespace):
+    """The KB retriever of ``args`` (:func:`add_input_arguments`), pinned to ``--kb-tag`` (a tag, or a
+    version number)."""
+    from retrieval.embedders import TextEmbedder
+    from retrieval.search import Retriever
+    from retrieval.store import KBLocation
+
+    location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
+    tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
+    return Retriever(location, TextEmbedder(args.text_embedder), table=args.kb_table, version=tag)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    add_input_arguments(p)
     p.add_argument("--image-embedder", default="ViT-S-32")
     p.add_argument("--allow-random-image-embedder", action="store_true")
     p.add_argument("--lexicon", default=None)
     p.add_argument("--medquad", default=None)
     p.add_argument("--slake-kg", default=None)
     p.add_argument("--pubmedqa", default=None)
-    p.add_argument("--base-model", required=True)
-    p.add_argument("--model-cache", default=None)
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--config", default="{}")
     p.add_argument("--lineage", default="{}")
     p.add_argument("--git-commit", default=None)
     return p.parse_args(argv)
@@ -363,10 +382,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from accelerate import PartialState
 
-    from retrieval.embedders import TextEmbedder
-    from retrieval.search import Retriever
-    from retrieval.store import KBLocation
-
     from .config import stage_config
     from .tiny_model import load_policy
     from .trainer import build_trainer
@@ -381,10 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # with zero3_init_flag, every transformers model loaded once the config is built is partitioned
         # across ranks (deepspeed.zero.Init), which would give each rank an empty text embedder (the KB
         # refuses it: its weights no longer match the embedder the KB was built with)
-        location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
-        tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
-        embedder = TextEmbedder(args.text_embedder)
-        retriever = Retriever(location, embedder, table=args.kb_table, version=tag)
+        retriever = open_retriever(args)
+        embedder = retriever.embedder
         query_reward, lexicon_terms = build_query_reward(args) if args.stage == 2 else (None, 0)
         config = stage_config(args.stage, args.output_dir, **overrides)  # sets up the process group
         # Pipes opens on rank 0 once the ranks are known: on CPU accelerate's state sees a single process

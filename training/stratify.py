@@ -40,18 +40,10 @@ log = logging.getLogger("training.stratify")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from .launch import add_input_arguments
+
     p = argparse.ArgumentParser(prog="python -m training.stratify", description=__doc__.split("\n\n")[0])
-    p.add_argument("--items", required=True)
-    p.add_argument("--items-storage-options", default="{}")
-    p.add_argument("--images-uri", default=None)
-    p.add_argument("--kb-uri", required=True)
-    p.add_argument("--kb-storage-options", default="{}")
-    p.add_argument("--kb-table", default="kb_text")
-    p.add_argument("--kb-tag", default=None)
-    p.add_argument("--text-embedder", default=None)
-    p.add_argument("--base-model", required=True)
-    p.add_argument("--model-cache", default=None)
-    p.add_argument("--config", default="{}")
+    add_input_arguments(p)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", required=True)
@@ -73,10 +65,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from accelerate.utils import gather_object
     from transformers import set_seed
 
-    from retrieval.embedders import TextEmbedder
-    from retrieval.search import Retriever
-    from retrieval.store import KBLocation
-
     from .config import stage_config
     from .data import PASS_RATE_COLUMNS, mcq_prompt_rows, policy_pass_rates
     from .launch import (
@@ -84,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _json_arg,
         device_settings,
         open_pipes,
+        open_retriever,
         read_items,
         same_kb_version_on_every_rank,
     )
@@ -96,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with ExitStack() as stack:
         items = read_items(args.items, item_opts)
         images = ImageStore(args.images_uri, item_opts) if args.images_uri else None
-        location = KBLocation(args.kb_uri, _json_arg("--kb-storage-options", args.kb_storage_options) or None)
-        tag = int(args.kb_tag) if args.kb_tag and args.kb_tag.isdigit() else args.kb_tag
-        retriever = Retriever(location, TextEmbedder(args.text_embedder), table=args.kb_table, version=tag)
+        retriever = open_retriever(args)
         # every model loads before the stage config exists: under a ZeRO-3 accelerate config, a model loaded
         # afterwards is partitioned across ranks (deepspeed.zero.Init), and this is plain inference
         model, processor = load_policy(

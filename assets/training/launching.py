@@ -72,20 +72,7 @@ def stage_command(
     cmd = _head("training.launch", accelerate_config, python) + [
         "--stage",
         str(stage),
-        "--items",
-        items_uri,
-        "--items-storage-options",
-        json.dumps(storage_options or {}),
-        "--kb-uri",
-        kb_uri,
-        "--kb-storage-options",
-        json.dumps(kb_storage_options or {}),
-        "--kb-table",
-        kb_table,
-        "--kb-tag",
-        kb_tag,
-        "--text-embedder",
-        text_embedder,
+        *_input_args(items_uri, storage_options, kb_uri, kb_storage_options, kb_table, kb_tag, text_embedder),
         "--image-embedder",
         image_embedder,
         "--base-model",
@@ -136,20 +123,7 @@ def stratify_command(
     """The command that samples the stage-1 policy on the stage-2 candidates, launched like a stage (see
     :mod:`training.stratify` for every argument)."""
     cmd = _head("training.stratify", accelerate_config, python) + [
-        "--items",
-        items_uri,
-        "--items-storage-options",
-        json.dumps(storage_options or {}),
-        "--kb-uri",
-        kb_uri,
-        "--kb-storage-options",
-        json.dumps(kb_storage_options or {}),
-        "--kb-table",
-        kb_table,
-        "--kb-tag",
-        kb_tag,
-        "--text-embedder",
-        text_embedder,
+        *_input_args(items_uri, storage_options, kb_uri, kb_storage_options, kb_table, kb_tag, text_embedder),
         "--base-model",
         policy,
         "--model-cache",
@@ -173,3 +147,31 @@ def _head(module: str, accelerate_config: str | None, python: str) -> list[str]:
     if accelerate_config:
         return [python, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "-m", module]
     return [python, "-m", module]
+
+
+def _input_args(
+    items_uri: str,
+    storage_options: dict[str, Any] | None,
+    kb_uri: str,
+    kb_storage_options: dict[str, Any] | None,
+    kb_table: str,
+    kb_tag: str,
+    text_embedder: str,
+) -> list[str]:
+    """The item-table and KB arguments both entry points take (``training.launch.add_input_arguments``)."""
+    return [
+        "--items",
+        items_uri,
+        "--items-storage-options",
+        json.dumps(storage_options or {}),
+        "--kb-uri",
+        kb_uri,
+        "--kb-storage-options",
+        json.dumps(kb_storage_options or {}),
+        "--kb-table",
+        kb_table,
+        "--kb-tag",
+        kb_tag,
+        "--text-embedder",
+        text_embedder,
+    ]
