@@ -38,7 +38,7 @@ from quality.phi import Place, png_text
 from storage.root import Storage
 from storage.sources import SourceDir
 
-SALT = "bench-salt-0123456789abcdef"
+SALT = "bd8b213d08f5fb3c9f029d5879c8206e16f51e7c37bd748e919cf9a178035473"
 MIX = [
     SynthOptions(frames=4, size=64, photometric=p, syntax=s)
     for p, s in (

@@ -52,10 +52,15 @@ def plan(profile_name: str | None) -> list[Step]:
 
 
 def register_dynamic_partitions(instance, profile_name: str | None) -> None:
-    """Add the profile's echo and KB sources to their dynamic partitions in ``instance`` (idempotent)."""
-    from storage.keys import validate_partition_key
+    """Add the profile's echo and KB sources to their dynamic partitions in ``instance`` (idempotent).
+
+    Every echo key is checked as an opaque site code (:func:`storage.keys.validate_site_key`) before any
+    is added: a refused key never reaches the instance's tables."""
+    from storage.keys import validate_partition_key, validate_site_key
 
     profile = get_profile(profile_name)
+    for k in profile.echo_sources:
+        validate_site_key(k)
     for partitions_name, keys in (("echo_sources", profile.echo_sources), ("kb_sources", profile.kb_sources)):
         new_keys = [
             validate_partition_key(k) for k in keys if not instance.has_dynamic_partition(partitions_name, k)

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from assets.common.settings import SETTINGS
+from assets.common.settings import ECHO_SOURCE_PREFIX, SETTINGS
 from storage.root import ENV_PROJECT_DIR, ENV_ROOT, default_storage_root, project_dir
 
 from .instance import ensure_dagster_home
@@ -65,7 +65,9 @@ def carried_settings(environ: Mapping[str, str] | None = None) -> list[str]:
     """Names of the environment variables a run's reads and writes depend on (secrets excluded).
 
     Every non-secret variable of :data:`assets.common.settings.SETTINGS` that reaches a resource, each
-    ``MEDRWR_SOURCE_<DATASET>`` present in ``environ``, and the non-secret AWS endpoint and region.
+    ``MEDRWR_SOURCE_<DATASET>`` present in ``environ`` except the echo sites' ``MEDRWR_SOURCE_ECHO_<SITE>``
+    (patient-data folders, whose paths may name a person: never written under ``DAGSTER_HOME``), and the
+    non-secret AWS endpoint and region.
     """
     env = os.environ if environ is None else environ
     names = [
@@ -77,7 +79,7 @@ def carried_settings(environ: Mapping[str, str] | None = None) -> list[str]:
         and s.env not in MAIN_ONLY
         and s.env not in AUTOMATION_SETTINGS
     ]
-    names += sorted(k for k in env if k.startswith("MEDRWR_SOURCE_"))
+    names += sorted(k for k in env if k.startswith("MEDRWR_SOURCE_") and not k.startswith(ECHO_SOURCE_PREFIX))
     return names + [k for k in AWS_SETTINGS if k not in names]
 
 
@@ -228,6 +230,11 @@ def ui_hint(home: str | Path, settings: Mapping[str, str]) -> str:
                 f"                {name} is set here and not recorded (a secret): "
                 "export it in the UI's shell too"
             )
+    for name in sorted(k for k in os.environ if k.startswith(ECHO_SOURCE_PREFIX)):
+        lines.append(
+            f"                {name} is set here and not recorded (a patient-data folder): "
+            "export it in the UI's shell too"
+        )
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ be able to name another place: :func:`validate_partition_key` is called wherever
 
 from __future__ import annotations
 
+import re
+
 MAX_PARTITION_KEY_BYTES = 200
 """Longest key in UTF-8 bytes: leaves room for a suffix within the 255-byte file-name limit."""
 
@@ -56,3 +58,31 @@ def _problem(key: object) -> str | None:
     if key[-1] in ". ":
         return f"ends with {key[-1]!r}"
     return None
+
+
+SITE_KEY_PATTERN = r"synthetic|site-[a-z0-9]{1,12}"
+"""A site (echo source) key: ``synthetic``, or ``site-`` and 1-12 lower-case letters or digits
+(``site-0007``, ``site-cle2``), with no run of five or more digits. The key is a Dagster partition key: it is
+stored in the instance's run, tag and check tables and becomes part of published file names, gate records,
+validations and Data Docs, so it must be an opaque code the deployment assigns, never a hospital's or a
+person's name or a date."""
+
+_SITE_KEY = re.compile(SITE_KEY_PATTERN)
+
+
+class InvalidSiteKey(InvalidPartitionKey):
+    """A site key that is not an opaque site code; the message never repeats the key (it may identify)."""
+
+
+def validate_site_key(key: str) -> str:
+    """Return ``key`` when it matches :data:`SITE_KEY_PATTERN`, else raise :class:`InvalidSiteKey`, whose
+    message describes the key (its length, which rule fails) without quoting it."""
+    if not isinstance(key, str) or not _SITE_KEY.fullmatch(key) or re.search(r"[0-9]{5}", key):
+        length = len(key) if isinstance(key, str) else 0
+        raise InvalidSiteKey(
+            f"an echo source key ({length} characters, not shown: it may name a person) is not an opaque "
+            "site code: use 'site-' and 1-12 lower-case letters or digits without a run of five digits "
+            "(e.g. site-0007), assigned by the deployment, never a name, a date or a record number; "
+            "register the source again under such a code (and name its folder with MEDRWR_SOURCE_ECHO_<CODE>)"
+        )
+    return key

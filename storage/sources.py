@@ -13,6 +13,12 @@ Every reader reads its dataset through a :class:`SourceDir`, so these contracts 
 - **Bounded.** No read yields more than ``max_file_bytes`` bytes (after ``.gz`` decompression); past it the
   read stops with :class:`FileTooLarge` naming the file and the cap. ``.gz`` files are decompressed as a
   stream, and JSON-lines and CSV files are read row by row, never held whole.
+- **Listed files are opened safely.** :meth:`SourceDir.list_entries` walks a local root without following
+  links to folders and says, per entry, why it cannot be read (a symbolic link that is broken or leads
+  outside the root, a named pipe, socket or device, a folder that cannot be listed) without opening it;
+  :meth:`SourceDir.open_listed` opens a listed name literally (a backslash in a POSIX file name is a
+  character, not a separator) and only when it is a regular file confined to the root, never blocking (a
+  FIFO is refused by ``O_NONBLOCK`` and ``fstat``). Neither puts the root's path in its messages.
 - **Row problems stay rows.** :meth:`SourceDir.iter_jsonl` reports per line: invalid JSON, a value that is
   not an object, invalid UTF-8, nesting too deep to parse, lines over ``max_line_bytes``.
   :meth:`SourceDir.iter_csv` reports ragged rows per row.
@@ -29,6 +35,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -53,7 +60,19 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _HOME = re.compile(r"^~([^/]*/|$)")  # ~, ~/x, ~user/x (a file named ~$draft.csv is just a name)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAGIC = re.compile(r"[*?\[]")
+_KINDS = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+class UnreadableEntry(OSError):
+    """A listed entry that is not a regular file inside the root. The message names neither the entry nor the
+    root (a folder name may name a patient): the caller says which file it was, by its key."""
 
 
 class FileTooLarge(SourceError):
@@ -147,6 +166,7 @@ class SourceDir:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     _real_root: str = field(init=False, repr=False, default="")
     _opened: set[str] = field(init=False, repr=False, default_factory=set)
+    _listed: set[str] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
         root = str(self.root)
@@ -218,15 +238,117 @@ class SourceDir:
         matches = re.compile(glob_translate(pattern)).match
         return [p for p in self.list_files("/".join(parts[:fixed])) if matches(p)]
 
+    def list_entries(self) -> list[tuple[str, str | None]]:
+        """Every entry under the root that is not a folder, as sorted ``(relative path, problem)``; the
+        problem is ``None`` for a regular file (or a link to one inside the root) and otherwise says why it
+        cannot be read, without any path. Links to folders are not followed (reported), a folder that cannot
+        be listed is reported as one entry. Never opens anything. On S3 every object is a regular file."""
+        if self.is_s3:
+            return [(rel, None) for rel in self.list_files()]
+        out: list[tuple[str, str | None]] = []
+
+        def unlistable(err: OSError) -> None:
+            rel = os.path.relpath(err.filename, self.root) if err.filename else "."
+            out.append((rel.replace(os.sep, "/"), f"folder cannot be listed ({type(err).__name__})"))
+
+        for folder, dirs, files in os.walk(self.root, onerror=unlistable, followlinks=False):
+            for name in sorted(dirs):
+                if os.path.islink(os.path.join(folder, name)):
+                    rel = os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/")
+                    out.append((rel, "a symbolic link to a folder (not followed)"))
+            for name in files:
+                full = os.path.join(folder, name)
+                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
+                out.append((rel, self._entry_problem(full)))
+        return sorted(out)
+
+    def _entry_problem(self, full: str) -> str | None:
+        try:
+            st = os.lstat(full)
+        except OSError as e:
+            return f"cannot be examined ({type(e).__name__})"
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(full)
+            if os.path.commonpath([self._real_root, real]) != self._real_root:
+                return "a symbolic link that leads outside the source folder"
+            try:
+                st = os.stat(real)
+            except FileNotFoundError:
+                return "a broken symbolic link (its target does not exist)"
+            except OSError as e:
+                return f"a symbolic link whose target cannot be examined ({type(e).__name__})"
+        if not stat.S_ISREG(st.st_mode):
+            return f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})"
+        return None
+
+    def _listed_target(self, rel: str) -> str:
+        """The real path of a name from :meth:`list_entries`, taken literally, confined to the root."""
+        parts = rel.split("/")
+        if not rel or any(p in ("", ".", "..") for p in parts) or "\x00" in rel:
+            raise UnreadableEntry("not a relative file name inside the source folder")
+        real = os.path.realpath(os.path.join(self.root, *parts))
+        if os.path.commonpath([self._real_root, real]) != self._real_root:
+            raise UnreadableEntry("a symbolic link that leads outside the source folder")
+        return real
+
+    @contextmanager
+    def open_listed(self, rel: str) -> Iterator[IO[bytes]]:
+        """A name from :meth:`list_entries` opened as a binary stream when it is a regular file inside the
+        root; else :class:`UnreadableEntry` (no path in its message). Locally the name is literal (a
+        backslash is a character), the file is opened with ``O_NONBLOCK`` (a FIFO never blocks) and checked
+        with ``fstat`` after opening (a file swapped for a pipe or device in between is refused)."""
+        if self.is_s3:
+            with self.open(rel) as f:
+                yield f
+            return
+        real = self._listed_target(rel)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise UnreadableEntry("the file does not exist (a broken symbolic link, or removed)") from e
+        except OSError as e:
+            raise UnreadableEntry(f"cannot be opened ({type(e).__name__}: {e.strerror})") from e
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise UnreadableEntry(f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'special file')})")
+            os.set_blocking(fd, True)
+            f = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._opened.add(rel)
+        self._listed.add(rel)
+        with f:
+            yield f
+
     # ---- reading --------------------------------------------------------------------------------------
     @contextmanager
     def open(self, rel: str) -> Iterator[IO[bytes]]:
         """The file's raw bytes as a binary stream (no decompression), confined to the root."""
         target = self._target(rel)
-        f = open(target, "rb") if not self.is_s3 else self.fs.open(target, "rb")  # noqa: SIM115
+        f = self._open_regular(target, rel) if not self.is_s3 else self.fs.open(target, "rb")
         self._opened.add(normalize_relpath(rel))
         with f:
             yield f
+
+    def _open_regular(self, target: str, rel: str) -> IO[bytes]:
+        """``target`` opened for reading when it is a regular file (never blocking on a FIFO), else
+        :class:`SourceError`."""
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise SourceError(
+                    self.path(rel),
+                    f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'special file')})",
+                    "replace it with the file it stands for",
+                )
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     # ---- lineage --------------------------------------------------------------------------------------
     def files_read(self) -> list[str]:
@@ -242,7 +364,7 @@ class SourceDir:
         """``size`` and ``sha256`` (locally) or ``size`` and the S3 ``etag`` of one file, as the input
         manifest records them (:mod:`orchestration.audit` re-checks a manifest with this); raises
         :class:`FileNotFoundError` when the file is absent."""
-        target = self._target(rel)
+        target = self._listed_target(rel) if rel in self._listed else self._target(rel)
         if self.is_s3:
             info = self.fs.info(target)
             return {"size": int(info.get("size") or 0), "etag": str(info.get("ETag", "")).strip('"')}

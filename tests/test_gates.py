@@ -74,33 +74,33 @@ def _materialize_echo(instance, key):
 
 @pytest.mark.slow
 def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_path, monkeypatch, storage):
-    src = tmp_path / "raw" / "site_x"
+    src = tmp_path / "raw" / "site-x"
     name, mrn = _echo_source(src)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_X", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "gate-test-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "0d2ca9efac69a4a1e1f853617e094b6c4e0a11ee4ddf1a6013a8fe94cde5fbaa")
     monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("echo_sources", ["site_x"])
+        instance.add_dynamic_partitions("echo_sources", ["site-x"])
         # a clean first drop is published
-        assert _materialize_echo(instance, "site_x").success
-        assert storage.exists(*storage.table_parts("echo_studies", "site_x"))
+        assert _materialize_echo(instance, "site-x").success
+        assert storage.exists(*storage.table_parts("echo_studies", "site-x"))
         images_before = set(storage.find("images"))
 
         # the second run of the same source leaks the patient's name and MRN into the keyframes
         _leak_into_png_chunks(monkeypatch, name, mrn)
-        result = _materialize_echo(instance, "site_x")
+        result = _materialize_echo(instance, "site-x")
         assert not result.success
         [phi] = [c for c in result.get_asset_check_evaluations() if c.check_name == "echo_studies_no_phi"]
-        assert not phi.passed and phi.partition == "site_x"
+        assert not phi.passed and phi.partition == "site-x"
         # nothing of the failed run is published: the earlier version is withdrawn, nothing new is stored
-        assert not storage.exists(*storage.table_parts("echo_studies", "site_x"))
+        assert not storage.exists(*storage.table_parts("echo_studies", "site-x"))
         assert set(storage.find("images")) == images_before
         assert not storage.find("_staging") and not list((tmp_path / "restricted" / "staging").rglob("*.png"))
-        assert storage.read_gate_record("echo_studies", "site_x")["status"] == "failed"
+        assert storage.read_gate_record("echo_studies", "site-x")["status"] == "failed"
         mats = result.asset_materializations_for_node("echo_studies")
         assert mats == []
         # the quarantine is written, and holds no identifier either
-        quarantine = storage.read_quarantine("echo_studies", "site_x")
+        quarantine = storage.read_quarantine("echo_studies", "site-x")
         assert name not in quarantine.write_csv() and mrn not in quarantine.write_csv()
         # no event in the instance (what the UI shows) carries the name or the MRN
         text = _events_text(instance)
@@ -118,7 +118,7 @@ def test_leaky_partition_publishes_nothing_and_nothing_downstream_reads_it(tmp_p
         [failure] = [e for e in downstream.all_events if e.event_type_value == "STEP_FAILURE"]
         assert "latest gate failed" in str(failure.event_specific_data.error)
         with pytest.raises(UnpublishedPartition, match="latest gate failed"):
-            build_resources()["table_io"]._refuse_failed(storage, "echo_studies", "site_x")
+            build_resources()["table_io"]._refuse_failed(storage, "echo_studies", "site-x")
 
 
 def test_fully_quarantined_partition_fails_its_contract(tmp_path, monkeypatch, sample_data):

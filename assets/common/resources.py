@@ -7,8 +7,6 @@ Run knobs are not here: they are ``Config`` classes on the assets.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import posixpath
 from functools import lru_cache
 from pathlib import Path
@@ -17,11 +15,12 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from retrieval.embedders import OFFLINE_IMAGE_ARCH, OFFLINE_TEXT_MODEL, ImageEmbedder, TextEmbedder
-from storage.keys import validate_partition_key
+from storage.keys import validate_partition_key, validate_site_key
 from storage.root import S3Settings, Storage, default_storage_root, project_dir
 from storage.sources import SourceDir
 
 from .profiles import BUNDLED_PROFILES, DATASET_FOLDERS, SAMPLE_DATA_DIR
+from .settings import echo_source_env
 
 
 class StorageResource(ConfigurableResource):
@@ -46,7 +45,8 @@ class StorageResource(ConfigurableResource):
 
 class SourcesResource(ConfigurableResource):
     """Where the released dataset files are read from: a profile's data folder, or one override per
-    dataset."""
+    dataset. An echo site's folder override is not config: it is read from ``MEDRWR_SOURCE_ECHO_<SITE>``
+    when the run starts (:meth:`echo_source_uri`), so no run snapshot in Dagster's instance names it."""
 
     profile: str = Field(
         default="smoke", description="smoke or small (bundled samples) or full (MEDRWR_PROFILE)"
@@ -81,10 +81,14 @@ class SourcesResource(ConfigurableResource):
         return posixpath.join(self.data_root(), folder)
 
     def echo_source_uri(self, key: str) -> str:
-        """Folder of echo source ``key``: ``MEDRWR_SOURCE_ECHO_<KEY>``, else ``<data dir>/echo/<key>``."""
-        if self.overrides.get(f"echo_{key}"):
-            return self.overrides[f"echo_{key}"]
-        return posixpath.join(self.data_root(), "echo", validate_partition_key(key))
+        """Folder of echo source ``key`` (an opaque site code, :func:`storage.keys.validate_site_key`):
+        ``MEDRWR_SOURCE_ECHO_<KEY>`` from the environment, else ``<data dir>/echo/<key>``."""
+        validate_site_key(key)
+        return echo_source_env(key) or posixpath.join(self.data_root(), "echo", key)
+
+    def has_echo_override(self, key: str) -> bool:
+        """Whether ``MEDRWR_SOURCE_ECHO_<KEY>`` names a folder for echo source ``key``."""
+        return echo_source_env(key) is not None
 
     def has_override(self, dataset: str) -> bool:
         return dataset in self.overrides
@@ -132,13 +136,6 @@ class DeidResource(ConfigurableResource):
                 "set MEDRWR_RESTRICTED_ROOT to a folder outside it"
             )
         return Storage(root=root, s3=storage.s3)
-
-    def salt_fingerprint(self) -> str | None:
-        """A short fingerprint of the salt (safe to publish: it tells two salts apart, it does not reveal
-        one)."""
-        if not self.salt:
-            return None
-        return hmac.new(self.salt.encode(), b"medrwr-salt-fingerprint", hashlib.sha256).hexdigest()[:12]
 
 
 @lru_cache(maxsize=4)

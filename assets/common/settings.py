@@ -50,7 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
         "resource `deid.salt` (secret)",
         "unset: only the synthetic source runs",
         "HMAC salt for patient keys, date shifts and UID remapping; "
-        "required for every non-synthetic echo source",
+        "required for every non-synthetic echo source: 32 random bytes as hex or base64, made with "
+        '`python -c "import secrets; print(secrets.token_hex(32))"` (weaker ones are refused)',
     ),
     Setting(
         "MEDRWR_PROFILE",
@@ -69,8 +70,10 @@ SETTINGS: tuple[Setting, ...] = (
         "MEDRWR_SOURCE_<DATASET>",
         "resource `sources.overrides`",
         "`<data dir>/<dataset folder>`",
-        "one dataset's folder elsewhere, e.g. `MEDRWR_SOURCE_PATH_VQA`, `MEDRWR_SOURCE_ECHO_SITEA`, "
-        "`MEDRWR_SOURCE_PUBMEDVISION`",
+        "one dataset's folder elsewhere, e.g. `MEDRWR_SOURCE_PATH_VQA`, `MEDRWR_SOURCE_PUBMEDVISION`; "
+        "an echo site's folder is `MEDRWR_SOURCE_ECHO_<SITE>` (`MEDRWR_SOURCE_ECHO_SITE_0007` for "
+        "`site-0007`), read from the environment when the run starts and never stored in Dagster's "
+        "instance or the recorded settings (a patient-data path may name a person)",
     ),
     Setting(
         "MEDRWR_TEXT_EMBEDDER",
@@ -209,11 +212,33 @@ def env_or(name: str, default=None):
     return EnvVar(name) if os.environ.get(name) else default
 
 
+ECHO_SOURCE_PREFIX = "MEDRWR_SOURCE_ECHO_"
+"""Echo (patient-data) source folders: read at run time only (:func:`echo_source_env`), never resource
+config (Dagster stores a resource's config in every run snapshot) nor recorded settings."""
+
+
 def source_overrides(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``{dataset: uri}`` from every ``MEDRWR_SOURCE_<DATASET>`` variable (dataset lower-cased)."""
+    """``{dataset: uri}`` from every ``MEDRWR_SOURCE_<DATASET>`` variable (dataset lower-cased), except the
+    echo sources' ``MEDRWR_SOURCE_ECHO_<SITE>`` (:func:`echo_source_env`)."""
     env = os.environ if environ is None else environ
     prefix = "MEDRWR_SOURCE_"
-    return {k[len(prefix) :].lower(): v for k, v in sorted(env.items()) if k.startswith(prefix) and v}
+    return {
+        k[len(prefix) :].lower(): v
+        for k, v in sorted(env.items())
+        if k.startswith(prefix) and not k.startswith(ECHO_SOURCE_PREFIX) and v
+    }
+
+
+def echo_source_variable(site: str) -> str:
+    """The variable naming the folder of echo source ``site`` (``MEDRWR_SOURCE_ECHO_SITE_0007``)."""
+    return ECHO_SOURCE_PREFIX + site.upper().replace("-", "_")
+
+
+def echo_source_env(site: str, environ: dict[str, str] | None = None) -> str | None:
+    """The folder of echo source ``site`` from the environment of the running process (like a Dagster
+    ``EnvVar``, resolved at run time), or ``None``."""
+    env = os.environ if environ is None else environ
+    return env.get(echo_source_variable(site)) or None
 
 
 def sensors_running(environ: dict[str, str] | None = None) -> bool:

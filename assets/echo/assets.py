@@ -1,14 +1,18 @@
 """Echo group: DICOM echocardiography clips, decoded, de-identified, keyframed, one partition per source.
 
-Partitions are dynamic (``echo_sources``): a new site or data drop is a new key. The key ``synthetic``
+Partitions are dynamic (``echo_sources``): a new site or data drop is a new key, an opaque site code
+(``site-0007``, :func:`storage.keys.validate_site_key`; the runner refuses other keys before registering
+them, and the asset refuses them before reading anything). The key ``synthetic``
 generates seeded clips (:mod:`assets.echo.synth`) into the restricted location unless a
 ``MEDRWR_SOURCE_ECHO_SYNTHETIC`` override names a folder; any other key reads the folder the ``sources``
-resource names (``MEDRWR_SOURCE_ECHO_<KEY>`` or ``<data dir>/echo/<key>``).
+resource names (``MEDRWR_SOURCE_ECHO_<KEY>``, read from the environment at run time so that no run snapshot
+holds it, or ``<data dir>/echo/<key>``).
 
 Patient data fails closed:
 
-- a non-synthetic source without a salt (``MEDRWR_DEID_SALT``, at least 16 characters) is refused before any
-  file is opened; the development salt serves generated clips only;
+- a non-synthetic source without a salt (``MEDRWR_DEID_SALT``: 32 random bytes as hex or base64,
+  :func:`assets.echo.deid.check_salt`) is refused before any file is opened; the development salt serves
+  generated clips only;
 - files without ultrasound regions are quarantined unless the run knob ``accept_full_frame`` says this source
   has none (recorded in the metadata);
 - keyframes and clips are staged in the restricted location (``deid`` resource), the PHI audit (table,
@@ -45,6 +49,7 @@ from assets.common.records import quarantine_frame
 from assets.common.resources import DeidResource, SourcesResource, StorageResource
 from quality.contracts import ExpectationOutcome, all_refs, with_volume
 from quality.echo_contracts import check_echo_studies, echo_source_problems
+from storage.keys import InvalidSiteKey, validate_site_key
 from storage.root import Storage
 from storage.sources import SourceDir
 
@@ -117,10 +122,13 @@ def echo_studies(
     deid: DeidResource,
 ):
     """De-identified echo clips of one source: metadata, labels, keyframe PNGs and a compact clip."""
-    key = context.partition_key
+    try:
+        key = validate_site_key(context.partition_key)
+    except InvalidSiteKey as e:
+        raise Failure(f"echo_studies: refusing this partition before reading anything: {e}") from e
     store = storage.get()
     restricted = deid.restricted(store)
-    synthetic = key == SYNTHETIC and not sources.has_override("echo_synthetic")
+    synthetic = key == SYNTHETIC and not sources.has_echo_override(key)
     if synthetic:
         src = synthetic_source(restricted, config.synthetic_clips, config.synthetic_seed)
         salt = deid.salt or DEV_SALT

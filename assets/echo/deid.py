@@ -10,22 +10,28 @@ Dates* option:
   the patient key and the salt (intervals within a patient are kept); a DT keeps only its shifted date,
   never its time of day or UTC offset; Patient's Birth Date is emptied (the option does not cover it);
 * times of day (TM) are removed where the table says ``X`` and emptied everywhere else;
-* every person name (PN) not listed in the table is removed; every UID not under the DICOM root is
-  replaced by ``2.25.<integer>`` from an HMAC with the salt (the same UID always maps to the same one);
+* every person name (PN) not listed in the table is removed; every UID that is not a standard one (a UID
+  of pydicom's registry of PS3.6 Annex A: SOP classes, transfer syntaxes, well-known frames of reference)
+  is replaced by ``2.25.<integer>`` from an HMAC of (site, UID) with the salt, so the same UID always maps
+  to the same one within a site and two sites sharing a salt never share a remapped UID. An instance UID
+  that starts with the DICOM root ``1.2.840.10008.`` but is not in the registry is remapped too;
 * private elements are removed (the Retain Safe Private option is not used).
 
 Pixels: only what lies inside the ultrasound region(s) is kept (:func:`ultrasound_regions`); burned-in
 names and dates live outside them. A file without regions is refused unless its source is configured to
 accept full frames (for sources whose frames carry no burned-in text, such as EchoNet-Dynamic).
 
-Keys: every key is an HMAC-SHA256 with a salt the caller must supply (:func:`check_salt`); only the
-synthetic generator may use :data:`DEV_SALT`, which is published here and so protects nothing.
+Keys: every key is an HMAC-SHA256 with a salt the caller must supply (:func:`check_salt`: a random secret
+of at least 32 bytes, written as hex or base64, e.g. ``python -c "import secrets;
+print(secrets.token_hex(32))"``); only the synthetic generator may use :data:`DEV_SALT`, which is
+published here and so protects nothing. No fingerprint of the salt is published: any value computed from
+the salt alone lets whoever holds it test salt guesses offline.
 
 * :func:`patient_key` — ``pt_<16 hex>`` of (site, source patient id);
 * :func:`file_key` — ``f_<16 hex>`` of (site, path relative to the source root): how outputs,
   quarantine rows and logs name an input file; the key-to-path map is written only to a restricted
   location (:mod:`assets.echo.keymap`);
-* :func:`salt_fingerprint` — 8 hex digits that tell which salt made a key without revealing it.
+* :func:`salt_fingerprint` — names the salt in the restricted key map only (never published).
 
 Plain library (no Dagster).
 """
@@ -36,17 +42,23 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import UID_dictionary
 
 from quality.deid_profile import entry_for, resolve
 
 DEV_SALT = "medrwr-dev-salt-NOT-FOR-PRODUCTION"
-MIN_SALT_LEN = 16
+MIN_SALT_BYTES = 32
+"""A salt must encode at least this many random bytes (64 hex digits, or 43 base64 characters)."""
+SALT_COMMAND = 'python -c "import secrets; print(secrets.token_hex(32))"'
+"""The documented way to make a salt (printed in every refusal)."""
 STANDARD_UID_ROOT = "1.2.840.10008."
 METHOD = "PS3.15 E.1-1 Basic Profile 2026c; modified dates; medrwr v2"  # LO: at most 64 characters
 NOT_SHIFTED = {0x00100030}  # Patient's Birth Date: emptied (Z), outside the modified-dates option
@@ -69,26 +81,77 @@ def check_salt(salt: str | None, synthetic: bool) -> str:
     """The salt to use, or :class:`SaltError` before anything is read.
 
     A synthetic source may omit it (the published :data:`DEV_SALT` is then used); any other source must
-    pass its own secret salt of at least :data:`MIN_SALT_LEN` characters, never the development one.
+    pass its own secret salt, never the development one, that passes :func:`weak_salt_reason`. The
+    messages never quote the salt.
     """
     if synthetic:
         return salt or DEV_SALT
     if not salt:
         raise SaltError(
             "no de-identification salt given for a non-synthetic source: pass the site's secret "
-            "salt (a deployment secret, e.g. from an EnvVar-fed resource); nothing was read"
+            f"salt (a deployment secret, e.g. MEDRWR_DEID_SALT made with {SALT_COMMAND}); nothing was read"
         )
     if salt == DEV_SALT:
         raise SaltError(
             "the published development salt cannot protect real data: pass the site's secret salt; "
             "nothing was read"
         )
-    if len(salt) < MIN_SALT_LEN:
+    weak = weak_salt_reason(salt)
+    if weak:
         raise SaltError(
-            f"the de-identification salt is shorter than {MIN_SALT_LEN} characters and could be "
-            "guessed: use a long random secret; nothing was read"
+            f"the de-identification salt could be guessed: {weak}. Generate one with {SALT_COMMAND} "
+            "(32 random bytes) and keep it secret; nothing was read"
         )
     return salt
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_B64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+_WORD_YEAR = re.compile(r"[A-Za-z]{4,}[-_.+/]?(?:19|20)[0-9]{2}|(?:19|20)[0-9]{2}[-_.+/]?[A-Za-z]{4,}")
+_REPEAT = 8  # a substring this long seen twice is a pattern, not chance (p < 1e-6 for a random salt)
+
+
+def weak_salt_reason(salt: str) -> str | None:
+    """Why ``salt`` is not a random secret of :data:`MIN_SALT_BYTES` bytes, or ``None``.
+
+    Accepted: hex (at least 64 digits) or base64/base64url (at least 43 characters), i.e. the encodings of
+    32 random bytes (``secrets.token_hex(32)``, ``secrets.token_urlsafe(32)``, ``openssl rand -hex 32``).
+    Refused, besides other forms and shorter ones: a character distribution too narrow for random data
+    (Shannon entropy of the characters times the length below 200 bits for hex or 165 for base64, or
+    fewer than 10 / 18 distinct characters; the least of 200,000 random 32-byte salts was 218 / 180 bits
+    and 12 / 21 characters), any 8-character substring repeated, and words joined to a year
+    (``hospital-echo-2024``). The estimate is by character
+    statistics: it cannot prove randomness, it refuses what is certainly not random.
+    """
+    s = salt.strip()
+    if s != salt:
+        return "it starts or ends with white space"
+    is_hex = _HEX.fullmatch(s) is not None
+    if is_hex:
+        need, alphabet, min_distinct, min_bits = 2 * MIN_SALT_BYTES, "hex", 10, 200
+    elif _B64.fullmatch(s):
+        need, alphabet, min_distinct, min_bits = math.ceil(MIN_SALT_BYTES * 4 / 3), "base64", 18, 165
+    else:
+        return "it is not hex or base64 (a passphrase or a word with symbols is guessable)"
+    body = s.rstrip("=")
+    if len(body) < need:
+        return f"it has {len(body)} {alphabet} characters, fewer than the {need} of {MIN_SALT_BYTES} bytes"
+    counts = Counter(body)
+    bits = -sum(c * math.log2(c / len(body)) for c in counts.values())
+    if len(counts) < min_distinct or bits < min_bits:
+        return (
+            f"its characters are not random ({len(counts)} distinct, about {bits:.0f} bits by character "
+            "frequency)"
+        )
+    seen: set[str] = set()
+    for i in range(len(body) - _REPEAT + 1):
+        part = body[i : i + _REPEAT]
+        if part in seen:
+            return f"a run of {_REPEAT} characters repeats in it"
+        seen.add(part)
+    if not is_hex and _WORD_YEAR.search(body):
+        return "it holds a word joined to a year"
+    return None
 
 
 def _mac(salt: str, *parts: str) -> bytes:
@@ -96,7 +159,8 @@ def _mac(salt: str, *parts: str) -> bytes:
 
 
 def salt_fingerprint(salt: str) -> str:
-    """First 8 hex digits of HMAC(salt, "fingerprint"): names the salt in outputs without revealing it."""
+    """First 8 hex digits of HMAC(salt, "fingerprint"): tells which salt wrote a key map. Only for the
+    restricted key map: published, it would let anyone test salt guesses offline."""
     return _mac(salt, "fingerprint").hex()[:8]
 
 
@@ -120,9 +184,31 @@ def date_shift_days(key: str, salt: str) -> int:
     return -1 - int.from_bytes(_mac(salt, "shift", key)[:4], "big") % 3650
 
 
-def remap_uid(uid: str, salt: str) -> str:
-    """A new UID ``2.25.<int>`` (ISO/IEC 9834-8 form, at most 64 characters) from the salted original."""
-    return "2.25." + str(int.from_bytes(_mac(salt, "uid", uid)[:15], "big"))
+def is_standard_uid(uid: str) -> bool:
+    """Whether ``uid`` is a UID of the DICOM standard's registry (PS3.6 Annex A, as pydicom ships it): a SOP
+    class, transfer syntax, well-known frame of reference... Any other UID, even under the DICOM root
+    ``1.2.840.10008.``, may identify an instance and is remapped."""
+    return str(uid).strip() in UID_dictionary
+
+
+def remap_uid(uid: str, salt: str, site: str) -> str:
+    """A new UID ``2.25.<int>`` (ISO/IEC 9834-8 form, at most 64 characters) from the salted (site, UID)."""
+    return "2.25." + str(int.from_bytes(_mac(salt, "uid", site, uid.strip())[:15], "big"))
+
+
+def instance_uids(ds: Dataset) -> set[str]:
+    """Every non-standard UID value in ``ds`` (sequences walked, file meta included): those that
+    :func:`deidentify` replaces."""
+    found: set[str] = set()
+    meta = ds.__dict__.get("file_meta")
+    for elem in [*ds, *(meta or [])]:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                found |= instance_uids(item)
+        elif elem.VR == "UI" and elem.VM:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            found |= {str(v).strip() for v in values if str(v).strip() and not is_standard_uid(str(v))}
+    return found
 
 
 def shift_date(value: str, days: int) -> str:
@@ -148,23 +234,25 @@ def source_patient_id(ds: Dataset, fallback: str) -> str:
 
 
 # ---- header ----------------------------------------------------------------------------------------
-def deidentify(ds: Dataset, salt: str, key: str) -> Dataset:
-    """De-identify ``ds`` in place (header only; pixels are handled by :func:`blank_outside`).
+def deidentify(ds: Dataset, salt: str, key: str, site: str) -> Dataset:
+    """De-identify ``ds`` in place (header only; pixels are handled by :func:`blank_outside`); ``site`` (the
+    source key) is part of every remapped UID.
 
     Returns ``ds`` with PatientID = ``key``, PatientIdentityRemoved = YES, LongitudinalTemporalInformation
     Modified = MODIFIED and DeidentificationMethod naming this profile.
     """
     days = date_shift_days(key, salt)
     ds.remove_private_tags()
-    _apply(ds, salt, days)
+    _apply(ds, salt, days, site)
     ds.PatientID = key
     ds.PatientIdentityRemoved = "YES"
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     ds.DeidentificationMethod = METHOD
     meta = ds.__dict__.get("file_meta")
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        uid = str(meta.MediaStorageSOPInstanceUID)
-        meta.MediaStorageSOPInstanceUID = uid if uid.startswith(STANDARD_UID_ROOT) else remap_uid(uid, salt)
+    if meta is not None:
+        for elem in meta:
+            if elem.VR == "UI" and elem.VM:
+                elem.value = _uids(elem, salt, site)
     return ds
 
 
@@ -180,12 +268,18 @@ def _dummy(vr: str, value):
     return None  # binary and other VRs: emptied instead
 
 
-def _uid(value: str, salt: str) -> str:
-    v = str(value)
-    return v if not v or v.startswith(STANDARD_UID_ROOT) else remap_uid(v, salt)
+def _uid(value: str, salt: str, site: str) -> str:
+    v = str(value).strip()
+    return v if not v or is_standard_uid(v) else remap_uid(v, salt, site)
 
 
-def _apply(ds: Dataset, salt: str, days: int) -> None:
+def _uids(elem, salt: str, site: str):
+    if elem.VM > 1:
+        return [_uid(v, salt, site) for v in elem.value]
+    return _uid(elem.value, salt, site)
+
+
+def _apply(ds: Dataset, salt: str, days: int, site: str) -> None:
     for elem in list(ds):
         tag = int(elem.tag)
         if tag == 0x7FE00010:
@@ -210,13 +304,13 @@ def _apply(ds: Dataset, salt: str, days: int) -> None:
                 elem.value = Sequence()
             else:
                 for item in elem.value or []:
-                    _apply(item, salt, days)
+                    _apply(item, salt, days, site)
         elif action == "Z" or (action == "D" and _dummy(elem.VR, elem.value) is None):
             elem.value = "" if elem.VR in _TEXT_VRS | _NUMBER_VRS | {"DA", "UI"} else None
         elif action == "D":
             elem.value = _dummy(elem.VR, elem.value)
         elif elem.VR == "UI" and elem.VM:
-            elem.value = [_uid(v, salt) for v in elem.value] if elem.VM > 1 else _uid(elem.value, salt)
+            elem.value = _uids(elem, salt, site)
 
 
 # ---- pixels ----------------------------------------------------------------------------------------

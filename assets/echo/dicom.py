@@ -39,6 +39,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, iter_pixels
 
+from quality.echo_contracts import FRAME_RATE_HZ
 from quality.phi import Identifier, collect_identifiers
 
 from . import deid, video
@@ -53,7 +54,6 @@ ECHO_SCHEMA = {
     "clip_id": pl.Utf8,
     "file_key": pl.Utf8,
     "source": pl.Utf8,
-    "salt_fingerprint": pl.Utf8,
     "patient_key": pl.Utf8,
     "study_key": pl.Utf8,
     "series_key": pl.Utf8,
@@ -96,21 +96,22 @@ ECHO_SCHEMA = {
     "deid_method": pl.Utf8,
 }
 # Columns whose values the pipeline makes itself (keys, hashes, remapped UIDs, shifted dates): the PHI
-# audit does not search them (they can only hold what the pipeline derived, never an input value).
-GENERATED_COLUMNS = frozenset(
-    {
-        "clip_id",
-        "file_key",
-        "salt_fingerprint",
-        "patient_key",
-        "study_key",
-        "series_key",
-        "sop_key",
-        "study_date_shifted",
-        "keyframe_refs",
-        "clip_ref",
-    }
-)
+# audit does not search them for identifiers (a short identifier could match inside a hash); instead every
+# value must have the form the pipeline gives it (GENERATED_FORMS), so an input value there is a leak.
+_HEX16 = r"[0-9a-f]{16}"
+_REMAPPED_UID = r"2\.25\.[1-9][0-9]{0,38}"
+GENERATED_FORMS = {
+    "clip_id": rf"clip_{_HEX16}",
+    "file_key": rf"f_{_HEX16}",
+    "patient_key": rf"pt_{_HEX16}",
+    "study_key": _REMAPPED_UID,
+    "series_key": _REMAPPED_UID,
+    "sop_key": _REMAPPED_UID,
+    "study_date_shifted": r"[0-9]{8}",
+    "keyframe_refs": r"[0-9a-f]{64}\.png",
+    "clip_ref": r"[0-9a-f]{64}\.npy",
+}
+GENERATED_COLUMNS = frozenset(GENERATED_FORMS)
 LABEL_COLUMNS = (
     "ef_percent",
     "edv_ml",
@@ -323,7 +324,9 @@ def _decode_dicom(
             "protect generated clips; give real data its own source and salt"
         )
     try:
-        identifiers = collect_identifiers(ds)
+        identifiers = collect_identifiers(ds) | {
+            Identifier(u, "instance UID", "UI") for u in deid.instance_uids(ds)
+        }
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception as e:
         raise EchoProblem(f"corrupt header: {type(e).__name__}: {scrub(str(e))}; re-export the file") from e
@@ -348,26 +351,30 @@ def _decode_dicom(
 
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or None
     frame_rate, rate_from = _frame_rate(ds)
+    if frame_rate is not None and not FRAME_RATE_HZ[0] <= frame_rate <= FRAME_RATE_HZ[1]:
+        raise EchoProblem(
+            f"implausible frame rate: {frame_rate:g} Hz from {rate_from} (an echo clip has "
+            f"{FRAME_RATE_HZ[0]:g}-{FRAME_RATE_HZ[1]:g} Hz); fix the export's {rate_from}"
+        )
     sx, sy = _spacing_mm(ds, regions.scale)
     ts = ds.file_meta.TransferSyntaxUID
     photometric = "RGB" if is_video else str(ds.get("PhotometricInterpretation", ""))
-    sop_class = str(ds.get("SOPClassUID", ""))
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or None
     patient = deid.patient_key(
         deid.source_patient_id(ds, (labels or {}).get("patient_id") or file_key), salt, source
     )
     try:
-        deid.deidentify(ds, salt, patient)
+        deid.deidentify(ds, salt, patient, source)
     except Exception as e:
         raise EchoProblem(
             f"corrupt header: de-identification failed ({type(e).__name__}); re-export the file"
         ) from e
+    sop_class = str(ds.get("SOPClassUID", ""))  # after de-identification: a non-standard class is remapped
     sop_key = str(ds.get("SOPInstanceUID", "")) or None
     row = {
         "clip_id": "clip_" + hashlib.sha256((sop_key or file_key).encode()).hexdigest()[:16],
         "file_key": file_key,
         "source": source,
-        "salt_fingerprint": deid.salt_fingerprint(salt),
         "patient_key": patient,
         "study_key": str(ds.get("StudyInstanceUID", "")) or None,
         "series_key": str(ds.get("SeriesInstanceUID", "")) or None,
@@ -421,6 +428,11 @@ def decode_avi(
         ) from e
     if n < 1:
         raise EchoProblem("frame-count mismatch: the AVI holds no frame")
+    if info.frame_rate_hz and not FRAME_RATE_HZ[0] <= info.frame_rate_hz <= FRAME_RATE_HZ[1]:
+        raise EchoProblem(
+            f"implausible frame rate: {info.frame_rate_hz:g} Hz in the AVI stream (an echo clip has "
+            f"{FRAME_RATE_HZ[0]:g}-{FRAME_RATE_HZ[1]:g} Hz); re-export it"
+        )
     rows, cols = info.size
     identifiers = {Identifier(v, f"AVI {k}") for k, v in info.tags.items() if len(v.strip()) >= 3}
     regions = deid.ultrasound_regions(Dataset(), rows, cols, accept_full_frame=True)
@@ -432,7 +444,6 @@ def decode_avi(
         "clip_id": "clip_" + hashlib.sha256(file_key.encode()).hexdigest()[:16],
         "file_key": file_key,
         "source": source,
-        "salt_fingerprint": deid.salt_fingerprint(salt),
         "patient_key": patient,
         "study_key": None,
         "series_key": None,

@@ -9,8 +9,13 @@
   (a truncated or mislabelled export), since its owner meant it to be a clip. Other files (manifests,
   notes, thumbnails) are counted, not ingested.
 
-Paths are literal: the listing walks the folder (:meth:`storage.sources.SourceDir.files`), no glob.
-Plain library (no Dagster).
+Paths are literal: the listing walks the folder (:meth:`storage.sources.SourceDir.list_entries`), no glob,
+and a name is opened literally (a backslash is part of a POSIX file name). Only regular files inside the
+source folder are opened (:meth:`storage.sources.SourceDir.open_listed`, which never blocks on a FIFO): a
+symbolic link that is broken or leads outside the folder, a named pipe, socket or device, a link to a folder,
+an unlistable folder or a file that cannot be read is listed in :attr:`Discovery.unreadable` with a reason
+that names no path, for the caller to quarantine under the file's key; discovery itself never raises for
+one entry. Plain library (no Dagster).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pydicom
 
-from storage.sources import SourceDir
+from storage.sources import SourceDir, UnreadableEntry
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -38,6 +43,7 @@ class Discovery:
     not_dicom: list[str] = field(default_factory=list)  # named like DICOM, no DICM marker
     missing_referenced: list[str] = field(default_factory=list)  # in a DICOMDIR, absent on disk
     other: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (entry, why), never opened or failed
 
 
 def sniff(head: bytes) -> str | None:
@@ -53,7 +59,7 @@ def _dicomdir_references(src: SourceDir, rel: str) -> list[str] | None:
     """Relative paths the DICOMDIR ``rel`` references, or ``None`` when ``rel`` is not a DICOMDIR."""
     from .dicom import quiet_pydicom
 
-    with src.open(rel) as f, quiet_pydicom():
+    with src.open_listed(rel) as f, quiet_pydicom():
         ds = pydicom.dcmread(f, stop_before_pixels=True)
     if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) != DICOMDIR_CLASS:
         return None
@@ -70,13 +76,21 @@ def _dicomdir_references(src: SourceDir, rel: str) -> list[str] | None:
 def discover(src: SourceDir, skip: set[str] | frozenset[str] = frozenset()) -> Discovery:
     """Every file under ``src`` sorted into candidates and the rest (``skip``: manifest files)."""
     found = Discovery()
-    files = [f for f in src.list_files() if f not in skip]
-    found.files_seen = len(files)
-    by_lower = {f.lower(): f for f in files}
+    entries = [(rel, problem) for rel, problem in src.list_entries() if rel not in skip]
+    found.files_seen = len(entries)
     kinds: dict[str, str | None] = {}
-    for rel in files:
-        with src.open(rel) as f:
-            kinds[rel] = sniff(f.read(SNIFF_BYTES))
+    for rel, problem in entries:
+        if problem is None:
+            try:
+                with src.open_listed(rel) as f:
+                    kinds[rel] = sniff(f.read(SNIFF_BYTES))
+                continue
+            except OSError as e:  # UnreadableEntry, or a read that failed (permissions, I/O)
+                problem = str(e) if isinstance(e, UnreadableEntry) else f"cannot be read ({type(e).__name__})"
+        found.unreadable.append((rel, problem))
+    files = sorted(kinds)
+    by_lower = {f.lower(): f for f in files}
+    unreadable_lower = {rel.lower() for rel, _ in found.unreadable}
     referenced: set[str] = set()
     for rel in files:
         if kinds[rel] != "dicom":
@@ -90,6 +104,8 @@ def discover(src: SourceDir, skip: set[str] | frozenset[str] = frozenset()) -> D
         found.dicomdirs.append(rel)
         for ref in refs:  # ISO 9660 media write upper-case ids: match case-insensitively
             actual = by_lower.get(ref.lower())
+            if actual is None and ref.lower() in unreadable_lower:
+                continue  # already reported as unreadable
             if actual is None:
                 found.missing_referenced.append(ref)
             else:

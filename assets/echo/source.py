@@ -43,7 +43,16 @@ from quality.phi import (
 from storage.sources import SourceDir
 
 from . import deid
-from .dicom import ECHO_SCHEMA, GENERATED_COLUMNS, EchoProblem, decode_avi, decode_dicom, scrub, store_outputs
+from .dicom import (
+    ECHO_SCHEMA,
+    GENERATED_COLUMNS,
+    GENERATED_FORMS,
+    EchoProblem,
+    decode_avi,
+    decode_dicom,
+    scrub,
+    store_outputs,
+)
 from .discover import discover
 from .manifests import (
     MANIFEST_NAMES,
@@ -74,7 +83,7 @@ class EchoReadResult:
     key_map: dict[str, str]
     source: str
     source_fingerprint: str
-    salt_fingerprint: str
+    salt_fingerprint: str  # for the restricted key map only: never published (it would test salt guesses)
     accept_full_frame: bool
     layout: str
     files_seen: int
@@ -92,7 +101,6 @@ class EchoReadResult:
         df = self.frame
         return {
             "source_fingerprint": self.source_fingerprint,
-            "salt_fingerprint": self.salt_fingerprint,
             "accept_full_frame": self.accept_full_frame,
             "manifest_layout": self.layout,
             "files_seen": self.files_seen,
@@ -114,7 +122,9 @@ class EchoReadResult:
     ) -> PhiAuditResult:
         """The PHI audit of everything to be published: ``table`` (default: :attr:`frame`), the quarantine
         frame and the metadata dict the asset will write, the PNG chunks and stored file names; pixels
-        outside the regions are reported as leaks too."""
+        outside the regions are reported as leaks too, and so is any value of a generated column (keys,
+        remapped UIDs, shifted dates, refs) that does not have the form the pipeline gives it
+        (:func:`generated_form_leaks`): every published column is audited."""
         result = audit_outputs(
             self.identifiers_by_file,
             table=self.frame if table is None else table,
@@ -126,7 +136,27 @@ class EchoReadResult:
             places=self.places,
         )
         result.leaks += [("pixels outside the ultrasound region", v) for v in self.blank_violations]
+        result.leaks += generated_form_leaks(self.frame if table is None else table)
         return result
+
+
+def generated_form_leaks(table: pl.DataFrame) -> list[tuple[str, str]]:
+    """``(what, where)`` for every value of a generated column (:data:`GENERATED_FORMS`) that is not of the
+    form the pipeline makes, e.g. an unremapped ``StudyInstanceUID`` in ``study_key``; the value itself is
+    never quoted (it may identify), only the column and the row number."""
+    leaks = []
+    for col, form in GENERATED_FORMS.items():
+        if col not in table.columns or not table.height:
+            continue
+        values = table[col]
+        if values.dtype == pl.List(pl.Utf8):
+            bad = values.list.eval(~pl.element().str.contains(f"^{form}$")).list.any()
+        else:
+            bad = ~values.cast(pl.Utf8).str.contains(f"^{form}$")
+        bad = bad.fill_null(False)
+        for row in pl.Series(range(table.height)).filter(bad).to_list():
+            leaks.append((f"a value not made by the pipeline in generated column {col}", f"row {row}"))
+    return leaks
 
 
 def read_manifest(
@@ -216,7 +246,7 @@ def read_echo_source(
         identifiers_by_file[key] = identifiers
         kind = "avi" if rel in found.videos else "dicom"
         try:
-            with src.open(rel) as f:
+            with src.open_listed(rel) as f:
                 if kind == "avi":
                     out = decode_avi(f, key, source, salt, labels, accept_full_frame=accept_full_frame)
                 else:
@@ -282,6 +312,15 @@ def read_echo_source(
             "(truncated, or not a DICOM Part 10 export); re-export it",
             kind="unknown",
         )
+    for rel, problem in found.unreadable:
+        key = key_of(rel)
+        identifiers_by_file[key] = file_name_identifiers(rel) | _manifest_identifiers(labels_by_file.get(rel))
+        reject(
+            key,
+            f"not read: {problem}; replace it with the regular file it stands for, inside the source folder, "
+            "or remove it",
+            kind="unknown",
+        )
     for rel in found.missing_referenced:
         key = key_of(rel)
         identifiers_by_file[key] = file_name_identifiers(rel)
@@ -291,7 +330,7 @@ def read_echo_source(
             "DICOMDIR tree",
             kind="dicomdir reference",
         )
-    seen = set(found.dicom) | set(found.videos) | set(found.not_dicom)
+    seen = set(found.dicom) | set(found.videos) | set(found.not_dicom) | {r for r, _ in found.unreadable}
     for rel in sorted(set(labels_by_file) - seen):
         key = key_of(rel)
         identifiers_by_file[key] = file_name_identifiers(rel) | _manifest_identifiers(labels_by_file[rel])

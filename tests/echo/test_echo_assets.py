@@ -85,14 +85,14 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
     for name in REAL:
         shutil.copy(get_testdata_file(name), src / name)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_A", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "site-a-secret-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "38bc7fae041192ba7cf80fb1a52b2cb6999231b5e216fdb2da0db0e17d67b3db")
     monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("echo_sources", ["site_a"])
+        instance.add_dynamic_partitions("echo_sources", ["site-a"])
         # most files here are hostile on purpose: allow any quarantined share for this partition
         result = materialize(
             [echo_studies],
-            partition_key="site_a",
+            partition_key="site-a",
             resources=_resources(storage.root),
             instance=instance,
             run_config={
@@ -100,19 +100,19 @@ def test_real_files_and_hostile_files_in_a_dynamic_partition(tmp_path, storage, 
             },
         )
     assert result.success and all(_check_results(result).values())
-    studies = storage.read_table("echo_studies", "site_a")
+    studies = storage.read_table("echo_studies", "site-a")
     # good.dcm, the three real files without regions (full frames accepted for this source) and
     # color3d_jpeg_baseline.dcm; examples_ybr_color.dcm and examples_palette.dcm have regions larger than
     # the image and are quarantined, never clipped
     assert studies.height == 5
     assert set(studies["n_frames"]) == {1, 6, 120}
-    quarantine = storage.read_quarantine("echo_studies", "site_a")
+    quarantine = storage.read_quarantine("echo_studies", "site-a")
     assert quarantine.height == 11 and quarantine["reason"].str.contains(":").all()
     assert quarantine.filter(quarantine["reason"].str.starts_with("ultrasound region larger")).height == 2
     assert not any(
         ".dcm" in v for col in ("source_file", "row", "raw", "reason") for v in quarantine[col].to_list()
     )
-    keymap = (tmp_path / "restricted" / "keymaps" / "echo_studies" / "site_a.keymap.csv").read_text()
+    keymap = (tmp_path / "restricted" / "keymaps" / "echo_studies" / "site-a.keymap.csv").read_text()
     assert "examples_ybr_color.dcm" in keymap
 
 
@@ -143,13 +143,13 @@ def test_phi_check_blocks_a_leak(tmp_path, storage, monkeypatch):
         return buf.getvalue()
 
     monkeypatch.setattr(dicom, "png_bytes", png_with_text)
-    monkeypatch.setenv("MEDRWR_SOURCE_ECHO_LEAKY", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "leaky-secret-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_LEAKY", str(src))
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "e74a65ef16d33409adb3cb03d4ef8571aca5c18403cb90dc0bb38b3f64785dfe")
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("echo_sources", ["leaky"])
+        instance.add_dynamic_partitions("echo_sources", ["site-leaky"])
         result = materialize(
             [echo_studies],
-            partition_key="leaky",
+            partition_key="site-leaky",
             resources=_resources(storage.root),
             instance=instance,
             raise_on_error=False,

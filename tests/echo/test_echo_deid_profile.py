@@ -12,7 +12,7 @@ from pydicom.tag import Tag
 from assets.echo import deid
 from quality.deid_profile import ProfileEntry, entry_for, load_table, resolve
 
-SALT = "test-salt-0123456789abcdef"
+SALT = "c14d648ee0cac5619552971f0903bb3a1bf6c5f5024044edef21141438a2dbb1"  # secrets.token_hex(32)
 KEY = "pt_0123456789abcdef"
 SECRET_NAME = "DOE^JANE"
 VALUES = {
@@ -120,7 +120,7 @@ def test_attribute_gets_its_profile_action(entry: ProfileEntry):
     ds = Dataset()
     ds.add(_element(tag, vr))
     before = ds[tag].value
-    deid.deidentify(ds, SALT, KEY)
+    deid.deidentify(ds, SALT, KEY, "site-0001")
     action = resolve(entry.action, vr)
     present = Tag(tag) in ds
     value = ds[tag].value if present else None
@@ -152,8 +152,12 @@ def test_mediastorage_uid_and_private_tags():
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
     block = ds.private_block(0x0011, "VENDOR", create=True)
     block.add_new(0x01, "LO", "SECRET")
-    deid.deidentify(ds, SALT, KEY)
-    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == deid.remap_uid("1.2.3.4", SALT)
+    deid.deidentify(ds, SALT, KEY, "site-0001")
+    assert (
+        ds.file_meta.MediaStorageSOPInstanceUID
+        == ds.SOPInstanceUID
+        == deid.remap_uid("1.2.3.4", SALT, "site-0001")
+    )
     assert not any(e.tag.is_private for e in ds)
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED" and len(ds.DeidentificationMethod) <= 64
 
@@ -167,5 +171,5 @@ def test_unlisted_person_names_dates_and_uids_are_still_cleaned():
     ds = Dataset()
     ds.add_new(0x00189346, "SQ", Sequence([item]))  # CTDI Phantom Type Code Sequence (not in the table)
     ds.add_new(0x00181201, "TM", "134501")
-    deid.deidentify(ds, SALT, KEY)
+    deid.deidentify(ds, SALT, KEY, "site-0001")
     assert "DOE" not in repr(ds) and "20200102" not in repr(ds) and "134501" not in repr(ds)

@@ -14,7 +14,7 @@ from assets.echo.synth import SynthOptions, generate, write_manifest_csv
 from quality.phi import Identifier, Place, audit, audit_outputs, audit_places, png_text
 from storage.sources import SourceDir
 
-SALT = "test-salt-0123456789abcdef"
+SALT = "c14d648ee0cac5619552971f0903bb3a1bf6c5f5024044edef21141438a2dbb1"  # secrets.token_hex(32)
 
 
 def test_dates_times_and_uids_match_whole_numbers_only():

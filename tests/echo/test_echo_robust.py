@@ -21,7 +21,7 @@ from assets.echo.synth_video import encode_video, video_dicom
 from quality.echo_contracts import echo_source_problems
 from storage.sources import SourceDir
 
-SALT = "test-salt-0123456789abcdef"
+SALT = "c14d648ee0cac5619552971f0903bb3a1bf6c5f5024044edef21141438a2dbb1"  # secrets.token_hex(32)
 
 
 def _read(path, storage, **kw):
