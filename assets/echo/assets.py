@@ -49,6 +49,7 @@ from assets.common.records import quarantine_frame
 from assets.common.resources import DeidResource, SourcesResource, StorageResource
 from quality.contracts import ExpectationOutcome, all_refs, with_volume
 from quality.echo_contracts import check_echo_studies, echo_source_problems
+from storage.errors import SourceError
 from storage.keys import InvalidSiteKey, validate_site_key
 from storage.root import Storage
 from storage.sources import SourceDir
@@ -147,6 +148,10 @@ def echo_studies(
     except SaltError as e:
         stage.discard()
         raise Failure(f"echo_studies[{key}]: {e}") from e
+    except SourceError as e:  # a whole-source problem (a manifest): said without the folder's path
+        stage.discard()
+        problem = f"{e.problem}. {e.fix}".replace(src.root, "<source folder>")
+        raise Failure(f"echo_studies[{key}]: the source cannot be read: {problem}") from None
     write_key_map(
         result.key_map,
         restricted.uri("keymaps"),

@@ -164,3 +164,30 @@ def test_no_source_path_reaches_dagster_home_or_stderr(tmp_path, storage, monkey
     for text in texts:
         for needle in (PHI_FOLDER, "Müller", "Jürgen", "M\\u00fcller", str(outside)):
             assert needle not in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_manifest_that_is_a_pipe_fails_the_run_without_hanging_or_naming_the_folder(
+    tmp_path, storage, monkeypatch
+):
+    src = tmp_path / PHI_FOLDER
+    _clips(src, n=2)
+    os.mkfifo(src / "labels.csv")
+    monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_0043", str(src))
+    monkeypatch.setenv("MEDRWR_DEID_SALT", SALT)
+    monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("echo_sources", ["site-0043"])
+        result = materialize(
+            [echo_studies],
+            partition_key="site-0043",
+            resources=build_resources(),
+            instance=instance,
+            raise_on_error=False,
+        )
+        logs = [serialize_value(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "not a regular file (a named pipe)" in str(failure.event_specific_data.error)
+    assert not any(PHI_FOLDER in text or "M\\u00fcller" in text for text in logs)

@@ -17,7 +17,6 @@ from assets.echo.assets import echo_studies
 from assets.echo.source import read_echo_source
 from assets.echo.synth import SynthOptions, generate
 from orchestration.definitions import build_resources
-from storage.keys import InvalidSiteKey, validate_site_key
 from storage.sources import SourceDir
 
 SALT = "dcaee515aa5aca92598f960722a6838f5cfb477ef17af9c4bc453cd4230e24eb"  # secrets.token_hex(32)
@@ -153,6 +152,8 @@ def test_no_salt_fingerprint_is_published(tmp_path, storage):
     "bad", [PHI_SITE, "mueller_juergen", "site-19530402", "site-Muller", "site-a b", "../x", "", "site-"]
 )
 def test_phi_like_site_keys_are_refused_without_being_repeated(bad):
+    from storage.keys import InvalidSiteKey, validate_site_key
+
     with pytest.raises(InvalidSiteKey) as e:
         validate_site_key(bad)
     assert "site-0007" in str(e.value)
@@ -162,11 +163,14 @@ def test_phi_like_site_keys_are_refused_without_being_repeated(bad):
 
 @pytest.mark.parametrize("good", ["synthetic", "site-0007", "site-cle2", "site-a"])
 def test_opaque_site_keys_are_accepted(good):
+    from storage.keys import validate_site_key
+
     assert validate_site_key(good) == good
 
 
 def test_the_runner_refuses_a_phi_like_echo_source_before_registering_any(monkeypatch, tmp_path):
     from orchestration.main import register_dynamic_partitions
+    from storage.keys import InvalidSiteKey
 
     monkeypatch.setenv("MEDRWR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MEDRWR_VQA_DATASETS", "vqa_rad")
