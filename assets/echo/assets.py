@@ -102,7 +102,8 @@ def synthetic_source(restricted: Storage, n_clips: int, seed: int) -> SourceDir:
             blocking=True,
             partitions_def=echo_sources,
             description="no identifying value read from the inputs appears in the table, the quarantine, "
-            "the metadata, PNG chunks or stored file names; every keyframe is blank outside "
+            "the metadata, PNG chunks or stored file names; every generated column (keys, remapped UIDs, "
+            "shifted dates, refs) has the form the pipeline gives it; every keyframe is blank outside "
             "the ultrasound region",
         ),
         AssetCheckSpec(
