@@ -85,7 +85,7 @@ def discover(src: SourceDir, skip: set[str] | frozenset[str] = frozenset()) -> D
                 with src.open_listed(rel) as f:
                     kinds[rel] = sniff(f.read(SNIFF_BYTES))
                 continue
-            except OSError as e:  # UnreadableEntry, or a read that failed (permissions, I/O)
+            except Exception as e:  # UnreadableEntry, a failed read (permissions, I/O), an unsafe S3 name
                 problem = str(e) if isinstance(e, UnreadableEntry) else f"cannot be read ({type(e).__name__})"
         found.unreadable.append((rel, problem))
     files = sorted(kinds)
