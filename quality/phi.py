@@ -535,9 +535,15 @@ def _analyzer():
 
 def scrubber_findings(text: str) -> list[str]:
     """Entity types (:data:`FREE_TEXT_ENTITIES`) that Microsoft Presidio's analyzer finds in ``text`` with a
-    score of at least :data:`FREE_TEXT_MIN_SCORE`; raises :class:`ScrubberUnavailable`."""
+    score of at least :data:`FREE_TEXT_MIN_SCORE`; raises :class:`ScrubberUnavailable`. Repeated texts
+    (a manifest's ``EchoNet-Dynamic split TRAIN``) are analysed once."""
+    return list(_scrub(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrub(text: str) -> tuple[str, ...]:
     results = _analyzer().analyze(text=text, language="en", entities=list(FREE_TEXT_ENTITIES))
-    return sorted({r.entity_type for r in results if r.score >= FREE_TEXT_MIN_SCORE})
+    return tuple(sorted({r.entity_type for r in results if r.score >= FREE_TEXT_MIN_SCORE}))
 
 
 def free_text_problems(text: str, matcher: Matcher) -> list[str]:

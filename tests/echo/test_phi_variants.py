@@ -194,9 +194,11 @@ def test_free_text_scrubber_flags_what_no_header_names_and_passes_clinical_text(
 def test_without_a_scrubber_free_text_fails_closed(monkeypatch):
     monkeypatch.setenv("SPACY_MODEL", "no_such_spacy_model")
     phi._analyzer.cache_clear()
+    phi._scrub.cache_clear()
     try:
         (problem,) = free_text_problems("Normal LV size and function.", Matcher([]))
         assert problem.startswith("cannot be checked: spaCy model no_such_spacy_model does not load")
     finally:
         monkeypatch.delenv("SPACY_MODEL")
         phi._analyzer.cache_clear()
+        phi._scrub.cache_clear()
