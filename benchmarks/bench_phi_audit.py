@@ -181,8 +181,10 @@ REAL_US = (
 )  # fmt: skip
 
 
-def real_files(tmp: Path) -> list[str]:
-    """False positives on pydicom-data's ultrasound files (every one with Modality US there)."""
+def real_files(tmp: Path, extra: list[str]) -> list[str]:
+    """False positives on pydicom-data's ultrasound files (every one with Modality US there), and on the
+    DICOM files of the ``extra`` folders (the deid project's ultrasounds: ``pip download --no-deps
+    deid-data``, unpack, ``deid_data/data/ultrasounds``)."""
     import shutil
 
     from pydicom.data import get_testdata_file
@@ -191,6 +193,11 @@ def real_files(tmp: Path) -> list[str]:
     src.mkdir()
     for name in REAL_US:
         shutil.copy(get_testdata_file(name), src / name)
+    n_extra = 0
+    for i, folder in enumerate(extra):
+        for path in sorted(Path(folder).glob("*.dcm")):
+            shutil.copy(path, src / f"extra{i}_{path.name}")
+            n_extra += 1
     store = tmp / "real_store"
     result = read_echo_source(
         SourceDir(str(src)), Storage(root=str(store)), "real", salt=SALT, accept_full_frame=True
@@ -198,7 +205,7 @@ def real_files(tmp: Path) -> list[str]:
     res = result.audit(quarantine_frame(result.rejected, "echo_studies", "real"), result.metadata())
     stored = audit_stored(folder_identifiers(src), {"storage root": store})
     return [
-        f"Real ultrasound files (pydicom-data, {len(REAL_US)} files with Modality US): "
+        f"Real ultrasound files ({len(REAL_US)} of pydicom-data, {n_extra} of {', '.join(extra) or '-'}): "
         f"{result.frame.height} published, {len(result.rejected)} quarantined (regions larger than the "
         f"image, duplicate SOP instances); false positives of the asset's audit: {len(res.leaks)} "
         f"({res.identifiers} identifiers, {res.places_searched} places); of the stored-output audit of the "
@@ -249,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=1000)
     p.add_argument("--patients", type=int, default=400)
     p.add_argument("--baseline-clips", type=int, default=100)
+    p.add_argument("--extra-real", action="append", default=[], help="a folder of more real .dcm files")
     a = p.parse_args(argv)
     lines = [
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         stored = audit_stored(folder_identifiers(src), {"storage root": Path(tmp) / "store"})
         t_stored = time.perf_counter() - t
-        lines += real_files(Path(tmp)) + [""]
+        lines += real_files(Path(tmp), a.extra_real) + [""]
         hostile = hostile_findings(result, src, random.Random(5))
     lines += [
         f"{a.clips} clips generated in {t_gen:.1f} s, ingested in {t_ingest:.1f} s "
