@@ -328,6 +328,8 @@ _MONTHS = (
 def fold(text: str) -> str:
     """Case folded (``ß`` to ``ss``), diacritics stripped (``ü`` to ``u``), a few letters without a
     decomposition transliterated (``ø`` to ``o``, ``æ`` to ``ae``)."""
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in text if not unicodedata.combining(c)).translate(_TRANSLIT)
 
@@ -379,7 +381,8 @@ def _date_variants(digits: str) -> tuple[set[str], set[str]]:
     return nums, phrases
 
 
-def variants(ident: Identifier) -> tuple[set[str], set[str]]:
+@functools.lru_cache(maxsize=1 << 16)
+def variants(ident: Identifier) -> tuple[frozenset[str], frozenset[str]]:
     """``(digit strings, token phrases)`` under which ``ident`` is searched (see the module docstring):
     its tokens as one phrase, spelled with diacritics stripped and transliterated (``Müller``: ``muller``,
     ``mueller``; ``Mueller``: ``muller`` too); a name's components, reordered, and with initials; the
@@ -387,11 +390,11 @@ def variants(ident: Identifier) -> tuple[set[str], set[str]]:
     too short to identify give none."""
     value = ident.value.strip()
     if ident.vr == "UI":
-        return set(), set()
+        return frozenset(), frozenset()
     digits_only = re.sub(r"[\s\-./:]", "", value)
     if ident.vr in TEMPORAL_VRS or (digits_only.isdigit() and ident.vr != "PN"):
         if not digits_only.isdigit():
-            return set(), set()
+            return frozenset(), frozenset()
         if ident.vr == "TM":
             digits_only = re.sub(r"[\s\-/:]", "", value).split(".")[0]
         if ident.vr in ("DA", "DT") and len(digits_only) >= 8:
@@ -401,7 +404,7 @@ def variants(ident: Identifier) -> tuple[set[str], set[str]]:
         else:
             nums, phrases = {digits_only}, set()
         nums = {n for n in nums if len(n) >= MIN_DIGITS and len(set(n)) > 1}
-        return nums, phrases
+        return frozenset(nums), frozenset(phrases)
     spellings = {value, value.translate(_GERMAN)}
     phrases: set[str] = set()
     for spelling in spellings:
@@ -422,13 +425,14 @@ def variants(ident: Identifier) -> tuple[set[str], set[str]]:
     if len(digit_part) >= 6 and len(set(digit_part)) > 1:
         nums.add(digit_part)  # the number of an id with a prefix (``MRN-1234-5678``, ``p10002221``)
     phrases = {p for p in phrases if not set(p.split()) <= STOP_VALUES and _long_enough(p)}
-    return nums, phrases
+    return frozenset(nums), frozenset(phrases)
 
 
 def _long_enough(phrase: str) -> bool:
     """A phrase identifies when it has :data:`MIN_LEN` letters, or a letter and 3 digits (``E61809``);
     digits alone are searched as digit strings."""
-    letters, digits = sum(c.isalpha() for c in phrase), sum(c.isdigit() for c in phrase)
+    digits = sum(len(t) for t in phrase.split() if t.isdigit())
+    letters = len(phrase) - phrase.count(" ") - digits
     return letters >= MIN_LEN or (letters >= 1 and digits >= 3)
 
 
