@@ -11,8 +11,12 @@ a table cell, a study date in a PNG text chunk, the input file's name in a store
 quarantine row, a patient name in the metadata) in 20 random clips each and counts how many are caught.
 For comparison, the audit this replaced (every identifier of the partition as one pooled regex search per
 identifier over every output string, substring match from 6 characters) runs on the first
-``--baseline-clips`` clips. Timings are wall-clock on whatever else the machine is doing: the load
-average is printed with them. Prints Markdown.
+``--baseline-clips`` clips. Also (issue 20): false positives on pydicom-data's real ultrasound files (the
+asset's audit and the stored-output audit of :mod:`quality.phi_stored` over the storage root), findings
+withheld among the generated clips' clean findings, hostile findings (the clip's own name, birth date and
+id written as a person would) caught by the variant match and by Presidio, and Presidio's cost per text.
+Timings are wall-clock on whatever else the machine is doing: the load average is printed with them.
+Prints Markdown.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from PIL import Image, PngImagePlugin
 from assets.common.records import quarantine_frame
 from assets.echo.source import EchoReadResult, read_echo_source
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
-from quality.phi import Place, png_text
+from quality.phi import Matcher, Place, png_text, scrubber_findings
+from quality.phi_stored import audit_stored, folder_identifiers
 from storage.root import Storage
 from storage.sources import SourceDir
 
@@ -167,11 +172,91 @@ def _qrow(key: str, mrn: str) -> pl.DataFrame:
     )
 
 
+REAL_US = (
+    "examples_rgb_color.dcm", "examples_palette.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm",
+    "US1_UNCI.dcm", "US1_J2KI.dcm", "US1_J2KR.dcm", "US1_UNCR.dcm", "OBXXXX1A_expb_2frame.dcm",
+    "OBXXXX1A_2frame.dcm", "OBXXXX1A_rle.dcm", "gdcm-US-ALOKA-16_big.dcm", "gdcm-US-ALOKA-16.dcm",
+    "color3d_jpeg_baseline.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "OBXXXX1A_expb.dcm", "OBXXXX1A.dcm",
+    "OBXXXX1A_rle_2frame.dcm",
+)  # fmt: skip
+
+
+def real_files(tmp: Path, extra: list[str]) -> list[str]:
+    """False positives on pydicom-data's ultrasound files (every one with Modality US there), and on the
+    DICOM files of the ``extra`` folders (the deid project's ultrasounds: ``pip download --no-deps
+    deid-data``, unpack, ``deid_data/data/ultrasounds``)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    src = tmp / "real"
+    src.mkdir()
+    for name in REAL_US:
+        shutil.copy(get_testdata_file(name), src / name)
+    n_extra = 0
+    for i, folder in enumerate(extra):
+        for path in sorted(Path(folder).glob("*.dcm")):
+            shutil.copy(path, src / f"extra{i}_{path.name}")
+            n_extra += 1
+    store = tmp / "real_store"
+    result = read_echo_source(
+        SourceDir(str(src)), Storage(root=str(store)), "real", salt=SALT, accept_full_frame=True
+    )
+    res = result.audit(quarantine_frame(result.rejected, "echo_studies", "real"), result.metadata())
+    stored = audit_stored(folder_identifiers(src), {"storage root": store})
+    return [
+        f"Real ultrasound files ({len(REAL_US)} of pydicom-data, {n_extra} of {', '.join(extra) or '-'}): "
+        f"{result.frame.height} published, {len(result.rejected)} quarantined (regions larger than the "
+        f"image, duplicate SOP instances); false positives of the asset's audit: {len(res.leaks)} "
+        f"({res.identifiers} identifiers, {res.places_searched} places); of the stored-output audit of the "
+        f"storage root: {len(stored.leaks)} ({stored.places_searched} places).",
+    ]
+
+
+def hostile_findings(result: EchoReadResult, src: Path, rng: random.Random, n: int = 20) -> list[str]:
+    """The clip's own patient written as a person would, caught by the variant match and by Presidio."""
+    import pydicom
+
+    keys = rng.sample(result.frame["file_key"].to_list(), n)
+    forms = {
+        "Family Given": lambda f, g, d, i: f"{f.title()} {g.title()}",
+        "Given F.": lambda f, g, d, i: f"seen by {g.title()} {f[0]}.",
+        "F. Given, DOB DD.MM.YYYY": lambda f, g, d, i: f"{f[0]}. {g.title()}, DOB {d[6:]}.{d[4:6]}.{d[:4]}",
+        "born YYYY-MM-DD": lambda f, g, d, i: f"born {d[:4]}-{d[4:6]}-{d[6:]}",
+        "MRN with separators": lambda f, g, d, i: f"MRN {i[:4]}-{i[4:]}",
+        "pt id": lambda f, g, d, i: f"pt {i}",
+    }
+    counts = {k: [0, 0, 0] for k in forms}
+    times = []
+    for key in keys:
+        ds = pydicom.dcmread(src / result.key_map[key], stop_before_pixels=True)
+        family, given = str(ds.PatientName).split("^")[:2]
+        matcher = Matcher(result.identifiers_by_file[key])
+        for form, make in forms.items():
+            text = make(family, given, ds.PatientBirthDate, str(ds.PatientID))
+            t = time.perf_counter()
+            scrubbed = bool(scrubber_findings(text + " "))  # not cached: each text timed
+            times.append(time.perf_counter() - t)
+            matched = bool(matcher.find(text))
+            for j, hit in enumerate((matched, scrubbed, matched or scrubbed)):
+                counts[form][j] += hit
+    lines = [
+        "",
+        f"| hostile findings ({n} clips each) | variant match | Presidio | either (the gate) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {k} | {a} / {n} | {b} / {n} | {c} / {n} |" for k, (a, b, c) in counts.items()]
+    times.sort()
+    lines += ["", f"Presidio per findings text: median {1000 * times[len(times) // 2]:.1f} ms."]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=1000)
     p.add_argument("--patients", type=int, default=400)
     p.add_argument("--baseline-clips", type=int, default=100)
+    p.add_argument("--extra-real", action="append", default=[], help="a folder of more real .dcm files")
     a = p.parse_args(argv)
     lines = [
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
@@ -192,9 +277,19 @@ def main(argv: list[str] | None = None) -> int:
             SourceDir(str(src)), Storage(root=str(Path(tmp) / "store")), "bench", salt=SALT
         )
         t_ingest = time.perf_counter() - t
+        withheld = sum(r.reason.startswith("findings withheld") for r in result.rejected)
+        t = time.perf_counter()
+        stored = audit_stored(folder_identifiers(src), {"storage root": Path(tmp) / "store"})
+        t_stored = time.perf_counter() - t
+        lines += real_files(Path(tmp), a.extra_real) + [""]
+        hostile = hostile_findings(result, src, random.Random(5))
     lines += [
         f"{a.clips} clips generated in {t_gen:.1f} s, ingested in {t_ingest:.1f} s "
-        f"({result.frame.height} rows, {len(result.rejected)} quarantined)",
+        f"({result.frame.height} rows, {len(result.rejected)} quarantined; clean findings withheld: "
+        f"{withheld})",
+        "",
+        f"Stored-output audit of the storage root after ingest: {len(stored.leaks)} false positives, "
+        f"{stored.places_searched} places, {t_stored:.1f} s.",
         "",
         "| clips | identifiers | places | audit s | false positives |",
         "|---|---|---|---|---|",
@@ -213,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "| planted leak in | caught / planted |", "|---|---|"]
     for place, (c, n) in planted(result, random.Random(11)).items():
         lines.append(f"| {place} | {c} / {n} |")
+    lines += hostile
     base = subset(result, set(keys[: a.baseline_clips]))
     t_base, fp_base = pooled_regex_audit(base)
     lines += [

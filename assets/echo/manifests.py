@@ -12,8 +12,9 @@ esv_ml         LV end-systolic volume, mL
 lvidd_mm       LV internal diameter at end-diastole, mm
 ivsd_mm        interventricular septum thickness at end-diastole, mm
 lvpwd_mm       LV posterior wall thickness at end-diastole, mm
-findings       free-text findings (kept unless they name an identifier of the same patient: then the clip
-               is quarantined)
+findings       free-text findings (published only when they pass quality.phi.free_text_problems: no
+               identifier of the same file in any variant, nothing Presidio reads as PHI; else withheld,
+               the clip and its measurements published, a quarantine record saying why)
 ed_frame       0-based end-diastolic frame index, empty when unknown
 es_frame       0-based end-systolic frame index, empty when unknown
 sex            F / M / empty (selects the sex-specific guideline cut-offs)

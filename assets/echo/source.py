@@ -15,8 +15,10 @@ Contracts:
   PyAV) quarantines that file with its key and the reason, and the next file is read. Failures of the
   storage being written to are not a file's fault and propagate.
 * Files are named only by their key in rows, reasons and metadata; rejections keep non-identifying
-  fields only. A clip whose manifest ``findings`` name one of the same patient's identifiers is
-  quarantined.
+  fields only. Free-text ``findings`` are published only when they pass
+  :func:`quality.phi.free_text_problems` (no identifier of the same file in any variant, and nothing a
+  PHI scrubber flags); otherwise the row is published with ``findings`` empty (its measurements kept) and
+  a quarantine record ``findings withheld`` says why.
 * A SOP instance is a duplicate only of a copy that was ingested: a damaged first copy does not make the
   intact re-transfer a duplicate.
 
@@ -38,6 +40,7 @@ from quality.phi import (
     Place,
     audit_outputs,
     file_name_identifiers,
+    free_text_problems,
     outside_region_blank,
 )
 from storage.sources import SourceDir
@@ -275,15 +278,16 @@ def read_echo_source(
             continue
         identifiers |= out.identifiers
         findings = out.row.get("findings")
-        leaked = sorted(Matcher(identifiers).find(findings)) if findings else []
-        if leaked:
+        problems = free_text_problems(findings, Matcher(identifiers)) if findings else []
+        if problems:  # the free text is withheld; the clip and its structured measurements are published
+            out.row["findings"] = None
             reject(
                 key,
-                f"identifier in findings: the manifest's findings for this clip name {', '.join(leaked)} of "
-                "the same patient; remove it from the findings",
-                kind=kind,
+                f"findings withheld: the manifest's free-text findings for this clip {'; '.join(problems)}; "
+                "the clip is published without them: remove it from the findings, or keep measurements in "
+                "their own columns",
+                kind="findings",
             )
-            continue
         if out.sop_uid and out.sop_uid in ingested_sops:
             reject(
                 key,

@@ -6,6 +6,7 @@ import random
 import shutil
 
 import numpy as np
+import polars as pl
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
@@ -235,7 +236,7 @@ def test_an_empty_source_is_reported(tmp_path, storage):
     assert problem.startswith("no clip found: 0 DICOM or AVI files among 1 files")
 
 
-def test_findings_naming_the_patient_are_quarantined(tmp_path, storage):
+def test_findings_naming_the_patient_are_withheld(tmp_path, storage):
     files, rows = generate(2, 1, seed=3, options=SynthOptions(frames=4))
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -243,9 +244,13 @@ def test_findings_naming_the_patient_are_quarantined(tmp_path, storage):
     rows[0]["findings"] = f"Dilated LV. Patient {name} to follow up."
     (tmp_path / "labels.csv").write_bytes(write_manifest_csv(rows))
     result = _read(tmp_path, storage)
-    assert result.frame.height == 1
+    assert result.frame.height == 2  # the clip is published, its measurements kept, its findings not
+    own = [k for k, rel in result.key_map.items() if rel == "clip_0000.dcm"][0]
+    row = result.frame.filter(pl.col("file_key") == own).row(0, named=True)
+    assert row["findings"] is None and row["ef_percent"] == rows[0]["ef_percent"]
     (reason,) = [r.reason for r in result.rejected]
-    assert reason.startswith("identifier in findings: the manifest's findings for this clip name PatientName")
+    assert reason.startswith("findings withheld: the manifest's free-text findings for this clip names ")
+    assert "PatientName" in reason and name not in reason
     quarantine = quarantine_frame(result.rejected, "echo_studies", "site")
     assert result.audit(quarantine, result.metadata()).passed
 
