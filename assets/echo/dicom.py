@@ -227,9 +227,11 @@ def _frame_rate(ds: Dataset) -> tuple[float | None, str | None]:
 
 
 def _spacing_mm(ds: Dataset, scale: float) -> tuple[float | None, float | None]:
-    """Physical pixel spacing (mm per image pixel) of the first region given in cm (PhysicalUnits 3)."""
+    """Physical pixel spacing (mm per image pixel) of the first image region given in cm (PhysicalUnits 3)."""
     for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
         try:
+            if int(r.get("RegionDataType", -1)) not in deid.IMAGE_DATA_TYPES:
+                continue
             if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
                 return abs(float(r.PhysicalDeltaX)) * 10 / scale, abs(float(r.PhysicalDeltaY)) * 10 / scale
         except (AttributeError, TypeError, ValueError):

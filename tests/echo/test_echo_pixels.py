@@ -1,0 +1,138 @@
+"""Burned-in text in pixels (issue 20 §2): region types (PS3.3 C.8.5.5) and the OCR pixel check.
+
+Files are built here: a generated 256x256 clip whose name band (the top TEXT_BAND rows) holds the
+patient's name, with one extra region of each RegionDataType laid over that band; and clips with a name,
+MRN or birth date drawn inside the tissue region.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from assets.echo import deid
+from assets.echo.dicom import EchoProblem, ingest_file
+from assets.echo.synth import SynthOptions, generate
+from assets.echo.synth_frames import TEXT_BAND
+
+SALT = "test-salt-0123456789abcdef"
+SIZE = 256
+GRAPHICS_TYPES = {  # data type -> the spatial format a scanner gives it
+    0x0000: 0x0000,
+    0x0005: 0x0004,
+    0x0006: 0x0004,
+    0x0007: 0x0004,
+    0x0008: 0x0004,
+    0x0009: 0x0004,
+    0x000A: 0x0004,
+    0x000B: 0x0004,
+    0x000C: 0x0004,
+    0x000D: 0x0005,
+    0x000E: 0x0005,
+    0x0010: 0x0004,
+    0x0011: 0x0004,
+    0x0012: 0x0004,
+}
+IMAGE_TYPES = {0x0001: 0x0001, 0x0002: 0x0001, 0x0003: 0x0003, 0x0004: 0x0003, 0x000F: 0x0001}
+
+
+def _clip(seed: int = 3, frames: int = 4) -> tuple[Dataset, dict]:
+    files, rows = generate(1, 1, seed=seed, options=SynthOptions(frames=frames, size=SIZE))
+    return pydicom.dcmread(io.BytesIO(files["clip_0000.dcm"])), rows[0]
+
+
+def _region(data_type: int | None, spatial: int | None, box: tuple[int, int, int, int]) -> Dataset:
+    r = Dataset()
+    if spatial is not None:
+        r.RegionSpatialFormat = spatial
+    if data_type is not None:
+        r.RegionDataType = data_type
+    r.RegionFlags = 0  # high priority
+    r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = box
+    return r
+
+
+def _bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _with_band_region(data_type: int | None, spatial: int | None) -> Dataset:
+    """The generated clip plus a region of the given type over the whole name band."""
+    ds, _ = _clip()
+    ds.SequenceOfUltrasoundRegions.append(_region(data_type, spatial, (0, 0, SIZE - 1, TEXT_BAND - 1)))
+    return ds
+
+
+@pytest.mark.parametrize("data_type", sorted(GRAPHICS_TYPES), ids=lambda t: f"{t:#06x}")
+def test_graphics_region_over_the_name_band_is_blanked(storage, data_type):
+    """Main merged every region whatever its type: a trace or bar region over the name band published it."""
+    ds = _with_band_region(data_type, GRAPHICS_TYPES[data_type])
+    assert np.asarray(ds.pixel_array)[0, :TEXT_BAND].max() > 0  # the name is burned into the band
+    out = ingest_file(_bytes(ds), "f_test", storage, "s", SALT)
+    for frame in out.keyframes.values():
+        assert frame[:TEXT_BAND].max() == 0
+    assert out.row["sector_y0"] >= TEXT_BAND
+
+
+def test_graphics_region_overlapping_tissue_is_blanked_there(storage):
+    """A gray bar drawn inside the tissue region (as gdcm-US-ALOKA-16 has) is blanked, the rest kept."""
+    ds, _ = _clip()
+    r = ds.SequenceOfUltrasoundRegions[0]
+    x0, y0, x1 = r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1
+    bar = (x0 + 10, y0 + 40, x0 + 30, y0 + 120)
+    ds.SequenceOfUltrasoundRegions.append(_region(0x000D, 0x0005, bar))
+    regions = deid.ultrasound_regions(ds, SIZE, SIZE)
+    assert not regions.mask[bar[1] : bar[3] + 1, bar[0] : bar[2] + 1].any()
+    assert regions.mask[y0 + 130, (x0 + x1) // 2]
+
+
+@pytest.mark.parametrize("data_type", sorted(IMAGE_TYPES), ids=lambda t: f"{t:#06x}")
+def test_image_region_types_are_kept(data_type):
+    ds = _with_band_region(data_type, IMAGE_TYPES[data_type])
+    assert deid.ultrasound_regions(ds, SIZE, SIZE).mask[:TEXT_BAND].all()
+
+
+@pytest.mark.parametrize(
+    "data_type, spatial, why",
+    [
+        (None, 0x0001, "no RegionDataType"),
+        (0x0013, 0x0001, "RegionDataType 0x0013, not a defined value"),
+        (0x0001, None, "no RegionSpatialFormat"),
+        (0x0001, 0x0009, "RegionSpatialFormat 0x0009, not defined"),
+        (0x0001, 0x0005, "says its data is tissue but its spatial format is graphics"),
+        (0x0002, 0x0004, "says its data is color flow but its spatial format is wave form"),
+    ],
+)
+def test_undecidable_region_quarantines_the_file(storage, data_type, spatial, why):
+    ds = _with_band_region(data_type, spatial)
+    with pytest.raises(EchoProblem, match="^undecidable ultrasound region: ultrasound region 2") as e:
+        ingest_file(_bytes(ds), "f_test", storage, "s", SALT, accept_full_frame=True)
+    assert why in str(e.value)
+
+
+def test_only_graphics_regions_quarantine_even_with_full_frame(storage):
+    ds, _ = _clip()
+    ds.SequenceOfUltrasoundRegions = Sequence([_region(0x000A, 0x0004, (0, 0, SIZE - 1, SIZE - 1))])
+    with pytest.raises(EchoProblem, match="^no image region: .*ECG trace"):
+        ingest_file(_bytes(ds), "f_test", storage, "s", SALT, accept_full_frame=True)
+
+
+def test_real_ecg_and_gray_bar_regions_are_not_image():
+    """pydicom-data's real files: OBXXXX1A's ECG trace strip and gdcm-US-ALOKA-16's gray bar."""
+    from pydicom.data import get_testdata_file
+
+    ob = pydicom.dcmread(get_testdata_file("OBXXXX1A.dcm"), stop_before_pixels=True)
+    assert [(r.image, r.label) for r in deid._regions(ob)] == [
+        (True, "tissue, 2D (tissue or flow)"),
+        (False, "ECG trace, wave form (physiological traces, Doppler traces)"),
+    ]
+    aloka = pydicom.dcmread(get_testdata_file("gdcm-US-ALOKA-16.dcm"), stop_before_pixels=True)
+    mask = deid.ultrasound_regions(aloka, aloka.Rows, aloka.Columns).mask
+    assert not mask[40:104, 32:64].any() and mask[200, 100] and mask[200, 500]
