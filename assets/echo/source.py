@@ -17,6 +17,10 @@ Contracts:
 * Files are named only by their key in rows, reasons and metadata; rejections keep non-identifying
   fields only. A clip whose manifest ``findings`` name one of the same patient's identifiers is
   quarantined.
+* Pixels are read before anything is stored: OCR (:mod:`quality.pixel_text`) reads every keyframe and
+  :data:`~assets.echo.dicom.N_OCR_CLIP_FRAMES` clip frames as they will be published (blanked outside the
+  image regions, full resolution); a clip in which it reads one of the file's identifiers is
+  quarantined. The OCR engine is loaded before the first file is opened: a missing engine stops the read.
 * A SOP instance is a duplicate only of a copy that was ingested: a damaged first copy does not make the
   intact re-transfer a duplicate.
 
@@ -31,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from assets.common.records import Rejection, reason_counts
+from quality import pixel_text
 from quality.phi import (
     Identifier,
     Matcher,
@@ -177,6 +182,8 @@ def read_echo_source(
     synthetic: bool = False,
     accept_full_frame: bool = False,
     layout: str = "auto",
+    pixel_ocr: bool = True,
+    ocr_engine: str = pixel_text.DEFAULT_ENGINE,
 ) -> EchoReadResult:
     """Every clip under ``src`` (found by content, recursively, DICOMDIR trees included), joined with
     its label manifest, into ``echo_studies`` rows; keyframes and clips written through ``storage``.
@@ -184,9 +191,12 @@ def read_echo_source(
     ``source`` is the site key (partition key), part of every pseudonymous key. ``salt`` is required
     unless ``synthetic`` (see :func:`assets.echo.deid.check_salt`); a :class:`~assets.echo.deid.SaltError`
     is raised before any file is read. ``accept_full_frame`` keeps whole frames of files without
-    ultrasound regions (only for sources whose frames carry no burned-in text).
+    ultrasound regions (only for sources whose frames carry no burned-in text). ``pixel_ocr=False``
+    turns the OCR pixel check off; only benchmarks do (to measure its cost); the assets never pass it.
     """
     salt = deid.check_salt(salt, synthetic)
+    if pixel_ocr:
+        pixel_text.check_engine(ocr_engine)
     synthetic_only = synthetic and salt == deid.DEV_SALT
     manifest, manifest_rejected, manifest_names, layout = read_manifest(src, layout)
     labels_by_file = {r["clip_file"]: r for r in manifest.to_dicts()}
@@ -254,6 +264,26 @@ def read_echo_source(
                 kind=kind,
             )
             continue
+        if pixel_ocr:
+            try:
+                burned = pixel_text.pixel_text_leaks(out.ocr_frames, identifiers, ocr_engine).leaks
+            except pixel_text.OcrUnavailable:
+                raise
+            except Exception as e:  # an OCR failure on one clip's pixels: that clip is not published
+                reject(
+                    key, f"pixel check failed: OCR could not read the frames ({type(e).__name__})", kind=kind
+                )
+                continue
+            if burned:
+                attrs = sorted({a for a, _ in burned})
+                frames = sorted({w for _, w in burned})
+                reject(
+                    key,
+                    f"identifier burned into the pixels: OCR reads {', '.join(attrs)} of the same patient "
+                    f"inside the published image region ({', '.join(frames)}); blank it at the source",
+                    kind=kind,
+                )
+                continue
         if out.sop_uid and out.sop_uid in ingested_sops:
             reject(
                 key,

@@ -8,10 +8,12 @@ MRN or birth date drawn inside the tissue region.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -136,3 +138,84 @@ def test_real_ecg_and_gray_bar_regions_are_not_image():
     aloka = pydicom.dcmread(get_testdata_file("gdcm-US-ALOKA-16.dcm"), stop_before_pixels=True)
     mask = deid.ultrasound_regions(aloka, aloka.Rows, aloka.Columns).mask
     assert not mask[40:104, 32:64].any() and mask[200, 100] and mask[200, 500]
+
+
+# ---- OCR pixel check: text burned inside the tissue region ----------------------------------------------
+def _burn_inside(ds: Dataset, text: str) -> Dataset:
+    """``text`` drawn in white with a black outline over the tissue, in every frame, centred in the sector
+    (as a scanner's annotation or a pasted label would be)."""
+    frames = np.array(ds.pixel_array)  # (frames, rows, cols) MONOCHROME2
+    font = ImageFont.load_default(size=15)
+    for i in range(frames.shape[0]):
+        img = Image.fromarray(frames[i])
+        draw = ImageDraw.Draw(img)
+        width = draw.textlength(text, font=font)
+        draw.text(((SIZE - width) / 2, SIZE * 0.55), text, font=font, fill=255, stroke_width=1, stroke_fill=0)
+        frames[i] = np.asarray(img)
+    ds.PixelData = frames.tobytes()
+    return ds
+
+
+def _burned_cases() -> dict[str, bytes]:
+    out = {}
+    for seed, what in enumerate(("clean", "name", "mrn", "dob"), start=10):
+        ds, _ = _clip(seed=seed, frames=6)
+        name = ds.PatientName
+        dob = str(ds.PatientBirthDate)
+        text = {
+            "name": f"{name.family_name}, {name.given_name}",
+            "mrn": f"ID {ds.PatientID}",
+            "dob": f"DOB {dob[:4]}-{dob[4:6]}-{dob[6:]}",
+        }.get(what)
+        out[f"{what}.dcm"] = _bytes(_burn_inside(ds, text) if text else ds)
+    return out
+
+
+@pytest.fixture(scope="module")
+def burned_read(tmp_path_factory):
+    from assets.echo.source import read_echo_source
+    from storage.root import Storage
+    from storage.sources import SourceDir
+
+    src = tmp_path_factory.mktemp("site")
+    for name, data in _burned_cases().items():
+        (src / name).write_bytes(data)
+    storage = Storage(root=str(tmp_path_factory.mktemp("storage")))
+    return read_echo_source(SourceDir(str(src)), storage, "site", salt=SALT), storage
+
+
+@pytest.mark.parametrize(
+    "case, attribute",
+    [("name", "PatientName"), ("mrn", "PatientID"), ("dob", "PatientBirthDate")],
+)
+def test_identifier_burned_inside_the_tissue_region_is_quarantined(burned_read, case, attribute):
+    """Main published these clips: the name, MRN or birth date lay inside the region it keeps."""
+    result, _ = burned_read
+    reasons = {result.key_map[r.item_id]: r.reason for r in result.rejected}
+    assert f"{case}.dcm" in reasons, f"{case}.dcm was published"
+    reason = reasons[f"{case}.dcm"]
+    assert reason.startswith("identifier burned into the pixels: OCR reads ")
+    assert attribute in reason and "keyframe" in reason
+
+
+def test_clean_clip_publishes_and_quarantined_ones_store_nothing(burned_read):
+    result, storage = burned_read
+    published = [result.key_map[k] for k in result.frame["file_key"]]
+    assert published == ["clean.dcm"]
+    refs = [r for refs in result.frame["keyframe_refs"] for r in refs]
+    stored = {p.name for p in Path(storage.root).rglob("*") if p.is_file()}
+    # only the clean clip's keyframes and clip were written
+    assert len(stored) == len(refs) + 1
+    assert result.audit().passed
+
+
+def test_pixel_ocr_finds_text_only_in_the_frames_it_reads():
+    from quality.phi import Identifier
+    from quality.pixel_text import pixel_text_leaks
+
+    ds, _ = _clip(seed=20, frames=4)
+    clean = np.array(ds.pixel_array[0])
+    burned = np.array(_burn_inside(ds, "MRN 4040-4040-404").pixel_array[0])
+    ident = [Identifier("40404040404", "PatientID", "LO")]
+    assert pixel_text_leaks({"clean": clean}, ident).leaks == []
+    assert pixel_text_leaks({"burned": burned}, ident).leaks == [("PatientID", "burned")]
