@@ -219,3 +219,40 @@ def test_pixel_ocr_finds_text_only_in_the_frames_it_reads():
     ident = [Identifier("40404040404", "PatientID", "LO")]
     assert pixel_text_leaks({"clean": clean}, ident).leaks == []
     assert pixel_text_leaks({"burned": burned}, ident).leaks == [("PatientID", "burned")]
+
+
+# ---- the public deid project's real ultrasounds (deid-data, test extra) --------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_deid_ultrasounds_clean_publish_and_a_declared_name_band_quarantines(tmp_path, storage):
+    """RGB_IMAGE.dcm burns ``ZZZDOWNTIME,MARY`` and ``CCHS CLEVELAND CLINIC`` in rows 0-59, above its
+    tissue region. As shipped (and with a gray-bar region over that band) it publishes with the band
+    blank; with a *tissue* region declared over the band, OCR reads the name and the clip is quarantined.
+    GREYSCALE_IMAGE.dcm publishes as shipped (no false positive on its scanner panel text)."""
+    from deid_data.data import get_dataset
+
+    from assets.echo.source import read_echo_source
+    from storage.sources import SourceDir
+
+    real = Path(get_dataset("ultrasounds"))
+    src = tmp_path / "site"
+    src.mkdir()
+    for name in ("RGB_IMAGE.dcm", "GREYSCALE_IMAGE.dcm"):
+        (src / name).write_bytes((real / name).read_bytes())
+    for name, (data_type, spatial) in {"band_tissue.dcm": (1, 1), "band_graybar.dcm": (13, 5)}.items():
+        ds = pydicom.dcmread(real / "RGB_IMAGE.dcm")
+        ds.SequenceOfUltrasoundRegions.append(_region(data_type, spatial, (0, 0, int(ds.Columns) - 1, 59)))
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{data_type}"  # another instance, not a duplicate
+        (src / name).write_bytes(_bytes(ds))
+    result = read_echo_source(SourceDir(str(src)), storage, "site", salt=SALT)
+    reasons = {result.key_map[r.item_id]: r.reason for r in result.rejected}
+    assert set(reasons) == {"band_tissue.dcm"}
+    assert reasons["band_tissue.dcm"].startswith("identifier burned into the pixels: OCR reads ")
+    assert "PatientName" in reasons["band_tissue.dcm"]
+    published = sorted(result.key_map[k] for k in result.frame["file_key"])
+    assert published == ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "band_graybar.dcm"]
+    for refs in result.frame["keyframe_refs"]:
+        for ref in refs:
+            px = np.asarray(Image.open(io.BytesIO(storage.get_image(ref))))
+            assert px[:38].max() == 0  # both files' name bands (rows 0-37 and 0-59) are blank
+    assert result.audit().passed, result.audit().describe()
