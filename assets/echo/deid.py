@@ -39,9 +39,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -331,6 +333,58 @@ def _regions(ds: Dataset) -> list[_Region]:
     return [_classify(r, i) for i, r in enumerate(ds.get("SequenceOfUltrasoundRegions", []) or [])]
 
 
+@cache
+def _device_recipe():
+    from deid.config import DeidRecipe
+
+    logging.getLogger("deid").setLevel(logging.ERROR)
+    return DeidRecipe("dicom")  # the deid project's default recipe: CTP's filters of known devices
+
+
+def device_text_boxes(
+    ds: Dataset, rows: int, cols: int
+) -> tuple[list[tuple[int, int, int, int]], str | None]:
+    """Where the public deid project's recipe (``deid`` package, its default ``deid.dicom`` filters, from
+    CTP's DicomPixelAnonymizer) says a known device burns text: ``(x0, y0, x1, y1)`` boxes inside the
+    image (inclusive), and the rule that matched (``None``: no rule). Matching reads header fields only
+    (Modality, Manufacturer, ManufacturerModelName, Rows, Columns...).
+
+    A rule that says the whole image holds text (``coordinates all``) or that the device's images are
+    not usable (``blacklist``) raises :class:`RegionProblem`."""
+    from deid.dicom.pixels.detect import has_burned_pixels
+
+    if "Modality" not in ds:  # no DICOM header (an AVI clip): no device to match
+        return [], None
+    try:
+        result = has_burned_pixels(ds, deid=_device_recipe())
+    except Exception as e:  # fails closed: a header the recipe cannot read is not published
+        raise RegionProblem(
+            f"known-device check failed: the deid recipe could not read this header ({type(e).__name__}); "
+            "re-export the file"
+        ) from e
+    boxes: list[tuple[int, int, int, int]] = []
+    rule = None
+    for hit in result.get("results") or []:
+        rule = f"deid {hit.get('group')}: {hit.get('reason')}"
+        if hit.get("group") == "blacklist":
+            raise RegionProblem(
+                f"known device with burned-in text everywhere ({rule}); blank it at the source"
+            )
+        for keep, coords in hit.get("coordinates") or []:
+            if keep:  # keepcoordinates: the recipe's regions to keep, not text
+                continue
+            if str(coords).strip().lower() == "all":
+                raise RegionProblem(
+                    f"known device with burned-in text everywhere ({rule}); blank it at the source"
+                )
+            x0, y0, x1, y1 = (int(float(v)) for v in str(coords).split(","))
+            # deid blanks image[y0:y1, x0:x1] (exclusive ends): the same pixels, clipped to the image
+            box = (max(0, x0), max(0, y0), min(cols - 1, x1 - 1), min(rows - 1, y1 - 1))
+            if box[2] >= box[0] and box[3] >= box[1]:
+                boxes.append(box)
+    return boxes, rule
+
+
 def _raw_boxes(ds: Dataset) -> list[tuple[int, int, int, int]]:
     """Boxes of the image regions only (see :data:`IMAGE_DATA_TYPES`)."""
     return [r.box for r in _regions(ds) if r.image and r.box]
@@ -350,6 +404,8 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
       regions' extent ``(max x1 + 1, max y1 + 1)`` and the image have one scale factor on both axes,
       within one pixel. Scaled image boxes are rounded inwards, graphics boxes outwards. Otherwise the
       file is refused.
+    * Boxes where the deid project's recipe says a known device burns text (:func:`device_text_boxes`)
+      are blanked too, inside image regions included.
     * No region at all: refused when ``BurnedInAnnotation`` is YES, and otherwise unless the source is
       configured with ``accept_full_frame`` (its frames carry no burned-in text): then the whole frame.
     """
@@ -376,8 +432,15 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
                 "configure accept_full_frame=True for this source only if its frames carry no "
                 "burned-in text"
             )
-        mask = np.ones((rows, cols), dtype=bool)
-        return Regions(mask, (0, 0, cols - 1, rows - 1), "full frame (accepted for this source)")
+        mask = ~region_mask(device_text_boxes(ds, rows, cols)[0], rows, cols)
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            raise RegionProblem("no image region: a known device's text boxes cover the whole frame")
+        return Regions(
+            mask,
+            (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+            "full frame (accepted for this source)",
+        )
     if any(x0 < 0 or y0 < 0 for x0, y0, _, _ in boxes + graphics):
         raise RegionProblem(
             "ultrasound region outside the image: a region starts at a negative coordinate; "
@@ -420,6 +483,10 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
                 "re-export with regions in image coordinates"
             )
     mask = region_mask(boxes, rows, cols) & ~region_mask(graphics, rows, cols)
+    device, rule = device_text_boxes(ds, rows, cols)
+    if device:
+        mask &= ~region_mask(device, rows, cols)
+        sector_from += "; minus a known device's text boxes (deid recipe)"
     if not mask.any():
         raise RegionProblem(
             "no image region: graphics regions cover every image region; re-export with the imaging "

@@ -225,10 +225,12 @@ def test_pixel_ocr_finds_text_only_in_the_frames_it_reads():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_real_deid_ultrasounds_clean_publish_and_a_declared_name_band_quarantines(tmp_path, storage):
-    """RGB_IMAGE.dcm burns ``ZZZDOWNTIME,MARY`` and ``CCHS CLEVELAND CLINIC`` in rows 0-59, above its
-    tissue region. As shipped (and with a gray-bar region over that band) it publishes with the band
-    blank; with a *tissue* region declared over the band, OCR reads the name and the clip is quarantined.
-    GREYSCALE_IMAGE.dcm publishes as shipped (no false positive on its scanner panel text)."""
+    """RGB_IMAGE.dcm (Siemens S2000) burns ``ZZZDOWNTIME,MARY`` and ``CCHS CLEVELAND CLINIC`` in rows
+    0-59, above its tissue region. As shipped, with a gray-bar region over that band, and even with a
+    *tissue* region declared over it (the deid recipe knows the S2000's text band), it publishes with the
+    band blank. Relabelled as a model the recipe does not know, the declared band reaches OCR, which reads
+    the name: quarantined. GREYSCALE_IMAGE.dcm (Philips EPIQ) publishes as shipped (no false positive on
+    its scanner panel text)."""
     from deid_data.data import get_dataset
 
     from assets.echo.source import read_echo_source
@@ -239,20 +241,41 @@ def test_real_deid_ultrasounds_clean_publish_and_a_declared_name_band_quarantine
     src.mkdir()
     for name in ("RGB_IMAGE.dcm", "GREYSCALE_IMAGE.dcm"):
         (src / name).write_bytes((real / name).read_bytes())
-    for name, (data_type, spatial) in {"band_tissue.dcm": (1, 1), "band_graybar.dcm": (13, 5)}.items():
+    crafted = {
+        "band_tissue.dcm": (1, 1, None),
+        "band_graybar.dcm": (13, 5, None),
+        "band_tissue_unknown_model.dcm": (1, 1, "UNKNOWN MODEL 9"),
+    }
+    for n, (name, (data_type, spatial, model)) in enumerate(crafted.items()):
         ds = pydicom.dcmread(real / "RGB_IMAGE.dcm")
         ds.SequenceOfUltrasoundRegions.append(_region(data_type, spatial, (0, 0, int(ds.Columns) - 1, 59)))
-        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{data_type}"  # another instance, not a duplicate
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{n + 1}"  # another instance, not a duplicate
+        if model:
+            ds.ManufacturerModelName = model
         (src / name).write_bytes(_bytes(ds))
     result = read_echo_source(SourceDir(str(src)), storage, "site", salt=SALT)
     reasons = {result.key_map[r.item_id]: r.reason for r in result.rejected}
-    assert set(reasons) == {"band_tissue.dcm"}
-    assert reasons["band_tissue.dcm"].startswith("identifier burned into the pixels: OCR reads ")
-    assert "PatientName" in reasons["band_tissue.dcm"]
+    assert set(reasons) == {"band_tissue_unknown_model.dcm"}
+    reason = reasons["band_tissue_unknown_model.dcm"]
+    assert reason.startswith("identifier burned into the pixels: OCR reads ") and "PatientName" in reason
     published = sorted(result.key_map[k] for k in result.frame["file_key"])
-    assert published == ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "band_graybar.dcm"]
-    for refs in result.frame["keyframe_refs"]:
+    assert published == ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "band_graybar.dcm", "band_tissue.dcm"]
+    for key, refs in zip(result.frame["file_key"], result.frame["keyframe_refs"], strict=True):
+        band = 38 if result.key_map[key] == "GREYSCALE_IMAGE.dcm" else 60  # each file's name band
         for ref in refs:
-            px = np.asarray(Image.open(io.BytesIO(storage.get_image(ref))))
-            assert px[:38].max() == 0  # both files' name bands (rows 0-37 and 0-59) are blank
+            assert np.asarray(Image.open(io.BytesIO(storage.get_image(ref))))[:band].max() == 0
     assert result.audit().passed, result.audit().describe()
+
+
+def test_deid_recipe_boxes_of_known_devices():
+    """The deid project's recipe knows the Philips EPIQ's and Siemens S2000's text bands (header match)."""
+    from deid_data.data import get_dataset
+
+    real = Path(get_dataset("ultrasounds"))
+    grey = pydicom.dcmread(real / "GREYSCALE_IMAGE.dcm", stop_before_pixels=True)
+    boxes, rule = deid.device_text_boxes(grey, grey.Rows, grey.Columns)
+    assert boxes == [(0, 0, 1023, 48)] and "EPIQ" in rule
+    mask = deid.ultrasound_regions(grey, grey.Rows, grey.Columns).mask
+    assert not mask[:49].any() and mask[49:759, 14:1011].all()
+    ds, _ = _clip()
+    assert deid.device_text_boxes(ds, SIZE, SIZE) == ([], None)  # a generated clip: no known device
