@@ -1,6 +1,7 @@
 """OCR engines on burned-in text in ultrasound-like frames: how much planted text each finds, and its cost.
 
     PYTHONPATH=. python benchmarks/bench_ocr.py [--frames 24] [--engines rapidocr,tesseract] [--real DIR]
+                                                [--pipeline 12]
 
 Frames: 640x480, a speckled fan-shaped sector on black (as scanners draw it). Each frame gets one line
 ``SURNAME, GIVEN  MRN <digits>  DOB <date>`` drawn with Pillow's bundled font at a size of 12 to 28 px, in
@@ -10,7 +11,14 @@ MRN, date of birth) counts as found when :func:`quality.pixel_text.pixel_text_le
 frames (the same sector, no text) measure false positives against the same identifiers. ``--real DIR``
 also reads the first frame of every DICOM file under DIR whole (nothing blanked) and counts which of
 its header identifiers OCR finds (the public deid project's test ultrasounds carry burned-in names).
-Seconds per frame are wall-clock on this machine, engine loaded beforehand. Prints Markdown.
+Seconds per frame are wall-clock on this machine, engine loaded beforehand.
+
+``--pipeline N``: detection through the whole echo read (:func:`assets.echo.source.read_echo_source`,
+default engine) on N generated 256x256 clips per case: the patient's name, MRN or birth date (cycled;
+12, 15 or 20 px) burned *inside* the tissue region; the generator's own name band *outside* it, as
+generated, under a declared gray-bar region, and under a declared tissue region; and clean clips. A leak
+counts as handled when the clip is quarantined or every published keyframe is blank where the text was.
+Prints Markdown.
 """
 
 from __future__ import annotations
@@ -83,12 +91,98 @@ def real_frames(folder: str) -> list[tuple[str, np.ndarray, set[Identifier]]]:
     return out
 
 
+def _pipeline_case(kind: str, i: int) -> bytes:
+    import io
+
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from assets.echo.synth import SynthOptions, generate
+    from assets.echo.synth_frames import TEXT_BAND
+
+    files, _ = generate(1, 1, seed=1000 + i, options=SynthOptions(frames=6, size=256))
+    ds = pydicom.dcmread(io.BytesIO(files["clip_0000.dcm"]))
+    if kind == "inside":
+        dob = str(ds.PatientBirthDate)
+        text = [
+            f"{ds.PatientName.family_name}, {ds.PatientName.given_name}",
+            f"ID {ds.PatientID}",
+            f"DOB {dob[:4]}-{dob[4:6]}-{dob[6:]}",
+        ][i % 3]
+        font = ImageFont.load_default(size=[12, 15, 20][(i // 3) % 3])
+        frames = np.array(ds.pixel_array)
+        for f in range(frames.shape[0]):
+            img = Image.fromarray(frames[f])
+            draw = ImageDraw.Draw(img)
+            x = (256 - draw.textlength(text, font=font)) / 2
+            draw.text((x, 140), text, font=font, fill=255, stroke_width=1, stroke_fill=0)
+            frames[f] = np.asarray(img)
+        ds.PixelData = frames.tobytes()
+    elif kind.startswith("band under"):
+        r = Dataset()
+        r.RegionSpatialFormat, r.RegionDataType = (5, 13) if "gray bar" in kind else (1, 1)
+        r.RegionFlags = 0
+        r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = (
+            0,
+            0,
+            255,
+            TEXT_BAND - 1,
+        )
+        ds.SequenceOfUltrasoundRegions.append(r)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def pipeline(n: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from assets.echo.source import read_echo_source
+    from assets.echo.synth_frames import TEXT_BAND
+    from storage.root import Storage
+    from storage.sources import SourceDir
+
+    cases = [
+        "inside",
+        "band as generated",
+        "band under a gray bar region",
+        "band under a tissue region",
+        "clean",
+    ]
+    print("\n| case | clips | quarantined | published with the text blank | published with text | s/clip |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for kind in cases:
+        root = Path(tempfile.mkdtemp(prefix="bench_ocr_"))
+        (root / "src").mkdir()
+        for i in range(n):
+            (root / "src" / f"c{i:03d}.dcm").write_bytes(_pipeline_case(kind, i))
+        storage = Storage(root=str(root / "store"))
+        t = time.perf_counter()
+        result = read_echo_source(
+            SourceDir(str(root / "src")), storage, "bench", salt="bench-salt-0123456789abcdef"
+        )
+        per = (time.perf_counter() - t) / n
+        blank = leaky = 0
+        for refs in result.frame["keyframe_refs"]:
+            px = [np.asarray(Image.open(__import__("io").BytesIO(storage.get_image(r)))) for r in refs]
+            if kind == "clean" or all(p[:TEXT_BAND].max() == 0 for p in px) and kind != "inside":
+                blank += 1
+            else:
+                leaky += 1
+        print(f"| {kind} | {n} | {len(result.rejected)} | {blank} | {leaky} | {per:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--real", default=None)
+    p.add_argument("--pipeline", type=int, default=0)
     a = p.parse_args(argv)
+    if a.pipeline:
+        pipeline(a.pipeline)
+        return 0
     rng = np.random.default_rng(0)
     cases = [planted(i, rng) for i in range(a.frames)]
     clean = [sector(rng)[0] for _ in range(max(4, a.frames // 4))]

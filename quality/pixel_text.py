@@ -15,7 +15,8 @@ A missing engine is an error (:class:`OcrUnavailable`), never a skipped check.
 Matching uses :class:`quality.phi.Matcher` (the audit's matcher, with whatever variants it knows) on the
 OCR text and on a normalised copy in which digit runs split by one separator are joined
 (``1985-03-06`` and ``4040 4040 404`` read as ``19850306`` and ``40404040404``): OCR keeps the separators
-the scanner drew, the header stores the bare digits. Plain library (no Dagster).
+the scanner drew, the header stores the bare digits. Frames smaller than :data:`UPSCALE_BELOW` pixels are
+read at twice their size. Plain library (no Dagster).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+from PIL import Image
 
 from .phi import Identifier, Matcher
 
 ENGINES = ("rapidocr", "tesseract")
 DEFAULT_ENGINE = "rapidocr"
+UPSCALE_BELOW = 640  # frames whose longer side is shorter are read at twice their size (small text)
 _DIGIT_JOIN = re.compile(r"(?<=\d)[ \-/.:_](?=\d)")
 
 
@@ -80,6 +83,11 @@ def read_text(frame: np.ndarray, engine: str = DEFAULT_ENGINE) -> str:
         raise ValueError(f"unknown OCR engine {engine!r}: use one of {ENGINES}")
     if frame.size == 0 or not frame.any():
         return ""
+    if max(frame.shape[:2]) < UPSCALE_BELOW:
+        # 12 px text on a 256-pixel frame is read at 24 px: measured, it turns partial reads
+        # ("KONKWO,OL") into whole ones (benchmarks/bench_ocr.py --pipeline)
+        size = (frame.shape[1] * 2, frame.shape[0] * 2)
+        frame = np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
     frame = np.ascontiguousarray(frame)
     if engine == "tesseract":
         return _tesseract(frame)
