@@ -11,7 +11,8 @@ MRN, date of birth) counts as found when :func:`quality.pixel_text.pixel_text_le
 frames (the same sector, no text) measure false positives against the same identifiers. ``--real DIR``
 also reads the first frame of every DICOM file under DIR whole (nothing blanked) and counts which of
 its header identifiers OCR finds (the public deid project's test ultrasounds carry burned-in names).
-Seconds per frame are wall-clock on this machine, engine loaded beforehand.
+Seconds per frame are wall-clock on this machine, engine loaded beforehand. Tesseract needs Debian's
+``tesseract-ocr`` (``apt-get install tesseract-ocr``) and the ``bench`` extra (pytesseract).
 
 ``--pipeline N``: detection through the whole echo read (:func:`assets.echo.source.read_echo_source`,
 default engine) on N generated 256x256 clips per case: the patient's name, MRN or birth date (cycled;

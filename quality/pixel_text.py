@@ -33,7 +33,7 @@ from .phi import Identifier, Matcher
 
 ENGINES = ("rapidocr", "tesseract")
 DEFAULT_ENGINE = "rapidocr"
-UPSCALE_BELOW = 640  # frames whose longer side is shorter are read at twice their size (small text)
+UPSCALE_BELOW = 400  # frames whose longer side is shorter are read at twice their size (small text)
 _DIGIT_JOIN = re.compile(r"(?<=\d)[ \-/.:_](?=\d)")
 
 
