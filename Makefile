@@ -2,7 +2,8 @@
 #   make smoke   set up and run the main job on the embedded default (smoke profile)
 #   make small   the main job with a real pretrained language model (small profile, tens of minutes)
 #   make test    set up, lint (make lint) and run the tests (what .ci/run calls); installs Debian's
-#                chromium and chromium-driver first when missing (the browser test drives the real UI)
+#                chromium and chromium-driver first when missing (the browser test drives the real UI), and
+#                libgl1/libglib2.0-0 for the OCR pixel check (make ocr-deps; smoke and small need them too)
 #   make lint    ruff check (line length enforced) and ruff format --check
 #   make ui      the Dagster UI with the settings of the last main command (orchestration/ui.py)
 #   make audit   TARGET=checkpoint:stage1 or report:<run id>: the lineage chain, re-verified (orchestration/audit.py)
@@ -10,7 +11,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do command -v $$p >/de
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup smoke small test browser-deps ui lint audit bench-ingest clean
+.PHONY: setup smoke small test browser-deps ocr-deps ui lint audit bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is required (none found on PATH)" >&2; exit 1; }
@@ -28,14 +29,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-smoke: $(STAMP)
+smoke: $(STAMP) ocr-deps
 	$(VENV)/bin/python -m orchestration.main --profile smoke
 
 # the small profile: the same graph with a real pretrained language model (SmolLM2-135M-Instruct)
-small: $(STAMP)
+small: $(STAMP) ocr-deps
 	$(VENV)/bin/python -m orchestration.main --profile small
 
-test: $(STAMP) browser-deps lint
+test: $(STAMP) browser-deps ocr-deps lint
 	$(VENV)/bin/python -m pytest
 
 # Debian's headless Chromium and its driver for tests/ops/test_ui_browser.py (no browser download).
@@ -53,6 +54,16 @@ browser-deps:
 	  echo "make browser-deps: apt-get failed to install chromium chromium-driver (see above); install them by hand" >&2; \
 	  exit 1; }; \
 	command -v chromedriver >/dev/null 2>&1 || { echo "make browser-deps: chromedriver still not on PATH" >&2; exit 1; }
+
+# The shared libraries opencv-python (pulled by rapidocr-onnxruntime, the echo OCR pixel check) loads:
+# libGL.so.1 and libglib-2.0.so.0. Installs Debian's libgl1 and libglib2.0-0 with apt-get when missing.
+ocr-deps:
+	@if ldconfig -p | grep -q 'libGL.so.1 ' && ldconfig -p | grep -q 'libglib-2.0.so.0 '; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make ocr-deps: libGL.so.1 or libglib-2.0.so.0 is missing; run: sudo apt-get install -y libgl1 libglib2.0-0" >&2; exit 1; fi; \
+	echo "make ocr-deps: installing libgl1 libglib2.0-0 with apt-get"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    libgl1 libglib2.0-0 >/dev/null; } || { echo "make ocr-deps: apt-get failed (see above)" >&2; exit 1; }
 
 # Same DAGSTER_HOME default as the main command; storage settings as recorded by it (refuses a conflicting shell).
 ui: $(STAMP)

@@ -15,6 +15,9 @@ Patient data fails closed:
   generated clips only;
 - files without ultrasound regions are quarantined unless the run knob ``accept_full_frame`` says this source
   has none (recorded in the metadata);
+- only image regions' pixels are kept (region types, PS3.3 C.8.5.5), and OCR reads every keyframe and two
+  clip frames before anything is stored: a clip showing one of its file's identifiers is quarantined
+  (:mod:`quality.pixel_text`);
 - keyframes and clips are staged in the restricted location (``deid`` resource), the PHI audit (table,
   quarantine, metadata, PNG chunks, stored file names, pixels outside the regions) and the contract run on
   what would be published, and only then is anything promoted to the published root

@@ -17,9 +17,13 @@ Dates* option:
   that starts with the DICOM root ``1.2.840.10008.`` but is not in the registry is remapped too;
 * private elements are removed (the Retain Safe Private option is not used).
 
-Pixels: only what lies inside the ultrasound region(s) is kept (:func:`ultrasound_regions`); burned-in
-names and dates live outside them. A file without regions is refused unless its source is configured to
-accept full frames (for sources whose frames carry no burned-in text, such as EchoNet-Dynamic).
+Pixels: only what lies inside the ultrasound image region(s) is kept (:func:`ultrasound_regions`):
+regions whose RegionDataType is tissue, color flow, PW or CW spectral Doppler or integrated backscatter
+(:data:`IMAGE_DATA_TYPES`); graphics regions (traces, gray and color bars) are blanked, and a region
+whose type cannot be decided refuses the file. Burned-in names and dates usually live outside the image
+regions; text burned *inside* one is not removed here, but found by OCR (:mod:`quality.pixel_text`).
+A file without regions is refused unless its source is configured to accept full frames (for sources
+whose frames carry no burned-in text, such as EchoNet-Dynamic).
 
 Keys: every key is an HMAC-SHA256 with a salt the caller must supply (:func:`check_salt`: a random secret
 of at least 32 bytes, written as hex or base64, e.g. ``python -c "import secrets;
@@ -41,11 +45,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -328,32 +334,188 @@ class Regions:
     scale: float = 1.0
 
 
+# DICOM PS3.3 C.8.5.5.1.1 Region Spatial Format and C.8.5.5.1.2 Region Data Type (enumerated values).
+SPATIAL_FORMATS = {
+    0x0000: "none or not applicable",
+    0x0001: "2D (tissue or flow)",
+    0x0002: "M-mode (tissue or flow)",
+    0x0003: "spectral (CW or PW Doppler)",
+    0x0004: "wave form (physiological traces, Doppler traces)",
+    0x0005: "graphics",
+}
+DATA_TYPES = {
+    0x0000: "none or not applicable",
+    0x0001: "tissue",
+    0x0002: "color flow",
+    0x0003: "PW spectral Doppler",
+    0x0004: "CW spectral Doppler",
+    0x0005: "Doppler mean trace",
+    0x0006: "Doppler mode trace",
+    0x0007: "Doppler max trace",
+    0x0008: "volume trace",
+    0x0009: "d(volume)/dt trace",
+    0x000A: "ECG trace",
+    0x000B: "pulse trace",
+    0x000C: "phonocardiogram trace",
+    0x000D: "gray bar",
+    0x000E: "color bar",
+    0x000F: "integrated backscatter",
+    0x0010: "area trace",
+    0x0011: "d(area)/dt",
+    0x0012: "other physiological (amplitude vs. time) input",
+}
+# Regions whose pixels are kept: acoustic image data, shown in a 2D, M-mode or spectral format. Every other
+# data type (traces, gray and color bars, "none") is graphics drawn by the scanner: its pixels are blanked,
+# also where it overlaps an image region (whatever RegionFlags' priority bit says: text drawn over tissue
+# is still text).
+IMAGE_DATA_TYPES = {0x0001, 0x0002, 0x0003, 0x0004, 0x000F}
+IMAGE_SPATIAL_FORMATS = {0x0001, 0x0002, 0x0003}
+
+
+@dataclass(frozen=True)
+class _Region:
+    box: tuple[int, int, int, int] | None  # None: no usable coordinates
+    image: bool
+    label: str
+
+
+def _code(region: Dataset, keyword: str) -> int | None:
+    value = region.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _classify(region: Dataset, n: int) -> _Region:
+    """One item of SequenceOfUltrasoundRegions as image or graphics, or :class:`RegionProblem` when its
+    type cannot be decided (missing or unknown RegionDataType / RegionSpatialFormat, or the two disagree)."""
+    dtype, fmt = _code(region, "RegionDataType"), _code(region, "RegionSpatialFormat")
+    where = f"ultrasound region {n + 1}"
+    if dtype is None or dtype not in DATA_TYPES:
+        raise RegionProblem(
+            f"undecidable ultrasound region: {where} has "
+            + ("no RegionDataType" if dtype is None else f"RegionDataType {dtype:#06x}, not a defined value")
+            + ", so whether it holds image data or burned-in graphics cannot be told; fix the export"
+        )
+    if fmt is None or fmt not in SPATIAL_FORMATS:
+        raise RegionProblem(
+            f"undecidable ultrasound region: {where} ({DATA_TYPES[dtype]}) has "
+            + ("no RegionSpatialFormat" if fmt is None else f"RegionSpatialFormat {fmt:#06x}, not defined")
+            + "; fix the export"
+        )
+    image = dtype in IMAGE_DATA_TYPES
+    if image and fmt not in IMAGE_SPATIAL_FORMATS:
+        raise RegionProblem(
+            f"undecidable ultrasound region: {where} says its data is {DATA_TYPES[dtype]} but its spatial "
+            f"format is {SPATIAL_FORMATS[fmt]}; fix the export"
+        )
+    try:
+        x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+        x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
+        box = (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+    except (AttributeError, TypeError, ValueError):
+        box = None
+    if image and box is None:
+        raise RegionProblem(
+            f"undecidable ultrasound region: {where} ({DATA_TYPES[dtype]}) has no usable RegionLocation "
+            "(MinX0, MinY0, MaxX1, MaxY1); fix the export"
+        )
+    return _Region(box, image, f"{DATA_TYPES[dtype]}, {SPATIAL_FORMATS[fmt]}")
+
+
+def _regions(ds: Dataset) -> list[_Region]:
+    return [_classify(r, i) for i, r in enumerate(ds.get("SequenceOfUltrasoundRegions", []) or [])]
+
+
+@cache
+def _device_recipe():
+    from deid.config import DeidRecipe
+
+    logging.getLogger("deid").setLevel(logging.ERROR)
+    return DeidRecipe("dicom")  # the deid project's default recipe: CTP's filters of known devices
+
+
+def device_text_boxes(
+    ds: Dataset, rows: int, cols: int
+) -> tuple[list[tuple[int, int, int, int]], str | None]:
+    """Where the public deid project's recipe (``deid`` package, its default ``deid.dicom`` filters, from
+    CTP's DicomPixelAnonymizer) says a known device burns text: ``(x0, y0, x1, y1)`` boxes inside the
+    image (inclusive), and the rule that matched (``None``: no rule). Matching reads header fields only
+    (Modality, Manufacturer, ManufacturerModelName, Rows, Columns...).
+
+    A rule that says the whole image holds text (``coordinates all``) or that the device's images are
+    not usable (``blacklist``) raises :class:`RegionProblem`."""
+    from deid.dicom.pixels.detect import has_burned_pixels
+
+    if "Modality" not in ds:  # no DICOM header (an AVI clip): no device to match
+        return [], None
+    try:
+        result = has_burned_pixels(ds, deid=_device_recipe())
+    except Exception as e:  # fails closed: a header the recipe cannot read is not published
+        raise RegionProblem(
+            f"known-device check failed: the deid recipe could not read this header ({type(e).__name__}); "
+            "re-export the file"
+        ) from e
+    boxes: list[tuple[int, int, int, int]] = []
+    rule = None
+    for hit in result.get("results") or []:
+        rule = f"deid {hit.get('group')}: {hit.get('reason')}"
+        if hit.get("group") == "blacklist":
+            raise RegionProblem(
+                f"known device with burned-in text everywhere ({rule}); blank it at the source"
+            )
+        for keep, coords in hit.get("coordinates") or []:
+            if keep:  # keepcoordinates: the recipe's regions to keep, not text
+                continue
+            if str(coords).strip().lower() == "all":
+                raise RegionProblem(
+                    f"known device with burned-in text everywhere ({rule}); blank it at the source"
+                )
+            x0, y0, x1, y1 = (int(float(v)) for v in str(coords).split(","))
+            # deid blanks image[y0:y1, x0:x1] (exclusive ends): the same pixels, clipped to the image
+            box = (max(0, x0), max(0, y0), min(cols - 1, x1 - 1), min(rows - 1, y1 - 1))
+            if box[2] >= box[0] and box[3] >= box[1]:
+                boxes.append(box)
+    return boxes, rule
+
+
 def _raw_boxes(ds: Dataset) -> list[tuple[int, int, int, int]]:
-    boxes = []
-    for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        try:
-            x0, y0 = int(r.RegionLocationMinX0), int(r.RegionLocationMinY0)
-            x1, y1 = int(r.RegionLocationMaxX1), int(r.RegionLocationMaxY1)
-        except (AttributeError, TypeError, ValueError):
-            continue
-        if x1 > x0 and y1 > y0:
-            boxes.append((x0, y0, x1, y1))
-    return boxes
+    """Boxes of the image regions only (see :data:`IMAGE_DATA_TYPES`)."""
+    return [r.box for r in _regions(ds) if r.image and r.box]
 
 
 def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: bool = False) -> Regions:
     """The region mask of ``ds`` for a ``rows`` x ``cols`` image, or :class:`RegionProblem`.
 
+    * Each region is typed by its RegionDataType and RegionSpatialFormat (PS3.3 C.8.5.5): only image
+      regions (:data:`IMAGE_DATA_TYPES` in a 2D, M-mode or spectral format) are kept; graphics regions
+      (traces, gray/color bars, "none") are blanked, also where they overlap an image region. A region
+      whose type is missing, undefined or contradictory is refused, and so is a file whose regions hold
+      no image region.
     * Regions inside the image are used as they are.
     * Regions reaching beyond the image are never clipped (a clipped box would keep the text band of a
       down-scaled export). They are **rescaled** when the image is their frame scaled uniformly: the
       regions' extent ``(max x1 + 1, max y1 + 1)`` and the image have one scale factor on both axes,
-      within one pixel. Scaled boxes are rounded inwards. Otherwise the file is refused.
-    * No usable region: refused when ``BurnedInAnnotation`` is YES, and otherwise unless the source is
+      within one pixel. Scaled image boxes are rounded inwards, graphics boxes outwards. Otherwise the
+      file is refused.
+    * Boxes where the deid project's recipe says a known device burns text (:func:`device_text_boxes`)
+      are blanked too, inside image regions included.
+    * No region at all: refused when ``BurnedInAnnotation`` is YES, and otherwise unless the source is
       configured with ``accept_full_frame`` (its frames carry no burned-in text): then the whole frame.
     """
-    boxes = _raw_boxes(ds)
+    regions = _regions(ds)
+    boxes = [r.box for r in regions if r.image and r.box]
+    graphics = [r.box for r in regions if not r.image and r.box]
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper() or "absent"
+    if regions and not boxes:
+        kinds = "; ".join(sorted({r.label for r in regions}))
+        raise RegionProblem(
+            f"no image region: the file's {len(regions)} ultrasound region(s) hold only graphics ({kinds}), "
+            "so no pixel can be published safely; re-export with the imaging region declared"
+        )
     if not boxes:
         if burned == "YES":
             raise RegionProblem(
@@ -367,14 +529,22 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
                 "configure accept_full_frame=True for this source only if its frames carry no "
                 "burned-in text"
             )
-        mask = np.ones((rows, cols), dtype=bool)
-        return Regions(mask, (0, 0, cols - 1, rows - 1), "full frame (accepted for this source)")
-    if any(x0 < 0 or y0 < 0 for x0, y0, _, _ in boxes):
+        mask = ~region_mask(device_text_boxes(ds, rows, cols)[0], rows, cols)
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            raise RegionProblem("no image region: a known device's text boxes cover the whole frame")
+        return Regions(
+            mask,
+            (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+            "full frame (accepted for this source)",
+        )
+    if any(x0 < 0 or y0 < 0 for x0, y0, _, _ in boxes + graphics):
         raise RegionProblem(
             "ultrasound region outside the image: a region starts at a negative coordinate; "
             "fix the export's SequenceOfUltrasoundRegions"
         )
-    w0, h0 = max(b[2] for b in boxes) + 1, max(b[3] for b in boxes) + 1
+    every = boxes + graphics
+    w0, h0 = max(b[2] for b in every) + 1, max(b[3] for b in every) + 1
     scale, sector_from = 1.0, "SequenceOfUltrasoundRegions"
     if w0 > cols or h0 > rows:
         sx, sy = cols / w0, rows / h0
@@ -394,13 +564,31 @@ def ultrasound_regions(ds: Dataset, rows: int, cols: int, accept_full_frame: boo
             )
             for x0, y0, x1, y1 in boxes
         ]
+        graphics = [
+            (
+                math.floor(x0 * scale),
+                math.floor(y0 * scale),
+                min(cols - 1, math.ceil((x1 + 1) * scale) - 1),
+                min(rows - 1, math.ceil((y1 + 1) * scale) - 1),
+            )
+            for x0, y0, x1, y1 in graphics
+        ]
         boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
         if not boxes:
             raise RegionProblem(
                 "ultrasound region larger than the image: the rescaled regions are empty; "
                 "re-export with regions in image coordinates"
             )
-    mask = region_mask(boxes, rows, cols)
+    mask = region_mask(boxes, rows, cols) & ~region_mask(graphics, rows, cols)
+    device, rule = device_text_boxes(ds, rows, cols)
+    if device:
+        mask &= ~region_mask(device, rows, cols)
+        sector_from += "; minus a known device's text boxes (deid recipe)"
+    if not mask.any():
+        raise RegionProblem(
+            "no image region: graphics regions cover every image region; re-export with the imaging "
+            "region declared"
+        )
     ys, xs = np.nonzero(mask)
     return Regions(mask, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), sector_from, scale)
 

@@ -48,6 +48,7 @@ from .dicom_header import EchoProblem, read_header, scrub, validate
 CLIP_FRAMES = 16
 CLIP_SIZE = 112
 N_EVEN_KEYFRAMES = 3
+N_OCR_CLIP_FRAMES = 2  # clip frames read by the OCR pixel check besides every keyframe
 SYNTH_IMPLEMENTATION = "MEDRWR_SYNTH"
 
 ECHO_SCHEMA = {
@@ -138,6 +139,7 @@ class EchoOutput:
     pngs: dict[int, bytes] = field(default_factory=dict)
     clip: np.ndarray | None = None
     region_mask: np.ndarray | None = None
+    ocr_frames: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # ---- frames ------------------------------------------------------------------------------------------
@@ -154,6 +156,14 @@ def keyframe_plan(n: int, labels: dict | None) -> tuple[list[int], str]:
 def clip_plan(n: int) -> list[int]:
     """``CLIP_FRAMES`` evenly spaced frame indices (repeats allowed for short clips)."""
     return [round(i * (n - 1) / max(1, CLIP_FRAMES - 1)) for i in range(CLIP_FRAMES)]
+
+
+def ocr_clip_plan(n: int, key_idx: list[int]) -> list[int]:
+    """The clip frames the OCR pixel check reads besides the keyframes: ``N_OCR_CLIP_FRAMES`` of the
+    clip's frames, evenly spread (at 1/3 and 2/3 of the clip), keyframes excluded."""
+    clip_idx = clip_plan(n)
+    picks = [clip_idx[(k + 1) * CLIP_FRAMES // (N_OCR_CLIP_FRAMES + 1)] for k in range(N_OCR_CLIP_FRAMES)]
+    return sorted(set(picks) - set(key_idx))
 
 
 def png_bytes(frame: np.ndarray) -> bytes:
@@ -176,15 +186,19 @@ class _Kept:
     keyframes: dict[int, np.ndarray]
     clip: np.ndarray
     decoded: int
+    ocr: dict[str, np.ndarray]
 
 
 def _keep_frames(frames, n: int, key_idx: list[int], regions: deid.Regions, convert) -> _Kept:
-    """Consume ``frames`` one at a time, keeping blanked keyframes and resized clip frames."""
+    """Consume ``frames`` one at a time, keeping blanked keyframes and resized clip frames, and the
+    region box of every keyframe and of the :func:`ocr_clip_plan` frames (full resolution, blanked) for
+    the OCR pixel check."""
     clip_idx = clip_plan(n)
-    clip_set, key_set = set(clip_idx), set(key_idx)
+    clip_set, key_set, ocr_set = set(clip_idx), set(key_idx), set(ocr_clip_plan(n, key_idx))
     x0, y0, x1, y1 = regions.box
     keyframes: dict[int, np.ndarray] = {}
     small: dict[int, np.ndarray] = {}
+    ocr: dict[str, np.ndarray] = {}
     decoded = 0
     try:
         for i, frame in enumerate(frames):
@@ -193,6 +207,9 @@ def _keep_frames(frames, n: int, key_idx: list[int], regions: deid.Regions, conv
                 frame = deid.blank_outside(_to_uint8(convert(frame)), regions.mask)
                 if i in key_set:
                     keyframes[i] = frame
+                    ocr[f"keyframe {i}"] = frame[y0 : y1 + 1, x0 : x1 + 1]
+                elif i in ocr_set:
+                    ocr[f"clip frame {i}"] = frame[y0 : y1 + 1, x0 : x1 + 1]
                 if i in clip_set:
                     small[i] = np.asarray(
                         Image.fromarray(frame[y0 : y1 + 1, x0 : x1 + 1]).resize(
@@ -206,7 +223,7 @@ def _keep_frames(frames, n: int, key_idx: list[int], regions: deid.Regions, conv
         ) from e
     if decoded != n:
         raise EchoProblem(f"frame-count mismatch: NumberOfFrames={n} but {decoded} frames decoded")
-    return _Kept(keyframes, np.stack([small[i] for i in clip_idx]), decoded)
+    return _Kept(keyframes, np.stack([small[i] for i in clip_idx]), decoded, ocr)
 
 
 def _frame_rate(ds: Dataset) -> tuple[float | None, str | None]:
@@ -228,9 +245,11 @@ def _frame_rate(ds: Dataset) -> tuple[float | None, str | None]:
 
 
 def _spacing_mm(ds: Dataset, scale: float) -> tuple[float | None, float | None]:
-    """Physical pixel spacing (mm per image pixel) of the first region given in cm (PhysicalUnits 3)."""
+    """Physical pixel spacing (mm per image pixel) of the first image region given in cm (PhysicalUnits 3)."""
     for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
         try:
+            if int(r.get("RegionDataType", -1)) not in deid.IMAGE_DATA_TYPES:
+                continue
             if r.get("PhysicalUnitsXDirection") == 3 and r.get("PhysicalUnitsYDirection") == 3:
                 return abs(float(r.PhysicalDeltaX)) * 10 / scale, abs(float(r.PhysicalDeltaY)) * 10 / scale
         except (AttributeError, TypeError, ValueError):
@@ -251,6 +270,7 @@ def _finish(
     out.pngs = {i: png_bytes(kept.keyframes[i]) for i in key_idx}
     out.clip = kept.clip
     out.region_mask = regions.mask
+    out.ocr_frames = kept.ocr
     out.row.update(
         {
             "sector_x0": x0,

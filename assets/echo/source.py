@@ -19,6 +19,10 @@ Contracts:
   :func:`quality.phi.free_text_problems` (no identifier of the same file in any variant, and nothing a
   PHI scrubber flags); otherwise the row is published with ``findings`` empty (its measurements kept) and
   a quarantine record ``findings withheld`` says why.
+* Pixels are read before anything is stored: OCR (:mod:`quality.pixel_text`) reads every keyframe and
+  :data:`~assets.echo.dicom.N_OCR_CLIP_FRAMES` clip frames as they will be published (blanked outside the
+  image regions, full resolution); a clip in which it reads one of the file's identifiers is
+  quarantined. The OCR engine is loaded before the first file is opened: a missing engine stops the read.
 * A SOP instance is a duplicate only of a copy that was ingested: a damaged first copy does not make the
   intact re-transfer a duplicate.
 
@@ -33,6 +37,7 @@ from typing import Any
 import polars as pl
 
 from assets.common.records import Rejection, reason_counts
+from quality import pixel_text
 from quality.phi import (
     Identifier,
     Matcher,
@@ -210,6 +215,8 @@ def read_echo_source(
     synthetic: bool = False,
     accept_full_frame: bool = False,
     layout: str = "auto",
+    pixel_ocr: bool = True,
+    ocr_engine: str = pixel_text.DEFAULT_ENGINE,
 ) -> EchoReadResult:
     """Every clip under ``src`` (found by content, recursively, DICOMDIR trees included), joined with
     its label manifest, into ``echo_studies`` rows; keyframes and clips written through ``storage``.
@@ -217,9 +224,12 @@ def read_echo_source(
     ``source`` is the site key (partition key), part of every pseudonymous key. ``salt`` is required
     unless ``synthetic`` (see :func:`assets.echo.deid.check_salt`); a :class:`~assets.echo.deid.SaltError`
     is raised before any file is read. ``accept_full_frame`` keeps whole frames of files without
-    ultrasound regions (only for sources whose frames carry no burned-in text).
+    ultrasound regions (only for sources whose frames carry no burned-in text). ``pixel_ocr=False``
+    turns the OCR pixel check off; only benchmarks do (to measure its cost); the assets never pass it.
     """
     salt = deid.check_salt(salt, synthetic)
+    if pixel_ocr:
+        pixel_text.check_engine(ocr_engine)
     synthetic_only = synthetic and salt == deid.DEV_SALT
     manifest, manifest_rejected, manifest_names, layout = read_manifest(src, layout)
     labels_by_file = {r["clip_file"]: r for r in manifest.to_dicts()}
@@ -277,6 +287,26 @@ def read_echo_source(
             )
             continue
         identifiers |= out.identifiers
+        if pixel_ocr:
+            try:
+                burned = pixel_text.pixel_text_leaks(out.ocr_frames, identifiers, ocr_engine).leaks
+            except pixel_text.OcrUnavailable:
+                raise
+            except Exception as e:  # an OCR failure on one clip's pixels: that clip is not published
+                reject(
+                    key, f"pixel check failed: OCR could not read the frames ({type(e).__name__})", kind=kind
+                )
+                continue
+            if burned:
+                attrs = sorted({a for a, _ in burned})
+                frames = sorted({w for _, w in burned})
+                reject(
+                    key,
+                    f"identifier burned into the pixels: OCR reads {', '.join(attrs)} of the same patient "
+                    f"inside the published image region ({', '.join(frames)}); blank it at the source",
+                    kind=kind,
+                )
+                continue
         findings = out.row.get("findings")
         problems = free_text_problems(findings, Matcher(identifiers)) if findings else []
         if problems:  # the free text is withheld; the clip and its structured measurements are published

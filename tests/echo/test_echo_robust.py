@@ -218,7 +218,9 @@ def test_fuzzed_headers_never_fail_a_partition(tmp_path, storage):
         for _ in range(rng.randint(1, 4)):
             buf[rng.randrange(132, header_end)] ^= 1 << rng.randrange(8)
         (src / f"fuzz_{i:03d}.dcm").write_bytes(bytes(buf))
-    result = _read(src, storage, accept_full_frame=True)
+    # the OCR pixel check is not what is fuzzed here (tests/echo/test_echo_pixels.py covers it): reading
+    # ~150 full real frames would take minutes on CI's 2 cores
+    result = _read(src, storage, accept_full_frame=True, pixel_ocr=False)
     keys = set(result.frame["file_key"]) | {r.item_id for r in result.rejected}
     assert len(keys) == 220 == result.frame.height + len(result.rejected)
     assert all(r.reason and ":" in r.reason and "fuzz_" not in r.reason for r in result.rejected)
