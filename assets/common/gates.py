@@ -139,8 +139,9 @@ def publish_or_refuse(
         )
     promoted = pub.stage.promote() if pub.stage is not None else 0
     lineage = _write_input_manifest(store, pub, run_id) if pub.inputs is not None else {}
-    uri = store.write_table(pub.frame, pub.table, pub.partition)
-    store.write_gate_record(
+    # one commit point: the gate record naming the table's digest is written last (Storage.publish_table)
+    uri = store.publish_table(
+        pub.frame,
         pub.table,
         pub.partition,
         {
