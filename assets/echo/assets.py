@@ -141,8 +141,17 @@ def echo_studies(
         except SaltError as e:
             stage.discard()
             raise Failure(f"echo_studies[{key}]: {e}") from e
+        # every file the input manifest lists (the label manifest too, not only the clips read) is in the key
+        # map, so an auditor with access to the restricted root can resolve and re-hash each of them
+        keyed: dict[str, str] = {}
+
+        def manifest_key(rel: str) -> str:
+            keyed[file_key(salt, key, rel)] = rel
+            return file_key(salt, key, rel)
+
+        inputs = src.input_manifest(key=manifest_key)  # pseudonymous path keys
         write_key_map(
-            result.key_map,
+            {**keyed, **result.key_map},
             restricted.uri("keymaps"),
             source=key,
             salt_fingerprint=result.salt_fingerprint,
@@ -188,7 +197,6 @@ def echo_studies(
             ],
             contract.docs,
         )
-        inputs = src.input_manifest(key=lambda rel: file_key(salt, key, rel))  # pseudonymous path keys
         pub = Publication(
             "echo_studies",
             key,
