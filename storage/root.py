@@ -358,7 +358,9 @@ class Storage:
         named = None
         if record and record.get("status") == "publishing":
             previous = record.get("previous") or {}
-            named = previous.get("table_sha256") or "(none: the first publication)"
+            # the previous record names the table still served; none (a first publication, or a record from
+            # before records named digests): nothing is served until the commit
+            named = previous.get("table_sha256") or "(none)"
         elif record and record.get("table_sha256"):
             named = record["table_sha256"]
         if named is not None:
