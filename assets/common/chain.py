@@ -10,6 +10,8 @@ pin it:
   it trained or evaluated with. In a pinned run every load of ``kb_text_index`` is re-pointed at that tag (a
   KB refresh landing mid-chain publishes a new pointer, but the pinned LanceDB tag keeps naming its
   version), or refuses (:class:`ChainPinError`) when the tag no longer exists in the table.
+  :data:`IMAGE_INDEX_TAG` (``medrwr/image_index_tag``) pins the CDIR image index (``kb_image_index``,
+  refreshed by the same KB job) the same way.
 - :data:`CHECKPOINT` (``medrwr/checkpoint``): the manifest hash of the stage-2 checkpoint the chain
   evaluates and may promote. ``stage2_checkpoint`` adds it to its run when it publishes; the evaluation and
   promotion runs carry it; loading ``stage2_checkpoint`` in a run pinned to another one refuses (a newer
@@ -32,9 +34,12 @@ from retrieval.pointers import KbPointer
 from storage.pointers import ModelPointer
 
 KB_TAG = "medrwr/kb_tag"
+IMAGE_INDEX_TAG = "medrwr/image_index_tag"
 CHECKPOINT = "medrwr/checkpoint"
 RETRAIN_RUN = "medrwr/retrain_run"
-PINS = (KB_TAG, CHECKPOINT)
+PINS = (KB_TAG, IMAGE_INDEX_TAG, CHECKPOINT)
+INDEX_PINS = {"kb_text_index": KB_TAG, "kb_image_index": IMAGE_INDEX_TAG}
+"""The run tag that pins each LanceDB index pointer a chain reads."""
 
 
 class ChainPinError(RuntimeError):
@@ -69,32 +74,35 @@ def pin_kb_pointer(
     add_tags: Callable[[dict[str, str]], None],
     location,
     run_id: str,
+    asset: str = "kb_text_index",
 ) -> tuple[pl.DataFrame, str]:
-    """The ``kb_text_index`` pointer a run may use (and a log line saying what was done).
+    """The ``asset`` pointer (``kb_text_index`` or ``kb_image_index``, pinned by the run tag
+    :data:`INDEX_PINS` names) a run may use, and a log line saying what was done.
 
     Unpinned run: the published pointer, and the run is tagged with its tag. Pinned run, same tag: as
     published. Pinned run, another tag published since: the pointer re-pointed at the pinned tag and its
     version (same database, table and embedder), or :class:`ChainPinError` when that table has no such tag
     (pruned, or a rebuild for another embedder)."""
+    key = INDEX_PINS[asset]
     pointer = KbPointer.from_row(frame)
-    pinned = tags.get(KB_TAG) or ""
+    pinned = tags.get(key) or ""
     if not pinned:
-        add_tags({KB_TAG: pointer.tag})
-        return frame, f"run {run_id} pinned to KB tag {pointer.tag!r} (the published kb_text_index)"
+        add_tags({key: pointer.tag})
+        return frame, f"run {run_id} pinned to {asset} tag {pointer.tag!r} (the published one)"
     if pinned == pointer.tag:
-        return frame, f"run {run_id} reads its pinned KB tag {pinned!r}"
+        return frame, f"run {run_id} reads its pinned {asset} tag {pinned!r}"
     version = tag_version(location, pointer, pinned)
     if version is None:
         raise ChainPinError(
-            f"run {run_id} is pinned to KB tag {pinned!r} (run tag {KB_TAG}, carried from the run that "
+            f"run {run_id} is pinned to {asset} tag {pinned!r} (run tag {key}, carried from the run that "
             f"started its chain), but table {pointer.physical_table or pointer.table!r} of {location.uri} "
-            f"has no such tag any more (the published kb_text_index is now {pointer.tag!r}). The chain "
+            f"has no such tag any more (the published {asset} is now {pointer.tag!r}). The chain "
             "refuses rather than mix KB versions: start a new retraining on the current index (or "
             "re-execute without the tag to use it)."
         )
     repointed = dataclasses.replace(pointer, tag=pinned, version=version)
     return repointed.to_row(), (
-        f"run {run_id} is pinned to KB tag {pinned!r} (version {version}); kb_text_index was refreshed to "
+        f"run {run_id} is pinned to {asset} tag {pinned!r} (version {version}); {asset} was refreshed to "
         f"{pointer.tag!r} mid-chain, which this chain does not use"
     )
 
@@ -145,5 +153,15 @@ def chain_disagrees(
         if used - {pinned_tag}:
             return (
                 f"eval_results[{b}] searched KB tag(s) {sorted(used)}, this chain is pinned to {pinned_tag!r}"
+            )
+        pinned_images = tags.get(IMAGE_INDEX_TAG)
+        column = (
+            rows["image_index_tag"] if "image_index_tag" in rows.columns else pl.Series([], dtype=pl.Utf8)
+        )
+        images = set(column.drop_nulls().to_list())
+        if pinned_images and images - {pinned_images}:
+            return (
+                f"eval_results[{b}] searched image index tag(s) {sorted(images)}, this chain is pinned to "
+                f"{pinned_images!r}"
             )
     return None

@@ -87,9 +87,10 @@ class ParquetTableIOManager(ConfigurableIOManager):
     @staticmethod
     def _apply_chain_pins(context: InputContext, storage, name: str, frame: pl.DataFrame) -> pl.DataFrame:
         """A retraining chain reads one KB tag and one stage-2 checkpoint (:mod:`assets.common.chain`): the
-        text-KB pointer is pinned to the run's ``medrwr/kb_tag`` (the run is tagged with it when it has none),
-        a stage-2 checkpoint other than its ``medrwr/checkpoint`` is refused."""
-        if name not in ("kb_text_index", "stage2_checkpoint"):
+        text-KB pointer is pinned to the run's ``medrwr/kb_tag`` and the image index to its
+        ``medrwr/image_index_tag`` (the run is tagged with what it reads when it has none), a stage-2
+        checkpoint other than its ``medrwr/checkpoint`` is refused."""
+        if name not in (*chain.INDEX_PINS, "stage2_checkpoint"):
             return frame
         try:
             step = context.step_context
@@ -108,6 +109,7 @@ class ParquetTableIOManager(ConfigurableIOManager):
             lambda new: instance.add_run_tags(run_id, new),
             storage.kb_location(pointer.db),
             run_id,
+            asset=name,
         )
         context.log.info(said)
         return frame

@@ -58,6 +58,11 @@ def kb_reader(
     )
 
 
+def _failure(result) -> str:
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return str(failure.step_failure_data.error)
+
+
 def _seen(result) -> dict:
     [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey("kb_reader")]
     return {k: v.value for k, v in mat.materialization.metadata.items()}
@@ -143,7 +148,7 @@ def test_a_chain_whose_tag_is_gone_refuses(kb):
     assert not refused.success
     [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
     message = str(failure.step_failure_data.error)
-    assert "ChainPinError" in message and "pinned to KB tag 'run-no-such-run'" in message
+    assert "ChainPinError" in message and "pinned to kb_text_index tag 'run-no-such-run'" in message
 
 
 @asset(ins={"stage2_checkpoint": AssetIn()}, group_name="test")
@@ -182,7 +187,7 @@ def test_a_checkpoint_published_over_the_chains_own_is_refused(storage):
     assert f"checkpoint of manifest {mine}" in str(failure.step_failure_data.error)
 
 
-def _results(version: str, benchmark: str, kb_tag: str, correct) -> pl.DataFrame:
+def _results(version: str, benchmark: str, kb_tag: str, correct, image_tag: str = "img-1") -> pl.DataFrame:
     n = len(correct)
     return pl.DataFrame(
         {
@@ -194,6 +199,7 @@ def _results(version: str, benchmark: str, kb_tag: str, correct) -> pl.DataFrame
             "checkpoint_version": [version] * n,
             "mode": ["rwr"] * n,
             "kb_tag": [kb_tag] * n,
+            "image_index_tag": [image_tag] * n,
             "correct": [bool(c) for c in correct],
         }
     )
@@ -227,7 +233,12 @@ def test_promotion_needs_every_evaluation_and_the_report_on_the_chains_tag(stora
             instance=instance,
             resources=build_resources(),
             run_config={"ops": {"promoted_checkpoint": {"config": {"n_resamples": 500, "min_items": 30}}}},
-            tags={chain.KB_TAG: "run-1", chain.CHECKPOINT: version, RETRAIN_TAG: "r1"},
+            tags={
+                chain.KB_TAG: "run-1",
+                chain.IMAGE_INDEX_TAG: "img-1",
+                chain.CHECKPOINT: version,
+                RETRAIN_TAG: "r1",
+            },
             raise_on_error=False,
         )
 
@@ -244,5 +255,11 @@ def test_promotion_needs_every_evaluation_and_the_report_on_the_chains_tag(stora
     assert not promote().success and not storage.exists(*storage.table_parts("promoted_checkpoint"))
 
     storage.write_table(pl.DataFrame({"lineage": [json.dumps(lineage)]}), "eval_report")
+    # the CDIR image index refreshed mid-chain: another image index tag in one benchmark
+    storage.write_table(_results(version, "pubmedqa", "run-1", correct, "img-2"), "eval_results", "pubmedqa")
+    refused = promote()
+    assert not refused.success and "searched image index tag(s) ['img-2']" in _failure(refused)
+
+    storage.write_table(_results(version, "pubmedqa", "run-1", correct), "eval_results", "pubmedqa")
     assert promote().success  # one tag and one checkpoint throughout: promoted
     assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == version
