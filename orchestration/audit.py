@@ -5,7 +5,9 @@
 
 What it walks and checks is described in :mod:`assets.common.audit`; this module adds the command line: the
 storage root and sources as the code location configures them, the project's Dagster instance and the code
-location's asset graph. Exits 1 when anything is CHANGED or MISSING, 2 when the target is not found.
+location's asset graph. Exits 1 when anything is CHANGED or MISSING, or unverified (an input this auditor
+cannot check, e.g. without read access to the restricted echo key map) unless ``--allow-unverified``; 2 when
+the target is not found.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def main(argv: list[str] | None = None, instance=None) -> int:
         "--weights", action="store_true", help="also re-hash model weights (slow for large models)"
     )
     parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="accept checks that cannot be made (e.g. pseudonymous echo files without access to the "
+        "restricted key map); by default an unverified input is a failure",
+    )
+    parser.add_argument(
         "--no-instance", action="store_true", help="ignore the Dagster instance (published versions)"
     )
     parser.add_argument(
@@ -87,7 +95,15 @@ def main(argv: list[str] | None = None, instance=None) -> int:
     graph = build_defs().resolve_asset_graph()
     inst = instance if instance is not None or args.no_instance else _instance(True)
     try:
-        result = audit(args.target, store, sources, inst, graph, verify_weights=args.weights)
+        result = audit(
+            args.target,
+            store,
+            sources,
+            inst,
+            graph,
+            verify_weights=args.weights,
+            allow_unverified=args.allow_unverified,
+        )
     except TargetNotFound as e:
         print(f"audit: {e}", file=sys.stderr)
         return 2

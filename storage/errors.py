@@ -34,3 +34,8 @@ class UnsafePath(SourceError, ValueError):
             Exception.__init__(self, text)
             return
         super().__init__(str(path), problem, fix or "")
+
+
+class UncommittedTable(RuntimeError):
+    """A table file that its gate record does not name: a publication that died between writing the table
+    and committing its gate record, or a file changed after it was published. Readers never serve it."""

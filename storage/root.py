@@ -33,7 +33,7 @@ from typing import Any
 import fsspec
 import polars as pl
 
-from .errors import UnsafePath
+from .errors import UncommittedTable, UnsafePath
 from .layout import IMAGES, image_key
 
 ENV_ROOT = "MEDRWR_STORAGE_ROOT"
@@ -320,6 +320,66 @@ class Storage:
             return True
         return False
 
+    def publish_table(
+        self, df: pl.DataFrame, table: str, partition: str | None, record: dict[str, Any]
+    ) -> str:
+        """Publish ``df`` with one commit point: its gate record.
+
+        1. the gate record becomes ``publishing``, naming the new table's sha256 and keeping the previous
+           record (a crash here: readers still serve the previous table, which the kept record names);
+        2. the table is written (atomically: temporary name, then rename; one PUT on S3);
+        3. the gate record ``record`` (status ``passed``) naming the table's sha256 replaces it: the commit.
+
+        Readers (:meth:`read_published_table`) serve only a table whose sha256 the gate record names, so a
+        crash between 2 and 3 serves nothing (not a table no gate vouched for). Returns the table's URI."""
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True)
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        previous = self.read_gate_record(table, partition)
+        pending = {"status": "publishing", "table_sha256": digest, "run_id": record.get("run_id")}
+        self.write_gate_record(table, partition, {**pending, "previous": previous} if previous else pending)
+        uri = self.write_bytes(data, *self.table_parts(table, partition))
+        self.write_gate_record(table, partition, {**record, "table_sha256": digest})
+        return uri
+
+    def read_published_table(self, table: str, partition: str | None = None) -> pl.DataFrame:
+        """Read a partition the way downstream work must: only when its gate record names it.
+
+        A gate record names the table by sha256 (:meth:`publish_table`); a table whose digest is not the one
+        its committed record names (or, during a publication, the previous record) raises
+        :class:`~storage.errors.UncommittedTable`. A table with no gate record, or one written before gate
+        records named digests, is read as it is."""
+        parts = self.table_parts(table, partition)
+        if not self.exists(*parts):
+            return self.read_table(table, partition)  # the usual "not found" error
+        data = self.read_bytes(*parts)
+        record = self.read_gate_record(table, partition)
+        named = None
+        if record and record.get("status") == "publishing":
+            previous = record.get("previous") or {}
+            # the previous record names the table still served; none (a first publication, or a record from
+            # before records named digests): nothing is served until the commit
+            named = previous.get("table_sha256") or "(none)"
+        elif record and record.get("table_sha256"):
+            named = record["table_sha256"]
+        if named is not None:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != named:
+                label = f"{table}[{partition}]" if partition else table
+                interrupted = record.get("status") == "publishing"
+                raise UncommittedTable(
+                    f"{label}: the table at {self.uri(*parts)} (sha256 {digest[:16]}) is not the one its "
+                    f"gate record {self.uri(*self.gate_parts(table, partition))} commits ("
+                    + (
+                        f"a publication by run {record.get('run_id')} was interrupted before its commit"
+                        if interrupted
+                        else f"it names sha256 {named[:16]}: the file changed after publication"
+                    )
+                    + "), so it is not served. Materialize the partition again."
+                )
+        return pl.read_parquet(io.BytesIO(data))
+
     # ---- gate records -------------------------------------------------------------------------
     @staticmethod
     def gate_parts(table: str, partition: str | None = None) -> tuple[str, ...]:
@@ -445,7 +505,8 @@ class Storage:
 class StagedStorage(Storage):
     """Writes go to ``area`` (a private :class:`Storage`); nothing is visible under the published root until
     :meth:`promote` moves every staged file into place. :meth:`discard` throws the staged files away (a failed
-    gate). Tables and quarantine are written by the gate, not through this view."""
+    gate). Tables and quarantine are written by the gate, not through this view. Used as a context manager it
+    is discarded when the block ends, however it ends (``finally``)."""
 
     base: Storage | None = None
     area: Storage | None = None
@@ -514,3 +575,17 @@ class StagedStorage(Storage):
     def discard(self) -> None:
         """Remove the staging area and everything in it."""
         self.area.delete()
+
+    def __enter__(self) -> StagedStorage:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """``with store.staging(token) as stage:`` -- the staging area is removed in a ``finally`` whatever
+        ends the step (an exception, a failed gate, a full disk, S3 errors; after a promotion it is already
+        gone). A failure to remove it never hides the step's own error; the daily sweep
+        (:meth:`Storage.sweep_staging`) gets what is left."""
+        try:
+            self.discard()
+        except Exception:
+            if exc is None:
+                raise

@@ -90,35 +90,35 @@ def ecbench(context: AssetExecutionContext, config: EcbenchConfig, storage: Stor
         items, config.seed, content_version(echo_studies) if echo_studies.height else "empty"
     )
     version = manifest["version"]
-    stage = store.staging(f"{context.run.run_id}-ecbench")
-    stage.write_bytes(eb.manifest_json(manifest), "benchmarks", "ecbench", version, "manifest.json")
-    buf = io.BytesIO()
-    items.write_parquet(buf)
-    stage.write_bytes(buf.getvalue(), *store.table_parts("ecbench_versions", version))
-    balanced, per = eb.check_balanced(items)
-    crossing = eb.patients_in_several_splits(items)
-    missing = eb.unresolvable_refs(items, store.existing_images(all_refs(items["image_refs"])))
-    dups = eb.duplicate_items(items)
-    checks = [
-        _check("ecbench_not_empty", items.height > 0, items=items.height, studies=echo_studies.height),
-        _check("ecbench_balanced_answers", balanced, per_type=per),
-        _check("ecbench_patient_splits", not crossing, patients_in_several_splits=len(crossing)),
-        _check("ecbench_image_refs", not missing, unresolvable_items=missing[:20]),
-        _check("ecbench_no_duplicates", not dups, duplicate_items=dups[:20]),
-    ]
-    pub = Publication(
-        "ecbench",
-        None,
-        items,
-        quarantine_frame([], "ecbench", None),
-        metadata={
-            **table_metadata(items, ("question_type", "split", "answer_label")),
-            "version": version,
-            "manifest_path": store.uri("benchmarks", "ecbench", version, "manifest.json"),
-            "counts_by_type_and_split": MetadataValue.json(eb._counts(items, "question_type", "split")),
-            "guideline": eb.GUIDELINE,
-        },
-        data_version=version,
-        stage=stage,
-    )
-    yield from publish_or_refuse(context, store, pub, checks)
+    with store.staging(f"{context.run.run_id}-ecbench") as stage:  # discarded in a finally if the step fails
+        stage.write_bytes(eb.manifest_json(manifest), "benchmarks", "ecbench", version, "manifest.json")
+        buf = io.BytesIO()
+        items.write_parquet(buf)
+        stage.write_bytes(buf.getvalue(), *store.table_parts("ecbench_versions", version))
+        balanced, per = eb.check_balanced(items)
+        crossing = eb.patients_in_several_splits(items)
+        missing = eb.unresolvable_refs(items, store.existing_images(all_refs(items["image_refs"])))
+        dups = eb.duplicate_items(items)
+        checks = [
+            _check("ecbench_not_empty", items.height > 0, items=items.height, studies=echo_studies.height),
+            _check("ecbench_balanced_answers", balanced, per_type=per),
+            _check("ecbench_patient_splits", not crossing, patients_in_several_splits=len(crossing)),
+            _check("ecbench_image_refs", not missing, unresolvable_items=missing[:20]),
+            _check("ecbench_no_duplicates", not dups, duplicate_items=dups[:20]),
+        ]
+        pub = Publication(
+            "ecbench",
+            None,
+            items,
+            quarantine_frame([], "ecbench", None),
+            metadata={
+                **table_metadata(items, ("question_type", "split", "answer_label")),
+                "version": version,
+                "manifest_path": store.uri("benchmarks", "ecbench", version, "manifest.json"),
+                "counts_by_type_and_split": MetadataValue.json(eb._counts(items, "question_type", "split")),
+                "guideline": eb.GUIDELINE,
+            },
+            data_version=version,
+            stage=stage,
+        )
+        yield from publish_or_refuse(context, store, pub, checks)

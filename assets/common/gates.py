@@ -5,11 +5,15 @@ An asset computes its table in memory and writes every side file (images, clips,
 run on what would be published. :func:`publish_or_refuse` then decides:
 
 - every blocking check passed: staged files are promoted, the table is written (atomically), the gate record
-  says ``passed``, and a ``MaterializeResult`` carries the metadata, data version and check results;
+  says ``passed``, and a ``MaterializeResult`` carries the metadata, data version and check results. The gate
+  record, naming the table's sha256, is the one commit point (:meth:`storage.root.Storage.publish_table`):
+  readers serve only the table it names, so a crash between the table and its record serves nothing;
 - a blocking check failed: the staged files are discarded, any earlier published version of the partition is
   withdrawn (downstream work must never read a partition whose latest gate failed), the gate record says
-  ``failed``, the check results are recorded (partitioned), and the step fails with a message naming the
-  checks. No table, no preview, no materialization: only the quarantine (and the check results) remain.
+  ``failed``, the check results are recorded (partitioned), an observation marks the partition
+  ``withdrawn`` (the UI's latest materialization would otherwise still show the old version), and the step
+  fails with a message naming the checks. No table, no preview, no materialization: only the quarantine
+  (and the check results) remain.
 
 The quarantine is written in both cases: rejected rows with reasons are an output too.
 """
@@ -29,6 +33,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetObservation,
     BetaWarning,
     DataVersion,
     Failure,
@@ -111,6 +116,18 @@ def publish_or_refuse(
         store.write_gate_record(
             pub.table, pub.partition, {**previous, "last_refusal": refusal} if kept else refusal
         )
+        if withdrawn:  # the UI's latest materialization still shows the withdrawn version: say it is gone
+            yield AssetObservation(
+                asset_key=context.asset_key,
+                partition=pub.partition,
+                metadata={
+                    "withdrawn": True,
+                    "status": "withdrawn: its latest gate failed, nothing is served for this partition",
+                    "withdrawn_by_run": run_id,
+                    "failed_checks": MetadataValue.json(names),
+                    "withdrawn_version_run": str(previous.get("run_id", "")),
+                },
+            )
         yield from checks
         raise Failure(
             description=(
@@ -139,8 +156,9 @@ def publish_or_refuse(
         )
     promoted = pub.stage.promote() if pub.stage is not None else 0
     lineage = _write_input_manifest(store, pub, run_id) if pub.inputs is not None else {}
-    uri = store.write_table(pub.frame, pub.table, pub.partition)
-    store.write_gate_record(
+    # one commit point: the gate record naming the table's digest is written last (Storage.publish_table)
+    uri = store.publish_table(
+        pub.frame,
         pub.table,
         pub.partition,
         {

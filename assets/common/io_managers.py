@@ -13,6 +13,10 @@ whose latest gate failed, and never silently does without a registered partition
 import polars as pl
 from dagster import ConfigurableIOManager, DynamicPartitionsDefinition, InputContext, OutputContext
 
+from retrieval.pointers import KbPointer
+from storage.errors import UncommittedTable
+
+from . import chain
 from .resources import StorageResource
 
 
@@ -44,7 +48,8 @@ class ParquetTableIOManager(ConfigurableIOManager):
         name = table_name(context)
         if not context.has_asset_partitions:
             self._refuse_failed(storage, name, None)
-            return storage.read_table(name)
+            frame = self._read(storage, name, None)
+            return self._apply_chain_pins(context, storage, name, frame)
         keys = list(context.asset_partition_keys)
         dynamic = isinstance(context.asset_partitions_def, DynamicPartitionsDefinition)
         present = set(storage.table_partitions(name))
@@ -63,13 +68,51 @@ class ParquetTableIOManager(ConfigurableIOManager):
             )
         if missing:
             context.log.warning(f"{name}: partitions never materialized, not read: {missing}")
-        frames = [storage.read_table(name, k) for k in keys if k in present]
+        frames = [self._read(storage, name, k) for k in keys if k in present]
         if not frames:
             raise UnpublishedPartition(
                 f"{name}: none of the partitions {keys} is published; materialize them first"
             )
         context.log.info(f"{name}: read partitions {sorted(k for k in keys if k in present)}")
         return pl.concat(frames, how="diagonal_relaxed")
+
+    @staticmethod
+    def _read(storage, name: str, partition: str | None) -> pl.DataFrame:
+        """A partition as its gate record commits it (never a table a crashed publication left behind)."""
+        try:
+            return storage.read_published_table(name, partition)
+        except UncommittedTable as e:
+            raise UnpublishedPartition(str(e)) from e
+
+    @staticmethod
+    def _apply_chain_pins(context: InputContext, storage, name: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """A retraining chain reads one KB tag and one stage-2 checkpoint (:mod:`assets.common.chain`): the
+        text-KB pointer is pinned to the run's ``medrwr/kb_tag`` and the image index to its
+        ``medrwr/image_index_tag`` (the run is tagged with what it reads when it has none), a stage-2
+        checkpoint other than its ``medrwr/checkpoint`` is refused."""
+        if name not in (*chain.INDEX_PINS, "stage2_checkpoint"):
+            return frame
+        try:
+            step = context.step_context
+        except Exception:  # loaded outside a run (build_input_context): nothing to pin to
+            return frame
+        instance, run_id = step.instance, step.run_id
+        run = instance.get_run_by_id(run_id)
+        tags = dict(run.tags) if run else {}
+        if name == "stage2_checkpoint":
+            chain.check_checkpoint(frame, tags, run_id)
+            return frame
+        pointer = KbPointer.from_row(frame)
+        frame, said = chain.pin_kb_pointer(
+            frame,
+            tags,
+            lambda new: instance.add_run_tags(run_id, new),
+            storage.kb_location(pointer.db),
+            run_id,
+            asset=name,
+        )
+        context.log.info(said)
+        return frame
 
     @staticmethod
     def _refuse_failed(storage, name: str, partition: str | None) -> None:

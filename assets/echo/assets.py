@@ -144,77 +144,87 @@ def echo_studies(
                 "de-identification salt. Set MEDRWR_DEID_SALT (a secret) and run again."
             )
         src, salt = sources.echo_source(key), deid.salt
-    stage = store.staging(f"{context.run.run_id}-echo_studies-{key}", staging_root=restricted.uri("staging"))
-    try:
-        result = read_echo_source(
-            src, stage, key, salt=salt, synthetic=synthetic, accept_full_frame=config.accept_full_frame
+    with store.staging(
+        f"{context.run.run_id}-echo_studies-{key}", staging_root=restricted.uri("staging")
+    ) as stage:  # discarded in a finally if the step fails
+        try:
+            result = read_echo_source(
+                src, stage, key, salt=salt, synthetic=synthetic, accept_full_frame=config.accept_full_frame
+            )
+        except SaltError as e:
+            stage.discard()
+            raise Failure(f"echo_studies[{key}]: {e}") from e
+        except SourceError as e:  # a whole-source problem (a manifest): said without the folder's path
+            stage.discard()
+            problem = f"{e.problem}. {e.fix}".replace(src.root, "<source folder>")
+            raise Failure(f"echo_studies[{key}]: the source cannot be read: {problem}") from None
+        # every file the input manifest lists (the label manifest too, not only the clips read) is in the key
+        # map, so an auditor with access to the restricted root can resolve and re-hash each of them
+        keyed: dict[str, str] = {}
+
+        def manifest_key(rel: str) -> str:
+            keyed[file_key(salt, key, rel)] = rel
+            return file_key(salt, key, rel)
+
+        inputs = src.input_manifest(key=manifest_key)  # pseudonymous path keys
+        write_key_map(
+            {**keyed, **result.key_map},
+            restricted.uri("keymaps"),
+            source=key,
+            salt_fingerprint=result.salt_fingerprint,
+            published_root=store.root,
+            storage_options=restricted.s3.s3fs_kwargs() if restricted.is_s3 else None,
         )
-    except SaltError as e:
-        stage.discard()
-        raise Failure(f"echo_studies[{key}]: {e}") from e
-    except SourceError as e:  # a whole-source problem (a manifest): said without the folder's path
-        stage.discard()
-        problem = f"{e.problem}. {e.fix}".replace(src.root, "<source folder>")
-        raise Failure(f"echo_studies[{key}]: the source cannot be read: {problem}") from None
-    write_key_map(
-        result.key_map,
-        restricted.uri("keymaps"),
-        source=key,
-        salt_fingerprint=result.salt_fingerprint,
-        published_root=store.root,
-        storage_options=restricted.s3.s3fs_kwargs() if restricted.is_s3 else None,
-    )
-    df = result.frame
-    quarantine = quarantine_frame(result.rejected, "echo_studies", key)
-    metadata = {
-        **table_metadata(df, ("view", "transfer_syntax", "photometric")),
-        **quarantine_metadata(result.rejected),
-        **result.metadata(),
-        "synthetic_source": synthetic,
-    }
-    phi = result.audit(quarantine, metadata)
-    phi_check = AssetCheckResult(
-        check_name="echo_studies_no_phi",
-        passed=phi.passed,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "identifiers_checked": phi.identifiers,
-            "places_searched": phi.places_searched,
-            "leaks": MetadataValue.json([f"{a} in {w}" for a, w in phi.leaks[:50]]),
-        },
-    )
-    contract = with_volume(
-        check_echo_studies(
+        df = result.frame
+        quarantine = quarantine_frame(result.rejected, "echo_studies", key)
+        metadata = {
+            **table_metadata(df, ("view", "transfer_syntax", "photometric")),
+            **quarantine_metadata(result.rejected),
+            **result.metadata(),
+            "synthetic_source": synthetic,
+        }
+        phi = result.audit(quarantine, metadata)
+        phi_check = AssetCheckResult(
+            check_name="echo_studies_no_phi",
+            passed=phi.passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "identifiers_checked": phi.identifiers,
+                "places_searched": phi.places_searched,
+                "leaks": MetadataValue.json([f"{a} in {w}" for a, w in phi.leaks[:50]]),
+            },
+        )
+        contract = with_volume(
+            check_echo_studies(
+                df,
+                stage.existing_images(all_refs(df["keyframe_refs"])),
+                **audit_trail(store, context, "echo_studies", key),
+            ),
+            df.height,
+            len(result.rejected),
+            config.max_quarantine_share,
+        )
+        problems = echo_source_problems(result.files_seen, result.candidates, df.height, len(result.rejected))
+        contract = type(contract)(
+            contract.suite,
+            contract.rows,
+            [
+                *contract.outcomes,
+                *[ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems],
+            ],
+            contract.docs,
+        )
+        pub = Publication(
+            "echo_studies",
+            key,
             df,
-            stage.existing_images(all_refs(df["keyframe_refs"])),
-            **audit_trail(store, context, "echo_studies", key),
-        ),
-        df.height,
-        len(result.rejected),
-        config.max_quarantine_share,
-    )
-    problems = echo_source_problems(result.files_seen, result.candidates, df.height, len(result.rejected))
-    contract = type(contract)(
-        contract.suite,
-        contract.rows,
-        [
-            *contract.outcomes,
-            *[ExpectationOutcome("source_yields_clips", None, False, 1, [p]) for p in problems],
-        ],
-        contract.docs,
-    )
-    inputs = src.input_manifest(key=lambda rel: file_key(salt, key, rel))  # pseudonymous path keys
-    pub = Publication(
-        "echo_studies",
-        key,
-        df,
-        quarantine,
-        metadata=metadata,
-        data_version=content_version(df),
-        stage=stage,
-        quarantine_store=store if phi.passed else restricted,
-        inputs=inputs,
-    )
-    yield from publish_or_refuse(
-        context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)]
-    )
+            quarantine,
+            metadata=metadata,
+            data_version=content_version(df),
+            stage=stage,
+            quarantine_store=store if phi.passed else restricted,
+            inputs=inputs,
+        )
+        yield from publish_or_refuse(
+            context, store, pub, [phi_check, contract_check("echo_studies_contract", contract)]
+        )

@@ -33,6 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.common import chain
 from assets.common.audit import MODEL_ASSETS, lineage_summary
 from assets.common.backfill import PER_PARTITION, WHOLE
 from assets.common.gates import Publication, publish_or_refuse
@@ -155,7 +156,7 @@ def _model(row: pl.DataFrame, store: Storage, cache: str):
 
 
 def _manifest_hash(row: pl.DataFrame) -> str:
-    return hashlib.sha256(ModelPointer.from_row(row).manifest_json.encode()).hexdigest()[:16]
+    return chain.manifest_hash(row)
 
 
 @asset(
@@ -404,70 +405,72 @@ def eval_report(
         "run_id": context.run.run_id,
     }
     lineage["audit"] = _audit_summary(context, store, lineage["checkpoint_manifests"])
-    stage = store.staging(f"{context.run.run_id}-eval_report")
-    with tempfile.TemporaryDirectory() as tmp:
-        note = model_statement(ModelPointer.from_row(base_model).manifest)
-        out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke", model_note=note)
-        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
-        for path in files:
-            stage.write_bytes(
-                path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix()
-            )
-        # what the report vouches for, re-hashed by `python -m orchestration.audit report:<run id>`: every
-        # file written beside it and the rows of each benchmark it was built from
-        lineage["artefacts"] = {
-            "files_sha256": {
-                p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
-            },
-            "results_sha256": {
-                b: results_digest(eval_results.filter(pl.col("benchmark") == b))
-                for b in sorted(set(eval_results["benchmark"].to_list()))
-            },
-        }
-        # what `python -m orchestration.audit report:<run id>` starts from when the Dagster instance is gone
-        stage.write_bytes(
-            json.dumps(lineage, indent=1, sort_keys=True).encode(),
-            "reports",
-            context.run.run_id,
-            "lineage.json",
-        )
-        html = Path(out.html_path).read_text()
-    html_uri = store.uri("reports", context.run.run_id, "report.html")
-    embedded = html.count("data:image/png;base64,")
-    row = pl.DataFrame(
-        [
-            {
-                "report_html": html_uri,
-                "report_md": store.uri("reports", context.run.run_id, "report.md"),
-                "html_sha256": hashlib.sha256(html.encode()).hexdigest(),
-                "plots": len(out.plot_paths),
-                "lineage": json.dumps(lineage, sort_keys=True),
+    with store.staging(
+        f"{context.run.run_id}-eval_report"
+    ) as stage:  # discarded in a finally if the step fails
+        with tempfile.TemporaryDirectory() as tmp:
+            note = model_statement(ModelPointer.from_row(base_model).manifest)
+            out = build_report(eval_results, lineage, tmp, smoke=sources.profile == "smoke", model_note=note)
+            files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+            for path in files:
+                stage.write_bytes(
+                    path.read_bytes(), "reports", context.run.run_id, path.relative_to(tmp).as_posix()
+                )
+            # what the report vouches for, re-hashed by `python -m orchestration.audit report:<run id>`: every
+            # file written beside it and the rows of each benchmark it was built from
+            lineage["artefacts"] = {
+                "files_sha256": {
+                    p.relative_to(tmp).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+                },
+                "results_sha256": {
+                    b: results_digest(eval_results.filter(pl.col("benchmark") == b))
+                    for b in sorted(set(eval_results["benchmark"].to_list()))
+                },
             }
-        ]
-    )
-    checks = [
-        check_result(
-            "eval_report_written",
-            embedded >= len(out.plot_paths) > 0 and 'src="http' not in html and 'href="http' not in html,
-            plots=len(out.plot_paths),
-            embedded_images=embedded,
+            # what `python -m orchestration.audit report:<run id>` starts from when the instance is gone
+            stage.write_bytes(
+                json.dumps(lineage, indent=1, sort_keys=True).encode(),
+                "reports",
+                context.run.run_id,
+                "lineage.json",
+            )
+            html = Path(out.html_path).read_text()
+        html_uri = store.uri("reports", context.run.run_id, "report.html")
+        embedded = html.count("data:image/png;base64,")
+        row = pl.DataFrame(
+            [
+                {
+                    "report_html": html_uri,
+                    "report_md": store.uri("reports", context.run.run_id, "report.md"),
+                    "html_sha256": hashlib.sha256(html.encode()).hexdigest(),
+                    "plots": len(out.plot_paths),
+                    "lineage": json.dumps(lineage, sort_keys=True),
+                }
+            ]
         )
-    ]
-    pub = Publication(
-        "eval_report",
-        None,
-        row,
-        quarantine_frame([], "eval_report", None),
-        metadata={
-            "report": MetadataValue.md(out.markdown),
-            "report_html": MetadataValue.path(html_uri),
-            "lineage": MetadataValue.json(lineage),
-            "rows_reported": eval_results.height,
-        },
-        data_version=row["html_sha256"][0],
-        stage=stage,
-    )
-    yield from publish_or_refuse(context, store, pub, checks)
+        checks = [
+            check_result(
+                "eval_report_written",
+                embedded >= len(out.plot_paths) > 0 and 'src="http' not in html and 'href="http' not in html,
+                plots=len(out.plot_paths),
+                embedded_images=embedded,
+            )
+        ]
+        pub = Publication(
+            "eval_report",
+            None,
+            row,
+            quarantine_frame([], "eval_report", None),
+            metadata={
+                "report": MetadataValue.md(out.markdown),
+                "report_html": MetadataValue.path(html_uri),
+                "lineage": MetadataValue.json(lineage),
+                "rows_reported": eval_results.height,
+            },
+            data_version=row["html_sha256"][0],
+            stage=stage,
+        )
+        yield from publish_or_refuse(context, store, pub, checks)
 
 
 def _audit_summary(context: AssetExecutionContext, store: Storage, cited: dict) -> dict:
@@ -556,6 +559,14 @@ def promoted_checkpoint(
     problem = report_disagrees(eval_report, version)
     if problem:
         raise Failure(f"promoted_checkpoint: {problem}; materialize eval_report for this checkpoint first")
+    # a retraining chain promotes only on its own KB tag and checkpoint, every benchmark evaluated with them
+    mixed = chain.chain_disagrees(eval_results, eval_report, version, dict(context.run.tags))
+    if mixed:
+        raise Failure(
+            f"promoted_checkpoint: {mixed}; nothing was promoted (run tags {chain.KB_TAG}, "
+            f"{chain.CHECKPOINT} pin the chain). Re-run the evaluation and report of this chain, or start a "
+            "new retraining."
+        )
     candidate = arm(eval_results, "stage2", config.mode).filter(pl.col("checkpoint_version") == version)
     promoted = (
         store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None
@@ -570,31 +581,33 @@ def promoted_checkpoint(
         min_items=config.min_items,
     )
     context.log.info(f"promotion of stage2 {version}: {decision.reason}")
-    stage = store.staging(f"{context.run.run_id}-promoted_checkpoint")
-    buf = io.BytesIO()
-    candidate.write_parquet(buf)
-    stage.write_bytes(buf.getvalue(), *Storage.table_parts(PROMOTED_RESULTS))
-    row = stage2_checkpoint.with_columns(
-        pl.lit(version).alias("checkpoint_version"),
-        pl.lit(context.run.run_id).alias("promoted_by_run"),
-        pl.lit(config.mode).alias("mode"),
-        pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"),
-    )
-    evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
-    checks = [check_result("promotion_no_worse", decision.passed, **evidence)]
-    pub = Publication(
-        "promoted_checkpoint",
-        None,
-        row,
-        quarantine_frame([], "promoted_checkpoint", None),
-        metadata={
-            "checkpoint_version": version,
-            "path": ModelPointer.from_row(row).path,
-            "decision": decision.reason,
-            "evidence": MetadataValue.json(decision.as_metadata()),
-        },
-        data_version=version,
-        stage=stage,
-        withdraw_previous=False,
-    )
-    yield from publish_or_refuse(context, store, pub, checks)
+    with store.staging(
+        f"{context.run.run_id}-promoted_checkpoint"
+    ) as stage:  # discarded in a finally if the step fails
+        buf = io.BytesIO()
+        candidate.write_parquet(buf)
+        stage.write_bytes(buf.getvalue(), *Storage.table_parts(PROMOTED_RESULTS))
+        row = stage2_checkpoint.with_columns(
+            pl.lit(version).alias("checkpoint_version"),
+            pl.lit(context.run.run_id).alias("promoted_by_run"),
+            pl.lit(config.mode).alias("mode"),
+            pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"),
+        )
+        evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
+        checks = [check_result("promotion_no_worse", decision.passed, **evidence)]
+        pub = Publication(
+            "promoted_checkpoint",
+            None,
+            row,
+            quarantine_frame([], "promoted_checkpoint", None),
+            metadata={
+                "checkpoint_version": version,
+                "path": ModelPointer.from_row(row).path,
+                "decision": decision.reason,
+                "evidence": MetadataValue.json(decision.as_metadata()),
+            },
+            data_version=version,
+            stage=stage,
+            withdraw_previous=False,
+        )
+        yield from publish_or_refuse(context, store, pub, checks)

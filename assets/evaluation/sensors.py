@@ -5,7 +5,9 @@ Dagster starts no run after another by itself, and a retraining run and its eval
 benchmarks are partitions of ``eval_results``). So when a ``retrain_job`` run succeeds, this sensor requests
 one ``evaluate_job`` run per benchmark of the profile (tagged with the retraining run); when the last of those
 succeeds, it requests ``promote_job`` once (the report, then the promotion gate). Run keys make each request
-once. Default status: STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``.
+once. Every follow-up run carries the chain's pins (its KB tag and stage-2 checkpoint,
+:mod:`assets.common.chain`) from the retraining run, so the whole chain reads one KB version. Default status:
+STOPPED unless ``MEDRWR_SENSORS_RUNNING=1`` or the profile is ``full``.
 """
 
 from dagster import (
@@ -18,10 +20,11 @@ from dagster import (
     run_status_sensor,
 )
 
+from assets.common.chain import RETRAIN_RUN, carried
 from assets.common.profiles import get_profile
 from assets.common.settings import sensors_running
 
-RETRAIN_TAG = "medrwr/retrain_run"
+RETRAIN_TAG = RETRAIN_RUN
 
 
 def follow_up(
@@ -41,7 +44,7 @@ def follow_up(
                 job_name="evaluate_job",
                 partition_key=b,
                 run_config=cfg,
-                tags={RETRAIN_TAG: run_id, "medrwr/trigger": "evaluate_after_retrain"},
+                tags={RETRAIN_TAG: run_id, "medrwr/trigger": "evaluate_after_retrain", **carried(tags)},
             )
             for b in profile.benchmarks
         ]
@@ -52,7 +55,7 @@ def follow_up(
                 run_key=f"promote:{family}",
                 job_name="promote_job",
                 run_config=profile.run_config("promote_job", ["eval_report", "promoted_checkpoint"]),
-                tags={RETRAIN_TAG: family, "medrwr/trigger": "evaluate_after_retrain"},
+                tags={RETRAIN_TAG: family, "medrwr/trigger": "evaluate_after_retrain", **carried(tags)},
             )
         ]
     return []

@@ -87,42 +87,44 @@ def vqa_items(
     """Medical VQA items of one dataset, normalized; images stored once by content id."""
     dataset = context.partition_key
     store = storage.get()
-    stage = store.staging(f"{context.run.run_id}-vqa_items-{dataset}")
-    images = ImageIngestor(
-        stage,
-        full_check=config.image_check == "full",
-        max_pixels=config.max_image_pixels,
-        max_bytes=config.max_image_bytes,
-    )
-    src = sources.source(dataset)
-    df, result = read_vqa(dataset, src, images)
-    contract = with_volume(
-        check_vqa_items(
+    with store.staging(
+        f"{context.run.run_id}-vqa_items-{dataset}"
+    ) as stage:  # discarded in a finally if the step fails
+        images = ImageIngestor(
+            stage,
+            full_check=config.image_check == "full",
+            max_pixels=config.max_image_pixels,
+            max_bytes=config.max_image_bytes,
+        )
+        src = sources.source(dataset)
+        df, result = read_vqa(dataset, src, images)
+        contract = with_volume(
+            check_vqa_items(
+                df,
+                stage.existing_images(all_refs(df["image_refs"])),
+                **audit_trail(store, context, "vqa_items", dataset),
+            ),
+            df.height,
+            len(result.rejected),
+            config.max_quarantine_share,
+        )
+        pub = Publication(
+            "vqa_items",
+            dataset,
             df,
-            stage.existing_images(all_refs(df["image_refs"])),
-            **audit_trail(store, context, "vqa_items", dataset),
-        ),
-        df.height,
-        len(result.rejected),
-        config.max_quarantine_share,
-    )
-    pub = Publication(
-        "vqa_items",
-        dataset,
-        df,
-        quarantine_frame(result.rejected, "vqa_items", dataset),
-        metadata={
-            **table_metadata(df, ("split", "answer_type", "modality")),
-            **quarantine_metadata(result.rejected),
-            "images_stored": len(images.stored_ids),
-            "source": src.root,
-            "profile": sources.profile,
-        },
-        data_version=content_version(df),
-        stage=stage,
-        inputs=src.input_manifest(),
-    )
-    yield from publish_or_refuse(context, store, pub, [contract_check("vqa_items_contract", contract)])
+            quarantine_frame(result.rejected, "vqa_items", dataset),
+            metadata={
+                **table_metadata(df, ("split", "answer_type", "modality")),
+                **quarantine_metadata(result.rejected),
+                "images_stored": len(images.stored_ids),
+                "source": src.root,
+                "profile": sources.profile,
+            },
+            data_version=content_version(df),
+            stage=stage,
+            inputs=src.input_manifest(),
+        )
+        yield from publish_or_refuse(context, store, pub, [contract_check("vqa_items_contract", contract)])
 
 
 @asset(

@@ -193,8 +193,12 @@ def _publish_index(
             f"{'version ' + str(previous) if restored else 'nothing (it was new)'}."
         )
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
-    store.write_table(index_pointer(store, base_table, report, tag, embedder_meta).to_row(), asset_name)
-    store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
+    store.publish_table(  # the gate record naming the pointer table is the commit point
+        index_pointer(store, base_table, report, tag, embedder_meta).to_row(),
+        asset_name,
+        None,
+        {"status": "passed", "run_id": context.run.run_id, "tag": tag},
+    )
     yield MaterializeResult(
         metadata={**metadata, "lancedb_tag": tag},
         data_version=DataVersion(f"v{report.version}-{report.embedder_fingerprint}"),
@@ -425,57 +429,62 @@ def kb_image_cases(
         vqa_items, slake_src, evaluation_refs=evaluation_refs, include_qa=config.include_qa
     )
     store = storage.get()
-    stage = store.staging(f"{context.run.run_id}-kb_image_cases")
-    images = ImageIngestor(stage)
-    # near copies of an evaluation image (resized, re-encoded, an adjacent slice) are not cases either: a
-    # case's text embeds its own questions and answers, so CDIR could read a near answer key
-    eval_vqa_refs = sorted(
-        {
-            r
-            for refs in vqa_items.filter(pl.col("split").is_in(list(EVALUATION_SPLITS)))[
-                "image_refs"
-            ].to_list()
-            for r in (refs or [])
-        }
-    )
-    near = near_duplicates_of(eval_vqa_refs, df["image_ref"].to_list(), store.get_image)
-    df, near_rejected = exclude_near_duplicates(df, near, evaluation_refs)
-    result.rejected.extend(near_rejected)
-    inputs = [{**e, "path_key": f"slake/{e['path_key']}"} for e in slake.input_manifest()]
-    for name in config.external_corpora:
-        if name not in EXTERNAL_IMAGE_CORPORA:
-            raise Failure(
-                f"kb_image_cases: unknown external corpus {name!r}; known: {sorted(EXTERNAL_IMAGE_CORPORA)}"
-            )
-        corpus = sources.source(name)
-        extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](corpus, images)
-        extra, excluded = exclude_evaluation_images(extra, evaluation_refs)
-        result.rejected.extend(excluded)
-        inputs += [{**e, "path_key": f"{name}/{e['path_key']}"} for e in corpus.input_manifest()]
-        df = pl.concat([df, extra])
-        result.rejected.extend(extra_result.rejected)
-    contract = with_volume(
-        check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list())), evaluation_refs),
-        df.height,
-        len(result.rejected),
-        config.max_quarantine_share,
-    )
-    pub = Publication(
-        "kb_image_cases",
-        None,
-        df,
-        quarantine_frame(result.rejected, "kb_image_cases", None),
-        metadata={
-            **table_metadata(df, ("source", "modality")),
-            **quarantine_metadata(result.rejected),
-            "with_boxes": int((df["boxes"] != "[]").sum()),
-            "near_duplicates_of_evaluation_excluded": len(near_rejected),
-        },
-        data_version=content_version(df),
-        stage=stage,
-        inputs=inputs,
-    )
-    yield from publish_or_refuse(context, store, pub, [contract_check("kb_image_cases_contract", contract)])
+    with store.staging(
+        f"{context.run.run_id}-kb_image_cases"
+    ) as stage:  # discarded in a finally if the step fails
+        images = ImageIngestor(stage)
+        # near copies of an evaluation image (resized, re-encoded, an adjacent slice) are not cases either: a
+        # case's text embeds its own questions and answers, so CDIR could read a near answer key
+        eval_vqa_refs = sorted(
+            {
+                r
+                for refs in vqa_items.filter(pl.col("split").is_in(list(EVALUATION_SPLITS)))[
+                    "image_refs"
+                ].to_list()
+                for r in (refs or [])
+            }
+        )
+        near = near_duplicates_of(eval_vqa_refs, df["image_ref"].to_list(), store.get_image)
+        df, near_rejected = exclude_near_duplicates(df, near, evaluation_refs)
+        result.rejected.extend(near_rejected)
+        inputs = [{**e, "path_key": f"slake/{e['path_key']}"} for e in slake.input_manifest()]
+        for name in config.external_corpora:
+            if name not in EXTERNAL_IMAGE_CORPORA:
+                raise Failure(
+                    f"kb_image_cases: unknown external corpus {name!r}; "
+                    f"known: {sorted(EXTERNAL_IMAGE_CORPORA)}"
+                )
+            corpus = sources.source(name)
+            extra, extra_result = EXTERNAL_IMAGE_CORPORA[name](corpus, images)
+            extra, excluded = exclude_evaluation_images(extra, evaluation_refs)
+            result.rejected.extend(excluded)
+            inputs += [{**e, "path_key": f"{name}/{e['path_key']}"} for e in corpus.input_manifest()]
+            df = pl.concat([df, extra])
+            result.rejected.extend(extra_result.rejected)
+        contract = with_volume(
+            check_image_cases(df, stage.existing_images(set(df["image_ref"].to_list())), evaluation_refs),
+            df.height,
+            len(result.rejected),
+            config.max_quarantine_share,
+        )
+        pub = Publication(
+            "kb_image_cases",
+            None,
+            df,
+            quarantine_frame(result.rejected, "kb_image_cases", None),
+            metadata={
+                **table_metadata(df, ("source", "modality")),
+                **quarantine_metadata(result.rejected),
+                "with_boxes": int((df["boxes"] != "[]").sum()),
+                "near_duplicates_of_evaluation_excluded": len(near_rejected),
+            },
+            data_version=content_version(df),
+            stage=stage,
+            inputs=inputs,
+        )
+        yield from publish_or_refuse(
+            context, store, pub, [contract_check("kb_image_cases_contract", contract)]
+        )
 
 
 @asset(

@@ -186,52 +186,54 @@ def base_model(
 
     store = storage.get()
     ref = config.model_ref or (None if sources.profile == "smoke" else training.base_model)
-    stage = store.staging(f"{context.run.run_id}-base_model")
-    if ref is not None and is_gguf_ref(ref):
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest = build_gguf_policy(ref, tmp)
-            digest = folder_digest(tmp)[:16]
-            path = upload_folder(tmp, stage, "models", "base", f"gguf-{digest}")
-        row = model_row("base", ref, path, manifest["weights_sha256"], manifest)
-    elif ref is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest = build_tiny_model(
-                tmp,
-                hidden_size=config.tiny_hidden_size,
-                layers=config.tiny_layers,
-                seed=config.seed,
+    with store.staging(
+        f"{context.run.run_id}-base_model"
+    ) as stage:  # discarded in a finally if the step fails
+        if ref is not None and is_gguf_ref(ref):
+            with tempfile.TemporaryDirectory() as tmp:
+                manifest = build_gguf_policy(ref, tmp)
+                digest = folder_digest(tmp)[:16]
+                path = upload_folder(tmp, stage, "models", "base", f"gguf-{digest}")
+            row = model_row("base", ref, path, manifest["weights_sha256"], manifest)
+        elif ref is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                manifest = build_tiny_model(
+                    tmp,
+                    hidden_size=config.tiny_hidden_size,
+                    layers=config.tiny_layers,
+                    seed=config.seed,
+                )
+                digest = folder_digest(tmp)[:16]
+                path = upload_folder(tmp, stage, "models", "base", f"tiny-{digest}")
+            row = model_row(
+                "base",
+                "tiny-qwen2.5-vl (random weights, Qwen2.5-VL tokenizer)",
+                path,
+                manifest["weights_sha256"],
+                manifest,
             )
-            digest = folder_digest(tmp)[:16]
-            path = upload_folder(tmp, stage, "models", "base", f"tiny-{digest}")
-        row = model_row(
-            "base",
-            "tiny-qwen2.5-vl (random weights, Qwen2.5-VL tokenizer)",
-            path,
-            manifest["weights_sha256"],
-            manifest,
+        else:
+            row = model_row("base", ref, ref, None, {"model_ref": ref})
+        model = ModelPointer.from_row(row)
+        answered, detail = _answers_an_mcq(model.path, stage, training)
+        pub = Publication(
+            "base_model",
+            None,
+            row,
+            _no_quarantine("base_model"),
+            metadata={
+                "model_ref": model.model_ref,
+                "path": model.path,
+                "weights_sha256": model.weights_sha256 or "",
+                "random_weights": bool(model.manifest.get("random_weights")),
+                "manifest": MetadataValue.json(model.manifest),
+            },
+            data_version=model.weights_sha256 or content_version(row),
+            stage=stage,
         )
-    else:
-        row = model_row("base", ref, ref, None, {"model_ref": ref})
-    model = ModelPointer.from_row(row)
-    answered, detail = _answers_an_mcq(model.path, stage, training)
-    pub = Publication(
-        "base_model",
-        None,
-        row,
-        _no_quarantine("base_model"),
-        metadata={
-            "model_ref": model.model_ref,
-            "path": model.path,
-            "weights_sha256": model.weights_sha256 or "",
-            "random_weights": bool(model.manifest.get("random_weights")),
-            "manifest": MetadataValue.json(model.manifest),
-        },
-        data_version=model.weights_sha256 or content_version(row),
-        stage=stage,
-    )
-    yield from publish_or_refuse(
-        context, store, pub, [check_result("base_model_answers", answered, **detail)]
-    )
+        yield from publish_or_refuse(
+            context, store, pub, [check_result("base_model_answers", answered, **detail)]
+        )
 
 
 def _answers_an_mcq(path: str, store: Storage, training: TrainingResource) -> tuple[bool, dict]:

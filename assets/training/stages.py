@@ -25,6 +25,7 @@ from dagster import (
     asset,
 )
 
+from assets.common import chain
 from assets.common.backfill import WHOLE
 from assets.common.gates import Publication, publish_or_refuse
 from assets.common.metadata import check_result, content_version
@@ -132,38 +133,42 @@ def _train(
     if not manifest_file.exists():
         raise Failure(f"{role}: the trainer exited without a final model at {final}; see the run's logs")
     manifest = json.loads(manifest_file.read_text())
-    stage_store = store.staging(f"{context.run.run_id}-{role}")
-    path = upload_folder(final, stage_store, "models", role, context.run.run_id)
-    row = model_row(role, parent_model.path, path, manifest.get("weights_sha256"), manifest)
-    steps_ok = int(manifest.get("global_step") or 0) > 0
-    checks = [
-        check_result(
-            f"{role}_trained",
-            steps_ok and bool(manifest.get("weights_sha256")),
-            global_step=int(manifest.get("global_step") or 0),
-            resumed_from=str(manifest.get("resumed_from")),
+    with store.staging(
+        f"{context.run.run_id}-{role}"
+    ) as stage_store:  # discarded in a finally if the step fails
+        path = upload_folder(final, stage_store, "models", role, context.run.run_id)
+        row = model_row(role, parent_model.path, path, manifest.get("weights_sha256"), manifest)
+        steps_ok = int(manifest.get("global_step") or 0) > 0
+        checks = [
+            check_result(
+                f"{role}_trained",
+                steps_ok and bool(manifest.get("weights_sha256")),
+                global_step=int(manifest.get("global_step") or 0),
+                resumed_from=str(manifest.get("resumed_from")),
+            )
+        ]
+        pub = Publication(
+            f"{role}_checkpoint",
+            None,
+            row,
+            _no_quarantine(f"{role}_checkpoint"),
+            metadata={
+                **{k: v for k, v in reported.items() if k != "path"},
+                "path": path,
+                "global_step": int(manifest.get("global_step") or 0),
+                "config_hash": manifest.get("config_hash", ""),
+                "kb_tag": kb_pointer.tag,
+                "lineage": MetadataValue.json(manifest),
+                "work_folder": str(work),
+                "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
+                **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()},
+            },
+            data_version=manifest.get("weights_sha256") or manifest.get("config_hash"),
+            stage=stage_store,
         )
-    ]
-    pub = Publication(
-        f"{role}_checkpoint",
-        None,
-        row,
-        _no_quarantine(f"{role}_checkpoint"),
-        metadata={
-            **{k: v for k, v in reported.items() if k != "path"},
-            "path": path,
-            "global_step": int(manifest.get("global_step") or 0),
-            "config_hash": manifest.get("config_hash", ""),
-            "kb_tag": kb_pointer.tag,
-            "lineage": MetadataValue.json(manifest),
-            "work_folder": str(work),
-            "metrics_by_step": MetadataValue.md(_metrics_table(steps)),
-            **{f"last/{k}": float(v) for k, v in (steps[-1]["metrics"] if steps else {}).items()},
-        },
-        data_version=manifest.get("weights_sha256") or manifest.get("config_hash"),
-        stage=stage_store,
-    )
-    yield from publish_or_refuse(context, store, pub, checks)
+        yield from publish_or_refuse(context, store, pub, checks)
+        if stage == 2:  # the checkpoint this retraining chain evaluates and may promote (assets.common.chain)
+            context.instance.add_run_tags(context.run.run_id, {chain.CHECKPOINT: chain.manifest_hash(row)})
 
 
 METRICS_SHOWN = (

@@ -25,8 +25,10 @@ raw file is re-hashed against the configured sources (the ``sources`` resource's
 and S3 both work; on S3 the ETag is compared); every input manifest against the digest recorded in the
 materialization; the KB tag must still exist in LanceDB at the recorded version; a model's items file, item
 data versions and KB tag must agree with the upstream nodes; the model folder must still hold its weights
-(hashed with ``--weights``). The command exits 1 when anything is CHANGED or MISSING, 2 when the target is not
-found.
+(hashed with ``--weights``). The command exits 1 when anything is CHANGED or MISSING, or ``unverified`` unless
+the auditor passes ``--allow-unverified`` (every input an audit lists is verifiable by someone with the right
+access: echo files through the restricted key map, which lists every file of the input manifest); 2 when the
+target is not found.
 
 The walk reads the storage root and the instance only; it never writes. The Dagster instance and the asset
 graph are optional inputs (Dagster is imported only to read them).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .tree import CHANGED, OK, AuditResult, Check, Node
+from .tree import CHANGED, OK, UNVERIFIED, AuditResult, Check, Node
 
 _FACT_ORDER = (
     "git_commit",
@@ -119,6 +119,8 @@ def render(result: AuditResult, max_files: int | None = None) -> str:
     for kind, counts in sorted(result.summary().items()):
         lines.append(f"{kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     failures = result.failures
+    if result.allow_unverified and any(c.status == UNVERIFIED for c in result.checks()):
+        lines.append("unverified checks accepted (--allow-unverified)")
     lines.append(
         "RESULT: ok, the chain verifies"
         if not failures

@@ -34,10 +34,18 @@ def _report_run_id(ref: str) -> str:
 
 
 def audit(
-    target: str, store: Storage, sources, instance=None, graph=None, verify_weights: bool = False
+    target: str,
+    store: Storage,
+    sources,
+    instance=None,
+    graph=None,
+    verify_weights: bool = False,
+    allow_unverified: bool = False,
 ) -> AuditResult:
     """The lineage tree of ``target`` (``checkpoint:<base|stage1|stage2>`` or ``report:<run id or path>``),
-    verified; raises :class:`TargetNotFound` when it is not published."""
+    verified; raises :class:`TargetNotFound` when it is not published. A check that cannot be made
+    (``unverified``: a key this auditor cannot resolve, a file outside the storage root) fails the result
+    unless ``allow_unverified``."""
     kind, _, ref = target.partition(":")
     auditor = Auditor(store, sources, instance, graph, verify_weights)
     if kind == "checkpoint":
@@ -82,4 +90,4 @@ def audit(
         raise TargetNotFound(
             f"unknown target {target!r}: use checkpoint:<base|stage1|stage2> or report:<run id or path>"
         )
-    return AuditResult(target, root, store.describe(), instance is not None, git_commit())
+    return AuditResult(target, root, store.describe(), instance is not None, git_commit(), allow_unverified)
