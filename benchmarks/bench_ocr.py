@@ -161,7 +161,7 @@ def pipeline(n: int) -> None:
         storage = Storage(root=str(root / "store"))
         t = time.perf_counter()
         result = read_echo_source(
-            SourceDir(str(root / "src")), storage, "bench", salt="bench-salt-0123456789abcdef"
+            SourceDir(str(root / "src")), storage, "bench", salt="6ee532898ec543daae510218bbd3e7c1a46b1eba229de2b777223628bd36a755"
         )
         per = (time.perf_counter() - t) / n
         blank = leaky = 0

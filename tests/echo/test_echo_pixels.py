@@ -22,7 +22,7 @@ from assets.echo.dicom import EchoProblem, ingest_file
 from assets.echo.synth import SynthOptions, generate
 from assets.echo.synth_frames import TEXT_BAND
 
-SALT = "test-salt-0123456789abcdef"
+SALT = "5655aa38b0c0aa1c5894f70275c157d8cf622b5b76e78b281d457592452bed2b"  # secrets.token_hex(32)
 SIZE = 256
 GRAPHICS_TYPES = {  # data type -> the spatial format a scanner gives it
     0x0000: 0x0000,

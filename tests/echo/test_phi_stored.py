@@ -44,21 +44,21 @@ def test_stored_places_read_sqlite_blobs_and_file_names(tmp_path):
 @pytest.mark.slow
 def test_dagster_home_and_storage_root_after_a_run(tmp_path, storage, monkeypatch, capsys):
     files, rows = generate(3, 2, seed=3, options=SynthOptions(frames=4))
-    src = tmp_path / "site_p"
+    src = tmp_path / "site-p"
     src.mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
     (src / "labels.csv").write_bytes(write_manifest_csv(rows))
     ds = pydicom.dcmread(src / "clip_0000.dcm", stop_before_pixels=True)
     monkeypatch.setenv("MEDRWR_SOURCE_ECHO_SITE_P", str(src))
-    monkeypatch.setenv("MEDRWR_DEID_SALT", "site-p-secret-salt-0123456789")
+    monkeypatch.setenv("MEDRWR_DEID_SALT", "a7321117997e1ece6a2a1ceab78d3acdd71c51a2706791659f9855b4d9a21e02")
     monkeypatch.setenv("MEDRWR_RESTRICTED_ROOT", str(tmp_path / "restricted"))
     home = tmp_path / "instance_home"
     home.mkdir()
     with DagsterInstance.local_temp(str(home)) as instance:
-        instance.add_dynamic_partitions("echo_sources", ["site_p"])
+        instance.add_dynamic_partitions("echo_sources", ["site-p"])
         result = materialize(
-            [echo_studies], partition_key="site_p", resources=build_resources(), instance=instance
+            [echo_studies], partition_key="site-p", resources=build_resources(), instance=instance
         )
         assert result.success
         roots = {"storage root": storage.root, "DAGSTER_HOME": home}

@@ -18,7 +18,7 @@ from quality import phi
 from quality.phi import Identifier, Matcher, audit, collect_identifiers, free_text_problems
 from storage.sources import SourceDir
 
-SALT = "test-salt-0123456789abcdef"
+SALT = "d26e20b7714d03fc2f8994e491b07686f1654f92528e4abd692ffda7ce6c97b3"  # secrets.token_hex(32)
 # Real ultrasound files of pydicom-data that ingest (with accept_full_frame for the ones without regions).
 # Their headers hold NAME^PATIENT^NAME (ALOKA), a private "ACCEPTED" (JPGLossless), PatientID 204 (PLA).
 REAL_CLEAN = (
