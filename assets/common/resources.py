@@ -120,7 +120,8 @@ class DeidResource(ConfigurableResource):
     )
 
     def restricted(self, storage: Storage) -> Storage:
-        """The restricted location as a :class:`Storage` (same S3 settings as the published root)."""
+        """The restricted location as a private :class:`Storage` (files ``0600`` whatever the umask; same S3
+        settings as the published root)."""
         root = self.restricted_root or str(project_dir() / ".medrwr" / "restricted")
         if (
             not root.startswith("s3://")
@@ -131,7 +132,7 @@ class DeidResource(ConfigurableResource):
                 f"the restricted root {root} lies inside the published storage root {storage.root}; "
                 "set MEDRWR_RESTRICTED_ROOT to a folder outside it"
             )
-        return Storage(root=root, s3=storage.s3)
+        return Storage(root=root, s3=storage.s3, private=True)
 
     def salt_fingerprint(self) -> str | None:
         """A short fingerprint of the salt (safe to publish: it tells two salts apart, it does not reveal
