@@ -11,6 +11,7 @@ The LanceDB writers share the ``kb_writer`` pool and, for a local KB, its writer
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -51,7 +52,7 @@ from retrieval.kb.index_choice import IndexPolicy
 from retrieval.kb.naming import embedder_table, identity_fingerprint
 from retrieval.kb.rows import TEXT_FTS_COLUMN, text_table_rows
 from retrieval.kb.sync import sync_table
-from retrieval.kb.tags import restore_version, tag_version
+from retrieval.kb.tags import Retention, prune_versions, restore_version, tag_version
 from retrieval.pointers import KbPointer
 
 from .image_cases import (
@@ -62,6 +63,7 @@ from .image_cases import (
     exclude_near_duplicates,
     image_cases_from_vqa,
 )
+from .retention import referenced_tags
 from .sources import read_kb_source
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
@@ -96,6 +98,17 @@ class KbIndexConfig(Config):
 
     vector_index_min_rows: int = Field(default=50_000, description="below this, exact (flat) search")
     min_recall: float = Field(default=0.95, description="an approximate index must reach this recall@10")
+    keep_tags: int = Field(
+        default=5,
+        ge=1,
+        description="tag retention: the newest N run- tags of the table survive, besides every tag a "
+        "published pointer, checkpoint or evaluation report references; older ones are deleted",
+    )
+    cleanup_older_than_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="versions no tag holds are removed by LanceDB's cleanup once older than this",
+    )
 
 
 class KbImageCasesConfig(Config):
@@ -168,9 +181,13 @@ def _publish_index(
     metadata: dict,
     embedder_meta: dict,
     pointer: tuple,
+    config: KbIndexConfig,
 ):
-    """Tag the synced version when every blocking check passed (and publish the pointer table); otherwise
-    restore ``previous`` and fail."""
+    """Tag the synced version when every blocking check passed, publish the pointer table, then apply tag
+    retention (``config.keep_tags`` newest run- tags plus every tag a published pointer, checkpoint or report
+    references: :func:`assets.knowledge.retention.referenced_tags`; untagged versions older than
+    ``config.cleanup_older_than_hours`` removed by LanceDB's cleanup); otherwise restore ``previous`` and
+    fail."""
     failed = blocking_failures(checks)
     store, asset_name = pointer
     table = report.table
@@ -195,8 +212,19 @@ def _publish_index(
     tag = tag_version(location, table, f"run-{context.run.run_id}", report.version)
     store.write_table(index_pointer(store, base_table, report, tag, embedder_meta).to_row(), asset_name)
     store.write_gate_record(asset_name, None, {"status": "passed", "run_id": context.run.run_id, "tag": tag})
+    retention = Retention(
+        keep_tags=config.keep_tags,
+        pinned_tags=referenced_tags(store) | {tag},
+        cleanup_older_than=timedelta(hours=config.cleanup_older_than_hours),
+    )
+    pruned = prune_versions(location.connect().open_table(table), retention)
+    context.log.info(
+        f"{table}: tag retention deleted {len(pruned['tags_deleted'])} tag(s), kept "
+        f"{len(pruned['tags_kept'])}; cleanup removed {pruned['versions_removed']} version(s), "
+        f"{pruned['bytes_removed']:,} bytes"
+    )
     yield MaterializeResult(
-        metadata={**metadata, "lancedb_tag": tag},
+        metadata={**metadata, "lancedb_tag": tag, "retention": MetadataValue.json(pruned)},
         data_version=DataVersion(f"v{report.version}-{report.embedder_fingerprint}"),
         check_results=checks,
     )
@@ -247,6 +275,7 @@ def _sync_and_publish(
             {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB), **extra_metadata},
             meta,
             (store, asset_name),
+            config,
         )
 
 
