@@ -170,7 +170,7 @@ def test_a_json_document_over_its_cap_is_refused_without_reading_on(tmp_path):
 @pytest.mark.timeout(600)
 def test_rows_become_columnar_in_batches_so_memory_does_not_grow_with_the_row_count(tmp_path):
     """200k MedMCQA rows (55 MB of JSON lines): held as dicts until the end, the peak rose 513 MiB; made
-    columnar every 10k rows, 244 MiB (the table itself, the ids seen and one batch; 2026-12-07, this machine)."""
+    columnar every 10k rows, 244 MiB (the table, the ids seen and one batch; 2026-12-07, this machine)."""
     with open(tmp_path / "train.json", "w") as f:
         for i in range(200_000):
             f.write(
