@@ -15,7 +15,9 @@ Every reader reads its dataset through a :class:`SourceDir`, so these contracts 
   stream, and JSON-lines and CSV files are read row by row, never held whole: no line is read past
   ``max_line_bytes`` (64 MiB), so a 1 GiB line (from a small ``.gz``) costs at most that much memory
   before it is refused. A whole JSON document (:meth:`SourceDir.load_json`) is refused above
-  ``max_document_bytes`` (256 MiB) as soon as that many bytes came through.
+  ``max_document_bytes`` (256 MiB) as soon as that many bytes came through; Parquet files are read in
+  batches, and a row group (decoded whole by Arrow) declaring more than ``max_document_bytes`` is refused
+  before it is decoded.
 - **Fields capped.** No text field of a row may exceed ``max_field_bytes`` (1 MiB of UTF-8): released
   datasets have none above a few KiB (longest MedQA/MedMCQA/PubMedQA field: 4.2 K characters), a larger
   one is a corrupt cell, a wrong column, or an attack on every prompt and table read downstream.
@@ -384,20 +386,23 @@ class SourceDir:
         :class:`FileTooLarge` as soon as more than ``max_bytes`` (default ``max_file_bytes``) came through,
         without reading further."""
         limit = self.max_file_bytes if max_bytes is None else min(max_bytes, self.max_file_bytes)
+        data = bytearray()
         with self._stream(rel) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise FileTooLarge(self.path(rel), limit, rel.endswith(".gz"))
+            while chunk := f.read(1 << 20):  # 1 MiB at a time: never more than the cap (plus 1 MiB) held
+                data += chunk
+                if len(data) > limit:
+                    raise FileTooLarge(self.path(rel), limit, rel.endswith(".gz"))
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise SourceError(self.path(rel), f"not UTF-8 text ({e})", "re-export the file as UTF-8") from e
 
-    def load_json(self, rel: str, what: str = "JSON file") -> Any:
-        """Parse a whole JSON document of at most ``max_document_bytes``; a syntax error names the line and
-        column, a text field over ``max_field_bytes`` refuses the file naming the field's path."""
+    def load_json(self, rel: str, what: str = "JSON file", max_bytes: int | None = None) -> Any:
+        """Parse a whole JSON document of at most ``max_bytes`` (default ``max_document_bytes``); a syntax
+        error names the line and column, a text field over ``max_field_bytes`` refuses the file naming the
+        field's path."""
         self.require(rel, what)
-        text = self.read_text(rel, self.max_document_bytes)
+        text = self.read_text(rel, self.max_document_bytes if max_bytes is None else max_bytes)
         try:
             value = json.loads(text)
             del text
@@ -570,6 +575,16 @@ class SourceDir:
                     f"{self.max_file_bytes:,} bytes",
                     "split the file or raise the source's max_file_bytes",
                 )
+            # a row group is decoded whole: one larger than a JSON document may be is refused before that
+            for i in range(meta.num_row_groups):
+                if (size := meta.row_group(i).total_byte_size) > self.max_document_bytes:
+                    raise SourceError(
+                        path,
+                        f"row group {i} declares {size:,} bytes of uncompressed data, over the cap of "
+                        f"{self.max_document_bytes:,} bytes for one decoded unit (max_document_bytes)",
+                        "rewrite the file with smaller row groups (e.g. row_group_size=10_000) or raise "
+                        "the source's max_document_bytes",
+                    )
             index = 0
             try:
                 for batch in pf.iter_batches(batch_size=batch_rows):

@@ -195,3 +195,16 @@ def test_rows_become_columnar_in_batches_so_memory_does_not_grow_with_the_row_co
     assert "ROWS 200000 0 0" in out, out
     print(f"200k rows: peak RSS grew {growth:.0f} MiB")
     assert growth < 330, f"peak memory grew by {growth:.0f} MiB for 200k rows"
+
+
+def test_a_parquet_row_group_too_large_to_decode_is_refused_before_decoding(tmp_path):
+    corpus = tmp_path / "textbooks"
+    corpus.mkdir()
+    pl.DataFrame({"id": ["1"], "title": ["t"], "content": ["z" * (3 * MIB)]}).write_parquet(
+        corpus / "part.parquet", compression="zstd"
+    )
+    src = SourceDir(str(corpus), max_document_bytes=2 * MIB)
+    with pytest.raises(
+        SourceError, match=r"part.parquet: row group 0 declares [\d,]+ bytes .* smaller row groups"
+    ):
+        list(src.iter_parquet("part.parquet"))
