@@ -81,13 +81,13 @@ _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a num
 class FileTooLarge(SourceError):
     """A file that yields more bytes than the reader's cap (after decompression); reading stopped there."""
 
-    def __init__(self, path: str, limit: int, decompressed: bool = False):
+    def __init__(self, path: str, limit: int, decompressed: bool = False, setting: str = "max_file_bytes"):
         self.limit = limit
         what = "decompresses to more than" if decompressed else "is larger than"
         super().__init__(
             path,
-            f"{what} the cap of {limit:,} bytes",
-            "check the file (a decompression bomb?) or raise the source's max_file_bytes",
+            f"{what} the cap of {limit:,} bytes ({setting})",
+            f"check the file (a decompression bomb?) or raise the source's {setting}",
         )
 
 
@@ -386,12 +386,13 @@ class SourceDir:
         :class:`FileTooLarge` as soon as more than ``max_bytes`` (default ``max_file_bytes``) came through,
         without reading further."""
         limit = self.max_file_bytes if max_bytes is None else min(max_bytes, self.max_file_bytes)
+        setting = "max_file_bytes" if limit == self.max_file_bytes else "max_document_bytes"
         data = bytearray()
         with self._stream(rel) as f:
             while chunk := f.read(1 << 20):  # 1 MiB at a time: never more than the cap (plus 1 MiB) held
                 data += chunk
                 if len(data) > limit:
-                    raise FileTooLarge(self.path(rel), limit, rel.endswith(".gz"))
+                    raise FileTooLarge(self.path(rel), limit, rel.endswith(".gz"), setting)
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
