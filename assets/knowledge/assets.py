@@ -93,11 +93,39 @@ class KbPassagesConfig(Config):
     )
 
 
+EVALUATION_SOURCES = ("pubmedqa", "medmcqa_exp")
+"""KB sources whose passage titles are evaluation benchmark questions (PubMedQA's titles are its questions,
+MedMCQA explanations carry their question): never held-out queries for the index trial."""
+
+
+def held_out_queries(frame: pl.DataFrame, n: int, seed: int = 0) -> list[str]:
+    """Up to ``n`` distinct passage titles, a seeded sample, from sources other than
+    :data:`EVALUATION_SOURCES`: real questions (MedQuAD's titles are its questions) or headings the index must
+    find neighbours for, held out from nothing the model is evaluated on. Exact search answers them too, so
+    recall@10 against it measures the approximate index alone."""
+    titles = (
+        frame.filter(~pl.col("source").is_in(list(EVALUATION_SOURCES)) & pl.col("title").is_not_null())
+        .select(pl.col("title").str.strip_chars())
+        .filter(pl.col("title").str.len_chars() > 0)
+        .unique()
+        .sort("title")
+    )
+    if titles.height <= n:
+        return titles["title"].to_list()
+    return titles.sample(n, seed=seed)["title"].to_list()
+
+
 class KbIndexConfig(Config):
     """Run knobs of the LanceDB indexes."""
 
     vector_index_min_rows: int = Field(default=50_000, description="below this, exact (flat) search")
     min_recall: float = Field(default=0.95, description="an approximate index must reach this recall@10")
+    recall_queries: int = Field(
+        default=200,
+        ge=0,
+        description="held-out queries for the vector-index trial: a seeded sample of this many passage "
+        f"titles, never from the sources derived from evaluation benchmarks: {', '.join(EVALUATION_SOURCES)}",
+    )
     keep_tags: int = Field(
         default=5,
         ge=1,
@@ -243,6 +271,7 @@ def _sync_and_publish(
     check: Callable[[Any], Any],
     extra_metadata: dict,
     fts_column: str = TEXT_FTS_COLUMN,
+    recall_queries=None,
 ):
     """Under the KB writer lock (sync, checks and tag: one writer at a time): note the embedder's table
     version, sync ``frame`` into it, record the embedding-cache stats, run ``check(table)`` as the blocking
@@ -260,6 +289,7 @@ def _sync_and_publish(
             identity,
             fts_column=fts_column,
             index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall),
+            recall_queries=recall_queries,
         )
         report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
         tbl = location.connect().open_table(report.table)
@@ -407,6 +437,10 @@ def kb_text_index(
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
+    # held-out queries are embedded only where an index may be trialled
+    queries = (
+        held_out_queries(frame, config.recall_queries) if frame.height >= config.vector_index_min_rows else []
+    )
     yield from _sync_and_publish(
         context,
         config,
@@ -418,7 +452,8 @@ def kb_text_index(
         cached,
         embed,
         lambda tbl: check_text_index(tbl, embedder, embedder.dim),
-        {"count_by_source": MetadataValue.json(counts(frame, "source"))},
+        {"count_by_source": MetadataValue.json(counts(frame, "source")), "held_out_queries": len(queries)},
+        recall_queries=embedder.embed_queries(queries) if queries else None,
     )
 
 
