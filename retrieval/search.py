@@ -6,8 +6,10 @@ vectorized LanceDB query for the dense part, one full-text query per question fo
 ``search_text``: title and text, what the dense side embeds), and a fusion of both for hybrid. A retriever
 opens ``<table>__<embedder fingerprint>`` (:func:`retrieval.kb.naming.open_embedder_table`), so it can never
 search vectors of another embedder; with ``version=`` (a number or a tag such as ``run-<id>``) it keeps
-reading that version while the KB keeps changing. Every hit carries ``source_ref`` and ``native_id`` so a
-result traces back to its source record. In-process, no HTTP. No Dagster import.
+reading that version while the KB keeps changing, and without it the newest *tagged* (checked) version,
+never the latest one, which may be a sync in progress (:func:`newest_tagged_version`). Every hit carries
+``source_ref`` and ``native_id`` so a result traces back to its source record. In-process, no HTTP. No
+Dagster import.
 """
 
 from __future__ import annotations
@@ -47,6 +49,25 @@ def _sql_list(values: Sequence[str]) -> str:
     return ",".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
+class NoTaggedVersion(LookupError):
+    """A table with no tagged (checked and published) version, opened without ``version=``."""
+
+
+def newest_tagged_version(tbl) -> int:
+    """The newest version of ``tbl`` that carries a tag. Only a version whose checks passed is tagged (the
+    index assets tag after their gate; :func:`retrieval.kb.sync.sync_table` after its sync): the versions
+    after it may be a sync in progress (rows merged, the deleted ones not yet deleted) or one whose checks
+    failed. :class:`NoTaggedVersion` when there is none."""
+    tags = tbl.tags.list()
+    if not tags:
+        raise NoTaggedVersion(
+            f"table {tbl.name!r} has no tagged version yet: no sync of it has passed its checks (the "
+            "kb_text_index / kb_image_index assets tag a version once it has). Materialize the index, or "
+            "pass version= (a tag, or a version number to read an unchecked version deliberately)"
+        )
+    return max(int(info["version"]) for info in tags.values())
+
+
 class _Pinned:
     """A LanceDB table opened read-only at a version or tag, with its search parameters."""
 
@@ -62,8 +83,7 @@ class _Pinned:
     ) -> _Pinned:
         conn = location.connect()
         tbl = open_embedder_table(conn, table, identity)
-        if version is not None:
-            tbl.checkout(version)
+        tbl.checkout(newest_tagged_version(tbl) if version is None else version)
         return cls(tbl, load_search_params(conn, tbl.name, tbl.version))
 
     def present(self, columns: Sequence[str]) -> list[str]:

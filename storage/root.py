@@ -14,6 +14,11 @@ Layout under the root::
     manifests/<table>/<partition>/<run>.json  raw files a root table read (path key, size, sha256/ETag)
     images/<aa>/<sha256>.<ext>             content-addressed image bytes, referenced by image id
     lancedb/                               LanceDB databases
+
+File modes: a published root's files follow the process umask (``0644`` under umask ``022``), as any file
+the pipeline's readers, backups and other users would expect; a *private* root (``Storage(private=True)``:
+the restricted location of patient data, its staging) writes its files ``0600`` whatever the umask. Both
+are written through :func:`tempfile.mkstemp` (always ``0600``) and then given their mode before the rename.
 """
 
 from __future__ import annotations
@@ -153,6 +158,30 @@ STAGING_ORPHAN_AGE_S = 24 * 3600.0
 """A staging area untouched this long is an orphan (its step died) and the next staging sweeps it away."""
 
 
+PRIVATE_FILE_MODE = 0o600
+"""Mode of every file a private root (restricted data) writes."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``); elsewhere
+    set and restored at once (``os.umask`` has no getter)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def published_file_mode() -> int:
+    """The mode a new published file gets: ``0666`` less the umask (what ``open()`` would have made)."""
+    return 0o666 & ~current_umask()
+
+
 def _disk_error(error: OSError, target: Path, size: int) -> OSError:
     """``error`` of a local write, said with the file, the folder and the size; a full disk (ENOSPC) also
     says how much room is left there."""
@@ -181,11 +210,13 @@ class Storage:
 
     Writes cannot tear: locally a file is written under a temporary name in the same folder and renamed into
     place (``os.replace`` is atomic), on S3 an object appears only when its PUT completes. A content-addressed
-    file that already exists is kept only when its size matches (a truncated copy is rewritten).
+    file that already exists is kept only when its size matches (a truncated copy is rewritten). Files
+    follow the umask, or are ``0600`` when ``private`` (restricted data; module docstring).
     """
 
     root: str = field(default_factory=default_storage_root)
     s3: S3Settings = field(default_factory=S3Settings.from_env)
+    private: bool = False
 
     def __post_init__(self) -> None:
         if self.is_s3:
@@ -240,6 +271,7 @@ class Storage:
             except OSError as e:
                 raise _disk_error(e, target, len(data)) from e
             try:
+                os.fchmod(fd, PRIVATE_FILE_MODE if self.private else published_file_mode())
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                 os.replace(tmp, target)
@@ -443,7 +475,9 @@ class Storage:
     def staging(self, token: str, staging_root: str | None = None) -> StagedStorage:
         """A view of this root whose writes land in a staging area (``<root>/_staging/<token>`` unless
         ``staging_root`` names another place, e.g. a restricted folder for patient data) until
-        :meth:`StagedStorage.promote`; reads see staged files first, then published ones."""
+        :meth:`StagedStorage.promote`; reads see staged files first, then published ones. A staging area
+        under ``staging_root`` is private (files ``0600``) as restricted data is; promoted files take the
+        published root's mode."""
         area = staging_root or self.uri("_staging")
         if staging_root is None:
             self.sweep_staging()
@@ -451,7 +485,12 @@ class Storage:
             root=self.root,
             s3=self.s3,
             base=self,
-            area=Storage(root=posixpath.join(area, *safe_parts((token,))), s3=self.s3),
+            private=self.private,
+            area=Storage(
+                root=posixpath.join(area, *safe_parts((token,))),
+                s3=self.s3,
+                private=self.private or staging_root is not None,
+            ),
         )
 
     def sweep_staging(self, older_than_s: float = STAGING_ORPHAN_AGE_S) -> list[str]:
@@ -503,7 +542,7 @@ class Storage:
 
 @dataclass
 class StagedStorage(Storage):
-    """Writes go to ``area`` (a private :class:`Storage`); nothing is visible under the published root until
+    """Writes go to ``area`` (a separate :class:`Storage`); nothing is visible under the published root until
     :meth:`promote` moves every staged file into place. :meth:`discard` throws the staged files away (a failed
     gate). Tables and quarantine are written by the gate, not through this view. Used as a context manager it
     is discarded when the block ends, however it ends (``finally``)."""
@@ -564,6 +603,8 @@ class StagedStorage(Storage):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.replace(self.area.uri(rel), target)
+                    if self.area.private != self.base.private:  # e.g. de-identified clips staged privately
+                        os.chmod(target, PRIVATE_FILE_MODE if self.base.private else published_file_mode())
                 except OSError:  # another device: copy atomically
                     self.base.write_bytes(self.area.read_bytes(rel), rel)
             else:

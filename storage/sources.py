@@ -12,7 +12,15 @@ Every reader reads its dataset through a :class:`SourceDir`, so these contracts 
   :meth:`SourceDir.glob` matches only the reader's own pattern against the literal names under the root.
 - **Bounded.** No read yields more than ``max_file_bytes`` bytes (after ``.gz`` decompression); past it the
   read stops with :class:`FileTooLarge` naming the file and the cap. ``.gz`` files are decompressed as a
-  stream, and JSON-lines and CSV files are read row by row, never held whole.
+  stream, and JSON-lines and CSV files are read row by row, never held whole: no line is read past
+  ``max_line_bytes`` (64 MiB), so a 1 GiB line (from a small ``.gz``) costs at most that much memory
+  before it is refused. A whole JSON document (:meth:`SourceDir.load_json`) is refused above
+  ``max_document_bytes`` (256 MiB) as soon as that many bytes came through; Parquet files are read in
+  batches, and a row group (decoded whole by Arrow) declaring more than ``max_document_bytes`` is refused
+  before it is decoded.
+- **Fields capped.** No text field of a row may exceed ``max_field_bytes`` (1 MiB of UTF-8): released
+  datasets have none above a few KiB (longest MedQA/MedMCQA/PubMedQA field: 4.2 K characters), a larger
+  one is a corrupt cell, a wrong column, or an attack on every prompt and table read downstream.
 - **Listed files are opened safely.** :meth:`SourceDir.list_entries` walks a local root without following
   links to folders and says, per entry, why it cannot be read (a symbolic link that is broken or leads
   outside the root, a named pipe, socket or device, a folder that cannot be listed) without opening it;
@@ -20,8 +28,12 @@ Every reader reads its dataset through a :class:`SourceDir`, so these contracts 
   character, not a separator) and only when it is a regular file confined to the root, never blocking (a
   FIFO is refused by ``O_NONBLOCK`` and ``fstat``). Neither puts the root's path in its messages.
 - **Row problems stay rows.** :meth:`SourceDir.iter_jsonl` reports per line: invalid JSON, a value that is
-  not an object, invalid UTF-8, nesting too deep to parse, lines over ``max_line_bytes``.
-  :meth:`SourceDir.iter_csv` reports ragged rows per row.
+  not an object, invalid UTF-8, nesting too deep to parse, lines over ``max_line_bytes``, a field over
+  ``max_field_bytes``. :meth:`SourceDir.iter_csv` reports per row ragged rows and fields over
+  ``max_field_bytes``; a CSV line (or quoted record) over ``max_line_bytes`` refuses the file
+  (:class:`LineTooLong`), since the rows after an unbounded line or an unclosed quote cannot be trusted.
+  The raw record kept for the quarantine of an oversized field holds its first
+  :data:`RAW_FIELD_CHARS` characters and its size, never the field.
 """
 
 from __future__ import annotations
@@ -53,7 +65,17 @@ DEFAULT_MAX_FILE_BYTES = 4 * 1024**3
 """Largest number of bytes one source file may yield (after decompression): 4 GiB."""
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024**2
-"""Longest JSON line read: 64 MiB; a longer line is a row problem, skipped without being held."""
+"""Longest line read (JSON lines, CSV): 64 MiB; a longer JSON line is a row problem, skipped without being
+held, a longer CSV line refuses the file; neither is read whole."""
+
+DEFAULT_MAX_FIELD_BYTES = 1024**2
+"""Largest text field of a row (UTF-8 bytes): 1 MiB; a row with a larger one is quarantined."""
+
+DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024**2
+"""Largest whole JSON document parsed at once (:meth:`SourceDir.load_json`): 256 MiB."""
+
+RAW_FIELD_CHARS = 200
+"""Characters of an oversized field kept in the quarantined raw record."""
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -78,14 +100,88 @@ class UnreadableEntry(OSError):
 class FileTooLarge(SourceError):
     """A file that yields more bytes than the reader's cap (after decompression); reading stopped there."""
 
-    def __init__(self, path: str, limit: int, decompressed: bool = False):
+    def __init__(self, path: str, limit: int, decompressed: bool = False, setting: str = "max_file_bytes"):
         self.limit = limit
         what = "decompresses to more than" if decompressed else "is larger than"
         super().__init__(
             path,
-            f"{what} the cap of {limit:,} bytes",
-            "check the file (a decompression bomb?) or raise the source's max_file_bytes",
+            f"{what} the cap of {limit:,} bytes ({setting})",
+            f"check the file (a decompression bomb?) or raise the source's {setting}",
         )
+
+
+class LineTooLong(SourceError):
+    """A CSV line (or quoted record) longer than ``max_line_bytes``: reading stopped there."""
+
+
+def utf8_size_over(text: str, limit: int) -> int | None:
+    """The UTF-8 size of ``text`` when it is over ``limit`` bytes, else ``None`` (encoded only when its
+    length in characters could be)."""
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text) if len(text) > limit else len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else None
+
+
+def oversized_fields(value: Any, limit: int, path: str = "") -> list[tuple[str, int]]:
+    """``(field path, UTF-8 size)`` of every string in ``value`` (nested dicts and lists walked) larger than
+    ``limit`` bytes; a dict key path is ``a.b``, a list index ``a[2]``."""
+    found: list[tuple[str, int]] = []
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            size = utf8_size_over(v, limit)
+            if size is not None:
+                found.append((where or "(value)", size))
+        elif isinstance(v, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+    return sorted(found)
+
+
+def _clip(value: Any) -> Any:
+    """``value`` with every long string cut to :data:`RAW_FIELD_CHARS` characters and its size noted (what
+    the quarantine keeps of a record with an oversized field)."""
+    if isinstance(value, str) and len(value) > RAW_FIELD_CHARS:
+        return f"{value[:RAW_FIELD_CHARS]}... [{len(value):,} characters]"
+    if isinstance(value, dict):
+        return {k: _clip(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clip(v) for v in value]
+    return value
+
+
+def _may_be_oversized(value: Any, limit: int) -> bool:
+    """Cheap pre-check for :func:`oversized_fields`: a string longer than ``limit // 4`` characters (which
+    may encode to more than ``limit`` bytes) anywhere in ``value``."""
+    quick = limit // 4
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is str:
+            if len(v) > quick:
+                return True
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+    return False
+
+
+def _field_problem(value: Any, limit: int) -> str | None:
+    if not _may_be_oversized(value, limit):
+        return None
+    big = oversized_fields(value, limit)
+    if not big:
+        return None
+    what = ", ".join(f"{name!r} ({size:,} bytes)" for name, size in big[:5])
+    return (
+        f"field(s) over the cap of {limit:,} bytes: {what}; a corrupt cell or a wrong column? "
+        "(raise the source's max_field_bytes if such fields are real)"
+    )
 
 
 def normalize_relpath(rel: str) -> str:
@@ -156,14 +252,17 @@ def _json_value(text: str) -> tuple[Any, str | None]:
 class SourceDir:
     """A dataset's folder as released (``/data/slake`` or ``s3://bucket/raw/slake``), read-only.
 
-    ``max_file_bytes`` caps what any one file may yield (after ``.gz`` decompression) and
-    ``max_line_bytes`` the length of one JSON line; see the module docstring for the contracts.
+    ``max_file_bytes`` caps what any one file may yield (after ``.gz`` decompression), ``max_line_bytes``
+    the length of one JSON or CSV line, ``max_field_bytes`` one text field of a row and
+    ``max_document_bytes`` a whole JSON document; see the module docstring for the contracts.
     """
 
     root: str
     s3: S3Settings = field(default_factory=S3Settings.from_env)
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     _real_root: str = field(init=False, repr=False, default="")
     _opened: set[str] = field(init=False, repr=False, default_factory=set)
     _listed: set[str] = field(init=False, repr=False, default_factory=set)
@@ -404,21 +503,38 @@ class SourceDir:
             raise FileTooLarge(self.path(rel), limit)
         return data
 
-    def read_text(self, rel: str) -> str:
-        """The whole file as text (UTF-8, BOM removed), decompressed when it ends in ``.gz``."""
+    def read_text(self, rel: str, max_bytes: int | None = None) -> str:
+        """The whole file as text (UTF-8, BOM removed), decompressed when it ends in ``.gz``;
+        :class:`FileTooLarge` as soon as more than ``max_bytes`` (default ``max_file_bytes``) came through,
+        without reading further."""
+        limit = self.max_file_bytes if max_bytes is None else min(max_bytes, self.max_file_bytes)
+        setting = "max_file_bytes" if limit == self.max_file_bytes else "max_document_bytes"
+        data = bytearray()
         with self._stream(rel) as f:
-            data = f.read()
+            while chunk := f.read(1 << 20):  # 1 MiB at a time: never more than the cap (plus 1 MiB) held
+                data += chunk
+                if len(data) > limit:
+                    raise FileTooLarge(self.path(rel), limit, rel.endswith(".gz"), setting)
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise SourceError(self.path(rel), f"not UTF-8 text ({e})", "re-export the file as UTF-8") from e
 
-    def load_json(self, rel: str, what: str = "JSON file") -> Any:
-        """Parse a whole JSON document; a syntax error names the line and column."""
+    def load_json(self, rel: str, what: str = "JSON file", max_bytes: int | None = None) -> Any:
+        """Parse a whole JSON document of at most ``max_bytes`` (default ``max_document_bytes``); a syntax
+        error names the line and column, a text field over ``max_field_bytes`` refuses the file naming the
+        field's path."""
         self.require(rel, what)
-        text = self.read_text(rel)
+        text = self.read_text(rel, self.max_document_bytes if max_bytes is None else max_bytes)
         try:
-            return json.loads(text)
+            value = json.loads(text)
+            del text
+            problem = _field_problem(value, self.max_field_bytes)
+            if problem:
+                raise SourceError(
+                    self.path(rel), problem, "fix or remove the record, or raise max_field_bytes"
+                )
+            return value
         except json.JSONDecodeError as e:
             raise SourceError(
                 self.path(rel),
@@ -465,23 +581,56 @@ class SourceDir:
                     )
                     continue
                 value, err = _json_value(text)
+                del text
                 if err:
-                    yield line_no, text.rstrip("\r\n"), err
+                    yield line_no, _clip(line.decode("utf-8", "replace").rstrip("\r\n")), err
                 elif not isinstance(value, dict):
-                    yield line_no, value, f"not a JSON object: {_JSON_TYPES.get(type(value), 'null')}"
+                    yield line_no, _clip(value), f"not a JSON object: {_JSON_TYPES.get(type(value), 'null')}"
+                elif problem := _field_problem(value, self.max_field_bytes):
+                    yield line_no, _clip(value), problem
                 else:
                     yield line_no, value, None
+
+    def _csv_lines(self, raw: IO[bytes], path: str, fed: list[int]) -> Iterator[str]:
+        """The decoded lines of a CSV stream for :mod:`csv`, none read past ``max_line_bytes``; ``fed[0]``
+        counts the bytes handed over since the caller last reset it (one record), which may not exceed
+        ``max_line_bytes`` either (a quoted field spanning lines, an unclosed quote)."""
+        line_no = 0
+        while line := raw.readline(self.max_line_bytes + 1):
+            line_no += 1
+            fed[0] += len(line)
+            if fed[0] > self.max_line_bytes:
+                what = (
+                    "line" if len(line) > self.max_line_bytes else "record (a quoted field over many lines?)"
+                )
+                raise LineTooLong(
+                    path,
+                    f"{what} ending at line {line_no} is longer than the cap of "
+                    f"{self.max_line_bytes:,} bytes; "
+                    "reading stopped there, nothing of this file is used",
+                    "check the file (an unclosed quote, a missing line break, a decompression bomb?) or "
+                    "raise the source's max_line_bytes",
+                )
+            if line_no == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
+            yield line.decode("utf-8")
 
     def iter_csv(
         self, rel: str, what: str = "CSV file", delimiter: str = ",", columns: list[str] | None = None
     ) -> Iterator[tuple[int, Any, str | None]]:
         """``(line_no, {column: value}, None)`` per row, streamed; ``(line_no, fields, reason)`` for a row
-        whose number of fields differs from the header's. ``columns`` names the columns of a file without
-        a header row. Blank lines are skipped; an empty file, a missing or repeated header name, bad
-        quoting or invalid UTF-8 raise :class:`SourceError`."""
+        whose number of fields differs from the header's or with a field over ``max_field_bytes`` (its
+        ``fields`` clipped). ``columns`` names the columns of a file without a header row. Blank lines are
+        skipped; an empty file, a missing or repeated header name, bad quoting, invalid UTF-8 or a line over
+        ``max_line_bytes`` (:class:`LineTooLong`, read no further) raise :class:`SourceError`."""
         path = self.require(rel, what)
+        # csv's own field cap (process-wide, 131,072 characters by default) must not undercut ours; records
+        # are bounded by max_line_bytes in _csv_lines before csv sees them
+        if csv.field_size_limit() < self.max_line_bytes:
+            csv.field_size_limit(self.max_line_bytes)
+        fed = [0]
         with self._stream(rel) as raw:
-            reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), delimiter=delimiter)
+            reader = csv.reader(self._csv_lines(raw, path, fed), delimiter=delimiter)
             try:
                 header = list(columns) if columns else next(reader, None)
                 if not header:
@@ -499,21 +648,81 @@ class SourceDir:
                     )
                 while True:
                     line_no = reader.line_num + 1
+                    fed[0] = 0
                     fields = next(reader, None)
                     if fields is None:
                         return
                     if not fields:
                         continue
                     if len(fields) != len(header):
-                        yield line_no, fields, f"expected {len(header)} fields, found {len(fields)}"
+                        yield line_no, _clip(fields), f"expected {len(header)} fields, found {len(fields)}"
+                        continue
+                    row = dict(zip(header, fields, strict=True))
+                    if problem := _field_problem(row, self.max_field_bytes):
+                        yield line_no, _clip(row), problem
                     else:
-                        yield line_no, dict(zip(header, fields, strict=True)), None
+                        yield line_no, row, None
             except csv.Error as e:
                 raise SourceError(
                     path, f"malformed CSV at line {reader.line_num}: {e}", "fix the quoting"
                 ) from e
             except UnicodeDecodeError as e:
                 raise SourceError(path, f"not UTF-8 text ({e})", "re-export the file as UTF-8") from e
+
+    def iter_parquet(
+        self, rel: str, what: str = "Parquet file", batch_rows: int = 1024
+    ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """``(row index, {column: value}, None)`` per row of a Parquet file, read ``batch_rows`` rows at a
+        time from the open file (never the whole file in memory); ``(index, clipped row, reason)`` for a row
+        with a text field over ``max_field_bytes``. Refused before any row is decoded when the footer declares
+        more uncompressed data than ``max_file_bytes`` (the writer's sizes: an honest guard, not proof
+        against a forged footer); an unreadable file raises :class:`SourceError`."""
+        import pyarrow.parquet as pq
+
+        path = self.require(rel, what)
+        with self.open(rel) as f:
+            try:
+                pf = pq.ParquetFile(f)
+                meta = pf.metadata
+                declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
+                raise SourceError(
+                    path,
+                    f"not a readable Parquet file ({type(e).__name__}: {e})",
+                    "re-download or re-export the file",
+                ) from e
+            if declared > self.max_file_bytes:
+                raise SourceError(
+                    path,
+                    f"declares {declared:,} bytes of uncompressed data, over the cap of "
+                    f"{self.max_file_bytes:,} bytes",
+                    "split the file or raise the source's max_file_bytes",
+                )
+            # a row group is decoded whole: one larger than a JSON document may be is refused before that
+            for i in range(meta.num_row_groups):
+                if (size := meta.row_group(i).total_byte_size) > self.max_document_bytes:
+                    raise SourceError(
+                        path,
+                        f"row group {i} declares {size:,} bytes of uncompressed data, over the cap of "
+                        f"{self.max_document_bytes:,} bytes for one decoded unit (max_document_bytes)",
+                        "rewrite the file with smaller row groups (e.g. row_group_size=10_000) or raise "
+                        "the source's max_document_bytes",
+                    )
+            index = 0
+            try:
+                for batch in pf.iter_batches(batch_size=batch_rows):
+                    for row in batch.to_pylist():
+                        if problem := _field_problem(row, self.max_field_bytes):
+                            yield index, _clip({k: v for k, v in row.items() if isinstance(v, str)}), problem
+                        else:
+                            yield index, row, None
+                        index += 1
+            except (OSError, ValueError) as e:  # ArrowIOError, ArrowInvalid: a corrupt page
+                raise SourceError(
+                    path,
+                    f"not a readable Parquet file at row {index} ({type(e).__name__}: {e})",
+                    "re-download or re-export the file",
+                ) from e
 
     def read_csv(self, rel: str, what: str = "CSV file", delimiter: str = ",") -> list[dict[str, str]]:
         """All rows of a CSV with a header; a file without a header or with a ragged row is an error."""

@@ -8,6 +8,7 @@ or cannot be parsed at all) raise :class:`SourceError` with the file, what is wr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,10 +69,28 @@ def quarantine_frame(rejections: list[Rejection], table: str, partition: str | N
 
 @dataclass
 class ReadResult:
-    """Rows that passed a reader plus the rows it rejected."""
+    """Rows that passed a reader plus the rows it rejected.
+
+    With a ``sink`` (e.g. :class:`assets.ingest.readers.common.FrameBuilder`), :meth:`add` hands the rows on
+    every ``batch_rows`` rows and :meth:`flush` hands the rest, so a reader never holds more than one batch
+    of row dicts (Python dicts cost about 20 times the bytes of the source: 44 MB of JSON lines peaked at
+    1.41 GB held whole); ``rows`` then holds only the rows not yet handed on.
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    sink: Callable[[list[dict[str, Any]]], None] | None = None
+    batch_rows: int = 10_000
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.sink is not None and len(self.rows) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.sink is not None and self.rows:
+            batch, self.rows = self.rows, []
+            self.sink(batch)
 
     def extend(self, other: ReadResult) -> None:
         self.rows.extend(other.rows)

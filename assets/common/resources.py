@@ -124,7 +124,8 @@ class DeidResource(ConfigurableResource):
     )
 
     def restricted(self, storage: Storage) -> Storage:
-        """The restricted location as a :class:`Storage` (same S3 settings as the published root)."""
+        """The restricted location as a private :class:`Storage` (files ``0600`` whatever the umask; same S3
+        settings as the published root)."""
         root = self.restricted_root or str(project_dir() / ".medrwr" / "restricted")
         if (
             not root.startswith("s3://")
@@ -135,7 +136,7 @@ class DeidResource(ConfigurableResource):
                 f"the restricted root {root} lies inside the published storage root {storage.root}; "
                 "set MEDRWR_RESTRICTED_ROOT to a folder outside it"
             )
-        return Storage(root=root, s3=storage.s3)
+        return Storage(root=root, s3=storage.s3, private=True)
 
 
 @lru_cache(maxsize=4)

@@ -11,6 +11,7 @@ The LanceDB writers share the ``kb_writer`` pool and, for a local KB, its writer
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -51,7 +52,7 @@ from retrieval.kb.index_choice import IndexPolicy
 from retrieval.kb.naming import embedder_table, identity_fingerprint
 from retrieval.kb.rows import TEXT_FTS_COLUMN, text_table_rows
 from retrieval.kb.sync import sync_table
-from retrieval.kb.tags import restore_version, tag_version
+from retrieval.kb.tags import Retention, prune_versions, restore_version, tag_version
 from retrieval.pointers import KbPointer
 
 from .image_cases import (
@@ -62,6 +63,7 @@ from .image_cases import (
     exclude_near_duplicates,
     image_cases_from_vqa,
 )
+from .retention import referenced_tags
 from .sources import read_kb_source
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
@@ -91,11 +93,50 @@ class KbPassagesConfig(Config):
     )
 
 
+EVALUATION_SOURCES = ("pubmedqa", "medmcqa_exp")
+"""KB sources whose passage titles are evaluation benchmark questions (PubMedQA's titles are its questions,
+MedMCQA explanations carry their question): never held-out queries for the index trial."""
+
+
+def held_out_queries(frame: pl.DataFrame, n: int, seed: int = 0) -> list[str]:
+    """Up to ``n`` distinct passage titles, a seeded sample, from sources other than
+    :data:`EVALUATION_SOURCES`: real questions (MedQuAD's titles are its questions) or headings the index must
+    find neighbours for, held out from nothing the model is evaluated on. Exact search answers them too, so
+    recall@10 against it measures the approximate index alone."""
+    titles = (
+        frame.filter(~pl.col("source").is_in(list(EVALUATION_SOURCES)) & pl.col("title").is_not_null())
+        .select(pl.col("title").str.strip_chars())
+        .filter(pl.col("title").str.len_chars() > 0)
+        .unique()
+        .sort("title")
+    )
+    if titles.height <= n:
+        return titles["title"].to_list()
+    return titles.sample(n, seed=seed)["title"].to_list()
+
+
 class KbIndexConfig(Config):
     """Run knobs of the LanceDB indexes."""
 
     vector_index_min_rows: int = Field(default=50_000, description="below this, exact (flat) search")
     min_recall: float = Field(default=0.95, description="an approximate index must reach this recall@10")
+    recall_queries: int = Field(
+        default=200,
+        ge=0,
+        description="held-out queries for the vector-index trial: a seeded sample of this many passage "
+        f"titles, never from the sources derived from evaluation benchmarks: {', '.join(EVALUATION_SOURCES)}",
+    )
+    keep_tags: int = Field(
+        default=5,
+        ge=1,
+        description="tag retention: the newest N run- tags of the table survive, besides every tag a "
+        "published pointer, checkpoint or evaluation report references; older ones are deleted",
+    )
+    cleanup_older_than_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="versions no tag holds are removed by LanceDB's cleanup once older than this",
+    )
 
 
 class KbImageCasesConfig(Config):
@@ -168,9 +209,13 @@ def _publish_index(
     metadata: dict,
     embedder_meta: dict,
     pointer: tuple,
+    config: KbIndexConfig,
 ):
-    """Tag the synced version when every blocking check passed (and publish the pointer table); otherwise
-    restore ``previous`` and fail."""
+    """Tag the synced version when every blocking check passed, publish the pointer table, then apply tag
+    retention (``config.keep_tags`` newest run- tags plus every tag a published pointer, checkpoint or report
+    references: :func:`assets.knowledge.retention.referenced_tags`; untagged versions older than
+    ``config.cleanup_older_than_hours`` removed by LanceDB's cleanup); otherwise restore ``previous`` and
+    fail."""
     failed = blocking_failures(checks)
     store, asset_name = pointer
     table = report.table
@@ -199,8 +244,19 @@ def _publish_index(
         None,
         {"status": "passed", "run_id": context.run.run_id, "tag": tag},
     )
+    retention = Retention(
+        keep_tags=config.keep_tags,
+        pinned_tags=referenced_tags(store) | {tag},
+        cleanup_older_than=timedelta(hours=config.cleanup_older_than_hours),
+    )
+    pruned = prune_versions(location.connect().open_table(table), retention)
+    context.log.info(
+        f"{table}: tag retention deleted {len(pruned['tags_deleted'])} tag(s), kept "
+        f"{len(pruned['tags_kept'])}; cleanup removed {pruned['versions_removed']} version(s), "
+        f"{pruned['bytes_removed']:,} bytes"
+    )
     yield MaterializeResult(
-        metadata={**metadata, "lancedb_tag": tag},
+        metadata={**metadata, "lancedb_tag": tag, "retention": MetadataValue.json(pruned)},
         data_version=DataVersion(f"v{report.version}-{report.embedder_fingerprint}"),
         check_results=checks,
     )
@@ -219,6 +275,7 @@ def _sync_and_publish(
     check: Callable[[Any], Any],
     extra_metadata: dict,
     fts_column: str = TEXT_FTS_COLUMN,
+    recall_queries=None,
 ):
     """Under the KB writer lock (sync, checks and tag: one writer at a time): note the embedder's table
     version, sync ``frame`` into it, record the embedding-cache stats, run ``check(table)`` as the blocking
@@ -236,6 +293,7 @@ def _sync_and_publish(
             identity,
             fts_column=fts_column,
             index_policy=IndexPolicy(min_rows=config.vector_index_min_rows, min_recall=config.min_recall),
+            recall_queries=recall_queries,
         )
         report.embedded, report.reused = cached.stats.embedded, cached.stats.reused
         tbl = location.connect().open_table(report.table)
@@ -251,6 +309,7 @@ def _sync_and_publish(
             {**_index_metadata(report, meta), "lancedb_uri": store.lancedb_uri(KB_DB), **extra_metadata},
             meta,
             (store, asset_name),
+            config,
         )
 
 
@@ -382,6 +441,10 @@ def kb_text_index(
     def embed(rows: pl.DataFrame):
         return cached.embed([passage_input(t, x) for t, x in zip(rows["title"], rows["text"], strict=True)])
 
+    # held-out queries are embedded only where an index may be trialled
+    queries = (
+        held_out_queries(frame, config.recall_queries) if frame.height >= config.vector_index_min_rows else []
+    )
     yield from _sync_and_publish(
         context,
         config,
@@ -393,7 +456,8 @@ def kb_text_index(
         cached,
         embed,
         lambda tbl: check_text_index(tbl, embedder, embedder.dim),
-        {"count_by_source": MetadataValue.json(counts(frame, "source"))},
+        {"count_by_source": MetadataValue.json(counts(frame, "source")), "held_out_queries": len(queries)},
+        recall_queries=embedder.embed_queries(queries) if queries else None,
     )
 
 

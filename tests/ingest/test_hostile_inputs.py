@@ -246,19 +246,19 @@ def test_every_jsonl_reader_quarantines_malformed_lines(tmp_path, sample_data, s
     n_bad = len(BAD_LINES)
     chunker = TokenChunker.for_embedder(TextEmbedder())
     results = {
-        "medqa": read_text_qa("medqa", SourceDir(str(medqa)))[1],
-        "medmcqa": read_text_qa("medmcqa", SourceDir(str(medmcqa)))[1],
-        "medxpertqa_mm": read_vqa("medxpertqa_mm", SourceDir(str(mx)), ImageIngestor(storage))[1],
-        "medmcqa_exp": read_kb_source("medmcqa_exp", SourceDir(str(medmcqa)), chunker)[1],
-        "textbooks": read_kb_source("textbooks", SourceDir(str(medrag)), chunker)[1],
-        "medquad": read_kb_source("medquad", SourceDir(str(quad)), chunker)[1],
+        "medqa": read_text_qa("medqa", SourceDir(str(medqa))),
+        "medmcqa": read_text_qa("medmcqa", SourceDir(str(medmcqa))),
+        "medxpertqa_mm": read_vqa("medxpertqa_mm", SourceDir(str(mx)), ImageIngestor(storage)),
+        "medmcqa_exp": read_kb_source("medmcqa_exp", SourceDir(str(medmcqa)), chunker),
+        "textbooks": read_kb_source("textbooks", SourceDir(str(medrag)), chunker),
+        "medquad": read_kb_source("medquad", SourceDir(str(quad)), chunker),
     }
-    for name, result in results.items():
+    for name, (frame, result) in results.items():
         reasons = [
             r.reason for r in result.rejected if r.reason.startswith(("not a JSON object", "malformed JSON"))
         ]
         assert len(reasons) == n_bad, (name, [r.reason for r in result.rejected])
-        assert result.rows, name
+        assert frame.height, name
 
 
 def test_parquet_declaring_more_data_than_the_cap_is_refused_before_decoding(tmp_path, storage):

@@ -127,7 +127,12 @@ def test_full_text_covers_titles_and_search_is_batched(embedder, storage):
         "red eyes and a rash."
     )
     sync_table(
-        storage.kb_location(), "kb_text", frame, embed_fn(CachedEmbedding(embedder)), embedder.identity()
+        storage.kb_location(),
+        "kb_text",
+        frame,
+        embed_fn(CachedEmbedding(embedder)),
+        embedder.identity(),
+        run_id="1",
     )
     counting = CountingEmbedder(embedder)
     retriever = Retriever(storage.kb_location(), counting)

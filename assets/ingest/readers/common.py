@@ -80,7 +80,7 @@ def yes_no(answer: str) -> str | None:
 def collect(out: ReadResult, source_file: str, row: str, raw: Any, build: Callable[[], dict]) -> None:
     """Run ``build``; on a row or image problem, quarantine the raw record with the reason."""
     try:
-        out.rows.append(build())
+        out.add(build())
     except (RowProblem, ImageProblem) as e:
         out.rejected.append(Rejection(source_file=source_file, row=row, reason=str(e), raw=raw))
     except (KeyError, TypeError, AttributeError) as e:
@@ -146,9 +146,10 @@ def read_parquet(src: SourceDir, rel: str) -> pl.DataFrame:
         ) from e
 
 
-def dedupe(result: ReadResult, id_column: str = "item_id") -> ReadResult:
-    """Keep the first row per id; later rows with the same id go to quarantine."""
-    seen: dict[str, str] = {}
+def dedupe(result: ReadResult, id_column: str = "item_id", seen: dict[str, str] | None = None) -> ReadResult:
+    """Keep the first row per id; later rows with the same id go to quarantine. ``seen`` (id -> first
+    ``source_ref``) carries the ids of earlier batches."""
+    seen = {} if seen is None else seen
     kept: list[dict] = []
     for row in result.rows:
         rid = row[id_column]
@@ -168,8 +169,47 @@ def dedupe(result: ReadResult, id_column: str = "item_id") -> ReadResult:
     return ReadResult(rows=kept, rejected=result.rejected)
 
 
-def to_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Rows as a DataFrame with the table's exact schema (also when empty)."""
+def to_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType], sort: bool = True) -> pl.DataFrame:
+    """Rows as a DataFrame with the table's exact schema (also when empty), sorted by ``item_id``."""
     # column-wise: far faster than from_dicts
     columns = {name: [row.get(name) for row in rows] for name in schema}
-    return pl.DataFrame(columns, schema=schema).sort("item_id")
+    frame = pl.DataFrame(columns, schema=schema)
+    return frame.sort("item_id") if sort else frame
+
+
+BATCH_ROWS = 10_000
+"""Rows a reader holds as Python dicts before :class:`FrameBuilder` turns them into a columnar batch."""
+
+
+class FrameBuilder:
+    """The table of a reader, built batch by batch: wire it as the ``sink`` of the reader's
+    :class:`ReadResult` (:meth:`result`), and the reader's rows become columnar (Arrow memory, via polars)
+    every :data:`BATCH_ROWS` rows, de-duplicated by id on the way (the same rule as :func:`dedupe`: the first
+    row of an id is kept, later ones quarantined). Peak memory is then one batch of dicts plus the columnar
+    table, not every row as a dict."""
+
+    def __init__(
+        self, schema: dict[str, pl.DataType], batch_rows: int = BATCH_ROWS, id_column: str = "item_id"
+    ):
+        self.schema, self.batch_rows, self.id_column = schema, batch_rows, id_column
+        self._seen: dict[str, str] = {}
+        self._batches: list[pl.DataFrame] = []
+        self._result: ReadResult | None = None
+
+    def result(self) -> ReadResult:
+        """The :class:`ReadResult` to hand the reader (its rows come here)."""
+        self._result = ReadResult(sink=self._take, batch_rows=self.batch_rows)
+        return self._result
+
+    def _take(self, rows: list[dict[str, Any]]) -> None:
+        batch = dedupe(ReadResult(rows=rows, rejected=self._result.rejected), self.id_column, self._seen)
+        self._batches.append(to_frame(batch.rows, self.schema, sort=False))
+
+    def frame(self) -> pl.DataFrame:
+        """Every kept row (after the reader finished), sorted by ``item_id``."""
+        self._result.flush()
+        if not self._batches:
+            return to_frame([], self.schema)
+        frame = pl.concat(self._batches, rechunk=False).sort(self.id_column)
+        self._batches = [frame]
+        return frame

@@ -10,7 +10,7 @@ from .common import as_text, collect
 from .text_qa_row import make_mcq
 
 
-def read_mcq_generic(src: SourceDir) -> ReadResult:
+def read_mcq_generic(src: SourceDir, out: ReadResult | None = None) -> ReadResult:
     """CSV, TSV or JSON-lines MCQs with the columns declared in ``mcq_mapping.yaml`` in the source folder.
 
     The mapping (keys in :mod:`assets.ingest.mcq_mapping`) is validated as a whole, against the files too,
@@ -18,7 +18,7 @@ def read_mcq_generic(src: SourceDir) -> ReadResult:
     licence is the mapping's.
     """
     mapping = load_mapping(src)
-    out = ReadResult()
+    out = ReadResult() if out is None else out
     for rel in mapping.files:
         path = src.path(rel)
         for line_no, r, err in iter_rows(src, rel, mapping.columns):

@@ -11,7 +11,7 @@ from .text_qa_row import make_mcq
 LICENSE = "MIT"
 
 
-def read_medmcqa(src: SourceDir) -> ReadResult:
+def read_medmcqa(src: SourceDir, out: ReadResult | None = None) -> ReadResult:
     """MedMCQA jsonl (``train.json``, ``dev.json``, ``test.json``): ``opa..opd``, 1-based ``cop``, ``exp``."""
     files = [f for f in ("train.json", "dev.json", "test.json") if src.exists(f)]
     if not files:
@@ -20,7 +20,7 @@ def read_medmcqa(src: SourceDir) -> ReadResult:
             "no MedMCQA file (train.json, dev.json, test.json) found",
             "point the medmcqa source at the MedMCQA data folder",
         )
-    out = ReadResult()
+    out = ReadResult() if out is None else out
     for rel in files:
         split = split_of_file(src, rel)
         for line_no, r in jsonl_rows(src, rel, out, "MedMCQA file"):

@@ -17,7 +17,7 @@ def _qhash(text: str) -> str:
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-def read_medqa(src: SourceDir) -> ReadResult:
+def read_medqa(src: SourceDir, out: ReadResult | None = None) -> ReadResult:
     """MedQA-USMLE jsonl (``question, options{A..}, answer_idx``); split from the file name.
 
     Ids are a hash of the question text, so they survive reordering of the file.
@@ -27,7 +27,7 @@ def read_medqa(src: SourceDir) -> ReadResult:
         raise SourceError(
             src.root, "no MedQA .jsonl file found", "point the medqa source at the MedQA questions folder"
         )
-    out = ReadResult()
+    out = ReadResult() if out is None else out
     for rel in files:
         split = split_of_file(src, rel)
         for line_no, r in jsonl_rows(src, rel, out, "MedQA file"):

@@ -6,10 +6,10 @@ import io
 import pickle
 
 from assets.common.images import ImageIngestor
-from assets.common.records import ReadResult, SourceError
+from assets.common.records import ReadResult, Rejection, SourceError
 from storage.sources import SourceDir
 
-from .common import as_text, collect, expect_list, parquet_image, read_parquet, yes_no
+from .common import as_text, collect, expect_list, parquet_image, yes_no
 from .vqa_row import make_item
 
 LICENSE = "MIT"
@@ -30,8 +30,10 @@ def read_path_vqa(src: SourceDir, images: ImageIngestor) -> ReadResult:
     if parquet_files:
         for rel in parquet_files:
             split = rel.rsplit("/", 1)[-1].split("-")[0]
-            df = read_parquet(src, rel)
-            for i, r in enumerate(df.iter_rows(named=True)):
+            for i, r, err in src.iter_parquet(rel, "PathVQA Parquet file"):
+                if err:
+                    out.rejected.append(Rejection(src.path(rel), str(i), err, raw=r))
+                    continue
 
                 def build(r=r, i=i, split=split, rel=rel):
                     name = f"{rel}#{i}"

@@ -12,7 +12,7 @@ LICENSE = "MIT"
 PUBMEDQA_OPTIONS = ["yes", "no", "maybe"]
 
 
-def read_pubmedqa(src: SourceDir) -> ReadResult:
+def read_pubmedqa(src: SourceDir, out: ReadResult | None = None) -> ReadResult:
     """PubMedQA PQA-L ``ori_pqal.json``; the PMIDs in ``test_ground_truth.json`` form the test split.
 
     The abstract goes to ``context`` and the long answer to ``explanation``.
@@ -23,7 +23,7 @@ def read_pubmedqa(src: SourceDir) -> ReadResult:
             src.path("ori_pqal.json"), "expected an object keyed by PMID", "use the released ori_pqal.json"
         )
     test_ids = set(src.load_json("test_ground_truth.json")) if src.exists("test_ground_truth.json") else set()
-    out = ReadResult()
+    out = ReadResult() if out is None else out
     for pmid, r in data.items():
 
         def build(pmid=pmid, r=r):

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from typing import Any
-
-import polars as pl
 
 from assets.common.records import ReadResult, Rejection, SourceError
 from retrieval.chunking import TokenChunker
@@ -34,8 +31,8 @@ def read_medrag(src: SourceDir, source: str, chunker: TokenChunker, limit: int |
 
     def records(rel: str) -> Iterable[tuple[str, dict[str, Any] | None, Any, str | None]]:
         if rel.endswith(".parquet"):
-            for i, rec in enumerate(pl.read_parquet(io.BytesIO(src.read_bytes(rel))).iter_rows(named=True)):
-                yield str(i), rec, rec, None
+            for i, rec, problem in src.iter_parquet(rel, "corpus file"):
+                yield str(i), (None if problem else rec), rec, problem
         else:
             for line_no, rec, raw, problem in json_objects(src, rel, "corpus file"):
                 yield str(line_no), rec, raw, problem
