@@ -45,7 +45,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import struct
 import unicodedata
@@ -517,16 +516,15 @@ class ScrubberUnavailable(RuntimeError):
 
 @functools.cache
 def _analyzer():
-    """Presidio's analyzer on spaCy's small English pipeline (``SPACY_MODEL`` names another installed
-    one), loaded once; :class:`ScrubberUnavailable` when either is missing."""
+    """Presidio's analyzer on spaCy's small English pipeline (the first of :data:`SPACY_MODELS` installed),
+    loaded once; :class:`ScrubberUnavailable` when either is missing."""
     try:
         import spacy.util
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError as e:
         raise ScrubberUnavailable(f"presidio-analyzer is not installed ({e})") from e
-    wanted = os.environ.get("SPACY_MODEL")
-    models = [wanted] if wanted else [m for m in SPACY_MODELS if spacy.util.is_package(m)]
+    models = [m for m in SPACY_MODELS if spacy.util.is_package(m)]
     if not models:
         raise ScrubberUnavailable(f"no spaCy English model installed (one of {', '.join(SPACY_MODELS)})")
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)

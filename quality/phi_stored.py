@@ -1,11 +1,12 @@
 """PHI audit of everything stored outside the restricted root: the storage root and Dagster's instance.
 
-    PYTHONPATH=. python -m quality.phi_stored --source DIR [--source DIR ...] [--scan LABEL=DIR ...]
+Run it with ``python -m orchestration.phi_audit`` (which defaults the places to the storage root and
+``DAGSTER_HOME`` of the settings).
 
 The per-partition gate (:mod:`quality.phi`) audits what an asset is about to publish; this audit reads
 back what was actually written, byte by byte, wherever it went: the published storage root and
 ``DAGSTER_HOME`` (run and event-log SQLite databases with their run snapshots, tags and asset-check rows,
-compute logs, the instance's files). By default it scans ``$MEDRWR_STORAGE_ROOT`` and ``$DAGSTER_HOME``.
+compute logs, the instance's files).
 
 What is read (:func:`stored_places`): every regular file's name (relative path); SQLite databases table
 by table, every text cell and every blob (zlib-decompressed where it is compressed: Dagster stores run and
@@ -19,19 +20,16 @@ each DICOM header (:func:`quality.phi.collect_identifiers`, all character-set re
 names and the manifests' patient and study ids, with their variants, as whole tokens
 (:class:`quality.phi.Matcher`); dates and times only for birth dates (a study's date is too often a run's
 date). Findings name the attribute and the place; a path part that itself holds an identifier is shown as
-``<withheld>``. Exits 1 when anything is found. Plain library (no Dagster).
+``<withheld>``. Plain library (no Dagster, no environment).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import io
-import os
 import re
 import sqlite3
-import sys
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -186,28 +184,3 @@ def audit_stored(
     matcher = Matcher([i for i in everyone if not i.temporal] + births)
     places = [p for label, root in roots.items() for p in stored_places(root, label, matcher)]
     return audit_places(identifiers_by_file, places, shared_identifiers=births)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", action="append", required=True, help="a source folder (repeatable)")
-    p.add_argument("--scan", action="append", default=[], help="LABEL=DIR to scan (repeatable)")
-    a = p.parse_args(argv)
-    roots = dict(s.split("=", 1) for s in a.scan)
-    for label, env in (("storage root", "MEDRWR_STORAGE_ROOT"), ("DAGSTER_HOME", "DAGSTER_HOME")):
-        if not a.scan and os.environ.get(env):
-            roots[label] = os.environ[env]
-    if not roots:
-        p.error("nothing to scan: give --scan LABEL=DIR, or set MEDRWR_STORAGE_ROOT / DAGSTER_HOME")
-    ids: dict[str, set[Identifier]] = {}
-    for i, src in enumerate(a.source):
-        ids |= {f"{i}:{k}": v for k, v in folder_identifiers(src).items()}
-    result = audit_stored(ids, roots)
-    print(result.describe())
-    for attribute, where in result.leaks:
-        print(f"  {attribute} in {where}")
-    return 0 if result.passed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

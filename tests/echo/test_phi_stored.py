@@ -11,8 +11,9 @@ from dagster import DagsterInstance, materialize
 from assets.echo.assets import echo_studies
 from assets.echo.synth import SynthOptions, generate, write_manifest_csv
 from orchestration.definitions import build_resources
+from orchestration.phi_audit import main
 from quality.phi import Identifier
-from quality.phi_stored import audit_stored, folder_identifiers, main, stored_places
+from quality.phi_stored import audit_stored, folder_identifiers, stored_places
 
 
 def test_stored_places_read_sqlite_blobs_and_file_names(tmp_path):
