@@ -16,8 +16,9 @@ tokens per round, 64 per trajectory and k = 3 for runs that did not record them)
 (``--sample`` for temperature-1 sampling, seeded). The random retriever draws from the same KB version
 (``training.evaluation.evaluate.KBRandomRetriever``).
 
-Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode, with a
-95 % percentile-bootstrap interval) and ``comparisons.csv`` / ``comparisons.json`` (paired bootstrap,
+Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode: strict
+accuracy, an unparsed answer counting as wrong, with a 95 % percentile-bootstrap interval, and beside it the
+forced-answer rate and the forced-choice accuracy) and ``comparisons.csv`` / ``comparisons.json`` (paired bootstrap,
 10,000 resamples, of rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr on the same
 items; ``training.evaluation.metrics.compare``). ``--check`` exits with status 1 unless rwr beats both direct
 and the random-retriever control with intervals that exclude 0.
@@ -169,18 +170,24 @@ def main(argv: list[str] | None = None) -> int:
         "items": items.height,
         "seconds": seconds,
         "decoding": "sampled (T=1)" if args.sample else "greedy",
-        "accuracy": accuracy.select("mode", "n", "accuracy", "ci_low", "ci_high").to_dicts(),
+        "accuracy": accuracy.select(
+            "mode", "n", "accuracy", "ci_low", "ci_high", "n_forced", "forced_rate", "accuracy_forced"
+        ).to_dicts(),
         "comparisons": comparisons.to_dicts(),
         "claims_met": claims,
     }
     (out / "comparisons.json").write_text(json.dumps(summary, indent=2))
 
     print(f"{items.height} held-out items, 5 modes, {seconds:.0f} s ({summary['decoding']} decoding)\n")
-    print("| mode | n | accuracy % | 95 % interval |\n|---|---|---|---|")
+    print(
+        "| mode | n | strict accuracy % | 95 % interval | forced rate % | forced-choice accuracy % |\n"
+        "|---|---|---|---|---|---|"
+    )
     for r in accuracy.iter_rows(named=True):
         print(
             f"| {r['mode']} | {r['n']} | {100 * r['accuracy']:.1f} "
-            f"| {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} |"
+            f"| {100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f} "
+            f"| {100 * r['forced_rate']:.1f} | {100 * r['accuracy_forced']:.1f} |"
         )
     print("\n| A − B | n | difference (points) | paired 95 % interval | excludes 0 |\n|---|---|---|---|---|")
     for r in comparisons.iter_rows(named=True):
