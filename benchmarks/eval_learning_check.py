@@ -18,10 +18,10 @@ tokens per round, 64 per trajectory and k = 3 for runs that did not record them)
 
 Prints and writes into ``--out``: ``eval_results.parquet`` (the rows), ``accuracy.csv`` (per mode: strict
 accuracy, an unparsed answer counting as wrong, with a 95 % percentile-bootstrap interval, and beside it the
-forced-answer rate and the forced-choice accuracy) and ``comparisons.csv`` / ``comparisons.json`` (paired bootstrap,
-10,000 resamples, of rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr on the same
-items; ``training.evaluation.metrics.compare``). ``--check`` exits with status 1 unless rwr beats both direct
-and the random-retriever control with intervals that exclude 0.
+forced-answer rate and the forced-choice accuracy) and ``comparisons.csv`` / ``comparisons.json`` (paired
+bootstrap, 10,000 resamples, of rwr − direct, rwr − random_retriever, rwr − rag_control, rwr_cdir − rwr on the
+same items; ``training.evaluation.metrics.compare``). ``--check`` exits with status 1 unless rwr beats both
+direct and the random-retriever control with intervals that exclude 0.
 """
 
 from __future__ import annotations
