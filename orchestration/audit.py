@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from assets.common.audit import TargetNotFound, audit, render
 
@@ -26,9 +25,9 @@ def _instance(use: bool):
     exists; ``None`` otherwise."""
     if not use:
         return None
-    from storage.root import project_dir
+    from .instance import dagster_home_path
 
-    home = Path(os.environ.get("DAGSTER_HOME") or project_dir() / ".medrwr" / "dagster_home")
+    home = dagster_home_path()
     if not home.is_dir():
         return None
     os.environ["DAGSTER_HOME"] = str(home.resolve())

@@ -12,9 +12,14 @@ from storage.root import project_dir
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 
 
+def dagster_home_path() -> Path:
+    """``$DAGSTER_HOME``, defaulting to ``<project>/.medrwr/dagster_home`` (not created)."""
+    return Path(os.environ.get("DAGSTER_HOME") or project_dir() / ".medrwr" / "dagster_home")
+
+
 def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME``, defaulting to ``<project>/.medrwr/dagster_home`` with our ``dagster.yaml``."""
-    home = Path(os.environ.get("DAGSTER_HOME") or project_dir() / ".medrwr" / "dagster_home").resolve()
+    """:func:`dagster_home_path`, created, with our ``dagster.yaml``."""
+    home = dagster_home_path().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")

@@ -17,7 +17,9 @@ import sys
 
 from quality.phi import Identifier
 from quality.phi_stored import audit_stored, folder_identifiers
-from storage.root import default_storage_root, project_dir
+from storage.root import default_storage_root
+
+from .instance import dagster_home_path
 
 
 def default_places() -> dict[str, str]:
@@ -26,8 +28,7 @@ def default_places() -> dict[str, str]:
     root = default_storage_root()
     if "://" not in root:
         places["storage root"] = root
-    home = os.environ.get("DAGSTER_HOME") or str(project_dir() / ".medrwr" / "dagster_home")
-    places["DAGSTER_HOME"] = home
+    places["DAGSTER_HOME"] = str(dagster_home_path())
     return {label: path for label, path in places.items() if os.path.isdir(path)}
 
 
