@@ -430,3 +430,44 @@ def test_the_echo_label_manifest_is_verifiable_and_a_changed_ef_fails_the_audit(
     assert unverified.failures and {c.status for c in unverified.failures} == {UNVERIFIED}
     accepted = audit_echo(allow_unverified=True, auditor=blind())
     assert accepted.ok and "unverified checks accepted" in render(accepted)
+
+
+@pytest.mark.timeout(120)
+def test_an_eval_results_table_replaced_after_publication_fails_the_report_audit(storage, capsys):
+    """The audit reads a published table only as its gate record commits it: eval_results[medqa] rewritten
+    after publication (the same rows, other bytes: the row digest the report cites still matches, so the old
+    audit passed) is a CHANGED ``published table`` check naming it and what to do, and the command exits 1."""
+    import polars as pl
+
+    from tests.evaluation.results_fixtures import report_results
+    from training.evaluation.results import results_digest
+
+    results = report_results()
+    digests = {}
+    for bench in sorted(results["benchmark"].unique().to_list()):
+        rows = results.filter(pl.col("benchmark") == bench)
+        storage.publish_table(rows, "eval_results", bench, {"status": "passed", "run_id": f"eval-{bench}"})
+        digests[bench] = results_digest(rows)
+    lineage = {"run_id": "r1", "checkpoint_manifests": {}, "artefacts": {"results_sha256": digests}}
+    storage.write_bytes(json.dumps(lineage).encode(), "reports", "r1", "lineage.json")
+    assert main(["report:r1", "--no-instance"]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+
+    # replaced behind the gate: same rows (reversed, uncompressed), other bytes; the gate record is unchanged
+    gate = storage.read_gate_record("eval_results", "medqa")
+    rows = storage.read_table("eval_results", "medqa").reverse()
+    path = Path(storage.uri(*storage.table_parts("eval_results", "medqa")))
+    rows.write_parquet(path, compression="uncompressed")
+    assert results_digest(rows) == digests["medqa"]
+    assert storage.read_gate_record("eval_results", "medqa") == gate
+
+    assert main(["report:r1", "--no-instance"]) == 1
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if "published table: eval_results[medqa]" in x]
+    assert "CHANGED" in line and "the file changed after publication" in line
+    assert "Materialize the partition again" in line and "Traceback" not in out
+    assert "RESULT: 1 problem(s): CHANGED published table eval_results[medqa]" in out
+    result = audit("report:r1", storage, _sources(), None, build_defs().resolve_asset_graph())
+    assert [(c.kind, c.name, c.status) for c in result.failures] == [
+        ("published table", "eval_results[medqa]", CHANGED)
+    ]

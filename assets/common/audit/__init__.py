@@ -25,10 +25,13 @@ raw file is re-hashed against the configured sources (the ``sources`` resource's
 and S3 both work; on S3 the ETag is compared); every input manifest against the digest recorded in the
 materialization; the KB tag must still exist in LanceDB at the recorded version; a model's items file, item
 data versions and KB tag must agree with the upstream nodes; the model folder must still hold its weights
-(hashed with ``--weights``). The command exits 1 when anything is CHANGED or MISSING, or ``unverified`` unless
-the auditor passes ``--allow-unverified`` (every input an audit lists is verifiable by someone with the right
-access: echo files through the restricted key map, which lists every file of the input manifest); 2 when the
-target is not found.
+(hashed with ``--weights``). A published table the walk reads (a model or KB pointer, ``eval_results`` of
+a benchmark, ``eval_report``) is read only as its gate record commits it (its sha256): one its gate record
+does not name (a publication interrupted before its commit, a file changed after it) is a ``CHANGED``
+``published table`` check naming it, and is not read. The command exits 1 when anything is CHANGED or
+MISSING, or ``unverified`` unless the auditor passes ``--allow-unverified`` (every input an audit lists is
+verifiable by someone with the right access: echo files through the restricted key map, which lists every
+file of the input manifest); 2 when the target is not found.
 
 The walk reads the storage root and the instance only; it never writes. The Dagster instance and the asset
 graph are optional inputs (Dagster is imported only to read them).

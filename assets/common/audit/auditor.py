@@ -7,7 +7,10 @@ import os
 import posixpath
 from typing import Any
 
+import polars as pl
+
 from retrieval.pointers import KbPointer
+from storage.errors import UncommittedTable
 from storage.pointers import ModelPointer
 from storage.root import Storage
 
@@ -47,6 +50,8 @@ class Auditor:
         self._source_dirs: dict[str, Any] = {}
         self._key_maps: dict[str, dict[str, str]] = {}
         self.restricted: Storage | None = None
+        # published tables that did not verify against their gate record: label -> why (what to do)
+        self.uncommitted: dict[str, str] = {}
 
     # -- Dagster instance (optional) --
     def _records(self, asset: str, partition: str | None = None, before: int | None = None, limit: int = 1):
@@ -82,6 +87,29 @@ class Auditor:
         from dagster import AssetKey
 
         return self.graph.get(AssetKey(asset)).code_version
+
+    def _published(self, table: str, partition: str | None, node: Node | None) -> pl.DataFrame | None:
+        """A published table as its gate record commits it (:meth:`Storage.read_published_table`); None when
+        it is not there. A table its gate record does not name (a publication interrupted before its commit, a
+        file changed after publication) is not read: a ``CHANGED`` check ``published table`` on ``node``
+        names it, and the audit fails."""
+        if not self.store.exists(*self.store.table_parts(table, partition)):
+            return None
+        try:
+            return self.store.read_published_table(table, partition)
+        except UncommittedTable as e:
+            label = f"{table}[{partition}]" if partition else table
+            self.uncommitted[label] = str(e)
+            if node is not None:
+                node.checks.append(
+                    Check(
+                        "published table",
+                        label,
+                        CHANGED,
+                        note=f"{e} (the audit did not read it)",
+                    )
+                )
+            return None
 
     # -- nodes --
     def node(self, asset: str, partition: str | None, record=None) -> Node:
@@ -267,9 +295,8 @@ class Auditor:
     # -- models --
     def _model(self, node: Node, metadata: dict, published: bool) -> None:
         lineage = _meta_value(metadata, "lineage")
-        pointer = None
-        if self.store.exists(*self.store.table_parts(node.asset)):
-            pointer = ModelPointer.from_row(self.store.read_table(node.asset))
+        table = self._published(node.asset, None, node)
+        pointer = ModelPointer.from_row(table) if table is not None else None
         if pointer is not None and published:
             manifest = pointer.manifest
             node.facts["manifest_digest"] = manifest_digest(pointer.manifest_json)
@@ -360,8 +387,9 @@ class Auditor:
 
     # -- KB indexes --
     def _kb_index(self, node: Node, metadata: dict, published: bool) -> None:
-        if published and self.store.exists(*self.store.table_parts(node.asset)):
-            pointer = KbPointer.from_row(self.store.read_table(node.asset))
+        table = self._published(node.asset, None, node) if published else None
+        if table is not None:
+            pointer = KbPointer.from_row(table)
             embedder = pointer.embedder
             info = {
                 "db": pointer.db,
@@ -410,7 +438,7 @@ class Auditor:
 
     # -- reports --
     def _report(self, node: Node, metadata: dict) -> None:
-        lineage = _meta_value(metadata, "lineage") or self.report_lineage(node.run_id) or {}
+        lineage = _meta_value(metadata, "lineage") or self.report_lineage(node.run_id, node) or {}
         node.facts.update(
             {
                 k: lineage[k]
@@ -454,7 +482,9 @@ class Auditor:
             if not self.store.exists(*self.store.table_parts("eval_results", bench)):
                 node.checks.append(Check("result rows", bench, MISSING, {"sha256": sha}))
                 continue
-            rows = self.store.read_table("eval_results", bench)
+            rows = self._published("eval_results", bench, node)
+            if rows is None:  # not what its gate committed: a failed "published table" check names it
+                continue
             digest = results_digest(rows)
             verdict = OK if digest == sha else CHANGED
             node.checks.append(Check("result rows", bench, verdict, {"sha256": sha}, {"sha256": digest}))
@@ -464,11 +494,14 @@ class Auditor:
             except EvalResultsError as e:
                 node.checks.append(Check("result scores", bench, CHANGED, found={"error": str(e)[:300]}))
 
-    def report_lineage(self, run_id: str | None) -> dict | None:
+    def report_lineage(self, run_id: str | None, node: Node | None = None) -> dict | None:
+        """The lineage of the report of ``run_id``: its ``lineage.json``, else the published ``eval_report``
+        row when it is that run's (only as its gate record commits it; else a failed check on ``node``)."""
         if run_id and self.store.exists("reports", run_id, "lineage.json"):
             return json.loads(self.store.read_bytes("reports", run_id, "lineage.json"))
-        if self.store.exists(*self.store.table_parts("eval_report")):
-            row = self.store.read_table("eval_report").row(0, named=True)
+        table = self._published("eval_report", None, node)
+        if table is not None and table.height:
+            row = table.row(0, named=True)
             lineage = json.loads(row.get("lineage") or "{}")
             if lineage.get("run_id") == run_id:
                 return lineage

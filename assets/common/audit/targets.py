@@ -66,6 +66,7 @@ def audit(
             raise TargetNotFound(
                 f"no evaluation report of run {run_id!r}: neither a materialization of eval_report "
                 f"in the Dagster instance nor reports/{run_id}/lineage.json under {store.describe()}"
+                + "".join(f"; {why}" for why in auditor.uncommitted.values())
             )
         published = (store.read_gate_record("eval_report") or {}).get("run_id") == run_id
         if records or published:
