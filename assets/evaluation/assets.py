@@ -51,7 +51,14 @@ from storage.provenance import git_commit
 from storage.root import Storage
 from training.evaluation.modes import MODES
 
-from .promotion import arm, decide_promotion
+from .promotion import (
+    RESULTS_SHA256,
+    BaselineUnverified,
+    arm,
+    baseline_parts,
+    decide_promotion,
+    promoted_baseline,
+)
 
 # benchmark partition -> (source table, dataset filter, evaluation splits or None for the split-use decision)
 BENCHMARKS = {
@@ -500,9 +507,6 @@ class PromotionConfig(Config):
     min_items: int = Field(default=30, description="fewest items evaluated for both checkpoints")
 
 
-PROMOTED_RESULTS = "promoted_checkpoint_results"
-
-
 def report_disagrees(report: pl.DataFrame, stage2_version: str) -> str | None:
     """Why the published report cannot vouch for promoting the stage-2 checkpoint of manifest hash
     ``stage2_version`` (None when it can): it must cite that checkpoint's manifest."""
@@ -523,7 +527,7 @@ def report_disagrees(report: pl.DataFrame, stage2_version: str) -> str | None:
 @asset(
     backfill_policy=WHOLE,
     group_name="evaluation",
-    code_version="promoted_checkpoint.v2",
+    code_version="promoted_checkpoint.v3",
     io_manager_key="table_io",
     kinds={"polars", "parquet"},
     ins={
@@ -553,7 +557,8 @@ def promoted_checkpoint(
 ):
     """The checkpoint serving uses: the stage-2 checkpoint, promoted only when its gate passes, after a
     published report that evaluated this very checkpoint. A refused candidate leaves the promoted pointer
-    (and the results it was promoted with) as they were."""
+    (and the results it was promoted with) as they were. The baseline is read verified
+    (:func:`~assets.evaluation.promotion.promoted_baseline`); one that does not verify refuses the step."""
     store = storage.get()
     version = _manifest_hash(stage2_checkpoint)
     problem = report_disagrees(eval_report, version)
@@ -568,9 +573,10 @@ def promoted_checkpoint(
             "new retraining."
         )
     candidate = arm(eval_results, "stage2", config.mode).filter(pl.col("checkpoint_version") == version)
-    promoted = (
-        store.read_table(PROMOTED_RESULTS) if store.exists(*store.table_parts(PROMOTED_RESULTS)) else None
-    )
+    try:  # the baseline as the last promotion committed it; never an unverified one, never "none" instead
+        promoted = promoted_baseline(store)
+    except BaselineUnverified as e:
+        raise Failure(f"promoted_checkpoint: {e}.") from e
     decision = decide_promotion(
         candidate,
         promoted,
@@ -586,12 +592,15 @@ def promoted_checkpoint(
     ) as stage:  # discarded in a finally if the step fails
         buf = io.BytesIO()
         candidate.write_parquet(buf)
-        stage.write_bytes(buf.getvalue(), *Storage.table_parts(PROMOTED_RESULTS))
+        # one baseline file per promotion, named with its sha256 by the pointer row (committed by its gate
+        # record): a promotion that dies before the commit leaves the committed baseline as it was
+        stage.write_bytes(buf.getvalue(), *baseline_parts(context.run.run_id))
         row = stage2_checkpoint.with_columns(
             pl.lit(version).alias("checkpoint_version"),
             pl.lit(context.run.run_id).alias("promoted_by_run"),
             pl.lit(config.mode).alias("mode"),
             pl.lit(json.dumps(decision.as_metadata(), sort_keys=True)).alias("evidence"),
+            pl.lit(hashlib.sha256(buf.getvalue()).hexdigest()).alias(RESULTS_SHA256),
         )
         evidence = {k: v for k, v in decision.as_metadata().items() if k != "passed"}
         checks = [check_result("promotion_no_worse", decision.passed, **evidence)]

@@ -9,18 +9,80 @@ when the lower bound of that interval is at least ``-margin``: the data rule out
 ``margin``. Fewer than
 ``min_items`` shared items are not enough evidence: the gate fails and says so. With no promoted checkpoint
 yet, the first candidate passes (there is nothing to be worse than).
+
+The baseline (the rows the promoted checkpoint was promoted with) is read only as the promotion committed it
+(:func:`promoted_baseline`): the promoted pointer, read as its gate record commits it, names the baseline's
+file (``tables/promoted_checkpoint_results/<promoting run>.parquet``, one per promotion, so a promotion that
+dies before its commit leaves the committed baseline intact) and its sha256. A baseline that does not verify
+(missing, changed, or a pointer from before baselines were named) refuses the promotion
+(:class:`BaselineUnverified`): a candidate is never compared against it, nor against nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
 
+from storage.errors import UncommittedTable
+from storage.root import Storage
 from training.evaluation.metrics import paired_difference
 
 MATCH_KEY = ("benchmark", "benchmark_version", "protocol", "item_id")
+PROMOTED = "promoted_checkpoint"
+PROMOTED_RESULTS = "promoted_checkpoint_results"
+RESULTS_SHA256 = "results_sha256"  # column of the promoted pointer: the sha256 of its baseline's file
+
+
+class BaselineUnverified(RuntimeError):
+    """The promoted checkpoint's baseline cannot be verified; no candidate may be compared against it."""
+
+
+def baseline_parts(promoting_run: str) -> tuple[str, ...]:
+    """Where the baseline of the promotion by run ``promoting_run`` lives under the storage root."""
+    return Storage.table_parts(PROMOTED_RESULTS, promoting_run)
+
+
+def promoted_baseline(store: Storage) -> pl.DataFrame | None:
+    """The rows the promoted checkpoint was promoted with, verified (module docstring); None when nothing is
+    promoted (no committed pointer). Raises :class:`BaselineUnverified`, naming what and what to do, when the
+    pointer or its baseline does not verify."""
+    fix = (
+        "Nothing was promoted. Restore the file from a backup; or, to start the promotion history over "
+        f"deliberately, remove tables/{PROMOTED} and gates/{PROMOTED} under the storage root: the next "
+        "candidate is then promoted without a comparison"
+    )
+    if not store.exists(*store.table_parts(PROMOTED)):
+        return None
+    try:
+        pointer = store.read_published_table(PROMOTED)
+    except UncommittedTable as e:
+        raise BaselineUnverified(f"the promoted pointer does not verify: {e} {fix}") from e
+    row = pointer.row(0, named=True) if pointer.height == 1 else {}
+    run = row.get("promoted_by_run")
+    if not row.get(RESULTS_SHA256) or not run:
+        raise BaselineUnverified(
+            f"the promoted pointer (run {run}) names no sha256 of its baseline (it predates verified "
+            f"baselines), so the rows it was promoted with cannot be verified. {fix}"
+        )
+    parts = baseline_parts(run)
+    where = store.uri(*parts)
+    if not store.exists(*parts):
+        raise BaselineUnverified(
+            f"the baseline of the promoted checkpoint (run {run}) is missing at {where}. {fix}"
+        )
+    data = store.read_bytes(*parts)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != row[RESULTS_SHA256]:
+        raise BaselineUnverified(
+            f"the baseline of the promoted checkpoint at {where} (sha256 {digest[:16]}) is not the one the "
+            f"promoted pointer (run {run}) names (sha256 {row[RESULTS_SHA256][:16]}): the file changed after "
+            f"the promotion. {fix}"
+        )
+    return pl.read_parquet(io.BytesIO(data))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from assets.evaluation.promotion import decide_promotion
+from assets.evaluation.promotion import decide_promotion, promoted_baseline
 from storage.pointers import ModelPointer
 
 pytestmark = pytest.mark.timeout(60)
@@ -128,9 +128,7 @@ def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
     [check] = refused.get_asset_check_evaluations()
     assert check.check_name == "promotion_no_worse" and not check.passed
     assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first  # pointer unchanged
-    assert (
-        storage.read_table("promoted_checkpoint_results")["correct"].sum() == good.sum()
-    )  # baseline unchanged
+    assert promoted_baseline(storage)["correct"].sum() == good.sum()  # baseline unchanged (and verified)
 
     better = good.copy()
     better[np.flatnonzero(~good)[:10]] = True
@@ -167,3 +165,78 @@ def test_promotion_runs_after_the_report_and_only_for_the_checkpoint_it_evaluate
     assert report_disagrees(report("bbbb"), "bbbb") is None
     assert "another stage-2 checkpoint" in report_disagrees(report("cccc"), "bbbb")
     assert "did not evaluate a stage-2" in report_disagrees(report(None), "bbbb")
+
+
+def _promoter(instance):
+    """Materializes promoted_checkpoint on the upstream tables published by the helpers above."""
+    from dagster import SourceAsset, materialize
+
+    from assets.evaluation.assets import eval_benchmarks, promoted_checkpoint
+    from orchestration.definitions import build_resources
+
+    upstream = [
+        SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
+        SourceAsset("stage2_checkpoint", io_manager_key="table_io"),
+        SourceAsset("eval_report", io_manager_key="table_io"),
+    ]
+    cfg = {"ops": {"promoted_checkpoint": {"config": {"n_resamples": 2000, "min_items": 30, "margin": 0.02}}}}
+    return lambda: materialize(
+        [*upstream, promoted_checkpoint],
+        selection=[promoted_checkpoint],
+        instance=instance,
+        resources=build_resources(),
+        run_config=cfg,
+        raise_on_error=False,
+    )
+
+
+def _failure(result) -> str:
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return str(failure.step_failure_data.error)
+
+
+@pytest.mark.timeout(180)
+def test_a_baseline_that_does_not_verify_refuses_the_promotion(storage):
+    """The baseline is read only as the promotion committed it: changed after the promotion (every answer of
+    the promoted checkpoint made wrong, so that a worse candidate looks better), or deleted, the next
+    promotion refuses with a message naming it; never compared against it, never "nothing promoted yet"."""
+    from dagster import DagsterInstance
+
+    promote = _promoter(DagsterInstance.ephemeral())
+    good = np.random.default_rng(1).random(300) < 0.7
+    first = _publish_candidate(storage, "a", good)
+    assert promote().success
+    [name] = [f for f in storage.list("tables", "promoted_checkpoint_results") if f.endswith(".parquet")]
+    baseline = ("tables", "promoted_checkpoint_results", name)
+    published = storage.read_bytes(*baseline)
+
+    worse = good.copy()
+    worse[np.flatnonzero(good)[:60]] = False
+    _publish_candidate(storage, "b", worse)
+    tampered = pl.read_parquet(storage.uri(*baseline)).with_columns(pl.lit(False).alias("correct"))
+    storage.write_bytes(_parquet(tampered), *baseline)  # behind the pointer's back, through no gate
+    refused = promote()
+    assert not refused.success and not refused.get_asset_check_evaluations()  # refused before any comparison
+    message = _failure(refused)
+    assert (
+        "baseline of the promoted checkpoint" in message and "the file changed after the promotion" in message
+    )
+    assert "Nothing was promoted" in message
+    assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first  # pointer unchanged
+
+    storage.write_bytes(published, *baseline)  # the committed baseline again: the worse candidate is compared
+    compared = promote()
+    assert not compared.success and not compared.get_asset_check_evaluations()[0].passed
+
+    storage.delete(*baseline)  # gone: not "nothing promoted yet" (which would promote any candidate)
+    missing = promote()
+    assert not missing.success and "is missing at" in _failure(missing)
+    assert storage.read_table("promoted_checkpoint")["checkpoint_version"][0] == first
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return buf.getvalue()
