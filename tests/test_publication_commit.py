@@ -153,3 +153,22 @@ def test_a_withdrawal_is_recorded_on_the_instance(tmp_path, monkeypatch, storage
     assert event.metadata["withdrawn_by_run"].value == refused.run_id
     assert event.metadata["withdrawn_version_run"].value == first.run_id
     assert observation.storage_id > first.storage_id  # later than the materialization the UI showed
+
+
+def test_the_mass_removal_guard_measures_against_the_committed_passages_only(storage):
+    """kb_passages' removal guard reads the published passages as their gate record commits them: passages
+    truncated behind the gate (one row left, so a 99 % removal would look like none) fail the check unless
+    allow_shrink, with a message saying why."""
+    from assets.knowledge.assets import KbPassagesConfig, _removal_check
+
+    published = pl.DataFrame({"id": [f"p{i}" for i in range(100)], "text": ["x"] * 100})
+    storage.publish_table(published, "kb_passages", "pubmedqa", {"status": "passed", "run_id": "r1"})
+    new = published.head(1)
+    assert not _removal_check(storage, "pubmedqa", new, KbPassagesConfig()).passed  # 99 % removed: refused
+
+    storage.write_table(new, "kb_passages", "pubmedqa")  # truncated behind the gate
+    check = _removal_check(storage, "pubmedqa", new, KbPassagesConfig())
+    assert not check.passed
+    assert "the file changed after publication" in check.metadata["published_unverified"].value
+    assert "allow_shrink" in check.metadata["fix"].value
+    assert _removal_check(storage, "pubmedqa", new, KbPassagesConfig(allow_shrink=True)).passed

@@ -52,8 +52,9 @@ from retrieval.kb.index_choice import IndexPolicy
 from retrieval.kb.naming import embedder_table, identity_fingerprint
 from retrieval.kb.rows import TEXT_FTS_COLUMN, text_table_rows
 from retrieval.kb.sync import sync_table
-from retrieval.kb.tags import Retention, prune_versions, restore_version, tag_version
+from retrieval.kb.tags import restore_version, tag_version
 from retrieval.pointers import KbPointer
+from storage.errors import UncommittedTable
 
 from .image_cases import (
     EVALUATION_SPLITS,
@@ -63,7 +64,7 @@ from .image_cases import (
     exclude_near_duplicates,
     image_cases_from_vqa,
 )
-from .retention import referenced_tags
+from .retention import retain
 from .sources import read_kb_source
 
 kb_source_partitions = DynamicPartitionsDefinition(name="kb_sources")
@@ -214,7 +215,8 @@ def _publish_index(
     """Tag the synced version when every blocking check passed, publish the pointer table, then apply tag
     retention (``config.keep_tags`` newest run- tags plus every tag a published pointer, checkpoint or report
     references: :func:`assets.knowledge.retention.referenced_tags`; untagged versions older than
-    ``config.cleanup_older_than_hours`` removed by LanceDB's cleanup); otherwise restore ``previous`` and
+    ``config.cleanup_older_than_hours`` removed by LanceDB's cleanup; skipped, all kept, with a warning,
+    when a published pointer does not verify against its gate record); otherwise restore ``previous`` and
     fail."""
     failed = blocking_failures(checks)
     store, asset_name = pointer
@@ -244,12 +246,15 @@ def _publish_index(
         None,
         {"status": "passed", "run_id": context.run.run_id, "tag": tag},
     )
-    retention = Retention(
+    pruned = retain(  # fail closed: a pointer that does not verify keeps every tag (and says so)
+        store,
+        location.connect().open_table(table),
         keep_tags=config.keep_tags,
-        pinned_tags=referenced_tags(store) | {tag},
         cleanup_older_than=timedelta(hours=config.cleanup_older_than_hours),
+        pinned=frozenset({tag}),
     )
-    pruned = prune_versions(location.connect().open_table(table), retention)
+    if "skipped" in pruned:
+        context.log.warning(f"{table}: {pruned['skipped']}")
     context.log.info(
         f"{table}: tag retention deleted {len(pruned['tags_deleted'])} tag(s), kept "
         f"{len(pruned['tags_kept'])}; cleanup removed {pruned['versions_removed']} version(s), "
@@ -381,12 +386,23 @@ def kb_passages(
 def _removal_check(store, source: str, df: pl.DataFrame, config: KbPassagesConfig) -> AssetCheckResult:
     """Blocking: the new passages keep all but ``max_removed_share`` of the published ones (by id), unless
     ``allow_shrink`` says the shrink is intended. Seen: a source file truncated to 10 records ran green and
-    deleted 1,737 of 1,754 passages."""
-    before = (
-        store.read_table("kb_passages", source)["id"]
-        if store.exists(*store.table_parts("kb_passages", source))
-        else None
-    )
+    deleted 1,737 of 1,754 passages. The published passages are read as their gate record commits them;
+    when they do not verify (a publication interrupted before its commit, a file changed after it) the shrink
+    cannot be measured and the check fails unless ``allow_shrink``."""
+    before = None
+    if store.exists(*store.table_parts("kb_passages", source)):
+        try:
+            before = store.read_published_table("kb_passages", source)["id"]
+        except UncommittedTable as e:
+            return check_result(
+                "kb_passages_no_mass_removal",
+                config.allow_shrink,
+                published_unverified=str(e),
+                passages_now=df.height,
+                allow_shrink=config.allow_shrink,
+                fix="the published passages do not verify, so what this run would remove is unknown: check "
+                "the source is complete, then rerun with allow_shrink: true",
+            )
     if before is None or before.len() == 0:
         return check_result("kb_passages_no_mass_removal", True, published_before=0)
     removed = int((~before.is_in(df["id"])).sum())

@@ -85,3 +85,45 @@ def test_referenced_tags_survive_unreferenced_ones_expire_and_disk_shrinks(stora
         assert pinned.search(["helicopter transport"], k=1, mode="hybrid")[0]
     with pytest.raises(ValueError, match=third["lancedb_tag"]):
         Retriever(loc, embedder, version=third["lancedb_tag"])
+
+
+@pytest.mark.timeout(120)
+def test_a_pointer_that_does_not_verify_keeps_every_tag(storage):
+    """Retention reads a pointer only as its gate record commits it. A checkpoint pointer rewritten after
+    publication (it now names run-c; the committed one named run-a) would have let run-a expire: instead
+    retention keeps every tag and version and says which table did not verify. Once the pointer verifies again
+    retention applies: run-a (referenced) and run-c (newest) kept, run-b deleted."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+
+    from storage.errors import UncommittedTable
+
+    tbl = storage.kb_location().connect().create_table("t", pa.table({"id": ["a"]}))
+    for name in ("run-a", "run-b", "run-c"):
+        tbl.tags.create(name, tbl.version)
+        tbl.add(pa.table({"id": [name]}))
+    committed = ModelPointer.of("stage1", "m", "/ckpt", "ab" * 32, {"kb_tag": "run-a"}).to_row()
+    storage.publish_table(committed, "stage1_checkpoint", None, {"status": "passed", "run_id": "r1"})
+    assert referenced_tags(storage) == {"run-a"}
+
+    changed = ModelPointer.of("stage1", "m", "/ckpt", "ab" * 32, {"kb_tag": "run-c"}).to_row()
+    storage.write_table(changed, "stage1_checkpoint")  # behind the gate: its record still names the first
+    with pytest.raises(UncommittedTable, match=r"stage1_checkpoint.*the file changed after publication"):
+        referenced_tags(storage)
+
+    from assets.knowledge.retention import retain
+
+    def apply() -> dict:
+        return retain(storage, tbl, keep_tags=1, cleanup_older_than=timedelta(days=7), pinned=frozenset())
+
+    kept = apply()
+    assert kept["tags_deleted"] == [] and kept["versions_removed"] == 0
+    assert kept["unverified_tables"] == ["stage1_checkpoint"]
+    assert "every tag and version kept" in kept["skipped"] and "stage1_checkpoint" in kept["skipped"]
+    assert set(tbl.tags.list()) == {"run-a", "run-b", "run-c"}
+
+    storage.write_table(committed, "stage1_checkpoint")  # the committed bytes again: it verifies
+    applied = apply()
+    assert "skipped" not in applied and applied["tags_deleted"] == ["run-b"]
+    assert set(tbl.tags.list()) == {"run-a", "run-c"}
