@@ -52,14 +52,14 @@ def main() -> None:
     from training.tiny_model import load_policy
 
     store = Storage()
-    base = ModelPointer.from_row(store.read_table("base_model"))
+    base = ModelPointer.from_row(store.read_published_table("base_model"))
     if base.manifest.get("random_weights"):
         raise SystemExit(f"{store.root}: base_model has random weights; run `make small` first")
-    kb = KbPointer.from_row(store.read_table("kb_text_index"))
+    kb = KbPointer.from_row(store.read_published_table("kb_text_index"))
     retriever = Retriever.from_pointer(
         kb, store.kb_location(kb.db), KnowledgeModelsResource().text_embedder()
     )
-    frame = store.read_table("text_qa_items", "pubmedqa")
+    frame = store.read_published_table("text_qa_items", "pubmedqa")
     items = benchmark_items(frame, "pubmedqa", splits=sorted(set(frame["split"].to_list())))
     items = items.sort("item_id")
     if args.max_items:
