@@ -245,7 +245,8 @@ def main() -> None:
         real, info = passage_vectors(data, cache, embedder, args.embed_budget_s)
     t0 = time.perf_counter()
     base = interpolated(real, args.rows)
-    tune = query_vectors(cache, "medmcqa", embedder, tune_questions(data, args.tune_queries))
+    n_tune = max(args.tune_queries, IndexPolicy.max_queries)  # one cache file for every run
+    tune = query_vectors(cache, "medmcqa", embedder, tune_questions(data, n_tune))[: args.tune_queries]
     evaluate = query_vectors(cache, "pubmedqa_medqa", embedder, eval_questions(data)[: args.eval_queries])
     exact = numpy_topk(base, evaluate)
     note(
@@ -328,6 +329,7 @@ def main() -> None:
             "first_sync_s": round(time.perf_counter() - t0, 1),
             "chosen": {k: v for k, v in first.index.items() if k != "trials"},
             "trials": first.index.get("trials"),
+            "load_avg": os.getloadavg(),
         }
     )
     tbl = loc.connect().open_table(first.table)
