@@ -44,6 +44,7 @@ from retrieval.store import (
     IndexPolicy,
     KBLocation,
     apply_search_params,
+    choose_vector_index,
     embedder_table,
     index_candidates,
     measure_recall,
@@ -213,6 +214,11 @@ def main() -> None:
     ap.add_argument(
         "--grid-stride", type=int, default=2, help="extra settings: recall on every N-th eval query"
     )
+    ap.add_argument(
+        "--only-candidate",
+        choices=("IVF_HNSW_SQ", "IVF_PQ"),
+        help="run the production chooser (choose_vector_index) on this one of index_candidates only (time)",
+    )
     ap.add_argument("--no-resync", action="store_true", help="skip the one-row re-sync timing")
     ap.add_argument(
         "--extra",
@@ -321,19 +327,26 @@ def main() -> None:
         identity,
         run_id="1",
         fts_column=None,
-        index_policy=policy,
+        # --only-candidate: sync without a trial, then the production chooser on that one candidate
+        index_policy=IndexPolicy(min_rows=len(base) + 1) if args.only_candidate else policy,
         recall_queries=tune,
     )
-    note(
-        chooser={
-            "first_sync_s": round(time.perf_counter() - t0, 1),
-            "chosen": {k: v for k, v in first.index.items() if k != "trials"},
-            "trials": first.index.get("trials"),
-            "load_avg": os.getloadavg(),
-        }
-    )
     tbl = loc.connect().open_table(first.table)
-    params = {k: v for k, v in first.index.items() if k in SEARCH_KEYS}
+    if args.only_candidate:
+        sync_s = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        candidates = [
+            c for c in index_candidates(len(base), base.shape[1]) if c[0]["index"] == args.only_candidate
+        ]
+        chosen, recall, trials = choose_vector_index(tbl, tune, args.min_recall, K, candidates=candidates)
+        index_report = {**chosen, "trial_recall": round(recall, 4), "only_candidate": args.only_candidate}
+        timing = {"sync_s": sync_s, "choose_s": round(time.perf_counter() - t0, 1)}
+    else:
+        trials = first.index.get("trials")
+        index_report = {k: v for k, v in first.index.items() if k != "trials"}
+        timing = {"first_sync_s": round(time.perf_counter() - t0, 1)}
+    note(chooser={**timing, "chosen": index_report, "trials": trials, "load_avg": os.getloadavg()})
+    params = {k: v for k, v in index_report.items() if k in SEARCH_KEYS}
 
     def lance(p):
         def fn(q):
