@@ -219,6 +219,9 @@ def main() -> None:
         choices=("IVF_HNSW_SQ", "IVF_PQ"),
         help="run the production chooser (choose_vector_index) on this one of index_candidates only (time)",
     )
+    ap.add_argument(
+        "--faiss-only", action="store_true", help="stop after numpy and FAISS (more efSearch values)"
+    )
     ap.add_argument("--no-resync", action="store_true", help="skip the one-row re-sync timing")
     ap.add_argument(
         "--extra",
@@ -306,6 +309,8 @@ def main() -> None:
             faiss_rows.append(report(f"faiss HNSW32 ef{ef}", search, ef=ef, build_s=build))
     except ImportError:
         note(faiss="not installed (pip install faiss-cpu)")
+    if args.faiss_only:
+        return
 
     ids = [f"v:{i}#0" for i in range(len(base))]
     frame = pl.DataFrame(
