@@ -222,6 +222,11 @@ def main() -> None:
     ap.add_argument(
         "--faiss-only", action="store_true", help="stop after numpy and FAISS (more efSearch values)"
     )
+    ap.add_argument(
+        "--settings",
+        help="JSON list of LanceDB search settings to measure on the indexes an earlier run left at --out "
+        "(no sync, no chooser)",
+    )
     ap.add_argument("--no-resync", action="store_true", help="skip the one-row re-sync timing")
     ap.add_argument(
         "--extra",
@@ -312,46 +317,53 @@ def main() -> None:
     if args.faiss_only:
         return
 
-    ids = [f"v:{i}#0" for i in range(len(base))]
-    frame = pl.DataFrame(
-        {"id": ids, "source": ["bench"] * len(ids), "content_hash": [str(i) for i in range(len(ids))]}
-    )
-    identity = {**embedder.identity(), "note": "kb_speed vectors"}
-    loc = KBLocation(args.out)
-    policy = IndexPolicy(min_rows=args.min_rows, min_recall=args.min_recall, max_queries=args.tune_queries)
-
-    def embed(rows: pl.DataFrame) -> np.ndarray:
-        return base[[int(i[2:-2]) for i in rows["id"]]]
-
-    t0 = time.perf_counter()
-    first = sync_table(
-        loc,
-        "speed",
-        frame,
-        embed,
-        identity,
-        run_id="1",
-        fts_column=None,
-        # --only-candidate: sync without a trial, then the production chooser on that one candidate
-        index_policy=IndexPolicy(min_rows=len(base) + 1) if args.only_candidate else policy,
-        recall_queries=tune,
-    )
-    tbl = loc.connect().open_table(first.table)
-    if args.only_candidate:
-        sync_s = round(time.perf_counter() - t0, 1)
-        t0 = time.perf_counter()
-        candidates = [
-            c for c in index_candidates(len(base), base.shape[1]) if c[0]["index"] == args.only_candidate
-        ]
-        chosen, recall, trials = choose_vector_index(tbl, tune, args.min_recall, K, candidates=candidates)
-        index_report = {**chosen, "trial_recall": round(recall, 4), "only_candidate": args.only_candidate}
-        timing = {"sync_s": sync_s, "choose_s": round(time.perf_counter() - t0, 1)}
+    if args.settings:  # search settings on the indexes an earlier run at --out built (versions are kept)
+        conn = KBLocation(args.out).connect()
+        tbl = conn.open_table(next(n for n in conn.table_names() if n.startswith("speed")))
+        params = {"index": "flat"}
     else:
-        trials = first.index.get("trials")
-        index_report = {k: v for k, v in first.index.items() if k != "trials"}
-        timing = {"first_sync_s": round(time.perf_counter() - t0, 1)}
-    note(chooser={**timing, "chosen": index_report, "trials": trials, "load_avg": os.getloadavg()})
-    params = {k: v for k, v in index_report.items() if k in SEARCH_KEYS}
+        ids = [f"v:{i}#0" for i in range(len(base))]
+        frame = pl.DataFrame(
+            {"id": ids, "source": ["bench"] * len(ids), "content_hash": [str(i) for i in range(len(ids))]}
+        )
+        identity = {**embedder.identity(), "note": "kb_speed vectors"}
+        loc = KBLocation(args.out)
+        policy = IndexPolicy(
+            min_rows=args.min_rows, min_recall=args.min_recall, max_queries=args.tune_queries
+        )
+
+        def embed(rows: pl.DataFrame) -> np.ndarray:
+            return base[[int(i[2:-2]) for i in rows["id"]]]
+
+        t0 = time.perf_counter()
+        first = sync_table(
+            loc,
+            "speed",
+            frame,
+            embed,
+            identity,
+            run_id="1",
+            fts_column=None,
+            # --only-candidate: sync without a trial, then the production chooser on that one candidate
+            index_policy=IndexPolicy(min_rows=len(base) + 1) if args.only_candidate else policy,
+            recall_queries=tune,
+        )
+        tbl = loc.connect().open_table(first.table)
+        if args.only_candidate:
+            sync_s = round(time.perf_counter() - t0, 1)
+            t0 = time.perf_counter()
+            candidates = [
+                c for c in index_candidates(len(base), base.shape[1]) if c[0]["index"] == args.only_candidate
+            ]
+            chosen, recall, trials = choose_vector_index(tbl, tune, args.min_recall, K, candidates=candidates)
+            index_report = {**chosen, "trial_recall": round(recall, 4), "only_candidate": args.only_candidate}
+            timing = {"sync_s": sync_s, "choose_s": round(time.perf_counter() - t0, 1)}
+        else:
+            trials = first.index.get("trials")
+            index_report = {k: v for k, v in first.index.items() if k != "trials"}
+            timing = {"first_sync_s": round(time.perf_counter() - t0, 1)}
+        note(chooser={**timing, "chosen": index_report, "trials": trials, "load_avg": os.getloadavg()})
+        params = {k: v for k, v in index_report.items() if k in SEARCH_KEYS}
 
     def lance(p):
         def fn(q):
@@ -370,7 +382,8 @@ def main() -> None:
 
         return fn
 
-    report("lancedb flat", lance({"index": "flat"}), recall_on=64)
+    if not args.settings:
+        report("lancedb flat", lance({"index": "flat"}), recall_on=64)
     ratios: list[dict] = []
     summary["ratios"] = ratios
 
@@ -399,6 +412,19 @@ def main() -> None:
         print(json.dumps({"ratio": out}), flush=True)
         save()
         return out
+
+    if args.settings:
+        kinds = {"IVF_HNSW_SQ": "IvfHnswSq", "IVF_PQ": "IvfPq"}
+        versions = {}
+        for v in tbl.list_versions():
+            tbl.checkout(v["version"])
+            versions.update({str(ix.index_type): v["version"] for ix in tbl.list_indices()})
+        for p in json.loads(args.settings):
+            tbl.checkout(versions[kinds[p["index"]]])
+            compare(report(f"lancedb {p}", lance(p), recall_stride=args.grid_stride, settings=p))
+        summary["load_avg_end"] = os.getloadavg()
+        save()
+        return
 
     if params.get("index", "flat") != "flat":
         compare(report(f"lancedb chosen {params}", lance(params), settings=params, chosen=True))
