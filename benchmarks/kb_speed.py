@@ -27,6 +27,10 @@ production chooser keeps, its batch-64 p50 divided by numpy's and by FAISS HNSW'
 whose recall is at least the chosen configuration's (and >= ``--min-recall``), a few more search settings on
 the chosen index (no rebuild), optional extra index builds (``--extra``), and the time of a one-row re-sync
 (no index re-trial: the table did not grow). Every step is appended to ``--json`` as it finishes.
+
+For time at large sizes: ``--only-candidate`` runs the production chooser on one of ``index_candidates``;
+``--faiss-only`` stops after numpy and FAISS; ``--settings`` measures given LanceDB search settings on the
+indexes an earlier run left at ``--out`` (its table versions are kept), with no sync and no chooser.
 """
 
 import argparse
