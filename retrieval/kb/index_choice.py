@@ -114,7 +114,7 @@ def index_candidates(rows: int, dim: int) -> list[tuple[dict[str, Any], list[dic
     (1/8 to 3/4 for IVF_HNSW_SQ, 2-10 % for IVF_PQ), so the IVF layer prunes. IVF_HNSW_SQ is also tried with
     ef 256 and ``refine_factor`` 10 (the scalar-quantized distances re-ranked on the full vectors): without
     the refine its recall@10 stopped at 0.83 on 1M rows of real MiniLM vectors whatever ``nprobes``, with it
-    0.96 (BENCHMARKS.md, issue 19 §4)."""
+    0.93-0.96 (BENCHMARKS.md, issue 19 §4)."""
     hnsw_parts = min(256, max(4, rows // 25_000))
     probes = sorted({max(1, math.ceil(hnsw_parts * f)) for f in (1 / 8, 1 / 4, 1 / 2, 3 / 4)})
     pq_parts = max(4, min(int(rows**0.5), rows // 256))  # sqrt(rows), at least 256 rows a partition
