@@ -87,32 +87,35 @@ def _publish_report(store, stage2_version: str) -> None:
     store.write_table(pl.DataFrame({"lineage": [json.dumps(lineage)]}), "eval_report")
 
 
-@pytest.mark.timeout(180)
-def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
-    from dagster import DagsterInstance, SourceAsset, materialize
+def _promoter(instance):
+    """Materializes promoted_checkpoint on the upstream tables published by the helpers above."""
+    from dagster import SourceAsset, materialize
 
     from assets.evaluation.assets import eval_benchmarks, promoted_checkpoint
     from orchestration.definitions import build_resources
 
-    # the upstream tables are published above, as their assets would publish them (those are tested elsewhere)
     upstream = [
         SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
         SourceAsset("stage2_checkpoint", io_manager_key="table_io"),
         SourceAsset("eval_report", io_manager_key="table_io"),
     ]
-
-    instance = DagsterInstance.ephemeral()
     cfg = {"ops": {"promoted_checkpoint": {"config": {"n_resamples": 2000, "min_items": 30, "margin": 0.02}}}}
+    return lambda: materialize(
+        [*upstream, promoted_checkpoint],
+        selection=[promoted_checkpoint],
+        instance=instance,
+        resources=build_resources(),
+        run_config=cfg,
+        raise_on_error=False,
+    )
 
-    def promote():
-        return materialize(
-            [*upstream, promoted_checkpoint],
-            selection=[promoted_checkpoint],
-            instance=instance,
-            resources=build_resources(),
-            run_config=cfg,
-            raise_on_error=False,
-        )
+
+@pytest.mark.timeout(180)
+def test_promoted_checkpoint_publishes_only_when_the_gate_passes(storage):
+    from dagster import DagsterInstance
+
+    # the upstream tables are published by the helpers above, as their assets would publish them
+    promote = _promoter(DagsterInstance.ephemeral())
 
     rng = np.random.default_rng(1)
     good = rng.random(300) < 0.7
@@ -165,29 +168,6 @@ def test_promotion_runs_after_the_report_and_only_for_the_checkpoint_it_evaluate
     assert report_disagrees(report("bbbb"), "bbbb") is None
     assert "another stage-2 checkpoint" in report_disagrees(report("cccc"), "bbbb")
     assert "did not evaluate a stage-2" in report_disagrees(report(None), "bbbb")
-
-
-def _promoter(instance):
-    """Materializes promoted_checkpoint on the upstream tables published by the helpers above."""
-    from dagster import SourceAsset, materialize
-
-    from assets.evaluation.assets import eval_benchmarks, promoted_checkpoint
-    from orchestration.definitions import build_resources
-
-    upstream = [
-        SourceAsset("eval_results", partitions_def=eval_benchmarks, io_manager_key="table_io"),
-        SourceAsset("stage2_checkpoint", io_manager_key="table_io"),
-        SourceAsset("eval_report", io_manager_key="table_io"),
-    ]
-    cfg = {"ops": {"promoted_checkpoint": {"config": {"n_resamples": 2000, "min_items": 30, "margin": 0.02}}}}
-    return lambda: materialize(
-        [*upstream, promoted_checkpoint],
-        selection=[promoted_checkpoint],
-        instance=instance,
-        resources=build_resources(),
-        run_config=cfg,
-        raise_on_error=False,
-    )
 
 
 def _failure(result) -> str:
